@@ -1,0 +1,44 @@
+# backup-catalog — see README.md. `make demo` and `make test` run `setup` first.
+SHELL := /bin/bash
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+DEB_PACKAGES := pgbackrest stunnel4 lzop pv postgresql-15 postgresql-client-15 openssl
+
+.PHONY: setup debs venv tools demo test bench clean
+
+setup: debs venv tools
+
+debs:
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(BIN)/backup-catalog: pyproject.toml
+	@command -v $(PY) >/dev/null || { echo "need $(PY)"; exit 1; }
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $@
+
+venv: $(BIN)/backup-catalog
+
+# Real archiving tools (barman-cloud, WAL-E) in a venv on the system Python, outside /root,
+# because archive_command runs as the postgres user (see FIELD-NOTES.md).
+tools:
+	@scripts/setup-tools.sh
+
+demo: setup
+	$(BIN)/backup-catalog demo
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) .tools .cache
