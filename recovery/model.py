@@ -6,6 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from recovery.lsn import Lsn
+from recovery.timeline import TimelineSwitch
 
 
 class Layout(StrEnum):
@@ -91,7 +92,11 @@ class WalRun:
 
 @dataclass(frozen=True, slots=True)
 class WindowEdge:
-    """Last commit/abort timestamp known in a segment (from WAL decoding) or a LastModified bound."""
+    """The last commit/abort record at or before segment ``segno`` of ``timeline``'s own files.
+
+    ``exact``: read from WAL records (decoded). Otherwise ``last_commit_time`` is only the segment
+    object's LastModified (an upper bound) and ``last_commit_lsn`` is None.
+    """
 
     timeline: int
     segno: int
@@ -129,7 +134,7 @@ class ArchiveSnapshot:
     seg_size: int
     backups: tuple[Backup, ...]
     runs: tuple[WalRun, ...]
-    histories: dict[int, tuple[object, ...]] = field(default_factory=dict)  # tli -> TimelineSwitch tuple
+    histories: dict[int, tuple[TimelineSwitch, ...]] = field(default_factory=dict)  # tli -> its history file
     edges: tuple[WindowEdge, ...] = ()
     pg_version: int | None = None
     conflicts: tuple[tuple[int, int], ...] = ()  # (timeline, segno) with conflicting content
