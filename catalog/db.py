@@ -1,0 +1,124 @@
+"""Connecting to the catalog database: the asyncpg pool, the pg_lsn codec and the schema."""
+from __future__ import annotations
+
+import asyncio
+import importlib.resources
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import asyncpg
+
+from catalog.errors import CatalogUnavailable
+from recovery.lsn import Lsn
+
+DbLike = asyncpg.Pool | asyncpg.Connection
+_SCHEMA_LOCK = 0x6263_6174_616C_6F67 & 0x7FFF_FFFF_FFFF_FFFF  # "bcatalog": serialises concurrent init_schema
+
+
+def schema_sql() -> str:
+    """The catalog DDL (``schema.sql``, shipped as package data of ``catalog``)."""
+    return importlib.resources.files("catalog").joinpath("schema.sql").read_text(encoding="utf-8")
+
+
+def _encode_lsn(value: object) -> str:
+    if isinstance(value, Lsn):
+        return str(value)
+    if isinstance(value, int):
+        return str(Lsn(value))
+    if isinstance(value, str):
+        return str(Lsn.parse(value))
+    raise TypeError(f"cannot encode {type(value).__name__} as pg_lsn")
+
+
+async def register_codecs(conn: asyncpg.Connection) -> None:
+    """Map ``pg_lsn`` to :class:`Lsn` via the text format.
+
+    asyncpg's built-in pg_lsn codec is binary int8 (signed), which cannot hold LSNs >= 2**63.
+    """
+    await conn.set_type_codec("pg_lsn", schema="pg_catalog", encoder=_encode_lsn,
+                              decoder=Lsn.parse, format="text")
+
+
+def describe_dsn(dsn: str) -> str:
+    """Where a DSN points, without credentials.
+
+    >>> describe_dsn("postgresql://u:secret@db.example:6432/cat?sslmode=require")
+    'host=db.example port=6432 dbname=cat user=u'
+    >>> describe_dsn("postgresql://postgres@/backup_catalog?host=/tmp/pg/run")
+    'host=/tmp/pg/run port=5432 dbname=backup_catalog user=postgres'
+    """
+    try:
+        u = urlsplit(dsn)
+        q = {k: v[-1] for k, v in parse_qs(u.query).items()}
+        host = unquote(u.hostname or "") or q.get("host") or "localhost"
+        port = str(u.port) if u.port else q.get("port", "5432")
+        db = unquote(u.path.lstrip("/")) or q.get("dbname") or "(default)"
+        user = unquote(u.username or "") or q.get("user") or "(default)"
+    except ValueError:
+        return "(unparseable DSN)"
+    return f"host={host} port={port} dbname={db} user={user}"
+
+
+def _password_of(dsn: str) -> str | None:
+    try:
+        u = urlsplit(dsn)
+        return u.password or parse_qs(u.query).get("password", [None])[-1]
+    except ValueError:
+        return None
+
+
+def unavailable(dsn: str, exc: BaseException) -> CatalogUnavailable:
+    """A CatalogUnavailable naming where we tried to connect and why, never the password."""
+    reason = str(exc) or type(exc).__name__
+    password = _password_of(dsn)
+    if password:
+        reason = reason.replace(password, "***")
+    return CatalogUnavailable(f"catalog database unavailable ({describe_dsn(dsn)}): {reason}")
+
+
+async def open_pool(dsn: str, **kw: Any) -> asyncpg.Pool:
+    """Open a pool with the pg_lsn codec on every connection.
+
+    :raises CatalogUnavailable: the server cannot be reached or refuses us.
+    """
+    user_init = kw.pop("init", None)
+
+    async def init(conn: asyncpg.Connection) -> None:
+        await register_codecs(conn)
+        if user_init is not None:
+            await user_init(conn)
+
+    kw.setdefault("min_size", 1)
+    kw.setdefault("max_size", 10)
+    kw.setdefault("timeout", 10)
+    try:
+        return await asyncpg.create_pool(dsn, init=init, **kw)
+    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
+        raise unavailable(dsn, exc) from None
+
+
+async def connect(dsn: str, **kw: Any) -> asyncpg.Connection:
+    """One connection with the codecs registered (for CLI one-shots and maintenance)."""
+    kw.setdefault("timeout", 10)
+    try:
+        conn = await asyncpg.connect(dsn, **kw)
+    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
+        raise unavailable(dsn, exc) from None
+    await register_codecs(conn)
+    return conn
+
+
+async def init_schema(db: DbLike) -> None:
+    """Apply ``schema.sql`` (idempotent) in one transaction, serialised against concurrent callers."""
+    sql = schema_sql()
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn:
+            await _apply(conn, sql)
+    else:
+        await _apply(db, sql)
+
+
+async def _apply(conn: asyncpg.Connection, sql: str) -> None:
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
+        await conn.execute(sql)

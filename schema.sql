@@ -1,0 +1,152 @@
+-- backup-catalog: the only DDL. Idempotent: safe to apply any number of times (catalog.db.init_schema).
+-- Times are timestamptz; WAL positions are pg_lsn; WAL coverage is stored as merged runs of segment
+-- numbers (timeline, first_segno, last_segno), never one row per segment.
+
+CREATE TABLE IF NOT EXISTS schema_version (
+    version     integer PRIMARY KEY,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- One row per database instance (service instance GUID).
+CREATE TABLE IF NOT EXISTS instances (
+    instance_guid    text PRIMARY KEY,
+    space_guid       text NOT NULL,
+    org_guid         text,
+    bucket           text NOT NULL,
+    prefix           text NOT NULL,
+    layout           text NOT NULL DEFAULT 'auto',   -- requested: auto|pgbackrest|barman|walg|wale
+    detected_layout  text,                           -- what the scanner found
+    stanza           text,                           -- pgBackRest stanza / barman server name
+    pg_version       integer,
+    system_id        numeric(20, 0),                 -- uint64: does not fit bigint
+    seg_size         bigint,
+    created_at       timestamptz,                    -- NULL: existed before the catalog learned of it
+    registered_at    timestamptz NOT NULL DEFAULT now(),
+    deleted_at       timestamptz,
+    CONSTRAINT instances_system_id_uint64 CHECK (system_id IS NULL OR system_id BETWEEN 0 AND 18446744073709551615)
+);
+
+-- Name history: (space, name) held by an instance during [valid_from, valid_to).
+-- 'infinity' = still held; '-infinity' = since before the catalog knew.
+CREATE TABLE IF NOT EXISTS instance_names (
+    space_guid     text NOT NULL,
+    name           text NOT NULL,
+    instance_guid  text NOT NULL REFERENCES instances ON DELETE CASCADE,
+    valid_from     timestamptz NOT NULL,
+    valid_to       timestamptz NOT NULL DEFAULT 'infinity',
+    PRIMARY KEY (space_guid, name, valid_from),
+    CONSTRAINT instance_names_interval CHECK (valid_from < valid_to)
+);
+-- one current holder per (space, name); overlapping closed intervals are prevented by catalog.repo,
+-- which serialises changes to a name with a row lock on the open interval.
+CREATE UNIQUE INDEX IF NOT EXISTS instance_names_one_open
+    ON instance_names (space_guid, name) WHERE valid_to = 'infinity';
+CREATE INDEX IF NOT EXISTS instance_names_lookup
+    ON instance_names (space_guid, name, valid_from DESC);
+CREATE INDEX IF NOT EXISTS instance_names_by_instance
+    ON instance_names (instance_guid, valid_from DESC);
+
+CREATE TABLE IF NOT EXISTS backups (
+    instance_guid    text NOT NULL REFERENCES instances ON DELETE CASCADE,
+    label            text NOT NULL,
+    type             text NOT NULL,
+    status           text NOT NULL,
+    timeline         integer,
+    start_lsn        pg_lsn,
+    stop_lsn         pg_lsn,
+    start_time       timestamptz,
+    stop_time        timestamptz,
+    stop_time_exact  boolean NOT NULL DEFAULT true,
+    depends_on       text[] NOT NULL DEFAULT '{}',
+    parent           text,
+    size_bytes       bigint,
+    repo_size_bytes  bigint,
+    pg_version       integer,
+    system_id        numeric(20, 0),
+    seg_size         bigint,
+    error            text,
+    metadata_key     text,
+    PRIMARY KEY (instance_guid, label)
+);
+
+-- Rows of timeline TLI's history file, in file order (ordinal 0 = first line).
+CREATE TABLE IF NOT EXISTS timelines (
+    instance_guid  text NOT NULL REFERENCES instances ON DELETE CASCADE,
+    tli            integer NOT NULL,
+    ordinal        integer NOT NULL,
+    parent         integer NOT NULL,
+    switchpoint    pg_lsn NOT NULL,
+    reason         text NOT NULL DEFAULT '',
+    PRIMARY KEY (instance_guid, tli, ordinal)
+);
+
+-- Present WAL segments, merged into maximal runs per timeline.
+CREATE TABLE IF NOT EXISTS wal_runs (
+    instance_guid  text NOT NULL REFERENCES instances ON DELETE CASCADE,
+    timeline       integer NOT NULL,
+    first_segno    bigint NOT NULL,
+    last_segno     bigint NOT NULL,
+    PRIMARY KEY (instance_guid, timeline, first_segno),
+    CONSTRAINT wal_runs_order CHECK (first_segno <= last_segno)
+);
+
+-- Segments archived twice with different content (planning through them is blocked).
+CREATE TABLE IF NOT EXISTS wal_conflicts (
+    instance_guid  text NOT NULL REFERENCES instances ON DELETE CASCADE,
+    timeline       integer NOT NULL,
+    segno          bigint NOT NULL,
+    detail         text NOT NULL DEFAULT '',
+    PRIMARY KEY (instance_guid, timeline, segno)
+);
+
+-- Last commit/abort record at or before a segment (the true end of a recoverable window).
+CREATE TABLE IF NOT EXISTS window_edges (
+    instance_guid     text NOT NULL REFERENCES instances ON DELETE CASCADE,
+    timeline          integer NOT NULL,
+    segno             bigint NOT NULL,
+    last_commit_time  timestamptz,
+    last_commit_lsn   pg_lsn,
+    exact             boolean NOT NULL,
+    PRIMARY KEY (instance_guid, timeline, segno)
+);
+
+-- Incremental scan bookkeeping; `generation` is bumped by every committed scan (fencing).
+CREATE TABLE IF NOT EXISTS scan_state (
+    instance_guid    text PRIMARY KEY REFERENCES instances ON DELETE CASCADE,
+    cursors          jsonb NOT NULL DEFAULT '{}',
+    last_scan        timestamptz,
+    last_full_scan   timestamptz,
+    last_attempt     timestamptz,
+    last_error       text,
+    last_error_code  text,
+    stale_since      timestamptz,
+    unknown_objects  integer NOT NULL DEFAULT 0,
+    issues           jsonb NOT NULL DEFAULT '[]',
+    generation       bigint NOT NULL DEFAULT 0,
+    requests         bigint NOT NULL DEFAULT 0
+);
+
+-- Leases for multi-replica exclusivity. A lease row is never deleted, so `token` (the fencing
+-- token) increases monotonically per key; release only expires it.
+CREATE TABLE IF NOT EXISTS scan_leases (
+    key          text PRIMARY KEY,
+    holder       text NOT NULL,
+    token        bigint NOT NULL,
+    acquired_at  timestamptz NOT NULL DEFAULT now(),
+    expires_at   timestamptz NOT NULL
+);
+
+-- Run log: each scheduled slot of a job runs at most once per instance ('' = not per instance).
+CREATE TABLE IF NOT EXISTS scan_runs (
+    id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    job            text NOT NULL,
+    scheduled_for  timestamptz NOT NULL,
+    instance_guid  text NOT NULL DEFAULT '',
+    holder         text NOT NULL,
+    started_at     timestamptz NOT NULL DEFAULT now(),
+    finished_at    timestamptz,
+    outcome        text NOT NULL,
+    CONSTRAINT scan_runs_once UNIQUE (job, scheduled_for, instance_guid)
+);
+
+INSERT INTO schema_version (version) VALUES (1) ON CONFLICT (version) DO NOTHING;
