@@ -1,0 +1,163 @@
+"""CLI command handlers: thin wrappers over service/views, rendering with rich or JSON."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from backup_catalog import service, views
+from backup_catalog.settings import Settings
+from catalog import repo
+from recovery.model import InstanceRef, Storage
+
+Handler = Callable[[argparse.Namespace, Settings], Awaitable[int]]
+err = Console(stderr=True)
+out = Console()
+
+
+def _print_json(doc: Any) -> None:
+    print(json.dumps(doc, default=str))
+
+
+async def cmd_db_init(args: argparse.Namespace, settings: Settings) -> int:
+    pool = await service.open_catalog(settings)
+    await pool.close()
+    print("catalog schema is up to date")
+    return 0
+
+
+async def cmd_instances(args: argparse.Namespace, settings: Settings) -> int:
+    pool = await service.open_catalog(settings)
+    try:
+        if args.inst_cmd == "add":
+            created = await repo.register_instance(
+                pool, InstanceRef(args.instance, args.space, args.name, org_guid=args.org),
+                Storage(args.bucket, args.prefix, args.layout, args.stanza))
+            doc = {"instance_guid": args.instance, "created": created}
+        elif args.inst_cmd == "rename":
+            await repo.rename_instance(pool, args.guid, args.new_name)
+            doc = {"instance_guid": args.guid, "name": args.new_name}
+        elif args.inst_cmd == "delete":
+            await repo.delete_instance(pool, args.guid)
+            doc = {"instance_guid": args.guid, "deleted": True}
+        else:
+            recs = await repo.list_instances(pool)
+            rows = [views.instance_to_dict(r) for r in recs]
+            if args.json:
+                _print_json({"instances": rows})
+            else:
+                t = Table("instance", "space", "name", "layout", "bucket/prefix", "deleted")
+                for r in rows:
+                    t.add_row(r["instance_guid"], r["space_guid"], r["name"], r["layout"] or "auto",
+                              f"{r['bucket']}/{r['prefix']}", r["deleted_at"] or "")
+                out.print(t)
+            return 0
+    finally:
+        await pool.close()
+    if args.json:
+        _print_json(doc)
+    else:
+        print(" ".join(f"{k}={v}" for k, v in doc.items()))
+    return 0
+
+
+async def cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
+    pool = await service.open_catalog(settings)
+    try:
+        if args.instance:
+            await repo.get_instance(pool, args.instance)
+            guids = [args.instance]
+        else:
+            guids = [r.guid for r in await repo.list_instances(pool)]
+        show = sys.stderr.isatty() and not args.json
+        with Progress(TextColumn("scanning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=err, disable=not show, transient=True) as prog:
+            task = prog.add_task("scan", total=len(guids))
+            outcomes = await service.scan_many(pool, settings, guids, full=args.full,
+                                               on_done=lambda o: prog.advance(task))
+    finally:
+        await pool.close()
+    outcomes.sort(key=lambda o: o.instance_guid)
+    if args.json:
+        _print_json({"scans": [dataclasses.asdict(o) for o in outcomes]})
+    else:
+        t = Table("instance", "result", "backups", "wal runs", "unknown", "issues", "requests", "seconds")
+        for o in outcomes:
+            t.add_row(o.instance_guid, "ok" if o.ok else f"[red]{o.code}[/red]: {o.message}", str(o.backups),
+                      str(o.wal_runs), str(o.unknown_objects), str(o.issues), str(o.requests), f"{o.seconds:.2f}")
+        out.print(t)
+    return 0 if all(o.ok for o in outcomes) else 1
+
+
+async def cmd_backups(args: argparse.Namespace, settings: Settings) -> int:
+    pool = await service.open_catalog(settings)
+    try:
+        doc = await views.backups_doc(pool, args.space, args.name)
+    finally:
+        await pool.close()
+    if args.json:
+        _print_json(doc)
+    else:
+        views.print_backups(doc, out)
+    return 0
+
+
+async def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
+    pool = await service.open_catalog(settings)
+    try:
+        doc = await views.plan_doc(pool, settings, args.space, {
+            "clone-from": args.clone_from, "point-in-time": args.point_in_time, "lsn": args.lsn,
+            "latest": args.latest, "immediate": args.immediate, "timeline": args.timeline,
+            "exclusive": args.exclusive, "pg-version": args.pg_version})
+    finally:
+        await pool.close()
+    if args.json:
+        _print_json(doc)
+    else:
+        views.print_plan(doc, out)
+    return 0
+
+
+async def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    from backup_catalog import report
+    pool = await service.open_catalog(settings)
+    try:
+        rows = await report.coverage(pool, settings)
+    finally:
+        await pool.close()
+    if args.json:
+        _print_json({"instances": rows})
+    elif args.csv:
+        sys.stdout.write(report.to_csv(rows))
+    elif args.html:
+        with open(args.html, "w", encoding="utf-8") as f:
+            f.write(report.to_html(rows))
+        print(f"wrote {args.html}")
+    else:
+        report.print_table(rows, out)
+    return 0
+
+
+async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from api.app import run_server
+    await run_server(settings, args.host, args.port)
+    return 0
+
+
+async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from backup_catalog import demo
+    return await demo.run(settings)
+
+
+def dispatch(args: argparse.Namespace) -> Handler:
+    table: dict[str, Handler] = {"db": cmd_db_init, "instances": cmd_instances, "scan": cmd_scan,
+                                 "backups": cmd_backups, "plan": cmd_plan, "report": cmd_report,
+                                 "serve": cmd_serve, "demo": cmd_demo}
+    return table[args.cmd]

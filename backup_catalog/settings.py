@@ -1,0 +1,38 @@
+"""Settings from the environment (pydantic-settings); names as in DESIGN.md."""
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    catalog_dsn: SecretStr | None = Field(default=None, description="unset: embedded private cluster")
+    s3_endpoint_url: str | None = None
+    aws_access_key_id: SecretStr | None = None
+    aws_secret_access_key: SecretStr | None = None
+    aws_default_region: str = "us-east-1"
+    s3_verify_tls: bool = True
+    s3_max_attempts: int = 5
+    s3_connect_timeout_seconds: float = 5.0
+    s3_read_timeout_seconds: float = 20.0
+    scan_deadline_seconds: float = 300.0
+    scan_interval_seconds: int = 300
+    full_scan_every: int = 12          # every Nth scheduled scan of an instance is a full reconcile
+    scan_lookback_segments: int = 32   # StartAfter lookback for out-of-order async archivers
+    broker_username: str = "broker"
+    broker_password: SecretStr = SecretStr("broker")
+    operator_username: str = "operator"
+    operator_password: SecretStr = SecretStr("operator")
+    cf_api_url: str | None = None
+    cf_client_id: str | None = None
+    cf_client_secret: SecretStr | None = None
+    coverage_warning_rpo_seconds: int = 15 * 60
+    coverage_critical_rpo_seconds: int = 60 * 60
+    coverage_warning_backup_age_seconds: int = 26 * 3600
+    coverage_critical_backup_age_seconds: int = 50 * 3600
+
+
+def load_settings() -> Settings:
+    return Settings()

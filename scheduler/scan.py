@@ -1,0 +1,482 @@
+"""Scan one instance's archive prefix into a ScanResult (incremental by default, ``full`` reconciles).
+
+Per layout: read the small metadata (never backup payload), list WAL with StartAfter from a resume point
+``lookback`` segments before the newest known segment, build merged runs while streaming, read new
+timeline history files, and decode the commit timestamps of segments at window edges.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+
+from catalog.scanresult import Conflict, ScanIssue, ScanResult, WalMode
+from recovery.errors import ParseError, PitrError
+from recovery.model import Backup, BackupStatus, Layout, Storage, WalKind, WalObject, WalRun, WindowEdge
+from recovery.timeline import TimelineSwitch, parse_history
+from recovery.wal import DEFAULT_SEG_SIZE, parse_seg_size_from_page, segment_name
+from scheduler.layouts import barman as bm
+from scheduler.layouts import pgbackrest as pbr
+from scheduler.layouts import walg, wale
+from scheduler.layouts.common import ForeignObject, decompress
+from scheduler.layouts.detect import detect_layout
+from scheduler.storage import NotFound, ObjectStore, StorageError
+from scheduler.walscan import RunBuilder, RunTail, merge_runs
+from scheduler import edges as edge_mod
+
+log = logging.getLogger(__name__)
+
+
+class ScanFailed(PitrError):
+    """The scan could not complete; the catalog keeps its previous generation."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class Previous:
+    """What the catalog already holds for the instance (input to an incremental scan)."""
+
+    layout: Layout | None = None
+    stanza: str | None = None
+    seg_size: int | None = None
+    backups: tuple[Backup, ...] = ()
+    runs: tuple[WalRun, ...] = ()
+    histories: frozenset[int] = frozenset()
+    edges: tuple[WindowEdge, ...] = ()
+    cursors: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Acc:
+    """Mutable accumulator for one scan."""
+
+    issues: list[ScanIssue] = field(default_factory=list)
+    unknown: int = 0
+    histories: dict[int, tuple[TimelineSwitch, ...]] = field(default_factory=dict)
+    cursors: dict[str, str] = field(default_factory=dict)
+    builder: RunBuilder = field(default_factory=RunBuilder)
+    conflicts: list[Conflict] = field(default_factory=list)
+    integrity_ok: bool = True
+
+    def foreign(self, key: str, reason: str) -> None:
+        self.unknown += 1
+        if sum(1 for i in self.issues if i.code == "foreign_object") < 20:
+            self.issues.append(ScanIssue("foreign_object", key, reason))
+
+    def issue(self, code: str, key: str | None, message: str) -> None:
+        self.issues.append(ScanIssue(code, key, message))
+
+
+@dataclass(frozen=True, slots=True)
+class WalSource:
+    """One WAL listing root: ``rel_key(name)`` gives the key (relative to ``prefix``) of a segment name."""
+
+    prefix: str
+    classify: Callable[[str, int], object]
+    rel_key: Callable[[str], str]
+
+
+def _hash_dir_key(name: str) -> str:
+    return f"{name[:16]}/{name}"
+
+
+def _flat_key(name: str) -> str:
+    return name
+
+
+def _wal_cursor_key(prefix: str) -> str:
+    return f"wal:{prefix}"
+
+
+def _etag_key(key: str) -> str:
+    return f"etag:{key}"
+
+
+async def scan_archive(store: ObjectStore, storage: Storage, previous: Previous, *, full: bool,
+                       lookback: int = 32, now: datetime | None = None) -> ScanResult:
+    """Scan one archive. Raises ScanFailed (storage unreachable, unknown prefix, …); never partial results."""
+    started = now or datetime.now(timezone.utc)
+    root = storage.normalized_prefix()
+    acc = _Acc()
+    if not full:
+        acc.cursors.update({k: v for k, v in previous.cursors.items() if k.startswith("etag:")})
+    try:
+        layout = await _layout(store, storage, previous, root)
+        if layout is Layout.PGBACKREST:
+            res = await _scan_pgbackrest(store, storage, previous, root, acc, full, lookback)
+        elif layout is Layout.BARMAN:
+            res = await _scan_barman(store, storage, previous, root, acc, full, lookback)
+        else:
+            res = await _scan_walg_wale(store, layout, previous, root, acc, full, lookback)
+    except StorageError as e:
+        raise ScanFailed(e.code, str(e)) from None
+    stanza, seg_size, backups, pg_version, system_id = res
+    runs = acc.builder.wal_runs()
+    mode = WalMode.REPLACE if full else WalMode.MERGE
+    all_runs = runs if full else merge_runs((*previous.runs, *runs))
+    for tli, segno, a, b in acc.builder.duplicates:
+        detail = await _compare_duplicates(store, layout, a, b)
+        if detail:
+            acc.conflicts.append(Conflict(tli, segno, detail))
+    edges = await edge_mod.decode_edges(store, acc.builder.runs, all_runs, previous.edges, seg_size, acc.issues)
+    return ScanResult(
+        layout=layout, full=full, started_at=started, finished_at=datetime.now(timezone.utc), stanza=stanza,
+        seg_size=seg_size, pg_version=pg_version, system_id=system_id, backups=backups,
+        histories=acc.histories, wal_mode=mode, wal_runs=runs, conflicts=tuple(acc.conflicts), edges=edges,
+        cursors=acc.cursors, unknown_objects=acc.unknown, issues=tuple(acc.issues),
+        requests=store.requests, integrity_ok=acc.integrity_ok)
+
+
+async def _layout(store: ObjectStore, storage: Storage, previous: Previous, root: str) -> Layout:
+    if storage.layout and storage.layout != "auto":
+        return Layout(storage.layout)
+    if previous.layout:
+        return previous.layout
+    listing = await store.list_dir(root)
+    entries = {p[len(root):] for p in listing.prefixes} | {o.key[len(root):] for o in listing.objects}
+    if not entries:
+        raise ScanFailed("unknown_prefix", f"nothing found under s3://{getattr(store, 'bucket', '?')}/{root}: "
+                         "is the prefix right?")
+    layout = detect_layout(entries)
+    if layout is None:
+        raise ScanFailed("unknown_layout", f"cannot tell which tool wrote s3://{getattr(store, 'bucket', '?')}/{root} "
+                         f"(found {sorted(entries)[:8]}); pass --layout")
+    if layout in (Layout.WALG, Layout.WALE):
+        layout = await _walg_or_wale(store, root)
+    return layout
+
+
+async def _walg_or_wale(store: ObjectStore, root: str) -> Layout:
+    listing = await store.list_dir(root + "basebackups_005/")
+    for o in listing.objects:
+        if o.key.endswith("_backup_stop_sentinel.json"):
+            try:
+                data = await store.read(o.key)
+            except NotFound:
+                continue
+            return Layout.WALE if b"wal_segment_backup_stop" in data else Layout.WALG
+    async for o in store.list_keys(root + "wal_005/"):
+        return Layout.WALE if o.key.endswith(".lzo") else Layout.WALG
+    return Layout.WALG
+
+
+async def _single_stanza(store: ObjectStore, base: str, what: str) -> str:
+    listing = await store.list_dir(base)
+    names = [p[len(base):].rstrip("/") for p in listing.prefixes]
+    if len(names) != 1:
+        raise ScanFailed("ambiguous_stanza", f"{what} under {base!r}: found {names or 'none'}; pass --stanza")
+    return names[0]
+
+
+# ---------------------------------------------------------------- pgBackRest
+
+async def _read_info(store: ObjectStore, key: str, parse: Callable[[str, str], object], acc: _Acc) -> object | None:
+    """Load a pgBackRest info file, falling back to ``.copy`` (pgBackRest's own rule)."""
+    results: list[object] = []
+    errors: list[str] = []
+    for k in (key, key + ".copy"):
+        try:
+            data = await store.read(k)
+        except NotFound:
+            errors.append(f"{k}: missing")
+            results.append(None)
+            continue
+        try:
+            text = data.decode("utf-8")
+            info = parse(text, k)
+        except (ParseError, UnicodeDecodeError) as e:
+            errors.append(f"{k}: {e}")
+            results.append(None)
+            if getattr(e, "code", "") == "format_error":
+                acc.issue("format_error", k, str(e))
+            continue
+        if not getattr(info, "checksum_ok", True):
+            errors.append(f"{k}: checksum mismatch")
+            results.append(None)
+            continue
+        results.append(info)
+    main, copy = results
+    if main is not None:
+        if copy is None:
+            acc.issue("integrity_warning", key + ".copy", "; ".join(errors) or "copy unusable")
+        elif getattr(copy, "checksum", None) != getattr(main, "checksum", None):
+            acc.issue("integrity_warning", key, "info file and its .copy differ")
+        return main
+    if copy is not None:
+        acc.issue("integrity_warning", key, f"main info file unusable ({'; '.join(errors)}); using .copy")
+        return copy
+    acc.integrity_ok = False
+    acc.issue("integrity_error", key, "; ".join(errors))
+    return None
+
+
+async def _scan_pgbackrest(store: ObjectStore, storage: Storage, previous: Previous, root: str, acc: _Acc,
+                           full: bool, lookback: int) -> tuple[str, int, tuple[Backup, ...] | None, int | None, int | None]:
+    stanza = storage.stanza or previous.stanza or await _single_stanza(store, root + "archive/", "pgBackRest stanzas")
+    bdir = f"{root}backup/{stanza}/"
+    blist = await store.list_dir(bdir)
+    objs = {o.key: o for o in blist.objects}
+    if not blist.objects and not blist.prefixes:
+        raise ScanFailed("unknown_prefix", f"no pgBackRest stanza {stanza!r} under {root or '/'}")
+    info_key = bdir + "backup.info"
+    backups: tuple[Backup, ...] | None = previous.backups if previous.backups else None
+    pg_version = system_id = None
+    etag = objs.get(info_key).etag if info_key in objs else None
+    if full or backups is None or etag is None or acc.cursors.get(_etag_key(info_key)) != etag:
+        info = await _read_info(store, info_key, pbr.parse_backup_info, acc)
+        if info is not None:
+            backups = tuple(info.backups)
+            pg_version, system_id = info.pg_version, info.system_id
+            if etag:
+                acc.cursors[_etag_key(info_key)] = etag
+        else:
+            backups = None
+            acc.cursors.pop(_etag_key(info_key), None)
+    # backup directories not (yet) in backup.info: in progress, aborted, or crashed before registration
+    known = {b.label for b in backups or ()}
+    extra: list[Backup] = []
+    for p in blist.prefixes:
+        name = p[len(bdir):].rstrip("/")
+        kind = pbr.classify_backup_root_entry(name + "/")
+        if getattr(kind, "kind", None) != "label" or name in known:
+            if isinstance(kind, ForeignObject):
+                acc.foreign(p, kind.reason)
+            continue
+        extra.append(await _pgbackrest_unregistered(store, p, name, acc))
+    if backups is not None:
+        backups = tuple(backups) + tuple(extra)
+    # archive ids: list archive/<stanza>/ (archive.info ETag + id directories)
+    adir = f"{root}archive/{stanza}/"
+    alist = await store.list_dir(adir)
+    ainfo_key = adir + "archive.info"
+    ids = sorted(p[len(adir):].rstrip("/") for p in alist.prefixes)
+    aobj = next((o for o in alist.objects if o.key == ainfo_key), None)
+    if aobj is None:
+        acc.issue("integrity_warning", ainfo_key, "archive.info missing; using the archive id directories found")
+    elif full or acc.cursors.get(_etag_key(ainfo_key)) != aobj.etag:
+        ainfo = await _read_info(store, ainfo_key, pbr.parse_archive_info, acc)
+        if ainfo is not None:
+            acc.cursors[_etag_key(ainfo_key)] = aobj.etag
+            listed = set(ids)
+            ids = [i for i in ainfo.archive_ids if i in listed] + sorted(listed - set(ainfo.archive_ids))
+            system_id = system_id or ainfo.system_id
+    seg_size = previous.seg_size
+    for aid in ids:
+        src = WalSource(f"{adir}{aid}/", pbr.classify_archive_key, _hash_dir_key)
+        seg_size = await _list_wal(store, src, previous, acc, full, lookback, seg_size)
+    return stanza, seg_size or DEFAULT_SEG_SIZE, backups, pg_version, system_id
+
+
+async def _pgbackrest_unregistered(store: ObjectStore, prefix: str, label: str, acc: _Acc) -> Backup:
+    for name, status in (("backup.manifest", BackupStatus.DONE), ("backup.manifest.copy", BackupStatus.RUNNING)):
+        try:
+            text = (await store.read(prefix + name)).decode("utf-8", "replace")
+            b = pbr.parse_manifest_header(text, prefix + name)
+        except NotFound:
+            continue
+        except ParseError as e:
+            acc.issue("metadata_error", prefix + name, str(e))
+            continue
+        # a manifest without a backup.info entry: crashed before registration, or still running.
+        # Never offered for restore until pgBackRest registers it.
+        note = "not in backup.info (crashed before registration?)" if status is BackupStatus.DONE else "in progress or aborted"
+        return replace(b, status=BackupStatus.RUNNING, error=note)
+    return Backup(label=label, type=pbr.label_type(label), status=BackupStatus.RUNNING, timeline=None, start_lsn=None,
+                  stop_lsn=None, start_time=None, stop_time=None, error="backup directory without manifest")
+
+
+# ---------------------------------------------------------------- barman-cloud
+
+async def _scan_barman(store: ObjectStore, storage: Storage, previous: Previous, root: str, acc: _Acc,
+                       full: bool, lookback: int) -> tuple[str, int, tuple[Backup, ...] | None, int | None, int | None]:
+    server = storage.stanza or previous.stanza or await _single_stanza(store, root, "barman-cloud servers")
+    sdir = f"{root}{server}/"
+    base = f"{sdir}base/"
+    blist = await store.list_dir(base)
+    prev = {b.label: b for b in previous.backups}
+    backups: list[Backup] = []
+    seg_size = previous.seg_size
+    pg_version = system_id = None
+    for p in blist.prefixes:
+        bid = p[len(base):].rstrip("/")
+        old = prev.get(bid)
+        if old is not None and not full and old.status is not BackupStatus.RUNNING:
+            backups.append(old)
+            continue
+        try:
+            text = (await store.read(p + "backup.info")).decode("utf-8", "replace")
+            b = bm.parse_backup_info(text, bid, p + "backup.info")
+        except NotFound:
+            b = Backup(label=bid, type=bm.BackupType.FULL, status=BackupStatus.RUNNING, timeline=None, start_lsn=None,
+                       stop_lsn=None, start_time=None, stop_time=None, error="no backup.info: in progress or crashed")
+        except ParseError as e:
+            acc.issue("metadata_error", p + "backup.info", str(e))
+            b = Backup(label=bid, type=bm.BackupType.FULL, status=BackupStatus.FAILED, timeline=None, start_lsn=None,
+                       stop_lsn=None, start_time=None, stop_time=None, error=f"unreadable backup.info: {e}")
+        backups.append(b)
+    for b in backups:
+        seg_size = seg_size or b.seg_size
+        pg_version = b.pg_version or pg_version
+        system_id = b.system_id or system_id
+    for o in blist.objects:
+        acc.foreign(o.key, "unexpected object in base/")
+    src = WalSource(f"{sdir}wals/", bm.classify_wal_key, _hash_dir_key)
+    seg_size = await _list_wal(store, src, previous, acc, full, lookback, seg_size)
+    return server, seg_size or DEFAULT_SEG_SIZE, tuple(backups), pg_version, system_id
+
+
+# ---------------------------------------------------------------- WAL-G / WAL-E
+
+async def _scan_walg_wale(store: ObjectStore, layout: Layout, previous: Previous, root: str, acc: _Acc,
+                          full: bool, lookback: int) -> tuple[None, int, tuple[Backup, ...], int | None, int | None]:
+    mod = walg if layout is Layout.WALG else wale
+    bdir = f"{root}basebackups_005/"
+    blist = await store.list_dir(bdir)
+    prev = {b.metadata_key: b for b in previous.backups if b.metadata_key}
+    backups: list[Backup] = []
+    with_sentinel: set[str] = set()
+    for o in blist.objects:
+        name = o.key[len(bdir):]
+        if not name.endswith("_backup_stop_sentinel.json"):
+            acc.foreign(o.key, "unexpected object in basebackups_005/")
+            continue
+        label = name[: -len("_backup_stop_sentinel.json")]
+        with_sentinel.add(label)
+        ek = _etag_key(o.key)
+        old = prev.get(o.key)
+        if old is not None and not full and acc.cursors.get(ek) == o.etag:
+            backups.append(old)
+            continue
+        try:
+            b = mod.parse_sentinel(await store.read(o.key), label, o.key)
+        except NotFound:
+            acc.issue("not_found_race", o.key, "sentinel vanished after listing")
+            continue
+        except ParseError as e:
+            acc.issue("metadata_error", o.key, str(e))
+            b = Backup(label=label, type=mod.BackupType.FULL, status=BackupStatus.FAILED, timeline=None, start_lsn=None,
+                       stop_lsn=None, start_time=None, stop_time=None, error=f"unreadable sentinel: {e}", metadata_key=o.key)
+        if b.stop_time is None:
+            b = replace(b, stop_time=o.last_modified, stop_time_exact=False)
+        backups.append(replace(b, metadata_key=o.key))
+        acc.cursors[ek] = o.etag
+    for p in blist.prefixes:
+        label = p[len(bdir):].rstrip("/")
+        if label not in with_sentinel:
+            backups.append(Backup(label=label, type=mod.BackupType.FULL, status=BackupStatus.RUNNING, timeline=None,
+                                  start_lsn=None, stop_lsn=None, start_time=None, stop_time=None,
+                                  error="no stop sentinel: in progress, failed or abandoned"))
+    pg_version = next((b.pg_version for b in backups if b.pg_version), None)
+    system_id = next((b.system_id for b in backups if b.system_id), None)
+    src = WalSource(f"{root}wal_005/", mod.classify_wal_key, _flat_key)
+    seg_size = await _list_wal(store, src, previous, acc, full, lookback, previous.seg_size or DEFAULT_SEG_SIZE)
+    return None, seg_size or DEFAULT_SEG_SIZE, tuple(backups), pg_version, system_id
+
+
+# ---------------------------------------------------------------- WAL listing
+
+async def _list_wal(store: ObjectStore, src: WalSource, previous: Previous, acc: _Acc, full: bool,
+                    lookback: int, seg_size: int | None) -> int | None:
+    """List one WAL root (from a resume point unless ``full``), feeding runs, histories and issues."""
+    ckey = _wal_cursor_key(src.prefix)
+    start_after: str | None = None
+    if not full and ckey in previous.cursors:
+        start_after = previous.cursors[ckey]
+    size = seg_size or DEFAULT_SEG_SIZE
+    history_keys: list[tuple[int, str]] = []
+    newest: tuple[int, int] | None = None
+    async for o in store.list_keys(src.prefix, start_after=start_after):
+        rel = o.key[len(src.prefix):]
+        if seg_size is None and _looks_like_segment(rel):
+            size = seg_size = await _probe_seg_size(store, o.key, rel) or DEFAULT_SEG_SIZE
+        c = src.classify(rel, size)
+        if c is None:
+            continue
+        if isinstance(c, ForeignObject):
+            acc.foreign(o.key, c.reason)
+            continue
+        assert isinstance(c, WalObject)
+        if c.kind is WalKind.SEGMENT and c.segno is not None:
+            acc.builder.add(c.timeline, c.segno, o.key, o.last_modified, c.checksum)
+            if newest is None or (c.timeline, c.segno) > newest:
+                newest = (c.timeline, c.segno)
+        elif c.kind is WalKind.HISTORY and c.timeline not in previous.histories or (full and c.kind is WalKind.HISTORY):
+            history_keys.append((c.timeline, o.key))
+    for tli, key in history_keys:
+        await _read_history(store, tli, key, acc)
+    # resume point for the next incremental listing: `lookback` segments before the newest seen
+    if newest is None and start_after:
+        acc.cursors[ckey] = start_after
+    elif newest is not None:
+        tli, segno = newest
+        resume = max(0, segno - lookback)
+        acc.cursors[ckey] = src.prefix + src.rel_key(segment_name(tli, resume, size)) + "~" if resume else ""
+        if not acc.cursors[ckey]:
+            del acc.cursors[ckey]
+    await _probe_missing_histories(store, src, previous, acc)
+    return seg_size
+
+
+def _looks_like_segment(rel: str) -> bool:
+    base = rel.rsplit("/", 1)[-1]
+    return len(base) >= 24 and base[:24].isalnum() and not base[8:9] == "."
+
+
+async def _probe_seg_size(store: ObjectStore, key: str, rel: str) -> int | None:
+    """Segment size from the first page header of one archived segment (pgBackRest verify's method)."""
+    codec = rel.rsplit(".", 1)[-1] if "." in rel.rsplit("/", 1)[-1] else None
+    try:
+        data = await store.read(key)
+        raw = decompress(data, codec if codec in ("gz", "bz2", "xz", "lz4", "zst", "br", "lzma") else None)
+    except (NotFound, ParseError, PitrError):
+        return None
+    return parse_seg_size_from_page(raw[:64])
+
+
+async def _read_history(store: ObjectStore, tli: int, key: str, acc: _Acc) -> None:
+    try:
+        data = await store.read(key)
+        codec = key.rsplit(".", 1)[-1] if not key.endswith(".history") else None
+        text = decompress(data, codec).decode("utf-8")
+        acc.histories[tli] = parse_history(text)
+    except NotFound:
+        acc.issue("not_found_race", key, "history file vanished after listing")
+    except (ParseError, UnicodeDecodeError) as e:
+        acc.issue("metadata_error", key, f"unreadable timeline history: {e}")
+
+
+async def _probe_missing_histories(store: ObjectStore, src: WalSource, previous: Previous, acc: _Acc) -> None:
+    """Timelines > 1 with segments but no known history: a late .history sorts before the resume point."""
+    known = set(previous.histories) | set(acc.histories)
+    need = sorted({r.timeline for r in acc.builder.runs if r.timeline > 1} - known)
+    for tli in need:
+        name = f"{tli:08X}.history"
+        async for o in store.list_keys(src.prefix + name):
+            await _read_history(store, tli, o.key, acc)
+            break
+        else:
+            acc.issue("missing_history", src.prefix + name,
+                      f"timeline {tli} has WAL segments but no {name}: its path cannot be followed")
+
+
+async def _compare_duplicates(store: ObjectStore, layout: Layout, a: str, b: str) -> str | None:
+    """Two objects for one segment: identical content is fine, different content is a conflict."""
+    if layout is Layout.PGBACKREST:
+        ha, hb = (k.rsplit("/", 1)[-1][25:65] for k in (a, b))
+        return None if ha == hb else f"two objects with different SHA-1 for one segment: {a} and {b}"
+    try:
+        da, db = await asyncio.gather(store.read(a), store.read(b))
+        ca, cb = (k.rsplit(".", 1)[-1] for k in (a, b))
+        if decompress(da, ca) == decompress(db, cb):
+            return None
+    except (PitrError, Exception) as e:  # unreadable duplicate: treat as conflict, say why
+        return f"duplicate objects {a} and {b} could not be compared: {e}"
+    return f"two objects with different content for one segment: {a} and {b}"
+
+
+__all__ = ["Previous", "ScanFailed", "scan_archive", "RunTail"]

@@ -1,0 +1,67 @@
+"""Streaming WAL listing → merged runs, in O(runs) memory (keys arrive in (TLI, segno) order)."""
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from recovery.model import WalRun
+
+
+@dataclass(slots=True)
+class RunTail:
+    """A run being built: its last segment's key and LastModified (for edge decoding)."""
+
+    timeline: int
+    first: int
+    last: int
+    last_key: str
+    last_modified: datetime | None
+    recent: deque[tuple[int, str, datetime | None]] = field(default_factory=lambda: deque(maxlen=8))
+
+
+@dataclass(slots=True)
+class RunBuilder:
+    runs: list[RunTail] = field(default_factory=list)
+    duplicates: list[tuple[int, int, str, str]] = field(default_factory=list)  # tli, segno, key_a, key_b
+
+    def add(self, timeline: int, segno: int, key: str, last_modified: datetime | None, checksum: str | None) -> None:
+        cur = self.runs[-1] if self.runs else None
+        if cur and cur.timeline == timeline and cur.last == segno:
+            # a second object for the same segment (another checksum suffix or compression)
+            self.duplicates.append((timeline, segno, cur.last_key, key))
+            return
+        if cur and cur.timeline == timeline and cur.last + 1 == segno:
+            cur.last, cur.last_key, cur.last_modified = segno, key, last_modified
+            cur.recent.append((segno, key, last_modified))
+            return
+        if cur and (timeline, segno) < (cur.timeline, cur.last):
+            # out of order (should not happen with lexicographic listings): start a run, merged later
+            pass
+        tail = RunTail(timeline, segno, segno, key, last_modified)
+        tail.recent.append((segno, key, last_modified))
+        self.runs.append(tail)
+
+    def wal_runs(self) -> tuple[WalRun, ...]:
+        return merge_runs(WalRun(r.timeline, r.first, r.last) for r in self.runs)
+
+
+def merge_runs(runs: Iterable[WalRun]) -> tuple[WalRun, ...]:
+    """Union of runs, merging overlapping and adjacent ones per timeline.
+
+    >>> merge_runs([WalRun(1, 5, 9), WalRun(1, 1, 4), WalRun(2, 3, 3), WalRun(1, 11, 12)])
+    (WalRun(timeline=1, first=1, last=9), WalRun(timeline=1, first=11, last=12), WalRun(timeline=2, first=3, last=3))
+    """
+    out: list[WalRun] = []
+    for r in sorted(runs, key=lambda r: (r.timeline, r.first, r.last)):
+        if out and out[-1].timeline == r.timeline and r.first <= out[-1].last + 1:
+            if r.last > out[-1].last:
+                out[-1] = WalRun(r.timeline, out[-1].first, r.last)
+        else:
+            out.append(r)
+    return tuple(out)
+
+
+def present(runs: Iterable[WalRun], timeline: int, segno: int) -> bool:
+    return any(r.timeline == timeline and r.first <= segno <= r.last for r in runs)
