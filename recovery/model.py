@@ -138,3 +138,4 @@ class ArchiveSnapshot:
     edges: tuple[WindowEdge, ...] = ()
     pg_version: int | None = None
     conflicts: tuple[tuple[int, int], ...] = ()  # (timeline, segno) with conflicting content
+    integrity_errors: tuple[str, ...] = ()  # archive metadata unreadable (e.g. both info copies bad)

@@ -1,0 +1,131 @@
+"""Recovery targets as the user asks for them: a time, an LSN, the end of WAL, or consistency.
+
+Validation happens here, once: times must carry a zone (PostgreSQL would otherwise read them in
+the server's ``timezone``), exactly one target kind is given, and the timeline request is
+``latest``, ``current`` or a positive number.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from enum import StrEnum
+
+from recovery.errors import BadLsn, PlanningError
+from recovery.lsn import Lsn
+
+TimelineRequest = str | int   # "latest" | "current" | N
+
+
+class TargetKind(StrEnum):
+    TIME = "time"
+    LSN = "lsn"
+    LATEST = "latest"         # replay all archived WAL on the path
+    IMMEDIATE = "immediate"   # stop at the backup's consistency point
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What to recover to. ``value`` is a UTC datetime (time), an Lsn (lsn) or None."""
+
+    kind: TargetKind
+    value: datetime | Lsn | None = None
+    inclusive: bool = True
+    timeline: TimelineRequest = "latest"
+    action: str = "promote"
+
+    @property
+    def time(self) -> datetime:
+        assert isinstance(self.value, datetime)
+        return self.value
+
+    @property
+    def lsn(self) -> Lsn:
+        assert isinstance(self.value, Lsn)
+        return self.value
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 time with an explicit zone, as an aware UTC datetime.
+
+    >>> parse_time("2016-09-28T10:00Z")
+    datetime.datetime(2016, 9, 28, 10, 0, tzinfo=datetime.timezone.utc)
+    >>> parse_time("2016-09-28T12:00:00.5+02:00").isoformat()
+    '2016-09-28T10:00:00.500000+00:00'
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise PlanningError("invalid_target", f"not a time: {text!r} (expected ISO 8601, e.g. 2016-09-28T10:00Z)")
+    raw = text.strip()
+    try:
+        value = datetime.fromisoformat(raw[:-1] + "+00:00" if raw[-1:] in "zZ" else raw)
+    except ValueError:
+        raise PlanningError("invalid_target",
+                            f"not a time: {text!r} (expected ISO 8601, e.g. 2016-09-28T10:00Z)") from None
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise PlanningError("invalid_target",
+                            f"time {text!r} has no zone and is ambiguous; add Z or an offset such as +02:00")
+    return value.astimezone(timezone.utc)
+
+
+def parse_timeline(value: object) -> TimelineRequest:
+    """``latest``, ``current`` or a positive timeline number (int or decimal text).
+
+    >>> parse_timeline("latest"), parse_timeline("3"), parse_timeline(2)
+    ('latest', 3, 2)
+    """
+    if isinstance(value, bool):
+        raise PlanningError("invalid_target", f"invalid timeline {value!r}")
+    if isinstance(value, int):
+        n = value
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("latest", "current"):
+            return text
+        if not text.isdigit():
+            raise PlanningError("invalid_target",
+                                f"invalid timeline {value!r} (expected latest, current or a number)")
+        n = int(text)
+    else:
+        raise PlanningError("invalid_target", f"invalid timeline {value!r}")
+    if not 1 <= n <= 0xFFFFFFFF:
+        raise PlanningError("invalid_target", f"invalid timeline {value!r} (timeline IDs start at 1)")
+    return n
+
+
+def make_target(point_in_time: str | datetime | None = None, lsn: str | Lsn | None = None,
+                latest: bool = False, immediate: bool = False, timeline: object = "latest",
+                exclusive: bool = False) -> Target:
+    """Validate a request: exactly one of time, LSN, latest, immediate."""
+    given = [name for name, on in (("point-in-time", point_in_time is not None), ("lsn", lsn is not None),
+                                   ("latest", bool(latest)), ("immediate", bool(immediate))) if on]
+    if len(given) != 1:
+        what = ", ".join(given) if given else "none"
+        raise PlanningError("invalid_target",
+                            f"give exactly one of point-in-time, lsn, latest, immediate (got {what})")
+    tl = parse_timeline(timeline)
+    if point_in_time is not None:
+        if isinstance(point_in_time, datetime):
+            if point_in_time.tzinfo is None or point_in_time.utcoffset() is None:
+                raise PlanningError("invalid_target", "time has no zone and is ambiguous")
+            when = point_in_time.astimezone(timezone.utc)
+        else:
+            when = parse_time(point_in_time)
+        return Target(TargetKind.TIME, when, not exclusive, tl)
+    if lsn is not None:
+        if isinstance(lsn, Lsn):
+            pos = lsn
+        else:
+            try:
+                pos = Lsn.parse(lsn)
+            except BadLsn as e:
+                raise PlanningError("invalid_target", str(e)) from None
+        return Target(TargetKind.LSN, pos, not exclusive, tl)
+    if exclusive:
+        raise PlanningError("invalid_target", "exclusive applies only to point-in-time and LSN targets")
+    if latest:
+        return Target(TargetKind.LATEST, None, True, tl)
+    if isinstance(tl, int):
+        raise PlanningError("invalid_target",
+                            "immediate recovery stops at the backup's consistency point on its own timeline; "
+                            "a timeline cannot be chosen")
+    # pgBackRest forces 'current' with recovery_target='immediate' (LAYOUTS §8.2)
+    return Target(TargetKind.IMMEDIATE, None, True, "current")

@@ -1,0 +1,305 @@
+"""Recoverable windows: how far each base backup can replay along a timeline path (LAYOUTS §7, §8.4).
+
+A backup on path P replays WAL from ``seg(start_lsn)``, taking segment n from the timeline
+``P.segment_tli(n)`` (XLogFileReadAnyTLI), until the first segment that is missing or whose
+archived copies conflict. It is usable only if that covers ``seg(stop_lsn - 1)``; it can then
+stop anywhere from its stop LSN to the cut. The cut's time is the last commit record before it,
+taken from a ``WindowEdge`` (exact when decoded from WAL, approximate when only LastModified).
+"""
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from recovery.lsn import Lsn
+from recovery.model import ArchiveSnapshot, Backup, BackupStatus, WalRun, WindowEdge
+from recovery.timeline import TimelinePath
+
+INF = 1 << 64   # past any segment number
+
+
+class CutKind(StrEnum):
+    END = "end"            # end of archived WAL on the path
+    HOLE = "hole"          # missing segments, with later segments archived on the path
+    CONFLICT = "conflict"  # a segment whose archived copies differ (blocks replay through it)
+
+
+@dataclass(frozen=True, slots=True)
+class Cut:
+    """Where replay along a path stops: segments ``first_missing..last_missing`` (path segnos)."""
+
+    kind: CutKind
+    first_missing: int
+    last_missing: int | None   # None for END (open-ended)
+
+
+@dataclass(frozen=True, slots=True)
+class Reach:
+    """How far one backup replays on a path."""
+
+    backup: Backup
+    path: TimelinePath
+    first_segment: int       # seg(start_lsn)
+    last_segment: int        # last contiguous present segment (>= seg(stop_lsn - 1))
+    cut: Cut
+    end_lsn: Lsn             # first position not replayable: cut.first_missing * S
+    end_time: datetime | None
+    end_exact: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Targets on ``timeline_path`` reachable from some backup: from its stop to the cut."""
+
+    timeline_path: tuple[int, ...]
+    from_lsn: Lsn
+    from_time: datetime | None
+    to_lsn: Lsn
+    to_time: datetime | None
+    to_is_exact: bool
+    backups: tuple[str, ...]
+    end_kind: CutKind = CutKind.END
+
+
+class WalIndex:
+    """Present segments per timeline (merged runs, bisectable) and conflicting segments."""
+
+    def __init__(self, runs: Iterable[WalRun], conflicts: Iterable[tuple[int, int]] = ()) -> None:
+        merged: dict[int, list[tuple[int, int]]] = {}
+        for r in sorted(runs, key=lambda r: (r.timeline, r.first, r.last)):
+            spans = merged.setdefault(r.timeline, [])
+            if spans and r.first <= spans[-1][1] + 1:
+                spans[-1] = (spans[-1][0], max(spans[-1][1], r.last))
+            else:
+                spans.append((r.first, r.last))
+        self._spans = merged
+        self._firsts = {t: [s[0] for s in spans] for t, spans in merged.items()}
+        cons: dict[int, list[int]] = {}
+        for tli, segno in sorted(set(conflicts)):
+            cons.setdefault(tli, []).append(segno)
+        self._conflicts = cons
+
+    def runs(self) -> list[WalRun]:
+        return [WalRun(t, a, b) for t in sorted(self._spans) for a, b in self._spans[t]]
+
+    def span_containing(self, tli: int, segno: int) -> tuple[int, int] | None:
+        firsts = self._firsts.get(tli)
+        if not firsts:
+            return None
+        i = bisect.bisect_right(firsts, segno) - 1
+        if i >= 0 and self._spans[tli][i][1] >= segno:
+            return self._spans[tli][i]
+        return None
+
+    def present(self, tli: int, segno: int) -> bool:
+        return self.span_containing(tli, segno) is not None
+
+    def first_present_in(self, tli: int, lo: int, hi: int) -> int | None:
+        """Lowest present segment of ``tli`` within ``lo..hi``."""
+        firsts = self._firsts.get(tli)
+        if not firsts or lo > hi:
+            return None
+        i = max(bisect.bisect_right(firsts, lo) - 1, 0)
+        for a, b in self._spans[tli][i:]:
+            if a > hi:
+                return None
+            if b >= lo:
+                return max(a, lo)
+        return None
+
+    def first_conflict_in(self, tli: int, lo: int, hi: int) -> int | None:
+        segs = self._conflicts.get(tli)
+        if not segs:
+            return None
+        i = bisect.bisect_left(segs, lo)
+        return segs[i] if i < len(segs) and segs[i] <= hi else None
+
+
+def holes(runs: Iterable[WalRun]) -> list[tuple[int, int, int]]:
+    """Missing ranges ``(tli, first_missing, last_missing)`` between runs of the same timeline.
+
+    >>> holes([WalRun(1, 2, 5), WalRun(1, 9, 9), WalRun(2, 11, 12), WalRun(1, 6, 7)])
+    [(1, 8, 8)]
+    """
+    out: list[tuple[int, int, int]] = []
+    prev: WalRun | None = None
+    for r in WalIndex(runs).runs():
+        if prev is not None and prev.timeline == r.timeline:
+            out.append((r.timeline, prev.last + 1, r.first - 1))
+        prev = r
+    return out
+
+
+def _begin_seg(path: TimelinePath, i: int, seg_size: int) -> int:
+    return path.entries[i].begin.value // seg_size if i else 0
+
+
+def serve_end(path: TimelinePath, segno: int, seg_size: int) -> int:
+    """Last segment served by the same timeline as ``segno`` on ``path`` (INF when open-ended)."""
+    later = [_begin_seg(path, i, seg_size) for i in range(1, len(path.entries))]
+    return min((b for b in later if b > segno), default=INF) - 1
+
+
+def edge_segments(snapshot: ArchiveSnapshot) -> set[tuple[int, int]]:
+    """Segments whose last commit the planner may ask for, as (tli, segno), all present.
+
+    The last segment of every run; the segment before a conflicting one; and the parent's last
+    segment before each timeline switch (a path leaves the parent there even if it kept going).
+    """
+    idx = WalIndex(snapshot.runs, snapshot.conflicts)
+    out = {(r.timeline, r.last) for r in idx.runs()}
+    for tli, segno in snapshot.conflicts:
+        if segno > 0 and idx.present(tli, segno - 1):
+            out.add((tli, segno - 1))
+    for tli, history in snapshot.histories.items():
+        try:
+            path = TimelinePath.build(tli, history)
+        except Exception:   # a bad history is reported by the planner, not here
+            continue
+        for i in range(1, len(path.entries)):
+            b = _begin_seg(path, i, snapshot.seg_size)
+            if b > 0:
+                t = path.segment_tli(b - 1, snapshot.seg_size)
+                if idx.present(t, b - 1):
+                    out.add((t, b - 1))
+    return out
+
+
+def usable_backups(backups: Sequence[Backup]) -> list[Backup]:
+    """Done backups with LSNs whose whole ``depends_on`` chain is present and done."""
+    by_label = {b.label: b for b in backups}
+
+    def ok(b: Backup, seen: frozenset[str]) -> bool:
+        if not b.usable or b.label in seen:
+            return False
+        for dep in b.depends_on:
+            d = by_label.get(dep)
+            if d is None or d.status is not BackupStatus.DONE or not ok(d, seen | {b.label}):
+                return False
+        return True
+
+    return [b for b in backups if ok(b, frozenset())]
+
+
+def on_path(backup: Backup, path: TimelinePath) -> bool:
+    """LAYOUTS §7: tli_b is in P's history and stop_lsn <= end(tli_b) on P."""
+    if backup.timeline is None or backup.stop_lsn is None or path.entry(backup.timeline) is None:
+        return False
+    end = path.end_of(backup.timeline)
+    return end is None or backup.stop_lsn <= end
+
+
+def _next_present(idx: WalIndex, path: TimelinePath, after: int, seg_size: int) -> int | None:
+    """First segment > ``after`` present on the path (from the timeline that serves it)."""
+    best: int | None = None
+    for i, e in enumerate(path.entries):
+        lo = max(_begin_seg(path, i, seg_size), after + 1)
+        hi = serve_end(path, _begin_seg(path, i, seg_size), seg_size) if i + 1 < len(path.entries) else INF
+        if lo <= hi and path.segment_tli(lo, seg_size) == e.tli:
+            n = idx.first_present_in(e.tli, lo, hi)
+            if n is not None and (best is None or n < best):
+                best = n
+    return best
+
+
+def walk(idx: WalIndex, path: TimelinePath, first: int, seg_size: int) -> tuple[int, Cut]:
+    """Replay from segment ``first``: (last contiguous present segment, the cut after it)."""
+    n = first
+    while True:
+        tli = path.segment_tli(n, seg_size)
+        span = idx.span_containing(tli, n)
+        if span is None:
+            nxt = _next_present(idx, path, n, seg_size)
+            cut = Cut(CutKind.END, n, None) if nxt is None else Cut(CutKind.HOLE, n, nxt - 1)
+            return n - 1, cut
+        hi = min(span[1], serve_end(path, n, seg_size))
+        c = idx.first_conflict_in(tli, n, hi)
+        if c is not None:
+            return c - 1, Cut(CutKind.CONFLICT, c, c)
+        n = hi + 1
+
+
+def edge_at(snapshot: ArchiveSnapshot, path: TimelinePath, segno: int) -> WindowEdge | None:
+    """The last commit at or before path segment ``segno``, falling back to the parent timeline."""
+    edges = {(e.timeline, e.segno): e for e in snapshot.edges}
+    s = snapshot.seg_size
+    while segno >= 0:
+        tli = path.segment_tli(segno, s)
+        e = edges.get((tli, segno))
+        if e is None or e.last_commit_time is not None:
+            return e
+        # no commit in this timeline's own files: look at the path's previous timeline
+        i = path.tlis.index(tli)
+        if i == 0:
+            return e
+        segno = _begin_seg(path, i, s) - 1
+    return None
+
+
+def reach(snapshot: ArchiveSnapshot, path: TimelinePath, backup: Backup, idx: WalIndex | None = None) -> Reach | None:
+    """How far ``backup`` replays on ``path``, or None if it is not usable there."""
+    if not on_path(backup, path) or backup.start_lsn is None or backup.stop_lsn is None:
+        return None
+    s = snapshot.seg_size
+    idx = idx or WalIndex(snapshot.runs, snapshot.conflicts)
+    first = backup.start_lsn.segno(s)
+    need = max(backup.stop_lsn.value - 1, backup.start_lsn.value) // s
+    last, cut = walk(idx, path, first, s)
+    if last < need:
+        return None
+    edge = edge_at(snapshot, path, last)
+    when = edge.last_commit_time if edge else None
+    return Reach(backup, path, first, last, cut, Lsn(cut.first_missing * s), when,
+                 bool(edge and edge.exact and when is not None))
+
+
+def missing_reason(snapshot: ArchiveSnapshot, path: TimelinePath, backup: Backup,
+                   idx: WalIndex | None = None) -> Cut | None:
+    """Why ``backup`` is unusable on ``path``: the cut inside its own start..stop WAL."""
+    if not on_path(backup, path) or backup.start_lsn is None:
+        return None
+    idx = idx or WalIndex(snapshot.runs, snapshot.conflicts)
+    _, cut = walk(idx, path, backup.start_lsn.segno(snapshot.seg_size), snapshot.seg_size)
+    return cut
+
+
+def reaches(snapshot: ArchiveSnapshot, path: TimelinePath, backups: Sequence[Backup] | None = None) -> list[Reach]:
+    """Reach of every usable backup on ``path``, oldest stop first."""
+    idx = WalIndex(snapshot.runs, snapshot.conflicts)
+    pool = usable_backups(snapshot.backups) if backups is None else backups
+    out = [r for b in pool if (r := reach(snapshot, path, b, idx)) is not None]
+    return sorted(out, key=lambda r: (r.backup.stop_lsn, r.backup.label))
+
+
+def window_of(r: Reach) -> Window:
+    return Window(r.path.tlis, r.backup.stop_lsn or Lsn(0), r.backup.stop_time, r.end_lsn, r.end_time,
+                  r.end_exact, (r.backup.label,), r.cut.kind)
+
+
+def merge(windows: Iterable[Window]) -> list[Window]:
+    """Merge overlapping windows of one path (backups sharing the same stretch of WAL)."""
+    out: list[Window] = []
+    for w in sorted(windows, key=lambda w: (w.timeline_path, w.from_lsn)):
+        if out and out[-1].timeline_path == w.timeline_path and w.from_lsn <= out[-1].to_lsn:
+            a = out[-1]
+            times = [t for t in (a.from_time, w.from_time) if t is not None]
+            later = w if w.to_lsn > a.to_lsn else a
+            out[-1] = Window(a.timeline_path, min(a.from_lsn, w.from_lsn), min(times) if times else None,
+                             later.to_lsn, later.to_time, later.to_is_exact, a.backups + w.backups,
+                             later.end_kind)
+        else:
+            out.append(w)
+    return out
+
+
+def compute_windows(snapshot: ArchiveSnapshot, path: TimelinePath,
+                    backups: Sequence[Backup] | None = None) -> list[Window]:
+    """Merged recoverable windows on ``path`` (from usable backups, or the given ones)."""
+    return merge(window_of(r) for r in reaches(snapshot, path, backups))
+
+
+def window_containing(windows: Sequence[Window], label: str) -> Window | None:
+    return next((w for w in windows if label in w.backups), None)
