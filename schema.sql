@@ -16,7 +16,8 @@ CREATE TABLE IF NOT EXISTS instances (
     prefix           text NOT NULL,
     layout           text NOT NULL DEFAULT 'auto',   -- requested: auto|pgbackrest|barman|walg|wale
     detected_layout  text,                           -- what the scanner found
-    stanza           text,                           -- pgBackRest stanza / barman server name
+    stanza           text,                           -- requested pgBackRest stanza / barman server name
+    detected_stanza  text,                           -- what the scanner found
     pg_version       integer,
     system_id        numeric(20, 0),                 -- uint64: does not fit bigint
     seg_size         bigint,

@@ -1,0 +1,68 @@
+"""Leases with fencing tokens and the scheduled-run log (multi-replica exclusivity).
+
+No session advisory locks: a lease is a row; its ``token`` grows by one at every change of holder
+(the row is never deleted, release only expires it), so a stale holder's writes can be fenced.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+
+Db = asyncpg.Pool | asyncpg.Connection
+
+
+async def try_acquire_lease(db: Db, key: str, holder: str, ttl_s: float) -> int | None:
+    """Take or renew lease ``key`` for ``ttl_s`` seconds. Returns the fencing token, or None when
+    another holder's lease is unexpired. Renewal by the current holder keeps its token."""
+    return await db.fetchval(
+        """INSERT INTO scan_leases AS l (key, holder, token, acquired_at, expires_at)
+           VALUES ($1, $2, 1, clock_timestamp(), clock_timestamp() + make_interval(secs => $3))
+           ON CONFLICT (key) DO UPDATE SET
+               token = CASE WHEN l.holder = EXCLUDED.holder AND l.expires_at > clock_timestamp()
+                            THEN l.token ELSE l.token + 1 END,
+               acquired_at = CASE WHEN l.holder = EXCLUDED.holder AND l.expires_at > clock_timestamp()
+                                  THEN l.acquired_at ELSE EXCLUDED.acquired_at END,
+               holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+           WHERE l.expires_at <= clock_timestamp() OR l.holder = EXCLUDED.holder
+           RETURNING token""", key, holder, float(ttl_s))
+
+
+async def release_lease(db: Db, key: str, holder: str, token: int) -> bool:
+    """Expire our lease now (keeps the row so tokens stay monotonic). False if no longer ours."""
+    status = await db.execute(
+        """UPDATE scan_leases SET expires_at = clock_timestamp()
+           WHERE key = $1 AND holder = $2 AND token = $3 AND expires_at > clock_timestamp()""",
+        key, holder, token)
+    return status.endswith(" 1")
+
+
+async def check_lease(db: Db, key: str, token: int | None) -> bool:
+    """True while lease ``key`` is unexpired with ``token``; inside a transaction the row is
+    share-locked, so a takeover waits until that transaction ends (fencing)."""
+    if token is None:
+        return False
+    row = await db.fetchval(
+        """SELECT 1 FROM scan_leases WHERE key = $1 AND token = $2 AND expires_at > clock_timestamp()
+           FOR SHARE""", key, token)
+    return row is not None
+
+
+async def record_run(db: Db, job: str, scheduled_for: datetime, instance: str | None, holder: str,
+                     outcome: str) -> bool:
+    """Log that ``holder`` runs slot (job, scheduled_for, instance). False if that slot is already
+    logged (another replica ran it): the caller must skip."""
+    row = await db.fetchval(
+        """INSERT INTO scan_runs (job, scheduled_for, instance_guid, holder, outcome)
+           VALUES ($1, $2, $3, $4, $5) ON CONFLICT ON CONSTRAINT scan_runs_once DO NOTHING RETURNING id""",
+        job, scheduled_for, instance or "", holder, outcome)
+    return row is not None
+
+
+async def finish_run(db: Db, job: str, scheduled_for: datetime, instance: str | None, outcome: str) -> bool:
+    """Set the outcome and finish time of a logged run. False if there is no such run."""
+    status = await db.execute(
+        """UPDATE scan_runs SET outcome = $4, finished_at = clock_timestamp()
+           WHERE job = $1 AND scheduled_for = $2 AND instance_guid = $3""",
+        job, scheduled_for, instance or "", outcome)
+    return status.endswith(" 1")

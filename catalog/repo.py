@@ -1,0 +1,421 @@
+"""Catalog repository: instances and their name history, scan results, scan state.
+
+Every function takes an asyncpg Pool or Connection first; writes run in one transaction.
+Rows become domain values only in :mod:`catalog.rows`. Leases and the run log live in
+:mod:`catalog.leases` and are re-exported here.
+"""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+import asyncpg
+
+from catalog import rows
+from catalog.errors import CatalogError, Conflict, NotScanned, UnknownInstance, UnknownService
+from catalog.leases import (check_lease, finish_run, record_run, release_lease,  # noqa: F401 (re-export)
+                            try_acquire_lease)
+from catalog.rows import InstanceRecord, Resolution, ScanState
+from catalog.scanresult import ScanResult, WalMode
+from recovery.model import ArchiveSnapshot, Backup, InstanceRef, Storage, WalRun, WindowEdge
+from recovery.wal import DEFAULT_SEG_SIZE
+
+Db = asyncpg.Pool | asyncpg.Connection
+
+TABLES = ("instances", "instance_names", "backups", "timelines", "wal_runs", "wal_conflicts",
+          "window_edges", "scan_state", "scan_leases", "scan_runs")
+
+
+@asynccontextmanager
+async def transaction(db: Db) -> AsyncIterator[asyncpg.Connection]:
+    """A connection inside a transaction (a savepoint when ``db`` is already in one)."""
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn, conn.transaction():
+            yield conn
+    else:
+        async with db.transaction():
+            yield db
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# -- instances and names -----------------------------------------------------------------------
+
+_INSTANCE_SELECT = """
+SELECT i.*, coalesce(n.name, '') AS name
+FROM instances i
+LEFT JOIN LATERAL (SELECT name FROM instance_names
+                   WHERE instance_guid = i.instance_guid ORDER BY valid_from DESC LIMIT 1) n ON true
+"""
+
+
+async def register_instance(db: Db, ref: InstanceRef, storage: Storage, *, at: datetime | None = None,
+                            existed_before: bool = False) -> bool:
+    """Create or update an instance. True when created.
+
+    A new instance's name is valid from ``at`` (its creation), or from the beginning of time with
+    ``existed_before``. For an existing GUID the storage, space and org are updated, and a different
+    name (or space) is a rename at ``at``.
+    :raises Conflict: the name is held by another live instance in that space.
+    """
+    at = at or _now()
+    try:
+        async with transaction(db) as c:
+            cur = await c.fetchrow("SELECT deleted_at FROM instances WHERE instance_guid = $1 FOR UPDATE",
+                                   ref.instance_guid)
+            if cur is None:
+                await c.execute(
+                    """INSERT INTO instances (instance_guid, space_guid, org_guid, bucket, prefix, layout,
+                                              stanza, created_at, deleted_at)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
+                    ref.instance_guid, ref.space_guid, ref.org_guid, storage.bucket, storage.prefix,
+                    storage.layout, storage.stanza, None if existed_before else at, ref.deleted_at)
+                await _take_name(c, ref.instance_guid, ref.space_guid, ref.name, None if existed_before else at, at)
+                return True
+            await c.execute(
+                """UPDATE instances SET space_guid = $2, org_guid = coalesce($3, org_guid), bucket = $4,
+                          prefix = $5, layout = $6, stanza = $7, deleted_at = coalesce(deleted_at, $8)
+                   WHERE instance_guid = $1""",
+                ref.instance_guid, ref.space_guid, ref.org_guid, storage.bucket, storage.prefix,
+                storage.layout, storage.stanza, ref.deleted_at)
+            held = await c.fetchrow("""SELECT space_guid, name FROM instance_names WHERE instance_guid = $1
+                                       ORDER BY valid_from DESC LIMIT 1""", ref.instance_guid)
+            if held is None or (held["space_guid"], held["name"]) != (ref.space_guid, ref.name):
+                await _rename(c, ref.instance_guid, ref.space_guid, ref.name, at)
+            return False
+    except (asyncpg.UniqueViolationError, asyncpg.CheckViolationError) as exc:
+        raise Conflict(f"instance {ref.instance_guid}: name {ref.name!r} in space {ref.space_guid}: "
+                       f"{exc.message}") from None
+
+
+async def rename_instance(db: Db, guid: str, new_name: str, *, at: datetime | None = None) -> None:
+    """Close the instance's current name interval at ``at`` and open ``new_name`` from then on."""
+    at = at or _now()
+    try:
+        async with transaction(db) as c:
+            row = await c.fetchrow("SELECT space_guid FROM instances WHERE instance_guid = $1 FOR UPDATE", guid)
+            if row is None:
+                raise UnknownInstance(guid)
+            await _rename(c, guid, row["space_guid"], new_name, at)
+    except (asyncpg.UniqueViolationError, asyncpg.CheckViolationError) as exc:
+        raise Conflict(f"instance {guid}: cannot rename to {new_name!r}: {exc.message}") from None
+
+
+async def delete_instance(db: Db, guid: str, *, at: datetime | None = None) -> bool:
+    """Mark the instance deleted (keeps its data and its last name). True if newly deleted."""
+    async with transaction(db) as c:
+        row = await c.fetchrow("SELECT deleted_at FROM instances WHERE instance_guid = $1 FOR UPDATE", guid)
+        if row is None:
+            raise UnknownInstance(guid)
+        if row["deleted_at"] is not None:
+            return False
+        await c.execute("UPDATE instances SET deleted_at = $2 WHERE instance_guid = $1", guid, at or _now())
+        return True
+
+
+async def _rename(c: asyncpg.Connection, guid: str, space: str, name: str, at: datetime) -> None:
+    cur = await c.fetchrow(
+        """SELECT n.space_guid, n.name, NULLIF(n.valid_from, '-infinity') AS valid_from, i.deleted_at
+           FROM instance_names n JOIN instances i USING (instance_guid)
+           WHERE n.instance_guid = $1 AND n.valid_to = 'infinity' FOR UPDATE OF n""", guid)
+    if cur is None:
+        raise Conflict(f"instance {guid} no longer holds a name (deleted and its name taken over)")
+    if (cur["space_guid"], cur["name"]) == (space, name):
+        return
+    if cur["deleted_at"] is not None:
+        raise Conflict(f"instance {guid} is deleted: it keeps its last name {cur['name']!r}")
+    if cur["valid_from"] is not None and at <= cur["valid_from"]:
+        raise Conflict(f"instance {guid}: rename at {at.isoformat()} is not after its current name's "
+                       f"start {cur['valid_from'].isoformat()}")
+    await c.execute("UPDATE instance_names SET valid_to = $2 WHERE instance_guid = $1 AND valid_to = 'infinity'",
+                    guid, at)
+    await _take_name(c, guid, space, name, at, at)
+
+
+async def _take_name(c: asyncpg.Connection, guid: str, space: str, name: str, start: datetime | None,
+                     at: datetime) -> None:
+    """Open [start, infinity) for ``guid``; ``start`` None = -infinity. A deleted current holder's
+    interval is closed where ours begins; a live holder is a Conflict."""
+    holder = await c.fetchrow(
+        """SELECT n.instance_guid, NULLIF(n.valid_from, '-infinity') AS valid_from, i.deleted_at
+           FROM instance_names n JOIN instances i USING (instance_guid)
+           WHERE n.space_guid = $1 AND n.name = $2 AND n.valid_to = 'infinity' FOR UPDATE OF n""", space, name)
+    if holder is not None and holder["instance_guid"] != guid:
+        if holder["deleted_at"] is None:
+            raise Conflict(f"name {name!r} in space {space} is held by live instance {holder['instance_guid']}")
+        since = holder["valid_from"]
+        if since is not None and (start is None or start <= since):
+            # we existed before but learn of it after a deleted holder: start where that holder ended
+            start = holder["deleted_at"] if holder["deleted_at"] > since else at
+            if start <= since:
+                raise Conflict(f"name {name!r} in space {space}: cannot start a new holder before "
+                               f"{since.isoformat()}")
+        await c.execute(
+            """UPDATE instance_names SET valid_to = coalesce($4, '-infinity'::timestamptz)
+               WHERE space_guid = $1 AND name = $2 AND instance_guid = $3 AND valid_to = 'infinity'""",
+            space, name, holder["instance_guid"], start)
+    await c.execute(
+        """INSERT INTO instance_names (space_guid, name, instance_guid, valid_from)
+           VALUES ($1, $2, $3, coalesce($4, '-infinity'::timestamptz))""", space, name, guid, start)
+
+
+async def get_instance(db: Db, guid: str) -> InstanceRecord:
+    row = await db.fetchrow(_INSTANCE_SELECT + " WHERE i.instance_guid = $1", guid)
+    if row is None:
+        raise UnknownInstance(guid)
+    return rows.row_to_instance(row)
+
+
+async def list_instances(db: Db, *, include_deleted: bool = True) -> list[InstanceRecord]:
+    """All instances, oldest registration first."""
+    where = "" if include_deleted else " WHERE i.deleted_at IS NULL"
+    recs = await db.fetch(_INSTANCE_SELECT + where + " ORDER BY i.registered_at, i.instance_guid")
+    return [rows.row_to_instance(r) for r in recs]
+
+
+async def name_holders(db: Db, space: str, name: str) -> list[InstanceRecord]:
+    """Every instance that held NAME in SPACE, newest first (the current holder first)."""
+    recs = await db.fetch(
+        """WITH h AS (SELECT instance_guid, max(valid_from) AS since FROM instance_names
+                      WHERE space_guid = $1 AND name = $2 GROUP BY instance_guid)
+           SELECT i.*, coalesce(n.name, '') AS name
+           FROM h JOIN instances i USING (instance_guid)
+           LEFT JOIN LATERAL (SELECT name FROM instance_names WHERE instance_guid = i.instance_guid
+                              ORDER BY valid_from DESC LIMIT 1) n ON true
+           ORDER BY h.since DESC, i.registered_at DESC""", space, name)
+    return [rows.row_to_instance(r) for r in recs]
+
+
+async def resolve_name(db: Db, space: str, name: str, at: datetime | None = None) -> Resolution:
+    """The instance that held NAME in SPACE at ``at``; else the most recent holder (deleted ones
+    included); with no time, the most recent holder.
+    :raises UnknownService: no instance ever held NAME in SPACE.
+    """
+    holders = await name_holders(db, space, name)
+    if not holders:
+        raise UnknownService(space, name)
+    if at is not None:
+        guid = await db.fetchval(
+            """SELECT instance_guid FROM instance_names WHERE space_guid = $1 AND name = $2
+               AND valid_from <= $3 AND $3 < valid_to""", space, name, at)
+        if guid is not None:
+            rec = next(h for h in holders if h.guid == guid)
+            return Resolution(rec, f"instance {guid} held the name {name!r} at {at.isoformat()}"
+                              + _deleted_note(rec), "held_at_time")
+        rec = holders[0]
+        return Resolution(rec, f"no instance held the name {name!r} at {at.isoformat()}: using its most recent "
+                          f"holder, instance {rec.guid}" + _deleted_note(rec), "most_recent_holder")
+    rec = holders[0]
+    rule = "current_holder" if rec.ref.deleted_at is None else "most_recent_holder"
+    return Resolution(rec, f"no target time: using the most recent holder of the name {name!r}, instance "
+                      f"{rec.guid}" + _deleted_note(rec), rule)
+
+
+def _deleted_note(rec: InstanceRecord) -> str:
+    d = rec.ref.deleted_at
+    return f" (deleted at {d.isoformat()})" if d is not None else ""
+
+
+# -- scans -------------------------------------------------------------------------------------
+
+def merge_runs(runs: Iterable[WalRun]) -> list[WalRun]:
+    """Union of runs: overlapping or adjacent runs of a timeline merge into one.
+
+    >>> merge_runs([WalRun(1, 5, 9), WalRun(1, 1, 4), WalRun(2, 3, 3), WalRun(1, 11, 12)])
+    [WalRun(timeline=1, first=1, last=9), WalRun(timeline=1, first=11, last=12), WalRun(timeline=2, first=3, last=3)]
+    """
+    out: list[WalRun] = []
+    for r in sorted(runs, key=lambda r: (r.timeline, r.first, r.last)):
+        if r.first > r.last:
+            raise ValueError(f"empty WAL run {r}")
+        if out and out[-1].timeline == r.timeline and r.first <= out[-1].last + 1:
+            if r.last > out[-1].last:
+                out[-1] = WalRun(r.timeline, out[-1].first, r.last)
+        else:
+            out.append(r)
+    return out
+
+
+async def save_scan(db: Db, guid: str, result: ScanResult, *, expected_generation: int | None = None,
+                    lease_key: str | None = None, lease_token: int | None = None) -> int:
+    """Store one scan's findings in ONE transaction and return the new generation.
+
+    Fencing: with ``expected_generation`` (the generation the scan started from) or a lease
+    (``lease_key`` + ``lease_token`` still current), a stale writer gets Conflict and writes nothing.
+    """
+    try:
+        async with transaction(db) as c:
+            gen = await _lock_scan_state(c, guid)
+            if expected_generation is not None and gen != expected_generation:
+                raise Conflict(f"instance {guid}: catalog generation is {gen}, scan started from "
+                               f"{expected_generation} (another writer saved since)")
+            if lease_key is not None and not await check_lease(c, lease_key, lease_token):
+                raise Conflict(f"instance {guid}: lease {lease_key!r} token {lease_token} is no longer held")
+            await c.execute(
+                """UPDATE instances SET detected_layout = $2, detected_stanza = coalesce($3, detected_stanza),
+                          seg_size = coalesce($4, seg_size), pg_version = coalesce($5, pg_version),
+                          system_id = coalesce($6, system_id) WHERE instance_guid = $1""",
+                guid, str(result.layout), result.stanza, result.seg_size, result.pg_version, result.system_id)
+            if result.backups is not None:
+                await _replace_backups(c, guid, result.backups)
+            for tli, switches in result.histories.items():
+                await c.execute("DELETE FROM timelines WHERE instance_guid = $1 AND tli = $2", guid, tli)
+                await c.executemany(
+                    "INSERT INTO timelines (instance_guid, tli, ordinal, parent, switchpoint, reason) "
+                    "VALUES ($1, $2, $3, $4, $5, $6)",
+                    [(guid, tli, i, s.parent, s.switchpoint, s.reason) for i, s in enumerate(switches)])
+            await _store_runs(c, guid, result.wal_runs, replace=result.wal_mode is WalMode.REPLACE)
+            if result.wal_mode is WalMode.REPLACE:
+                await c.execute("DELETE FROM wal_conflicts WHERE instance_guid = $1", guid)
+            await c.executemany(
+                """INSERT INTO wal_conflicts (instance_guid, timeline, segno, detail) VALUES ($1, $2, $3, $4)
+                   ON CONFLICT (instance_guid, timeline, segno) DO UPDATE SET detail = EXCLUDED.detail""",
+                [(guid, x.timeline, x.segno, x.detail) for x in result.conflicts])
+            await _upsert_edges(c, guid, result.edges)
+            return await c.fetchval(
+                """UPDATE scan_state SET cursors = $2::jsonb, last_scan = $3, last_attempt = $3,
+                          last_full_scan = CASE WHEN $4 THEN $3 ELSE last_full_scan END,
+                          unknown_objects = $5, issues = $6::jsonb, requests = requests + $7,
+                          last_error = NULL, last_error_code = NULL, stale_since = NULL,
+                          generation = generation + 1
+                   WHERE instance_guid = $1 RETURNING generation""",
+                guid, rows.cursors_to_json(result.cursors), result.finished_at, result.full,
+                result.unknown_objects, rows.issues_to_json(result.issues), result.requests)
+    except asyncpg.UniqueViolationError as exc:
+        raise Conflict(f"instance {guid}: concurrent scan write: {exc.message}") from None
+    except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, OverflowError) as exc:
+        raise CatalogError(f"instance {guid}: scan result rejected by the catalog, nothing saved: {exc}") from None
+
+
+async def _lock_scan_state(c: asyncpg.Connection, guid: str) -> int:
+    gen = await c.fetchval("SELECT generation FROM scan_state WHERE instance_guid = $1 FOR UPDATE", guid)
+    if gen is None:
+        if await c.fetchval("SELECT 1 FROM instances WHERE instance_guid = $1", guid) is None:
+            raise UnknownInstance(guid)
+        await c.execute("INSERT INTO scan_state (instance_guid) VALUES ($1) ON CONFLICT DO NOTHING", guid)
+        gen = await c.fetchval("SELECT generation FROM scan_state WHERE instance_guid = $1 FOR UPDATE", guid)
+    return int(gen)
+
+
+async def _replace_backups(c: asyncpg.Connection, guid: str, backups: Sequence[Backup]) -> None:
+    cols = rows.BACKUP_COLUMNS
+    await c.execute("DELETE FROM backups WHERE instance_guid = $1 AND NOT (label = ANY($2::text[]))",
+                    guid, [b.label for b in backups])
+    placeholders = ", ".join(f"${i}" for i in range(2, len(cols) + 2))
+    updates = ", ".join(f"{col} = EXCLUDED.{col}" for col in cols[1:])
+    await c.executemany(
+        f"""INSERT INTO backups (instance_guid, {', '.join(cols)}) VALUES ($1, {placeholders})
+            ON CONFLICT (instance_guid, label) DO UPDATE SET {updates}""",
+        [(guid, *rows.backup_to_args(b)) for b in backups])
+
+
+async def _store_runs(c: asyncpg.Connection, guid: str, found: Sequence[WalRun], *, replace: bool) -> None:
+    """MERGE: stored ∪ found; REPLACE: found only (and edges on vanished segments go). O(runs)."""
+    stored = {rows.row_to_run(r) for r in await c.fetch(
+        "SELECT timeline, first_segno, last_segno FROM wal_runs WHERE instance_guid = $1", guid)}
+    merged = set(merge_runs(found if replace else [*stored, *found]))
+    gone, new = stored - merged, merged - stored
+    if gone:
+        await c.execute(
+            """DELETE FROM wal_runs w USING unnest($2::int[], $3::bigint[]) AS g(timeline, first_segno)
+               WHERE w.instance_guid = $1 AND w.timeline = g.timeline AND w.first_segno = g.first_segno""",
+            guid, [r.timeline for r in gone], [r.first for r in gone])
+    if new:
+        await c.execute(
+            """INSERT INTO wal_runs (instance_guid, timeline, first_segno, last_segno)
+               SELECT $1, * FROM unnest($2::int[], $3::bigint[], $4::bigint[])""",
+            guid, [r.timeline for r in new], [r.first for r in new], [r.last for r in new])
+    if replace and gone:
+        await c.execute(
+            """DELETE FROM window_edges e WHERE e.instance_guid = $1 AND NOT EXISTS (
+                   SELECT 1 FROM wal_runs r WHERE r.instance_guid = e.instance_guid AND r.timeline = e.timeline
+                   AND e.segno BETWEEN r.first_segno AND r.last_segno)""", guid)
+
+
+async def _upsert_edges(c: asyncpg.Connection, guid: str, edges: Sequence[WindowEdge]) -> None:
+    await c.executemany(
+        """INSERT INTO window_edges (instance_guid, timeline, segno, last_commit_time, last_commit_lsn, exact)
+           VALUES ($1, $2, $3, $4, $5, $6)
+           ON CONFLICT (instance_guid, timeline, segno) DO UPDATE SET last_commit_time = EXCLUDED.last_commit_time,
+               last_commit_lsn = EXCLUDED.last_commit_lsn, exact = EXCLUDED.exact""",
+        [(guid, *rows.edge_to_args(e)) for e in edges])
+
+
+async def save_edges(db: Db, guid: str, edges: Sequence[WindowEdge]) -> None:
+    """Upsert window edges (e.g. after decoding WAL records) outside a full scan."""
+    async with transaction(db) as c:
+        if await c.fetchval("SELECT 1 FROM instances WHERE instance_guid = $1", guid) is None:
+            raise UnknownInstance(guid)
+        await _upsert_edges(c, guid, edges)
+
+
+async def record_scan_failure(db: Db, guid: str, code: str, message: str) -> None:
+    """A scan failed: keep every catalog row, note the error, mark stale from now (if not already)."""
+    async with transaction(db) as c:
+        await _lock_scan_state(c, guid)
+        await c.execute(
+            """UPDATE scan_state SET last_error = $2, last_error_code = $3, last_attempt = now(),
+                      stale_since = coalesce(stale_since, now()) WHERE instance_guid = $1""",
+            guid, message, code)
+
+
+async def load_scan_state(db: Db, guid: str) -> ScanState:
+    row = await db.fetchrow("SELECT * FROM scan_state WHERE instance_guid = $1", guid)
+    if row is not None:
+        return rows.row_to_scan_state(row)
+    if await db.fetchval("SELECT 1 FROM instances WHERE instance_guid = $1", guid) is None:
+        raise UnknownInstance(guid)
+    return ScanState(instance_guid=guid)
+
+
+async def backups(db: Db, guid: str) -> tuple[Backup, ...]:
+    recs = await db.fetch("SELECT * FROM backups WHERE instance_guid = $1 "
+                          "ORDER BY start_time NULLS LAST, start_lsn NULLS LAST, label", guid)
+    return tuple(rows.row_to_backup(r) for r in recs)
+
+
+async def wal_runs(db: Db, guid: str) -> tuple[WalRun, ...]:
+    recs = await db.fetch("SELECT timeline, first_segno, last_segno FROM wal_runs WHERE instance_guid = $1 "
+                          "ORDER BY timeline, first_segno", guid)
+    return tuple(rows.row_to_run(r) for r in recs)
+
+
+async def wal_conflicts(db: Db, guid: str) -> tuple[rows.WalConflictRow, ...]:
+    recs = await db.fetch("SELECT * FROM wal_conflicts WHERE instance_guid = $1 ORDER BY timeline, segno", guid)
+    return tuple(rows.row_to_conflict(r) for r in recs)
+
+
+async def load_snapshot(db: Db, guid: str) -> ArchiveSnapshot:
+    """Everything the planner needs about one instance, read in one repeatable-read snapshot.
+    :raises NotScanned: the archive layout is unknown (never scanned, requested ``auto``).
+    """
+    async with _snapshot(db) as c:
+        rec = await get_instance(c, guid)
+        if rec.layout is None:
+            raise NotScanned(guid)
+        hist = await c.fetch("SELECT tli, ordinal, parent, switchpoint, reason FROM timelines "
+                             "WHERE instance_guid = $1 ORDER BY tli, ordinal", guid)
+        edges = await c.fetch("SELECT * FROM window_edges WHERE instance_guid = $1 ORDER BY timeline, segno", guid)
+        return ArchiveSnapshot(
+            layout=rec.layout, seg_size=rec.seg_size or DEFAULT_SEG_SIZE, backups=await backups(c, guid),
+            runs=await wal_runs(c, guid), histories=rows.rows_to_histories(hist),
+            edges=tuple(rows.row_to_edge(e) for e in edges), pg_version=rec.pg_version,
+            conflicts=tuple((x.timeline, x.segno) for x in await wal_conflicts(c, guid)))
+
+
+@asynccontextmanager
+async def _snapshot(db: Db) -> AsyncIterator[asyncpg.Connection]:
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            yield conn
+    else:
+        yield db
+
+
+async def table_counts(db: Db) -> dict[str, int]:
+    """Row count per catalog table (footprint reports)."""
+    sql = " UNION ALL ".join(f"SELECT '{t}' AS t, count(*) AS n FROM {t}" for t in TABLES)
+    return {r["t"]: int(r["n"]) for r in await db.fetch(sql)}

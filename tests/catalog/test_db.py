@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import pytest
+
+from catalog.db import init_schema, open_pool
+from catalog.errors import CatalogUnavailable
+from recovery.lsn import Lsn
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+async def test_init_schema_is_idempotent(pool) -> None:
+    await init_schema(pool)
+    await init_schema(pool)
+    async with pool.acquire() as conn:
+        await init_schema(conn)
+    assert await pool.fetchval("SELECT max(version) FROM schema_version") == 1
+    assert await pool.fetchval("SELECT count(*) FROM schema_version") == 1
+    tables = {r["tablename"] for r in await pool.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+    assert {"instances", "instance_names", "backups", "wal_runs", "scan_state", "scan_leases", "scan_runs"} <= tables
+
+
+@pytest.mark.parametrize("text", ["0/0", "0/2000028", "16/B374D848", "7FFFFFFF/FFFFFFFF", "80000000/0",
+                                  "FFFFFFFF/FFFFFFFF"])
+async def test_lsn_round_trips_through_pg_lsn(pool, text: str) -> None:
+    lsn = Lsn.parse(text)
+    assert await pool.fetchval("SELECT $1::pg_lsn", lsn) == lsn
+    assert await pool.fetchval("SELECT $1::pg_lsn::text", lsn) == text
+    assert await pool.fetchval(f"SELECT '{text}'::pg_lsn") == lsn
+    # order in SQL is unsigned, like Lsn's
+    assert await pool.fetchval("SELECT $1::pg_lsn >= '0/0'::pg_lsn", lsn) is True
+
+
+async def test_lsn_above_2_63_orders_unsigned_in_sql(pool) -> None:
+    hi, lo = Lsn.parse("FFFFFFFF/FFFFFFFF"), Lsn.parse("1/0")
+    assert await pool.fetchval("SELECT $1::pg_lsn > $2::pg_lsn", hi, lo) is True
+
+
+async def test_unreachable_server_is_catalog_unavailable_without_password() -> None:
+    with pytest.raises(CatalogUnavailable) as exc:
+        await open_pool("postgresql://alice:s3cr3t-sentinel@127.0.0.1:1/cat", timeout=2)
+    msg = str(exc.value)
+    assert "s3cr3t-sentinel" not in msg
+    assert "host=127.0.0.1" in msg and "port=1" in msg and "dbname=cat" in msg
+
+
+async def test_wrong_password_message_redacts_password(catalog_dsn: str) -> None:
+    # the embedded cluster trusts its socket, so use a missing database to provoke a server error
+    bad = catalog_dsn.replace("postgres@", "postgres:pw-sentinel@").replace("/backup_catalog?", "/no_such_db?")
+    with pytest.raises(CatalogUnavailable) as exc:
+        await open_pool(bad, timeout=5)
+    assert "pw-sentinel" not in str(exc.value)
+    assert "no_such_db" in str(exc.value)
+
