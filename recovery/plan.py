@@ -1,0 +1,316 @@
+"""The recovery planner: a target and an archive snapshot in, a RecoveryPlan or a refusal out.
+
+Pure: no I/O and no clock (``now`` is a parameter). Rules (LAYOUTS §7, §8; RELIABILITY 6-9):
+choose the newest complete backup on the target timeline path whose stop precedes the target and
+whose WAL is contiguous from its start segment to the target; refuse with a PlanningError code
+otherwise (``target_before_window``, ``target_after_window``, ``wal_gap``, ``wal_conflict``,
+``no_usable_backup``, ``unknown_timeline``, ``integrity_error``).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+
+from recovery.errors import BadHistory, PlanningError
+from recovery.model import ArchiveSnapshot, Backup
+from recovery.target import Target, TargetKind
+from recovery.timeline import TimelinePath
+from recovery.wal import segment_name, valid_seg_size
+from recovery.windows import (
+    Cut, CutKind, Reach, Window, WalIndex, compute_windows, missing_reason, on_path, reach,
+    usable_backups, window_containing,
+)
+
+Setting = tuple[str, object]   # (GUC name, datetime | Lsn | bool | int | str)
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryPlan:
+    """Restore ``backup``, replay segments ``first_segment..last_segment`` along ``timeline_path``."""
+
+    backup: Backup
+    target: Target
+    timeline_path: tuple[int, ...]
+    first_segment: str
+    last_segment: str
+    segments: int
+    window: Window
+    recovery_settings: tuple[Setting, ...]
+    warnings: tuple[str, ...] = ()
+    end_of_wal: bool = False      # no recovery_target: replay all archived WAL on the path
+    pg_version: int | None = None
+
+    def setting(self, name: str) -> object | None:
+        return next((v for k, v in self.recovery_settings if k == name), None)
+
+
+def fmt_time(t: datetime | None) -> str:
+    """
+    >>> fmt_time(datetime(2026, 1, 1, 12, 0, 37, 990332, tzinfo=timezone.utc))
+    '2026-01-01T12:00:37.990332Z'
+    """
+    if t is None:
+        return "unknown"
+    t = t.astimezone(timezone.utc)
+    return t.strftime("%Y-%m-%dT%H:%M:%S") + (f".{t.microsecond:06d}" if t.microsecond else "") + "Z"
+
+
+# -- timeline paths ---------------------------------------------------------------------------
+
+def _build_path(snapshot: ArchiveSnapshot, tli: int) -> TimelinePath:
+    if tli != 1 and tli not in snapshot.histories:
+        raise PlanningError("unknown_timeline",
+                            f"timeline {tli} has WAL or backups but its history file {tli:08X}.history "
+                            "is not in the archive; its ancestry is unknown", details={"timeline": tli})
+    try:
+        return TimelinePath.build(tli, snapshot.histories.get(tli, ()))
+    except BadHistory as e:
+        raise PlanningError("integrity_error", f"history of timeline {tli} is invalid: {e}",
+                            details={"timeline": tli}) from None
+
+
+def _observed_timelines(snapshot: ArchiveSnapshot) -> set[int]:
+    return {r.timeline for r in snapshot.runs} | {b.timeline for b in snapshot.backups if b.timeline}
+
+
+def resolve_path(snapshot: ArchiveSnapshot, request: str | int) -> TimelinePath:
+    """The path of ``latest`` (highest timeline with a history file, or 1) or of timeline N."""
+    known = {1} | set(snapshot.histories)
+    observed = _observed_timelines(snapshot)
+    if request == "latest":
+        return _build_path(snapshot, max(known | observed))
+    if isinstance(request, int):
+        if request in known or request in observed:
+            return _build_path(snapshot, request)
+        raise PlanningError("unknown_timeline",
+                            f"timeline {request} is not in the archive (known: {sorted(known | observed)})",
+                            details={"timeline": request})
+    raise PlanningError("invalid_target", f"timeline {request!r} cannot be resolved to a path here")
+
+
+# -- selection --------------------------------------------------------------------------------
+
+Pair = tuple[Backup, TimelinePath | PlanningError]
+
+
+def _pairs(snapshot: ArchiveSnapshot, target: Target, pool: Sequence[Backup]) -> tuple[list[Pair], list[Window]]:
+    """Candidate (backup, path) pairs and the windows to show with a refusal."""
+    if target.timeline == "current":
+        paths: dict[int, TimelinePath | PlanningError] = {}
+        pairs: list[Pair] = []
+        for b in pool:
+            assert b.timeline is not None
+            if b.timeline not in paths:
+                try:
+                    paths[b.timeline] = _build_path(snapshot, b.timeline)
+                except PlanningError as e:
+                    paths[b.timeline] = e
+            pairs.append((b, paths[b.timeline]))
+        windows = [w for t, p in sorted(paths.items()) if isinstance(p, TimelinePath)
+                   for w in compute_windows(snapshot, p, [b for b in pool if b.timeline == t])]
+        return pairs, windows
+    path = resolve_path(snapshot, target.timeline)
+    return [(b, path) for b in pool if on_path(b, path)], compute_windows(snapshot, path, pool)
+
+
+def _is_candidate(b: Backup, target: Target) -> bool:
+    assert b.stop_lsn is not None
+    if target.kind is TargetKind.TIME:
+        if b.stop_time is None:
+            return False
+        return b.stop_time <= target.time if target.inclusive else b.stop_time < target.time
+    if target.kind is TargetKind.LSN:
+        return b.stop_lsn <= target.lsn
+    return True
+
+
+def _newest_key(target: Target) -> Callable[[Pair], tuple[object, ...]]:
+    epoch = datetime.min.replace(tzinfo=timezone.utc)
+    if target.timeline == "current" or target.kind is TargetKind.TIME:
+        return lambda p: (p[0].stop_time or epoch, p[0].stop_lsn, p[0].label)
+    return lambda p: (p[0].stop_lsn, p[0].stop_time or epoch, p[0].label)
+
+
+def _seg(path: TimelinePath, segno: int, seg_size: int) -> str:
+    return segment_name(path.segment_tli(segno, seg_size), segno, seg_size)
+
+
+def _cut_refusal(r: Reach, snapshot: ArchiveSnapshot, windows: Sequence[Window], why: str) -> PlanningError:
+    s, cut, path = snapshot.seg_size, r.cut, r.path
+    first = _seg(path, cut.first_missing, s)
+    last = _seg(path, cut.last_missing if cut.last_missing is not None else cut.first_missing, s)
+    horizon = (f"{fmt_time(r.end_time)}{'' if r.end_exact else ' (approximate)'}, LSN {r.end_lsn}")
+    before = window_containing(windows, r.backup.label)
+    after = next((w for w in windows if w.timeline_path == path.tlis and w.from_lsn >= r.end_lsn), None)
+    details: dict[str, object] = {"timeline_path": list(path.tlis), "first_missing": first, "last_missing": last,
+                                  "horizon_time": r.end_time, "horizon_lsn": r.end_lsn,
+                                  "horizon_is_exact": r.end_exact, "window_before": before, "window_after": after}
+    if cut.kind is CutKind.CONFLICT:
+        return PlanningError("wal_conflict",
+                             f"{why}: WAL segment {first} has conflicting archived copies, so replay cannot pass it "
+                             f"on timeline path {list(path.tlis)}; recoverable up to {horizon}",
+                             windows=tuple(windows), details=details)
+    nxt = (f"; the next window starts at {fmt_time(after.from_time)} (backup {after.backups[0]})"
+           if after else "; no backup after the gap")
+    return PlanningError("wal_gap",
+                         f"{why}: WAL segments {first}..{last} are missing on timeline path {list(path.tlis)}; "
+                         f"recoverable up to {horizon}{nxt}", windows=tuple(windows), details=details)
+
+
+def _unusable(pairs: Sequence[Pair], snapshot: ArchiveSnapshot, windows: Sequence[Window],
+              skipped: Sequence[tuple[Backup, Cut | None]], what: str) -> PlanningError:
+    details: dict[str, object] = {"backups": [p[0].label for p in pairs]}
+    if skipped:
+        b, cut = skipped[0]
+        details["newest_candidate"] = b.label
+        if cut is not None:
+            path = next(p for bb, p in pairs if bb is b)
+            assert isinstance(path, TimelinePath)
+            details["first_missing"] = _seg(path, cut.first_missing, snapshot.seg_size)
+            return PlanningError("no_usable_backup",
+                                 f"no backup {what} has its own WAL: backup {b.label} needs segment "
+                                 f"{details['first_missing']} ({cut.kind.value})", windows=tuple(windows),
+                                 details=details)
+    return PlanningError("no_usable_backup", f"no complete backup {what}", windows=tuple(windows), details=details)
+
+
+def _choose(snapshot: ArchiveSnapshot, target: Target, pairs: list[Pair],
+            windows: list[Window]) -> Reach:
+    cands = sorted((p for p in pairs if _is_candidate(p[0], target)), key=_newest_key(target), reverse=True)
+    where = "on the requested timeline path" if target.timeline != "current" else "in the archive"
+    if not cands:
+        if not pairs:
+            raise _unusable(pairs, snapshot, windows, (), where)
+        if target.kind is TargetKind.TIME and all(p[0].stop_time is None for p in pairs):
+            raise PlanningError("no_usable_backup", f"no backup {where} has a known stop time",
+                                windows=tuple(windows))
+        first = min(windows, key=lambda w: w.from_lsn) if windows else None
+        since = f" (the earliest window starts at {fmt_time(first.from_time)}, LSN {first.from_lsn})" if first else ""
+        raise PlanningError("target_before_window",
+                            f"target {_describe(target)} is before the end of every backup {where}{since}",
+                            windows=tuple(windows))
+    idx = WalIndex(snapshot.runs, snapshot.conflicts)
+    skipped: list[tuple[Backup, Cut | None]] = []
+    for b, path in cands:
+        if isinstance(path, PlanningError):
+            raise path
+        r = reach(snapshot, path, b, idx)
+        if r is not None:
+            return r
+        skipped.append((b, missing_reason(snapshot, path, b, idx)))
+    raise _unusable(cands, snapshot, windows, skipped, where)
+
+
+def _describe(target: Target) -> str:
+    if target.kind is TargetKind.TIME:
+        return fmt_time(target.time) + ("" if target.inclusive else " (exclusive)")
+    if target.kind is TargetKind.LSN:
+        return str(target.lsn) + ("" if target.inclusive else " (exclusive)")
+    return target.kind.value
+
+
+# -- the planner ------------------------------------------------------------------------------
+
+def _check_integrity(snapshot: ArchiveSnapshot) -> None:
+    if snapshot.integrity_errors:
+        raise PlanningError("integrity_error", "the archive's metadata is unreadable: "
+                            + "; ".join(snapshot.integrity_errors),
+                            details={"errors": list(snapshot.integrity_errors)})
+    if not valid_seg_size(snapshot.seg_size):
+        raise PlanningError("integrity_error", f"invalid WAL segment size {snapshot.seg_size}")
+
+
+def pg_major(version: int | None) -> int | None:
+    """Major version from 15, 150018, 90600 or 110000.
+
+    >>> pg_major(15), pg_major(150018), pg_major(90624), pg_major(None)
+    (15, 15, 9, None)
+    """
+    if version is None:
+        return None
+    return version if version < 100 else version // 10000
+
+
+def plan_recovery(snapshot: ArchiveSnapshot, target: Target, *, now: datetime,
+                  pg_version: int | None = None) -> RecoveryPlan:
+    """Choose a backup and the WAL to reach ``target``, or raise PlanningError."""
+    _check_integrity(snapshot)
+    pool = usable_backups(snapshot.backups)
+    pairs, windows = _pairs(snapshot, target, pool)
+    if target.kind is TargetKind.TIME and target.time > now:
+        raise PlanningError("target_after_window",
+                            f"target {fmt_time(target.time)} is in the future (now {fmt_time(now)})",
+                            windows=tuple(windows))
+    if not pool:
+        incomplete = [f"{b.label} ({b.status.value})" for b in snapshot.backups]
+        raise PlanningError("no_usable_backup",
+                            "no complete backup in the archive" + (f"; incomplete or unusable: {', '.join(incomplete)}"
+                                                                   if incomplete else ""),
+                            windows=tuple(windows), details={"backups": incomplete})
+    r = _choose(snapshot, target, pairs, windows)
+    s = snapshot.seg_size
+    b = r.backup
+    assert b.stop_lsn is not None and b.start_lsn is not None
+    warnings: list[str] = []
+    settings: list[Setting] = []
+    end_of_wal = False
+    last = r.last_segment
+    tl = target.timeline
+    if target.kind is TargetKind.IMMEDIATE:
+        last = max(b.stop_lsn.value - 1, b.start_lsn.value) // s
+        settings.append(("recovery_target", "immediate"))
+        tl = "current"
+    elif target.kind is TargetKind.LSN:
+        if target.lsn >= r.end_lsn:
+            if r.cut.kind is CutKind.END:
+                raise PlanningError("target_after_window",
+                                    f"target LSN {target.lsn} is after the end of archived WAL on timeline path "
+                                    f"{list(r.path.tlis)} ({r.end_lsn})", windows=tuple(windows))
+            raise _cut_refusal(r, snapshot, windows, f"target LSN {target.lsn} cannot be reached")
+        last = target.lsn.segno(s)
+        settings.append(("recovery_target_lsn", target.lsn))
+        if not target.inclusive:
+            settings.append(("recovery_target_inclusive", False))
+    elif target.kind is TargetKind.LATEST:
+        if r.cut.kind is not CutKind.END:
+            raise _cut_refusal(r, snapshot, windows, "the end of archived WAL cannot be reached")
+        end_of_wal = True
+    else:
+        t = target.time
+        if r.end_time is None:
+            settings.append(("recovery_target_time", t))
+            warnings.append(f"the last archived commit time on timeline path {list(r.path.tlis)} is unknown "
+                            f"(segment {_seg(r.path, last, s)} not decoded); if no commit after the target was "
+                            "archived, PostgreSQL 13+ stops with 'recovery ended before configured recovery "
+                            "target was reached'")
+        elif t < r.end_time or (not target.inclusive and t == r.end_time):
+            settings.append(("recovery_target_time", t))
+            if not r.end_exact:
+                warnings.append(f"the window end {fmt_time(r.end_time)} is approximate (object LastModified, "
+                                "not a decoded commit record)")
+        elif r.cut.kind is CutKind.END:
+            end_of_wal = True
+            how = "" if r.end_exact else "approximately (object LastModified) "
+            warnings.append(f"target {fmt_time(t)} is after the last archived commit on timeline path "
+                            f"{list(r.path.tlis)}, which is {how}at {fmt_time(r.end_time)}; recovering to the end "
+                            f"of archived WAL ({_seg(r.path, last, s)}) without a recovery target")
+        else:
+            raise _cut_refusal(r, snapshot, windows, f"target {_describe(target)} cannot be reached")
+        if not end_of_wal and not target.inclusive:
+            settings.append(("recovery_target_inclusive", False))
+    settings.append(("recovery_target_timeline", tl))
+    if not end_of_wal:
+        settings.append(("recovery_target_action", target.action))
+    major = pg_major(pg_version)
+    b_major = pg_major(b.pg_version or snapshot.pg_version)
+    if major is not None and b_major is not None and major != b_major:
+        warnings.append(f"backup {b.label} is from PostgreSQL {b_major}, but files are for PostgreSQL {major}")
+    window = window_containing(windows, b.label) or Window(r.path.tlis, b.stop_lsn, b.stop_time, r.end_lsn,
+                                                           r.end_time, r.end_exact, (b.label,), r.cut.kind)
+    return RecoveryPlan(b, replace(target, timeline=tl), r.path.tlis, _seg(r.path, r.first_segment, s), _seg(r.path, last, s),
+                        last - r.first_segment + 1, window, tuple(settings), tuple(warnings), end_of_wal,
+                        major if major is not None else b_major)
+
+
+__all__ = ["RecoveryPlan", "plan_recovery", "resolve_path", "pg_major", "fmt_time"]
