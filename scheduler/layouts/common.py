@@ -1,0 +1,258 @@
+"""Shared pieces of the layout readers: compression suffixes, decompression, key verdicts, errors.
+
+Everything here is pure: bytes and strings in, values or domain errors out.  The S3 scanner
+does the listing and GETs, then hands keys and payloads to the per-tool modules.
+"""
+from __future__ import annotations
+
+import bz2
+import gzip
+import lzma
+import re
+import zlib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from recovery.errors import MetadataError, ParseError, PitrError
+from recovery.model import Layout, WalKind, WalObject
+from recovery.wal import WalSegment
+
+# Compression suffixes each tool writes (or reads back) for WAL objects, without the dot.
+ALLOWED: dict[Layout, frozenset[str]] = {
+    # archive-get regex: (\.gz|\.lz4|\.zst|\.xz|\.bz2); xz is only reserved there.
+    Layout.PGBACKREST: frozenset({"gz", "lz4", "zst", "xz", "bz2"}),
+    # barman cloud ALLOWED_COMPRESSIONS
+    Layout.BARMAN: frozenset({"gz", "bz2", "xz", "snappy", "zst", "lz4"}),
+    # WAL-G writes lz4/lzma/zst/br, reads gz and lzo (WAL-E compatibility)
+    Layout.WALG: frozenset({"lz4", "lzma", "zst", "br", "gz", "lzo"}),
+    Layout.WALE: frozenset({"lzo"}),
+}
+
+SALTED_MAGIC = b"Salted__"          # OpenSSL enc header, pgBackRest repo-cipher-type=aes-256-cbc
+LZOP_MAGIC = b"\x89LZO\x00\r\n\x1a\n"
+
+_CODEC_ALIASES = {"gzip": "gz", "bzip2": "bz2", "lzma": "xz", "zstd": "zst", "brotli": "br"}
+
+
+class LayoutError(PitrError):
+    """The storage prefix does not hold a layout we can read."""
+
+    code = "layout_error"
+
+
+class UnknownLayout(LayoutError):
+    code = "unknown_layout"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code:
+            self.code = code
+
+
+class DecompressError(ParseError):
+    """A payload could not be decompressed with the codec its name announced."""
+
+    code = "corrupt_data"
+
+    def __init__(self, codec: str | None, message: str) -> None:
+        super().__init__(f"{codec or 'uncompressed'} data: {message}")
+        self.codec = codec
+
+
+class Unsupported(DecompressError):
+    """A codec we recognise but cannot decode in-process (lzo, snappy, brotli without its package)."""
+
+    code = "unsupported_compression"
+
+
+@dataclass(frozen=True, slots=True)
+class MetaObject:
+    """A known, non-WAL object: metadata, backup directory, payload or side file.
+
+    ``kind`` is one of the ``KIND_*`` strings of the reader that made it; ``label`` names the
+    backup it belongs to, when there is one.
+    """
+
+    key: str
+    kind: str
+    label: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ForeignObject:
+    """A key that does not belong to the layout; ``reason`` says why (shown in scan reports)."""
+
+    key: str
+    reason: str
+
+
+def decompress(data: bytes, codec: str | None, *, max_size: int | None = None) -> bytes:
+    """Decompress ``data`` written with ``codec`` (a key suffix such as ``gz``; None = plain).
+
+    ``max_size`` bounds the output (a corrupt or hostile object must not exhaust memory).
+
+    >>> decompress(gzip.compress(b"abc"), "gz")
+    b'abc'
+    >>> decompress(b"abc", None)
+    b'abc'
+    """
+    c = _CODEC_ALIASES.get(codec, codec) if codec else None
+    try:
+        if c is None:
+            out = data
+        elif c == "gz":
+            out = _gunzip(data, max_size)
+        elif c == "bz2":
+            out = bz2.decompress(data)
+        elif c == "xz":
+            out = lzma.decompress(data)   # FORMAT_AUTO: .xz and legacy .lzma
+        elif c == "lz4":
+            import lz4.frame
+            out = lz4.frame.decompress(data)
+        elif c == "zst":
+            out = _unzstd(data, max_size)
+        elif c == "br":
+            out = _unbrotli(data)
+        elif c == "lzo":
+            raise Unsupported(c, "lzop streams are not decoded in-process; the scanner runs lzop -d")
+        elif c == "snappy":
+            raise Unsupported(c, "snappy needs the python-snappy package, which is not installed")
+        else:
+            raise Unsupported(c, "unknown compression")
+    except DecompressError:
+        raise
+    except (OSError, EOFError, ValueError, lzma.LZMAError, zlib.error, RuntimeError) as e:
+        raise DecompressError(c, f"corrupt or truncated ({e})") from None
+    except Exception as e:  # lz4/zstandard raise their own error classes
+        if type(e).__module__.split(".")[0] in {"lz4", "zstandard", "_lz4", "brotli"}:
+            raise DecompressError(c, f"corrupt or truncated ({e})") from None
+        raise
+    if max_size is not None and len(out) > max_size:
+        raise DecompressError(c, f"decompresses to more than {max_size} bytes")
+    return out
+
+
+def _gunzip(data: bytes, max_size: int | None) -> bytes:
+    if not data.startswith(b"\x1f\x8b"):
+        raise DecompressError("gz", "no gzip magic")
+    return gzip.decompress(data)
+
+
+def _unzstd(data: bytes, max_size: int | None) -> bytes:
+    import zstandard
+    # stream_reader handles frames without a content size in the header
+    with zstandard.ZstdDecompressor().stream_reader(data) as r:
+        out = r.read(-1 if max_size is None else max_size + 1)
+    if not out and data:
+        raise DecompressError("zst", "empty output")
+    return bytes(out)
+
+
+def _unbrotli(data: bytes) -> bytes:
+    try:
+        import brotli  # type: ignore[import-not-found]
+    except ImportError:
+        raise Unsupported("br", "brotli needs the 'brotli' package, which is not installed") from None
+    return bytes(brotli.decompress(data))
+
+
+def is_encrypted(data: bytes) -> bool:
+    """pgBackRest ciphered files (info files included) start with OpenSSL's ``Salted__``.
+
+    >>> is_encrypted(b"Salted__\\x01\\x02"), is_encrypted(b"[backrest]\\n")
+    (True, False)
+    """
+    return data[:8] == SALTED_MAGIC
+
+
+def decode_text(data: bytes, source: str) -> str:
+    """Metadata bytes to text: refuse encrypted and non-UTF-8 content with a MetadataError."""
+    if is_encrypted(data):
+        raise MetadataError(source, "encrypted (OpenSSL 'Salted__' header); repository cipher is not supported",
+                            code="encrypted")
+    if data[:9] == LZOP_MAGIC or data[:2] == b"\x1f\x8b":
+        raise MetadataError(source, "compressed data where plain text was expected", code="format_error")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise MetadataError(source, f"not UTF-8 text (byte {e.start})", code="format_error") from None
+
+
+def utc_from_epoch(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc)
+
+
+# --- WAL file names shared by barman, WAL-G and WAL-E (pgBackRest adds a hash) -----------------
+
+WAL_NAME_RE = re.compile(
+    r"^(?P<tli>[0-9A-F]{8})(?:"
+    r"(?P<rest>[0-9A-F]{16})(?:\.(?P<off>[0-9A-F]{8})\.backup|(?P<partial>\.partial))?"
+    r"|(?P<history>\.history))$"
+)
+
+
+def wal_object(name: str, seg_size: int, compression: str | None = None,
+               checksum: str | None = None) -> WalObject | None:
+    """Classify a bare PostgreSQL archive file name (segment, partial, backup label, history).
+
+    None when it is not one (lower-case hex, timeline 0, segment number out of range for seg_size).
+
+    >>> wal_object("000000010000000000000003.000000D8.backup", 16 << 20).segno
+    3
+    >>> wal_object("00000002.history", 16 << 20).kind
+    <WalKind.HISTORY: 'history'>
+    >>> wal_object("0000000100000000000000ff", 16 << 20) is None
+    True
+    """
+    m = WAL_NAME_RE.match(name)
+    if not m:
+        return None
+    tli = int(m.group("tli"), 16)
+    if tli == 0:
+        return None
+    if m.group("history"):
+        return WalObject(WalKind.HISTORY, name, tli, None, compression, checksum)
+    seg_name = name[:24]
+    try:
+        seg = WalSegment.from_name(seg_name, seg_size)
+    except ParseError:
+        return None
+    if m.group("off"):
+        if int(m.group("off"), 16) >= seg_size:
+            return None
+        kind = WalKind.BACKUP_LABEL
+    elif m.group("partial"):
+        kind = WalKind.PARTIAL
+    else:
+        kind = WalKind.SEGMENT
+    return WalObject(kind, name, tli, seg.segno, compression, checksum)
+
+
+def split_suffix(filename: str, allowed: frozenset[str]) -> tuple[str, str | None]:
+    """Strip exactly one allowed compression suffix: ``("X.gz")`` -> ``("X", "gz")``.
+
+    >>> split_suffix("000000010000000000000001.gz", ALLOWED[Layout.BARMAN])
+    ('000000010000000000000001', 'gz')
+    >>> split_suffix("00000002.history", ALLOWED[Layout.BARMAN])
+    ('00000002.history', None)
+    """
+    base, dot, ext = filename.rpartition(".")
+    if dot and base and ext in allowed:
+        return base, ext
+    return filename, None
+
+
+def unsafe_key_reason(rel: str) -> str | None:
+    """Reason a relative key must never be interpreted (path tricks, empty parts), else None."""
+    if not rel:
+        return "empty key"
+    if rel.startswith("/") or "\\" in rel:
+        return "absolute path or backslash in key"
+    parts = rel.split("/")
+    if any(p in {".", ".."} for p in parts):
+        return "'.' or '..' path component"
+    if any(p == "" for p in parts[:-1]):
+        return "empty path component"
+    if any(ord(ch) < 0x20 or ch == "\x7f" for ch in rel):
+        return "control character in key"
+    return None

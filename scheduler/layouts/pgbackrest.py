@@ -1,0 +1,333 @@
+"""pgBackRest repository layout: info files to values, and repository keys to verdicts.
+
+Keys (LAYOUTS.md §1.1), relative to the repository path::
+
+    archive/<stanza>/archive.info[.copy]
+    archive/<stanza>/<archiveId>/0000000N.history
+    archive/<stanza>/<archiveId>/<first16>/<seg>-<sha1>[.<ext>]
+    archive/<stanza>/<archiveId>/<first16>/<seg>.partial-<sha1>[.<ext>]
+    archive/<stanza>/<archiveId>/<first16>/<seg>.<OFF8>.backup
+    backup/<stanza>/backup.info[.copy], backup/<stanza>/<label>/backup.manifest[.copy], backup.history/
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from typing import Any
+
+from recovery.errors import BadLsn, MetadataError
+from recovery.lsn import Lsn
+from recovery.model import Backup, BackupStatus, BackupType, Layout, WalKind, WalObject
+from scheduler.layouts.common import ALLOWED, ForeignObject, MetaObject, unsafe_key_reason, utc_from_epoch, wal_object
+from scheduler.layouts.pgbackrest_ini import InfoFile, check_type, parse_info, pg_version_num, require
+
+__all__ = [
+    "ArchiveInfo", "BackupInfo", "InfoFile", "parse_info", "parse_backup_info", "parse_archive_info",
+    "parse_manifest_header", "classify_archive_key", "classify_backup_root_entry",
+    "classify_archive_root_entry", "classify_backup_dir_entry", "label_type", "label_full",
+    "is_label", "LABEL_RE",
+]
+
+# --- labels (backupLabelFormat) ----------------------------------------------------------------
+
+_STAMP = r"\d{8}-\d{6}"
+LABEL_RE = re.compile(rf"^(?P<full>{_STAMP}F)(?:_(?P<stamp>{_STAMP})(?P<kind>[DI]))?$")
+_LABEL_TYPES = {None: BackupType.FULL, "D": BackupType.DIFF, "I": BackupType.INCR}
+
+
+def is_label(name: str) -> bool:
+    """
+    >>> is_label("20260101-120000F"), is_label("20260101-120000F_20260101-120030I"), is_label("x")
+    (True, True, False)
+    """
+    return LABEL_RE.match(name) is not None
+
+
+def label_type(label: str) -> BackupType | None:
+    """Backup type a label announces (F, D, I suffix), None if it is not a label.
+
+    >>> label_type("20260101-120000F_20260101-120030D")
+    <BackupType.DIFF: 'diff'>
+    """
+    m = LABEL_RE.match(label)
+    return _LABEL_TYPES[m.group("kind")] if m else None
+
+
+def label_full(label: str) -> str | None:
+    """The full backup a label belongs to (its first 16 characters).
+
+    >>> label_full("20260101-120000F_20260101-120030I")
+    '20260101-120000F'
+    """
+    m = LABEL_RE.match(label)
+    return m.group("full") if m else None
+
+
+# --- backup.info -------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class BackupInfo:
+    """``backup.info``: the complete backups, and the stanza's database history."""
+
+    backups: tuple[Backup, ...]
+    system_id: int
+    pg_version: int
+    db_history: dict[int, tuple[str, int]]    # db-id -> (db-version, db-system-id)
+    checksum_ok: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveInfo:
+    """``archive.info``: every archiveId (``<db-version>-<history id>``), oldest history entry first."""
+
+    archive_ids: tuple[str, ...]
+    system_id: int
+    pg_version: int
+    checksum_ok: bool = True
+
+
+_BACKUP_TYPES = {"full": BackupType.FULL, "diff": BackupType.DIFF, "incr": BackupType.INCR}
+
+
+def _history(info: InfoFile, system_key: str, source: str) -> dict[int, tuple[str, int]]:
+    out: dict[int, tuple[str, int]] = {}
+    for k, v in info.section("db:history").items():
+        if not k.isdigit() or not isinstance(v, dict):
+            raise MetadataError(source, f"[db:history] bad entry {k}={v!r}", code="format_error")
+        version = check_type(v.get("db-version"), str, f"[db:history] {k} db-version", source)
+        sysid = check_type(v.get(system_key), int, f"[db:history] {k} {system_key}", source)
+        out[int(k)] = (version, sysid)
+    if not out:
+        raise MetadataError(source, "[db:history] is empty", code="format_error")
+    return dict(sorted(out.items()))
+
+
+def _current_db(info: InfoFile, source: str) -> tuple[int, int]:
+    sysid = require(info, "db", "db-system-id", int, source)
+    version = require(info, "db", "db-version", str, source)
+    return sysid, pg_version_num(version, source)
+
+
+def parse_backup_info(text: str, source: str) -> BackupInfo:
+    """``backup.info`` text to its complete backups (status done), newest last as pgBackRest lists them."""
+    info = parse_info(text, source)
+    sysid, version = _current_db(info, source)
+    history = _history(info, "db-system-id", source)
+    backups = tuple(_backup_from_entry(label, entry, history, source)
+                    for label, entry in info.section("backup:current").items())
+    return BackupInfo(backups, sysid, version, history, info.checksum_ok)
+
+
+def _lsn(value: Any, what: str, source: str) -> Lsn | None:
+    if value is None:
+        return None
+    try:
+        return Lsn.parse(check_type(value, str, what, source))
+    except BadLsn:
+        raise MetadataError(source, f"{what}: not an LSN: {value!r}", code="format_error") from None
+
+
+def _timeline(archive_start: Any, what: str, source: str) -> int | None:
+    if archive_start is None:
+        return None
+    if not re.fullmatch(r"[0-9A-F]{24}", check_type(archive_start, str, what, source)) \
+            or archive_start[:8] == "00000000":
+        raise MetadataError(source, f"{what}: not a WAL segment name: {archive_start!r}", code="format_error")
+    return int(archive_start[:8], 16)
+
+
+def _opt_int(entry: dict[str, Any], key: str, what: str, source: str) -> int | None:
+    v = entry.get(key)
+    return None if v is None else check_type(v, int, f"{what} {key}", source)
+
+
+def _backup_from_entry(label: str, entry: Any, history: dict[int, tuple[str, int]], source: str) -> Backup:
+    what = f"[backup:current] {label}"
+    if not is_label(label):
+        raise MetadataError(source, f"{what}: not a backup label", code="format_error")
+    if not isinstance(entry, dict):
+        raise MetadataError(source, f"{what}: value is not a JSON object", code="format_error")
+    btype = _BACKUP_TYPES.get(entry.get("backup-type"))  # type: ignore[arg-type]
+    if btype is None:
+        raise MetadataError(source, f"{what}: unknown backup-type {entry.get('backup-type')!r}",
+                            code="format_error")
+    refs = entry.get("backup-reference") or []
+    if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
+        raise MetadataError(source, f"{what}: backup-reference is not a list of labels", code="format_error")
+    db_id = _opt_int(entry, "db-id", what, source)
+    pg = history.get(db_id) if db_id is not None else None
+    start = _opt_int(entry, "backup-timestamp-start", what, source)
+    stop = _opt_int(entry, "backup-timestamp-stop", what, source)
+    prior = entry.get("backup-prior")
+    return Backup(
+        label=label,
+        type=btype,
+        status=BackupStatus.DONE,
+        timeline=_timeline(entry.get("backup-archive-start"), f"{what} backup-archive-start", source),
+        start_lsn=_lsn(entry.get("backup-lsn-start"), f"{what} backup-lsn-start", source),
+        stop_lsn=_lsn(entry.get("backup-lsn-stop"), f"{what} backup-lsn-stop", source),
+        start_time=utc_from_epoch(start) if start is not None else None,
+        stop_time=utc_from_epoch(stop) if stop is not None else None,
+        depends_on=tuple(r for r in refs if r != label),
+        parent=check_type(prior, str, f"{what} backup-prior", source) if prior is not None else None,
+        size_bytes=_opt_int(entry, "backup-info-size", what, source),
+        repo_size_bytes=_opt_int(entry, "backup-info-repo-size", what, source),
+        pg_version=pg_version_num(pg[0], source) if pg else None,
+        system_id=pg[1] if pg else None,
+        error="page checksum errors found (backup-error=true)" if entry.get("backup-error") is True else None,
+        metadata_key=source,
+    )
+
+
+# --- archive.info ------------------------------------------------------------------------------
+
+def parse_archive_info(text: str, source: str) -> ArchiveInfo:
+    """``archive.info`` text to every archiveId, in history-key order (``[db:history]`` db-id = system id)."""
+    info = parse_info(text, source)
+    sysid = require(info, "db", "db-system-id", int, source)
+    version = pg_version_num(require(info, "db", "db-version", str, source), source)
+    history = _history(info, "db-id", source)
+    ids = tuple(f"{ver}-{hid}" for hid, (ver, _sys) in history.items())
+    return ArchiveInfo(ids, sysid, version, info.checksum_ok)
+
+
+# --- backup.manifest ---------------------------------------------------------------------------
+
+def parse_manifest_header(text: str, source: str, *, final: bool = True) -> Backup:
+    """A backup from its ``backup.manifest`` (for labels missing from backup.info).
+
+    ``final``: the text came from ``backup.manifest`` (written after the copy finished). From
+    ``backup.manifest.copy`` alone (``final=False``) the backup is in progress or aborted, so
+    its status is running whatever the header says.
+
+    :raises MetadataError: checksum mismatch (code ``checksum_mismatch``: try the ``.copy``), or a
+        damaged header.
+    """
+    info = parse_info(text, source)
+    if not info.checksum_ok:
+        raise MetadataError(source, f"backrest-checksum mismatch (expected {info.checksum_expected}, "
+                            f"computed {info.checksum_actual})", code="checksum_mismatch")
+    b = dict(info.section("backup"))
+    label = require(info, "backup", "backup-label", str, source)
+    refs = b.get("backup-reference")
+    ref_list = [r for r in refs.split(",") if r] if isinstance(refs, str) else []
+    b["backup-reference"] = ref_list
+    db = info.section("backup:db")
+    db_id = db.get("db-id") if isinstance(db.get("db-id"), int) else 1
+    history: dict[int, tuple[str, int]] = {}
+    if isinstance(db.get("db-version"), str) and isinstance(db.get("db-system-id"), int):
+        history[db_id] = (db["db-version"], db["db-system-id"])
+    b["db-id"] = db_id
+    files = [f for f in info.section("target:file").values() if isinstance(f, dict)]
+    if files:   # as backup.info: DB bytes, and repository bytes (files this backup stored itself)
+        b["backup-info-size"] = sum(f.get("size", 0) for f in files if isinstance(f.get("size", 0), int))
+        b["backup-info-repo-size"] = sum(f.get("repo-size", f.get("size", 0)) for f in files
+                                         if isinstance(f.get("repo-size", f.get("size", 0)), int))
+    backup = _backup_from_entry(label, b, history, source)
+    complete = final and backup.stop_lsn is not None and backup.stop_time is not None
+    if complete:
+        return backup
+    return replace(backup, status=BackupStatus.RUNNING,
+                   error=backup.error or ("in progress or aborted (only backup.manifest.copy)" if not final
+                                          else "manifest has no stop LSN/time"))
+
+
+# --- keys --------------------------------------------------------------------------------------
+
+KIND_BACKUP_DIR = "backup_dir"
+KIND_BACKUP_INFO = "backup_info"
+KIND_BACKUP_INFO_COPY = "backup_info_copy"
+KIND_BACKUP_HISTORY = "backup_history"
+KIND_LATEST_LINK = "latest_link"
+KIND_ARCHIVE_INFO = "archive_info"
+KIND_ARCHIVE_INFO_COPY = "archive_info_copy"
+KIND_ARCHIVE_ID = "archive_id"
+KIND_MANIFEST = "manifest"
+KIND_MANIFEST_COPY = "manifest_copy"
+KIND_PAYLOAD = "payload"
+
+_EXT = "|".join(sorted(ALLOWED[Layout.PGBACKREST]))
+_HASHED_RE = re.compile(
+    rf"^(?P<name>[0-9A-F]{{24}}(?:\.partial)?)-(?P<sha>[0-9a-f]{{40}})(?:\.(?P<ext>{_EXT}))?$")
+_ARCHIVE_ID_RE = re.compile(r"^(?P<version>\d+(?:\.\d+)?)-(?P<id>[1-9]\d*)$")
+
+
+def classify_archive_key(rel: str, seg_size: int) -> WalObject | ForeignObject:
+    """A key relative to ``archive/<stanza>/<archiveId>/`` to a WAL object, or a foreign verdict.
+
+    >>> classify_archive_key("0000000100000000/000000010000000000000001-" + "e" * 40 + ".gz", 16 << 20).segno
+    1
+    >>> classify_archive_key("00000002.history", 16 << 20).timeline
+    2
+    >>> classify_archive_key("0000000100000000/000000010000000000000001.gz", 16 << 20).reason
+    'not <segment>-<sha1>[.ext], <segment>.partial-<sha1>[.ext] or <segment>.<offset>.backup'
+    """
+    bad = unsafe_key_reason(rel)
+    if bad:
+        return ForeignObject(rel, bad)
+    parts = rel.split("/")
+    if len(parts) == 1:
+        w = wal_object(parts[0], seg_size)
+        if w is not None and w.kind is WalKind.HISTORY:
+            return w
+        return ForeignObject(rel, "only <TLI>.history files live directly under an archiveId")
+    if len(parts) != 2:
+        return ForeignObject(rel, "too deep for an archiveId directory")
+    directory, filename = parts
+    if not re.fullmatch(r"[0-9A-F]{16}", directory):
+        return ForeignObject(rel, "directory is not 16 upper-case hex digits (timeline + log)")
+    if filename[:16] != directory:
+        return ForeignObject(rel, "file is in the wrong <timeline+log> directory")
+    m = _HASHED_RE.match(filename)
+    if m:
+        w = wal_object(m.group("name"), seg_size, m.group("ext"), m.group("sha"))
+        return w if w is not None else ForeignObject(rel, f"segment number out of range for {seg_size}-byte segments")
+    w = wal_object(filename, seg_size)
+    if w is not None and w.kind is WalKind.BACKUP_LABEL:
+        return w
+    return ForeignObject(rel, "not <segment>-<sha1>[.ext], <segment>.partial-<sha1>[.ext] or <segment>.<offset>.backup")
+
+
+def classify_archive_root_entry(name: str) -> MetaObject | ForeignObject:
+    """An entry of a delimiter listing of ``archive/<stanza>/`` (``15-1/``, ``archive.info``...).
+
+    >>> classify_archive_root_entry("9.6-1/")
+    MetaObject(key='9.6-1/', kind='archive_id', label='9.6-1')
+    """
+    if name == "archive.info":
+        return MetaObject(name, KIND_ARCHIVE_INFO)
+    if name == "archive.info.copy":
+        return MetaObject(name, KIND_ARCHIVE_INFO_COPY)
+    if name.endswith("/") and _ARCHIVE_ID_RE.match(name[:-1]):
+        return MetaObject(name, KIND_ARCHIVE_ID, name[:-1])
+    return ForeignObject(name, "not archive.info[.copy] or an <pg version>-<id>/ archive directory")
+
+
+def classify_backup_root_entry(name: str) -> MetaObject | ForeignObject:
+    """An entry of a delimiter listing of ``backup/<stanza>/``.
+
+    >>> classify_backup_root_entry("20260101-120000F_20260101-120030I/")
+    MetaObject(key='20260101-120000F_20260101-120030I/', kind='backup_dir', label='20260101-120000F_20260101-120030I')
+    >>> classify_backup_root_entry("backup.info").kind
+    'backup_info'
+    """
+    if name.endswith("/") and is_label(name[:-1]):
+        return MetaObject(name, KIND_BACKUP_DIR, name[:-1])
+    fixed = {"backup.info": KIND_BACKUP_INFO, "backup.info.copy": KIND_BACKUP_INFO_COPY,
+             "backup.history/": KIND_BACKUP_HISTORY, "latest": KIND_LATEST_LINK, "latest/": KIND_LATEST_LINK}
+    if name in fixed:
+        return MetaObject(name, fixed[name])
+    if is_label(name):
+        return ForeignObject(name, "an object named like a backup label (expected a directory)")
+    return ForeignObject(name, "not a backup label directory, backup.info[.copy] or backup.history/")
+
+
+def classify_backup_dir_entry(label: str, name: str) -> MetaObject | ForeignObject:
+    """An entry of a delimiter listing of ``backup/<stanza>/<label>/``."""
+    fixed = {"backup.manifest": KIND_MANIFEST, "backup.manifest.copy": KIND_MANIFEST_COPY,
+             "pg_data/": KIND_PAYLOAD, "bundle/": KIND_PAYLOAD}
+    if name in fixed:
+        return MetaObject(name, fixed[name], label)
+    if name.startswith("pg_tblspc/") or name == "pg_tblspc/":
+        return MetaObject(name, KIND_PAYLOAD, label)
+    return ForeignObject(name, "not backup.manifest[.copy] or backup payload")
