@@ -1,0 +1,194 @@
+"""Documents of the JSON contracts (backups, plan) built from the catalog, shared by CLI and HTTP API."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import asyncpg
+from rich.console import Console
+from rich.table import Table
+
+from backup_catalog.settings import Settings
+from catalog import repo
+from catalog.errors import UnknownService
+from catalog.rows import InstanceRecord, ScanState
+from recovery.errors import PlanningError
+from recovery.lsn import Lsn
+from recovery.model import ArchiveSnapshot, Backup
+from recovery.timeline import TimelinePath
+from recovery.wal import segment_name
+from recovery.windows import Window, compute_windows, holes
+
+
+def iso(t: datetime | None) -> str | None:
+    """UTC ISO 8601 with Z (microseconds only when present)."""
+    if t is None:
+        return None
+    t = t.astimezone(timezone.utc)
+    fmt = "%Y-%m-%dT%H:%M:%S.%fZ" if t.microsecond else "%Y-%m-%dT%H:%M:%SZ"
+    return t.strftime(fmt)
+
+
+def lsn(x: Lsn | None) -> str | None:
+    return str(x) if x is not None else None
+
+
+def instance_to_dict(r: InstanceRecord) -> dict[str, Any]:
+    return {"instance_guid": r.guid, "space_guid": r.ref.space_guid, "org_guid": r.ref.org_guid, "name": r.ref.name,
+            "deleted_at": iso(r.ref.deleted_at), "bucket": r.storage.bucket, "prefix": r.storage.prefix,
+            "layout": (r.layout.value if r.layout else None), "stanza": r.stanza,
+            "pg_version": r.pg_version, "seg_size": r.seg_size}
+
+
+def backup_to_dict(b: Backup) -> dict[str, Any]:
+    return {"label": b.label, "type": b.type.value, "status": b.status.value, "timeline": b.timeline,
+            "start_lsn": lsn(b.start_lsn), "stop_lsn": lsn(b.stop_lsn), "start_time": iso(b.start_time),
+            "stop_time": iso(b.stop_time), "depends_on": list(b.depends_on),
+            **({"stop_time_exact": False} if not b.stop_time_exact else {}),
+            **({"error": b.error} if b.error else {})}
+
+
+def window_to_dict(w: Window) -> dict[str, Any]:
+    return {"timeline_path": list(w.timeline_path), "from": iso(w.from_time), "to": iso(w.to_time),
+            "to_is_exact": w.to_is_exact, "from_lsn": str(w.from_lsn), "to_lsn": str(w.to_lsn),
+            "ends_at": w.end_kind.value, "backups": list(w.backups)}
+
+
+def all_paths(snap: ArchiveSnapshot) -> list[TimelinePath]:
+    tlis = {r.timeline for r in snap.runs} | set(snap.histories) | {b.timeline for b in snap.backups if b.timeline}
+    paths = []
+    for t in sorted(tlis):
+        if t > 1 and t not in snap.histories:
+            continue  # without its history file a timeline's path cannot be followed
+        paths.append(TimelinePath.build(t, snap.histories.get(t, ())))
+    return paths
+
+
+def all_windows(snap: ArchiveSnapshot) -> list[Window]:
+    return [w for p in all_paths(snap) for w in compute_windows(snap, p)]
+
+
+def scan_to_dict(state: ScanState | None) -> dict[str, Any]:
+    if state is None:
+        return {"last_scan": None, "unknown_objects": 0, "errors": []}
+    errors = [{"code": i.code, "key": i.key, "message": i.message} for i in state.issues
+              if i.code not in ("foreign_object",)]
+    if state.last_error:
+        errors.insert(0, {"code": state.last_error_code, "key": None, "message": state.last_error})
+    return {"last_scan": iso(state.last_scan), "last_full_scan": iso(state.last_full_scan),
+            "stale_since": iso(state.stale_since), "unknown_objects": state.unknown_objects, "errors": errors}
+
+
+async def instance_doc(pool: asyncpg.Pool, rec: InstanceRecord) -> dict[str, Any]:
+    snap = await repo.load_snapshot(pool, rec.guid)
+    state = await repo.load_scan_state(pool, rec.guid)
+    S = snap.seg_size
+    return {
+        "instance_guid": rec.guid, "name": rec.ref.name, "deleted_at": iso(rec.ref.deleted_at),
+        "layout": rec.layout.value if rec.layout else None,
+        "backups": [backup_to_dict(b) for b in sorted(snap.backups, key=lambda b: (b.stop_lsn or Lsn(0), b.label))],
+        "wal": [{"timeline": r.timeline, "first_segment": segment_name(r.timeline, r.first, S),
+                 "last_segment": segment_name(r.timeline, r.last, S), "segments": r.count} for r in snap.runs],
+        "holes": [{"timeline": t, "first_missing": segment_name(t, a, S), "last_missing": segment_name(t, b, S)}
+                  for t, a, b in holes(snap.runs)],
+        "conflicts": [{"timeline": t, "segment": segment_name(t, n, S)} for t, n in snap.conflicts],
+        "windows": [window_to_dict(w) for w in all_windows(snap)],
+        "scan": scan_to_dict(state),
+    }
+
+
+async def backups_doc(pool: asyncpg.Pool, space: str, name: str) -> dict[str, Any]:
+    holders = await repo.name_holders(pool, space, name)
+    if not holders:
+        raise UnknownService(space, name)
+    return {"space_guid": space, "name": name, "instances": [await instance_doc(pool, r) for r in holders]}
+
+
+def print_backups(doc: dict[str, Any], console: Console) -> None:
+    console.print(f"[bold]{doc['name']}[/bold] in space {doc['space_guid']}")
+    for inst in doc["instances"]:
+        gone = f" [red](deleted {inst['deleted_at']})[/red]" if inst["deleted_at"] else ""
+        console.print(f"\ninstance {inst['instance_guid']} ({inst['layout']}), now named {inst['name']}{gone}")
+        t = Table("label", "type", "status", "TL", "start lsn", "stop lsn", "stop time", "depends on")
+        for b in inst["backups"]:
+            t.add_row(b["label"], b["type"], b["status"], str(b["timeline"]), b["start_lsn"] or "", b["stop_lsn"] or "",
+                      b["stop_time"] or "", ",".join(b["depends_on"]))
+        console.print(t)
+        w = Table("timeline", "first segment", "last segment", "segments")
+        for r in inst["wal"]:
+            w.add_row(str(r["timeline"]), r["first_segment"], r["last_segment"], str(r["segments"]))
+        for h in inst["holes"]:
+            w.add_row(str(h["timeline"]), f"[red]missing {h['first_missing']}[/red]", f"[red]{h['last_missing']}[/red]", "")
+        console.print(w)
+        for win in inst["windows"]:
+            exact = "" if win["to_is_exact"] else " (approximate end)"
+            console.print(f"  recoverable on timeline path {win['timeline_path']}: {win['from']} .. {win['to']}{exact}")
+        if inst["scan"]["errors"]:
+            for e in inst["scan"]["errors"]:
+                console.print(f"  [yellow]scan issue {e['code']}[/yellow]: {e['message']}")
+
+
+_CLONE_KEYS = {"clone-from", "point-in-time", "lsn", "latest", "immediate", "timeline", "exclusive", "pg-version"}
+
+
+def _target_from_body(body: dict[str, Any]) -> Any:
+    from recovery.target import make_target
+    unknown = set(body) - _CLONE_KEYS
+    if unknown:
+        raise PlanningError("invalid_target", f"unknown fields: {', '.join(sorted(unknown))}")
+    return make_target(point_in_time=body.get("point-in-time"), lsn=body.get("lsn"),
+                       latest=bool(body.get("latest")), immediate=bool(body.get("immediate")),
+                       timeline=body.get("timeline") or "latest", exclusive=bool(body.get("exclusive")))
+
+
+async def plan_doc(pool: asyncpg.Pool, settings: Settings, space: str, body: dict[str, Any],
+                   *, now: datetime | None = None) -> dict[str, Any]:
+    """Resolve ``clone-from`` in the space at the target time and plan the recovery (or raise a refusal)."""
+    from recovery.jsonout import plan_to_dict
+    from recovery.plan import plan_recovery
+    from recovery.render import render_files, restore_command
+    from recovery.target import TargetKind
+
+    name = body.get("clone-from")
+    if not isinstance(name, str) or not name:
+        raise PlanningError("invalid_target", "clone-from must name a service instance")
+    target = _target_from_body(body)
+    at = target.time if target.kind is TargetKind.TIME else None
+    res = await repo.resolve_name(pool, space, name, at)
+    rec = res.record
+    snap = await repo.load_snapshot(pool, rec.guid)
+    pg_version = body.get("pg-version") or _major(rec.pg_version or snap.pg_version) or 15
+    plan = plan_recovery(snap, target, now=now or datetime.now(timezone.utc), pg_version=pg_version)
+    layout = rec.layout or snap.layout
+    cmd = restore_command(layout, bucket=rec.storage.bucket, prefix=rec.storage.prefix.strip("/"),
+                          stanza=rec.stanza or rec.storage.stanza or "main", endpoint_url=settings.s3_endpoint_url)
+    files = render_files(plan, cmd, pg_version)
+    doc = plan_to_dict(plan, files, cmd)
+    return {"source": {"instance_guid": rec.guid, "space_guid": rec.ref.space_guid, "name": rec.ref.name,
+                       "deleted_at": iso(rec.ref.deleted_at), "layout": layout.value if layout else None,
+                       "resolution": res.reason}, **doc}
+
+
+def _major(v: int | None) -> int | None:
+    """server_version_num → major (150018 → 15, 90624 → 9); small numbers are majors already."""
+    if v is None:
+        return None
+    return v // 10000 if v >= 100000 else (v // 10000 if v >= 90000 else v)
+
+
+def print_plan(doc: dict[str, Any], console: Console) -> None:
+    src, b = doc["source"], doc["backup"]
+    console.print(f"[bold]clone of[/bold] {src['name']} (instance {src['instance_guid']}"
+                  f"{', deleted ' + src['deleted_at'] if src['deleted_at'] else ''}): {src.get('resolution', '')}")
+    console.print(f"base backup [bold]{b['label']}[/bold] ({b['type']}, timeline {b['timeline']}, "
+                  f"stop {b['stop_time']} at {b['stop_lsn']})" + (f", depends on {', '.join(b['depends_on'])}" if b["depends_on"] else ""))
+    t = doc["target"]
+    console.print(f"target {t['kind']} {t.get('value') or ''} (inclusive={t['inclusive']}, timeline {t['timeline']}) "
+                  f"along timeline path {doc['timeline_path']}")
+    w = doc["wal"]
+    console.print(f"WAL {w['first_segment']} .. {w['last_segment']} ({w['segments']} segments)")
+    for name, text in doc["files"].items():
+        console.print(f"[dim]--- {name}[/dim]")
+        console.print(text or "(empty)", markup=False, highlight=False)
+    for warn in doc.get("warnings", []):
+        console.print(f"[yellow]warning:[/yellow] {warn}")
