@@ -56,3 +56,30 @@ def make_snapshot(**overrides: Any) -> ArchiveSnapshot:
     base = ArchiveSnapshot(layout=Layout.PGBACKREST, seg_size=S, backups=(make_backup(),),
                            runs=(run(1, 2, 9),), histories={}, edges=(edge(1, 9, 30),), pg_version=150000)
     return replace(base, **overrides)
+
+
+SWITCH = lsn(0xB, 0x2E650)   # TL1 -> TL2 promotion point, inside segment 0x0B
+
+
+def forked_snapshot(**overrides: Any) -> ArchiveSnapshot:
+    """RELIABILITY §8: TL1 WAL 2..0x0F (the old primary kept archiving after the fork), TL2 forks at
+    0/B02E650 and has 0x0B..0x12. B1 on TL1 stops before the switch (min 1); B2 on TL1 stops after it
+    (min 40, segment 0x0C). Last commits: TL1 before the switch min 35, TL1 own end min 45, TL2 end min 60."""
+    base = make_snapshot(
+        backups=(backup_at("B1", 2, 1), backup_at("B2", 0xC, 40)),
+        runs=(run(1, 2, 0xF), run(2, 0xB, 0x12)),
+        histories={2: (switch(1, SWITCH, "before 2026-01-01 12:37:00+00"),)},
+        edges=(edge(1, 0xA, 35), edge(1, 0xF, 45), edge(2, 0x12, 60)),
+    )
+    return replace(base, **overrides)
+
+
+def holed_snapshot(**overrides: Any) -> ArchiveSnapshot:
+    """RELIABILITY §7: TL1 WAL 2..5 and 7..20 (segment 6 missing). F1 at segment 2 (min 1), F2 at
+    segment 10 (min 50). Last commit before the hole min 20, at the end of WAL min 90."""
+    base = make_snapshot(
+        backups=(backup_at("F1", 2, 1), backup_at("F2", 10, 50)),
+        runs=(run(1, 2, 5), run(1, 7, 20)),
+        edges=(edge(1, 5, 20), edge(1, 20, 90)),
+    )
+    return replace(base, **overrides)
