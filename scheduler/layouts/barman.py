@@ -1,0 +1,191 @@
+"""barman-cloud layout (LAYOUTS.md §2): ``<server>/base/<backup_id>/…`` and ``<server>/wals/…``.
+
+WAL keys relative to ``<server>/wals/``: ``<TLI+log>/<name>[.<ext>]`` for segments, partials and
+backup labels, ``<TLI>.history[.<ext>]`` at the root. Readers strip exactly one allowed suffix
+(barman ``ALLOWED_COMPRESSIONS``) and then match the bare PostgreSQL name.
+"""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+
+from recovery.errors import BadLsn, MetadataError
+from recovery.lsn import Lsn
+from recovery.model import Backup, BackupStatus, BackupType, Layout, WalKind, WalObject
+from recovery.wal import valid_seg_size
+from scheduler.layouts.common import ALLOWED, ForeignObject, MetaObject, split_suffix, unsafe_key_reason, wal_object
+
+KIND_BACKUP_INFO = "backup_info"
+KIND_PAYLOAD = "payload"
+KIND_ANNOTATION = "annotation"
+KIND_BACKUP_DIR = "backup_dir"
+
+BACKUP_ID_RE = re.compile(r"^\d{8}T\d{6}$")   # datetime.now().strftime("%Y%m%dT%H%M%S")
+_TAR_RE = re.compile(r"^(?:data|\d+)(?:_\d{4})?\.tar(?:\.(?:gz|bz2|snappy|lz4|xz|zst))?$")
+
+_STATUS = {
+    "DONE": BackupStatus.DONE,
+    "FAILED": BackupStatus.FAILED,
+    "STARTED": BackupStatus.RUNNING,
+    # barman server states that barman-cloud could meet: not (yet) usable
+    "EMPTY": BackupStatus.RUNNING,
+    "WAITING_FOR_WALS": BackupStatus.RUNNING,
+    "SYNCING": BackupStatus.RUNNING,
+}
+
+
+def parse_key_values(text: str, source: str) -> dict[str, str | None]:
+    """``key=value`` lines to a dict; ``None`` becomes None. Values stay text (Python literals too)."""
+    out: dict[str, str | None] = {}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        key, eq, value = line.partition("=")
+        if not eq or not re.fullmatch(r"[a-z_][a-z0-9_]*", key):
+            raise MetadataError(source, f"line {lineno}: expected key=value, found {line[:80]!r}",
+                                code="format_error")
+        out[key] = None if value == "None" else value
+    if not out:
+        raise MetadataError(source, "empty backup.info", code="format_error")
+    return out
+
+
+def parse_time(value: str | None, what: str, source: str) -> tuple[datetime | None, bool]:
+    """An ISO-like barman time; naive times are taken as UTC and reported with ``False``.
+
+    >>> parse_time("2026-01-01 12:00:02.822410+00:00", "t", "s")
+    (datetime.datetime(2026, 1, 1, 12, 0, 2, 822410, tzinfo=datetime.timezone.utc), True)
+    >>> parse_time("2026-01-01 12:00:02", "t", "s")[1]
+    False
+    """
+    if value is None:
+        return None, True
+    try:
+        t = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise MetadataError(source, f"{what}: not a time: {value!r}", code="format_error") from None
+    if t.tzinfo is None:
+        # barman's load_datetime_tz takes naive times as the backup host's local time: unknown here
+        return t.replace(tzinfo=timezone.utc), False
+    return t.astimezone(timezone.utc), True
+
+
+def _int(kv: dict[str, str | None], key: str, source: str) -> int | None:
+    v = kv.get(key)
+    if v is None:
+        return None
+    try:
+        return int(v)
+    except ValueError:
+        raise MetadataError(source, f"{key}: not an integer: {v!r}", code="format_error") from None
+
+
+def _lsn(kv: dict[str, str | None], key: str, source: str) -> Lsn | None:
+    v = kv.get(key)
+    if v is None:
+        return None
+    try:
+        return Lsn.parse(v)
+    except BadLsn:
+        raise MetadataError(source, f"{key}: not an LSN: {v!r}", code="format_error") from None
+
+
+def parse_backup_info(text: str, backup_id: str, source: str) -> Backup:
+    """barman ``backup.info`` to a Backup labelled ``backup_id`` (from the key path, not ``server_name``).
+
+    Status: DONE → done, FAILED → failed, STARTED/EMPTY/WAITING_FOR_WALS/SYNCING → running; an
+    unknown status is failed with a note. Naive times are read as UTC and the backup's
+    ``stop_time_exact`` is False (barman meant the backup host's local time).
+    """
+    kv = parse_key_values(text, source)
+    raw_status = kv.get("status")
+    if raw_status is None:
+        raise MetadataError(source, "no status", code="format_error")
+    status = _STATUS.get(raw_status)
+    error = kv.get("error")
+    if status is None:
+        status, error = BackupStatus.FAILED, f"unknown barman status {raw_status!r}" + (f": {error}" if error else "")
+    start_time, start_aware = parse_time(kv.get("begin_time"), "begin_time", source)
+    stop_time, stop_aware = parse_time(kv.get("end_time"), "end_time", source)
+    seg_size = _int(kv, "xlog_segment_size", source)
+    if seg_size is not None and not valid_seg_size(seg_size):
+        raise MetadataError(source, f"xlog_segment_size {seg_size} is not a valid segment size",
+                            code="format_error")
+    sysid = _int(kv, "systemid", source)
+    parent = kv.get("parent_backup_id")
+    return Backup(
+        label=backup_id,
+        type=BackupType.INCR if parent else BackupType.FULL,
+        status=status,
+        timeline=_int(kv, "timeline", source),
+        start_lsn=_lsn(kv, "begin_xlog", source),
+        stop_lsn=_lsn(kv, "end_xlog", source),
+        start_time=start_time,
+        stop_time=stop_time,
+        depends_on=(parent,) if parent else (),
+        parent=parent,
+        size_bytes=_int(kv, "cluster_size", source),
+        repo_size_bytes=_int(kv, "size", source),
+        pg_version=_int(kv, "version", source),
+        system_id=sysid,
+        seg_size=seg_size,
+        stop_time_exact=start_aware and stop_aware,
+        error=error,
+        metadata_key=source,
+    )
+
+
+# --- keys --------------------------------------------------------------------------------------
+
+def classify_wal_key(rel: str, seg_size: int) -> WalObject | ForeignObject:
+    """A key relative to ``<server>/wals/`` to a WAL object, or a foreign verdict.
+
+    >>> classify_wal_key("0000000100000000/000000010000000000000003.000000D8.backup.gz", 16 << 20).kind
+    <WalKind.BACKUP_LABEL: 'backup'>
+    >>> classify_wal_key("00000002.history.gz", 16 << 20).compression
+    'gz'
+    """
+    bad = unsafe_key_reason(rel)
+    if bad:
+        return ForeignObject(rel, bad)
+    parts = rel.split("/")
+    if len(parts) > 2:
+        return ForeignObject(rel, "too deep for wals/")
+    name, ext = split_suffix(parts[-1], ALLOWED[Layout.BARMAN])
+    w = wal_object(name, seg_size, ext)
+    if w is None:
+        return ForeignObject(rel, "not a WAL file name with at most one known compression suffix")
+    if len(parts) == 1:
+        if w.kind is WalKind.HISTORY:
+            return w
+        return ForeignObject(rel, "WAL file outside its <timeline+log> directory")
+    if w.kind is WalKind.HISTORY:
+        return ForeignObject(rel, "history file inside a <timeline+log> directory")
+    if parts[0] != name[:16]:
+        return ForeignObject(rel, "file is in the wrong <timeline+log> directory")
+    return w
+
+
+def classify_base_key(rel: str) -> MetaObject | ForeignObject:
+    """A key relative to ``<server>/base/``: backup.info, tar payload, annotations.
+
+    >>> classify_base_key("20260101T120000/backup.info")
+    MetaObject(key='20260101T120000/backup.info', kind='backup_info', label='20260101T120000')
+    """
+    bad = unsafe_key_reason(rel)
+    if bad:
+        return ForeignObject(rel, bad)
+    parts = rel.split("/")
+    if not BACKUP_ID_RE.match(parts[0]):
+        return ForeignObject(rel, "not under a <YYYYMMDDTHHMMSS> backup id")
+    label = parts[0]
+    tail = parts[1:]
+    if tail == [""]:
+        return MetaObject(rel, KIND_BACKUP_DIR, label)
+    if tail == ["backup.info"]:
+        return MetaObject(rel, KIND_BACKUP_INFO, label)
+    if len(tail) == 1 and _TAR_RE.match(tail[0]):
+        return MetaObject(rel, KIND_PAYLOAD, label)
+    if len(tail) == 2 and tail[0] == "annotations" and tail[1]:
+        return MetaObject(rel, KIND_ANNOTATION, label)
+    return ForeignObject(rel, "not backup.info, a data tar or an annotation")

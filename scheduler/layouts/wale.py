@@ -1,0 +1,122 @@
+"""WAL-E 1.1.1 layout (LAYOUTS.md §4): ``wal_005/<name>.lzo`` and ``basebackups_005/`` sentinels.
+
+Backup names carry the start position: ``base_<24hex>_<8 decimal digits>`` (``lpad(offset::text,
+8, '0')``). The sentinel holds the stop segment and decimal offset and nothing about time: the
+scanner fills ``stop_time`` from the sentinel's LastModified (``stop_time_exact`` False).
+"""
+from __future__ import annotations
+
+import re
+
+from recovery.errors import MetadataError, ParseError
+from recovery.lsn import Lsn
+from recovery.model import Backup, BackupStatus, BackupType, WalObject
+from recovery.wal import DEFAULT_SEG_SIZE, WalSegment
+from scheduler.layouts.common import ForeignObject, MetaObject, unsafe_key_reason, wal_object
+from scheduler.layouts.walg import SENTINEL_SUFFIX, load_json
+
+SEG_SIZE = DEFAULT_SEG_SIZE      # hard-coded in WAL-E
+NAME_RE = re.compile(r"^base_(?P<seg>[0-9A-F]{24})_(?P<off>\d{8})$")
+
+KIND_SENTINEL = "sentinel"
+KIND_METADATA = "extended_version"
+KIND_PAYLOAD = "payload"
+KIND_BACKUP_DIR = "backup_dir"
+
+
+def position(segment: str, offset: str, what: str, source: str) -> Lsn:
+    """LSN of (segment name, decimal offset) as ``pg_walfile_name_offset`` reported it.
+
+    ``pg_walfile_name_offset`` names the *previous* segment for a position exactly on a
+    boundary, with offset 0: so offset 0 means the end of the named segment (LAYOUTS.md §5.1).
+
+    >>> str(position("000000010000000000000003", "00000216", "x", "s"))
+    '0/30000D8'
+    >>> str(position("000000010000000000000004", "00000000", "x", "s"))
+    '0/5000000'
+    """
+    try:
+        seg = WalSegment.from_name(segment, SEG_SIZE)
+        off = int(offset, 10)
+    except (ValueError, ParseError) as e:
+        raise MetadataError(source, f"{what}: bad position {segment!r} + {offset!r} ({e})",
+                            code="format_error") from None
+    if not 0 <= off < SEG_SIZE:
+        raise MetadataError(source, f"{what}: offset {off} outside a {SEG_SIZE}-byte segment", code="format_error")
+    return seg.end_lsn if off == 0 else seg.start_lsn + off
+
+
+def backup_name(key_or_name: str) -> str:
+    name = key_or_name.rsplit("/", 1)[-1]
+    return name[: -len(SENTINEL_SUFFIX)] if name.endswith(SENTINEL_SUFFIX) else name
+
+
+def parse_sentinel(data: bytes, name: str, source: str) -> Backup:
+    """A WAL-E sentinel to a done, full Backup; start from the name, stop from the sentinel."""
+    label = backup_name(name)
+    m = NAME_RE.match(label)
+    if not m:
+        raise MetadataError(source, f"not a WAL-E backup name: {label!r}", code="format_error")
+    obj = load_json(data, source)
+    stop_seg = obj.get("wal_segment_backup_stop")
+    stop_off = obj.get("wal_segment_offset_backup_stop")
+    if not isinstance(stop_seg, str) or not isinstance(stop_off, str) or not re.fullmatch(r"\d{1,10}", stop_off):
+        raise MetadataError(source, "missing or malformed wal_segment_backup_stop / wal_segment_offset_backup_stop",
+                            code="format_error")
+    size = obj.get("expanded_size_bytes")
+    return Backup(
+        label=label,
+        type=BackupType.FULL,
+        status=BackupStatus.DONE,
+        timeline=int(m.group("seg")[:8], 16),
+        start_lsn=position(m.group("seg"), m.group("off"), "backup name", source),
+        stop_lsn=position(stop_seg, stop_off, "sentinel stop", source),
+        start_time=None,
+        stop_time=None,
+        size_bytes=size if isinstance(size, int) and not isinstance(size, bool) else None,
+        seg_size=SEG_SIZE,
+        stop_time_exact=False,
+        metadata_key=source,
+    )
+
+
+def classify_wal_key(rel: str, seg_size: int = SEG_SIZE) -> WalObject | ForeignObject:
+    """A key relative to ``wal_005/``: always ``<name>.lzo``.
+
+    >>> classify_wal_key("000000010000000000000001.lzo").segno
+    1
+    >>> classify_wal_key("000000010000000000000001.gz").reason
+    'not <WAL file name>.lzo'
+    """
+    bad = unsafe_key_reason(rel)
+    if bad:
+        return ForeignObject(rel, bad)
+    if "/" in rel:
+        return ForeignObject(rel, "wal_005/ has no subdirectories")
+    if rel.endswith(".lzo"):
+        w = wal_object(rel[:-4], seg_size, "lzo")
+        if w is not None:
+            return w
+    return ForeignObject(rel, "not <WAL file name>.lzo")
+
+
+def classify_basebackup_key(rel: str) -> MetaObject | ForeignObject:
+    """A key relative to ``basebackups_005/``: depth-1 sentinels, extended_version.txt, tar parts."""
+    bad = unsafe_key_reason(rel)
+    if bad:
+        return ForeignObject(rel, bad)
+    parts = rel.split("/")
+    if len(parts) == 1:
+        if rel.endswith(SENTINEL_SUFFIX) and NAME_RE.match(backup_name(rel)):
+            return MetaObject(rel, KIND_SENTINEL, backup_name(rel))
+        return ForeignObject(rel, "not a base_<segment>_<offset>_backup_stop_sentinel.json")
+    label, tail = parts[0], parts[1:]
+    if not NAME_RE.match(label):
+        return ForeignObject(rel, "not under a base_<segment>_<offset> backup directory")
+    if tail == [""]:
+        return MetaObject(rel, KIND_BACKUP_DIR, label)
+    if tail == ["extended_version.txt"]:
+        return MetaObject(rel, KIND_METADATA, label)
+    if len(tail) == 2 and tail[0] == "tar_partitions" and re.fullmatch(r"part_\d+\.tar(\.lzo)?", tail[1]):
+        return MetaObject(rel, KIND_PAYLOAD, label)
+    return ForeignObject(rel, "not extended_version.txt or tar_partitions/part_N.tar.lzo")
