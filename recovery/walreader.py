@@ -14,17 +14,26 @@ but the end of valid WAL may then be detected one unchecked record later than Po
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from recovery.errors import ParseError
 from recovery.lsn import Lsn
 from recovery.wal import valid_seg_size
 
-try:  # optional C implementation
-    from crc32c import crc32c as _c_crc32c
-except ImportError:  # pragma: no cover - depends on the environment
-    _c_crc32c = None
+
+def _load_c_crc32c() -> Callable[..., int] | None:
+    """The ``crc32c`` PyPI package's C implementation, when installed."""
+    try:
+        import crc32c as module
+    except ImportError:  # pragma: no cover - depends on the environment
+        return None
+    fn: Callable[..., int] = module.crc32c
+    return fn
+
+
+_c_crc32c = _load_c_crc32c()
 
 # XLOG_PAGE_MAGIC per major version (xlog_internal.h; table in LAYOUTS.md §5.2).
 PAGE_MAGIC_VERSIONS: dict[int, str] = {
@@ -44,7 +53,7 @@ SHORT_PHD, LONG_PHD, REC_HDR = 24, 40, 24  # MAXALIGNed header sizes
 XLP_FIRST_IS_CONTRECORD, XLP_LONG_HEADER, XLP_ALL_FLAGS = 0x0001, 0x0002, 0x000F
 RM_XLOG_ID, RM_XACT_ID, XLOG_SWITCH, XLOG_XACT_OPMASK = 0, 1, 0x40, 0x70
 _PG15_MAGIC = 0xD110  # bimg_info compression bits changed in 15 (xlogrecord.h)
-_EPOCH_2000 = datetime(2000, 1, 1, tzinfo=timezone.utc)
+_EPOCH_2000 = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 class BadWal(ParseError):
@@ -89,7 +98,7 @@ class SegmentScan:
     page_magic: int
     end_of_valid_wal: Lsn | None  # first invalid position when valid WAL stops inside the segment
     ended_by_switch: bool
-    start_lsn: Lsn = Lsn(0)
+    start_lsn: Lsn = Lsn(0)  # noqa: RUF009 - Lsn is immutable
     timeline: int = 0  # xlp_tli of the first page (may be the parent's: take the TLI from the file name)
     blcksz: int = 8192
     pending: PendingRecord | None = None  # record crossing the segment end (ignored here)
@@ -146,7 +155,7 @@ def _record_crc_ok(rec: bytes | memoryview) -> bool:
     """ValidXLogRecord: CRC of the payload after the header, then of the header up to xl_crc."""
     crc = crc32c(rec[REC_HDR:])
     crc = crc32c(rec[:20], crc)
-    return crc == _U32.unpack_from(rec, 20)[0]
+    return bool(crc == _U32.unpack_from(rec, 20)[0])
 
 
 def _main_data(rec: bytes | memoryview, magic: int) -> bytes:
@@ -297,7 +306,7 @@ def read_xact_records(
         if tot_len != len(rec) or (prev is not None and xl_prev != prev):
             raise _Invalid("record header does not match")
         is_xact = rmid == RM_XACT_ID and (xl_info & XLOG_XACT_OPMASK) in XACT_KINDS
-        is_switch = rmid == RM_XLOG_ID and xl_info & 0xF0 == XLOG_SWITCH
+        is_switch = bool(rmid == RM_XLOG_ID and xl_info & 0xF0 == XLOG_SWITCH)
         if (check_all or is_xact or is_switch) and not _record_crc_ok(rec):
             raise _Invalid("incorrect resource manager data checksum")
         if is_xact:

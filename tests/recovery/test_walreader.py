@@ -1,6 +1,7 @@
 """recovery/walreader.py against real PG 15 WAL (ground truth: pg_waldump) and synthetic segments."""
 from __future__ import annotations
 
+import gzip
 import os
 import re
 import shutil
@@ -11,12 +12,12 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-import recovery.walreader as walreader
+from recovery import walreader
 from recovery.errors import ParseError
 from recovery.lsn import Lsn
 from recovery.wal import WalSegment
@@ -176,7 +177,7 @@ def test_workload_shapes_are_covered(pg_wal: WalArchive) -> None:
     big = [r for r in records if r.end_lsn.value - r.lsn.value > 8192]
     assert {r.kind for r in big} == {"commit", "abort"}  # the 3000-subxact records span pages
     assert all(r.xid > 0 for r in records if r.kind in ("commit", "abort"))
-    assert all(r.xact_time.tzinfo is timezone.utc for r in records)
+    assert all(r.xact_time.tzinfo is UTC for r in records)
     times = [r.xact_time for r in records if r.lsn.value > 0x1000000]  # user workload: wall clock order
     assert times == sorted(times)
     crossing = [s for s in scans if s.pending is not None]
@@ -235,17 +236,36 @@ def test_last_xact_before(pg_wal: WalArchive) -> None:
     assert last_xact_before(data, Lsn(0)) is None
 
 
+# --------------------------------------------------------------------------- committed real segment
+
+DATA = Path(__file__).parent / "data" / "wal"
+
+
+def test_committed_1mib_segment_matches_its_pg_waldump_output() -> None:
+    """A PG 15 segment of an ``initdb --wal-segsize=1`` cluster (gzip, 54 kB) and its pg_waldump lines."""
+    name = "000000010000000000000007"
+    data = gzip.decompress((DATA / f"{name}.gz").read_bytes())
+    expected = [(str(Lsn.parse(m[1])), m[2].lower(), m[3])
+                for m in _WALDUMP_RE.finditer((DATA / f"{name}.waldump.txt").read_text())]
+    scan = read_xact_records(data, expected_segno=WalSegment.from_name(name, 1 << 20).segno)
+    assert _as_rows(scan.records) == expected and len(expected) == 7
+    assert (scan.seg_size, scan.sysid, scan.page_magic, scan.ended_by_switch) == (1 << 20, 7712074519419871889, 0xD110, True)
+    assert [r.xid for r in scan.records if r.kind.endswith("prepared")] == [0, 0]
+    with pytest.raises(BadWal, match="segment size"):
+        read_xact_records(data, seg_size=SEG)
+
+
 # --------------------------------------------------------------------------- synthetic segments
 
 _REC = struct.Struct("<IIQBBxxI")
 _PAGE = struct.Struct("<HHIQI")
 SMALL = 1 << 20
 BLCK = 8192
-T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 
 def _micros(when: datetime) -> int:
-    return (when - datetime(2000, 1, 1, tzinfo=timezone.utc)) // __import__("datetime").timedelta(microseconds=1)
+    return (when - datetime(2000, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
 
 
 def commit_body(when: datetime, extra: bytes = b"") -> bytes:
@@ -331,7 +351,7 @@ def test_pg14_compression_flag_layout() -> None:
 
 
 def test_switch_record_ends_the_segment() -> None:
-    segs, lsns = synth_wal([(1, 0, 5, commit_body(T0)), (0, 0x40, 0, b""), (1, 0, 6, commit_body(T0))])
+    segs, _ = synth_wal([(1, 0, 5, commit_body(T0)), (0, 0x40, 0, b""), (1, 0, 6, commit_body(T0))])
     scan = read_xact_records(segs[0])
     assert scan.ended_by_switch and scan.end_of_valid_wal is None
     assert [r.xid for r in scan.records] == [5]
