@@ -101,7 +101,7 @@ def decompress(data: bytes, codec: str | None, *, max_size: int | None = None) -
         if c is None:
             out = data
         elif c == "gz":
-            out = _gunzip(data, max_size)
+            out = _gunzip(data)
         elif c == "bz2":
             out = bz2.decompress(data)
         elif c == "xz":
@@ -110,7 +110,7 @@ def decompress(data: bytes, codec: str | None, *, max_size: int | None = None) -
             import lz4.frame
             out = lz4.frame.decompress(data)
         elif c == "zst":
-            out = _unzstd(data, max_size)
+            out = _unzstd(data)
         elif c == "br":
             out = _unbrotli(data)
         elif c == "lzo":
@@ -132,19 +132,19 @@ def decompress(data: bytes, codec: str | None, *, max_size: int | None = None) -
     return out
 
 
-def _gunzip(data: bytes, max_size: int | None) -> bytes:
+def _gunzip(data: bytes) -> bytes:
     if not data.startswith(b"\x1f\x8b"):
         raise DecompressError("gz", "no gzip magic")
     return gzip.decompress(data)
 
 
-def _unzstd(data: bytes, max_size: int | None) -> bytes:
+def _unzstd(data: bytes) -> bytes:
     import zstandard
-    # stream_reader handles frames without a content size in the header
-    with zstandard.ZstdDecompressor().stream_reader(data) as r:
-        out = r.read(-1 if max_size is None else max_size + 1)
-    if not out and data:
-        raise DecompressError("zst", "empty output")
+    # a decompressobj copes with frames that omit the content size; eof tells truncation apart
+    d = zstandard.ZstdDecompressor().decompressobj()
+    out = d.decompress(data)
+    if not d.eof:
+        raise DecompressError("zst", "truncated (no end of frame)")
     return bytes(out)
 
 
