@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from urllib.parse import urlsplit, urlunsplit
+
 import pytest
 
 from catalog.db import init_schema, open_pool
@@ -46,7 +48,9 @@ async def test_unreachable_server_is_catalog_unavailable_without_password() -> N
 
 async def test_wrong_password_message_redacts_password(catalog_dsn: str) -> None:
     # the embedded cluster trusts its socket, so use a missing database to provoke a server error
-    bad = catalog_dsn.replace("postgres@", "postgres:pw-sentinel@").replace("/backup_catalog?", "/no_such_db?")
+    u = urlsplit(catalog_dsn)
+    netloc = f"{u.username or 'postgres'}:pw-sentinel@{u.netloc.rpartition('@')[2]}"
+    bad = urlunsplit((u.scheme, netloc, "/no_such_db", u.query, ""))
     with pytest.raises(CatalogUnavailable) as exc:
         await open_pool(bad, timeout=5)
     assert "pw-sentinel" not in str(exc.value)
