@@ -113,7 +113,7 @@ def parse_seg_size_from_page(header: bytes) -> int | None:
         return None
     magic = int.from_bytes(header[0:2], "little")
     info = int.from_bytes(header[2:4], "little")
-    if magic & 0xFF00 != 0xD000 or not info & 0x0002:
+    if magic & 0xF000 != 0xD000 or not info & 0x0002:
         return None
     size = int.from_bytes(header[32:36], "little")
     return size if valid_seg_size(size) else None
