@@ -14,13 +14,13 @@ from datetime import datetime, timezone
 
 from catalog.scanresult import Conflict, ScanIssue, ScanResult, WalMode
 from recovery.errors import ParseError, PitrError
-from recovery.model import Backup, BackupStatus, Layout, Storage, WalKind, WalObject, WalRun, WindowEdge
+from recovery.model import Backup, BackupStatus, BackupType, Layout, Storage, WalKind, WalObject, WalRun, WindowEdge
 from recovery.timeline import TimelineSwitch, parse_history
 from recovery.wal import DEFAULT_SEG_SIZE, parse_seg_size_from_page, segment_name
 from scheduler.layouts import barman as bm
 from scheduler.layouts import pgbackrest as pbr
 from scheduler.layouts import walg, wale
-from scheduler.layouts.common import ForeignObject, decompress
+from scheduler.layouts.common import ForeignObject, MetaObject, decompress
 from scheduler.layouts.detect import detect_layout
 from scheduler.storage import NotFound, ObjectStore, StorageError
 from scheduler.walscan import RunBuilder, RunTail, merge_runs
@@ -178,6 +178,7 @@ async def _single_stanza(store: ObjectStore, base: str, what: str) -> str:
 async def _read_info(store: ObjectStore, key: str, parse: Callable[[str, str], object], acc: _Acc) -> object | None:
     """Load a pgBackRest info file, falling back to ``.copy`` (pgBackRest's own rule)."""
     results: list[object] = []
+    raws: list[bytes | None] = []
     errors: list[str] = []
     for k in (key, key + ".copy"):
         try:
@@ -185,7 +186,9 @@ async def _read_info(store: ObjectStore, key: str, parse: Callable[[str, str], o
         except NotFound:
             errors.append(f"{k}: missing")
             results.append(None)
+            raws.append(None)
             continue
+        raws.append(data)
         try:
             text = data.decode("utf-8")
             info = parse(text, k)
@@ -204,7 +207,7 @@ async def _read_info(store: ObjectStore, key: str, parse: Callable[[str, str], o
     if main is not None:
         if copy is None:
             acc.issue("integrity_warning", key + ".copy", "; ".join(errors) or "copy unusable")
-        elif getattr(copy, "checksum", None) != getattr(main, "checksum", None):
+        elif raws[0] != raws[1]:
             acc.issue("integrity_warning", key, "info file and its .copy differ")
         return main
     if copy is not None:
@@ -243,11 +246,16 @@ async def _scan_pgbackrest(store: ObjectStore, storage: Storage, previous: Previ
     for p in blist.prefixes:
         name = p[len(bdir):].rstrip("/")
         kind = pbr.classify_backup_root_entry(name + "/")
-        if getattr(kind, "kind", None) != "label" or name in known:
-            if isinstance(kind, ForeignObject):
-                acc.foreign(p, kind.reason)
+        if isinstance(kind, ForeignObject):
+            acc.foreign(p, kind.reason)
+            continue
+        if kind.kind != pbr.KIND_BACKUP_DIR or name in known:
             continue
         extra.append(await _pgbackrest_unregistered(store, p, name, acc))
+    for o in blist.objects:
+        c = pbr.classify_backup_root_entry(o.key[len(bdir):])
+        if isinstance(c, ForeignObject):
+            acc.foreign(o.key, c.reason)
     if backups is not None:
         backups = tuple(backups) + tuple(extra)
     # archive ids: list archive/<stanza>/ (archive.info ETag + id directories)
@@ -312,11 +320,11 @@ async def _scan_barman(store: ObjectStore, storage: Storage, previous: Previous,
             text = (await store.read(p + "backup.info")).decode("utf-8", "replace")
             b = bm.parse_backup_info(text, bid, p + "backup.info")
         except NotFound:
-            b = Backup(label=bid, type=bm.BackupType.FULL, status=BackupStatus.RUNNING, timeline=None, start_lsn=None,
+            b = Backup(label=bid, type=BackupType.FULL, status=BackupStatus.RUNNING, timeline=None, start_lsn=None,
                        stop_lsn=None, start_time=None, stop_time=None, error="no backup.info: in progress or crashed")
         except ParseError as e:
             acc.issue("metadata_error", p + "backup.info", str(e))
-            b = Backup(label=bid, type=bm.BackupType.FULL, status=BackupStatus.FAILED, timeline=None, start_lsn=None,
+            b = Backup(label=bid, type=BackupType.FULL, status=BackupStatus.FAILED, timeline=None, start_lsn=None,
                        stop_lsn=None, start_time=None, stop_time=None, error=f"unreadable backup.info: {e}")
         backups.append(b)
     for b in backups:
@@ -359,7 +367,7 @@ async def _scan_walg_wale(store: ObjectStore, layout: Layout, previous: Previous
             continue
         except ParseError as e:
             acc.issue("metadata_error", o.key, str(e))
-            b = Backup(label=label, type=mod.BackupType.FULL, status=BackupStatus.FAILED, timeline=None, start_lsn=None,
+            b = Backup(label=label, type=BackupType.FULL, status=BackupStatus.FAILED, timeline=None, start_lsn=None,
                        stop_lsn=None, start_time=None, stop_time=None, error=f"unreadable sentinel: {e}", metadata_key=o.key)
         if b.stop_time is None:
             b = replace(b, stop_time=o.last_modified, stop_time_exact=False)
@@ -368,7 +376,7 @@ async def _scan_walg_wale(store: ObjectStore, layout: Layout, previous: Previous
     for p in blist.prefixes:
         label = p[len(bdir):].rstrip("/")
         if label not in with_sentinel:
-            backups.append(Backup(label=label, type=mod.BackupType.FULL, status=BackupStatus.RUNNING, timeline=None,
+            backups.append(Backup(label=label, type=BackupType.FULL, status=BackupStatus.RUNNING, timeline=None,
                                   start_lsn=None, stop_lsn=None, start_time=None, stop_time=None,
                                   error="no stop sentinel: in progress, failed or abandoned"))
     pg_version = next((b.pg_version for b in backups if b.pg_version), None)
@@ -395,7 +403,7 @@ async def _list_wal(store: ObjectStore, src: WalSource, previous: Previous, acc:
         if seg_size is None and _looks_like_segment(rel):
             size = seg_size = await _probe_seg_size(store, o.key, rel) or DEFAULT_SEG_SIZE
         c = src.classify(rel, size)
-        if c is None:
+        if c is None or isinstance(c, MetaObject):
             continue
         if isinstance(c, ForeignObject):
             acc.foreign(o.key, c.reason)
