@@ -1,0 +1,127 @@
+"""The aiohttp application: resources in ``cleanup_ctx`` (G8), middlewares, routes; and ``serve``.
+
+Resources, each a plain async generator (startup before ``yield``, cleanup after, in reverse order):
+the asyncpg pool (``service.open_catalog``), the S3 client, the APScheduler scheduler. Shutdown stops
+the scheduler, gives running scans ``SHUTDOWN_GRACE_SECONDS`` to finish, then cancels them; a
+cancelled scan saves nothing (one transaction), so the catalog keeps the previous generation.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from api import keys
+from api.auth import auth_middleware
+from api.errors import error_middleware
+from api.metrics import ApiMetrics, metrics_middleware
+from api.routes import add_routes
+from backup_catalog import service
+from backup_catalog.s3 import s3_client
+from backup_catalog.settings import Settings
+from scheduler import jobs
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_SECONDS = 10.0
+
+
+def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None, s3: Any | None = None,
+               start_scheduler: bool = True, holder: str | None = None) -> web.Application:
+    """The HTTP service. ``pool``/``s3`` given: used as is and not closed here (tests)."""
+    metrics = ApiMetrics()
+    app = web.Application(middlewares=[metrics_middleware(metrics), error_middleware])
+    roles = add_routes(app)
+    # auth runs inside the error middleware, so 401/403 are problem documents too
+    app.middlewares.append(auth_middleware(settings, roles))
+    app[keys.SETTINGS] = settings
+    app[keys.METRICS] = metrics
+    app[keys.HOLDER] = holder or jobs.default_holder()
+    app[keys.SCAN_TASKS] = set()
+
+    async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
+        if pool is not None:
+            app[keys.POOL] = pool
+            yield
+            return
+        own = await service.open_catalog(settings)
+        app[keys.POOL] = own
+        yield
+        await own.close()
+
+    async def s3_ctx(app: web.Application) -> AsyncIterator[None]:
+        if s3 is not None:
+            app[keys.S3] = s3
+            yield
+            return
+        async with s3_client(settings) as client:
+            app[keys.S3] = client
+            yield
+
+    async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
+        async def tick() -> None:
+            run = asyncio.ensure_future(jobs.run_once(app[keys.POOL], settings, app[keys.S3], app[keys.HOLDER],
+                                                      on_done=app[keys.METRICS].observe_scan))
+            app[keys.SCAN_TASKS].add(run)
+            run.add_done_callback(app[keys.SCAN_TASKS].discard)
+            await asyncio.shield(run)   # scheduler shutdown cancels the tick, not the scans
+
+        sched = jobs.make_scheduler(tick, settings)
+        app[keys.SCHEDULER] = sched
+        sched.start()
+        yield
+        sched.shutdown(wait=False)
+
+    async def scans_ctx(app: web.Application) -> AsyncIterator[None]:
+        yield
+        await drain_scans(app[keys.SCAN_TASKS], SHUTDOWN_GRACE_SECONDS)
+
+    app.cleanup_ctx.append(pool_ctx)
+    app.cleanup_ctx.append(s3_ctx)
+    app.cleanup_ctx.append(scans_ctx)        # cleaned up after the scheduler, before S3 and the pool
+    if start_scheduler:
+        app.cleanup_ctx.append(scheduler_ctx)
+    return app
+
+
+async def drain_scans(tasks: set[asyncio.Task[Any]], grace: float) -> None:
+    """Wait up to ``grace`` seconds for running scans, then cancel the rest and wait for them."""
+    pending = {t for t in tasks if not t.done()}
+    if not pending:
+        return
+    log.info("waiting up to %.0f s for %d running scan(s)", grace, len(pending))
+    _, still = await asyncio.wait(pending, timeout=grace)
+    for t in still:
+        t.cancel()
+    if still:
+        log.warning("cancelled %d scan(s) at shutdown; the catalog keeps their previous generation", len(still))
+        await asyncio.wait(still)
+    for t in pending:
+        if t.done() and not t.cancelled() and t.exception() is not None:
+            log.error("scan task ended with %s", type(t.exception()).__name__)
+
+
+async def run_server(settings: Settings, host: str, port: int) -> None:
+    """``backup-catalog serve``: serve until SIGTERM/SIGINT, then shut down gracefully."""
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        log.info("serving on http://%s:%d", host, port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,22 @@
+"""Typed application keys: every resource the handlers share lives under one of these."""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from api.metrics import ApiMetrics
+from backup_catalog.settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+POOL = web.AppKey("pool", asyncpg.Pool)
+S3 = web.AppKey("s3", object)                      # an aiobotocore S3 client (untyped upstream)
+SCHEDULER = web.AppKey("scheduler", AsyncIOScheduler)
+METRICS = web.AppKey("metrics", ApiMetrics)
+HOLDER = web.AppKey("holder", str)                 # this replica's lease-holder identity
+SCAN_TASKS = web.AppKey("scan_tasks", set)         # running scan tasks, awaited or cancelled at shutdown
+
+ScanTasks = set[asyncio.Task[Any]]

@@ -1,0 +1,99 @@
+"""OpenAPI 3.1 document of every route, generated from the route table and the pydantic models."""
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from api import schemas
+from api.auth import Role
+from api.errors import PROBLEM_JSON
+from api.routes import OPERATIONS
+
+REF = "#/components/schemas/{model}"
+_STATUS_TEXT = {200: "OK", 201: "Created", 204: "No content", 400: "Invalid request", 401: "Unauthenticated",
+                403: "Forbidden for this role", 404: "Not found", 409: "Conflict",
+                422: "Clone refused (DESIGN.md refusal shape)", 503: "Unavailable"}
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": REF.format(model=model.__name__)}
+
+
+def _components() -> dict[str, Any]:
+    models: list[tuple[type[BaseModel], Any]] = [(schemas.Problem, "serialization"),
+                                                 (schemas.Refusal, "serialization")]
+    for op in OPERATIONS:
+        if op.body is not None:
+            models.append((op.body, "validation"))
+        if op.response is not None:
+            models.append((op.response, "serialization"))
+    _, top = models_json_schema(models, ref_template=REF)
+    return dict(top.get("$defs", {}))
+
+
+def _error_response(status: int) -> dict[str, Any]:
+    if status == 422:
+        return {"description": _STATUS_TEXT[422], "content": {"application/json": {"schema": _ref(schemas.Refusal)}}}
+    return {"description": _STATUS_TEXT.get(status, "Error"),
+            "content": {PROBLEM_JSON: {"schema": _ref(schemas.Problem)}}}
+
+
+def _operation(op: Any) -> dict[str, Any]:
+    params = [{"name": name, "in": "path", "required": True,
+               "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"^[^\x00-\x1f\x7f]+$"}}
+              for name in re.findall(r"{(\w+)}", op.path)]
+    params += [{"name": q.name, "in": "query", "required": False, "schema": q.schema,
+                **({"description": q.description} if q.description else {})} for q in op.query]
+    ok: dict[str, Any] = {"description": _STATUS_TEXT.get(op.ok, "OK")}
+    if op.response is not None:
+        ok["content"] = {"application/json": {"schema": _ref(op.response)}}
+    elif op.media is not None:
+        ok["content"] = {op.media: {"schema": {"type": "string"} if op.media != "application/json"
+                                    else {"type": "object"}}}
+    responses: dict[str, Any] = {str(op.ok): ok}
+    if op.method == "PUT":      # 201 created, 200 updated
+        responses["200"] = {"description": "Updated", "content": ok["content"]}
+    if op.path == "/reports/coverage":
+        ok["content"]["text/csv"] = {"schema": {"type": "string"}}
+    for status in op.errors:
+        responses[str(status)] = _error_response(status)
+    if op.role is not Role.PUBLIC:
+        responses["401"] = _error_response(401)
+        if op.role is Role.OPERATOR:
+            responses["403"] = _error_response(403)
+    doc: dict[str, Any] = {"operationId": op.op_id, "summary": op.summary, "tags": list(op.tags),
+                           "responses": responses}
+    if params:
+        doc["parameters"] = params
+    if op.body is not None:
+        doc["requestBody"] = {"required": True,
+                              "content": {"application/json": {"schema": _ref(op.body)}}}
+    doc["security"] = {Role.PUBLIC: [], Role.BROKER: [{"broker": []}, {"operator": []}],
+                       Role.OPERATOR: [{"operator": []}]}[op.role]
+    return doc
+
+
+@lru_cache(maxsize=1)
+def openapi_document() -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "backup-catalog", "version": "1",
+                 "description": "PITR catalog for PostgreSQL archives in S3: broker and operator API. "
+                                "Broker credentials may use the broker routes; operator credentials every "
+                                "route. /healthz and /openapi.json are public."},
+        "paths": paths,
+        "components": {
+            "schemas": _components(),
+            "securitySchemes": {
+                "broker": {"type": "http", "scheme": "basic", "description": "broker role"},
+                "operator": {"type": "http", "scheme": "basic", "description": "operator role"},
+            },
+        },
+    }

@@ -1,0 +1,244 @@
+"""HTTP request and response bodies (pydantic, validated once at the edge; G5).
+
+Requests forbid unknown fields and are strict (no "yes" for a boolean). Responses mirror the JSON
+contracts of DESIGN.md; they allow extra fields so the documents can grow without breaking clients.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Identifiers and names: printable, no control characters (PostgreSQL text refuses NUL).
+Text = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$")]
+LsnText = Annotated[str, Field(pattern=r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$",
+                               description="PostgreSQL LSN, hex 'X/Y', e.g. 16/B374D848")]
+TimelineText = Annotated[str, Field(pattern=r"^(latest|current|[1-9][0-9]{0,9})$")]
+TimelineNumber = Annotated[int, Field(ge=1, le=0xFFFFFFFF)]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+# -- requests ----------------------------------------------------------------------------------
+
+class CloneRequest(_Request):
+    """Body of ``POST /spaces/{space_guid}/clones``: exactly one of point-in-time, lsn, latest, immediate."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=False,
+                              title="CloneRequest")
+
+    clone_from: Text = Field(alias="clone-from", description="service instance name in this space")
+    point_in_time: Annotated[str, Field(max_length=64)] | None = Field(
+        default=None, alias="point-in-time",
+        description="ISO 8601 time WITH a zone, e.g. 2016-09-28T10:00Z (naive times are refused)")
+    lsn: LsnText | None = None
+    latest: bool = False
+    immediate: bool = False
+    timeline: TimelineText | TimelineNumber = "latest"
+    exclusive: bool = False
+    pg_version: Annotated[int, Field(ge=9, le=99)] | None = Field(default=None, alias="pg-version")
+
+    def as_body(self) -> dict[str, Any]:
+        """The hyphenated dict that ``views.plan_doc`` takes (same keys as the CLI passes)."""
+        return self.model_dump(by_alias=True)
+
+
+class StorageIn(_Request):
+    bucket: Annotated[str, Field(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.\-]*[a-z0-9]$")]
+    prefix: Annotated[str, Field(max_length=1024, pattern=r"^[^\x00-\x1f\x7f]*$")] = ""
+    layout: Literal["auto", "pgbackrest", "barman", "walg", "wale"] = "auto"
+    stanza: Text | None = None
+
+
+class InstancePut(_Request):
+    """Body of ``PUT /instances/{guid}`` (broker provision/update)."""
+
+    space_guid: Text
+    organization_guid: Text | None = None
+    name: Text
+    storage: StorageIn
+
+
+class InstancePatch(_Request):
+    """Body of ``PATCH /instances/{guid}`` (rename; the old name stays in the name history)."""
+
+    name: Text
+
+
+# -- responses ---------------------------------------------------------------------------------
+
+class Problem(_Response):
+    """RFC 9457 problem document (``application/problem+json``); ``code`` is machine-readable."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str
+    code: str
+    errors: list[dict[str, Any]] | None = None
+
+
+class WindowOut(_Response):
+    timeline_path: list[int]
+    from_: str | None = Field(alias="from")
+    to: str | None
+    to_is_exact: bool | None = None
+
+
+class RefusalBody(_Response):
+    code: str
+    message: str
+    windows: list[WindowOut]
+
+
+class Refusal(_Response):
+    """A clone the catalog cannot plan (DESIGN.md refusal shape), with problem fields beside it."""
+
+    error: RefusalBody
+    type: str | None = None
+    title: str | None = None
+    status: int | None = None
+    detail: str | None = None
+    instance: str | None = None
+
+
+class BackupOut(_Response):
+    label: str
+    type: str
+    status: str
+    timeline: int | None
+    start_lsn: str | None
+    stop_lsn: str | None
+    start_time: str | None
+    stop_time: str | None
+    depends_on: list[str]
+
+
+class WalRunOut(_Response):
+    timeline: int
+    first_segment: str
+    last_segment: str
+
+
+class HoleOut(_Response):
+    timeline: int
+    first_missing: str
+    last_missing: str
+
+
+class ScanInfo(_Response):
+    last_scan: str | None
+    unknown_objects: int
+    errors: list[dict[str, Any]]
+
+
+class InstanceBackups(_Response):
+    instance_guid: str
+    name: str
+    deleted_at: str | None
+    layout: str | None
+    backups: list[BackupOut]
+    wal: list[WalRunOut]
+    holes: list[HoleOut]
+    windows: list[WindowOut]
+    scan: ScanInfo
+
+
+class BackupsDoc(_Response):
+    """``GET /spaces/{space_guid}/services/{name}/backups``: every holder of the name, newest first."""
+
+    space_guid: str
+    name: str
+    instances: list[InstanceBackups]
+
+
+class PlanSource(_Response):
+    instance_guid: str
+    space_guid: str
+    name: str
+    deleted_at: str | None
+
+
+class PlanTarget(_Response):
+    kind: Literal["time", "lsn", "latest", "immediate"]
+    value: str | None
+    inclusive: bool
+    timeline: str | int
+    action: str
+
+
+class PlanWal(_Response):
+    first_segment: str | None
+    last_segment: str | None
+    segments: int
+
+
+class PlanWindow(_Response):
+    earliest: str | None
+    latest: str | None
+    latest_is_exact: bool
+
+
+class PlanDoc(_Response):
+    """The recovery plan of a clone (DESIGN.md plan JSON)."""
+
+    source: PlanSource
+    backup: BackupOut
+    target: PlanTarget
+    timeline_path: list[int]
+    wal: PlanWal
+    window: PlanWindow
+    restore_command: str
+    files: dict[str, str]
+    warnings: list[Any]
+
+
+class InstanceOut(_Response):
+    instance_guid: str
+    space_guid: str
+    org_guid: str | None
+    name: str
+    deleted_at: str | None
+    bucket: str
+    prefix: str
+    layout: str | None
+    stanza: str | None
+    pg_version: int | None
+    seg_size: int | None
+
+
+class InstanceList(_Response):
+    instances: list[InstanceOut]
+
+
+class ScanOutcomeOut(_Response):
+    instance_guid: str
+    ok: bool
+    code: str | None
+    message: str
+    full: bool
+    backups: int
+    wal_runs: int
+    unknown_objects: int
+    issues: int
+    seconds: float
+
+
+class CoverageReport(_Response):
+    instances: list[dict[str, Any]]
+
+
+class Health(_Response):
+    status: Literal["ok"]
+
+
+def dump(model: type[_Response], doc: dict[str, Any]) -> dict[str, Any]:
+    """Check a document against its response model and return it as JSON data (extra fields kept)."""
+    return model.model_validate(doc).model_dump(mode="json", by_alias=True)

@@ -1,0 +1,169 @@
+"""Request handlers: parse and validate at the edge (api.schemas), call the use cases, shape the reply.
+
+Errors are raised, never rendered here: :mod:`api.errors` turns them into responses.
+"""
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timezone
+from typing import Any
+
+from aiohttp import web
+from pydantic import TypeAdapter, ValidationError
+
+from api import keys
+from api.errors import BadRequest, NotAvailable, ScanBusy, read_json
+from api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from api.schemas import (BackupsDoc, CloneRequest, CoverageReport, InstanceList, InstanceOut, InstancePatch,
+                         InstancePut, PlanDoc, ScanOutcomeOut, Text, dump)
+from backup_catalog import views as docs
+from catalog import repo
+from catalog.errors import NotScanned
+from recovery.errors import PlanningError
+from recovery.model import InstanceRef, Storage
+from scheduler import jobs
+
+_TEXT: TypeAdapter[str] = TypeAdapter(Text)
+
+
+def path_param(request: web.Request, name: str) -> str:
+    """A path parameter checked against the same rule as names and GUIDs in bodies."""
+    value = request.match_info[name]
+    try:
+        return _TEXT.validate_python(value)
+    except ValidationError:
+        raise BadRequest("invalid_path_parameter",
+                         f"path parameter {name} must be 1-255 printable characters") from None
+
+
+def bool_query(request: web.Request, name: str) -> bool:
+    raw = request.query.get(name)
+    if raw is None or raw.lower() in ("false", "0", "no"):
+        return False
+    if raw.lower() in ("true", "1", "yes", ""):
+        return True
+    raise BadRequest("invalid_query_parameter", f"query parameter {name} must be true or false")
+
+
+# -- broker ------------------------------------------------------------------------------------
+
+async def get_backups(request: web.Request) -> web.Response:
+    space, name = path_param(request, "space_guid"), path_param(request, "name")
+    doc = await docs.backups_doc(request.app[keys.POOL], space, name)
+    return web.json_response(dump(BackupsDoc, doc))
+
+
+async def post_clone(request: web.Request) -> web.Response:
+    space = path_param(request, "space_guid")
+    req = CloneRequest.model_validate(await read_json(request))
+    try:
+        doc = await docs.plan_doc(request.app[keys.POOL], request.app[keys.SETTINGS], space, req.as_body())
+    except NotScanned as e:
+        raise PlanningError("not_scanned", f"{e}: nothing can be planned before its archive is scanned") from None
+    return web.json_response(dump(PlanDoc, doc))
+
+
+async def put_instance(request: web.Request) -> web.Response:
+    guid = path_param(request, "guid")
+    body = InstancePut.model_validate(await read_json(request))
+    ref = InstanceRef(instance_guid=guid, space_guid=body.space_guid, name=body.name,
+                      org_guid=body.organization_guid)
+    st = body.storage
+    storage = Storage(bucket=st.bucket, prefix=st.prefix, layout=st.layout, stanza=st.stanza)
+    pool = request.app[keys.POOL]
+    created = await repo.register_instance(pool, ref, storage)
+    rec = await repo.get_instance(pool, guid)
+    return web.json_response(dump(InstanceOut, docs.instance_to_dict(rec)), status=201 if created else 200)
+
+
+async def patch_instance(request: web.Request) -> web.Response:
+    guid = path_param(request, "guid")
+    body = InstancePatch.model_validate(await read_json(request))
+    pool = request.app[keys.POOL]
+    await repo.rename_instance(pool, guid, body.name)
+    return web.json_response(dump(InstanceOut, docs.instance_to_dict(await repo.get_instance(pool, guid))))
+
+
+async def delete_instance(request: web.Request) -> web.Response:
+    guid = path_param(request, "guid")
+    await repo.delete_instance(request.app[keys.POOL], guid)
+    return web.Response(status=204)
+
+
+# -- operator ----------------------------------------------------------------------------------
+
+async def list_instances(request: web.Request) -> web.Response:
+    recs = await repo.list_instances(request.app[keys.POOL])
+    return web.json_response(dump(InstanceList, {"instances": [docs.instance_to_dict(r) for r in recs]}))
+
+
+async def post_scan(request: web.Request) -> web.Response:
+    guid = path_param(request, "guid")
+    full = bool_query(request, "full")
+    app = request.app
+    pool = app[keys.POOL]
+    await repo.get_instance(pool, guid)          # 404 for an unknown instance
+    if keys.S3 not in app:
+        raise NotAvailable("no S3 client is configured")
+    task = asyncio.ensure_future(jobs.scan_with_lease(
+        pool, app[keys.SETTINGS], app[keys.S3], guid, app[keys.HOLDER], job=jobs.MANUAL,
+        slot=datetime.now(timezone.utc), full=full))
+    app[keys.SCAN_TASKS].add(task)
+    task.add_done_callback(app[keys.SCAN_TASKS].discard)
+    outcome, was_full = await asyncio.shield(task)   # a dropped client connection does not cut the scan
+    if outcome.code in jobs.SKIPPED:
+        raise ScanBusy(f"instance {guid}: {outcome.message}")
+    app[keys.METRICS].observe_scan(outcome)
+    return web.json_response(dump(ScanOutcomeOut, {
+        "instance_guid": outcome.instance_guid, "ok": outcome.ok, "code": outcome.code, "message": outcome.message,
+        "full": was_full, "backups": outcome.backups, "wal_runs": outcome.wal_runs,
+        "unknown_objects": outcome.unknown_objects, "issues": outcome.issues, "seconds": round(outcome.seconds, 3)}))
+
+
+def _report() -> Any:
+    try:
+        from backup_catalog import report
+    except ImportError:
+        raise NotAvailable("the coverage report is not available in this build") from None
+    return report
+
+
+async def get_coverage(request: web.Request) -> web.Response:
+    fmt = request.query.get("format", "json")
+    if fmt not in ("json", "csv"):
+        raise BadRequest("invalid_query_parameter", "format must be json or csv")
+    report = _report()
+    rows = await report.coverage(request.app[keys.POOL], request.app[keys.SETTINGS])
+    if fmt == "csv":
+        return web.Response(text=report.to_csv(rows), content_type="text/csv")
+    return web.json_response(dump(CoverageReport, {"instances": rows}))
+
+
+async def get_coverage_html(request: web.Request) -> web.Response:
+    report = _report()
+    rows = await report.coverage(request.app[keys.POOL], request.app[keys.SETTINGS])
+    return web.Response(text=report.to_html(rows), content_type="text/html")
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    m = request.app[keys.METRICS]
+    await m.collect_catalog(request.app[keys.POOL])
+    resp = web.Response(body=m.render())
+    resp.headers["Content-Type"] = METRICS_CONTENT_TYPE
+    return resp
+
+
+# -- public ------------------------------------------------------------------------------------
+
+async def get_health(request: web.Request) -> web.Response:
+    try:
+        async with asyncio.timeout(5):
+            await request.app[keys.POOL].fetchval("SELECT 1")
+    except (OSError, TimeoutError, Exception) as e:  # noqa: BLE001 - any failure means "not healthy"
+        raise NotAvailable(f"catalog check failed ({type(e).__name__})") from None
+    return web.json_response({"status": "ok"})
+
+
+async def get_openapi(request: web.Request) -> web.Response:
+    from api.openapi import openapi_document
+    return web.json_response(openapi_document())

@@ -1,0 +1,162 @@
+"""Scheduled scans: the APScheduler 3 job ``scan_all`` and the per-instance lease protocol.
+
+APScheduler 3 cannot share a job store across processes, so every replica runs its own scheduler
+and each instance's scan is claimed in PostgreSQL (RELIABILITY.md scenarios 12, 13):
+
+1. ``try_acquire_lease("scan:<guid>", holder, ttl)`` -> fencing token; held by another replica: skip;
+2. ``record_run("scan", slot, guid, holder)``: the slot (the tick time floored to the interval) runs
+   once per instance across all replicas; already logged: skip;
+3. scan and save in ONE transaction, fenced by the generation the scan started from (a stale writer
+   saves nothing); 4. ``finish_run`` with the outcome and ``release_lease`` (also on cancellation).
+
+No session advisory locks are used, so none can leak on pooled connections. Every
+``full_scan_every``-th run of an instance is a full reconcile (time based, so it survives replica
+restarts and skipped slots: full when the last full scan is older than ``full_scan_every - 1/2``
+intervals, or there was none).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import asyncpg
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from backup_catalog.service import ScanOutcome, scan_instance
+from backup_catalog.settings import Settings
+from catalog import repo
+from catalog.errors import CatalogError, Conflict
+from catalog.rows import ScanState
+
+log = logging.getLogger(__name__)
+
+JOB_ID = "scan_all"
+SCHEDULED = "scan"     # run-log job name of scheduled scans
+MANUAL = "manual"      # run-log job name of operator-requested scans
+SKIPPED = frozenset({"lease_held", "slot_taken"})
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+OnDone = Callable[[ScanOutcome], None]
+
+
+def default_holder() -> str:
+    """This replica's identity in leases and the run log (host and process, no secrets)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def lease_ttl(settings: Settings) -> float:
+    """Longer than any scan may take (scans are bounded by ``scan_deadline_seconds``)."""
+    return settings.scan_deadline_seconds + 60.0
+
+
+def slot_for(now: datetime, interval_s: int) -> datetime:
+    """The scheduled slot a tick at ``now`` belongs to: ``now`` floored to the interval (UTC epoch).
+
+    >>> slot_for(datetime(2024, 1, 1, 10, 7, 31, tzinfo=timezone.utc), 300).isoformat()
+    '2024-01-01T10:05:00+00:00'
+    """
+    step = max(1, int(interval_s))
+    secs = int((now - EPOCH).total_seconds())
+    return EPOCH + timedelta(seconds=secs - secs % step)
+
+
+def full_due(state: ScanState, now: datetime, settings: Settings) -> bool:
+    """Is this scheduled run of an instance a full reconcile?"""
+    if state.last_full_scan is None or settings.full_scan_every <= 1:
+        return True
+    every = timedelta(seconds=(settings.full_scan_every - 0.5) * settings.scan_interval_seconds)
+    return now - state.last_full_scan >= every
+
+
+def _skipped(guid: str, code: str, message: str) -> ScanOutcome:
+    return ScanOutcome(guid, False, code, message)
+
+
+async def scan_with_lease(pool: asyncpg.Pool, settings: Settings, client: Any, guid: str, holder: str, *,
+                          job: str, slot: datetime, full: bool | None = None) -> tuple[ScanOutcome, bool]:
+    """Claim, scan and record one instance. Returns the outcome and whether the scan was full.
+
+    ``full`` None: decided by :func:`full_due`. Never raises for a scan failure (the outcome says it).
+    """
+    key = f"scan:{guid}"
+    token = await repo.try_acquire_lease(pool, key, holder, lease_ttl(settings))
+    if token is None:
+        return _skipped(guid, "lease_held", "another replica is scanning this instance"), False
+    result = "cancelled"
+    logged = False
+    try:
+        if not await repo.record_run(pool, job, slot, guid, holder, "running"):
+            return _skipped(guid, "slot_taken", f"slot {slot.isoformat()} already ran on another replica"), False
+        logged = True
+        state = await repo.load_scan_state(pool, guid)
+        is_full = full_due(state, datetime.now(timezone.utc), settings) if full is None else full
+        try:
+            o = await scan_instance(pool, client, guid, full=is_full, settings=settings,
+                                    expected_generation=state.generation)
+        except Conflict as e:   # fenced: another writer saved since we started; we wrote nothing
+            log.warning("scan of %s fenced: %s", guid, e)
+            o = ScanOutcome(guid, False, "fenced", str(e))
+        except (CatalogError, asyncpg.PostgresError) as e:
+            o = ScanOutcome(guid, False, getattr(e, "code", None) or "catalog_error", str(e))
+        except Exception as e:  # a bug must not stop the other instances
+            log.exception("scan of %s failed", guid)
+            o = ScanOutcome(guid, False, "internal_error", type(e).__name__)
+        result = "ok" if o.ok else (o.code or "error")
+        return o, is_full
+    finally:
+        await _finish(pool, job, slot, guid, holder, token, key, result, logged)
+
+
+async def _finish(pool: asyncpg.Pool, job: str, slot: datetime, guid: str, holder: str, token: int, key: str,
+                  result: str, logged: bool) -> None:
+    try:
+        if logged:
+            await repo.finish_run(pool, job, slot, guid, result)
+    finally:
+        await repo.release_lease(pool, key, holder, token)
+
+
+async def run_once(pool: asyncpg.Pool, settings: Settings, client: Any, holder: str, *,
+                   now: datetime | None = None, on_done: OnDone | None = None,
+                   concurrency: int = 4) -> list[ScanOutcome]:
+    """One tick of ``scan_all``: every live instance, each under its lease; failures stay per instance."""
+    slot = slot_for(now or datetime.now(timezone.utc), settings.scan_interval_seconds)
+    guids = [r.guid for r in await repo.list_instances(pool, include_deleted=False)]
+    sem = asyncio.Semaphore(max(1, concurrency))
+    out: list[ScanOutcome] = []
+
+    async def one(guid: str) -> None:
+        async with sem:
+            try:
+                o, _ = await scan_with_lease(pool, settings, client, guid, holder, job=SCHEDULED, slot=slot)
+            except (CatalogError, asyncpg.PostgresError, OSError) as e:   # lease/run-log I/O failed
+                log.warning("scan of %s not run: %s", guid, type(e).__name__)
+                o = ScanOutcome(guid, False, "catalog_unavailable", str(e))
+            out.append(o)
+            if on_done is not None:
+                on_done(o)
+
+    await asyncio.gather(*(one(g) for g in guids))
+    return out
+
+
+def make_scheduler(job: Callable[[], Any], settings: Settings) -> AsyncIOScheduler:
+    """An AsyncIOScheduler with ``scan_all`` every ``scan_interval_seconds`` (not yet started).
+
+    The trigger starts on an interval boundary so ticks fall at the start of their slot; one tick
+    at a time (``max_instances=1``) and missed ticks coalesce into one.
+    """
+    interval = max(1, int(settings.scan_interval_seconds))
+    now = datetime.now(timezone.utc)
+    start = slot_for(now, interval) + timedelta(seconds=interval)
+    sched = AsyncIOScheduler(timezone=timezone.utc)
+    sched.add_job(job, IntervalTrigger(seconds=interval, start_date=start, timezone=timezone.utc), id=JOB_ID,
+                  name="scan all instances", max_instances=1, coalesce=True,
+                  misfire_grace_time=max(1, interval // 2), next_run_time=now + timedelta(seconds=1))
+    return sched
