@@ -87,7 +87,8 @@ def settings_for(plan: RecoveryPlan, restore_cmd: str, pg_version: int | None) -
 def render_files(plan: RecoveryPlan, restore_cmd: str, pg_version: int | None = None) -> dict[str, str]:
     """File name -> content to place in the restored data directory (unknown version: PG >= 12)."""
     major = pg_major(pg_version if pg_version is not None else plan.pg_version)
-    header = (f"# backup-catalog recovery settings: backup {plan.backup.label}, "
+    label = " ".join(plan.backup.label.split())
+    header = (f"# backup-catalog recovery settings: backup {label}, "
               f"timeline path {'->'.join(map(str, plan.timeline_path))}\n")
     body = header + "".join(f"{k} = {v}\n" for k, v in settings_for(plan, restore_cmd, major))
     if major is not None and major <= 11:
