@@ -66,10 +66,11 @@ def parse_info(text: str, source: str) -> InfoFile:
     section: str | None = None
     last_hashed: str | None = None
     expected: str | None = None
-    lineno = 0
+    last_line = 0
     for lineno, line in enumerate(text.split("\n"), 1):
         if line == "":
             continue
+        last_line = lineno
         if line[0] == "[" and line[-1] == "]":
             section = line[1:-1]
             if not section:
@@ -98,7 +99,7 @@ def parse_info(text: str, source: str) -> InfoFile:
     if not sections:
         raise MetadataError(source, "empty file", code="format_error")
     if expected is None:
-        raise MetadataError(source, f"no backrest-checksum found (file truncated after line {lineno}?)",
+        raise MetadataError(source, f"no backrest-checksum found (file truncated after line {last_line}?)",
                             code="truncated")
     fmt = sections.get(SECTION_BACKREST, {}).get(KEY_FORMAT)
     if fmt != REPOSITORY_FORMAT or isinstance(fmt, bool):
