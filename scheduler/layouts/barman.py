@@ -33,6 +33,8 @@ _STATUS = {
     "SYNCING": BackupStatus.RUNNING,
 }
 
+_DONE_REQUIRES = ("begin_xlog", "end_xlog", "begin_time", "end_time", "timeline")
+
 
 def parse_key_values(text: str, source: str) -> dict[str, str | None]:
     """``key=value`` lines to a dict; ``None`` becomes None. Values stay text (Python literals too)."""
@@ -97,11 +99,19 @@ def parse_backup_info(text: str, backup_id: str, source: str) -> Backup:
     unknown status is failed with a note. Naive times are read as UTC and the backup's
     ``stop_time_exact`` is False (barman meant the backup host's local time).
     """
+    if text and not text.endswith("\n"):
+        # barman writes "key=value\n" per field: a missing final newline means a cut object
+        raise MetadataError(source, f"truncated: line {text.count(chr(10)) + 1} has no end of line",
+                            code="truncated")
     kv = parse_key_values(text, source)
     raw_status = kv.get("status")
     if raw_status is None:
         raise MetadataError(source, "no status", code="format_error")
     status = _STATUS.get(raw_status)
+    if status is BackupStatus.DONE:
+        missing = [k for k in _DONE_REQUIRES if kv.get(k) is None]
+        if missing:
+            raise MetadataError(source, f"status DONE but no {', '.join(missing)} (truncated?)", code="truncated")
     error = kv.get("error")
     if status is None:
         status, error = BackupStatus.FAILED, f"unknown barman status {raw_status!r}" + (f": {error}" if error else "")
