@@ -16,7 +16,7 @@ from typing import Any
 
 from recovery.errors import MetadataError
 from recovery.lsn import Lsn
-from recovery.model import Backup, BackupStatus, BackupType, Layout, WalObject
+from recovery.model import Backup, BackupStatus, BackupType, Layout, WalKind, WalObject
 from scheduler.layouts.common import ALLOWED, ForeignObject, MetaObject, unsafe_key_reason, wal_object
 
 SENTINEL_SUFFIX = "_backup_stop_sentinel.json"
@@ -213,15 +213,20 @@ def classify_wal_key(rel: str, seg_size: int) -> WalObject | MetaObject | Foreig
             candidates.insert(0, (base, None))          # older WAL-G: "a dangling trailing dot"
         elif ext in ALLOWED[Layout.WALG]:
             candidates.insert(0, (base, ext))
-        elif ext == "json" and wal_object(base, seg_size) is not None:
+        elif ext == "json" and _is_segment(base, seg_size):
             return MetaObject(rel, KIND_WAL_METADATA, None)
     for name, compression in candidates:
         w = wal_object(name, seg_size, compression)
         if w is not None:
             return w
-        if name.endswith("_delta") and wal_object(name[:-6], seg_size) is not None:
+        if name.endswith("_delta") and _is_segment(name[:-6], seg_size):
             return MetaObject(rel, KIND_WAL_DELTA, None)
     return ForeignObject(rel, "not a WAL file name with a known WAL-G compression extension")
+
+
+def _is_segment(name: str, seg_size: int) -> bool:
+    w = wal_object(name, seg_size)
+    return w is not None and w.kind is WalKind.SEGMENT
 
 
 def classify_basebackup_key(rel: str) -> MetaObject | ForeignObject:
