@@ -90,9 +90,12 @@ async def cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
     else:
         t = Table("instance", "result", "backups", "wal runs", "unknown", "issues", "requests", "seconds")
         for o in outcomes:
-            t.add_row(o.instance_guid, "ok" if o.ok else f"[red]{o.code}[/red]: {o.message}", str(o.backups),
+            t.add_row(o.instance_guid, "ok" if o.ok else f"[red]{o.code}[/red]", str(o.backups),
                       str(o.wal_runs), str(o.unknown_objects), str(o.issues), str(o.requests), f"{o.seconds:.2f}")
         out.print(t)
+        for o in outcomes:
+            if not o.ok:
+                err.print(f"[red]{o.instance_guid}[/red]: {o.message}")
     return 0 if all(o.ok for o in outcomes) else 1
 
 

@@ -14,7 +14,7 @@ from backup_catalog.s3 import s3_client
 from backup_catalog.settings import Settings
 from catalog import db as catalog_db
 from catalog import repo
-from catalog.errors import CatalogError
+from catalog.errors import CatalogError, NotScanned
 from recovery.model import Layout
 from scheduler.scan import Previous, ScanFailed, scan_archive
 from scheduler.storage import S3Store
@@ -49,8 +49,11 @@ class ScanOutcome:
 
 
 async def previous_of(pool: asyncpg.Pool, guid: str, rec: Any, *, full: bool) -> Previous:
-    snap = await repo.load_snapshot(pool, guid)
     state = await repo.load_scan_state(pool, guid)
+    try:
+        snap = await repo.load_snapshot(pool, guid)
+    except NotScanned:
+        return Previous(stanza=rec.stanza, cursors=dict(state.cursors or {}) if not full else {})
     return Previous(layout=Layout(rec.detected_layout) if rec.detected_layout else None, stanza=rec.stanza,
                     seg_size=rec.seg_size, backups=tuple(snap.backups), runs=tuple(snap.runs),
                     histories=frozenset(snap.histories), edges=tuple(snap.edges),

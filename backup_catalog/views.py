@@ -10,13 +10,13 @@ from rich.table import Table
 
 from backup_catalog.settings import Settings
 from catalog import repo
-from catalog.errors import UnknownService
+from catalog.errors import NotScanned, UnknownService
 from catalog.rows import InstanceRecord, ScanState
 from recovery.errors import PlanningError
 from recovery.lsn import Lsn
 from recovery.model import ArchiveSnapshot, Backup
 from recovery.timeline import TimelinePath
-from recovery.wal import segment_name
+from recovery.wal import DEFAULT_SEG_SIZE, segment_name
 from recovery.windows import Window, compute_windows, holes
 
 
@@ -80,8 +80,11 @@ def scan_to_dict(state: ScanState | None) -> dict[str, Any]:
 
 
 async def instance_doc(pool: asyncpg.Pool, rec: InstanceRecord) -> dict[str, Any]:
-    snap = await repo.load_snapshot(pool, rec.guid)
     state = await repo.load_scan_state(pool, rec.guid)
+    try:
+        snap = await repo.load_snapshot(pool, rec.guid)
+    except NotScanned:
+        snap = ArchiveSnapshot(layout=None, seg_size=DEFAULT_SEG_SIZE, backups=(), runs=())  # type: ignore[arg-type]
     S = snap.seg_size
     return {
         "instance_guid": rec.guid, "name": rec.ref.name, "deleted_at": iso(rec.ref.deleted_at),

@@ -399,7 +399,9 @@ async def load_snapshot(db: Db, guid: str) -> ArchiveSnapshot:
         hist = await c.fetch("SELECT tli, ordinal, parent, switchpoint, reason FROM timelines "
                              "WHERE instance_guid = $1 ORDER BY tli, ordinal", guid)
         edges = await c.fetch("SELECT * FROM window_edges WHERE instance_guid = $1 ORDER BY timeline, segno", guid)
+        state = await load_scan_state(c, guid)
         return ArchiveSnapshot(
+            integrity_errors=tuple(i.message for i in state.issues if i.code == "integrity_error"),
             layout=rec.layout, seg_size=rec.seg_size or DEFAULT_SEG_SIZE, backups=await backups(c, guid),
             runs=await wal_runs(c, guid), histories=rows.rows_to_histories(hist),
             edges=tuple(rows.row_to_edge(e) for e in edges), pg_version=rec.pg_version,

@@ -21,7 +21,8 @@ from scheduler.layouts import barman as bm
 from scheduler.layouts import pgbackrest as pbr
 from scheduler.layouts import walg, wale
 from scheduler.layouts.common import ForeignObject, MetaObject, decompress
-from scheduler.layouts.detect import detect_layout
+from scheduler.layouts.common import UnknownLayout
+from scheduler.layouts.detect import detect_layout, guess_walg_or_wale
 from scheduler.storage import NotFound, ObjectStore, StorageError
 from scheduler.walscan import RunBuilder, RunTail, merge_runs
 from scheduler import edges as edge_mod
@@ -142,27 +143,30 @@ async def _layout(store: ObjectStore, storage: Storage, previous: Previous, root
     if not entries:
         raise ScanFailed("unknown_prefix", f"nothing found under s3://{getattr(store, 'bucket', '?')}/{root}: "
                          "is the prefix right?")
-    layout = detect_layout(entries)
-    if layout is None:
-        raise ScanFailed("unknown_layout", f"cannot tell which tool wrote s3://{getattr(store, 'bucket', '?')}/{root} "
-                         f"(found {sorted(entries)[:8]}); pass --layout")
-    if layout in (Layout.WALG, Layout.WALE):
-        layout = await _walg_or_wale(store, root)
-    return layout
+    try:
+        layout = detect_layout(entries)
+    except UnknownLayout as e:
+        raise ScanFailed(getattr(e, "code", "unknown_layout"),
+                         f"s3://{getattr(store, 'bucket', '?')}/{root}: {e}; pass --layout") from None
+    return layout or await _walg_or_wale(store, root)
 
 
 async def _walg_or_wale(store: ObjectStore, root: str) -> Layout:
+    """Tell WAL-G from WAL-E by one sentinel's fields, sentinel names, or WAL suffixes."""
     listing = await store.list_dir(root + "basebackups_005/")
-    for o in listing.objects:
-        if o.key.endswith("_backup_stop_sentinel.json"):
-            try:
-                data = await store.read(o.key)
-            except NotFound:
-                continue
-            return Layout.WALE if b"wal_segment_backup_stop" in data else Layout.WALG
+    sentinels = [o.key for o in listing.objects if o.key.endswith("_backup_stop_sentinel.json")]
+    data = None
+    if sentinels:
+        try:
+            data = await store.read(sentinels[0])
+        except NotFound:
+            pass
+    sample: list[str] = []
     async for o in store.list_keys(root + "wal_005/"):
-        return Layout.WALE if o.key.endswith(".lzo") else Layout.WALG
-    return Layout.WALG
+        sample.append(o.key)
+        if len(sample) >= 20:
+            break
+    return guess_walg_or_wale(sample, data, sentinels)
 
 
 async def _single_stanza(store: ObjectStore, base: str, what: str) -> str:
