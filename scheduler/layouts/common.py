@@ -107,7 +107,7 @@ def decompress(data: bytes, codec: str | None, *, max_size: int | None = None) -
         elif c == "xz":
             out = lzma.decompress(data)   # FORMAT_AUTO: .xz and legacy .lzma
         elif c == "lz4":
-            import lz4.frame
+            import lz4.frame  # type: ignore[import-untyped]
             out = lz4.frame.decompress(data)
         elif c == "zst":
             out = _unzstd(data)

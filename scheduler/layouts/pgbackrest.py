@@ -213,13 +213,14 @@ def parse_manifest_header(text: str, source: str, *, final: bool = True) -> Back
     ref_list = [r for r in refs.split(",") if r] if isinstance(refs, str) else []
     b["backup-reference"] = ref_list
     db = info.section("backup:db")
-    db_id = db.get("db-id") if isinstance(db.get("db-id"), int) else 1
+    raw_id = db.get("db-id")
+    db_id: int = raw_id if isinstance(raw_id, int) else 1
     history: dict[int, tuple[str, int]] = {}
     if isinstance(db.get("db-version"), str) and isinstance(db.get("db-system-id"), int):
         history[db_id] = (db["db-version"], db["db-system-id"])
     b["db-id"] = db_id
     files = [f for f in info.section("target:file").values() if isinstance(f, dict)]
-    if files:   # as backup.info: DB bytes, and repository bytes (files this backup stored itself)
+    if files:   # as backup.info: DB bytes and repository bytes of the whole set (referenced files too)
         b["backup-info-size"] = sum(f.get("size", 0) for f in files if isinstance(f.get("size", 0), int))
         b["backup-info-repo-size"] = sum(f.get("repo-size", f.get("size", 0)) for f in files
                                          if isinstance(f.get("repo-size", f.get("size", 0)), int))
