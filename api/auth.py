@@ -72,7 +72,6 @@ def auth_middleware(settings: Settings, roles: dict[Handler, Role]) -> Callable[
             return to_response(request, Unauthorized("valid credentials are required (HTTP basic)"))
         if not allowed(have, need):
             return to_response(request, Forbidden(f"the {have.value} role may not use this route"))
-        request["role"] = have
         return await handler(request)
 
     return middleware

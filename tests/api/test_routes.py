@@ -1,0 +1,348 @@
+"""Every route, role and error of the HTTP API against the real test catalog."""
+from __future__ import annotations
+
+import json
+import logging
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient
+
+from api.openapi import openapi_document
+from api.routes import OPERATIONS
+from tests.api.conftest import AS_BROKER, AS_OPERATOR, BROKER, OPERATOR, basic
+from tests.api.seed import A, B, OTHER_SPACE, SPACE, iso, seed_history
+
+PROBLEM = "application/problem+json"
+CLONES = f"/spaces/{SPACE}/clones"
+
+
+def assert_problem(resp_status: int, body: dict, status: int, code: str | None = None) -> None:
+    assert body["status"] == resp_status == status, body
+    assert {"type", "title", "status", "detail", "instance", "code"} <= body.keys(), body
+    if code is not None:
+        assert body["code"] == code, body
+
+
+async def clone(client: TestClient, body: object, space: str = SPACE, raw: bytes | None = None):
+    data = raw if raw is not None else json.dumps(body).encode()
+    resp = await client.post(f"/spaces/{space}/clones", data=data, headers={**AS_BROKER,
+                                                                          "Content-Type": "application/json"})
+    return resp, await resp.json(content_type=None)
+
+
+# -- name history and clones ---------------------------------------------------------------------
+
+async def test_clone_resolves_the_holder_at_the_target_time(client: TestClient, pool: asyncpg.Pool) -> None:
+    await seed_history(pool)
+    resp, doc = await clone(client, {"clone-from": "production", "point-in-time": iso(10)})
+    assert resp.status == 200, doc
+    assert doc["source"]["instance_guid"] == A          # A held "production" at T0+10min ...
+    assert doc["source"]["name"] == "legacy"            # ... and is called "legacy" now
+    assert doc["backup"]["label"] == "F1"
+    assert doc["target"] == {**doc["target"], "kind": "time", "value": iso(10)}
+    assert "recovery.signal" in doc["files"]
+
+
+async def test_renamed_instance_found_by_its_new_name_now(client: TestClient, pool: asyncpg.Pool) -> None:
+    await seed_history(pool)
+    resp, doc = await clone(client, {"clone-from": "legacy", "latest": True})
+    assert resp.status == 200, doc
+    assert doc["source"]["instance_guid"] == A and doc["target"]["kind"] == "latest"
+
+
+async def test_clone_of_a_deleted_instance_by_its_old_name(client: TestClient, pool: asyncpg.Pool) -> None:
+    await seed_history(pool)
+    resp, doc = await clone(client, {"clone-from": "production", "point-in-time": iso(75)})
+    assert resp.status == 200, doc
+    assert doc["source"]["instance_guid"] == B and doc["source"]["deleted_at"] is not None
+    assert doc["backup"]["label"] == "G1"
+
+
+async def test_name_held_only_in_another_space_is_404(client: TestClient, pool: asyncpg.Pool) -> None:
+    await seed_history(pool)
+    resp, doc = await clone(client, {"clone-from": "production", "latest": True}, space=OTHER_SPACE)
+    assert resp.headers["Content-Type"].startswith(PROBLEM)
+    assert_problem(resp.status, doc, 404, "unknown_service")
+    resp = await client.get(f"/spaces/{OTHER_SPACE}/services/production/backups", headers=AS_BROKER)
+    assert_problem(resp.status, await resp.json(content_type=None), 404, "unknown_service")
+
+
+async def test_target_outside_the_window_is_a_422_refusal(client: TestClient, pool: asyncpg.Pool) -> None:
+    await seed_history(pool)
+    resp, doc = await clone(client, {"clone-from": "legacy", "point-in-time": "2025-06-01T00:00:00Z"})
+    assert resp.status == 422, doc
+    assert resp.headers["Content-Type"].startswith("application/json")
+    err = doc["error"]
+    assert err["code"] in ("target_before_window", "no_usable_backup"), err
+    assert err["message"] and isinstance(err["windows"], list)
+    assert doc["status"] == 422 and doc["type"].startswith("/problems/")
+
+
+@pytest.mark.parametrize("body, code", [
+    ({"clone-from": "legacy", "point-in-time": "yesterday"}, "invalid_target"),
+    ({"clone-from": "legacy", "point-in-time": "2026-01-01T12:10:00"}, "invalid_target"),    # no zone
+    ({"clone-from": "legacy", "point-in-time": "2026-13-01T12:10:00Z"}, "invalid_target"),
+    ({"clone-from": "legacy", "latest": True, "immediate": True}, "invalid_target"),
+    ({"clone-from": "legacy"}, "invalid_target"),
+])
+async def test_invalid_targets_are_422_refusals(client: TestClient, pool: asyncpg.Pool, body: dict,
+                                                code: str) -> None:
+    await seed_history(pool)
+    resp, doc = await clone(client, body)
+    assert resp.status == 422, doc
+    assert doc["error"]["code"] == code
+
+
+@pytest.mark.parametrize("body", [
+    {"clone-from": "legacy", "lsn": "not-an-lsn"},
+    {"clone-from": "legacy", "lsn": "0/ZZ"},
+    {"clone-from": "legacy", "latest": True, "colour": "blue"},          # unknown field
+    {"clone_from": "legacy", "latest": True},                            # underscore is not the contract
+    {"clone-from": "legacy", "latest": "yes"},                           # strict booleans
+    {"clone-from": "legacy", "latest": True, "timeline": 0},
+    {"clone-from": "legacy", "latest": True, "pg-version": "15"},
+    {"clone-from": "", "latest": True},
+    ["clone-from", "legacy"],
+    "legacy",
+    None,
+])
+async def test_schema_violations_are_400_problems(client: TestClient, pool: asyncpg.Pool, body: object) -> None:
+    await seed_history(pool)
+    resp, doc = await clone(client, body)
+    assert resp.headers["Content-Type"].startswith(PROBLEM)
+    assert_problem(resp.status, doc, 400, "invalid_request")
+    assert doc["errors"] and all("loc" in e and "msg" in e and "input" not in e for e in doc["errors"])
+
+
+@pytest.mark.parametrize("raw", [b"{", b"", b"\xff\xfe", b'{"clone-from": "x",}', b"[" * 100000])
+async def test_malformed_json_is_400(client: TestClient, pool: asyncpg.Pool, raw: bytes) -> None:
+    resp, doc = await clone(client, None, raw=raw)
+    assert_problem(resp.status, doc, 400, "invalid_json")
+
+
+async def test_lsn_target_plans(client: TestClient, pool: asyncpg.Pool) -> None:
+    await seed_history(pool)
+    resp, doc = await clone(client, {"clone-from": "legacy", "lsn": "0/5000000", "timeline": "current",
+                                     "exclusive": True, "pg-version": 15})
+    assert resp.status == 200, doc
+    assert doc["target"]["kind"] == "lsn" and doc["target"]["value"] == "0/5000000"
+    assert doc["target"]["inclusive"] is False
+
+
+async def test_clone_of_a_never_scanned_instance_is_refused(client: TestClient) -> None:
+    resp = await client.put("/instances/fresh", json={"space_guid": SPACE, "name": "new",
+                                                     "storage": {"bucket": "bkt", "prefix": "p/"}},
+                            headers=AS_BROKER)
+    assert resp.status == 201
+    resp, doc = await clone(client, {"clone-from": "new", "latest": True})
+    assert resp.status == 422 and doc["error"]["code"] == "not_scanned", doc
+
+
+# -- backups -------------------------------------------------------------------------------------
+
+async def test_backups_lists_every_holder_newest_first(client: TestClient, pool: asyncpg.Pool) -> None:
+    await seed_history(pool)
+    resp = await client.get(f"/spaces/{SPACE}/services/production/backups", headers=AS_BROKER)
+    doc = await resp.json()
+    assert resp.status == 200, doc
+    assert [i["instance_guid"] for i in doc["instances"]] == [B, A]
+    b, a = doc["instances"]
+    assert b["deleted_at"] is not None and a["deleted_at"] is None and a["name"] == "legacy"
+    assert [x["label"] for x in a["backups"]] == ["F1"]
+    assert a["windows"] and a["windows"][0]["from"] and a["windows"][0]["to"]
+    assert a["wal"][0]["first_segment"] == "000000010000000000000002"
+
+
+# -- instance lifecycle --------------------------------------------------------------------------
+
+PUT_BODY = {"space_guid": SPACE, "organization_guid": "org-1", "name": "orders",
+            "storage": {"bucket": "bkt-1", "prefix": "pgbackrest/", "layout": "pgbackrest", "stanza": "main"}}
+
+
+async def test_put_201_then_200_patch_renames_delete_keeps_the_name(client: TestClient) -> None:
+    resp = await client.put("/instances/g-1", json=PUT_BODY, headers=AS_BROKER)
+    assert resp.status == 201, await resp.text()
+    assert (await resp.json())["name"] == "orders"
+    resp = await client.put("/instances/g-1", json={**PUT_BODY, "storage": {"bucket": "bkt-2", "layout": "pgbackrest"}}, headers=AS_BROKER)
+    assert resp.status == 200
+    assert (await resp.json())["bucket"] == "bkt-2"
+    resp = await client.patch("/instances/g-1", json={"name": "orders-v2"}, headers=AS_BROKER)
+    assert resp.status == 200 and (await resp.json())["name"] == "orders-v2"
+    resp = await client.delete("/instances/g-1", headers=AS_BROKER)
+    assert resp.status == 204 and await resp.read() == b""
+    resp = await client.delete("/instances/g-1", headers=AS_BROKER)   # idempotent
+    assert resp.status == 204
+    # deleted, but both names still resolve to it
+    for name in ("orders-v2", "orders"):
+        resp = await client.get(f"/spaces/{SPACE}/services/{name}/backups", headers=AS_BROKER)
+        doc = await resp.json()
+        assert resp.status == 200, doc
+        assert doc["instances"][0]["instance_guid"] == "g-1" and doc["instances"][0]["deleted_at"]
+    resp = await client.get("/instances", headers=AS_OPERATOR)
+    (inst,) = (await resp.json())["instances"]
+    assert inst["instance_guid"] == "g-1" and inst["deleted_at"] and inst["org_guid"] == "org-1"
+
+
+async def test_lifecycle_errors(client: TestClient) -> None:
+    resp = await client.patch("/instances/nope", json={"name": "x"}, headers=AS_BROKER)
+    assert_problem(resp.status, await resp.json(content_type=None), 404, "unknown_instance")
+    resp = await client.delete("/instances/nope", headers=AS_BROKER)
+    assert_problem(resp.status, await resp.json(content_type=None), 404, "unknown_instance")
+    assert (await client.put("/instances/g-1", json=PUT_BODY, headers=AS_BROKER)).status == 201
+    resp = await client.put("/instances/g-2", json=PUT_BODY, headers=AS_BROKER)    # name held by a live one
+    assert_problem(resp.status, await resp.json(content_type=None), 409, "conflict")
+    for bad in ({**PUT_BODY, "extra": 1}, {**PUT_BODY, "storage": {"bucket": "B A D"}},
+                {k: v for k, v in PUT_BODY.items() if k != "name"}, {**PUT_BODY, "name": "a\x00b"}):
+        resp = await client.put("/instances/g-3", json=bad, headers=AS_BROKER)
+        assert_problem(resp.status, await resp.json(content_type=None), 400, "invalid_request")
+    resp = await client.patch("/instances/g-1", json={"name": "x", "space_guid": "s"}, headers=AS_BROKER)
+    assert_problem(resp.status, await resp.json(content_type=None), 400, "invalid_request")
+
+
+# -- auth ----------------------------------------------------------------------------------------
+
+BROKER_ROUTES = [("GET", f"/spaces/{SPACE}/services/x/backups"), ("POST", CLONES), ("PUT", "/instances/g"),
+                 ("PATCH", "/instances/g"), ("DELETE", "/instances/g")]
+OPERATOR_ROUTES = [("GET", "/instances"), ("POST", "/instances/g/scan"), ("GET", "/reports/coverage"),
+                   ("GET", "/reports/coverage.html"), ("GET", "/metrics")]
+
+
+@pytest.mark.parametrize("method, path", BROKER_ROUTES + OPERATOR_ROUTES)
+@pytest.mark.parametrize("headers", [
+    {}, basic(BROKER[0], "wrong"), basic(OPERATOR[0], BROKER[1]), basic("nobody", "x"),
+    {"Authorization": "Basic !!!notbase64"}, {"Authorization": "Bearer abc"}, {"Authorization": "Basic "},
+])
+async def test_missing_or_wrong_credentials_are_401(client: TestClient, method: str, path: str,
+                                                    headers: dict[str, str]) -> None:
+    resp = await client.request(method, path, headers=headers, json={})
+    body = await resp.json(content_type=None)
+    assert_problem(resp.status, body, 401, "unauthorized")
+    assert resp.headers["WWW-Authenticate"].startswith("Basic realm=")
+
+
+@pytest.mark.parametrize("method, path", OPERATOR_ROUTES)
+async def test_broker_on_operator_routes_is_403(client: TestClient, method: str, path: str) -> None:
+    resp = await client.request(method, path, headers=AS_BROKER)
+    assert_problem(resp.status, await resp.json(content_type=None), 403, "forbidden")
+
+
+@pytest.mark.parametrize("method, path", BROKER_ROUTES)
+async def test_operator_may_use_broker_routes(client: TestClient, method: str, path: str) -> None:
+    resp = await client.request(method, path, headers=AS_OPERATOR, json={})
+    assert resp.status not in (401, 403), await resp.text()
+
+
+async def test_public_routes_and_unknown_paths(client: TestClient) -> None:
+    resp = await client.get("/healthz")
+    assert resp.status == 200 and await resp.json() == {"status": "ok"}
+    resp = await client.get("/openapi.json")
+    assert resp.status == 200 and (await resp.json())["openapi"] == "3.1.0"
+    resp = await client.get("/nope")
+    assert_problem(resp.status, await resp.json(content_type=None), 404)
+    resp = await client.post("/healthz", headers=AS_OPERATOR)
+    assert_problem(resp.status, await resp.json(content_type=None), 405)
+    assert "GET" in resp.headers["Allow"]
+
+
+async def test_credentials_never_leak(client: TestClient, pool: asyncpg.Pool,
+                                      caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    await seed_history(pool)
+    bodies = []
+    for headers in (AS_BROKER, basic(BROKER[0], OPERATOR[1]), AS_OPERATOR):
+        for method, path in BROKER_ROUTES + OPERATOR_ROUTES:
+            resp = await client.request(method, path, headers=headers, data=b"{bad json")
+            bodies.append(await resp.text())
+    resp = await client.get("/metrics", headers=AS_OPERATOR)
+    bodies.append(await resp.text())
+    everything = "\n".join(bodies) + caplog.text
+    for secret in (BROKER[1], OPERATOR[1]):
+        assert secret not in everything
+
+
+# -- operator routes -----------------------------------------------------------------------------
+
+async def test_metrics_expose_catalog_gauges_and_request_counters(client: TestClient, pool: asyncpg.Pool) -> None:
+    await seed_history(pool)
+    await client.get("/healthz")
+    resp = await client.get("/metrics", headers=AS_OPERATOR)
+    assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/plain")
+    text = await resp.text()
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.recovery.builders import at
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+    def value(name: str, **labels: str) -> float:
+        return samples[(name, tuple(sorted(labels.items())))]
+    assert value("backup_catalog_first_recoverable_timestamp_seconds", instance_guid=A) == at(1).timestamp()
+    assert value("backup_catalog_last_recoverable_timestamp_seconds", instance_guid=A) == at(30).timestamp()
+    assert value("backup_catalog_newest_backup_timestamp_seconds", instance_guid=B) == at(61).timestamp()
+    assert value("backup_catalog_wal_holes", instance_guid=A) == 0
+    assert value("backup_catalog_scan_failing", instance_guid=A) == 0
+    assert value("backup_catalog_instances", state="deleted") == 1
+    assert value("backup_catalog_http_requests_total", method="GET", route="/healthz", status="200") == 1
+
+
+async def test_scan_route_errors(client: TestClient) -> None:
+    resp = await client.post("/instances/nope/scan", headers=AS_OPERATOR)
+    assert_problem(resp.status, await resp.json(content_type=None), 404, "unknown_instance")
+    assert (await client.put("/instances/g-1", json=PUT_BODY, headers=AS_BROKER)).status == 201
+    resp = await client.post("/instances/g-1/scan?full=maybe", headers=AS_OPERATOR)
+    assert_problem(resp.status, await resp.json(content_type=None), 400, "invalid_query_parameter")
+
+
+async def test_healthz_reports_a_dead_pool(settings) -> None:
+    import asyncpg as apg
+    from aiohttp.test_utils import TestServer
+    from api.app import create_app
+
+    class DeadPool:
+        async def fetchval(self, *a: object) -> None:
+            raise apg.CannotConnectNowError("down")
+    app = create_app(settings, pool=DeadPool(), start_scheduler=False)   # type: ignore[arg-type]
+    async with TestClient(TestServer(app)) as c:
+        resp = await c.get("/healthz")
+        assert_problem(resp.status, await resp.json(content_type=None), 503, "not_available")
+
+
+async def test_unexpected_errors_are_a_500_problem_without_internals(settings,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    from aiohttp.test_utils import TestServer
+    from api.app import create_app
+
+    class BrokenPool:
+        async def fetch(self, *a: object) -> None:
+            raise RuntimeError("secret internals: table xyz")
+    app = create_app(settings, pool=BrokenPool(), start_scheduler=False)   # type: ignore[arg-type]
+    async with TestClient(TestServer(app)) as c:
+        resp = await c.get("/instances", headers=AS_OPERATOR)
+        body = await resp.json(content_type=None)
+    assert_problem(resp.status, body, 500, "internal_error")
+    assert "secret internals" not in json.dumps(body)
+    assert "secret internals" in caplog.text      # ... but it is logged
+
+
+# -- OpenAPI -------------------------------------------------------------------------------------
+
+def test_openapi_documents_every_route_and_is_valid() -> None:
+    from openapi_spec_validator import validate
+    doc = openapi_document()
+    validate(doc)
+    for op in OPERATIONS:
+        assert op.method.lower() in doc["paths"][op.path], op.path
+    clone_schema = doc["components"]["schemas"]["CloneRequest"]
+    assert {"clone-from", "point-in-time", "lsn", "latest", "immediate", "timeline", "exclusive",
+            "pg-version"} == set(clone_schema["properties"])
+    assert clone_schema["additionalProperties"] is False
+
+
+async def test_every_registered_route_is_in_the_openapi_document(client: TestClient) -> None:
+    doc = openapi_document()
+    for route in client.app.router.routes():
+        if route.method == "HEAD":
+            continue
+        path = route.resource.canonical
+        assert route.method.lower() in doc["paths"][path], (route.method, path)
