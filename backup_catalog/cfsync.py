@@ -14,6 +14,7 @@ token) for each instance's name and space, and updates the catalog:
 from __future__ import annotations
 
 import asyncio
+import base64
 import random
 import re
 import time
@@ -118,7 +119,8 @@ class CloudController:
                  attempts: int = 4, backoff: float = 0.2, backoff_cap: float = 5.0,
                  session: aiohttp.ClientSession | None = None) -> None:
         self.api_url = api_url.rstrip("/")
-        self._auth = aiohttp.BasicAuth(client_id, client_secret)
+        basic = base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()
+        self._basic = f"Basic {basic}"   # UAA client authentication (RFC 6749 §2.3.1)
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._attempts = max(1, attempts)
         self._backoff, self._cap = backoff, backoff_cap
@@ -204,8 +206,8 @@ class CloudController:
             if self._token_url is None:
                 self._token_url = await self._discover_uaa()
             status, body = await self._request(
-                "POST", self._token_url, data={"grant_type": "client_credentials"}, auth=self._auth,
-                headers={"Accept": "application/json"})
+                "POST", self._token_url, data={"grant_type": "client_credentials"},
+                headers={"Accept": "application/json", "Authorization": self._basic})
             if status != 200 or not isinstance(body, dict) or "access_token" not in body:
                 raise CloudControllerError(f"UAA refused the client credentials ({status}): {_detail(body)}")
             self.token_fetches += 1
