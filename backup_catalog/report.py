@@ -153,10 +153,10 @@ def _holes(snap: ArchiveSnapshot, newest: Backup | None) -> list[dict[str, Any]]
         later = [edges[k] for k in run_ends if k[0] == tli and k[1] > b and k in edges]
         later += [x.start_time for x in snap.backups if x.timeline == tli and x.start_time is not None
                   and x.start_lsn is not None and x.start_lsn.segno(S) > b]
-        nb_seg = newest.start_lsn.segno(S) if newest is not None and newest.start_lsn is not None else None
+        nb = (newest.timeline or 0, newest.start_lsn.segno(S)) if newest and newest.start_lsn else None
         out.append({"timeline": tli, "first_missing": segment_name(tli, a, S), "last_missing": segment_name(tli, b, S),
                     "segments": b - a + 1, "after": iso(after), "before": iso(min(later, default=None)),
-                    "after_newest_backup": nb_seg is not None and tli >= (newest.timeline or 0) and b >= nb_seg})
+                    "after_newest_backup": nb is not None and tli >= nb[0] and b >= nb[1]})
     return out
 
 
@@ -205,17 +205,36 @@ _STYLE = {OK: "green", WARNING: "yellow", CRITICAL: "bold red"}
 
 
 def print_table(rows: list[dict[str, Any]], console: Console) -> None:
-    """The ``backup-catalog report coverage`` table."""
-    t = Table("status", "name", "instance", "layout", "newest backup", "age", "latest end", "RPO", "holes",
-              "last scan", "why", title="backup coverage")
+    """The ``backup-catalog report coverage`` table; on narrow terminals the reasons follow the table."""
+    wide = console.width >= 160
+    t = Table(title="backup coverage", expand=False)
+    t.add_column("status", no_wrap=True)
+    t.add_column("name", overflow="fold")
+    if wide:
+        t.add_column("instance", no_wrap=True)
+        t.add_column("layout", no_wrap=True)
+    for col in ("newest backup", "age", "RPO", "latest end", "holes", "last scan"):
+        t.add_column(col, overflow="fold", justify="right" if col in ("age", "RPO", "holes") else "left")
+    if wide:
+        t.add_column("why", overflow="fold", ratio=1)
     for r in rows:
         name = r["name"] + (" (deleted)" if r["deleted"] else "")
-        end = (r["latest_window_end"] or "-") + ("" if r["latest_window_end_exact"] or not r["latest_window_end"]
-                                                 else " ~")
-        t.add_row(f"[{_STYLE[r['status']]}]{r['status']}[/]", _esc(name), r["instance_guid"], r["layout"] or "-",
-                  _esc(r["newest_backup"] or "-"), _dur(r["newest_backup_age_seconds"]), end, _dur(r["rpo_seconds"]),
-                  str(len(r["holes"])), r["last_scan"] or "never", _esc("; ".join(r["reasons"])))
+        end = _short(r["latest_window_end"]) if r["latest_window_end"] else "-"
+        end += "" if r["latest_window_end_exact"] or not r["latest_window_end"] else " ~"
+        cells = [f"[{_STYLE[r['status']]}]{r['status']}[/]", _esc(name)]
+        if wide:
+            cells += [r["instance_guid"], r["layout"] or "-"]
+        cells += [_esc(r["newest_backup"] or "-"), _dur(r["newest_backup_age_seconds"]), _dur(r["rpo_seconds"]), end,
+                  str(len(r["holes"])), _short(r["last_scan"]) if r["last_scan"] else "never"]
+        if wide:
+            cells.append(_esc("; ".join(r["reasons"])))
+        t.add_row(*cells)
     console.print(t)
+    if not wide:
+        for r in rows:
+            if r["reasons"]:
+                console.print(f"[{_STYLE[r['status']]}]{r['status']}[/] {_esc(r['name'])} ({r['instance_guid']}): "
+                              + _esc("; ".join(r["reasons"])))
     counts = {s: sum(1 for r in rows if r["status"] == s) for s in (OK, WARNING, CRITICAL)}
     console.print(f"{len(rows)} instance(s): " + ", ".join(f"{n} {s}" for s, n in counts.items()))
 
@@ -346,6 +365,10 @@ def _short(ts: str | None) -> str:
     return "-" if not ts else ts[:10] + " " + ts[11:16] + "Z"
 
 
+def _short_guid(guid: str) -> str:
+    return guid if len(guid) <= 13 else guid[:8] + "\u2026"
+
+
 def _html_row(r: dict[str, Any], t0: datetime, t1: datetime) -> str:
     deleted = (f'<span class="badge b-deleted" title="deleted at {_e(r["deleted_at"])}">deleted</span>'
                if r["deleted"] else "")
@@ -356,7 +379,7 @@ def _html_row(r: dict[str, Any], t0: datetime, t1: datetime) -> str:
             f'data-status="{_e(r["status"])}">'
             f'<td><span class="badge b-{_e(r["status"])}">{_e(r["status"])}</span></td>'
             f'<td><strong>{_e(r["name"])}</strong>{deleted}'
-            f'<div class="guid" title="{_e(r["instance_guid"])}">{_e(r["instance_guid"][:8])}&hellip; &middot; '
+            f'<div class="guid" title="{_e(r["instance_guid"])}">{_e(_short_guid(r["instance_guid"]))} &middot; '
             f'{_e(r["layout"] or "?")}</div>{gone}</td>'
             f'<td class="nw">{_e(r["newest_backup"] or "none")}'
             f'<div class="guid">{_e(_dur(r["newest_backup_age_seconds"]))} old</div></td>'

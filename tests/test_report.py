@@ -58,6 +58,9 @@ async def fleet(pool: asyncpg.Pool) -> dict[str, str]:
     g["billing"] = await add(pool, "11111111-0000-4000-8000-000000000002", "billing",
                              [bk("B-billing-1", 2, ago(20))], [(2, 30)], [edge(30, ago(minutes=6))])
     await repo.record_scan_failure(pool, g["billing"], "storage_unavailable", "S3 unavailable (503) for bucket 'backups'")
+    # the catalog stamps failures with the database clock: move it onto the test's clock
+    await pool.execute("UPDATE scan_state SET stale_since = $2, last_attempt = $2 WHERE instance_guid = $1",
+                       g["billing"], ago(minutes=30))
     g["inventory"] = await add(pool, "11111111-0000-4000-8000-000000000003", "inventory",
                                [bk("B-inv-1", 2, ago(40)), bk("B-inv-2", 8, ago(20))],
                                [(2, 5), (7, 12), (15, 16)],
@@ -99,7 +102,7 @@ async def test_statuses(pool: asyncpg.Pool) -> None:
     stale = rows["billing"]
     assert stale["stale_since"] is not None and stale["scan_errors_count"] == 1
     assert "S3 unavailable" in stale["scan_errors"][0]
-    assert any("stale since" in x for x in stale["reasons"])
+    assert "catalog stale since 2026-03-10T11:30:00Z (scans failing)" in stale["reasons"]
 
     hole = rows["inventory"]
     assert [(h["first_missing"], h["after_newest_backup"]) for h in hole["holes"]] == [
@@ -164,6 +167,13 @@ async def test_cli_table(pool: asyncpg.Pool) -> None:
     for r in rows:
         assert r["instance_guid"] in out
     assert "checkout-old (deleted)" in out and "8 instance(s): 2 ok, 3 warning, 3 critical" in out
+    assert "backup age 1d 6h exceeds 1d 2h" in out
+
+    narrow = Console(record=True, width=80, color_system=None)
+    report.print_table(rows, narrow)
+    lines = narrow.export_text().splitlines()
+    assert max(len(x) for x in lines) <= 80
+    assert any(x.startswith("warning reports (11111111-0000-4000-8000-000000000004): backup age") for x in lines)
 
 
 async def test_html_escapes_names(pool: asyncpg.Pool) -> None:
