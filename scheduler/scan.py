@@ -141,7 +141,7 @@ async def _layout(store: ObjectStore, storage: Storage, previous: Previous, root
     listing = await store.list_dir(root)
     entries = {p[len(root):] for p in listing.prefixes} | {o.key[len(root):] for o in listing.objects}
     if not entries:
-        raise ScanFailed("unknown_prefix", f"nothing found under s3://{getattr(store, 'bucket', '?')}/{root}: "
+        raise ScanFailed("empty_prefix", f"nothing found under s3://{getattr(store, 'bucket', '?')}/{root}: "
                          "is the prefix right?")
     try:
         layout = detect_layout(entries)
