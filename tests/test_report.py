@@ -220,3 +220,13 @@ async def test_html_renders_in_headless_chromium(pool: asyncpg.Pool, tmp_path: P
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     DOCS.mkdir(exist_ok=True)
     shutil.copyfile(png, DOCS / "coverage.png")
+
+
+async def test_newest_backup_without_its_wal_is_flagged(pool: asyncpg.Pool) -> None:
+    await add(pool, "44444444-0000-4000-8000-000000000001", "payments",
+              [bk("B-pay-1", 2, ago(3)), bk("B-pay-2", 20, ago(1))], [(2, 10)], [edge(10, ago(minutes=2))])
+    row = (await rows_by_name(pool))["payments"]
+    assert row["newest_backup"] == "B-pay-1" and row["backups_restorable"] == 1 and row["backups_total"] == 2
+    assert row["status"] == "warning"
+    assert row["reasons"] == ["newest backup B-pay-2 is not restorable (WAL missing)"]
+    assert [b["restorable"] for b in row["backups"]] == [True, False]
