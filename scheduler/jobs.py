@@ -3,9 +3,10 @@
 APScheduler 3 cannot share a job store across processes, so every replica runs its own scheduler
 and each instance's scan is claimed in PostgreSQL (RELIABILITY.md scenarios 12, 13):
 
-1. ``try_acquire_lease("scan:<guid>", holder, ttl)`` -> fencing token; held by another replica: skip;
-2. ``record_run("scan", slot, guid, holder)``: the slot (the tick time floored to the interval) runs
-   once per instance across all replicas; already logged: skip;
+1. ``record_run("scan", slot, guid, holder)``: the slot (the tick time floored to the interval) is
+   claimed by exactly one replica per instance; already claimed: skip;
+2. ``try_acquire_lease("scan:<guid>", holder, ttl)`` -> fencing token; held by another replica (still
+   scanning an earlier slot): the slot is recorded as ``skipped:lease_held``;
 3. scan and save in ONE transaction, fenced by the generation the scan started from (a stale writer
    saves nothing); 4. ``finish_run`` with the outcome and ``release_lease`` (also on cancellation).
 
@@ -79,23 +80,24 @@ def _skipped(guid: str, code: str, message: str) -> ScanOutcome:
 
 
 async def scan_with_lease(pool: asyncpg.Pool, settings: Settings, client: Any, guid: str, holder: str, *,
-                          job: str, slot: datetime, full: bool | None = None) -> tuple[ScanOutcome, bool]:
-    """Claim, scan and record one instance. Returns the outcome and whether the scan was full.
-
-    ``full`` None: decided by :func:`full_due`. Never raises for a scan failure (the outcome says it).
+                          job: str, slot: datetime, full: bool | None = None,
+                          now: datetime | None = None) -> tuple[ScanOutcome, bool]:
+    """Claim the slot, take the instance's lease, scan, record. Returns the outcome and whether the
+    scan was full. ``full`` None: decided by :func:`full_due` at ``now``. Never raises for a scan
+    failure (the outcome says it).
     """
+    if not await repo.record_run(pool, job, slot, guid, holder, "running"):
+        return _skipped(guid, "slot_taken", f"slot {slot.isoformat()} already ran on another replica"), False
     key = f"scan:{guid}"
-    token = await repo.try_acquire_lease(pool, key, holder, lease_ttl(settings))
-    if token is None:
-        return _skipped(guid, "lease_held", "another replica is scanning this instance"), False
     result = "cancelled"
-    logged = False
+    token: int | None = None
     try:
-        if not await repo.record_run(pool, job, slot, guid, holder, "running"):
-            return _skipped(guid, "slot_taken", f"slot {slot.isoformat()} already ran on another replica"), False
-        logged = True
+        token = await repo.try_acquire_lease(pool, key, holder, lease_ttl(settings))
+        if token is None:
+            result = "skipped:lease_held"
+            return _skipped(guid, "lease_held", "another replica is scanning this instance"), False
         state = await repo.load_scan_state(pool, guid)
-        is_full = full_due(state, datetime.now(timezone.utc), settings) if full is None else full
+        is_full = full_due(state, now or datetime.now(timezone.utc), settings) if full is None else full
         try:
             o = await scan_instance(pool, client, guid, full=is_full, settings=settings,
                                     expected_generation=state.generation)
@@ -110,16 +112,16 @@ async def scan_with_lease(pool: asyncpg.Pool, settings: Settings, client: Any, g
         result = "ok" if o.ok else (o.code or "error")
         return o, is_full
     finally:
-        await _finish(pool, job, slot, guid, holder, token, key, result, logged)
+        await _finish(pool, job, slot, guid, holder, token, key, result)
 
 
-async def _finish(pool: asyncpg.Pool, job: str, slot: datetime, guid: str, holder: str, token: int, key: str,
-                  result: str, logged: bool) -> None:
+async def _finish(pool: asyncpg.Pool, job: str, slot: datetime, guid: str, holder: str, token: int | None,
+                  key: str, result: str) -> None:
     try:
-        if logged:
-            await repo.finish_run(pool, job, slot, guid, result)
+        await repo.finish_run(pool, job, slot, guid, result)
     finally:
-        await repo.release_lease(pool, key, holder, token)
+        if token is not None:
+            await repo.release_lease(pool, key, holder, token)
 
 
 async def run_once(pool: asyncpg.Pool, settings: Settings, client: Any, holder: str, *,
@@ -134,7 +136,8 @@ async def run_once(pool: asyncpg.Pool, settings: Settings, client: Any, holder: 
     async def one(guid: str) -> None:
         async with sem:
             try:
-                o, _ = await scan_with_lease(pool, settings, client, guid, holder, job=SCHEDULED, slot=slot)
+                o, _ = await scan_with_lease(pool, settings, client, guid, holder, job=SCHEDULED, slot=slot,
+                                              now=now)
             except (CatalogError, asyncpg.PostgresError, OSError) as e:   # lease/run-log I/O failed
                 log.warning("scan of %s not run: %s", guid, type(e).__name__)
                 o = ScanOutcome(guid, False, "catalog_unavailable", str(e))
