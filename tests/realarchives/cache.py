@@ -26,7 +26,7 @@ from typing import Any
 
 from tests.realarchives.s3 import MotoEndpoint, list_all
 
-VERSION = 1  # bump when the recipe (scenario, tools, layout of the cache) changes
+VERSION = 2  # bump when the recipe (scenario, tools, layout of the cache) changes
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CACHE_ROOT = REPO_ROOT / ".cache" / "realarchives"
 TOOLS = ("pgbackrest", "barman", "wale", "walg")

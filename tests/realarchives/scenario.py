@@ -1,7 +1,8 @@
 """The fork scenario every real tool runs: two backups on timeline 1, a PITR fork, a new timeline 2.
 
-    commits 1-3 | B1 full | commits 4-6 | B2 | commits 7-9 | T_f | commits 10-12 (TL1, after the fork)
-    stop old primary; restore B2 to T_f with the tool; promote -> TL2
+    commits 1-3 | B1 full | commits 4-6 | B2 | commits 7-9 | T_f | commits 10-11 | switch | 12
+                                                    (10-12: TL1 after the fork, old primary keeps running)
+    stop old primary; restore B2 to T_f with the tool; promote -> TL2; ALTER SYSTEM RESET ALL
     commits 13-15 (TL2) | B3 on TL2 | commits 16-17 (TL2) | stop
 
 A restore of B2 to T_f must therefore show ids 1-9 (checked while building).
@@ -71,7 +72,9 @@ def run_fork_scenario(tool: ArchiveTool, workdir: Path, kinds: tuple[str, str, s
         cluster.switch_wal_and_wait()
         backups["B2"] = tool.backup(cluster, kinds[1])
         commits += cluster.commits(range(7, 10), 1, "after B2, before fork")
-        commits += cluster.commits(range(10, 13), 1, "TL1 after fork (old primary)")
+        commits += cluster.commits(range(10, 12), 1, "TL1 after fork (old primary)")
+        cluster.switch_wal_and_wait()  # so TL1 also has a whole segment past the fork
+        commits += cluster.commits(range(12, 13), 1, "TL1 after fork (old primary)")
         t9, t10 = parse_ts(commits[8].commit_time), parse_ts(commits[9].commit_time)
         fork = t9 + (t10 - t9) / 2
         assert t9 < fork < t10, (t9, fork, t10)
@@ -89,6 +92,8 @@ def run_fork_scenario(tool: ArchiveTool, workdir: Path, kinds: tuple[str, str, s
         restored = tuple(i for i, _ in cluster.ticks())
         if restored != tuple(range(1, 10)):
             raise ClusterError(f"{tool.name}: restore of B2 to {fork} gave ids {restored}, expected 1..9")
+        # drop the recovery settings the restore wrote, so backups taken on TL2 do not carry them
+        cluster.sql("ALTER SYSTEM RESET ALL", "SELECT pg_reload_conf()")
         # promotion: wait for the end-of-recovery checkpoint so timeline_id shows 2
         deadline = time.monotonic() + 30
         while cluster.timeline() != 2 and time.monotonic() < deadline:
