@@ -32,15 +32,20 @@ else
   rm -rf "$VENV"
   mkdir -p "$ROOT/.tools"
   "$SYS_PY" -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check --upgrade pip
-  "$VENV/bin/pip" install -q --disable-pip-version-check "$BARMAN_SPEC" boto3 "$WALE_SPEC" boto gevent
+  # (grep drops pip's notes about absent local index mirrors configured on some machines)
+  "$VENV/bin/pip" install -q --disable-pip-version-check --upgrade pip 2>&1 | { grep -v "is ignored: it is neither" || true; }
+  "$VENV/bin/pip" install -q --disable-pip-version-check "$BARMAN_SPEC" boto3 "$WALE_SPEC" boto gevent \
+    2>&1 | { grep -v "is ignored: it is neither" || true; }
   echo "$BARMAN_SPEC $WALE_SPEC" > "$STAMP"
 fi
 
 # Every directory from / down to the venv must be searchable by postgres, and the venv readable.
 dir="$VENV"
 while [ "$dir" != "/" ]; do
-  chmod o+x "$dir" 2>/dev/null || true
+  if [ "$(( 0$(stat -c %a "$dir") & 01 ))" = 0 ]; then
+    echo "setup-tools: making $dir searchable (o+x) for the postgres user"
+    chmod o+x "$dir"
+  fi
   dir="$(dirname "$dir")"
 done
 chmod -R o+rX "$ROOT/.tools"
