@@ -1,0 +1,306 @@
+"""Recovery plans executed for real: for the pgBackRest and barman-cloud archives (two backups on
+timeline 1, a PITR fork, timeline 2 with a third backup; the old primary kept writing on TL1), each
+case asks ``plan_doc`` for a plan, restores the plan's base backup with the real tool, puts the plan's
+``files`` in the data directory as they are (restore_command included), starts PostgreSQL 15 and
+compares the rows it ends with against the commit times/LSNs the fixture builder recorded.
+
+Refusals are checked without a restore. One catalog scan per tool for the whole module (instances
+under a module-unique space on the session pool, so the per-test TRUNCATE of ``pool`` is not used).
+Set ``PITR_E2E_TABLE=<file>`` to write the case table (markdown) at the end of the module.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import pytest_asyncio
+
+from backup_catalog import views
+from backup_catalog.s3 import s3_client
+from catalog import repo
+from recovery.errors import PlanningError
+from recovery.jsonout import refusal_to_dict
+from recovery.plan import fmt_time
+from recovery.wal import WalSegment, segment_name
+from tests.realarchives.plugin import RealArchive, fresh_archive
+from tests.support.fixtures import (
+    Row, commits, make_settings, on_path, register_and_scan, rows_until_lsn, rows_until_time, scan,
+)
+
+pytestmark = pytest.mark.realtools
+TOOLS = ("pgbackrest", "barman")
+TABLE: list[tuple[str, str, str, str, str]] = []   # (tool, case, target, backup, outcome)
+
+
+def mid(a: datetime, b: datetime) -> datetime:
+    return a + (b - a) / 2
+
+
+def iso(t: datetime) -> str:
+    return fmt_time(t)
+
+
+@dataclass(frozen=True, slots=True)
+class Catalogued:
+    arch: RealArchive
+    space: str
+    name: str
+    guid: str
+
+
+@dataclass(slots=True)
+class Env:
+    pool: asyncpg.Pool
+    settings: Any
+    client: Any
+    instances: dict[str, Catalogued] = field(default_factory=dict)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def env(_catalog_pool: asyncpg.Pool, real_archives: Any, s3_endpoint: Any,
+              catalog_dsn: str) -> AsyncIterator[Env]:
+    """Both archives registered and fully scanned once, under a space no other test uses."""
+    settings = make_settings(s3_endpoint, catalog_dsn)
+    run = uuid.uuid4().hex[:8]
+    async with s3_client(settings) as client:
+        e = Env(_catalog_pool, settings, client)
+        for tool in TOOLS:
+            c = Catalogued(real_archives[tool], f"pitr-space-{run}", f"prod-{tool}", f"pitr-{tool}-{run}")
+            await register_and_scan(_catalog_pool, client, settings, c.arch, c.guid, space=c.space, name=c.name)
+            e.instances[tool] = c
+        yield e
+    _write_table()
+
+
+def _write_table() -> None:
+    out = os.environ.get("PITR_E2E_TABLE")
+    if not out or not TABLE:
+        return
+    lines = ["| tool | case | target | backup chosen | outcome |", "|---|---|---|---|---|"]
+    lines += [f"| {' | '.join(r)} |" for r in sorted(TABLE, key=lambda r: (r[0], r[1]))]
+    Path(out).write_text("\n".join(lines) + "\n")
+
+
+async def plan(e: Env, c: Catalogued, body: dict[str, Any]) -> dict[str, Any]:
+    return await views.plan_doc(e.pool, e.settings, c.space, {"clone-from": c.name, **body})
+
+
+async def restore(pitr_restore: Callable[..., list[Row]], arch: RealArchive, doc: dict[str, Any]) -> list[Row]:
+    """Restore the plan's backup and recover with the plan's files, unchanged."""
+    return await asyncio.to_thread(pitr_restore, arch.tool, arch.bucket, arch.prefix, arch.stanza,
+                                   doc["backup"]["label"], doc["files"], 15)
+
+
+def describe(body: dict[str, Any]) -> str:
+    parts = []
+    for k in ("point-in-time", "lsn"):
+        if k in body:
+            parts.append(f"{k} {body[k]}")
+    parts += [k for k in ("latest", "immediate") if body.get(k)]
+    if body.get("exclusive"):
+        parts.append("exclusive")
+    if "timeline" in body:
+        parts.append(f"timeline {body['timeline']}")
+    return ", ".join(parts)
+
+
+# -- the cases that restore -------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """``body(arch)`` is the clone request; ``backup`` the scenario backup (B1..B3) the plan must choose;
+    ``expect(arch, doc)`` the rows PostgreSQL must end with; ``check(arch, doc)`` extra plan assertions."""
+
+    id: str
+    body: Callable[[RealArchive], dict[str, Any]]
+    backup: str
+    path: tuple[int, ...]
+    expect: Callable[[RealArchive, dict[str, Any]], list[Row]]
+    check: Callable[[RealArchive, dict[str, Any]], None] | None = None
+
+
+def _t(arch: RealArchive, i: int) -> datetime:
+    return commits(arch)[i].time
+
+
+def _latest_rows(arch: RealArchive, _: dict[str, Any]) -> list[Row]:
+    return [c.row for c in on_path(arch, (1, 2))]
+
+
+def _warns_last_commit(arch: RealArchive, doc: dict[str, Any]) -> None:
+    last = max(on_path(arch, (1, 2)), key=lambda c: c.time)
+    assert doc["end_of_wal"] is True
+    assert any(fmt_time(last.time) in w for w in doc["warnings"]), doc["warnings"]
+    assert "recovery_target_time" not in doc["files"]["postgresql.auto.conf"]
+
+
+def _time_settings(arch: RealArchive, doc: dict[str, Any]) -> None:
+    conf = doc["files"]["postgresql.auto.conf"]
+    assert "recovery_target_time = '" in conf and doc["files"]["recovery.signal"] == ""
+    assert ("recovery_target_inclusive = 'false'" in conf) is (not doc["target"]["inclusive"])
+
+
+def _immediate_rows(arch: RealArchive, doc: dict[str, Any]) -> list[Row]:
+    from recovery.lsn import Lsn
+    return rows_until_lsn(arch, doc["timeline_path"], Lsn.parse(doc["backup"]["stop_lsn"]))
+
+
+def _lsn_rows(i: int, path: tuple[int, ...]) -> Callable[[RealArchive, dict[str, Any]], list[Row]]:
+    return lambda arch, _: rows_until_lsn(arch, path, commits(arch)[i].lsn)
+
+
+CASES = [
+    Case("01-tl1-between-commits", lambda a: {"point-in-time": iso(mid(_t(a, 5), _t(a, 6)))}, "B1", (1, 2),
+         lambda a, _: rows_until_time(a, (1, 2), mid(_t(a, 5), _t(a, 6))), _time_settings),
+    Case("02-at-commit-inclusive", lambda a: {"point-in-time": iso(_t(a, 8))}, "B2", (1, 2),
+         lambda a, _: rows_until_time(a, (1, 2), _t(a, 8)), _time_settings),
+    Case("03-at-commit-exclusive", lambda a: {"point-in-time": iso(_t(a, 8)), "exclusive": True}, "B2", (1, 2),
+         lambda a, _: rows_until_time(a, (1, 2), _t(a, 8), inclusive=False), _time_settings),
+    Case("05-old-timeline-after-fork", lambda a: {"point-in-time": iso(mid(_t(a, 10), _t(a, 11))), "timeline": 1},
+         "B2", (1,), lambda a, _: rows_until_time(a, (1,), mid(_t(a, 10), _t(a, 11))), _time_settings),
+    Case("06-new-timeline-between-commits", lambda a: {"point-in-time": iso(mid(_t(a, 14), _t(a, 15)))}, "B2",
+         (1, 2), lambda a, _: rows_until_time(a, (1, 2), mid(_t(a, 14), _t(a, 15))), _time_settings),
+    Case("07-after-last-commit", lambda a: {"point-in-time": iso(_t(a, 17) + timedelta(seconds=1))}, "B3", (1, 2),
+         _latest_rows, _warns_last_commit),
+    Case("08-latest", lambda a: {"latest": True}, "B3", (1, 2), _latest_rows),
+    Case("09-immediate", lambda a: {"immediate": True}, "B3", (1, 2), _immediate_rows),
+    Case("10-lsn-tl1", lambda a: {"lsn": str(commits(a)[5].lsn)}, "B1", (1, 2), _lsn_rows(5, (1, 2))),
+    Case("10b-lsn-tl2", lambda a: {"lsn": str(commits(a)[14].lsn)}, "B2", (1, 2), _lsn_rows(14, (1, 2))),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+@pytest.mark.parametrize("tool", TOOLS)
+async def test_plan_restores_to_the_expected_rows(tool: str, case: Case, env: Env,
+                                                  pitr_restore: Callable[..., list[Row]]) -> None:
+    c = env.instances[tool]
+    body = case.body(c.arch)
+    doc = await plan(env, c, body)
+    assert doc["source"]["instance_guid"] == c.guid
+    assert doc["backup"]["label"] == c.arch.truth["scenario_backups"][case.backup], doc["backup"]
+    assert tuple(doc["timeline_path"]) == case.path
+    if case.check:
+        case.check(c.arch, doc)
+    expected = case.expect(c.arch, doc)
+    assert expected, "a case must expect some rows"
+    rows = await restore(pitr_restore, c.arch, doc)
+    TABLE.append((tool, case.id, describe(body), f"{case.backup} `{doc['backup']['label']}`",
+                  f"restored ids {_ids(rows)}" + ("; warning: last commit" if doc["warnings"] else "")))
+    assert rows == expected
+
+
+def _ids(rows: list[Row]) -> str:
+    ids = [r[0] for r in rows]
+    spans: list[str] = []
+    for i in ids:
+        if spans and int(spans[-1].split("-")[-1]) == i - 1:
+            spans[-1] = f"{spans[-1].split('-')[0]}-{i}"
+        else:
+            spans.append(str(i))
+    return ",".join(spans)
+
+
+# -- refusals ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("tool", TOOLS)
+async def test_target_before_first_backup_is_refused_with_windows(tool: str, env: Env) -> None:
+    c = env.instances[tool]
+    t = _t(c.arch, 2)          # committed before B1 started
+    with pytest.raises(PlanningError) as ei:
+        await plan(env, c, {"point-in-time": iso(t)})
+    err = ei.value
+    assert err.code == "target_before_window", err.message
+    windows = refusal_to_dict(err)["error"]["windows"]
+    assert windows and all(w["from"] > iso(t) for w in windows)
+    b1 = c.arch.truth["scenario_backups"]["B1"]
+    assert any(b1 in w["backups"] for w in windows)
+    TABLE.append((tool, "04-before-first-backup", f"point-in-time {iso(t)}", "none",
+                  f"refused `{err.code}`, {len(windows)} windows listed"))
+
+
+# -- a hole in timeline 1 between B1 and B2 ----------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Gapped:
+    c: Catalogued
+    missing: str     # segment name deleted from the bucket
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def gapped(env: Env, s3_endpoint: Any) -> dict[str, Gapped]:
+    """Per tool: a fresh copy of the archive, scanned, then one TL1 segment between B1's stop and B2's
+    start deleted and the instance rescanned with ``full``."""
+    out = {}
+    for tool in TOOLS:
+        arch = fresh_archive(s3_endpoint, tool)
+        c = Catalogued(arch, env.instances[tool].space, f"gap-{tool}", f"gap-{tool}-{uuid.uuid4().hex[:8]}")
+        await register_and_scan(env.pool, env.client, env.settings, arch, c.guid, space=c.space, name=c.name)
+        snap = await repo.load_snapshot(env.pool, c.guid)
+        by_label = {b.label: b for b in snap.backups}
+        b1 = by_label[arch.truth["scenario_backups"]["B1"]]
+        b2 = by_label[arch.truth["scenario_backups"]["B2"]]
+        s = snap.seg_size
+        assert b1.stop_lsn is not None and b2.start_lsn is not None
+        lo, hi = (b1.stop_lsn.value - 1) // s, b2.start_lsn.value // s
+        assert hi - lo >= 2, f"{tool}: no segment between B1's stop and B2's start"
+        victim_name = segment_name(1, lo + 1, s)
+        victims = [k for k in arch.keys if _segment_of(k) == victim_name]
+        assert len(victims) == 1, victims
+        s3_endpoint.client().delete_object(Bucket=arch.bucket, Key=victims[0])
+        await scan(env.pool, env.client, env.settings, c.guid, full=True)
+        out[tool] = Gapped(c, victim_name)
+    return out
+
+
+def _segment_of(key: str) -> str | None:
+    """The segment name of a WAL segment object key (not .backup/.history/.partial), else None."""
+    base = key.rsplit("/", 1)[-1]
+    name, rest = base[:24], base[24:]
+    try:
+        WalSegment.from_name(name)
+    except Exception:
+        return None
+    if rest.startswith("-") or rest in ("", ".gz", ".bz2", ".xz", ".zst", ".lz4", ".snappy"):
+        return name
+    return None
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+async def test_target_inside_hole_is_refused_as_wal_gap(tool: str, env: Env, gapped: dict[str, Gapped]) -> None:
+    g = gapped[tool]
+    arch = g.c.arch
+    t = mid(_t(arch, 4), _t(arch, 5))    # commits 4-6 were written into the deleted segment
+    with pytest.raises(PlanningError) as ei:
+        await plan(env, g.c, {"point-in-time": iso(t)})
+    err = ei.value
+    assert err.code == "wal_gap", err.message
+    assert g.missing in err.message
+    assert err.details["first_missing"] == g.missing
+    doc = await views.backups_doc(env.pool, g.c.space, g.c.name)
+    assert [h["first_missing"] for h in doc["instances"][0]["holes"]] == [g.missing]
+    TABLE.append((tool, "11a-wal-gap-inside-hole", f"point-in-time {iso(t)}", "none",
+                  f"refused `{err.code}` naming {g.missing}"))
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+async def test_target_after_hole_uses_b2_and_restores(tool: str, env: Env, gapped: dict[str, Gapped],
+                                                      pitr_restore: Callable[..., list[Row]]) -> None:
+    g = gapped[tool]
+    arch = g.c.arch
+    t = mid(_t(arch, 7), _t(arch, 8))
+    body = {"point-in-time": iso(t)}
+    doc = await plan(env, g.c, body)
+    assert doc["backup"]["label"] == arch.truth["scenario_backups"]["B2"]
+    assert doc["wal"]["first_segment"] > g.missing
+    rows = await restore(pitr_restore, arch, doc)
+    TABLE.append((tool, "11b-after-hole", describe(body), f"B2 `{doc['backup']['label']}`",
+                  f"restored ids {_ids(rows)}"))
+    assert rows == rows_until_time(arch, (1, 2), t)
