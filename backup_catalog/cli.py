@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"refused ({e.code}): {e.message}", file=sys.stderr)
             for w in doc["error"].get("windows", []):
                 print(f"  recoverable: timeline path {w['timeline_path']}: {w['from']} .. {w['to']}", file=sys.stderr)
-        return EXIT_REFUSED
+        return EXIT_USAGE if e.code in _USAGE_CODES else EXIT_REFUSED
     except PitrError as e:
         code = getattr(e, "code", "error")
         _emit_error(args, code, str(e))
