@@ -12,13 +12,14 @@ bucket; their LastModified is then the upload time (the originals are in objects
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,13 +140,15 @@ def build_into(d: Path) -> None:
     timings: dict[str, float] = {}
     try:
         with MotoEndpoint() as ep:
-            for tool, fn in (("pgbackrest", lambda: build_pgbackrest(ep, work)),
-                             ("barman", lambda: build_barman(ep, work)),
-                             ("wale", lambda: build_wale(ep, work)),
-                             ("walg", lambda: build_walg(ep, truth["barman"]))):
+            def timed(tool: str, fn: Callable[[], dict[str, Any]]) -> None:
                 t = time.monotonic()
                 truth[tool] = fn()
                 timings[tool] = round(time.monotonic() - t, 1)
+
+            timed("pgbackrest", functools.partial(build_pgbackrest, ep, work))
+            timed("barman", functools.partial(build_barman, ep, work))
+            timed("wale", functools.partial(build_wale, ep, work))
+            timed("walg", functools.partial(build_walg, ep, truth["barman"]))  # reuses barman's real WAL
             counts = {tool: len(dump_bucket(ep, truth[tool]["bucket"], d, tool)) for tool in TOOLS}
     finally:
         shutil.rmtree(work, ignore_errors=True)
