@@ -1,0 +1,1 @@
+"""Benchmarks at fleet scale (``make bench`` → ``python -m bench.run``); see bench/results/README.md."""

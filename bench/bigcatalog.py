@@ -1,0 +1,126 @@
+"""A large catalog inserted straight into PostgreSQL (COPY): instances with a year of daily backups,
+WAL runs split by a few holes, exact window edges, names and scan state. For query plans and indexes
+without S3. Instance ``i`` is ``big-<i>`` in space ``bench-space-<i // 100>``, named ``svc-<i>``.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import asyncpg
+
+SEG = 16 * 1024 * 1024
+T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
+DAY = 1440                      # segments a day (one a minute)
+HOLES_AT = (73, 146, 219, 292)  # days with a missing segment at 12:00
+SYSID = 7712075212762715131
+
+
+def guid(i: int) -> str:
+    return f"big-{i:06d}"
+
+
+def space(i: int) -> str:
+    return f"bench-space-{i // 100:04d}"
+
+
+def name(i: int) -> str:
+    return f"svc-{i:06d}"
+
+
+def at(segno: int) -> datetime:
+    return T0 + timedelta(minutes=segno)
+
+
+def holes(days: int) -> list[int]:
+    return [d * DAY + 720 for d in HOLES_AT if d < days]
+
+
+def runs(days: int) -> list[tuple[int, int]]:
+    out, first = [], 1
+    for h in holes(days):
+        out.append((first, h - 1))
+        first = h + 1
+    out.append((first, days * DAY))
+    return out
+
+
+def _backups(g: str, days: int) -> Iterator[tuple[Any, ...]]:
+    for d in range(days):
+        s = d * DAY + 1
+        t = at(s)
+        yield (g, t.strftime("base_%Y%m%dT%H%M%S"), "full", "done", 1, s * SEG + 0x28, s * SEG + 0x138, t,
+               t + timedelta(seconds=40), True, [], None, 2604967632, 858502390, 150020, SYSID, SEG, None,
+               f"p/{g}/basebackups_005/base_{d}_backup_stop_sentinel.json")
+
+
+async def build(dsn: str, instances: int, days: int = 365, *, batch: int = 250) -> dict[str, int]:
+    """Insert ``instances`` instances (COPY, binary). Returns rows inserted per table."""
+    now = datetime.now(timezone.utc)
+    counts = {"instances": 0, "instance_names": 0, "scan_state": 0, "backups": 0, "wal_runs": 0, "window_edges": 0}
+    conn = await asyncpg.connect(dsn)   # built-in binary codecs (pg_lsn as int) for COPY
+    try:
+        for lo in range(0, instances, batch):
+            ids = range(lo, min(instances, lo + batch))
+            inst = [(guid(i), space(i), "bench-org", "bench-big", f"p/{guid(i)}", "walg", "walg", SEG, 150020,
+                     SYSID, now - timedelta(days=days + 1)) for i in ids]
+            await conn.copy_records_to_table("instances", records=inst, columns=[
+                "instance_guid", "space_guid", "org_guid", "bucket", "prefix", "layout", "detected_layout",
+                "seg_size", "pg_version", "system_id", "created_at"])
+            names = [(space(i), name(i), guid(i), now - timedelta(days=days + 1)) for i in ids]
+            await conn.copy_records_to_table("instance_names", records=names,
+                                             columns=["space_guid", "name", "instance_guid", "valid_from"])
+            state = [(guid(i), now, now, 1) for i in ids]
+            await conn.copy_records_to_table("scan_state", records=state,
+                                             columns=["instance_guid", "last_scan", "last_full_scan", "generation"])
+            backups = [r for i in ids for r in _backups(guid(i), days)]
+            await conn.copy_records_to_table("backups", records=backups, columns=[
+                "instance_guid", "label", "type", "status", "timeline", "start_lsn", "stop_lsn", "start_time",
+                "stop_time", "stop_time_exact", "depends_on", "parent", "size_bytes", "repo_size_bytes",
+                "pg_version", "system_id", "seg_size", "error", "metadata_key"])
+            rr = runs(days)
+            wal = [(guid(i), 1, a, b) for i in ids for a, b in rr]
+            await conn.copy_records_to_table("wal_runs", records=wal,
+                                             columns=["instance_guid", "timeline", "first_segno", "last_segno"])
+            edges = [(guid(i), 1, b, at(b) + timedelta(seconds=50), b * SEG + 0x100000, True) for i in ids for _, b in rr]
+            await conn.copy_records_to_table("window_edges", records=edges, columns=[
+                "instance_guid", "timeline", "segno", "last_commit_time", "last_commit_lsn", "exact"])
+            for k, n in (("instances", len(inst)), ("instance_names", len(names)), ("scan_state", len(state)),
+                         ("backups", len(backups)), ("wal_runs", len(wal)), ("window_edges", len(edges))):
+                counts[k] += n
+        await conn.execute("ANALYZE")
+    finally:
+        await conn.close()
+    return counts
+
+
+async def claim_slots(dsn: str, slot: datetime) -> int:
+    """Mark scheduled slot ``slot`` as already run for every instance (as another replica would have), so a
+    server started for the latency runs does not spend its first tick scanning 10,000 fake prefixes."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int((await conn.execute(
+            """INSERT INTO scan_runs (job, scheduled_for, instance_guid, holder, finished_at, outcome)
+               SELECT 'scan', $1, instance_guid, 'bench', now(), 'ok' FROM instances
+               ON CONFLICT DO NOTHING""", slot)).split()[-1])
+    finally:
+        await conn.close()
+
+
+def targets(instances: int, days: int, n: int, seed: int = 7) -> list[tuple[str, str, str]]:
+    """(space, name, point-in-time) triples for plan requests: 03:00 on a random day (never across a hole)."""
+    import random
+    rnd = random.Random(seed)
+    out = []
+    for _ in range(n):
+        i, d = rnd.randrange(instances), rnd.randrange(days - 1)
+        t = at(d * DAY + 180)
+        out.append((space(i), name(i), t.strftime("%Y-%m-%dT%H:%M:%SZ")))
+    return out
+
+
+if __name__ == "__main__":   # manual: python -m bench.bigcatalog DSN N
+    import sys
+    print(asyncio.run(build(sys.argv[1], int(sys.argv[2]))))

@@ -1,0 +1,132 @@
+"""Targets, the pass/fail checks and the rich table of one bench run."""
+from __future__ import annotations
+
+import os
+import platform
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        model = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {"cpus": os.cpu_count(), "cpu_model": model, "memory_gib": round(mem, 1),
+            "python": platform.python_version(), "kernel": platform.release()}
+
+
+def _c(section: str, figure: str, value: Any, target: str, met: bool | None, unit: str = "") -> dict[str, Any]:
+    return {"section": section, "figure": figure, "value": value, "unit": unit, "target": target, "met": met}
+
+
+def checks(r: dict[str, Any]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    y = r.get("year")
+    if y:
+        s, b = y["initial_scan"], y["bare_list"]
+        sec = f"1 initial scan ({y['wal_keys_listed']:,} WAL keys, {y['backups']} backups)"
+        out += [
+            _c(sec, "scan wall", s["wall_s"], "", None, "s"),
+            _c(sec, "bare list_objects_v2 wall", b["wall_s"], "", None, "s"),
+            _c(sec, "scan / bare listing (wall)", s["wall_ratio_vs_bare"], "<= 1.3x", s["wall_ratio_vs_bare"] <= 1.3, "x"),
+            _c(sec, "scan CPU per 1,000 keys", s["cpu_ms_per_1000_keys"], "", None, "ms"),
+            _c(sec, "bare listing CPU per 1,000 keys", b["cpu_ms_per_1000_keys"], "", None, "ms"),
+            _c(sec, "scan CPU / listing CPU", s["cpu_s"] / b["cpu_s"], "", None, "x"),
+            _c(sec, "scan requests", s["requests"], "", None),
+            _c(sec, "scan peak RSS (child process)", s["child_maxrss_mb"], "<= 200 MB", s["child_maxrss_mb"] <= 200, "MB"),
+        ]
+        i, n = y["rescan_idle"], y["rescan_1000_new"]
+        out += [
+            _c("2 incremental rescan", "nothing new: requests", i["requests"], "<= 3", i["requests"] <= 3),
+            _c("2 incremental rescan", "nothing new: wall", i["wall_s"], "", None, "s"),
+            _c("2 incremental rescan", "1,000 new segments: requests", n["requests"], "", None),
+            _c("2 incremental rescan", "1,000 new segments: wall", n["wall_s"], "", None, "s"),
+        ]
+        f = y["footprint"]
+        out += [_c("3 catalog footprint (instance-year)", f"{t} rows", v, "wal_runs = runs (4)" if t == "wal_runs" else "",
+                   (v == 4) if t == "wal_runs" else None) for t, v in f.items()]
+    h = r.get("http")
+    if h:
+        for k, v in h.items():
+            what, conns = k.rsplit("_c", 1)
+            sec = f"4 HTTP {'POST clones (plan)' if what == 'plan' else 'GET backups'} vs {r['catalog']['instances']:,}-instance catalog"
+            lab = "sequential" if conns == "1" else f"{conns} concurrent"
+            ok = v["non2xx"] == 0 and v["socket_errors"] == 0
+            out += [
+                _c(sec, f"{lab}: p50", v["p50_ms"], "", None, "ms"),
+                _c(sec, f"{lab}: p99", v["p99_ms"], "<= 20 ms", v["p99_ms"] <= 20 and ok, "ms"),
+                _c(sec, f"{lab}: throughput", v["req_per_s"], "", None, "req/s"),
+            ]
+            if not ok:
+                out.append(_c(sec, f"{lab}: errors", v["non2xx"] + v["socket_errors"], "0", False))
+    t = r.get("tools")
+    if t:
+        for tool, v in t.items():
+            sec = f"5 side by side: {tool} ({v['backups_tool']} backups; catalog {v['backups_catalog']})"
+            cmd = "pgbackrest info --output=json" if tool == "pgbackrest" else "barman-cloud-backup-list --format json"
+            out += [
+                _c(sec, cmd, v["tool_s"] * 1000, "", None, "ms"),
+                _c(sec, "CLI backups --json", v["cli_backups_s"] * 1000, "", None, "ms"),
+                _c(sec, "CLI plan --json", v["cli_plan_s"] * 1000, "", None, "ms"),
+                _c(sec, "HTTP GET backups", v["http_backups_s"] * 1000, "", None, "ms"),
+                _c(sec, "HTTP POST clones", v["http_plan_s"] * 1000, "", None, "ms"),
+                _c(sec, "tool / HTTP backups", v["ratio_tool_over_http_backups"], ">= 100x",
+                   v["ratio_tool_over_http_backups"] >= 100, "x"),
+                _c(sec, "tool / HTTP plan", v["ratio_tool_over_http_plan"], ">= 100x",
+                   v["ratio_tool_over_http_plan"] >= 100, "x"),
+                _c(sec, "tool / CLI backups", v["ratio_tool_over_cli_backups"], "", None, "x"),
+            ]
+    fl = r.get("fleet")
+    if fl:
+        sec = f"6 fleet pass ({fl['instances']} x {fl['segments']} segments x {fl['backups']} backups, 4 layouts)"
+        for key, lab in (("first_pass", "first pass (full listing)"), ("pass_idle", "incremental, nothing new"),
+                         ("pass_1pct_new", f"incremental, 1% new ({fl['new_objects']} objects)")):
+            v = fl[key]
+            ok = v["failed"] == 0
+            out += [_c(sec, f"{lab}: wall", v["wall_s"], "", None, "s"),
+                    _c(sec, f"{lab}: requests", v["requests"],
+                       f"<= {3 * fl['instances']}" if key == "pass_idle" else "",
+                       (v["requests"] <= 3 * fl["instances"] and ok) if key == "pass_idle" else (ok or None))]
+            if not ok:
+                out.append(_c(sec, f"{lab}: failed instances", v["failed"], "0", False))
+    return out
+
+
+def fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:,.3f}" if abs(v) < 10 else f"{v:,.1f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def print_table(r: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    m = r["machine"]
+    t = Table(title=f"backup-catalog bench — {m['cpus']} CPUs ({m['cpu_model']}), {m['memory_gib']} GiB, "
+                    f"moto listing: {r['moto_listing']}")
+    for col, just in (("measurement", "left"), ("figure", "left"), ("value", "right"), ("target", "left"),
+                      ("met", "center")):
+        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    last = None
+    for c in rows:
+        met = "" if c["met"] is None else ("[green]yes[/]" if c["met"] else "[red]NO[/]")
+        t.add_row(c["section"] if c["section"] != last else "", c["figure"], f"{fmt(c['value'])} {c['unit']}".strip(),
+                  c["target"], met)
+        last = c["section"]
+    Console(width=160).print(t)
+
+
+def markdown(r: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    lines = ["| measurement | figure | value | target | met |", "|---|---|---:|---|:---:|"]
+    last = None
+    for c in rows:
+        met = "" if c["met"] is None else ("yes" if c["met"] else "**no**")
+        lines.append(f"| {c['section'] if c['section'] != last else ''} | {c['figure']} | "
+                     f"{fmt(c['value'])} {c['unit']} | {c['target']} | {met} |")
+        last = c["section"]
+    return "\n".join(lines) + "\n"

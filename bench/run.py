@@ -1,0 +1,317 @@
+"""``make bench``: build the data, run every measurement in one run, print a table, write JSON.
+
+Data: one instance-year (WAL-G layout) and a fleet (all four layouts, several instances per bucket) in an
+in-process moto server, preloaded through moto's backend (a real HTTP endpoint for every scan); a large
+catalog COPYed straight into a private embedded PostgreSQL cluster. Scans and listings run in child
+processes (bench.job) so their CPU time and peak RSS are the client's alone; HTTP load comes from wrk.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from bench import archives, bigcatalog, fastlist, load, report, sidebyside
+from catalog import db as catalog_db
+from catalog import embedded, repo
+from recovery.model import InstanceRef, Storage
+from tests.realarchives.s3 import MotoEndpoint, free_port, wait_port
+
+RESULTS = Path(__file__).parent / "results"
+SERVE_INTERVAL = 86400
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# -- S3 --------------------------------------------------------------------------------------------
+
+def backend() -> Any:
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+    return s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
+
+
+def preload(ep: MotoEndpoint, bucket: str, items: Any) -> int:
+    """Insert objects through moto's in-process backend (~10,000/s instead of ~350/s over HTTP)."""
+    ep.ensure_bucket(bucket)
+    be, n = backend(), 0
+    for key, body in items:
+        be.put_object(bucket, key, body)
+        n += 1
+    return n
+
+
+# -- child jobs ------------------------------------------------------------------------------------
+
+def job(env: dict[str, str], *args: str) -> dict[str, Any]:
+    """Run ``python -m bench.job ARGS`` and add the child's own rusage (wait4): CPU and peak RSS."""
+    with tempfile.TemporaryFile("w+") as errf:
+        proc = subprocess.Popen([sys.executable, "-m", "bench.job", *args], stdout=subprocess.PIPE, stderr=errf,
+                                env=env, text=True)
+        assert proc.stdout is not None
+        out = proc.stdout.read()
+        _, status, ru = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        errf.seek(0)
+        err = errf.read()
+    if proc.returncode != 0 or not out.strip():
+        raise RuntimeError(f"bench.job {' '.join(args)} failed (exit {proc.returncode}): {err[-1500:]}")
+    res = json.loads(out.strip().splitlines()[-1])
+    res["child_maxrss_mb"] = ru.ru_maxrss / 1024
+    res["child_cpu_s"] = ru.ru_utime + ru.ru_stime
+    return res
+
+
+def child_env(dsn: str, s3_url: str) -> dict[str, str]:
+    env = sidebyside.cli_env(dsn, s3_url)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    return env
+
+
+# -- catalog ---------------------------------------------------------------------------------------
+
+async def register(dsn: str, rows: list[tuple[str, str, str, Storage]]) -> None:
+    pool = await catalog_db.open_pool(dsn)
+    try:
+        for guid, space, name, storage in rows:
+            await repo.register_instance(pool, InstanceRef(guid, space, name), storage, existed_before=True)
+    finally:
+        await pool.close()
+
+
+async def footprint(dsn: str, guid: str) -> dict[str, int]:
+    conn = await catalog_db.connect(dsn)
+    try:
+        out = {}
+        for t in ("backups", "wal_runs", "window_edges", "timelines", "wal_conflicts", "instance_names"):
+            out[t] = int(await conn.fetchval(f"SELECT count(*) FROM {t} WHERE instance_guid = $1", guid))
+        return out
+    finally:
+        await conn.close()
+
+
+# -- phases ----------------------------------------------------------------------------------------
+
+def instance_year(ep: MotoEndpoint, dsn: str, env: dict[str, str], segments: int, backups: int) -> dict[str, Any]:
+    spec = archives.Spec("walg", "year/walg", segments, backups,
+                         holes=frozenset(segments * k // 4 + 7 for k in (1, 2, 3)))
+    t0 = time.perf_counter()
+    n = preload(ep, "bench-year", archives.objects(spec))
+    log(f"instance-year: {n} objects preloaded in {time.perf_counter() - t0:.1f}s")
+    asyncio.run(register(dsn, [("year-walg", "bench-year", "year", Storage("bench-year", spec.prefix))]))
+    wal_prefix = spec.prefix + "/wal_005/"
+    bare1 = job(env, "list", "--bucket", "bench-year", "--prefix", wal_prefix)
+    log(f"bare listing: {bare1['keys']} keys {bare1['wall_s']:.1f}s")
+    scan = job(env, "scan", "--guid", "year-walg")
+    log(f"initial scan: {scan}")
+    bare2 = job(env, "list", "--bucket", "bench-year", "--prefix", wal_prefix)
+    bare_wall = (bare1["wall_s"] + bare2["wall_s"]) / 2
+    bare_cpu = (bare1["cpu_s"] + bare2["cpu_s"]) / 2
+    keys = bare1["keys"]
+    foot = asyncio.run(footprint(dsn, "year-walg"))
+    idle = job(env, "scan", "--guid", "year-walg")
+    log(f"rescan, nothing new: {idle['requests']} requests {idle['wall_s']:.2f}s")
+    last = spec.first_segno + spec.segments - 1
+    preload(ep, "bench-year", archives.wal_keys(spec, range(last + 1, last + 1001)))
+    new = job(env, "scan", "--guid", "year-walg")
+    log(f"rescan after 1,000 new: {new['requests']} requests {new['wall_s']:.2f}s")
+    return {"segments": segments, "backups": backups, "objects": n, "wal_keys_listed": keys,
+            "bare_list": {"wall_s": bare_wall, "cpu_s": bare_cpu, "requests": bare1["requests"],
+                          "cpu_ms_per_1000_keys": 1000 * bare_cpu / keys * 1000, "runs": [bare1, bare2]},
+            "initial_scan": {**scan, "cpu_ms_per_1000_keys": 1000 * scan["cpu_s"] / keys * 1000,
+                             "wall_ratio_vs_bare": scan["wall_s"] / bare_wall},
+            "footprint": foot, "rescan_idle": idle, "rescan_1000_new": new}
+
+
+def fleet(ep: MotoEndpoint, dsn: str, env: dict[str, str], tmp: Path, instances: int, segments: int,
+          backups: int, per_bucket: int) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    regs, specs, total = [], [], 0
+    for i in range(instances):
+        layout = archives.LAYOUTS[i % len(archives.LAYOUTS)]
+        bucket = f"bench-fleet-{i // per_bucket:04d}"
+        spec = archives.Spec(layout, f"{layout}/inst-{i:05d}", segments, backups)
+        total += preload(ep, bucket, archives.objects(spec))
+        specs.append((bucket, spec))
+        regs.append((f"fleet-{i:05d}", "bench-fleet", f"fleet-{i:05d}", Storage(bucket, spec.prefix)))
+    log(f"fleet: {instances} instances, {total} objects preloaded in {time.perf_counter() - t0:.1f}s")
+    asyncio.run(register(dsn, regs))
+    guids = tmp / "fleet-guids.txt"
+    guids.write_text("\n".join(r[0] for r in regs) + "\n")
+    first = job(env, "many", "--guids-file", str(guids))
+    log(f"fleet first pass: {first}")
+    idle = job(env, "many", "--guids-file", str(guids))
+    log(f"fleet pass, nothing new: {idle['requests']} requests {idle['wall_s']:.1f}s")
+    extra = max(1, segments // 100)
+    added = 0
+    for bucket, spec in specs:
+        last = spec.first_segno + spec.segments - 1
+        added += preload(ep, bucket, archives.wal_keys(spec, range(last + 1, last + 1 + extra)))
+    new = job(env, "many", "--guids-file", str(guids))
+    log(f"fleet pass, 1% new: {new['requests']} requests {new['wall_s']:.1f}s")
+    return {"instances": instances, "segments": segments, "backups": backups, "per_bucket": per_bucket,
+            "objects": total, "first_pass": first, "pass_idle": idle, "new_objects": added, "pass_1pct_new": new}
+
+
+class Server:
+    """``backup-catalog serve`` as a child process."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.port = free_port()
+        env = {**env, "SCAN_INTERVAL_SECONDS": str(SERVE_INTERVAL)}
+        exe = str(Path(sys.executable).with_name("backup-catalog"))
+        self.proc = subprocess.Popen([exe, "serve", "--host", "127.0.0.1", "--port", str(self.port)], env=env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_port(self.port, timeout=60)
+        except TimeoutError:
+            self.stop()
+            raise
+
+    def cpu_ticks(self) -> int:
+        f = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(f[11]) + int(f[12])
+
+    def wait_idle(self, quiet_s: float = 2.0, timeout: float = 120) -> None:
+        deadline, last, since = time.monotonic() + timeout, self.cpu_ticks(), time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            now = self.cpu_ticks()
+            if now - last > 5:
+                last, since = now, time.monotonic()
+            elif time.monotonic() - since >= quiet_s:
+                return
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def http_latency(port: int, instances: int, days: int, seconds: int) -> dict[str, Any]:
+    url = f"http://127.0.0.1:{port}"
+    tg = bigcatalog.targets(instances, days, 2000)
+    post = load.script("POST", [(f"/spaces/{s}/clones", json.dumps({"clone-from": n, "point-in-time": t}))
+                                for s, n, t in tg], "broker", "broker")
+    get = load.script("GET", [(f"/spaces/{s}/services/{n}/backups", None) for s, n, _ in tg], "broker", "broker")
+    out: dict[str, Any] = {}
+    for label, lua in (("plan", post), ("backups", get)):
+        load.run(url, lua, connections=4, seconds=2)    # warm-up (connections, caches)
+        for conns in (1, 16):
+            r = load.run(url, lua, connections=conns, seconds=seconds)
+            out[f"{label}_c{conns}"] = r
+            log(f"HTTP {label} c={conns}: p50 {r['p50_ms']:.2f} ms p99 {r['p99_ms']:.2f} ms "
+                f"{r['req_per_s']:.0f} req/s non2xx {r['non2xx']}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="bench.run", description=__doc__.split("\n")[0])
+    p.add_argument("--full-size", action="store_true",
+                   help="525,600-segment year, 1,000 x 1,000 fleet (default: scaled down; see README)")
+    p.add_argument("--year-segments", type=int)
+    p.add_argument("--year-backups", type=int, default=365)
+    p.add_argument("--fleet-instances", type=int)
+    p.add_argument("--fleet-segments", type=int)
+    p.add_argument("--fleet-backups", type=int, default=7)
+    p.add_argument("--per-bucket", type=int, default=10)
+    p.add_argument("--catalog-instances", type=int, default=10_000)
+    p.add_argument("--catalog-days", type=int, default=365)
+    p.add_argument("--http-seconds", type=int, default=10)
+    p.add_argument("--stock-moto", action="store_true", help="keep moto's O(bucket) ListObjectsV2")
+    p.add_argument("--skip", action="append", default=[], choices=["year", "fleet", "catalog", "tools"])
+    p.add_argument("--out", type=Path, default=RESULTS / "latest.json")
+    a = p.parse_args(argv)
+    year_segments = a.year_segments or (525_600 if a.full_size else 100_000)
+    fleet_instances = a.fleet_instances or (1000 if a.full_size else 100)
+    fleet_segments = a.fleet_segments or (1000 if a.full_size else 200)
+
+    started = time.perf_counter()
+    if not a.stock_moto:
+        fastlist.install()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-", dir="/tmp"))
+    tmp.chmod(0o755)
+    base = tmp / "pg"
+    results: dict[str, Any] = {"machine": report.machine(), "started_at": datetime.now(timezone.utc).isoformat(),
+                               "moto_listing": "stock" if a.stock_moto else "indexed (bench.fastlist)",
+                               "args": {k: str(v) for k, v in vars(a).items()}}
+    server: Server | None = None
+    try:
+        log(f"embedded catalog cluster under {base}")
+        dsn = embedded.ensure_cluster(base)
+        asyncio.run(_init(dsn))
+        with MotoEndpoint() as ep:
+            env = child_env(dsn, ep.url)
+            if "year" not in a.skip:
+                results["year"] = instance_year(ep, dsn, env, year_segments, a.year_backups)
+            if "fleet" not in a.skip:
+                results["fleet"] = fleet(ep, dsn, env, tmp, fleet_instances, fleet_segments, a.fleet_backups,
+                                         a.per_bucket)
+            regs = None
+            if "tools" not in a.skip:
+                regs = sidebyside.upload(ep)
+                asyncio.run(register(dsn, [(r["guid"], sidebyside.SPACE, r["name"],
+                                            Storage(r["bucket"], r["prefix"], r["layout"], r["stanza"]))
+                                           for r in regs.values()]))
+                for r in regs.values():
+                    job(env, "scan", "--guid", r["guid"], "--full")
+            if "catalog" not in a.skip:
+                t0 = time.perf_counter()
+                counts = asyncio.run(bigcatalog.build(dsn, a.catalog_instances, a.catalog_days))
+                results["catalog"] = {"instances": a.catalog_instances, "days": a.catalog_days, "rows": counts,
+                                      "build_s": time.perf_counter() - t0}
+                log(f"large catalog: {counts} in {results['catalog']['build_s']:.0f}s")
+            from scheduler.jobs import slot_for
+            asyncio.run(bigcatalog.claim_slots(dsn, slot_for(datetime.now(timezone.utc), SERVE_INTERVAL)))
+            server = Server(env)
+            server.wait_idle()
+            if "catalog" not in a.skip:
+                results["http"] = http_latency(server.port, a.catalog_instances, a.catalog_days, a.http_seconds)
+            if regs is not None:
+                import base64
+                auth = base64.b64encode(b"broker:broker").decode()
+                results["tools"] = sidebyside.measure(ep, regs, env, server.port, auth)
+                log(f"side by side: {json.dumps(results['tools'])}")
+    finally:
+        if server is not None:
+            server.stop()
+        try:
+            embedded.stop_cluster(base)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    results["total_s"] = time.perf_counter() - started
+    checks = report.checks(results)
+    results["checks"] = checks
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(results, indent=1, default=str))
+    report.print_table(results, checks)
+    log(f"results written to {a.out} ({results['total_s']:.0f}s)")
+    return 0 if all(c["met"] is not False for c in checks) else 1
+
+
+async def _init(dsn: str) -> None:
+    pool = await catalog_db.open_pool(dsn)
+    try:
+        await catalog_db.init_schema(pool)
+    finally:
+        await pool.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

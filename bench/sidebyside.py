@@ -1,0 +1,109 @@
+"""Side by side with the tools on the real fixture buckets (tests/realarchives cache): wall time of
+``pgbackrest info --output=json`` and ``barman-cloud-backup-list --format json`` against our CLI
+(``backups --json``, ``plan --json``) and the HTTP API for the same archives."""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.realarchives import cache, tool_barman, tool_pgbackrest
+from tests.realarchives.pg import as_postgres, make_postgres_dir
+from tests.realarchives.s3 import MotoEndpoint
+
+SPACE = "bench-tools"
+TOOLS = ("pgbackrest", "barman")
+
+
+def upload(ep: MotoEndpoint) -> dict[str, dict[str, Any]]:
+    """Upload the cached real archives; return per tool its instance registration (guid, bucket, prefix…)."""
+    d = cache.ensure_cache()
+    truth = cache.load_truth(d)
+    out: dict[str, dict[str, Any]] = {}
+    for tool in TOOLS:
+        t = truth[tool]
+        cache.upload_objects(ep, t["bucket"], d, tool)
+        out[tool] = {"guid": f"tools-{tool}", "name": f"real-{tool}", "bucket": t["bucket"], "prefix": t["prefix"],
+                     "stanza": t.get("stanza") or "main", "layout": tool}
+    return out
+
+
+def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
+    """Median wall seconds over ``repeat`` runs, and the last result."""
+    times, res = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        res = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), res
+
+
+def cli(env: dict[str, str], *args: str) -> Any:
+    exe = str(Path(sys.executable).with_name("backup-catalog"))
+    p = subprocess.run([exe, *args], capture_output=True, text=True, env=env, timeout=120)
+    if p.returncode not in (0, 3):
+        raise RuntimeError(f"backup-catalog {' '.join(args[:2])}: exit {p.returncode}: {p.stderr[-400:]}")
+    return json.loads(p.stdout)
+
+
+def http_call(port: int, method: str, path: str, body: dict[str, Any] | None, auth: str) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        data = json.dumps(body).encode() if body is not None else None
+        conn.request(method, path, body=data, headers={"Authorization": f"Basic {auth}",
+                                                       "Content-Type": "application/json"})
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+def measure(ep: MotoEndpoint, regs: dict[str, dict[str, Any]], env: dict[str, str], port: int, auth: str,
+            *, repeat: int = 5, http_repeat: int = 50) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    work = make_postgres_dir("bench-pgbr-")
+    try:
+        conf = tool_pgbackrest.write_conf(work, tool_pgbackrest.pgbackrest_conf(
+            bucket=regs["pgbackrest"]["bucket"], tls_port=ep.tls_port, work=work))
+        tool_cmds: dict[str, Callable[[], Any]] = {
+            "pgbackrest": lambda: json.loads(as_postgres(["pgbackrest", f"--config={conf}", "--stanza=main",
+                                                          "--output=json", "info"]).stdout),
+            "barman": lambda: tool_barman.backup_list(ep.url, regs["barman"]["bucket"]),
+        }
+        for tool in TOOLS:
+            r = regs[tool]
+            tool_s, tool_doc = timed(tool_cmds[tool], repeat)
+            backups_s, doc = timed(lambda: cli(env, "backups", "--space", SPACE, "--name", r["name"], "--json"), repeat)
+            plan_s, plan = timed(lambda: cli(env, "plan", "--space", SPACE, "--clone-from", r["name"], "--latest",
+                                             "--json"), repeat)
+            get_path = f"/spaces/{SPACE}/services/{r['name']}/backups"
+            get_s, (st_get, _) = timed(lambda: http_call(port, "GET", get_path, None, auth), http_repeat)
+            post_s, (st_post, _) = timed(lambda: http_call(port, "POST", f"/spaces/{SPACE}/clones",
+                                                           {"clone-from": r["name"], "latest": True}, auth), http_repeat)
+            n_tool = len(tool_doc[0]["backup"]) if tool == "pgbackrest" else len(tool_doc.get("backups_list", []))
+            n_ours = len(doc["instances"][0]["backups"]) if doc.get("instances") else 0
+            results[tool] = {
+                "tool_s": tool_s, "cli_backups_s": backups_s, "cli_plan_s": plan_s, "http_backups_s": get_s,
+                "http_plan_s": post_s, "http_status": [st_get, st_post], "backups_tool": n_tool,
+                "backups_catalog": n_ours, "plan_ok": "error" not in plan,
+                "ratio_tool_over_http_backups": tool_s / get_s, "ratio_tool_over_http_plan": tool_s / post_s,
+                "ratio_tool_over_cli_backups": tool_s / backups_s,
+            }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
+def cli_env(dsn: str, s3_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CATALOG_", "S3_", "AWS_"))}
+    env.update(CATALOG_DSN=dsn, S3_ENDPOINT_URL=s3_url, AWS_ACCESS_KEY_ID="testing",
+               AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    return env
