@@ -6,7 +6,7 @@ OpenSSL 3 rejects; so TLS is terminated by Debian's stunnel4 and forwarded to mo
 """
 from __future__ import annotations
 
-import os
+import atexit
 import shutil
 import socket
 import subprocess
@@ -158,6 +158,7 @@ class MotoEndpoint:
             if proc.poll() is not None:
                 continue
             self._stunnel, self._tls_port = proc, port
+            atexit.register(self.stop)  # stunnel runs in its own session: never orphan it
             return port
         raise RuntimeError(f"stunnel did not start: {last_err[-500:]}")
 
