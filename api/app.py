@@ -21,7 +21,7 @@ from api import keys
 from api.auth import auth_middleware
 from api.errors import error_middleware
 from api.metrics import ApiMetrics, metrics_middleware
-from api.routes import add_routes
+from api.routes import add_routes, query_middleware
 from backup_catalog import service
 from backup_catalog.s3 import s3_client
 from backup_catalog.settings import Settings
@@ -40,6 +40,7 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None, s3: Any 
     roles = add_routes(app)
     # auth runs inside the error middleware, so 401/403 are problem documents too
     app.middlewares.append(auth_middleware(settings, roles))
+    app.middlewares.append(query_middleware())
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = metrics
     app[keys.HOLDER] = holder or jobs.default_holder()

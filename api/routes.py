@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from api import schemas, views
 from api.auth import Role
+from api.errors import BadRequest
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -75,6 +76,26 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "/openapi.json", views.get_openapi, _P, "This OpenAPI document", "openapi",
               media="application/json", tags=("public",)),
 )
+
+
+def query_middleware() -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Unknown or repeated query parameters are a 400 (validated at the edge like bodies)."""
+    allowed = {op.handler: frozenset(q.name for q in op.query) for op in OPERATIONS}
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        names = allowed.get(request.match_info.handler)
+        if names is not None and request.query:
+            unknown = sorted(set(request.query) - names)
+            if unknown:
+                raise BadRequest("invalid_query_parameter",
+                                 f"unknown query parameter(s): {', '.join(map(repr, unknown))[:200]}")
+            repeated = [k for k in names if len(request.query.getall(k, [])) > 1]
+            if repeated:
+                raise BadRequest("invalid_query_parameter", f"query parameter {repeated[0]} given more than once")
+        return await handler(request)
+
+    return middleware
 
 
 def add_routes(app: web.Application) -> dict[Handler, Role]:

@@ -7,14 +7,22 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 # Identifiers and names: printable, no control characters (PostgreSQL text refuses NUL).
 Text = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$")]
 LsnText = Annotated[str, Field(pattern=r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$",
                                description="PostgreSQL LSN, hex 'X/Y', e.g. 16/B374D848")]
 TimelineText = Annotated[str, Field(pattern=r"^(latest|current|[1-9][0-9]{0,9})$")]
-TimelineNumber = Annotated[int, Field(ge=1, le=0xFFFFFFFF)]
+
+
+def _integral(v: Any) -> Any:
+    """JSON Schema counts 15.0 as an integer; strict pydantic does not: accept integral floats."""
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+Integer = Annotated[int, BeforeValidator(_integral)]
+TimelineNumber = Annotated[Integer, Field(ge=1, le=0xFFFFFFFF)]
 
 
 class _Request(BaseModel):
@@ -42,7 +50,7 @@ class CloneRequest(_Request):
     immediate: bool = False
     timeline: TimelineText | TimelineNumber = "latest"
     exclusive: bool = False
-    pg_version: Annotated[int, Field(ge=9, le=99)] | None = Field(default=None, alias="pg-version")
+    pg_version: Annotated[Integer, Field(ge=9, le=99)] | None = Field(default=None, alias="pg-version")
 
     def as_body(self) -> dict[str, Any]:
         """The hyphenated dict that ``views.plan_doc`` takes (same keys as the CLI passes)."""

@@ -18,7 +18,7 @@ from api.schemas import (BackupsDoc, CloneRequest, CoverageReport, InstanceList,
                          InstancePut, PlanDoc, ScanOutcomeOut, Text, dump)
 from backup_catalog import views as docs
 from catalog import repo
-from catalog.errors import NotScanned
+from catalog.errors import Conflict, NotScanned
 from recovery.errors import PlanningError
 from recovery.model import InstanceRef, Storage
 from scheduler import jobs
@@ -80,6 +80,8 @@ async def patch_instance(request: web.Request) -> web.Response:
     guid = path_param(request, "guid")
     body = InstancePatch.model_validate(await read_json(request))
     pool = request.app[keys.POOL]
+    if (await repo.get_instance(pool, guid)).ref.deleted_at is not None:
+        raise Conflict(f"instance {guid} is deleted: it keeps its last name")
     await repo.rename_instance(pool, guid, body.name)
     return web.json_response(dump(InstanceOut, docs.instance_to_dict(await repo.get_instance(pool, guid))))
 

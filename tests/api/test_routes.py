@@ -346,3 +346,26 @@ async def test_every_registered_route_is_in_the_openapi_document(client: TestCli
             continue
         path = route.resource.canonical
         assert route.method.lower() in doc["paths"][path], (route.method, path)
+
+
+async def test_unknown_or_repeated_query_parameters_are_400(client: TestClient) -> None:
+    for path in ("/reports/coverage?fmt=csv", "/instances?x=1", "/instances/g/scan?full=true&full=false"):
+        method = "POST" if path.startswith("/instances/g/") else "GET"
+        resp = await client.request(method, path, headers=AS_OPERATOR)
+        assert_problem(resp.status, await resp.json(content_type=None), 400, "invalid_query_parameter")
+
+
+async def test_a_deleted_instance_cannot_be_renamed(client: TestClient) -> None:
+    assert (await client.put("/instances/g-1", json=PUT_BODY, headers=AS_BROKER)).status == 201
+    assert (await client.delete("/instances/g-1", headers=AS_BROKER)).status == 204
+    for name in ("orders", "other"):
+        resp = await client.patch("/instances/g-1", json={"name": name}, headers=AS_BROKER)
+        assert_problem(resp.status, await resp.json(content_type=None), 409, "conflict")
+
+
+async def test_integral_floats_count_as_integers(client: TestClient, pool: asyncpg.Pool) -> None:
+    await seed_history(pool)
+    resp, doc = await clone(client, {"clone-from": "legacy", "latest": True, "pg-version": 15.0})
+    assert resp.status == 200, doc
+    resp, doc = await clone(client, {"clone-from": "legacy", "latest": True, "pg-version": 15.5})
+    assert_problem(resp.status, doc, 400, "invalid_request")
