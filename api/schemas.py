@@ -21,8 +21,8 @@ def _integral(v: Any) -> Any:
     return int(v) if isinstance(v, float) and v.is_integer() else v
 
 
-Integer = Annotated[int, BeforeValidator(_integral)]
-TimelineNumber = Annotated[Integer, Field(ge=1, le=0xFFFFFFFF)]
+TimelineNumber = Annotated[int, Field(ge=1, le=0xFFFFFFFF), BeforeValidator(_integral)]
+PgMajor = Annotated[int, Field(ge=9, le=99), BeforeValidator(_integral)]
 
 
 class _Request(BaseModel):
@@ -50,7 +50,7 @@ class CloneRequest(_Request):
     immediate: bool = False
     timeline: TimelineText | TimelineNumber = "latest"
     exclusive: bool = False
-    pg_version: Annotated[Integer, Field(ge=9, le=99)] | None = Field(default=None, alias="pg-version")
+    pg_version: PgMajor | None = Field(default=None, alias="pg-version")
 
     def as_body(self) -> dict[str, Any]:
         """The hyphenated dict that ``views.plan_doc`` takes (same keys as the CLI passes)."""

@@ -45,7 +45,7 @@ async def test_schemathesis_finds_no_server_errors_or_schema_violations(pool: as
         proc = await asyncio.create_subprocess_exec(
             str(ST if ST.exists() else shutil.which("st")), "--config-file", str(cfg), "run",
             f"http://127.0.0.1:{port}/openapi.json", "--checks", "all", "--max-examples", "30",
-            "--max-time", "120", "--request-timeout", "10", "--seed", "1", "--workers", "2",
+            "--max-time", "60", "--request-timeout", "10", "--seed", "1", "--workers", "2",
             "--auth", f"{OPERATOR[0]}:{OPERATOR[1]}", "--no-color",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             env={**os.environ, "SCHEMATHESIS_HOOKS": ""}, cwd=tmp_path)

@@ -337,6 +337,9 @@ def test_openapi_documents_every_route_and_is_valid() -> None:
     assert {"clone-from", "point-in-time", "lsn", "latest", "immediate", "timeline", "exclusive",
             "pg-version"} == set(clone_schema["properties"])
     assert clone_schema["additionalProperties"] is False
+    text = json.dumps(doc)        # constraints are JSON Schema keywords, not pydantic's names
+    assert '"ge":' not in text and '"le":' not in text
+    assert clone_schema["properties"]["pg-version"]["anyOf"][0]["maximum"] == 99
 
 
 async def test_every_registered_route_is_in_the_openapi_document(client: TestClient) -> None:
