@@ -18,7 +18,8 @@ def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str
 
 
 @pytest.fixture
-def env(catalog_dsn: str, s3_endpoint: Any) -> dict[str, str]:
+def env(catalog_dsn: str, s3_endpoint: Any, pool: Any) -> dict[str, str]:
+    """Environment for the CLI on the test catalog (``pool`` empties it first)."""
     e = dict(os.environ)
     e.update(CATALOG_DSN=catalog_dsn, S3_ENDPOINT_URL=s3_endpoint.url, AWS_ACCESS_KEY_ID="x",
              AWS_SECRET_ACCESS_KEY="x", S3_MAX_ATTEMPTS="2")
