@@ -1,0 +1,107 @@
+"""Application lifecycle: the scheduler in cleanup_ctx, draining scans at shutdown, ``serve`` and SIGTERM."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from api import keys
+from api.app import create_app, drain_scans
+from backup_catalog.s3 import s3_client
+from catalog import repo
+from recovery.model import InstanceRef, Storage
+from tests.api.conftest import AS_OPERATOR, make_settings
+from tests.realarchives.plugin import fresh_bucket
+from tests.realarchives.s3 import MotoEndpoint, free_port
+
+
+async def test_scheduler_runs_in_the_app_and_stops_with_it(pool: asyncpg.Pool, s3_endpoint: MotoEndpoint,
+                                                           real_archives: Any) -> None:
+    bucket, prefix = fresh_bucket(s3_endpoint, "pgbackrest")
+    await repo.register_instance(pool, InstanceRef("sched-1", "space", "db"), Storage(bucket, prefix, "auto", "main"))
+    settings = make_settings(s3_endpoint_url=s3_endpoint.url, scan_interval_seconds=1)
+    app = create_app(settings, pool=pool, start_scheduler=True, holder="app-test")
+    async with TestClient(TestServer(app)) as c:
+        sched = app[keys.SCHEDULER]
+        assert sched.running and sched.get_job("scan_all").max_instances == 1
+        for _ in range(100):
+            if await pool.fetchval("SELECT count(*) FROM scan_runs WHERE outcome = 'ok'"):
+                break
+            await asyncio.sleep(0.1)
+        resp = await c.get("/metrics", headers=AS_OPERATOR)
+        assert 'backup_catalog_scans_total{result="ok"}' in await resp.text()
+    assert not sched.running
+    assert not app[keys.SCAN_TASKS]
+    assert len(await repo.backups(pool, "sched-1")) == 3
+    assert await pool.fetchval("SELECT count(*) FROM scan_runs WHERE finished_at IS NULL") == 0
+
+
+async def test_drain_waits_then_cancels() -> None:
+    done = asyncio.ensure_future(asyncio.sleep(0.05))
+    slow = asyncio.ensure_future(asyncio.sleep(60))
+    t0 = time.monotonic()
+    await drain_scans({done, slow}, grace=0.3)
+    assert done.done() and not done.cancelled()
+    assert slow.cancelled()
+    assert time.monotonic() - t0 < 5
+
+
+async def test_manual_scan_route_on_a_real_archive(pool: asyncpg.Pool, s3_endpoint: MotoEndpoint,
+                                                   real_archives: Any) -> None:
+    bucket, prefix = fresh_bucket(s3_endpoint, "pgbackrest")
+    await repo.register_instance(pool, InstanceRef("man-1", "space", "db"), Storage(bucket, prefix, "auto", "main"))
+    settings = make_settings(s3_endpoint_url=s3_endpoint.url)
+    async with s3_client(settings) as s3:
+        app = create_app(settings, pool=pool, s3=s3, start_scheduler=False, holder="h")
+        async with TestClient(TestServer(app)) as c:
+            # another replica holds the lease: 409, nothing scanned
+            assert await repo.try_acquire_lease(pool, "scan:man-1", "other-replica", 60) is not None
+            resp = await c.post("/instances/man-1/scan", headers=AS_OPERATOR)
+            body = await resp.json(content_type=None)
+            assert resp.status == 409 and body["code"] == "scan_in_progress", body
+            await pool.execute("UPDATE scan_leases SET expires_at = clock_timestamp()")
+            resp = await c.post("/instances/man-1/scan", headers=AS_OPERATOR)
+            out = await resp.json()
+            assert resp.status == 200 and out["ok"] and out["full"] is False and out["backups"] == 3, out
+    runs = await pool.fetch("SELECT job, outcome FROM scan_runs ORDER BY id")
+    assert [(r["job"], r["outcome"]) for r in runs] == [("manual", "skipped:lease_held"), ("manual", "ok")]
+
+
+@pytest.mark.timeout(120)
+async def test_serve_stops_gracefully_on_sigterm(catalog_dsn: str, pool: asyncpg.Pool) -> None:
+    port = free_port()
+    env = {**os.environ, "CATALOG_DSN": catalog_dsn, "S3_ENDPOINT_URL": "http://127.0.0.1:9",
+           "SCAN_INTERVAL_SECONDS": "3600", "OPERATOR_PASSWORD": "op-SENTINEL"}
+    exe = Path(sys.executable).with_name("backup-catalog")
+    proc = await asyncio.create_subprocess_exec(str(exe), "serve", "--host", "127.0.0.1", "--port", str(port),
+                                                env=env, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.STDOUT)
+    try:
+        async with aiohttp.ClientSession() as s:
+            for _ in range(150):
+                try:
+                    async with s.get(f"http://127.0.0.1:{port}/healthz") as r:
+                        if r.status == 200:
+                            break
+                except aiohttp.ClientConnectionError:
+                    pass
+                await asyncio.sleep(0.1)
+            else:
+                pytest.fail("server did not come up")
+        proc.send_signal(signal.SIGTERM)
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout=30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, out.decode(errors="replace")[-2000:]
+    assert b"op-SENTINEL" not in out
