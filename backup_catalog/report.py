@@ -22,7 +22,8 @@ from rich.console import Console
 from rich.table import Table
 
 from backup_catalog.settings import Settings
-from backup_catalog.views import all_windows, iso, scan_to_dict, window_to_dict
+from backup_catalog.views import all_windows, iso, scan_to_dict
+from recovery.jsonout import window_to_dict
 from catalog import repo
 from catalog.errors import NotScanned
 from catalog.rows import InstanceRecord, ScanState

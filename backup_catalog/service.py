@@ -5,7 +5,6 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 import asyncpg
@@ -107,6 +106,3 @@ async def scan_many(pool: asyncpg.Pool, settings: Settings, guids: list[str], *,
         await asyncio.gather(*(one(g) for g in guids))
     return out
 
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)

@@ -12,7 +12,9 @@ from backup_catalog.settings import Settings
 from catalog import repo
 from catalog.errors import NotScanned, UnknownService
 from catalog.rows import InstanceRecord, ScanState
+from recovery import jsonout
 from recovery.errors import PlanningError
+from recovery.jsonout import json_time
 from recovery.lsn import Lsn
 from recovery.model import ArchiveSnapshot, Backup
 from recovery.timeline import TimelinePath
@@ -20,17 +22,7 @@ from recovery.wal import DEFAULT_SEG_SIZE, segment_name
 from recovery.windows import Window, compute_windows, holes
 
 
-def iso(t: datetime | None) -> str | None:
-    """UTC ISO 8601 with Z (microseconds only when present)."""
-    if t is None:
-        return None
-    t = t.astimezone(timezone.utc)
-    fmt = "%Y-%m-%dT%H:%M:%S.%fZ" if t.microsecond else "%Y-%m-%dT%H:%M:%SZ"
-    return t.strftime(fmt)
-
-
-def lsn(x: Lsn | None) -> str | None:
-    return str(x) if x is not None else None
+iso = json_time
 
 
 def instance_to_dict(r: InstanceRecord) -> dict[str, Any]:
@@ -41,17 +33,9 @@ def instance_to_dict(r: InstanceRecord) -> dict[str, Any]:
 
 
 def backup_to_dict(b: Backup) -> dict[str, Any]:
-    return {"label": b.label, "type": b.type.value, "status": b.status.value, "timeline": b.timeline,
-            "start_lsn": lsn(b.start_lsn), "stop_lsn": lsn(b.stop_lsn), "start_time": iso(b.start_time),
-            "stop_time": iso(b.stop_time), "depends_on": list(b.depends_on),
-            **({"stop_time_exact": False} if not b.stop_time_exact else {}),
+    """The Backups JSON entry; flags what is only approximate or failed."""
+    return {**jsonout.backup_to_dict(b), **({"stop_time_exact": False} if not b.stop_time_exact else {}),
             **({"error": b.error} if b.error else {})}
-
-
-def window_to_dict(w: Window) -> dict[str, Any]:
-    return {"timeline_path": list(w.timeline_path), "from": iso(w.from_time), "to": iso(w.to_time),
-            "to_is_exact": w.to_is_exact, "from_lsn": str(w.from_lsn), "to_lsn": str(w.to_lsn),
-            "ends_at": w.end_kind.value, "backups": list(w.backups)}
 
 
 def all_paths(snap: ArchiveSnapshot) -> list[TimelinePath]:
@@ -95,7 +79,7 @@ async def instance_doc(pool: asyncpg.Pool, rec: InstanceRecord) -> dict[str, Any
         "holes": [{"timeline": t, "first_missing": segment_name(t, a, S), "last_missing": segment_name(t, b, S)}
                   for t, a, b in holes(snap.runs)],
         "conflicts": [{"timeline": t, "segment": segment_name(t, n, S)} for t, n in snap.conflicts],
-        "windows": [window_to_dict(w) for w in all_windows(snap)],
+        "windows": [jsonout.window_to_dict(w) for w in all_windows(snap)],
         "scan": scan_to_dict(state),
     }
 

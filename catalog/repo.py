@@ -19,7 +19,7 @@ from catalog.leases import (check_lease, finish_run, record_run, release_lease, 
 from catalog.rows import InstanceRecord, Resolution, ScanState
 from catalog.scanresult import ScanResult, WalMode
 from recovery.model import ArchiveSnapshot, Backup, InstanceRef, Storage, WalRun, WindowEdge
-from recovery.wal import DEFAULT_SEG_SIZE
+from recovery.wal import DEFAULT_SEG_SIZE, merge_runs
 
 Db = asyncpg.Pool | asyncpg.Connection
 
@@ -220,24 +220,6 @@ def _deleted_note(rec: InstanceRecord) -> str:
 
 
 # -- scans -------------------------------------------------------------------------------------
-
-def merge_runs(runs: Iterable[WalRun]) -> list[WalRun]:
-    """Union of runs: overlapping or adjacent runs of a timeline merge into one.
-
-    >>> merge_runs([WalRun(1, 5, 9), WalRun(1, 1, 4), WalRun(2, 3, 3), WalRun(1, 11, 12)])
-    [WalRun(timeline=1, first=1, last=9), WalRun(timeline=1, first=11, last=12), WalRun(timeline=2, first=3, last=3)]
-    """
-    out: list[WalRun] = []
-    for r in sorted(runs, key=lambda r: (r.timeline, r.first, r.last)):
-        if r.first > r.last:
-            raise ValueError(f"empty WAL run {r}")
-        if out and out[-1].timeline == r.timeline and r.first <= out[-1].last + 1:
-            if r.last > out[-1].last:
-                out[-1] = WalRun(r.timeline, out[-1].first, r.last)
-        else:
-            out.append(r)
-    return out
-
 
 async def save_scan(db: Db, guid: str, result: ScanResult, *, expected_generation: int | None = None,
                     lease_key: str | None = None, lease_token: int | None = None) -> int:

@@ -4,8 +4,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from collections.abc import Iterable
+
 from recovery.errors import BadWalName
 from recovery.lsn import Lsn
+from recovery.model import WalRun
 
 DEFAULT_SEG_SIZE = 16 * 1024 * 1024
 _SEG_RE = re.compile(r"^[0-9A-F]{24}$")
@@ -117,3 +120,21 @@ def parse_seg_size_from_page(header: bytes) -> int | None:
         return None
     size = int.from_bytes(header[32:36], "little")
     return size if valid_seg_size(size) else None
+
+
+def merge_runs(runs: Iterable[WalRun]) -> tuple[WalRun, ...]:
+    """Union of runs: overlapping or adjacent runs of a timeline merge into one.
+
+    >>> merge_runs([WalRun(1, 5, 9), WalRun(1, 1, 4), WalRun(2, 3, 3), WalRun(1, 11, 12)])
+    (WalRun(timeline=1, first=1, last=9), WalRun(timeline=1, first=11, last=12), WalRun(timeline=2, first=3, last=3))
+    """
+    out: list[WalRun] = []
+    for r in sorted(runs, key=lambda r: (r.timeline, r.first, r.last)):
+        if r.first > r.last:
+            raise ValueError(f"empty WAL run {r}")
+        if out and out[-1].timeline == r.timeline and r.first <= out[-1].last + 1:
+            if r.last > out[-1].last:
+                out[-1] = WalRun(r.timeline, out[-1].first, r.last)
+        else:
+            out.append(r)
+    return tuple(out)

@@ -24,7 +24,8 @@ from scheduler.layouts.common import ForeignObject, MetaObject, decompress
 from scheduler.layouts.common import UnknownLayout
 from scheduler.layouts.detect import detect_layout, guess_walg_or_wale
 from scheduler.storage import NotFound, ObjectStore, StorageError
-from scheduler.walscan import RunBuilder, RunTail, merge_runs
+from recovery.wal import merge_runs
+from scheduler.walscan import RunBuilder, RunTail
 from scheduler import edges as edge_mod
 
 log = logging.getLogger(__name__)

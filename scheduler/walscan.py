@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from recovery.model import WalRun
+from recovery.wal import merge_runs
 
 
 @dataclass(slots=True)
@@ -45,23 +45,3 @@ class RunBuilder:
 
     def wal_runs(self) -> tuple[WalRun, ...]:
         return merge_runs(WalRun(r.timeline, r.first, r.last) for r in self.runs)
-
-
-def merge_runs(runs: Iterable[WalRun]) -> tuple[WalRun, ...]:
-    """Union of runs, merging overlapping and adjacent ones per timeline.
-
-    >>> merge_runs([WalRun(1, 5, 9), WalRun(1, 1, 4), WalRun(2, 3, 3), WalRun(1, 11, 12)])
-    (WalRun(timeline=1, first=1, last=9), WalRun(timeline=1, first=11, last=12), WalRun(timeline=2, first=3, last=3))
-    """
-    out: list[WalRun] = []
-    for r in sorted(runs, key=lambda r: (r.timeline, r.first, r.last)):
-        if out and out[-1].timeline == r.timeline and r.first <= out[-1].last + 1:
-            if r.last > out[-1].last:
-                out[-1] = WalRun(r.timeline, out[-1].first, r.last)
-        else:
-            out.append(r)
-    return tuple(out)
-
-
-def present(runs: Iterable[WalRun], timeline: int, segno: int) -> bool:
-    return any(r.timeline == timeline and r.first <= segno <= r.last for r in runs)
