@@ -168,12 +168,13 @@ def fleet(ep: MotoEndpoint, dsn: str, env: dict[str, str], tmp: Path, instances:
 class Server:
     """``backup-catalog serve`` as a child process."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.port = free_port()
+        self.log = open(log_path, "w")
         env = {**env, "SCAN_INTERVAL_SECONDS": str(SERVE_INTERVAL)}
         exe = str(Path(sys.executable).with_name("backup-catalog"))
         self.proc = subprocess.Popen([exe, "serve", "--host", "127.0.0.1", "--port", str(self.port)], env=env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                     stdout=self.log, stderr=self.log, text=True)
         try:
             wait_port(self.port, timeout=60)
         except TimeoutError:
@@ -202,6 +203,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.log.close()
 
 
 def http_latency(port: int, instances: int, days: int, seconds: int) -> dict[str, Any]:
@@ -238,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip", action="append", default=[], choices=["year", "fleet", "catalog", "tools"])
     p.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     a = p.parse_args(argv)
-    year_segments = a.year_segments or (525_600 if a.full_size else 100_000)
+    year_segments = a.year_segments or (525_600 if a.full_size else 50_000)
     fleet_instances = a.fleet_instances or (1000 if a.full_size else 100)
     fleet_segments = a.fleet_segments or (1000 if a.full_size else 200)
 
@@ -279,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"large catalog: {counts} in {results['catalog']['build_s']:.0f}s")
             from scheduler.jobs import slot_for
             asyncio.run(bigcatalog.claim_slots(dsn, slot_for(datetime.now(timezone.utc), SERVE_INTERVAL)))
-            server = Server(env)
+            server = Server(env, tmp / "server.log")
             server.wait_idle()
             if "catalog" not in a.skip:
                 results["http"] = http_latency(server.port, a.catalog_instances, a.catalog_days, a.http_seconds)
@@ -288,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
                 auth = base64.b64encode(b"broker:broker").decode()
                 results["tools"] = sidebyside.measure(ep, regs, env, server.port, auth)
                 log(f"side by side: {json.dumps(results['tools'])}")
+    except Exception as e:  # keep what was measured; say what failed
+        results["error"] = f"{type(e).__name__}: {e}"
+        log(f"bench aborted: {results['error']}")
     finally:
         if server is not None:
             server.stop()
@@ -302,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     a.out.write_text(json.dumps(results, indent=1, default=str))
     report.print_table(results, checks)
     log(f"results written to {a.out} ({results['total_s']:.0f}s)")
+    if "error" in results:
+        return 2
     return 0 if all(c["met"] is not False for c in checks) else 1
 
 
