@@ -6,6 +6,9 @@ compares the rows it ends with against the commit times/LSNs the fixture builder
 
 Refusals are checked without a restore. One catalog scan per tool for the whole module (instances
 under a module-unique space on the session pool, so the per-test TRUNCATE of ``pool`` is not used).
+Restores are the cost (10-20 s each), so the ``restores`` fixture plans every case once up front and
+runs the restores two at a time in threads; each test plans again, asserts on its plan, and takes the
+prefetched rows only if its plan's backup and files are identical (else it restores itself).
 Set ``PITR_E2E_TABLE=<file>`` to write the case table (markdown) at the end of the module.
 """
 from __future__ import annotations
@@ -13,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -99,6 +103,33 @@ async def restore(pitr_restore: Callable[..., list[Row]], arch: RealArchive, doc
                                    doc["backup"]["label"], doc["files"], 15)
 
 
+class Restores:
+    """Restores submitted ahead of the tests that check them, keyed by (tool, case)."""
+
+    def __init__(self, pitr_restore: Callable[..., list[Row]], workers: int = 2) -> None:
+        self._restore = pitr_restore
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="pitr-restore")
+        self._jobs: dict[tuple[str, str], tuple[tuple[object, ...], Future[list[Row]]]] = {}
+
+    @staticmethod
+    def _key(doc: dict[str, Any]) -> tuple[object, ...]:
+        return (doc["backup"]["label"], tuple(sorted(doc["files"].items())))
+
+    def submit(self, tool: str, case: str, arch: RealArchive, doc: dict[str, Any]) -> None:
+        fut = self._pool.submit(self._restore, arch.tool, arch.bucket, arch.prefix, arch.stanza,
+                                doc["backup"]["label"], doc["files"], 15)
+        self._jobs[(tool, case)] = (self._key(doc), fut)
+
+    async def rows(self, tool: str, case: str, arch: RealArchive, doc: dict[str, Any]) -> list[Row]:
+        job = self._jobs.get((tool, case))
+        if job is not None and job[0] == self._key(doc):
+            return await asyncio.wrap_future(job[1])
+        return await restore(self._restore, arch, doc)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 def describe(body: dict[str, Any]) -> str:
     parts = []
     for k in ("point-in-time", "lsn"):
@@ -177,10 +208,32 @@ CASES = [
 ]
 
 
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def restores(env: Env, gapped: dict[str, Gapped],
+                   pitr_restore: Callable[..., list[Row]]) -> AsyncIterator[Restores]:
+    """Every restoring case planned once and its restore started (the tests re-plan and compare)."""
+    r = Restores(pitr_restore)
+    try:
+        for tool in TOOLS:
+            for case in CASES:
+                c = env.instances[tool]
+                try:
+                    r.submit(tool, case.id, c.arch, await plan(env, c, case.body(c.arch)))
+                except PlanningError:
+                    pass     # the test plans again and reports the refusal
+            g = gapped[tool]
+            try:
+                r.submit(tool, "11b", g.c.arch, await plan(env, g.c, _after_hole(g.c.arch)))
+            except PlanningError:
+                pass
+        yield r
+    finally:
+        r.close()
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 @pytest.mark.parametrize("tool", TOOLS)
-async def test_plan_restores_to_the_expected_rows(tool: str, case: Case, env: Env,
-                                                  pitr_restore: Callable[..., list[Row]]) -> None:
+async def test_plan_restores_to_the_expected_rows(tool: str, case: Case, env: Env, restores: Restores) -> None:
     c = env.instances[tool]
     body = case.body(c.arch)
     doc = await plan(env, c, body)
@@ -191,7 +244,7 @@ async def test_plan_restores_to_the_expected_rows(tool: str, case: Case, env: En
         case.check(c.arch, doc)
     expected = case.expect(c.arch, doc)
     assert expected, "a case must expect some rows"
-    rows = await restore(pitr_restore, c.arch, doc)
+    rows = await restores.rows(tool, case.id, c.arch, doc)
     TABLE.append((tool, case.id, describe(body), f"{case.backup} `{doc['backup']['label']}`",
                   f"restored ids {_ids(rows)}" + ("; warning: last commit" if doc["warnings"] else "")))
     assert rows == expected
@@ -260,6 +313,10 @@ async def gapped(env: Env, s3_endpoint: Any) -> dict[str, Gapped]:
     return out
 
 
+def _after_hole(arch: RealArchive) -> dict[str, Any]:
+    return {"point-in-time": iso(mid(_t(arch, 7), _t(arch, 8)))}
+
+
 def _segment_of(key: str) -> str | None:
     """The segment name of a WAL segment object key (not .backup/.history/.partial), else None."""
     base = key.rsplit("/", 1)[-1]
@@ -292,15 +349,15 @@ async def test_target_inside_hole_is_refused_as_wal_gap(tool: str, env: Env, gap
 
 @pytest.mark.parametrize("tool", TOOLS)
 async def test_target_after_hole_uses_b2_and_restores(tool: str, env: Env, gapped: dict[str, Gapped],
-                                                      pitr_restore: Callable[..., list[Row]]) -> None:
+                                                      restores: Restores) -> None:
     g = gapped[tool]
     arch = g.c.arch
     t = mid(_t(arch, 7), _t(arch, 8))
-    body = {"point-in-time": iso(t)}
+    body = _after_hole(arch)
     doc = await plan(env, g.c, body)
     assert doc["backup"]["label"] == arch.truth["scenario_backups"]["B2"]
     assert doc["wal"]["first_segment"] > g.missing
-    rows = await restore(pitr_restore, arch, doc)
+    rows = await restores.rows(tool, "11b", arch, doc)
     TABLE.append((tool, "11b-after-hole", describe(body), f"B2 `{doc['backup']['label']}`",
                   f"restored ids {_ids(rows)}"))
     assert rows == rows_until_time(arch, (1, 2), t)
