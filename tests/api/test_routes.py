@@ -372,3 +372,34 @@ async def test_integral_floats_count_as_integers(client: TestClient, pool: async
     assert resp.status == 200, doc
     resp, doc = await clone(client, {"clone-from": "legacy", "latest": True, "pg-version": 15.5})
     assert_problem(resp.status, doc, 400, "invalid_request")
+
+
+# -- coverage reports ----------------------------------------------------------------------------
+
+def _report_available() -> bool:
+    try:
+        from backup_catalog import report  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+needs_report = pytest.mark.skipif(not _report_available(), reason="backup_catalog/report.py is not written yet")
+
+
+@needs_report
+async def test_coverage_report_json_csv_html(client: TestClient, pool: asyncpg.Pool) -> None:
+    await seed_history(pool)
+    resp = await client.get("/reports/coverage", headers=AS_OPERATOR)
+    doc = await resp.json()
+    assert resp.status == 200, doc
+    assert {r["instance_guid"] for r in doc["instances"]} == {A, B}
+    resp = await client.get("/reports/coverage?format=csv", headers=AS_OPERATOR)
+    text = await resp.text()
+    assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/csv")
+    assert A in text and B in text and len(text.strip().splitlines()) == 3
+    resp = await client.get("/reports/coverage.html", headers=AS_OPERATOR)
+    html = await resp.text()
+    assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/html") and A in html
+    resp = await client.get("/reports/coverage?format=xml", headers=AS_OPERATOR)
+    assert_problem(resp.status, await resp.json(content_type=None), 400, "invalid_query_parameter")
