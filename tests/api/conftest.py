@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -57,4 +57,3 @@ async def client(pool: asyncpg.Pool, settings: Settings) -> AsyncIterator[TestCl
         yield c
 
 
-ClientFactory = Callable[..., Any]
