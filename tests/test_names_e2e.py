@@ -22,7 +22,7 @@ from backup_catalog.settings import Settings
 from catalog import repo
 from catalog.errors import UnknownService
 from recovery.plan import fmt_time
-from tests.realarchives.plugin import RealArchive
+from tests.realarchives.plugin import RealArchive, RealArchives
 from tests.support.fixtures import commits, make_settings, register_and_scan
 
 pytestmark = pytest.mark.realtools
@@ -54,12 +54,12 @@ async def plan(pool: asyncpg.Pool, settings: Settings, space: str, name: str, **
 
 
 @pytest.fixture
-def pb(real_archives: Any) -> RealArchive:
+def pb(real_archives: RealArchives) -> RealArchive:
     return real_archives["pgbackrest"]
 
 
 @pytest.fixture
-def bm(real_archives: Any) -> RealArchive:
+def bm(real_archives: RealArchives) -> RealArchive:
     return real_archives["barman"]
 
 

@@ -33,6 +33,7 @@ from catalog import repo
 from recovery.errors import PlanningError
 from recovery.jsonout import refusal_to_dict
 from recovery.plan import fmt_time
+from recovery.target import parse_time
 from recovery.wal import WalSegment, segment_name
 from tests.realarchives.plugin import RealArchive, fresh_archive
 from tests.support.fixtures import (
@@ -272,7 +273,7 @@ async def test_target_before_first_backup_is_refused_with_windows(tool: str, env
     err = ei.value
     assert err.code == "target_before_window", err.message
     windows = refusal_to_dict(err)["error"]["windows"]
-    assert windows and all(w["from"] > iso(t) for w in windows)
+    assert windows and all(parse_time(w["from"]) > t for w in windows)
     b1 = c.arch.truth["scenario_backups"]["B1"]
     assert any(b1 in w["backups"] for w in windows)
     TABLE.append((tool, "04-before-first-backup", f"point-in-time {iso(t)}", "none",

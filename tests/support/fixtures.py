@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+from pydantic import SecretStr
 
 from backup_catalog import service
 from backup_catalog.settings import Settings
@@ -24,8 +25,8 @@ Row = tuple[int, int]   # (id, tl) of the ``ticks`` table
 
 def make_settings(s3_endpoint: Any, catalog_dsn: str, **kw: Any) -> Settings:
     """Settings that reach the session's moto (over HTTP) and catalog."""
-    return Settings(s3_endpoint_url=s3_endpoint.url, aws_access_key_id="x", aws_secret_access_key="x",
-                    catalog_dsn=catalog_dsn, s3_max_attempts=2, **kw)
+    return Settings(s3_endpoint_url=s3_endpoint.url, aws_access_key_id=SecretStr("x"),
+                    aws_secret_access_key=SecretStr("x"), catalog_dsn=SecretStr(catalog_dsn), s3_max_attempts=2, **kw)
 
 
 async def register(pool: asyncpg.Pool, arch: Any, guid: str, *, space: str, name: str,
