@@ -5,18 +5,18 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from backup_catalog.s3 import s3_client
 from backup_catalog.settings import Settings
 from catalog import db as catalog_db
 from catalog import repo
 from catalog.errors import CatalogError, NotScanned
 from recovery.model import Layout
-from scheduler.scan import Previous, ScanFailed, scan_archive
-from scheduler.storage import S3Store
+
+if TYPE_CHECKING:
+    from scheduler.scan import Previous
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ class ScanOutcome:
 
 
 async def previous_of(pool: asyncpg.Pool, guid: str, rec: Any, *, full: bool) -> Previous:
+    from scheduler.scan import Previous
     state = await repo.load_scan_state(pool, guid)
     try:
         snap = await repo.load_snapshot(pool, guid)
@@ -62,6 +63,9 @@ async def previous_of(pool: asyncpg.Pool, guid: str, rec: Any, *, full: bool) ->
 async def scan_instance(pool: asyncpg.Pool, client: Any, guid: str, *, full: bool, settings: Settings,
                         expected_generation: int | None = None) -> ScanOutcome:
     """Scan one instance and store the result in one transaction; on failure keep the previous generation."""
+    # S3 code is imported only where it is used: `backups` and `plan` never pay for botocore
+    from scheduler.scan import ScanFailed, scan_archive
+    from scheduler.storage import S3Store
     t0 = asyncio.get_running_loop().time()
     rec = await repo.get_instance(pool, guid)
     store = S3Store(client, rec.storage.bucket)
@@ -88,6 +92,7 @@ async def scan_instance(pool: asyncpg.Pool, client: Any, guid: str, *, full: boo
 async def scan_many(pool: asyncpg.Pool, settings: Settings, guids: list[str], *, full: bool,
                     on_done: Callable[[ScanOutcome], None] | None = None, concurrency: int = 8) -> list[ScanOutcome]:
     """Scan instances concurrently; one instance's failure never stops the others."""
+    from backup_catalog.s3 import s3_client
     sem = asyncio.Semaphore(concurrency)
     out: list[ScanOutcome] = []
     async with s3_client(settings) as client:

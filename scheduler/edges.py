@@ -51,13 +51,12 @@ async def decode_edges(store: ObjectStore, tails: Sequence[RunTail], runs: Itera
     out: list[WindowEdge] = []
     for r in runs:
         k = (r.timeline, r.last)
-        if k in prev and prev[k].exact:
+        if k in prev:
+            # the run still ends at the same segment: its content, and so its last commit, is unchanged
             out.append(prev[k])
             continue
         tail = by_end.get(k)
         if tail is None:
-            if k in prev:
-                out.append(prev[k])
             continue
         out.append(await _decode_tail(store, tail, seg_size, issues))
     return tuple(out)

@@ -125,7 +125,9 @@ async def scan_archive(store: ObjectStore, storage: Storage, previous: Previous,
         detail = await _compare_duplicates(store, layout, a, b)
         if detail:
             acc.conflicts.append(Conflict(tli, segno, detail))
-    edges = await edge_mod.decode_edges(store, acc.builder.runs, all_runs, previous.edges, seg_size, acc.issues)
+    # a full reconcile re-reads every run end (objects may have been replaced); incremental reuses known edges
+    edges = await edge_mod.decode_edges(store, acc.builder.runs, all_runs, () if full else previous.edges,
+                                        seg_size, acc.issues)
     return ScanResult(
         layout=layout, full=full, started_at=started, finished_at=datetime.now(timezone.utc), stanza=stanza,
         seg_size=seg_size, pg_version=pg_version, system_id=system_id, backups=backups,
