@@ -15,12 +15,12 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from backup_catalog.service import ScanOutcome
 from backup_catalog.views import all_windows
 from catalog import repo
 from catalog.errors import CatalogError
 from recovery.model import BackupStatus
 from recovery.windows import holes
+from scheduler.runner import ScanOutcome
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,19 @@ from pydantic import TypeAdapter, ValidationError
 from api import keys
 from api.errors import BadRequest, NotAvailable, ScanBusy, read_json
 from api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from api.schemas import (BackupsDoc, CloneRequest, CoverageReport, InstanceList, InstanceOut, InstancePatch,
-                         InstancePut, PlanDoc, ScanOutcomeOut, Text, dump)
+from api.schemas import (
+    BackupsDoc,
+    CloneRequest,
+    CoverageReport,
+    InstanceList,
+    InstanceOut,
+    InstancePatch,
+    InstancePut,
+    PlanDoc,
+    ScanOutcomeOut,
+    Text,
+    dump,
+)
 from backup_catalog import views as docs
 from catalog import repo
 from catalog.errors import Conflict, NotScanned

@@ -24,6 +24,7 @@ from catalog import repo
 from recovery.errors import PlanningError
 from recovery.jsonout import refusal_to_dict
 from recovery.model import InstanceRef, Storage
+from scheduler import runner
 
 console = Console()
 
@@ -101,7 +102,7 @@ async def _tour(pool: Any, settings: Settings, truth: dict[str, Any]) -> int:
                                  Storage(truth["bucket"], truth["prefix"], "auto", truth["stanza"]),
                                  at=first - timedelta(minutes=5))
     async with s3_client(settings) as client:
-        outcome = await service.scan_instance(pool, client, GUID, full=True, settings=settings)
+        outcome = await runner.scan_instance(pool, client, GUID, full=True, settings=settings)
     if not outcome.ok:
         console.print(f"[red]scan failed ({outcome.code}): {outcome.message}[/red]")
         return 1

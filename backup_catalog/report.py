@@ -23,10 +23,10 @@ from rich.table import Table
 
 from backup_catalog.settings import Settings
 from backup_catalog.views import all_windows, iso, scan_to_dict
-from recovery.jsonout import window_to_dict
 from catalog import repo
 from catalog.errors import NotScanned
 from catalog.rows import InstanceRecord, ScanState
+from recovery.jsonout import window_to_dict
 from recovery.model import ArchiveSnapshot, Backup, BackupStatus
 from recovery.wal import segment_name
 from recovery.windows import CutKind, Window, holes

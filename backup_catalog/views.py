@@ -21,7 +21,6 @@ from recovery.timeline import TimelinePath
 from recovery.wal import DEFAULT_SEG_SIZE, segment_name
 from recovery.windows import Window, compute_windows, holes
 
-
 iso = json_time
 
 

@@ -18,6 +18,7 @@ from backup_catalog import service
 from backup_catalog.s3 import s3_client
 from backup_catalog.settings import Settings
 from catalog import db as catalog_db
+from scheduler import runner
 
 
 async def bare_list(settings: Settings, bucket: str, prefix: str) -> dict[str, Any]:
@@ -42,7 +43,7 @@ async def scan_one(settings: Settings, guid: str, full: bool) -> dict[str, Any]:
     try:
         async with s3_client(settings) as client:
             t0, c0 = time.perf_counter(), time.process_time()
-            o = await service.scan_instance(pool, client, guid, full=full, settings=settings)
+            o = await runner.scan_instance(pool, client, guid, full=full, settings=settings)
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     finally:
         await pool.close()

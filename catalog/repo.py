@@ -6,7 +6,7 @@ Rows become domain values only in :mod:`catalog.rows`. Leases and the run log li
 """
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
@@ -14,8 +14,7 @@ import asyncpg
 
 from catalog import rows
 from catalog.errors import CatalogError, Conflict, NotScanned, UnknownInstance, UnknownService
-from catalog.leases import (check_lease, finish_run, record_run, release_lease,  # noqa: F401 (re-export)
-                            try_acquire_lease)
+from catalog.leases import check_lease, finish_run, record_run, release_lease, try_acquire_lease  # noqa: F401 (re-export)
 from catalog.rows import InstanceRecord, Resolution, ScanState
 from catalog.scanresult import ScanResult, WalMode
 from recovery.model import ArchiveSnapshot, Backup, InstanceRef, Storage, WalRun, WindowEdge

@@ -9,9 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from catalog.scanresult import ScanIssue
-from recovery.lsn import Lsn
-from recovery.model import (Backup, BackupStatus, BackupType, InstanceRef, Layout, Storage, WalRun,
-                            WindowEdge)
+from recovery.model import Backup, BackupStatus, BackupType, InstanceRef, Layout, Storage, WalRun, WindowEdge
 from recovery.timeline import TimelineSwitch
 
 Row = Mapping[str, Any]

@@ -18,8 +18,17 @@ from recovery.target import Target, TargetKind
 from recovery.timeline import TimelinePath
 from recovery.wal import segment_name, valid_seg_size
 from recovery.windows import (
-    Cut, CutKind, Reach, Window, WalIndex, compute_windows, missing_reason, on_path, reach,
-    usable_backups, window_containing,
+    Cut,
+    CutKind,
+    Reach,
+    WalIndex,
+    Window,
+    compute_windows,
+    missing_reason,
+    on_path,
+    reach,
+    usable_backups,
+    window_containing,
 )
 
 Setting = tuple[str, object]   # (GUC name, datetime | Lsn | bool | int | str)

@@ -29,11 +29,10 @@ import asyncpg
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from backup_catalog.service import ScanOutcome, scan_instance
-from backup_catalog.settings import Settings
 from catalog import repo
 from catalog.errors import CatalogError, Conflict
 from catalog.rows import ScanState
+from scheduler.runner import ScanConfig, ScanOutcome, scan_instance
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +50,7 @@ def default_holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def lease_ttl(settings: Settings) -> float:
+def lease_ttl(settings: ScanConfig) -> float:
     """Longer than any scan may take (scans are bounded by ``scan_deadline_seconds``)."""
     return settings.scan_deadline_seconds + 60.0
 
@@ -67,7 +66,7 @@ def slot_for(now: datetime, interval_s: int) -> datetime:
     return EPOCH + timedelta(seconds=secs - secs % step)
 
 
-def full_due(state: ScanState, now: datetime, settings: Settings) -> bool:
+def full_due(state: ScanState, now: datetime, settings: ScanConfig) -> bool:
     """Is this scheduled run of an instance a full reconcile?"""
     if state.last_full_scan is None or settings.full_scan_every <= 1:
         return True
@@ -79,7 +78,7 @@ def _skipped(guid: str, code: str, message: str) -> ScanOutcome:
     return ScanOutcome(guid, False, code, message)
 
 
-async def scan_with_lease(pool: asyncpg.Pool, settings: Settings, client: Any, guid: str, holder: str, *,
+async def scan_with_lease(pool: asyncpg.Pool, settings: ScanConfig, client: Any, guid: str, holder: str, *,
                           job: str, slot: datetime, full: bool | None = None,
                           now: datetime | None = None) -> tuple[ScanOutcome, bool]:
     """Claim the slot, take the instance's lease, scan, record. Returns the outcome and whether the
@@ -124,7 +123,7 @@ async def _finish(pool: asyncpg.Pool, job: str, slot: datetime, guid: str, holde
             await repo.release_lease(pool, key, holder, token)
 
 
-async def run_once(pool: asyncpg.Pool, settings: Settings, client: Any, holder: str, *,
+async def run_once(pool: asyncpg.Pool, settings: ScanConfig, client: Any, holder: str, *,
                    now: datetime | None = None, on_done: OnDone | None = None,
                    concurrency: int = 4) -> list[ScanOutcome]:
     """One tick of ``scan_all``: every live instance, each under its lease; failures stay per instance."""
@@ -149,7 +148,7 @@ async def run_once(pool: asyncpg.Pool, settings: Settings, client: Any, holder: 
     return out
 
 
-def make_scheduler(job: Callable[[], Any], settings: Settings) -> AsyncIOScheduler:
+def make_scheduler(job: Callable[[], Any], settings: ScanConfig) -> AsyncIOScheduler:
     """An AsyncIOScheduler with ``scan_all`` every ``scan_interval_seconds`` (not yet started).
 
     The trigger starts on an interval boundary so ticks fall at the start of their slot; one tick

@@ -16,17 +16,15 @@ from catalog.scanresult import Conflict, ScanIssue, ScanResult, WalMode
 from recovery.errors import ParseError, PitrError
 from recovery.model import Backup, BackupStatus, BackupType, Layout, Storage, WalKind, WalObject, WalRun, WindowEdge
 from recovery.timeline import TimelineSwitch, parse_history
-from recovery.wal import DEFAULT_SEG_SIZE, parse_seg_size_from_page, segment_name
+from recovery.wal import DEFAULT_SEG_SIZE, merge_runs, parse_seg_size_from_page, segment_name
+from scheduler import edges as edge_mod
 from scheduler.layouts import barman as bm
 from scheduler.layouts import pgbackrest as pbr
-from scheduler.layouts import walg, wale
-from scheduler.layouts.common import ForeignObject, MetaObject, decompress
-from scheduler.layouts.common import UnknownLayout
+from scheduler.layouts import wale, walg
+from scheduler.layouts.common import ForeignObject, MetaObject, UnknownLayout, decompress
 from scheduler.layouts.detect import detect_layout, guess_walg_or_wale
 from scheduler.storage import NotFound, ObjectStore, StorageError
-from recovery.wal import merge_runs
 from scheduler.walscan import RunBuilder, RunTail
-from scheduler import edges as edge_mod
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,14 @@ from recovery.target import parse_time
 from recovery.wal import WalSegment, segment_name
 from tests.realarchives.plugin import RealArchive, fresh_archive
 from tests.support.fixtures import (
-    Row, commits, make_settings, on_path, register_and_scan, rows_until_lsn, rows_until_time, scan,
+    Row,
+    commits,
+    make_settings,
+    on_path,
+    register_and_scan,
+    rows_until_lsn,
+    rows_until_time,
+    scan,
 )
 
 pytestmark = pytest.mark.realtools

@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 from api.openapi import openapi_document
 from api.routes import OPERATIONS
 from tests.api.conftest import AS_BROKER, AS_OPERATOR, BROKER, OPERATOR, basic
-from tests.api.seed import A, B, OTHER_SPACE, SPACE, iso, seed_history
+from tests.api.seed import OTHER_SPACE, SPACE, A, B, iso, seed_history
 
 PROBLEM = "application/problem+json"
 CLONES = f"/spaces/{SPACE}/clones"
@@ -297,6 +297,7 @@ async def test_scan_route_errors(client: TestClient) -> None:
 async def test_healthz_reports_a_dead_pool(settings) -> None:
     import asyncpg as apg
     from aiohttp.test_utils import TestServer
+
     from api.app import create_app
 
     class DeadPool:
@@ -311,6 +312,7 @@ async def test_healthz_reports_a_dead_pool(settings) -> None:
 async def test_unexpected_errors_are_a_500_problem_without_internals(settings,
                                                                       caplog: pytest.LogCaptureFixture) -> None:
     from aiohttp.test_utils import TestServer
+
     from api.app import create_app
 
     class BrokenPool:

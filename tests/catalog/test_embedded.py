@@ -14,7 +14,6 @@ from catalog import embedded
 from catalog.errors import CatalogUnavailable
 
 
-
 def test_default_base_honours_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("BACKUP_CATALOG_HOME", str(tmp_path))
     assert embedded.default_base() == tmp_path / "pg"

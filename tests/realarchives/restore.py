@@ -18,7 +18,6 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Mapping
-from pathlib import Path
 
 from tests.realarchives.pg import PG_BIN, Cluster, ClusterError, as_postgres, make_postgres_dir
 from tests.realarchives.s3 import MotoEndpoint

@@ -15,7 +15,7 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-from tests.realarchives.pg import Cluster, Commit, as_postgres, make_postgres_dir
+from tests.realarchives.pg import Cluster, Commit, make_postgres_dir
 from tests.realarchives.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoEndpoint
 from tests.realarchives.tool_barman import TOOLS_BIN
 

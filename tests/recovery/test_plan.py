@@ -10,7 +10,16 @@ from recovery.plan import RecoveryPlan, plan_recovery
 from recovery.target import Target, make_target
 from recovery.windows import CutKind
 from tests.recovery.builders import (
-    NOW, at, backup_at, edge, forked_snapshot, holed_snapshot, lsn, make_backup, make_snapshot, run,
+    NOW,
+    at,
+    backup_at,
+    edge,
+    forked_snapshot,
+    holed_snapshot,
+    lsn,
+    make_backup,
+    make_snapshot,
+    run,
 )
 
 

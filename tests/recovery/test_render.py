@@ -144,8 +144,8 @@ def test_refusal_to_dict_is_json_with_windows_and_details() -> None:
 
 
 def test_window_to_dict() -> None:
-    from recovery.windows import compute_windows
     from recovery.timeline import TimelinePath
+    from recovery.windows import compute_windows
     snap = forked_snapshot()
     w = compute_windows(snap, TimelinePath.build(2, snap.histories[2]))[0]
     assert window_to_dict(w) == {"timeline_path": [1, 2], "from": "2026-01-01T12:01:00Z", "to": "2026-01-01T13:00:00Z",

@@ -7,8 +7,14 @@ from hypothesis import strategies as st
 from recovery.errors import BadWalName
 from recovery.lsn import Lsn
 from recovery.wal import (
-    WalSegment, history_name, history_timeline, is_segment_name, parse_seg_size_from_page, segment_name,
-    segs_per_xlogid, valid_seg_size,
+    WalSegment,
+    history_name,
+    history_timeline,
+    is_segment_name,
+    parse_seg_size_from_page,
+    segment_name,
+    segs_per_xlogid,
+    valid_seg_size,
 )
 
 SEG_SIZES = [1 << e for e in range(20, 31)]

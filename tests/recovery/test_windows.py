@@ -8,10 +8,30 @@ from recovery.lsn import Lsn
 from recovery.model import BackupStatus, BackupType, WalRun
 from recovery.timeline import TimelinePath
 from recovery.windows import (
-    CutKind, WalIndex, compute_windows, edge_segments, holes, on_path, reach, serve_end, usable_backups, walk,
+    CutKind,
+    WalIndex,
+    compute_windows,
+    edge_segments,
+    holes,
+    on_path,
+    reach,
+    serve_end,
+    usable_backups,
+    walk,
 )
 from tests.recovery.builders import (
-    S, SWITCH, at, backup_at, edge, forked_snapshot, holed_snapshot, lsn, make_backup, make_snapshot, run, switch,
+    SWITCH,
+    S,
+    at,
+    backup_at,
+    edge,
+    forked_snapshot,
+    holed_snapshot,
+    lsn,
+    make_backup,
+    make_snapshot,
+    run,
+    switch,
 )
 
 TL2 = TimelinePath.build(2, (switch(1, SWITCH),))

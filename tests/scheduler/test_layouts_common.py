@@ -10,12 +10,19 @@ import zstandard
 from hypothesis import given
 from hypothesis import strategies as st
 
-from recovery.errors import ParseError
+from recovery.errors import MetadataError, ParseError
 from recovery.model import WalKind
-from recovery.errors import MetadataError
 from scheduler.layouts.common import (
-    DecompressError, ForeignObject, MetaObject, Unsupported, decode_text, decompress, is_encrypted,
-    split_suffix, unsafe_key_reason, wal_object,
+    DecompressError,
+    ForeignObject,
+    MetaObject,
+    Unsupported,
+    decode_text,
+    decompress,
+    is_encrypted,
+    split_suffix,
+    unsafe_key_reason,
+    wal_object,
 )
 
 SEG = 16 * 1024 * 1024

@@ -7,11 +7,11 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from backup_catalog import service
 from backup_catalog.s3 import s3_client
 from backup_catalog.settings import Settings
 from catalog import repo
 from recovery.model import InstanceRef, Storage
+from scheduler import runner
 from tests.support.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.realtools
@@ -33,7 +33,7 @@ async def _golden(pool: Any, arch: Any, s3_endpoint: Any, dsn: str) -> Any:
     await repo.register_instance(pool, InstanceRef("g-gold", "sp", "gold"), Storage(arch.bucket, arch.prefix))
     st = _settings(s3_endpoint.url, dsn)
     async with s3_client(st) as c:
-        assert (await service.scan_instance(pool, c, "g-gold", full=True, settings=st)).ok
+        assert (await runner.scan_instance(pool, c, "g-gold", full=True, settings=st)).ok
     return await repo.load_snapshot(pool, "g-gold")
 
 
@@ -47,7 +47,7 @@ async def test_transient_errors_are_retried_and_catalog_equals_golden(tool: str,
     st = _settings(proxy.url, catalog_dsn, s3_max_attempts=4)
     await repo.register_instance(pool, InstanceRef("g-flaky", "sp", "flaky"), Storage(arch.bucket, arch.prefix))
     async with s3_client(st) as c:
-        o = await service.scan_instance(pool, c, "g-flaky", full=True, settings=st)
+        o = await runner.scan_instance(pool, c, "g-flaky", full=True, settings=st)
     assert o.ok, o.message
     assert proxy.injected > 0
     snap = await repo.load_snapshot(pool, "g-flaky")
@@ -66,7 +66,7 @@ async def test_sustained_outage_fails_within_deadline_and_keeps_catalog(pool: An
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     async with s3_client(st) as c:
-        o = await service.scan_instance(pool, c, "g-gold", full=True, settings=st)
+        o = await runner.scan_instance(pool, c, "g-gold", full=True, settings=st)
     assert loop.time() - t0 < 10 + 2
     assert not o.ok and o.code == "storage_unavailable"
     assert "sentinel-SECRET-456" not in o.message and "sentinel-AKID-123" not in o.message
@@ -75,7 +75,7 @@ async def test_sustained_outage_fails_within_deadline_and_keeps_catalog(pool: An
     assert state.stale_since is not None
     proxy.down = False
     async with s3_client(st) as c:
-        assert (await service.scan_instance(pool, c, "g-gold", full=True, settings=st)).ok
+        assert (await runner.scan_instance(pool, c, "g-gold", full=True, settings=st)).ok
     assert (await repo.load_scan_state(pool, "g-gold")).stale_since is None
 
 
@@ -87,7 +87,7 @@ async def test_truncated_metadata_body_is_retried_never_parsed(pool: Any, proxy:
     st = _settings(proxy.url, catalog_dsn)
     await repo.register_instance(pool, InstanceRef("g-trunc", "sp", "trunc"), Storage(arch.bucket, arch.prefix))
     async with s3_client(st) as c:
-        o = await service.scan_instance(pool, c, "g-trunc", full=True, settings=st)
+        o = await runner.scan_instance(pool, c, "g-trunc", full=True, settings=st)
     assert o.ok, o.message
     assert proxy.truncate_times == 0, "the truncation was injected"
     snap = await repo.load_snapshot(pool, "g-trunc")

@@ -1,19 +1,19 @@
 """The scanner against archives written by the real tools, in moto server S3, into a real catalog."""
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import pytest_asyncio
 
-from backup_catalog import service, views
+from backup_catalog import views
 from backup_catalog.s3 import s3_client
 from backup_catalog.settings import Settings
 from catalog import repo
 from recovery.model import BackupStatus, InstanceRef, Storage
 from recovery.wal import WalSegment
+from scheduler import runner
 from tests.realarchives.plugin import fresh_archive
 
 pytestmark = pytest.mark.realtools
@@ -75,7 +75,7 @@ async def test_wal_coverage_equals_segment_objects(tool: str, pool: Any, client:
                                                    real_archives: Any) -> None:
     arch = real_archives[tool]
     await _register(pool, arch, f"g-{tool}")
-    o = await service.scan_instance(pool, client, f"g-{tool}", full=False, settings=settings)
+    o = await runner.scan_instance(pool, client, f"g-{tool}", full=False, settings=settings)
     assert o.ok, o.message
     snap = await repo.load_snapshot(pool, f"g-{tool}")
     assert _covered(snap.runs) == _segment_names(arch.keys)
@@ -88,7 +88,7 @@ async def test_pgbackrest_backups_match_pgbackrest_info(pool: Any, client: Any, 
                                                         real_archives: Any) -> None:
     arch = real_archives["pgbackrest"]
     await _register(pool, arch, "g-pb", "production")
-    assert (await service.scan_instance(pool, client, "g-pb", full=False, settings=settings)).ok
+    assert (await runner.scan_instance(pool, client, "g-pb", full=False, settings=settings)).ok
     doc = await views.backups_doc(pool, "space-1", "production")
     ours = {b["label"]: b for b in doc["instances"][0]["backups"]}
     theirs = {b["label"]: b for stanza in arch.truth["backups"] for b in stanza["backup"]}
@@ -112,7 +112,7 @@ async def test_barman_backups_match_barman_cloud_backup_list(pool: Any, client: 
                                                              real_archives: Any) -> None:
     arch = real_archives["barman"]
     await _register(pool, arch, "g-bm", "production")
-    assert (await service.scan_instance(pool, client, "g-bm", full=False, settings=settings)).ok
+    assert (await runner.scan_instance(pool, client, "g-bm", full=False, settings=settings)).ok
     doc = await views.backups_doc(pool, "space-1", "production")
     ours = {b["label"]: b for b in doc["instances"][0]["backups"]}
     theirs = {b["backup_id"]: b for b in arch.truth["backups"]["backups_list"]}
@@ -128,12 +128,12 @@ async def test_incremental_rescan_is_o1_and_full_notices_deletion(pool: Any, s3_
                                                                    settings: Settings) -> None:
     arch = fresh_archive(s3_endpoint, "pgbackrest")
     await _register(pool, arch, "g-del")
-    assert (await service.scan_instance(pool, client, "g-del", full=False, settings=settings)).ok
+    assert (await runner.scan_instance(pool, client, "g-del", full=False, settings=settings)).ok
     before = await repo.load_snapshot(pool, "g-del")
 
     counter = RequestCounter(client)
     for _ in range(2):
-        o = await service.scan_instance(pool, client, "g-del", full=False, settings=settings)
+        o = await runner.scan_instance(pool, client, "g-del", full=False, settings=settings)
         assert o.ok
     assert len(counter.ops) <= 2 * 3, counter.ops        # ≤ 3 requests per incremental scan, nothing new
     assert "GetObject" not in counter.ops                  # nothing re-read
@@ -148,12 +148,12 @@ async def test_incremental_rescan_is_o1_and_full_notices_deletion(pool: Any, s3_
     gone = WalSegment.from_name(victim.rsplit("/", 1)[-1][:24])
 
     counter.ops.clear()
-    assert (await service.scan_instance(pool, client, "g-del", full=False, settings=settings)).ok
+    assert (await runner.scan_instance(pool, client, "g-del", full=False, settings=settings)).ok
     assert counter.ops.count("ListObjectsV2") <= 3 and "GetObject" not in counter.ops
     assert _covered((await repo.load_snapshot(pool, "g-del")).runs) == _covered(before.runs), \
         "an incremental scan does not re-list what it saw, so it cannot notice the deletion"
 
-    assert (await service.scan_instance(pool, client, "g-del", full=True, settings=settings)).ok
+    assert (await runner.scan_instance(pool, client, "g-del", full=True, settings=settings)).ok
     after = await repo.load_snapshot(pool, "g-del")
     assert _covered(before.runs) - _covered(after.runs) == {(gone.timeline, gone.segno)}
     doc = await views.backups_doc(pool, "space-1", "pgbackrest")
@@ -165,7 +165,7 @@ async def test_new_segments_picked_up_incrementally(pool: Any, s3_endpoint: Any,
                                                     settings: Settings) -> None:
     arch = fresh_archive(s3_endpoint, "barman")
     await _register(pool, arch, "g-new")
-    assert (await service.scan_instance(pool, client, "g-new", full=False, settings=settings)).ok
+    assert (await runner.scan_instance(pool, client, "g-new", full=False, settings=settings)).ok
     before = await repo.load_snapshot(pool, "g-new")
     last = max((r for r in before.runs if r.timeline == 2), key=lambda r: r.last)
     s3 = s3_endpoint.client()
@@ -175,7 +175,7 @@ async def test_new_segments_picked_up_incrementally(pool: Any, s3_endpoint: Any,
         new = WalSegment(2, last.last + n).name
         s3.put_object(Bucket=arch.bucket, Key=f"{arch.prefix}/main/wals/{new[:16]}/{new}.gz", Body=body)
     counter = RequestCounter(client)
-    assert (await service.scan_instance(pool, client, "g-new", full=False, settings=settings)).ok
+    assert (await runner.scan_instance(pool, client, "g-new", full=False, settings=settings)).ok
     after = await repo.load_snapshot(pool, "g-new")
     assert _covered(after.runs) - _covered(before.runs) == {(2, last.last + 1), (2, last.last + 2)}
     assert counter.ops.count("ListObjectsV2") <= 3
@@ -188,7 +188,7 @@ async def test_foreign_objects_are_counted_not_fatal(pool: Any, s3_endpoint: Any
     s3.put_object(Bucket=arch.bucket, Key=f"{arch.prefix}/wal_005/README.txt", Body=b"hello")
     s3.put_object(Bucket=arch.bucket, Key=f"{arch.prefix}/wal_005/000000010000000000000001.exe", Body=b"x")
     await _register(pool, arch, "g-foreign")
-    o = await service.scan_instance(pool, client, "g-foreign", full=False, settings=settings)
+    o = await runner.scan_instance(pool, client, "g-foreign", full=False, settings=settings)
     assert o.ok and o.unknown_objects == 2
     state = await repo.load_scan_state(pool, "g-foreign")
     assert state.unknown_objects == 2
@@ -200,12 +200,12 @@ async def test_garbage_sentinel_is_a_failed_backup_and_keeps_the_rest(pool: Any,
                                                                       settings: Settings) -> None:
     arch = fresh_archive(s3_endpoint, "walg")
     await _register(pool, arch, "g-garbage")
-    assert (await service.scan_instance(pool, client, "g-garbage", full=False, settings=settings)).ok
+    assert (await runner.scan_instance(pool, client, "g-garbage", full=False, settings=settings)).ok
     good = await repo.load_snapshot(pool, "g-garbage")
     s3 = s3_endpoint.client()
     sentinel = sorted(k for k in arch.keys if k.endswith("_backup_stop_sentinel.json"))[0]
     s3.put_object(Bucket=arch.bucket, Key=sentinel, Body=b'{"LSN": 12, "FinishLSN": ')   # truncated JSON
-    assert (await service.scan_instance(pool, client, "g-garbage", full=True, settings=settings)).ok
+    assert (await runner.scan_instance(pool, client, "g-garbage", full=True, settings=settings)).ok
     snap = await repo.load_snapshot(pool, "g-garbage")
     label = sentinel.rsplit("/", 1)[-1].removesuffix("_backup_stop_sentinel.json")
     broken = next(b for b in snap.backups if b.label == label)
@@ -224,13 +224,13 @@ async def test_truncated_backup_info_falls_back_to_copy_then_refuses(pool: Any, 
     key = f"{arch.prefix}/backup/main/backup.info"
     body = s3.get_object(Bucket=arch.bucket, Key=key)["Body"].read()
     s3.put_object(Bucket=arch.bucket, Key=key, Body=body[: len(body) // 2])
-    assert (await service.scan_instance(pool, client, "g-trunc", full=False, settings=settings)).ok
+    assert (await runner.scan_instance(pool, client, "g-trunc", full=False, settings=settings)).ok
     snap = await repo.load_snapshot(pool, "g-trunc")
     assert len(snap.backups) == 3 and not snap.integrity_errors       # .copy was used
     state = await repo.load_scan_state(pool, "g-trunc")
     assert any(i.code == "integrity_warning" for i in state.issues)
     s3.put_object(Bucket=arch.bucket, Key=key + ".copy", Body=body[:100])
-    assert (await service.scan_instance(pool, client, "g-trunc", full=True, settings=settings)).ok
+    assert (await runner.scan_instance(pool, client, "g-trunc", full=True, settings=settings)).ok
     snap = await repo.load_snapshot(pool, "g-trunc")
     assert snap.integrity_errors, "both info files unusable: the stanza must be marked invalid"
 
@@ -240,20 +240,20 @@ async def test_unknown_prefix_and_unreachable_endpoint_keep_catalog(pool: Any, c
                                                                     catalog_dsn: str) -> None:
     arch = real_archives["barman"]
     await _register(pool, arch, "g-ok")
-    assert (await service.scan_instance(pool, client, "g-ok", full=False, settings=settings)).ok
+    assert (await runner.scan_instance(pool, client, "g-ok", full=False, settings=settings)).ok
     good = await repo.load_snapshot(pool, "g-ok")
     await repo.register_instance(pool, InstanceRef("g-nowhere", "space-1", "nowhere"),
                                  Storage(arch.bucket, "no/such/prefix", "auto", None))
-    o = await service.scan_instance(pool, client, "g-nowhere", full=False, settings=settings)
+    o = await runner.scan_instance(pool, client, "g-nowhere", full=False, settings=settings)
     assert not o.ok and o.code == "empty_prefix" and "prefix" in o.message
 
     dead = Settings(s3_endpoint_url="http://127.0.0.1:9", aws_access_key_id="x", aws_secret_access_key="x",
                     catalog_dsn=catalog_dsn, s3_max_attempts=1, s3_connect_timeout_seconds=1)
     async with s3_client(dead) as bad:
-        o = await service.scan_instance(pool, bad, "g-ok", full=True, settings=dead)
+        o = await runner.scan_instance(pool, bad, "g-ok", full=True, settings=dead)
     assert not o.ok and o.code == "storage_unavailable"
     assert await repo.load_snapshot(pool, "g-ok") == good
     state = await repo.load_scan_state(pool, "g-ok")
     assert state.stale_since is not None and state.last_error_code == "storage_unavailable"
-    assert (await service.scan_instance(pool, client, "g-ok", full=False, settings=settings)).ok
+    assert (await runner.scan_instance(pool, client, "g-ok", full=False, settings=settings)).ok
     assert (await repo.load_scan_state(pool, "g-ok")).stale_since is None

@@ -14,11 +14,11 @@ from typing import Any
 import asyncpg
 from pydantic import SecretStr
 
-from backup_catalog import service
 from backup_catalog.settings import Settings
 from catalog import repo
 from recovery.lsn import Lsn
 from recovery.model import InstanceRef, Storage
+from scheduler import runner
 
 Row = tuple[int, int]   # (id, tl) of the ``ticks`` table
 
@@ -43,7 +43,7 @@ async def register_and_scan(pool: asyncpg.Pool, client: Any, settings: Settings,
 
 
 async def scan(pool: asyncpg.Pool, client: Any, settings: Settings, guid: str, *, full: bool) -> None:
-    outcome = await service.scan_instance(pool, client, guid, full=full, settings=settings)
+    outcome = await runner.scan_instance(pool, client, guid, full=full, settings=settings)
     assert outcome.ok, f"scan of {guid} failed: {outcome.code}: {outcome.message}"
 
 

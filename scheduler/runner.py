@@ -1,0 +1,80 @@
+"""Scan one instance and store the result: the unit of work of the CLI, the API and the scheduler jobs."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import asyncpg
+
+from catalog import repo
+from catalog.errors import NotScanned
+from recovery.model import Layout
+from scheduler.scan import Previous, ScanFailed, scan_archive
+from scheduler.storage import S3Store
+
+log = logging.getLogger(__name__)
+
+
+class ScanConfig(Protocol):
+    """The settings a scan needs (``backup_catalog.settings.Settings`` provides them)."""
+
+    scan_lookback_segments: int
+    scan_deadline_seconds: float
+    scan_interval_seconds: int
+    full_scan_every: int
+
+
+@dataclass(frozen=True, slots=True)
+class ScanOutcome:
+    instance_guid: str
+    ok: bool
+    code: str | None
+    message: str
+    backups: int = 0
+    wal_runs: int = 0
+    unknown_objects: int = 0
+    issues: int = 0
+    requests: int = 0
+    seconds: float = 0.0
+
+
+async def previous_of(pool: asyncpg.Pool, guid: str, rec: Any, *, full: bool) -> Previous:
+    state = await repo.load_scan_state(pool, guid)
+    try:
+        snap = await repo.load_snapshot(pool, guid)
+    except NotScanned:
+        return Previous(stanza=rec.stanza, cursors=dict(state.cursors or {}) if not full else {})
+    return Previous(layout=Layout(rec.detected_layout) if rec.detected_layout else None, stanza=rec.stanza,
+                    seg_size=rec.seg_size, backups=tuple(snap.backups), runs=tuple(snap.runs),
+                    histories=frozenset(snap.histories), edges=tuple(snap.edges),
+                    cursors=dict(state.cursors or {}) if state else {})
+
+
+async def scan_instance(pool: asyncpg.Pool, client: Any, guid: str, *, full: bool, settings: ScanConfig,
+                        expected_generation: int | None = None) -> ScanOutcome:
+    """Scan one instance and store the result in one transaction; on failure keep the previous generation."""
+    t0 = asyncio.get_running_loop().time()
+    rec = await repo.get_instance(pool, guid)
+    store = S3Store(client, rec.storage.bucket)
+    try:
+        prev = await previous_of(pool, guid, rec, full=full)
+        result = await asyncio.wait_for(
+            scan_archive(store, rec.storage, prev, full=full, lookback=settings.scan_lookback_segments),
+            timeout=settings.scan_deadline_seconds)
+    except ScanFailed as e:
+        await repo.record_scan_failure(pool, guid, e.code, str(e))
+        return ScanOutcome(guid, False, e.code, str(e), requests=store.requests,
+                           seconds=asyncio.get_running_loop().time() - t0)
+    except asyncio.TimeoutError:
+        msg = f"scan did not finish within {settings.scan_deadline_seconds:.0f} s (storage too slow or unavailable)"
+        await repo.record_scan_failure(pool, guid, "storage_unavailable", msg)
+        return ScanOutcome(guid, False, "storage_unavailable", msg, requests=store.requests,
+                           seconds=asyncio.get_running_loop().time() - t0)
+    await repo.save_scan(pool, guid, result, expected_generation=expected_generation)
+    return ScanOutcome(guid, True, None, "ok", backups=len(result.backups or ()), wal_runs=len(result.wal_runs),
+                       unknown_objects=result.unknown_objects, issues=len(result.issues), requests=store.requests,
+                       seconds=asyncio.get_running_loop().time() - t0)
+
+
