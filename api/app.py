@@ -74,10 +74,13 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None, s3: Any 
             await asyncio.shield(run)   # scheduler shutdown cancels the tick, not the scans
 
         sched = jobs.make_scheduler(tick, settings)
+        cc = _add_cf_sync(app, sched, settings)
         app[keys.SCHEDULER] = sched
         sched.start()
         yield
         sched.shutdown(wait=False)
+        if cc is not None:
+            await cc.close()
 
     async def scans_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
@@ -89,6 +92,37 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None, s3: Any 
     if start_scheduler:
         app.cleanup_ctx.append(scheduler_ctx)
     return app
+
+
+def _add_cf_sync(app: web.Application, sched: Any, settings: Settings) -> Any:
+    """Cloud Foundry name sync (discovery mode) as a second job, one replica at a time (lease ``cf-sync``)."""
+    if not (settings.cf_api_url and settings.cf_discovery_bucket):
+        return None
+    from datetime import datetime, timedelta, timezone
+
+    from backup_catalog import cfsync
+    from catalog import repo
+
+    cc = cfsync.CloudController.from_settings(settings)
+    bucket, root = settings.cf_discovery_bucket, settings.cf_discovery_root
+
+    async def cf_tick() -> None:
+        pool, holder = app[keys.POOL], app[keys.HOLDER]
+        token = await repo.try_acquire_lease(pool, "cf-sync", holder, settings.cf_sync_interval_seconds + 60.0)
+        if token is None:
+            return
+        try:
+            report = await cfsync.sync_once(pool, settings, app[keys.S3], bucket, root, cc=cc)
+            log.info("cf name sync: %s", report)
+        except Exception:   # a failing Cloud Controller must never stop the scheduler; names are kept
+            log.exception("cf name sync failed")
+        finally:
+            await repo.release_lease(pool, "cf-sync", holder, token)
+
+    sched.add_job(cf_tick, "interval", seconds=max(1, settings.cf_sync_interval_seconds), id="cf_sync",
+                  name="Cloud Foundry name sync", max_instances=1, coalesce=True,
+                  next_run_time=datetime.now(timezone.utc) + timedelta(seconds=1))
+    return cc
 
 
 async def drain_scans(tasks: set[asyncio.Task[Any]], grace: float) -> None:

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     cf_api_url: str | None = None
     cf_client_id: str | None = None
     cf_client_secret: SecretStr | None = None
+    cf_discovery_bucket: str | None = None     # name sync: instances live under s3://bucket/root/<guid>/
+    cf_discovery_root: str = ""
+    cf_sync_interval_seconds: int = 300
     coverage_warning_rpo_seconds: int = 15 * 60
     coverage_critical_rpo_seconds: int = 60 * 60
     coverage_warning_backup_age_seconds: int = 26 * 3600

@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 import pytest
 import pytest_asyncio
+from pydantic import SecretStr
 
 from backup_catalog import cfsync
 from backup_catalog.cfsync import CloudController, CloudControllerError, discover, sync_once
@@ -229,3 +230,33 @@ async def test_cc_outage_retried_and_no_names_lost(pool: asyncpg.Pool, settings:
     assert [c.guid for c in rep.renamed] == [G1] and [c.guid for c in rep.deleted] == [G2] and rep.ok
     assert (await repo.resolve_name(pool, SPACE, "orders-2", datetime.now(UTC) - timedelta(milliseconds=500)))\
         .record.guid == G1
+
+
+async def test_service_scheduler_runs_name_sync(pool: asyncpg.Pool, settings: Settings, s3: Any, moto: MotoEndpoint,
+                                                root: str, ccd: CloudControllerDouble, catalog_dsn: str) -> None:
+    """`backup-catalog serve`'s scheduler discovers new GUIDs and names them from the Cloud Controller."""
+    from aiohttp.test_utils import TestServer
+
+    from api.app import create_app
+
+    put(moto, root, G3)
+    ccd.add(G3, "billing", SPACE)
+    served = settings.model_copy(update={"cf_api_url": ccd.url, "cf_client_id": ccd.client_id,
+                                         "cf_client_secret": SecretStr(ccd.client_secret),
+                                         "cf_discovery_bucket": BUCKET, "cf_discovery_root": root,
+                                         "cf_sync_interval_seconds": 3600, "scan_interval_seconds": 3600})
+    server = TestServer(create_app(served, pool=pool, s3=s3))
+    await server.start_server()
+    try:
+        for _ in range(100):
+            try:
+                rec = await repo.get_instance(pool, G3)
+                break
+            except Exception:
+                await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the scheduled name sync never registered the discovered instance")
+    finally:
+        await server.close()
+    assert (rec.ref.name, rec.ref.space_guid) == ("billing", SPACE)
+    assert await pool.fetchval("SELECT count(*) FROM scan_leases WHERE key = 'cf-sync'") == 1
