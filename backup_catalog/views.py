@@ -1,6 +1,7 @@
 """Documents of the JSON contracts (backups, plan) built from the catalog, shared by CLI and HTTP API."""
 from __future__ import annotations
 
+from collections import OrderedDict
 from datetime import datetime, timezone
 from typing import Any
 
@@ -37,6 +38,38 @@ def backup_to_dict(b: Backup) -> dict[str, Any]:
             **({"error": b.error} if b.error else {})}
 
 
+_SNAPSHOTS: OrderedDict[str, tuple[object, ArchiveSnapshot, list[Window] | None]] = OrderedDict()
+_SNAPSHOT_CACHE_SIZE = 4096
+
+
+async def snapshot_of(pool: asyncpg.Pool, guid: str) -> ArchiveSnapshot:
+    """The instance's snapshot, cached per process until a scan stores a new generation.
+
+    Only ``save_scan`` changes what a snapshot holds, and it changes the snapshot version: one cheap
+    query replaces the snapshot's several (a stale hit is impossible; a race only causes a reload).
+    """
+    gen = await repo.snapshot_version(pool, guid)
+    hit = _SNAPSHOTS.get(guid)
+    if hit is not None and hit[0] == gen:
+        _SNAPSHOTS.move_to_end(guid)
+        return hit[1]
+    snap = await repo.load_snapshot(pool, guid)
+    _SNAPSHOTS[guid] = (gen, snap, None)
+    while len(_SNAPSHOTS) > _SNAPSHOT_CACHE_SIZE:
+        _SNAPSHOTS.popitem(last=False)
+    return snap
+
+
+def windows_of(guid: str, snap: ArchiveSnapshot) -> list[Window]:
+    """All windows of a snapshot obtained from :func:`snapshot_of`, computed once per generation."""
+    hit = _SNAPSHOTS.get(guid)
+    if hit is not None and hit[1] is snap:
+        if hit[2] is None:
+            _SNAPSHOTS[guid] = (hit[0], snap, all_windows(snap))
+        return _SNAPSHOTS[guid][2] or []
+    return all_windows(snap)
+
+
 def all_paths(snap: ArchiveSnapshot) -> list[TimelinePath]:
     tlis = {r.timeline for r in snap.runs} | set(snap.histories) | {b.timeline for b in snap.backups if b.timeline}
     paths = []
@@ -65,7 +98,7 @@ def scan_to_dict(state: ScanState | None) -> dict[str, Any]:
 async def instance_doc(pool: asyncpg.Pool, rec: InstanceRecord) -> dict[str, Any]:
     state = await repo.load_scan_state(pool, rec.guid)
     try:
-        snap = await repo.load_snapshot(pool, rec.guid)
+        snap = await snapshot_of(pool, rec.guid)
     except NotScanned:
         snap = ArchiveSnapshot(layout=None, seg_size=DEFAULT_SEG_SIZE, backups=(), runs=())  # type: ignore[arg-type]
     S = snap.seg_size
@@ -78,7 +111,7 @@ async def instance_doc(pool: asyncpg.Pool, rec: InstanceRecord) -> dict[str, Any
         "holes": [{"timeline": t, "first_missing": segment_name(t, a, S), "last_missing": segment_name(t, b, S)}
                   for t, a, b in holes(snap.runs)],
         "conflicts": [{"timeline": t, "segment": segment_name(t, n, S)} for t, n in snap.conflicts],
-        "windows": [jsonout.window_to_dict(w) for w in all_windows(snap)],
+        "windows": [jsonout.window_to_dict(w) for w in windows_of(rec.guid, snap)],
         "scan": scan_to_dict(state),
     }
 
@@ -142,7 +175,7 @@ async def plan_doc(pool: asyncpg.Pool, settings: Settings, space: str, body: dic
     at = target.time if target.kind is TargetKind.TIME else None
     res = await repo.resolve_name(pool, space, name, at)
     rec = res.record
-    snap = await repo.load_snapshot(pool, rec.guid)
+    snap = await snapshot_of(pool, rec.guid)
     pg_version = body.get("pg-version") or _major(rec.pg_version or snap.pg_version) or 15
     plan = plan_recovery(snap, target, now=now or datetime.now(timezone.utc), pg_version=pg_version)
     layout = rec.layout or snap.layout

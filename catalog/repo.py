@@ -369,6 +369,13 @@ async def wal_conflicts(db: Db, guid: str) -> tuple[rows.WalConflictRow, ...]:
     return tuple(rows.row_to_conflict(r) for r in recs)
 
 
+async def snapshot_version(db: Db, guid: str) -> tuple[int, datetime | None]:
+    """What identifies the instance's stored scan: (generation, last scan time); both change with every
+    ``save_scan``, and the time also tells apart a catalog rebuilt from scratch (generation restarting)."""
+    row = await db.fetchrow("SELECT generation, last_scan FROM scan_state WHERE instance_guid = $1", guid)
+    return (int(row["generation"]), row["last_scan"]) if row else (0, None)
+
+
 async def load_snapshot(db: Db, guid: str) -> ArchiveSnapshot:
     """Everything the planner needs about one instance, read in one repeatable-read snapshot.
     :raises NotScanned: the archive layout is unknown (never scanned, requested ``auto``).

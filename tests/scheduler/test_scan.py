@@ -139,6 +139,9 @@ async def test_incremental_rescan_is_o1_and_full_notices_deletion(pool: Any, s3_
     assert "GetObject" not in counter.ops                  # nothing re-read
     assert (await repo.load_snapshot(pool, "g-del")).runs == before.runs   # scanning twice changes nothing
 
+    # the document is served from the per-process snapshot cache: it must follow the next stored scan
+    assert (await views.backups_doc(pool, "space-1", "pgbackrest"))["instances"][0]["holes"] == []
+
     # delete one segment in the middle of timeline 1
     s3 = s3_endpoint.client()
     seg_keys = sorted(k for k in arch.keys if "/0000000100000000/00000001000000000000000" in k
