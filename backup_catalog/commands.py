@@ -27,8 +27,9 @@ def _print_json(doc: Any) -> None:
 
 
 async def cmd_db_init(args: argparse.Namespace, settings: Settings) -> int:
-    pool = await service.open_catalog(settings)
-    await pool.close()
+    async def nothing(pool: Any) -> None:
+        return None
+    await _on_catalog(settings, nothing)
     print("catalog schema is up to date")
     return 0
 
@@ -99,42 +100,39 @@ async def cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if all(o.ok for o in outcomes) else 1
 
 
-async def cmd_backups(args: argparse.Namespace, settings: Settings) -> int:
+async def _on_catalog(settings: Settings, work: Callable[[Any], Awaitable[Any]]) -> Any:
+    """Run ``work(pool)`` on the catalog and close the pool whatever happens."""
     pool = await service.open_catalog(settings)
     try:
-        doc = await views.backups_doc(pool, args.space, args.name)
+        return await work(pool)
     finally:
         await pool.close()
+
+
+def _show(args: argparse.Namespace, doc: dict[str, Any], pretty: Callable[[dict[str, Any], Console], None]) -> int:
     if args.json:
         _print_json(doc)
     else:
-        views.print_backups(doc, out)
+        pretty(doc, out)
     return 0
+
+
+async def cmd_backups(args: argparse.Namespace, settings: Settings) -> int:
+    doc = await _on_catalog(settings, lambda pool: views.backups_doc(pool, args.space, args.name))
+    return _show(args, doc, views.print_backups)
 
 
 async def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
-    pool = await service.open_catalog(settings)
-    try:
-        doc = await views.plan_doc(pool, settings, args.space, {
-            "clone-from": args.clone_from, "point-in-time": args.point_in_time, "lsn": args.lsn,
+    body = {"clone-from": args.clone_from, "point-in-time": args.point_in_time, "lsn": args.lsn,
             "latest": args.latest, "immediate": args.immediate, "timeline": args.timeline,
-            "exclusive": args.exclusive, "pg-version": args.pg_version})
-    finally:
-        await pool.close()
-    if args.json:
-        _print_json(doc)
-    else:
-        views.print_plan(doc, out)
-    return 0
+            "exclusive": args.exclusive, "pg-version": args.pg_version}
+    doc = await _on_catalog(settings, lambda pool: views.plan_doc(pool, settings, args.space, body))
+    return _show(args, doc, views.print_plan)
 
 
 async def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     from backup_catalog import report
-    pool = await service.open_catalog(settings)
-    try:
-        rows = await report.coverage(pool, settings)
-    finally:
-        await pool.close()
+    rows = await _on_catalog(settings, lambda pool: report.coverage(pool, settings))
     if args.json:
         _print_json({"instances": rows})
     elif args.csv:

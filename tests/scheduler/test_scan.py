@@ -15,19 +15,15 @@ from recovery.model import BackupStatus, InstanceRef, Storage
 from recovery.wal import WalSegment
 from scheduler import runner
 from tests.realarchives.plugin import fresh_archive
+from tests.support.fixtures import make_settings
 
 pytestmark = pytest.mark.realtools
 SEG_EXT = (".gz", ".lz4", ".lzo", ".zst", ".bz2", ".xz", "")
 
 
-def _settings(s3_endpoint: Any, catalog_dsn: str, **kw: Any) -> Settings:
-    return Settings(s3_endpoint_url=s3_endpoint.url, aws_access_key_id="x", aws_secret_access_key="x",
-                    catalog_dsn=catalog_dsn, s3_max_attempts=2, **kw)
-
-
 @pytest.fixture
 def settings(s3_endpoint: Any, catalog_dsn: str) -> Settings:
-    return _settings(s3_endpoint, catalog_dsn)
+    return make_settings(s3_endpoint, catalog_dsn)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
