@@ -172,6 +172,9 @@ class PlanSource(_Response):
     space_guid: str
     name: str
     deleted_at: str | None
+    layout: str | None = None
+    resolution: str | None = None
+    resolution_rule: Literal["held_at_time", "most_recent_holder", "current_holder"] | None = None
 
 
 class PlanTarget(_Response):

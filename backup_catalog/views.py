@@ -185,7 +185,7 @@ async def plan_doc(pool: asyncpg.Pool, settings: Settings, space: str, body: dic
     doc = plan_to_dict(plan, files, cmd)
     return {"source": {"instance_guid": rec.guid, "space_guid": rec.ref.space_guid, "name": rec.ref.name,
                        "deleted_at": iso(rec.ref.deleted_at), "layout": layout.value if layout else None,
-                       "resolution": res.reason}, **doc}
+                       "resolution": res.reason, "resolution_rule": res.rule}, **doc}
 
 
 def _major(v: int | None) -> int | None:
