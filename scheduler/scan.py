@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from typing import TypeVar
 
 from catalog.scanresult import Conflict, ScanIssue, ScanResult, WalMode
 from recovery.errors import ParseError, PitrError
@@ -23,10 +24,11 @@ from scheduler.layouts import pgbackrest as pbr
 from scheduler.layouts import wale, walg
 from scheduler.layouts.common import ForeignObject, MetaObject, UnknownLayout, decompress
 from scheduler.layouts.detect import detect_layout, guess_walg_or_wale
-from scheduler.storage import NotFound, ObjectStore, StorageError
+from scheduler.storage import NotFound, ObjectInfo, ObjectStore, StorageError
 from scheduler.walscan import RunBuilder, RunTail
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class ScanFailed(PitrError):
@@ -312,34 +314,33 @@ async def _scan_barman(store: ObjectStore, storage: Storage, previous: Previous,
     base = f"{sdir}base/"
     blist = await store.list_dir(base)
     prev = {b.label: b for b in previous.backups}
-    backups: list[Backup] = []
-    seg_size = previous.seg_size
-    pg_version = system_id = None
-    for p in blist.prefixes:
+    seg_size = previous.seg_size or next((b.seg_size for b in previous.backups if b.seg_size), None)
+
+    async def read_info(p: str) -> Backup:
         bid = p[len(base):].rstrip("/")
         old = prev.get(bid)
         if old is not None and not full and old.status is not BackupStatus.RUNNING:
-            backups.append(old)
-            continue
+            return old       # DONE/FAILED backup.info files are final
         try:
             text = (await store.read(p + "backup.info")).decode("utf-8", "replace")
-            b = bm.parse_backup_info(text, bid, p + "backup.info")
+            return bm.parse_backup_info(text, bid, p + "backup.info")
         except NotFound:
-            b = Backup(label=bid, type=BackupType.FULL, status=BackupStatus.RUNNING, timeline=None, start_lsn=None,
-                       stop_lsn=None, start_time=None, stop_time=None, error="no backup.info: in progress or crashed")
+            return Backup(label=bid, type=BackupType.FULL, status=BackupStatus.RUNNING, timeline=None, start_lsn=None,
+                          stop_lsn=None, start_time=None, stop_time=None, error="no backup.info: in progress or crashed")
         except ParseError as e:
             acc.issue("metadata_error", p + "backup.info", str(e))
-            b = Backup(label=bid, type=BackupType.FULL, status=BackupStatus.FAILED, timeline=None, start_lsn=None,
-                       stop_lsn=None, start_time=None, stop_time=None, error=f"unreadable backup.info: {e}")
-        backups.append(b)
-    for b in backups:
-        seg_size = seg_size or b.seg_size
-        pg_version = b.pg_version or pg_version
-        system_id = b.system_id or system_id
+            return Backup(label=bid, type=BackupType.FULL, status=BackupStatus.FAILED, timeline=None, start_lsn=None,
+                          stop_lsn=None, start_time=None, stop_time=None, error=f"unreadable backup.info: {e}")
+
     for o in blist.objects:
         acc.foreign(o.key, "unexpected object in base/")
     src = WalSource(f"{sdir}wals/", bm.classify_wal_key, _hash_dir_key)
-    seg_size = await _list_wal(store, src, previous, acc, full, lookback, seg_size)
+    # metadata reads and the WAL listing overlap: a scan costs about the longer of the two, not their sum
+    backups, seg_size = await asyncio.gather(_bounded_gather([read_info(p) for p in blist.prefixes]),
+                                             _list_wal(store, src, previous, acc, full, lookback, seg_size))
+    pg_version = next((b.pg_version for b in reversed(backups) if b.pg_version), None)
+    system_id = next((b.system_id for b in reversed(backups) if b.system_id), None)
+    seg_size = seg_size or next((b.seg_size for b in backups if b.seg_size), None)
     return server, seg_size or DEFAULT_SEG_SIZE, tuple(backups), pg_version, system_id
 
 
@@ -351,8 +352,28 @@ async def _scan_walg_wale(store: ObjectStore, layout: Layout, previous: Previous
     bdir = f"{root}basebackups_005/"
     blist = await store.list_dir(bdir)
     prev = {b.metadata_key: b for b in previous.backups if b.metadata_key}
-    backups: list[Backup] = []
     with_sentinel: set[str] = set()
+
+    async def read_sentinel(o: ObjectInfo, label: str) -> Backup | None:
+        ek = _etag_key(o.key)
+        old = prev.get(o.key)
+        if old is not None and not full and acc.cursors.get(ek) == o.etag:
+            return old
+        try:
+            b = mod.parse_sentinel(await store.read(o.key), label, o.key)
+        except NotFound:
+            acc.issue("not_found_race", o.key, "sentinel vanished after listing")
+            return None
+        except ParseError as e:
+            acc.issue("metadata_error", o.key, str(e))
+            b = Backup(label=label, type=BackupType.FULL, status=BackupStatus.FAILED, timeline=None, start_lsn=None,
+                       stop_lsn=None, start_time=None, stop_time=None, error=f"unreadable sentinel: {e}", metadata_key=o.key)
+        if b.stop_time is None:
+            b = replace(b, stop_time=o.last_modified, stop_time_exact=False)
+        acc.cursors[ek] = o.etag
+        return replace(b, metadata_key=o.key)
+
+    reads = []
     for o in blist.objects:
         name = o.key[len(bdir):]
         if not name.endswith("_backup_stop_sentinel.json"):
@@ -360,24 +381,12 @@ async def _scan_walg_wale(store: ObjectStore, layout: Layout, previous: Previous
             continue
         label = name[: -len("_backup_stop_sentinel.json")]
         with_sentinel.add(label)
-        ek = _etag_key(o.key)
-        old = prev.get(o.key)
-        if old is not None and not full and acc.cursors.get(ek) == o.etag:
-            backups.append(old)
-            continue
-        try:
-            b = mod.parse_sentinel(await store.read(o.key), label, o.key)
-        except NotFound:
-            acc.issue("not_found_race", o.key, "sentinel vanished after listing")
-            continue
-        except ParseError as e:
-            acc.issue("metadata_error", o.key, str(e))
-            b = Backup(label=label, type=BackupType.FULL, status=BackupStatus.FAILED, timeline=None, start_lsn=None,
-                       stop_lsn=None, start_time=None, stop_time=None, error=f"unreadable sentinel: {e}", metadata_key=o.key)
-        if b.stop_time is None:
-            b = replace(b, stop_time=o.last_modified, stop_time_exact=False)
-        backups.append(replace(b, metadata_key=o.key))
-        acc.cursors[ek] = o.etag
+        reads.append(read_sentinel(o, label))
+    src = WalSource(f"{root}wal_005/", mod.classify_wal_key, _flat_key)
+    # sentinel reads and the WAL listing overlap: a scan costs about the longer of the two, not their sum
+    found, seg_size = await asyncio.gather(
+        _bounded_gather(reads), _list_wal(store, src, previous, acc, full, lookback, previous.seg_size or DEFAULT_SEG_SIZE))
+    backups = [b for b in found if b is not None]
     for p in blist.prefixes:
         label = p[len(bdir):].rstrip("/")
         if label not in with_sentinel:
@@ -386,12 +395,20 @@ async def _scan_walg_wale(store: ObjectStore, layout: Layout, previous: Previous
                                   error="no stop sentinel: in progress, failed or abandoned"))
     pg_version = next((b.pg_version for b in backups if b.pg_version), None)
     system_id = next((b.system_id for b in backups if b.system_id), None)
-    src = WalSource(f"{root}wal_005/", mod.classify_wal_key, _flat_key)
-    seg_size = await _list_wal(store, src, previous, acc, full, lookback, previous.seg_size or DEFAULT_SEG_SIZE)
     return None, seg_size or DEFAULT_SEG_SIZE, tuple(backups), pg_version, system_id
 
 
 # ---------------------------------------------------------------- WAL listing
+
+async def _bounded_gather(coros: list[Awaitable[T]], limit: int = 16) -> list[T]:
+    """Run ``coros`` at most ``limit`` at a time; results in input order."""
+    sem = asyncio.Semaphore(limit)
+
+    async def one(c: Awaitable[T]) -> T:
+        async with sem:
+            return await c
+    return list(await asyncio.gather(*(one(c) for c in coros)))
+
 
 async def _list_wal(store: ObjectStore, src: WalSource, previous: Previous, acc: _Acc, full: bool,
                     lookback: int, seg_size: int | None) -> int | None:
