@@ -9,6 +9,7 @@ taken from a ``WindowEdge`` (exact when decoded from WAL, approximate when only 
 from __future__ import annotations
 
 import bisect
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -239,7 +240,26 @@ def edge_at(snapshot: ArchiveSnapshot, path: TimelinePath, segno: int) -> Window
     return None
 
 
-def reach(snapshot: ArchiveSnapshot, path: TimelinePath, backup: Backup, idx: WalIndex | None = None) -> Reach | None:
+WalkMemo = dict[tuple[int, int, int | None], tuple[int, Cut]]
+
+
+def _walk_memo(idx: WalIndex, path: TimelinePath, first: int, seg_size: int, memo: WalkMemo | None) -> tuple[int, Cut]:
+    """``walk``, shared by backups starting in the same span: from any segment of one present span of one
+    timeline, with the same next conflict, replay runs into the same cut."""
+    if memo is None:
+        return walk(idx, path, first, seg_size)
+    tli = path.segment_tli(first, seg_size)
+    span = idx.span_containing(tli, first)
+    if span is None:
+        return walk(idx, path, first, seg_size)
+    key = (tli, span[0], idx.first_conflict_in(tli, first, span[1]))
+    if key not in memo:
+        memo[key] = walk(idx, path, first, seg_size)
+    return memo[key]
+
+
+def reach(snapshot: ArchiveSnapshot, path: TimelinePath, backup: Backup, idx: WalIndex | None = None,
+          memo: WalkMemo | None = None) -> Reach | None:
     """How far ``backup`` replays on ``path``, or None if it is not usable there."""
     if not on_path(backup, path) or backup.start_lsn is None or backup.stop_lsn is None:
         return None
@@ -247,7 +267,7 @@ def reach(snapshot: ArchiveSnapshot, path: TimelinePath, backup: Backup, idx: Wa
     idx = idx or WalIndex(snapshot.runs, snapshot.conflicts)
     first = backup.start_lsn.segno(s)
     need = max(backup.stop_lsn.value - 1, backup.start_lsn.value) // s
-    last, cut = walk(idx, path, first, s)
+    last, cut = _walk_memo(idx, path, first, s, memo)
     if last < need:
         return None
     edge = edge_at(snapshot, path, last)
@@ -270,7 +290,8 @@ def reaches(snapshot: ArchiveSnapshot, path: TimelinePath, backups: Sequence[Bac
     """Reach of every usable backup on ``path``, oldest stop first."""
     idx = WalIndex(snapshot.runs, snapshot.conflicts)
     pool = usable_backups(snapshot.backups) if backups is None else backups
-    out = [r for b in pool if (r := reach(snapshot, path, b, idx)) is not None]
+    memo: WalkMemo = {}
+    out = [r for b in pool if (r := reach(snapshot, path, b, idx, memo)) is not None]
     return sorted(out, key=lambda r: (r.backup.stop_lsn, r.backup.label))
 
 
@@ -295,10 +316,28 @@ def merge(windows: Iterable[Window]) -> list[Window]:
     return out
 
 
+_MEMO: OrderedDict[tuple[int, tuple[int, ...], tuple[str, ...] | None], tuple[ArchiveSnapshot, list[Window]]] = \
+    OrderedDict()
+_MEMO_SIZE = 256
+
+
 def compute_windows(snapshot: ArchiveSnapshot, path: TimelinePath,
                     backups: Sequence[Backup] | None = None) -> list[Window]:
-    """Merged recoverable windows on ``path`` (from usable backups, or the given ones)."""
-    return merge(window_of(r) for r in reaches(snapshot, path, backups))
+    """Merged recoverable windows on ``path`` (from usable backups, or the given ones).
+
+    Memoised by snapshot identity (snapshots are immutable; the entry keeps the snapshot alive, so its id
+    cannot be reused while cached): a server reusing a cached snapshot plans without recomputing windows.
+    """
+    key = (id(snapshot), path.tlis, None if backups is None else tuple(b.label for b in backups))
+    hit = _MEMO.get(key)
+    if hit is not None and hit[0] is snapshot:
+        _MEMO.move_to_end(key)
+        return list(hit[1])
+    out = merge(window_of(r) for r in reaches(snapshot, path, backups))
+    _MEMO[key] = (snapshot, out)
+    while len(_MEMO) > _MEMO_SIZE:
+        _MEMO.popitem(last=False)
+    return list(out)
 
 
 def window_containing(windows: Sequence[Window], label: str) -> Window | None:
