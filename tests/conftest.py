@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
+import pytest_asyncio
+
+from backup_catalog.s3 import s3_client
+from backup_catalog.settings import Settings
+from tests.support.fixtures import make_settings
 
 pytest_plugins = ["tests.pg", "tests.realarchives.plugin"]
 
@@ -20,3 +27,16 @@ for var in ("CATALOG_DSN", "S3_ENDPOINT_URL"):
 @pytest.fixture(autouse=True)
 def _no_real_aws(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+
+
+@pytest.fixture
+def settings(s3_endpoint: Any, catalog_dsn: str) -> Settings:
+    """Settings reaching the session's moto S3 and private catalog (tests/api and test_cfsync override it)."""
+    return make_settings(s3_endpoint, catalog_dsn)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def client(settings: Settings) -> AsyncIterator[Any]:
+    """An aioboto3 S3 client on the session's moto (tests/api overrides ``client`` with its HTTP client)."""
+    async with s3_client(settings) as c:
+        yield c

@@ -8,35 +8,21 @@ that time (DESIGN.md, "Resolution of clone-from NAME").
 """
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 import pytest
-import pytest_asyncio
 
 from backup_catalog import views
-from backup_catalog.s3 import s3_client
 from backup_catalog.settings import Settings
 from catalog import repo
 from catalog.errors import UnknownService
 from recovery.plan import fmt_time
 from tests.realarchives.plugin import RealArchive, RealArchives
-from tests.support.fixtures import commits, make_settings, register_and_scan
+from tests.support.fixtures import commits, register_and_scan
 
 pytestmark = pytest.mark.realtools
-
-
-@pytest.fixture
-def settings(s3_endpoint: Any, catalog_dsn: str) -> Settings:
-    return make_settings(s3_endpoint, catalog_dsn)
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def client(settings: Settings) -> AsyncIterator[Any]:
-    async with s3_client(settings) as c:
-        yield c
 
 
 def between(arch: RealArchive, a: int, b: int) -> datetime:

@@ -1,11 +1,9 @@
 """The scanner against archives written by the real tools, in moto server S3, into a real catalog."""
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from backup_catalog import views
 from backup_catalog.s3 import s3_client
@@ -15,21 +13,9 @@ from recovery.model import BackupStatus, InstanceRef, Storage
 from recovery.wal import WalSegment
 from scheduler import runner
 from tests.realarchives.plugin import fresh_archive
-from tests.support.fixtures import make_settings
 
 pytestmark = pytest.mark.realtools
 SEG_EXT = (".gz", ".lz4", ".lzo", ".zst", ".bz2", ".xz", "")
-
-
-@pytest.fixture
-def settings(s3_endpoint: Any, catalog_dsn: str) -> Settings:
-    return make_settings(s3_endpoint, catalog_dsn)
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def client(settings: Settings) -> AsyncIterator[Any]:
-    async with s3_client(settings) as c:
-        yield c
 
 
 class RequestCounter:
