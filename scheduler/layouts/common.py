@@ -10,6 +10,7 @@ import gzip
 import lzma
 import re
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -256,3 +257,31 @@ def unsafe_key_reason(rel: str) -> str | None:
     if any(ord(ch) < 0x20 or ch == "\x7f" for ch in rel):
         return "control character in key"
     return None
+
+
+SENTINEL_SUFFIX = "_backup_stop_sentinel.json"
+KIND_SENTINEL = "sentinel"
+KIND_BACKUP_DIR = "backup_dir"
+
+
+def split_basebackup_key(rel: str, name_re: re.Pattern[str], backup_name: Callable[[str], str],
+                         names: str) -> MetaObject | ForeignObject | tuple[str, list[str]]:
+    """The part of classifying a ``basebackups_005/`` key that WAL-G and WAL-E share.
+
+    Returns the sentinel or backup-directory MetaObject, a ForeignObject, or ``(label, tail)`` for the
+    layout to classify what lies inside a backup directory. ``names`` describes the name form in messages.
+    """
+    bad = unsafe_key_reason(rel)
+    if bad:
+        return ForeignObject(rel, bad)
+    parts = rel.split("/")
+    if len(parts) == 1:
+        if rel.endswith(SENTINEL_SUFFIX) and name_re.match(backup_name(rel)):
+            return MetaObject(rel, KIND_SENTINEL, backup_name(rel))
+        return ForeignObject(rel, f"not a {names}{SENTINEL_SUFFIX}")
+    label, tail = parts[0], parts[1:]
+    if not name_re.match(label):
+        return ForeignObject(rel, f"not under a {names} backup directory")
+    if tail == [""]:
+        return MetaObject(rel, KIND_BACKUP_DIR, label)
+    return label, tail

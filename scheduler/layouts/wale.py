@@ -12,16 +12,21 @@ from recovery.errors import MetadataError, ParseError
 from recovery.lsn import Lsn
 from recovery.model import Backup, BackupStatus, BackupType, WalObject
 from recovery.wal import DEFAULT_SEG_SIZE, WalSegment
-from scheduler.layouts.common import ForeignObject, MetaObject, unsafe_key_reason, wal_object
-from scheduler.layouts.walg import SENTINEL_SUFFIX, load_json
+from scheduler.layouts.common import (
+    SENTINEL_SUFFIX,
+    ForeignObject,
+    MetaObject,
+    split_basebackup_key,
+    unsafe_key_reason,
+    wal_object,
+)
+from scheduler.layouts.walg import load_json
 
 SEG_SIZE = DEFAULT_SEG_SIZE      # hard-coded in WAL-E
 NAME_RE = re.compile(r"^base_(?P<seg>[0-9A-F]{24})_(?P<off>\d{8})$")
 
-KIND_SENTINEL = "sentinel"
 KIND_METADATA = "extended_version"
 KIND_PAYLOAD = "payload"
-KIND_BACKUP_DIR = "backup_dir"
 
 
 def position(segment: str, offset: str, what: str, source: str) -> Lsn:
@@ -102,19 +107,10 @@ def classify_wal_key(rel: str, seg_size: int = SEG_SIZE) -> WalObject | ForeignO
 
 def classify_basebackup_key(rel: str) -> MetaObject | ForeignObject:
     """A key relative to ``basebackups_005/``: depth-1 sentinels, extended_version.txt, tar parts."""
-    bad = unsafe_key_reason(rel)
-    if bad:
-        return ForeignObject(rel, bad)
-    parts = rel.split("/")
-    if len(parts) == 1:
-        if rel.endswith(SENTINEL_SUFFIX) and NAME_RE.match(backup_name(rel)):
-            return MetaObject(rel, KIND_SENTINEL, backup_name(rel))
-        return ForeignObject(rel, "not a base_<segment>_<offset>_backup_stop_sentinel.json")
-    label, tail = parts[0], parts[1:]
-    if not NAME_RE.match(label):
-        return ForeignObject(rel, "not under a base_<segment>_<offset> backup directory")
-    if tail == [""]:
-        return MetaObject(rel, KIND_BACKUP_DIR, label)
+    split = split_basebackup_key(rel, NAME_RE, backup_name, "base_<segment>_<offset>")
+    if not isinstance(split, tuple):
+        return split
+    label, tail = split
     if tail == ["extended_version.txt"]:
         return MetaObject(rel, KIND_METADATA, label)
     if len(tail) == 2 and tail[0] == "tar_partitions" and re.fullmatch(r"part_\d+\.tar(\.lzo)?", tail[1]):

@@ -17,16 +17,21 @@ from typing import Any
 from recovery.errors import MetadataError
 from recovery.lsn import Lsn
 from recovery.model import Backup, BackupStatus, BackupType, Layout, WalKind, WalObject
-from scheduler.layouts.common import ALLOWED, ForeignObject, MetaObject, unsafe_key_reason, wal_object
+from scheduler.layouts.common import (
+    ALLOWED,
+    SENTINEL_SUFFIX,
+    ForeignObject,
+    MetaObject,
+    split_basebackup_key,
+    unsafe_key_reason,
+    wal_object,
+)
 
-SENTINEL_SUFFIX = "_backup_stop_sentinel.json"
 NAME_RE = re.compile(r"^base_(?P<start>[0-9A-F]{24})(?:_D_(?P<parent>[0-9A-F]{24}))?$")
 
-KIND_SENTINEL = "sentinel"
 KIND_METADATA = "metadata"
 KIND_FILES_METADATA = "files_metadata"
 KIND_PAYLOAD = "payload"
-KIND_BACKUP_DIR = "backup_dir"
 KIND_WAL_DELTA = "wal_delta"          # <seg>_delta.<ext>: WAL-delta maps
 KIND_WAL_METADATA = "wal_metadata"    # <seg>.json: WALG_UPLOAD_WAL_METADATA
 
@@ -237,20 +242,10 @@ def classify_basebackup_key(rel: str) -> MetaObject | ForeignObject:
     >>> classify_basebackup_key("base_000000010000000000000002/tar_partitions/part_001.tar.lz4").kind
     'payload'
     """
-    bad = unsafe_key_reason(rel)
-    if bad:
-        return ForeignObject(rel, bad)
-    parts = rel.split("/")
-    if len(parts) == 1:
-        if rel.endswith(SENTINEL_SUFFIX) and NAME_RE.match(backup_name(rel)):
-            return MetaObject(rel, KIND_SENTINEL, backup_name(rel))
-        return ForeignObject(rel, "not a base_<segment>[_D_<segment>]_backup_stop_sentinel.json")
-    label = parts[0]
-    if not NAME_RE.match(label):
-        return ForeignObject(rel, "not under a base_<segment>[_D_<segment>] backup directory")
-    tail = parts[1:]
-    if tail == [""]:
-        return MetaObject(rel, KIND_BACKUP_DIR, label)
+    split = split_basebackup_key(rel, NAME_RE, backup_name, "base_<segment>[_D_<segment>]")
+    if not isinstance(split, tuple):
+        return split
+    label, tail = split
     if tail == ["metadata.json"]:
         return MetaObject(rel, KIND_METADATA, label)
     if tail == ["files_metadata.json"]:
