@@ -242,3 +242,34 @@ async def test_unknown_prefix_and_unreachable_endpoint_keep_catalog(pool: Any, c
     assert state.stale_since is not None and state.last_error_code == "storage_unavailable"
     assert (await runner.scan_instance(pool, client, "g-ok", full=False, settings=settings)).ok
     assert (await repo.load_scan_state(pool, "g-ok")).stale_since is None
+
+
+async def test_duplicate_segments_identical_deduped_different_conflict(pool: Any, s3_endpoint: Any, client: Any,
+                                                                       settings: Settings) -> None:
+    """RELIABILITY 9: the same segment twice — identical content is silent, different content blocks planning."""
+    import lz4.frame
+    import zstandard
+
+    arch = fresh_archive(s3_endpoint, "walg")
+    s3 = s3_endpoint.client()
+    seg_keys = sorted(k for k in arch.keys if "/wal_005/00000001" in k and k.endswith(".lz4") and ".history" not in k)
+    # conflict right after the first backup's own WAL (its window must end there); identical copy later on
+    other = next(k for k in seg_keys if "/000000010000000000000003." in k)
+    same = next(k for k in seg_keys if "/000000010000000000000005." in k)
+    raw = lz4.frame.decompress(s3.get_object(Bucket=arch.bucket, Key=same)["Body"].read())
+    s3.put_object(Bucket=arch.bucket, Key=same[: -len(".lz4")] + ".zst", Body=zstandard.ZstdCompressor().compress(raw))
+    tampered = bytearray(lz4.frame.decompress(s3.get_object(Bucket=arch.bucket, Key=other)["Body"].read()))
+    tampered[5000] ^= 0xFF
+    s3.put_object(Bucket=arch.bucket, Key=other[: -len(".lz4")] + ".zst",
+                  Body=zstandard.ZstdCompressor().compress(bytes(tampered)))
+    await _register(pool, arch, "g-dup")
+    assert (await runner.scan_instance(pool, client, "g-dup", full=True, settings=settings)).ok
+    snap = await repo.load_snapshot(pool, "g-dup")
+    conflicted = WalSegment.from_name(other.rsplit("/", 1)[-1][:24])
+    assert snap.conflicts == ((conflicted.timeline, conflicted.segno),)
+    assert _covered(snap.runs) == _segment_names(arch.keys)      # duplicates add no coverage
+    doc = await views.backups_doc(pool, "space-1", "walg")
+    assert doc["instances"][0]["conflicts"] == [{"timeline": 1, "segment": conflicted.name}]
+    # replay cannot pass the conflicting segment: a window ends exactly there (later backups are unaffected)
+    cut = [w for w in doc["instances"][0]["windows"] if w["ends_at"] == "conflict"]
+    assert cut and all(w["to_lsn"] == str(conflicted.start_lsn) for w in cut)
