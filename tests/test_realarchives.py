@@ -226,3 +226,22 @@ def test_restore_past_the_archive_is_refused(real_archives: RealArchives, pitr_r
             "recovery_target_action": "promote",
         })
     assert "recovery ended before configured recovery target was reached" in err.value.fatal
+
+
+def test_tls_front_started_once_under_concurrent_use() -> None:
+    """Restores run in threads: concurrent first uses of ``tls_port`` must share one stunnel (none orphaned)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def stunnels() -> set[str]:
+        return set(subprocess.run(["pgrep", "-f", "moto-tls-"], capture_output=True, text=True).stdout.split())
+
+    before = stunnels()
+    ep = MotoEndpoint().start()
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            ports = set(pool.map(lambda _: ep.tls_port, range(4)))
+        assert len(ports) == 1
+        assert len(stunnels() - before) == 1
+    finally:
+        ep.stop()
+    assert stunnels() - before == set(), "an stunnel was orphaned"

@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ class MotoEndpoint:
         self._tls_port: int | None = None
         self._stunnel: subprocess.Popen[bytes] | None = None
         self._tls_dir: Path | None = None
+        self._tls_lock = threading.Lock()   # restores run in threads: start one stunnel, not one per thread
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def start(self) -> MotoEndpoint:
@@ -117,6 +119,10 @@ class MotoEndpoint:
         return f"https://127.0.0.1:{self.tls_port}"
 
     def start_tls(self) -> int:
+        with self._tls_lock:
+            return self._start_tls()
+
+    def _start_tls(self) -> int:
         if self._tls_port is not None:
             return self._tls_port
         stunnel = shutil.which("stunnel4") or shutil.which("stunnel")
