@@ -58,7 +58,6 @@ class ObjectStore(Protocol):
     def list_keys(self, prefix: str, start_after: str | None = None) -> AsyncIterator[ObjectInfo]: ...
     async def list_dir(self, prefix: str) -> Listing: ...
     async def read(self, key: str) -> bytes: ...
-    async def head(self, key: str) -> ObjectInfo | None: ...
 
 
 _UNAVAILABLE = {"500", "502", "503", "504", "SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout",
@@ -132,13 +131,6 @@ class S3Store:
             if not page.get("IsTruncated") or not page.get("NextContinuationToken"):
                 return Listing(tuple(objs), tuple(prefixes))
             kw["ContinuationToken"] = page["NextContinuationToken"]
-
-    async def head(self, key: str) -> ObjectInfo | None:
-        try:
-            r = await self._call(self._c.head_object, Bucket=self.bucket, Key=key, _key=key)
-        except NotFound:
-            return None
-        return ObjectInfo(key, int(r.get("ContentLength", 0)), r["LastModified"], str(r.get("ETag", "")).strip('"'))
 
     async def read(self, key: str) -> bytes:
         """GET and read the whole body, retried as one unit; a short body is never returned."""
