@@ -326,11 +326,16 @@ async def _upsert_edges(c: asyncpg.Connection, guid: str, edges: Sequence[Window
 
 
 async def save_edges(db: Db, guid: str, edges: Sequence[WindowEdge]) -> None:
-    """Upsert window edges (e.g. after decoding WAL records) outside a full scan."""
+    """Upsert window edges (e.g. after decoding WAL records) outside a full scan.
+
+    Edges are part of the snapshot, so this bumps the generation like ``save_scan``: readers that cache
+    snapshots by :func:`snapshot_version` see the change, and an in-flight scan's fenced save is refused.
+    """
     async with transaction(db) as c:
         if await c.fetchval("SELECT 1 FROM instances WHERE instance_guid = $1", guid) is None:
             raise UnknownInstance(guid)
         await _upsert_edges(c, guid, edges)
+        await c.execute("UPDATE scan_state SET generation = generation + 1 WHERE instance_guid = $1", guid)
 
 
 async def record_scan_failure(db: Db, guid: str, code: str, message: str) -> None:

@@ -180,3 +180,10 @@ async def test_save_edges_upserts(pool, inst) -> None:
     await repo.save_edges(pool, inst, (WindowEdge(1, 3, t(0.5), Lsn.parse("0/3000200"), True),))
     await repo.save_scan(pool, inst, scan())
     assert (await repo.load_snapshot(pool, inst)).edges == (WindowEdge(1, 3, t(0.5), Lsn.parse("0/3000200"), True),)
+
+
+async def test_save_edges_changes_the_snapshot_version(pool, inst) -> None:
+    await repo.save_scan(pool, inst, scan())
+    before = await repo.snapshot_version(pool, inst)
+    await repo.save_edges(pool, inst, (WindowEdge(1, 3, t(1), None, False),))
+    assert await repo.snapshot_version(pool, inst) != before
