@@ -14,10 +14,13 @@ class Settings(BaseSettings):
     aws_secret_access_key: SecretStr | None = None
     aws_default_region: str = "us-east-1"
     s3_verify_tls: bool = True
+    s3_ca_bundle: str | None = Field(default=None, description="PEM file of the CA of a private S3 endpoint "
+                                     "(TLS verification stays on; unset: the system trust store)")
     s3_max_attempts: int = 5
     s3_connect_timeout_seconds: float = 5.0
     s3_read_timeout_seconds: float = 20.0
     scan_deadline_seconds: float = 300.0
+    scan_lease_ttl_seconds: float | None = None   # unset: scan_deadline_seconds + 60 (longer than any scan)
     scan_interval_seconds: int = 300
     full_scan_every: int = 12          # every Nth scheduled scan of an instance is a full reconcile
     scan_lookback_segments: int = 32   # StartAfter lookback for out-of-order async archivers
@@ -31,6 +34,7 @@ class Settings(BaseSettings):
     cf_discovery_bucket: str | None = None     # name sync: instances live under s3://bucket/root/<guid>/
     cf_discovery_root: str = ""
     cf_sync_interval_seconds: int = 300
+    snapshot_cache_backups: int = 20_000       # per-process snapshot cache budget, in backups (see views.SnapshotCache)
     coverage_warning_rpo_seconds: int = 15 * 60
     coverage_critical_rpo_seconds: int = 60 * 60
     coverage_warning_backup_age_seconds: int = 26 * 3600

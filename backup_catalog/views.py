@@ -38,36 +38,87 @@ def backup_to_dict(b: Backup) -> dict[str, Any]:
             **({"error": b.error} if b.error else {})}
 
 
-_SNAPSHOTS: OrderedDict[str, tuple[object, ArchiveSnapshot, list[Window] | None]] = OrderedDict()
-_SNAPSHOT_CACHE_SIZE = 4096
+class SnapshotCache:
+    """Per-process snapshots (and their windows) keyed by instance, valid while the stored generation is.
+
+    Bounded by the number of backups held, not of instances: every cached backup is a few objects the
+    cyclic garbage collector must traverse on each full collection, so a cache of millions of objects
+    turns into pauses of hundreds of milliseconds. A few thousand backups keep the instances being worked
+    on warm; everything else takes the cold path (one catalog snapshot, a few milliseconds).
+    """
+
+    def __init__(self, max_backups: int = 20_000) -> None:
+        self.max_backups = max_backups
+        self._entries: OrderedDict[str, tuple[object, ArchiveSnapshot, list[Window] | None]] = OrderedDict()
+        self._held = 0
+
+    @staticmethod
+    def _weight(snap: ArchiveSnapshot) -> int:
+        return len(snap.backups) + len(snap.runs) + 1
+
+    def get(self, guid: str, gen: object) -> ArchiveSnapshot | None:
+        hit = self._entries.get(guid)
+        if hit is None or hit[0] != gen:
+            return None
+        self._entries.move_to_end(guid)
+        return hit[1]
+
+    def put(self, guid: str, gen: object, snap: ArchiveSnapshot) -> None:
+        self.discard(guid)
+        w = self._weight(snap)
+        if w > self.max_backups:
+            return
+        self._entries[guid] = (gen, snap, None)
+        self._held += w
+        while self._held > self.max_backups:
+            _, (_, old, _) = self._entries.popitem(last=False)
+            self._held -= self._weight(old)
+
+    def discard(self, guid: str) -> None:
+        old = self._entries.pop(guid, None)
+        if old is not None:
+            self._held -= self._weight(old[1])
+
+    def windows(self, guid: str, snap: ArchiveSnapshot) -> list[Window]:
+        hit = self._entries.get(guid)
+        if hit is None or hit[1] is not snap:
+            return all_windows(snap)
+        if hit[2] is None:
+            self._entries[guid] = (hit[0], snap, all_windows(snap))
+        return self._entries[guid][2] or []
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._held = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def held(self) -> int:
+        return self._held
+
+
+SNAPSHOTS = SnapshotCache()
 
 
 async def snapshot_of(pool: asyncpg.Pool, guid: str) -> ArchiveSnapshot:
     """The instance's snapshot, cached per process until a scan stores a new generation.
 
-    Only ``save_scan`` changes what a snapshot holds, and it changes the snapshot version: one cheap
-    query replaces the snapshot's several (a stale hit is impossible; a race only causes a reload).
+    Only ``save_scan``/``save_edges`` change what a snapshot holds, and they change the snapshot version:
+    one cheap query replaces the snapshot's several (a stale hit is impossible; a race only causes a reload).
     """
     gen = await repo.snapshot_version(pool, guid)
-    hit = _SNAPSHOTS.get(guid)
-    if hit is not None and hit[0] == gen:
-        _SNAPSHOTS.move_to_end(guid)
-        return hit[1]
-    snap = await repo.load_snapshot(pool, guid)
-    _SNAPSHOTS[guid] = (gen, snap, None)
-    while len(_SNAPSHOTS) > _SNAPSHOT_CACHE_SIZE:
-        _SNAPSHOTS.popitem(last=False)
+    snap = SNAPSHOTS.get(guid, gen)
+    if snap is None:
+        snap = await repo.load_snapshot(pool, guid)
+        SNAPSHOTS.put(guid, gen, snap)
     return snap
 
 
 def windows_of(guid: str, snap: ArchiveSnapshot) -> list[Window]:
     """All windows of a snapshot obtained from :func:`snapshot_of`, computed once per generation."""
-    hit = _SNAPSHOTS.get(guid)
-    if hit is not None and hit[1] is snap:
-        if hit[2] is None:
-            _SNAPSHOTS[guid] = (hit[0], snap, all_windows(snap))
-        return _SNAPSHOTS[guid][2] or []
-    return all_windows(snap)
+    return SNAPSHOTS.windows(guid, snap)
 
 
 def all_paths(snap: ArchiveSnapshot) -> list[TimelinePath]:

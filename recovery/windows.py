@@ -301,24 +301,45 @@ def window_of(r: Reach) -> Window:
 
 
 def merge(windows: Iterable[Window]) -> list[Window]:
-    """Merge overlapping windows of one path (backups sharing the same stretch of WAL)."""
+    """Merge overlapping windows of one path (backups sharing the same stretch of WAL).
+
+    Linear after the sort: a merged group is accumulated (labels in a list) and built once.
+    """
     out: list[Window] = []
+    group: list[Window] = []
+
+    def close() -> None:
+        if len(group) == 1:
+            out.append(group[0])
+            return
+        first = group[0]
+        times = [w.from_time for w in group if w.from_time is not None]
+        later = first
+        for w in group[1:]:
+            if w.to_lsn > later.to_lsn:
+                later = w
+        out.append(Window(first.timeline_path, min(w.from_lsn for w in group), min(times) if times else None,
+                          later.to_lsn, later.to_time, later.to_is_exact,
+                          tuple(label for w in group for label in w.backups), later.end_kind))
+
+    to_lsn = Lsn(0)
     for w in sorted(windows, key=lambda w: (w.timeline_path, w.from_lsn)):
-        if out and out[-1].timeline_path == w.timeline_path and w.from_lsn <= out[-1].to_lsn:
-            a = out[-1]
-            times = [t for t in (a.from_time, w.from_time) if t is not None]
-            later = w if w.to_lsn > a.to_lsn else a
-            out[-1] = Window(a.timeline_path, min(a.from_lsn, w.from_lsn), min(times) if times else None,
-                             later.to_lsn, later.to_time, later.to_is_exact, a.backups + w.backups,
-                             later.end_kind)
+        if group and group[0].timeline_path == w.timeline_path and w.from_lsn <= to_lsn:
+            group.append(w)
+            if w.to_lsn > to_lsn:
+                to_lsn = w.to_lsn
         else:
-            out.append(w)
+            if group:
+                close()
+            group, to_lsn = [w], w.to_lsn
+    if group:
+        close()
     return out
 
 
 _MEMO: OrderedDict[tuple[int, tuple[int, ...], tuple[str, ...] | None], tuple[ArchiveSnapshot, list[Window]]] = \
     OrderedDict()
-_MEMO_SIZE = 256
+_MEMO_SIZE = 32   # each entry keeps its snapshot alive: keep the garbage collector's heap small
 
 
 def compute_windows(snapshot: ArchiveSnapshot, path: TimelinePath,
