@@ -1,5 +1,7 @@
 """One measured job, run in its own process (``python -m bench.job MODE ...``) so that its CPU time and
-peak RSS are the client's alone (moto serves from the parent process). Prints one JSON line.
+peak RSS are the client's alone (moto serves from the parent process). Prints one JSON line; its
+``peak_rss_mb`` is this process's own peak RSS, the figure to report (``rusage_maxrss_mb``, like the
+parent's ``wait4`` maxrss, includes the parent's peak: see ``own_peak_rss_mb``).
 
 Modes: ``list`` (bare paginated ListObjectsV2 with the scanner's aioboto3 client), ``scan`` (one
 instance through ``service.scan_instance``: listing, parsing, catalog save), ``many`` (a scheduler pass:
@@ -19,6 +21,21 @@ from backup_catalog.s3 import s3_client
 from backup_catalog.settings import Settings
 from catalog import db as catalog_db
 from scheduler import runner
+
+
+def own_peak_rss_mb() -> float:
+    """This process's own peak RSS since it exec'd (VmHWM of its address space), in MB.
+
+    Not ``ru_maxrss``: Linux carries the high-water RSS of the address space a process exec'd *from*
+    into the new program's ``ru_maxrss`` (subprocess spawns via vfork, so that is the parent's peak: the
+    bench parent holding the whole moto bucket). ``wait4``'s and ``getrusage``'s maxrss of this child are
+    therefore at least the parent's peak, whatever the child does; VmHWM belongs to this program alone.
+    """
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 async def bare_list(settings: Settings, bucket: str, prefix: str) -> dict[str, Any]:
@@ -89,7 +106,8 @@ def main() -> None:
         with open(a.guids_file) as f:
             guids = [g.strip() for g in f if g.strip()]
         out = asyncio.run(scan_fleet(settings, guids, a.full, a.concurrency))
-    out["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["peak_rss_mb"] = own_peak_rss_mb()
+    out["rusage_maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(out))
 
 
