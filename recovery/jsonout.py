@@ -4,16 +4,17 @@ Times are ``YYYY-MM-DDTHH:MM:SS[.ffffff]Z``, LSNs ``X/Y``, segments their 24-hex
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from recovery.errors import PlanningError
 from recovery.lsn import Lsn
-from recovery.model import Backup
+from recovery.model import ArchiveSnapshot, Backup
 from recovery.plan import RecoveryPlan, fmt_time
 from recovery.target import Target
-from recovery.windows import Window
+from recovery.wal import segment_name
+from recovery.windows import CutKind, Window, holes
 
 
 def json_time(t: datetime | None) -> str | None:
@@ -40,6 +41,68 @@ def backup_to_dict(b: Backup) -> dict[str, Any]:
             "start_lsn": json_lsn(b.start_lsn), "stop_lsn": json_lsn(b.stop_lsn),
             "start_time": json_time(b.start_time), "stop_time": json_time(b.stop_time),
             "depends_on": list(b.depends_on)}
+
+
+def backup_entry(b: Backup) -> dict[str, Any]:
+    """A Backups-document entry: the backup, flagging what is only approximate or failed."""
+    d = backup_to_dict(b)
+    if not b.stop_time_exact:
+        d["stop_time_exact"] = False
+    if b.error:
+        d["error"] = b.error
+    return d
+
+
+def archive_to_dict(snap: ArchiveSnapshot, windows: Mapping[tuple[int, ...], Sequence[Window]]) -> dict[str, Any]:
+    """The archive part of a Backups-document instance: backups, WAL runs, holes, conflicts, windows."""
+    s = snap.seg_size
+    return {
+        "backups": [backup_entry(b) for b in sorted(snap.backups, key=lambda b: (b.stop_lsn or Lsn(0), b.label))],
+        "wal": [{"timeline": r.timeline, "first_segment": segment_name(r.timeline, r.first, s),
+                 "last_segment": segment_name(r.timeline, r.last, s), "segments": r.count} for r in snap.runs],
+        "holes": [{"timeline": t, "first_missing": segment_name(t, a, s), "last_missing": segment_name(t, b, s)}
+                  for t, a, b in holes(snap.runs)],
+        "conflicts": [{"timeline": t, "segment": segment_name(t, n, s)} for t, n in snap.conflicts],
+        "windows": [window_to_dict(w) for ws in windows.values() for w in ws],
+    }
+
+
+def _time_out(t: datetime | None) -> str | None:
+    return None if t is None else t.isoformat()
+
+
+def _time_in(v: object) -> datetime | None:
+    if v is None:
+        return None
+    if not isinstance(v, str):
+        raise ValueError(f"not a time: {v!r}")
+    t = datetime.fromisoformat(v)
+    if t.tzinfo is None:
+        raise ValueError(f"time without a zone: {v!r}")
+    return t
+
+
+def windows_to_json(windows: Mapping[tuple[int, ...], Sequence[Window]]) -> list[Any]:
+    """Windows per path as exact JSON (LSNs as integers, times with microseconds and zone) for storage."""
+    return [[list(tlis), [[w.from_lsn.value, _time_out(w.from_time), w.to_lsn.value, _time_out(w.to_time),
+                           w.to_is_exact, list(w.backups), w.end_kind.value] for w in ws]]
+            for tlis, ws in windows.items()]
+
+
+def windows_from_json(data: object) -> dict[tuple[int, ...], list[Window]]:
+    """Inverse of :func:`windows_to_json`. :raises ValueError: the data is not such a document."""
+    if not isinstance(data, list):
+        raise ValueError("windows: expected a list")
+    out: dict[tuple[int, ...], list[Window]] = {}
+    try:
+        for tlis, ws in data:
+            path = tuple(int(t) for t in tlis)
+            out[path] = [Window(path, Lsn(int(a)), _time_in(at), Lsn(int(b)), _time_in(bt), bool(exact),
+                                tuple(str(x) for x in labels), CutKind(kind))
+                         for a, at, b, bt, exact, labels, kind in ws]
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"windows: {e}") from None
+    return out
 
 
 def target_to_dict(t: Target) -> dict[str, Any]:

@@ -8,7 +8,7 @@ otherwise (``target_before_window``, ``target_after_window``, ``wal_gap``, ``wal
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
@@ -103,8 +103,14 @@ def resolve_path(snapshot: ArchiveSnapshot, request: str | int) -> TimelinePath:
 Pair = tuple[Backup, TimelinePath | PlanningError]
 
 
-def _pairs(snapshot: ArchiveSnapshot, target: Target, pool: Sequence[Backup]) -> tuple[list[Pair], list[Window]]:
-    """Candidate (backup, path) pairs and the windows to show with a refusal."""
+class WindowsUnknown(Exception):
+    """The precomputed windows given to :func:`plan_recovery` lack the requested path: plan from the
+    whole snapshot instead."""
+
+
+def _pairs(snapshot: ArchiveSnapshot, target: Target, pool: Sequence[Backup],
+           known: Mapping[tuple[int, ...], Sequence[Window]] | None = None) -> tuple[list[Pair], list[Window]]:
+    """Candidate (backup, path) pairs and the windows to show with a refusal (``known``: precomputed)."""
     if target.timeline == "current":
         paths: dict[int, TimelinePath | PlanningError] = {}
         pairs: list[Pair] = []
@@ -120,7 +126,13 @@ def _pairs(snapshot: ArchiveSnapshot, target: Target, pool: Sequence[Backup]) ->
                    for w in compute_windows(snapshot, p, [b for b in pool if b.timeline == t])]
         return pairs, windows
     path = resolve_path(snapshot, target.timeline)
-    return [(b, path) for b in pool if on_path(b, path)], compute_windows(snapshot, path, pool)
+    if known is None:
+        windows = compute_windows(snapshot, path, pool)
+    elif path.tlis in known:
+        windows = list(known[path.tlis])
+    else:
+        raise WindowsUnknown(path.tlis)
+    return [(b, path) for b in pool if on_path(b, path)], windows
 
 
 def _is_candidate(b: Backup, target: Target) -> bool:
@@ -139,6 +151,49 @@ def _newest_key(target: Target) -> Callable[[Pair], tuple[object, ...]]:
     if target.timeline == "current" or target.kind is TargetKind.TIME:
         return lambda p: (p[0].stop_time or epoch, p[0].stop_lsn, p[0].label)
     return lambda p: (p[0].stop_lsn, p[0].stop_time or epoch, p[0].label)
+
+
+def narrowable(target: Target) -> bool:
+    """Can the plan for ``target`` come from a snapshot narrowed to its newest candidates?
+
+    The planner picks the first backup that replays, in :func:`candidate_order` among those passing
+    :func:`_is_candidate`; a snapshot holding a prefix of that order (with each one's ``depends_on``
+    chain) gives the same choice whenever the prefix contains it. Not for ``timeline: current``, whose
+    windows are per backup timeline.
+    """
+    return target.timeline != "current"
+
+
+def candidate_order(target: Target) -> str:
+    """``time`` or ``lsn``: the order in which the planner tries candidates (newest first)."""
+    return "time" if target.timeline == "current" or target.kind is TargetKind.TIME else "lsn"
+
+
+def narrow(snapshot: ArchiveSnapshot, target: Target, k: int) -> tuple[ArchiveSnapshot, frozenset[str]]:
+    """``snapshot`` with only the ``k`` newest usable candidates for ``target`` (the *prefix*) and their
+    ``depends_on`` chains, and the prefix's labels — the reference for the catalog's narrowed load.
+
+    A plan from the narrowed snapshot equals the whole snapshot's plan when it chose a backup of the
+    prefix: every candidate tried before it is in the prefix too. A dependency outside the prefix can
+    also be a candidate; a plan choosing it proves nothing (older prefix-external candidates are missing).
+    """
+    epoch = datetime.min.replace(tzinfo=timezone.utc)
+    cands = [b for b in snapshot.backups if b.usable and _is_candidate(b, target)]
+    if candidate_order(target) == "time":
+        cands.sort(key=lambda b: (b.stop_time or epoch, b.stop_lsn, b.label), reverse=True)
+    else:
+        cands.sort(key=lambda b: (b.stop_lsn, b.stop_time or epoch, b.label), reverse=True)
+    prefix = frozenset(b.label for b in cands[:k])
+    by_label = {b.label: b for b in snapshot.backups}
+    keep: set[str] = set()
+    todo = list(prefix)
+    while todo:
+        label = todo.pop()
+        if label in keep or label not in by_label:
+            continue
+        keep.add(label)
+        todo.extend(by_label[label].depends_on)
+    return replace(snapshot, backups=tuple(b for b in snapshot.backups if b.label in keep)), prefix
 
 
 def _seg(path: TimelinePath, segno: int, seg_size: int) -> str:
@@ -242,11 +297,19 @@ def pg_major(version: int | None) -> int | None:
 
 
 def plan_recovery(snapshot: ArchiveSnapshot, target: Target, *, now: datetime,
-                  pg_version: int | None = None) -> RecoveryPlan:
-    """Choose a backup and the WAL to reach ``target``, or raise PlanningError."""
+                  pg_version: int | None = None,
+                  windows: Mapping[tuple[int, ...], Sequence[Window]] | None = None) -> RecoveryPlan:
+    """Choose a backup and the WAL to reach ``target``, or raise PlanningError.
+
+    ``windows``: the archive's windows per path (:func:`recovery.windows.all_windows` of the *whole*
+    snapshot), when known. With them the snapshot may be narrowed to the newest candidate backups (see
+    :func:`narrowable`): the plan is the same as from the whole snapshot whenever this returns one.
+    A refusal from a narrowed snapshot is not authoritative; plan from the whole snapshot instead.
+    """
     _check_integrity(snapshot)
     pool = usable_backups(snapshot.backups)
-    pairs, windows = _pairs(snapshot, target, pool)
+    known = windows if windows is not None and target.timeline != "current" else None
+    pairs, windows = _pairs(snapshot, target, pool, known)
     if target.kind is TargetKind.TIME and target.time > now:
         raise PlanningError("target_after_window",
                             f"target {fmt_time(target.time)} is in the future (now {fmt_time(now)})",
@@ -322,4 +385,5 @@ def plan_recovery(snapshot: ArchiveSnapshot, target: Target, *, now: datetime,
                         major if major is not None else b_major)
 
 
-__all__ = ["RecoveryPlan", "plan_recovery", "resolve_path", "pg_major", "fmt_time"]
+__all__ = ["RecoveryPlan", "plan_recovery", "resolve_path", "pg_major", "fmt_time", "narrowable", "candidate_order", "narrow",
+           "WindowsUnknown"]

@@ -361,5 +361,19 @@ def compute_windows(snapshot: ArchiveSnapshot, path: TimelinePath,
     return list(out)
 
 
+def all_paths(snapshot: ArchiveSnapshot) -> list[TimelinePath]:
+    """Every followable timeline path of the archive: one per timeline seen (runs, histories, backups),
+    except timelines above 1 without a history file (their ancestry is unknown)."""
+    tlis = ({r.timeline for r in snapshot.runs} | set(snapshot.histories)
+            | {b.timeline for b in snapshot.backups if b.timeline})
+    return [TimelinePath.build(t, snapshot.histories.get(t, ())) for t in sorted(tlis)
+            if t == 1 or t in snapshot.histories]
+
+
+def all_windows(snapshot: ArchiveSnapshot) -> dict[tuple[int, ...], list[Window]]:
+    """Windows of every path of :func:`all_paths`, keyed by the path's timelines (from usable backups)."""
+    return {p.tlis: compute_windows(snapshot, p) for p in all_paths(snapshot)}
+
+
 def window_containing(windows: Sequence[Window], label: str) -> Window | None:
     return next((w for w in windows if label in w.backups), None)
