@@ -19,6 +19,7 @@ async def s3_client(settings: Settings) -> AsyncIterator[Any]:
                            settings.aws_default_region)
     cfg = s3_config(max_attempts=settings.s3_max_attempts, connect_timeout=settings.s3_connect_timeout_seconds,
                     read_timeout=settings.s3_read_timeout_seconds)
-    async with session.client("s3", endpoint_url=settings.s3_endpoint_url, config=cfg,
-                              verify=settings.s3_verify_tls) as client:
+    # TLS verification is on unless S3_VERIFY_TLS=false; S3_CA_BUNDLE trusts a private endpoint's CA
+    verify: bool | str = settings.s3_verify_tls and (settings.s3_ca_bundle or True)
+    async with session.client("s3", endpoint_url=settings.s3_endpoint_url, config=cfg, verify=verify) as client:
         yield client

@@ -3,11 +3,17 @@
 Retries: botocore "standard" mode covers 5xx/throttling/RequestTimeout on the request itself; errors while
 reading a body (reset, truncation) are not covered, so ``read`` retries GET + full read as one unit and
 never returns a short body (see RELIABILITY.md).
+
+Timeouts (settings ``s3_connect_timeout_seconds``, ``s3_read_timeout_seconds``): the read timeout is an
+inactivity timeout (aiohttp ``sock_read``: the longest wait for the next bytes, headers or body), so a slow
+transfer that keeps making progress is never cut, while a stalled one fails as ``storage_timeout``; the scan
+as a whole is bounded by ``scan_deadline_seconds`` (scheduler/runner.py).
 """
 from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,7 +21,7 @@ from typing import Any, Protocol
 
 import aioboto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, ReadTimeoutError, SSLError
 
 from recovery.errors import PitrError
 
@@ -81,10 +87,31 @@ def classify_client_error(exc: Exception, bucket: str, key: str | None = None) -
         if code in _UNAVAILABLE or (isinstance(status, int) and status >= 500):
             return StorageError("storage_unavailable", f"S3 unavailable ({code or status}) for bucket {bucket!r}", key)
         return StorageError("storage_error", f"S3 error {code or status} for bucket {bucket!r}", key)
-    if isinstance(exc, (BotoCoreError, OSError, asyncio.TimeoutError)):
+    if isinstance(exc, SSLError) or _cert_error(exc):
+        return StorageError("tls_error", "TLS verification of the S3 endpoint failed (set S3_CA_BUNDLE to the CA "
+                            f"that signed its certificate): {_safe(exc)}", key)
+    if isinstance(exc, (ReadTimeoutError, ConnectTimeoutError, asyncio.TimeoutError)):
+        return StorageError("storage_timeout", f"S3 made no progress within the connect/read timeout "
+                            f"({type(exc).__name__}){' reading ' + key if key else ''}", key)
+    if isinstance(exc, (BotoCoreError, OSError)):
         name = type(exc).__name__
         return StorageError("storage_unavailable", f"S3 endpoint unreachable or failing ({name}): {_safe(exc)}", key)
     return StorageError("storage_error", f"{type(exc).__name__}: {_safe(exc)}", key)
+
+
+def _cert_error(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+# codes ``read`` retries as a unit (GET + whole body); anything else is final
+_READ_RETRY = frozenset({"storage_unavailable", "storage_error", "storage_timeout", "truncated_body"})
 
 
 def _safe(exc: BaseException) -> str:
@@ -148,11 +175,9 @@ class S3Store:
                 raise
             except StorageError as e:
                 last = e
-            except Exception as e:  # body read errors: aiohttp ClientPayloadError, ResponseStreamingError, resets
-                last = classify_client_error(e, self.bucket, key)
-                if last.code not in ("storage_unavailable", "storage_error"):
-                    raise last from None
-            if last.code in ("access_denied", "no_such_bucket", "clock_skew"):
+            except Exception as e:  # body read errors: aiohttp ClientPayloadError, ResponseStreamingError,
+                last = classify_client_error(e, self.bucket, key)   # resets, a stalled body (read timeout)
+            if last.code not in _READ_RETRY:     # access_denied, clock_skew, tls_error, no_such_bucket: final
                 raise last
             self.retries += 1
             await asyncio.sleep(min(self._backoff_cap, 0.1 * 2 ** attempt) * random.uniform(0.5, 1.0))
@@ -168,7 +193,8 @@ class S3Store:
 
 
 def s3_config(*, max_attempts: int, connect_timeout: float, read_timeout: float) -> Config:
-    return Config(retries={"mode": "standard", "max_attempts": max_attempts},
+    # total_max_attempts counts the first request too (botocore's ``max_attempts`` would count retries only)
+    return Config(retries={"mode": "standard", "total_max_attempts": max_attempts},
                   connect_timeout=connect_timeout, read_timeout=read_timeout,
                   s3={"addressing_style": "path"}, signature_version="s3v4")
 
