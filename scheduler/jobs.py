@@ -7,8 +7,9 @@ and each instance's scan is claimed in PostgreSQL (RELIABILITY.md scenarios 12, 
    claimed by exactly one replica per instance; already claimed: skip;
 2. ``try_acquire_lease("scan:<guid>", holder, ttl)`` -> fencing token; held by another replica (still
    scanning an earlier slot): the slot is recorded as ``skipped:lease_held``;
-3. scan and save in ONE transaction, fenced by the generation the scan started from (a stale writer
-   saves nothing); 4. ``finish_run`` with the outcome and ``release_lease`` (also on cancellation).
+3. scan and save in ONE transaction, fenced by the generation the scan started from and by the lease
+   token (a holder paused past its TTL, whose lease another replica took, saves nothing);
+4. ``finish_run`` with the outcome and ``release_lease`` (also on cancellation).
 
 No session advisory locks are used, so none can leak on pooled connections. Every
 ``full_scan_every``-th run of an instance is a full reconcile (time based, so it survives replica
@@ -51,8 +52,10 @@ def default_holder() -> str:
 
 
 def lease_ttl(settings: ScanConfig) -> float:
-    """Longer than any scan may take (scans are bounded by ``scan_deadline_seconds``)."""
-    return settings.scan_deadline_seconds + 60.0
+    """``scan_lease_ttl_seconds`` if set, else longer than any scan may take (scans are bounded by
+    ``scan_deadline_seconds``). A holder that outlives its lease is fenced at save time, never trusted."""
+    ttl = getattr(settings, "scan_lease_ttl_seconds", None)
+    return float(ttl) if ttl else settings.scan_deadline_seconds + 60.0
 
 
 def slot_for(now: datetime, interval_s: int) -> datetime:
@@ -99,7 +102,7 @@ async def scan_with_lease(pool: asyncpg.Pool, settings: ScanConfig, client: Any,
         is_full = full_due(state, now or datetime.now(timezone.utc), settings) if full is None else full
         try:
             o = await scan_instance(pool, client, guid, full=is_full, settings=settings,
-                                    expected_generation=state.generation)
+                                    expected_generation=state.generation, lease_key=key, lease_token=token)
         except Conflict as e:   # fenced: another writer saved since we started; we wrote nothing
             log.warning("scan of %s fenced: %s", guid, e)
             o = ScanOutcome(guid, False, "fenced", str(e))

@@ -53,8 +53,13 @@ async def previous_of(pool: asyncpg.Pool, guid: str, rec: Any, *, full: bool) ->
 
 
 async def scan_instance(pool: asyncpg.Pool, client: Any, guid: str, *, full: bool, settings: ScanConfig,
-                        expected_generation: int | None = None) -> ScanOutcome:
-    """Scan one instance and store the result in one transaction; on failure keep the previous generation."""
+                        expected_generation: int | None = None, lease_key: str | None = None,
+                        lease_token: int | None = None) -> ScanOutcome:
+    """Scan one instance and store the result in one transaction; on failure keep the previous generation.
+
+    Fenced save (``catalog.repo.save_scan``): with ``expected_generation`` another writer's save in the
+    meantime, and with ``lease_key``/``lease_token`` a lost lease, make the save raise Conflict, writing nothing.
+    """
     t0 = asyncio.get_running_loop().time()
     rec = await repo.get_instance(pool, guid)
     store = S3Store(client, rec.storage.bucket)
@@ -72,7 +77,8 @@ async def scan_instance(pool: asyncpg.Pool, client: Any, guid: str, *, full: boo
         await repo.record_scan_failure(pool, guid, "storage_unavailable", msg)
         return ScanOutcome(guid, False, "storage_unavailable", msg, requests=store.requests,
                            seconds=asyncio.get_running_loop().time() - t0)
-    await repo.save_scan(pool, guid, result, expected_generation=expected_generation)
+    await repo.save_scan(pool, guid, result, expected_generation=expected_generation, lease_key=lease_key,
+                         lease_token=lease_token)
     return ScanOutcome(guid, True, None, "ok", backups=len(result.backups or ()), wal_runs=len(result.wal_runs),
                        unknown_objects=result.unknown_objects, issues=len(result.issues), requests=store.requests,
                        seconds=asyncio.get_running_loop().time() - t0)
