@@ -248,7 +248,7 @@ async def save_scan(db: Db, guid: str, result: ScanResult, *, expected_generatio
                     "INSERT INTO timelines (instance_guid, tli, ordinal, parent, switchpoint, reason) "
                     "VALUES ($1, $2, $3, $4, $5, $6)",
                     [(guid, tli, i, s.parent, s.switchpoint, s.reason) for i, s in enumerate(switches)])
-            await _store_runs(c, guid, result.wal_runs, replace=result.wal_mode is WalMode.REPLACE)
+            former_ends = await _store_runs(c, guid, result.wal_runs, replace=result.wal_mode is WalMode.REPLACE)
             if result.wal_mode is WalMode.REPLACE:
                 await c.execute("DELETE FROM wal_conflicts WHERE instance_guid = $1", guid)
             await c.executemany(
@@ -256,6 +256,7 @@ async def save_scan(db: Db, guid: str, result: ScanResult, *, expected_generatio
                    ON CONFLICT (instance_guid, timeline, segno) DO UPDATE SET detail = EXCLUDED.detail""",
                 [(guid, x.timeline, x.segno, x.detail) for x in result.conflicts])
             await _upsert_edges(c, guid, result.edges)
+            await _drop_edges(c, guid, former_ends - {(e.timeline, e.segno) for e in result.edges})
             return await c.fetchval(
                 """UPDATE scan_state SET cursors = $2::jsonb, last_scan = $3, last_attempt = $3,
                           last_full_scan = CASE WHEN $4 THEN $3 ELSE last_full_scan END,
@@ -293,8 +294,12 @@ async def _replace_backups(c: asyncpg.Connection, guid: str, backups: Sequence[B
         [(guid, *rows.backup_to_args(b)) for b in backups])
 
 
-async def _store_runs(c: asyncpg.Connection, guid: str, found: Sequence[WalRun], *, replace: bool) -> None:
-    """MERGE: stored ∪ found; REPLACE: found only (and edges on vanished segments go). O(runs)."""
+async def _store_runs(c: asyncpg.Connection, guid: str, found: Sequence[WalRun], *, replace: bool
+                      ) -> set[tuple[int, int]]:
+    """MERGE: stored ∪ found; REPLACE: found only (and edges on vanished segments go). O(runs).
+
+    Returns the former run ends that no longer end a run (the run grew or merged): their edges are stale.
+    """
     stored = {rows.row_to_run(r) for r in await c.fetch(
         "SELECT timeline, first_segno, last_segno FROM wal_runs WHERE instance_guid = $1", guid)}
     merged = set(merge_runs(found if replace else [*stored, *found]))
@@ -314,6 +319,17 @@ async def _store_runs(c: asyncpg.Connection, guid: str, found: Sequence[WalRun],
             """DELETE FROM window_edges e WHERE e.instance_guid = $1 AND NOT EXISTS (
                    SELECT 1 FROM wal_runs r WHERE r.instance_guid = e.instance_guid AND r.timeline = e.timeline
                    AND e.segno BETWEEN r.first_segno AND r.last_segno)""", guid)
+    return {(r.timeline, r.last) for r in gone} - {(r.timeline, r.last) for r in merged}
+
+
+async def _drop_edges(c: asyncpg.Connection, guid: str, ends: set[tuple[int, int]]) -> None:
+    """Forget the edges at ``ends`` (else one stale row per run extension piles up, and the catalog
+    differs from a fresh scan of the same archive)."""
+    if ends:
+        await c.execute(
+            """DELETE FROM window_edges e USING unnest($2::int[], $3::bigint[]) AS k(timeline, segno)
+               WHERE e.instance_guid = $1 AND e.timeline = k.timeline AND e.segno = k.segno""",
+            guid, [t for t, _ in ends], [n for _, n in ends])
 
 
 async def _upsert_edges(c: asyncpg.Connection, guid: str, edges: Sequence[WindowEdge]) -> None:
