@@ -361,9 +361,9 @@ async def _scan_walg_wale(store: ObjectStore, layout: Layout, previous: Previous
             return old
         try:
             b = mod.parse_sentinel(await store.read(o.key), label, o.key)
-        except NotFound:
-            acc.issue("not_found_race", o.key, "sentinel vanished after listing")
-            return None
+        except NotFound:   # listed a moment ago: a race with retention. Keep what we knew; only a complete
+            acc.issue("not_found_race", o.key, "sentinel vanished after listing")   # listing lacking it deletes
+            return old
         except ParseError as e:
             acc.issue("metadata_error", o.key, str(e))
             b = Backup(label=label, type=BackupType.FULL, status=BackupStatus.FAILED, timeline=None, start_lsn=None,
