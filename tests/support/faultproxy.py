@@ -1,14 +1,25 @@
 """A small aiohttp fault-injecting proxy in front of moto server (Toxiproxy is not installable here).
 
 Rules: the first ``k`` requests per (method, path) answer an S3 error (503 SlowDown, 500 InternalError,
-400 RequestTimeout); ``down`` answers 503 forever; ``truncate`` cuts GET bodies of matching keys after ``n``
-bytes while announcing the full Content-Length, then closes the connection.
+400 RequestTimeout); ``down`` answers 503 forever; ``fail_with`` answers one given S3 error to every request;
+``truncate`` cuts GET bodies of matching keys after ``n`` bytes while announcing the full Content-Length, then
+closes the connection.
+
+Slow servers: ``latency`` delays every request before it is forwarded; ``stall`` sends a matching GET's headers
+and its first bytes, then nothing more (until the proxy stops); ``drip`` sends a matching GET's body in small
+chunks with a pause between them (slow, but making progress); ``pause()`` holds every request until
+``resume()`` (a paused replica).
+
+Listing races: ``list_page_size`` makes LIST answer at most that many entries per page (S3 may return fewer
+than MaxKeys), and ``on_list_page(prefix, page)`` runs before a continuation page (page >= 2) is forwarded, so
+a test can put and delete keys between pages.
 """
 from __future__ import annotations
 
 import asyncio
 import itertools
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -35,6 +46,19 @@ class FaultProxy:
     seen: Counter[tuple[str, str]] = field(default_factory=Counter)
     injected: int = 0
     methods: Counter[str] = field(default_factory=Counter)
+    fail_with: tuple[int, str, str] | None = None      # (status, S3 code, message) for every request
+    fail_with_extra: str = ""                          # more XML inside <Error> (e.g. S3's echoed AWSAccessKeyId)
+    latency: float = 0.0
+    stall_suffix: str | None = None
+    stall_at: int = 10
+    stalled: int = 0
+    drip_suffix: str | None = None
+    drip_chunk: int = 64
+    drip_interval: float = 0.1
+    dripped: int = 0
+    list_page_size: int | None = None
+    on_list_page: Callable[[str, int], Awaitable[None]] | None = None
+    held: int = 0
     _cycle: itertools.cycle = field(default_factory=lambda: itertools.cycle(_ERRORS))  # type: ignore[type-arg]
     _runner: web.AppRunner | None = None
     port: int = 0
@@ -48,9 +72,15 @@ class FaultProxy:
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self._session = aiohttp.ClientSession(auto_decompress=False)
+        self._stopping = asyncio.Event()
+        self._running = asyncio.Event()
+        self._running.set()
+        self._pages: Counter[str] = Counter()
         return self
 
     async def stop(self) -> None:
+        self._stopping.set()          # ends stalls and sleeps: handlers return at once
+        self._running.set()
         await self._session.close()
         if self._runner:
             await self._runner.cleanup()
@@ -59,17 +89,52 @@ class FaultProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def pause(self) -> None:
+        """Hold every new request (and those in flight before forwarding) until :meth:`resume`."""
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep unless the proxy stops first; True if it is stopping."""
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         key = (request.method, request.path_qs.split("&continuation-token")[0])
         self.seen[key] += 1
         self.methods[request.method] += 1
+        if not self._running.is_set():
+            self.held += 1
+            await self._running.wait()
+        if self.latency and await self._sleep(self.latency):
+            raise web.HTTPServiceUnavailable()
+        if self.fail_with is not None:
+            self.injected += 1
+            status, code, msg = self.fail_with
+            body = _xml(code, msg).replace(b"</Error>", self.fail_with_extra.encode() + b"</Error>")
+            return web.Response(status=status, body=body, content_type="application/xml")
         if self.down or self.seen[key] <= self.fail_first:
             self.injected += 1
             status, code, msg = next(self._cycle)
             return web.Response(status=status, body=_xml(code, msg), content_type="application/xml")
+        url = request.rel_url
+        if request.method == "GET" and "list-type" in url.query:
+            if self.list_page_size is not None:
+                url = url.update_query({"max-keys": str(self.list_page_size)})
+            prefix = url.query.get("prefix", "")
+            if "continuation-token" not in url.query:
+                self._pages[prefix] = 0
+            self._pages[prefix] += 1
+            if self.on_list_page is not None and self._pages[prefix] >= 2:
+                await self.on_list_page(prefix, self._pages[prefix])
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
-        async with self._session.request(request.method, self.upstream + request.path_qs, data=body,
+        async with self._session.request(request.method, self.upstream + str(url), data=body,
                                          headers=headers) as up:
             data = await up.read()
             out_headers = {k: v for k, v in up.headers.items()
@@ -85,5 +150,28 @@ class FaultProxy:
                 await asyncio.sleep(0.05)
                 assert request.transport is not None
                 request.transport.close()
+                return resp
+            if (self.stall_suffix and request.method == "GET" and request.path.endswith(self.stall_suffix)
+                    and up.status == 200 and len(data) > self.stall_at):
+                self.stalled += 1         # headers and a few bytes, then silence: no progress at all
+                resp = web.StreamResponse(status=up.status, headers=out_headers)
+                resp.content_length = len(data)
+                await resp.prepare(request)
+                await resp.write(data[: self.stall_at])
+                await self._stopping.wait()
+                if request.transport is not None:
+                    request.transport.close()
+                return resp
+            if (self.drip_suffix and request.method == "GET" and request.path.endswith(self.drip_suffix)
+                    and up.status == 200):
+                self.dripped += 1         # slow but steady: every chunk is progress
+                resp = web.StreamResponse(status=up.status, headers=out_headers)
+                resp.content_length = len(data)
+                await resp.prepare(request)
+                for i in range(0, len(data), self.drip_chunk):
+                    if i and await self._sleep(self.drip_interval):
+                        break
+                    await resp.write(data[i: i + self.drip_chunk])
+                await resp.write_eof()
                 return resp
             return web.Response(status=up.status, body=data, headers=out_headers)
