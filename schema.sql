@@ -127,6 +127,23 @@ CREATE TABLE IF NOT EXISTS scan_state (
     requests         bigint NOT NULL DEFAULT 0
 );
 
+-- Derived from the rows above for one stored scan (generation, last_scan): the recoverable windows per
+-- timeline path and the archive part of the Backups document, so that a request does not recompute them
+-- from a year of backups. Valid only while scan_state still has the same generation and last_scan;
+-- written after each scan and on a read that finds it missing or stale. Deleting it loses nothing.
+CREATE TABLE IF NOT EXISTS derived_views (
+    instance_guid  text PRIMARY KEY REFERENCES instances ON DELETE CASCADE,
+    generation     bigint NOT NULL,
+    last_scan      timestamptz,
+    windows        text NOT NULL,    -- recovery.jsonout.windows_to_json
+    archive        text NOT NULL,    -- recovery.jsonout.archive_to_dict, as JSON text
+    computed_at    timestamptz NOT NULL DEFAULT now()
+);
+
+-- The planner's candidate order (newest stop first), for loading only the newest candidates.
+CREATE INDEX IF NOT EXISTS backups_by_stop_time ON backups (instance_guid, stop_time DESC);
+CREATE INDEX IF NOT EXISTS backups_by_stop_lsn ON backups (instance_guid, stop_lsn DESC);
+
 -- Leases for multi-replica exclusivity. A lease row is never deleted, so `token` (the fencing
 -- token) increases monotonically per key; release only expires it.
 CREATE TABLE IF NOT EXISTS scan_leases (

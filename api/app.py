@@ -157,6 +157,10 @@ async def run_server(settings: Settings, host: str, port: int) -> None:
         # collector's generations so full collections only traverse what requests create (shorter pauses).
         gc.collect()
         gc.freeze()
+        # A request for a year-long instance allocates thousands of short-lived objects; with the default
+        # thresholds every few of them promote survivors and trigger full collections (tens of ms each).
+        # Young collections stay as frequent as by default; full ones come 100x less often.
+        gc.set_threshold(700, 10, 1000)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

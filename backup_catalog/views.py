@@ -1,8 +1,9 @@
 """Documents of the JSON contracts (backups, plan) built from the catalog, shared by CLI and HTTP API."""
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -10,17 +11,18 @@ from rich.console import Console
 from rich.table import Table
 
 from backup_catalog.settings import Settings
-from catalog import repo
+from catalog import derived, repo
 from catalog.errors import NotScanned, UnknownService
 from catalog.rows import InstanceRecord, ScanState
 from recovery import jsonout
 from recovery.errors import PlanningError
 from recovery.jsonout import json_time
-from recovery.lsn import Lsn
 from recovery.model import ArchiveSnapshot, Backup
-from recovery.timeline import TimelinePath
-from recovery.wal import DEFAULT_SEG_SIZE, segment_name
-from recovery.windows import Window, compute_windows, holes
+from recovery.plan import RecoveryPlan, WindowsUnknown, narrowable, plan_recovery
+from recovery.target import Target
+from recovery.wal import DEFAULT_SEG_SIZE
+from recovery.windows import Window
+from recovery.windows import all_windows as windows_by_path
 
 iso = json_time
 
@@ -121,18 +123,8 @@ def windows_of(guid: str, snap: ArchiveSnapshot) -> list[Window]:
     return SNAPSHOTS.windows(guid, snap)
 
 
-def all_paths(snap: ArchiveSnapshot) -> list[TimelinePath]:
-    tlis = {r.timeline for r in snap.runs} | set(snap.histories) | {b.timeline for b in snap.backups if b.timeline}
-    paths = []
-    for t in sorted(tlis):
-        if t > 1 and t not in snap.histories:
-            continue  # without its history file a timeline's path cannot be followed
-        paths.append(TimelinePath.build(t, snap.histories.get(t, ())))
-    return paths
-
-
 def all_windows(snap: ArchiveSnapshot) -> list[Window]:
-    return [w for p in all_paths(snap) for w in compute_windows(snap, p)]
+    return [w for ws in windows_by_path(snap).values() for w in ws]
 
 
 def scan_to_dict(state: ScanState | None) -> dict[str, Any]:
@@ -146,23 +138,27 @@ def scan_to_dict(state: ScanState | None) -> dict[str, Any]:
             "stale_since": iso(state.stale_since), "unknown_objects": state.unknown_objects, "errors": errors}
 
 
+_EMPTY = ArchiveSnapshot(layout=None, seg_size=DEFAULT_SEG_SIZE, backups=(), runs=())  # type: ignore[arg-type]
+
+
+async def archive_doc(pool: asyncpg.Pool, guid: str) -> dict[str, Any]:
+    """The archive part of an instance's Backups entry: stored for the current scan, or computed and stored."""
+    text = await derived.stored_archive(pool, guid)
+    if text is None:
+        try:
+            text = (await derived.refresh(pool, guid))[0].archive
+        except NotScanned:
+            return jsonout.archive_to_dict(_EMPTY, {})
+    doc: dict[str, Any] = json.loads(text)
+    return doc
+
+
 async def instance_doc(pool: asyncpg.Pool, rec: InstanceRecord) -> dict[str, Any]:
     state = await repo.load_scan_state(pool, rec.guid)
-    try:
-        snap = await snapshot_of(pool, rec.guid)
-    except NotScanned:
-        snap = ArchiveSnapshot(layout=None, seg_size=DEFAULT_SEG_SIZE, backups=(), runs=())  # type: ignore[arg-type]
-    S = snap.seg_size
     return {
         "instance_guid": rec.guid, "name": rec.ref.name, "deleted_at": iso(rec.ref.deleted_at),
         "layout": rec.layout.value if rec.layout else None,
-        "backups": [backup_to_dict(b) for b in sorted(snap.backups, key=lambda b: (b.stop_lsn or Lsn(0), b.label))],
-        "wal": [{"timeline": r.timeline, "first_segment": segment_name(r.timeline, r.first, S),
-                 "last_segment": segment_name(r.timeline, r.last, S), "segments": r.count} for r in snap.runs],
-        "holes": [{"timeline": t, "first_missing": segment_name(t, a, S), "last_missing": segment_name(t, b, S)}
-                  for t, a, b in holes(snap.runs)],
-        "conflicts": [{"timeline": t, "segment": segment_name(t, n, S)} for t, n in snap.conflicts],
-        "windows": [jsonout.window_to_dict(w) for w in windows_of(rec.guid, snap)],
+        **await archive_doc(pool, rec.guid),
         "scan": scan_to_dict(state),
     }
 
@@ -215,7 +211,6 @@ async def plan_doc(pool: asyncpg.Pool, settings: Settings, space: str, body: dic
                    *, now: datetime | None = None) -> dict[str, Any]:
     """Resolve ``clone-from`` in the space at the target time and plan the recovery (or raise a refusal)."""
     from recovery.jsonout import plan_to_dict
-    from recovery.plan import plan_recovery
     from recovery.render import render_files, restore_command
     from recovery.target import TargetKind
 
@@ -226,9 +221,8 @@ async def plan_doc(pool: asyncpg.Pool, settings: Settings, space: str, body: dic
     at = target.time if target.kind is TargetKind.TIME else None
     res = await repo.resolve_name(pool, space, name, at)
     rec = res.record
-    snap = await snapshot_of(pool, rec.guid)
-    pg_version = body.get("pg-version") or _major(rec.pg_version or snap.pg_version) or 15
-    plan = plan_recovery(snap, target, now=now or datetime.now(timezone.utc), pg_version=pg_version)
+    plan, snap = await _plan(pool, rec, target, now or datetime.now(UTC), body.get("pg-version"))
+    pg_version = plan.pg_version or 15
     layout = rec.layout or snap.layout
     cmd = restore_command(layout, bucket=rec.storage.bucket, prefix=rec.storage.prefix.strip("/"),
                           stanza=rec.stanza or rec.storage.stanza or "main", endpoint_url=settings.s3_endpoint_url)
@@ -237,6 +231,33 @@ async def plan_doc(pool: asyncpg.Pool, settings: Settings, space: str, body: dic
     return {"source": {"instance_guid": rec.guid, "space_guid": rec.ref.space_guid, "name": rec.ref.name,
                        "deleted_at": iso(rec.ref.deleted_at), "layout": layout.value if layout else None,
                        "resolution": res.reason, "resolution_rule": res.rule}, **doc}
+
+
+PLAN_CANDIDATES = 4   # newest candidate backups loaded for a plan (recovery.plan.narrow)
+
+
+async def _plan(pool: asyncpg.Pool, rec: InstanceRecord, target: Target, now: datetime,
+                requested_pg: int | None) -> tuple[RecoveryPlan, ArchiveSnapshot]:
+    """Plan from the newest candidates and the stored windows when that is conclusive, else from the
+    whole snapshot (the result is the same; see ``recovery.plan.narrow``). Refusals always come from
+    the whole snapshot."""
+    def pg(snap: ArchiveSnapshot) -> int:
+        return requested_pg or _major(rec.pg_version or snap.pg_version) or 15
+
+    if narrowable(target):
+        inputs = await repo.load_plan_inputs(pool, rec.guid, target, PLAN_CANDIDATES)
+        if inputs is None:   # no stored windows for this scan yet: compute and store them on the way
+            d, whole = await derived.refresh(pool, rec.guid)
+            return plan_recovery(whole, target, now=now, pg_version=pg(whole), windows=d.windows), whole
+        try:
+            plan = plan_recovery(inputs.snapshot, target, now=now, pg_version=pg(inputs.snapshot),
+                                 windows=derived.parse_windows(inputs.windows_json))
+            if plan.backup.label in inputs.prefix:
+                return plan, inputs.snapshot
+        except (PlanningError, WindowsUnknown, ValueError):
+            pass
+    snap = await snapshot_of(pool, rec.guid)
+    return plan_recovery(snap, target, now=now, pg_version=pg(snap)), snap
 
 
 def _major(v: int | None) -> int | None:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 
@@ -18,12 +20,14 @@ from catalog.leases import check_lease, finish_run, record_run, release_lease, t
 from catalog.rows import InstanceRecord, Resolution, ScanState
 from catalog.scanresult import ScanResult, WalMode
 from recovery.model import ArchiveSnapshot, Backup, InstanceRef, Storage, WalRun, WindowEdge
+from recovery.plan import candidate_order
+from recovery.target import Target, TargetKind
 from recovery.wal import DEFAULT_SEG_SIZE, merge_runs
 
 Db = asyncpg.Pool | asyncpg.Connection
 
 TABLES = ("instances", "instance_names", "backups", "timelines", "wal_runs", "wal_conflicts",
-          "window_edges", "scan_state", "scan_leases", "scan_runs")
+          "window_edges", "scan_state", "derived_views", "scan_leases", "scan_runs")
 
 
 @asynccontextmanager
@@ -402,19 +406,83 @@ async def load_snapshot(db: Db, guid: str) -> ArchiveSnapshot:
     :raises NotScanned: the archive layout is unknown (never scanned, requested ``auto``).
     """
     async with _snapshot(db) as c:
-        rec = await get_instance(c, guid)
-        if rec.layout is None:
-            raise NotScanned(guid)
-        hist = await c.fetch("SELECT tli, ordinal, parent, switchpoint, reason FROM timelines "
-                             "WHERE instance_guid = $1 ORDER BY tli, ordinal", guid)
-        edges = await c.fetch("SELECT * FROM window_edges WHERE instance_guid = $1 ORDER BY timeline, segno", guid)
-        state = await load_scan_state(c, guid)
-        return ArchiveSnapshot(
-            integrity_errors=tuple(i.message for i in state.issues if i.code == "integrity_error"),
-            layout=rec.layout, seg_size=rec.seg_size or DEFAULT_SEG_SIZE, backups=await backups(c, guid),
-            runs=await wal_runs(c, guid), histories=rows.rows_to_histories(hist),
-            edges=tuple(rows.row_to_edge(e) for e in edges), pg_version=rec.pg_version,
-            conflicts=tuple((x.timeline, x.segno) for x in await wal_conflicts(c, guid)))
+        return await _load_snapshot(c, guid, None)
+
+
+async def load_versioned_snapshot(db: Db, guid: str) -> tuple[tuple[int, datetime | None], ArchiveSnapshot]:
+    """:func:`load_snapshot` and the :func:`snapshot_version` it belongs to, read in the same snapshot."""
+    async with _snapshot(db) as c:
+        version = await snapshot_version(c, guid)
+        return version, await _load_snapshot(c, guid, None)
+
+
+async def _load_snapshot(c: asyncpg.Connection, guid: str, backup_rows: Sequence[Any] | None) -> ArchiveSnapshot:
+    rec = await get_instance(c, guid)
+    if rec.layout is None:
+        raise NotScanned(guid)
+    hist = await c.fetch("SELECT tli, ordinal, parent, switchpoint, reason FROM timelines "
+                         "WHERE instance_guid = $1 ORDER BY tli, ordinal", guid)
+    edges = await c.fetch("SELECT * FROM window_edges WHERE instance_guid = $1 ORDER BY timeline, segno", guid)
+    state = await load_scan_state(c, guid)
+    return ArchiveSnapshot(
+        integrity_errors=tuple(i.message for i in state.issues if i.code == "integrity_error"),
+        layout=rec.layout, seg_size=rec.seg_size or DEFAULT_SEG_SIZE,
+        backups=(await backups(c, guid) if backup_rows is None else tuple(rows.row_to_backup(r) for r in backup_rows)),
+        runs=await wal_runs(c, guid), histories=rows.rows_to_histories(hist),
+        edges=tuple(rows.row_to_edge(e) for e in edges), pg_version=rec.pg_version,
+        conflicts=tuple((x.timeline, x.segno) for x in await wal_conflicts(c, guid)))
+
+
+_USABLE = ("status = 'done' AND timeline IS NOT NULL AND start_lsn IS NOT NULL AND stop_lsn IS NOT NULL")
+_ORDER = {"time": 'stop_time DESC NULLS LAST, stop_lsn DESC, label COLLATE "C" DESC',
+          "lsn": 'stop_lsn DESC, stop_time DESC NULLS LAST, label COLLATE "C" DESC'}
+
+
+@dataclass(frozen=True, slots=True)
+class PlanInputs:
+    """A snapshot narrowed to the newest candidates (``recovery.plan.narrow``, in SQL), the labels of
+    that prefix, and the stored windows (JSON text) of the same scan."""
+
+    snapshot: ArchiveSnapshot
+    prefix: frozenset[str]
+    windows_json: str
+
+
+async def load_plan_inputs(db: Db, guid: str, target: Target, k: int) -> PlanInputs | None:
+    """What a plan for ``target`` needs when the scan's windows are stored (``derived_views``): the k
+    newest usable candidate backups and their ``depends_on`` chains, not the whole history. None when the
+    stored windows are missing or belong to another scan (the caller plans from the whole snapshot).
+    :raises NotScanned: the archive layout is unknown.
+    """
+    order = candidate_order(target)
+    if target.kind is TargetKind.TIME:
+        cond, args = ("stop_time <= $2" if target.inclusive else "stop_time < $2"), [target.time]
+    elif target.kind is TargetKind.LSN:
+        cond, args = "stop_lsn <= $2", [target.lsn]
+    else:
+        cond, args = "true", []
+    sql = f"""
+        WITH RECURSIVE prefix AS (
+            SELECT label FROM backups WHERE instance_guid = $1 AND {_USABLE} AND {cond}
+            ORDER BY {_ORDER[order]} LIMIT {int(k)}),
+        chain(label) AS (
+            SELECT label FROM prefix
+            UNION
+            SELECT d.label FROM chain JOIN backups b ON b.instance_guid = $1 AND b.label = chain.label,
+                   unnest(b.depends_on) AS d(label))
+        SELECT b.*, b.label IN (SELECT label FROM prefix) AS in_prefix
+        FROM backups b WHERE b.instance_guid = $1 AND b.label IN (SELECT label FROM chain)
+        ORDER BY start_time NULLS LAST, start_lsn NULLS LAST, label"""
+    async with _snapshot(db) as c:
+        windows = await c.fetchval(
+            """SELECT d.windows FROM derived_views d JOIN scan_state s USING (instance_guid)
+               WHERE d.instance_guid = $1 AND d.generation = s.generation
+                 AND d.last_scan IS NOT DISTINCT FROM s.last_scan""", guid)
+        if windows is None:
+            return None
+        recs = await c.fetch(sql, guid, *args)
+        snap = await _load_snapshot(c, guid, recs)
+        return PlanInputs(snap, frozenset(r["label"] for r in recs if r["in_prefix"]), windows)
 
 
 @asynccontextmanager

@@ -385,5 +385,5 @@ def plan_recovery(snapshot: ArchiveSnapshot, target: Target, *, now: datetime,
                         major if major is not None else b_major)
 
 
-__all__ = ["RecoveryPlan", "plan_recovery", "resolve_path", "pg_major", "fmt_time", "narrowable", "candidate_order", "narrow",
-           "WindowsUnknown"]
+__all__ = ["RecoveryPlan", "WindowsUnknown", "candidate_order", "fmt_time", "narrow", "narrowable", "pg_major",
+           "plan_recovery", "resolve_path"]

@@ -326,8 +326,7 @@ def merge(windows: Iterable[Window]) -> list[Window]:
     for w in sorted(windows, key=lambda w: (w.timeline_path, w.from_lsn)):
         if group and group[0].timeline_path == w.timeline_path and w.from_lsn <= to_lsn:
             group.append(w)
-            if w.to_lsn > to_lsn:
-                to_lsn = w.to_lsn
+            to_lsn = max(to_lsn, w.to_lsn)
         else:
             if group:
                 close()

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
-from catalog import repo
+from catalog import derived, repo
 from catalog.errors import NotScanned
 from recovery.model import Layout
 from scheduler.scan import Previous, ScanFailed, scan_archive
@@ -79,6 +79,7 @@ async def scan_instance(pool: asyncpg.Pool, client: Any, guid: str, *, full: boo
                            seconds=asyncio.get_running_loop().time() - t0)
     await repo.save_scan(pool, guid, result, expected_generation=expected_generation, lease_key=lease_key,
                          lease_token=lease_token)
+    await derived.refresh_quietly(pool, guid)   # windows and the Backups document of this scan, for requests
     return ScanOutcome(guid, True, None, "ok", backups=len(result.backups or ()), wal_runs=len(result.wal_runs),
                        unknown_objects=result.unknown_objects, issues=len(result.issues), requests=store.requests,
                        seconds=asyncio.get_running_loop().time() - t0)

@@ -7,12 +7,16 @@ narrowed one (its refusal is never shown: the caller re-plans from the whole sna
 """
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
+import pytest
+
 from recovery.errors import PlanningError
+from recovery.jsonout import windows_from_json, windows_to_json
 from recovery.model import ArchiveSnapshot, Backup, BackupStatus, BackupType
 from recovery.plan import RecoveryPlan, WindowsUnknown, narrow, narrowable, plan_recovery
 from recovery.target import Target, make_target
@@ -141,3 +145,14 @@ def test_windows_for_an_unknown_path_are_not_guessed() -> None:
         assert e.args[0] == TimelinePath.build(2, (switch(1, SWITCH),)).tlis
     else:
         raise AssertionError("a path without precomputed windows must not be planned from partial data")
+
+
+def test_windows_json_round_trip_is_exact() -> None:
+    snap = make_snapshot(backups=(backup_at("F1", 2, 1), backup_at("F2", 4, 7.123456)),
+                         runs=(run(1, 2, 5), run(1, 7, 9)), edges=(edge(1, 5, 16), edge(1, 9, 30, exact=False)))
+    w = all_windows(snap)
+    assert windows_from_json(json.loads(json.dumps(windows_to_json(w)))) == w
+    with pytest.raises(ValueError, match="windows"):
+        windows_from_json([[[1], [["x", None, 1, None, True, [], "end"]]]])
+    with pytest.raises(ValueError, match="windows"):
+        windows_from_json({"not": "windows"})
