@@ -141,16 +141,50 @@ def scan_to_dict(state: ScanState | None) -> dict[str, Any]:
 _EMPTY = ArchiveSnapshot(layout=None, seg_size=DEFAULT_SEG_SIZE, backups=(), runs=())  # type: ignore[arg-type]
 
 
-async def archive_doc(pool: asyncpg.Pool, guid: str) -> dict[str, Any]:
-    """The archive part of an instance's Backups entry: stored for the current scan, or computed and stored."""
-    text = await derived.stored_archive(pool, guid)
-    if text is None:
+async def archive_text(pool: asyncpg.Pool, guid: str, stored: str | None = None) -> str:
+    """The archive part of an instance's Backups entry as JSON object text: ``stored`` (for the current
+    scan), else computed and stored."""
+    if stored is None:
+        stored = await derived.stored_archive(pool, guid)
+    if stored is None:
         try:
-            text = (await derived.refresh(pool, guid))[0].archive
+            stored = (await derived.refresh(pool, guid))[0].archive
         except NotScanned:
-            return jsonout.archive_to_dict(_EMPTY, {})
-    doc: dict[str, Any] = json.loads(text)
+            stored = json.dumps(jsonout.archive_to_dict(_EMPTY, {}), separators=(",", ":"))
+    return stored
+
+
+async def archive_doc(pool: asyncpg.Pool, guid: str) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(await archive_text(pool, guid))
     return doc
+
+
+def _join_objects(head: dict[str, Any], tail: str) -> str:
+    """JSON text of ``head`` with the members of the JSON object text ``tail`` appended."""
+    h = json.dumps(head, separators=(",", ":"))
+    t = tail.strip()
+    if not (t.startswith("{") and t.endswith("}")):
+        raise ValueError("not a JSON object")
+    return h if t == "{}" else h[:-1] + "," + t[1:]
+
+
+async def backups_body(pool: asyncpg.Pool, space: str, name: str) -> str:
+    """The Backups document as JSON text, every holder of the name newest first.
+
+    Each instance entry is its live part (name, deletion, scan state) joined with the archive document
+    stored for its current scan, without re-encoding a year of backups per request.
+    """
+    async with pool.acquire() as c:
+        holders = await repo.name_holders(c, space, name)
+        if not holders:
+            raise UnknownService(space, name)
+        found = [(r, *await derived.state_and_archive(c, r.guid)) for r in holders]
+    parts = []
+    for rec, state, stored in found:
+        head = {"instance_guid": rec.guid, "name": rec.ref.name, "deleted_at": iso(rec.ref.deleted_at),
+                "layout": rec.layout.value if rec.layout else None, "scan": scan_to_dict(state)}
+        parts.append(_join_objects(head, await archive_text(pool, rec.guid, stored)))
+    return _join_objects({"space_guid": space, "name": name}, '{"instances":[' + ",".join(parts) + "]}")
 
 
 async def instance_doc(pool: asyncpg.Pool, rec: InstanceRecord) -> dict[str, Any]:
@@ -164,10 +198,8 @@ async def instance_doc(pool: asyncpg.Pool, rec: InstanceRecord) -> dict[str, Any
 
 
 async def backups_doc(pool: asyncpg.Pool, space: str, name: str) -> dict[str, Any]:
-    holders = await repo.name_holders(pool, space, name)
-    if not holders:
-        raise UnknownService(space, name)
-    return {"space_guid": space, "name": name, "instances": [await instance_doc(pool, r) for r in holders]}
+    doc: dict[str, Any] = json.loads(await backups_body(pool, space, name))
+    return doc
 
 
 def print_backups(doc: dict[str, Any], console: Console) -> None:
@@ -219,9 +251,12 @@ async def plan_doc(pool: asyncpg.Pool, settings: Settings, space: str, body: dic
         raise PlanningError("invalid_target", "clone-from must name a service instance")
     target = _target_from_body(body)
     at = target.time if target.kind is TargetKind.TIME else None
-    res = await repo.resolve_name(pool, space, name, at)
-    rec = res.record
-    plan, snap = await _plan(pool, rec, target, now or datetime.now(UTC), body.get("pg-version"))
+    async with pool.acquire() as c:     # one connection for the common path: resolve, narrowed load
+        res = await repo.resolve_name(c, space, name, at)
+        rec = res.record
+        inputs = (await repo.load_plan_inputs(c, rec.guid, target, PLAN_CANDIDATES)
+                  if narrowable(target) else None)
+    plan, snap = await _plan(pool, rec, target, now or datetime.now(UTC), body.get("pg-version"), inputs)
     pg_version = plan.pg_version or 15
     layout = rec.layout or snap.layout
     cmd = restore_command(layout, bucket=rec.storage.bucket, prefix=rec.storage.prefix.strip("/"),
@@ -237,16 +272,15 @@ PLAN_CANDIDATES = 4   # newest candidate backups loaded for a plan (recovery.pla
 
 
 async def _plan(pool: asyncpg.Pool, rec: InstanceRecord, target: Target, now: datetime,
-                requested_pg: int | None) -> tuple[RecoveryPlan, ArchiveSnapshot]:
-    """Plan from the newest candidates and the stored windows when that is conclusive, else from the
-    whole snapshot (the result is the same; see ``recovery.plan.narrow``). Refusals always come from
-    the whole snapshot."""
+                requested_pg: int | None, inputs: repo.PlanInputs | None) -> tuple[RecoveryPlan, ArchiveSnapshot]:
+    """Plan from the newest candidates and the stored windows (``inputs``, from ``repo.load_plan_inputs``;
+    None when not stored for the current scan) when that is conclusive, else from the whole snapshot (the
+    result is the same; see ``recovery.plan.narrow``). Refusals always come from the whole snapshot."""
     def pg(snap: ArchiveSnapshot) -> int:
         return requested_pg or _major(rec.pg_version or snap.pg_version) or 15
 
     if narrowable(target):
-        inputs = await repo.load_plan_inputs(pool, rec.guid, target, PLAN_CANDIDATES)
-        if inputs is None:   # no stored windows for this scan yet: compute and store them on the way
+        if inputs is None:     # no stored windows for this scan yet: compute and store them on the way
             d, whole = await derived.refresh(pool, rec.guid)
             return plan_recovery(whole, target, now=now, pg_version=pg(whole), windows=d.windows), whole
         try:

@@ -96,6 +96,32 @@ async def build(dsn: str, instances: int, days: int = 365, *, batch: int = 250) 
     return counts
 
 
+async def _derive_range(dsn: str, lo: int, hi: int) -> int:
+    from catalog import db as catalog_db
+    from catalog import derived
+    pool = await catalog_db.open_pool(dsn, min_size=1, max_size=2)
+    try:
+        for i in range(lo, hi):
+            await derived.refresh(pool, guid(i))
+    finally:
+        await pool.close()
+    return hi - lo
+
+
+def _derive_chunk(args: tuple[str, int, int]) -> int:
+    return asyncio.run(_derive_range(*args))
+
+
+def derive(dsn: str, instances: int, *, workers: int = 2) -> int:
+    """What the scanner stores after each scan (``catalog.derived.refresh``: windows and the Backups
+    document of the scan), for every instance — the same code, run in ``workers`` processes."""
+    from concurrent.futures import ProcessPoolExecutor
+    step = max(1, -(-instances // (workers * 8)))
+    chunks = [(dsn, lo, min(instances, lo + step)) for lo in range(0, instances, step)]
+    with ProcessPoolExecutor(workers) as ex:
+        return sum(ex.map(_derive_chunk, chunks))
+
+
 async def claim_slots(dsn: str, slot: datetime) -> int:
     """Mark scheduled slot ``slot`` as already run for every instance (as another replica would have), so a
     server started for the latency runs does not spend its first tick scanning 10,000 fake prefixes."""

@@ -6,6 +6,7 @@ Rows become domain values only in :mod:`catalog.rows`. Leases and the run log li
 """
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -450,9 +451,10 @@ class PlanInputs:
 
 async def load_plan_inputs(db: Db, guid: str, target: Target, k: int) -> PlanInputs | None:
     """What a plan for ``target`` needs when the scan's windows are stored (``derived_views``): the k
-    newest usable candidate backups and their ``depends_on`` chains, not the whole history. None when the
-    stored windows are missing or belong to another scan (the caller plans from the whole snapshot).
-    :raises NotScanned: the archive layout is unknown.
+    newest usable candidate backups and their ``depends_on`` chains, not the whole history. One statement
+    (one consistent snapshot, one round trip). None when the stored windows are missing or belong to
+    another scan (the caller plans from the whole snapshot).
+    :raises NotScanned: the archive layout is unknown. :raises UnknownInstance: no such instance.
     """
     order = candidate_order(target)
     if target.kind is TargetKind.TIME:
@@ -461,7 +463,7 @@ async def load_plan_inputs(db: Db, guid: str, target: Target, k: int) -> PlanInp
         cond, args = "stop_lsn <= $2", [target.lsn]
     else:
         cond, args = "true", []
-    sql = f"""
+    r = await db.fetchrow(f"""
         WITH RECURSIVE prefix AS (
             SELECT label FROM backups WHERE instance_guid = $1 AND {_USABLE} AND {cond}
             ORDER BY {_ORDER[order]} LIMIT {int(k)}),
@@ -470,19 +472,46 @@ async def load_plan_inputs(db: Db, guid: str, target: Target, k: int) -> PlanInp
             UNION
             SELECT d.label FROM chain JOIN backups b ON b.instance_guid = $1 AND b.label = chain.label,
                    unnest(b.depends_on) AS d(label))
-        SELECT b.*, b.label IN (SELECT label FROM prefix) AS in_prefix
-        FROM backups b WHERE b.instance_guid = $1 AND b.label IN (SELECT label FROM chain)
-        ORDER BY start_time NULLS LAST, start_lsn NULLS LAST, label"""
-    async with _snapshot(db) as c:
-        windows = await c.fetchval(
-            """SELECT d.windows FROM derived_views d JOIN scan_state s USING (instance_guid)
-               WHERE d.instance_guid = $1 AND d.generation = s.generation
-                 AND d.last_scan IS NOT DISTINCT FROM s.last_scan""", guid)
-        if windows is None:
-            return None
-        recs = await c.fetch(sql, guid, *args)
-        snap = await _load_snapshot(c, guid, recs)
-        return PlanInputs(snap, frozenset(r["label"] for r in recs if r["in_prefix"]), windows)
+        SELECT i.*, '' AS name, s.issues AS scan_issues, dv.windows AS stored_windows,
+          (SELECT json_agg(json_build_array(tli, parent, switchpoint::text, reason) ORDER BY tli, ordinal)
+             FROM timelines WHERE instance_guid = $1) AS j_hist,
+          (SELECT json_agg(json_build_array(timeline, segno, last_commit_time, last_commit_lsn::text, exact)
+                           ORDER BY timeline, segno) FROM window_edges WHERE instance_guid = $1) AS j_edges,
+          (SELECT json_agg(json_build_array(timeline, first_segno, last_segno) ORDER BY timeline, first_segno)
+             FROM wal_runs WHERE instance_guid = $1) AS j_runs,
+          (SELECT json_agg(json_build_array(timeline, segno) ORDER BY timeline, segno)
+             FROM wal_conflicts WHERE instance_guid = $1) AS j_conflicts,
+          (SELECT json_agg(json_build_object(
+                  'label', label, 'type', type, 'status', status, 'timeline', timeline,
+                  'start_lsn', start_lsn::text, 'stop_lsn', stop_lsn::text, 'start_time', start_time,
+                  'stop_time', stop_time, 'stop_time_exact', stop_time_exact, 'depends_on', depends_on,
+                  'parent', parent, 'size_bytes', size_bytes, 'repo_size_bytes', repo_size_bytes,
+                  'pg_version', pg_version, 'system_id', system_id::text, 'seg_size', seg_size, 'error', error,
+                  'metadata_key', metadata_key, 'in_prefix', label IN (SELECT label FROM prefix))
+                  ORDER BY start_time NULLS LAST, start_lsn NULLS LAST, label)
+             FROM backups WHERE instance_guid = $1 AND label IN (SELECT label FROM chain)) AS j_backups
+        FROM instances i
+        LEFT JOIN scan_state s USING (instance_guid)
+        LEFT JOIN derived_views dv ON dv.instance_guid = i.instance_guid AND dv.generation = s.generation
+                                  AND dv.last_scan IS NOT DISTINCT FROM s.last_scan
+        WHERE i.instance_guid = $1""", guid, *args)
+    if r is None:
+        raise UnknownInstance(guid)
+    rec = rows.row_to_instance(r)
+    if rec.layout is None:
+        raise NotScanned(guid)
+    if r["stored_windows"] is None:
+        return None
+    backups = [rows.json_to_backup(b) for b in json.loads(r["j_backups"] or "[]")]
+    issues = rows.issues_from_json(r["scan_issues"])
+    snap = ArchiveSnapshot(
+        integrity_errors=tuple(i.message for i in issues if i.code == "integrity_error"),
+        layout=rec.layout, seg_size=rec.seg_size or DEFAULT_SEG_SIZE, backups=tuple(b for b, _ in backups),
+        runs=tuple(WalRun(t, a, b) for t, a, b in json.loads(r["j_runs"] or "[]")),
+        histories=rows.json_to_histories(json.loads(r["j_hist"] or "[]")),
+        edges=tuple(rows.json_to_edge(e) for e in json.loads(r["j_edges"] or "[]")), pg_version=rec.pg_version,
+        conflicts=tuple((t, n) for t, n in json.loads(r["j_conflicts"] or "[]")))
+    return PlanInputs(snap, frozenset(b.label for b, in_prefix in backups if in_prefix), r["stored_windows"])
 
 
 @asynccontextmanager

@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from catalog.scanresult import ScanIssue
+from recovery.lsn import Lsn
 from recovery.model import Backup, BackupStatus, BackupType, InstanceRef, Layout, Storage, WalRun, WindowEdge
 from recovery.timeline import TimelineSwitch
 
@@ -133,6 +134,27 @@ def row_to_backup(r: Row) -> Backup:
     )
 
 
+def _json_time(v: str | None) -> datetime | None:
+    return None if v is None else datetime.fromisoformat(v)
+
+
+def _json_lsn(v: str | None) -> Lsn | None:
+    return None if v is None else Lsn.parse(v)
+
+
+def json_to_backup(d: Mapping[str, Any]) -> tuple[Backup, bool]:
+    """A backup from ``json_build_object`` of its columns (LSNs and system_id as text), and ``in_prefix``."""
+    return Backup(
+        label=d["label"], type=BackupType(d["type"]), status=BackupStatus(d["status"]), timeline=d["timeline"],
+        start_lsn=_json_lsn(d["start_lsn"]), stop_lsn=_json_lsn(d["stop_lsn"]),
+        start_time=_json_time(d["start_time"]), stop_time=_json_time(d["stop_time"]),
+        depends_on=tuple(d["depends_on"] or ()), parent=d["parent"], size_bytes=d["size_bytes"],
+        repo_size_bytes=d["repo_size_bytes"], pg_version=d["pg_version"],
+        system_id=None if d["system_id"] is None else int(d["system_id"]), seg_size=d["seg_size"],
+        stop_time_exact=d["stop_time_exact"], error=d["error"], metadata_key=d["metadata_key"],
+    ), bool(d.get("in_prefix"))
+
+
 # -- WAL, timelines, edges ---------------------------------------------------------------------
 
 def row_to_run(r: Row) -> WalRun:
@@ -154,6 +176,26 @@ def rows_to_histories(rows: Sequence[Row]) -> dict[int, tuple[TimelineSwitch, ..
     for r in rows:
         out.setdefault(r["tli"], []).append(TimelineSwitch(r["parent"], r["switchpoint"], r["reason"]))
     return {tli: tuple(sw) for tli, sw in out.items()}
+
+
+def json_to_edge(e: Sequence[Any]) -> WindowEdge:
+    """[timeline, segno, last_commit_time, last_commit_lsn text, exact] -> WindowEdge."""
+    tli, segno, when, lsn, exact = e
+    return WindowEdge(timeline=tli, segno=segno, last_commit_time=_json_time(when), last_commit_lsn=_json_lsn(lsn),
+                      exact=exact)
+
+
+def json_to_histories(items: Sequence[Sequence[Any]]) -> dict[int, tuple[TimelineSwitch, ...]]:
+    """[[tli, parent, switchpoint text, reason], ...] ordered by (tli, ordinal) -> {tli: switches}."""
+    out: dict[int, list[TimelineSwitch]] = {}
+    for tli, parent, switchpoint, reason in items:
+        out.setdefault(tli, []).append(TimelineSwitch(parent, Lsn.parse(switchpoint), reason))
+    return {tli: tuple(sw) for tli, sw in out.items()}
+
+
+def issues_from_json(text: str | None) -> tuple[ScanIssue, ...]:
+    items = json.loads(text) if text else []
+    return tuple(ScanIssue(i.get("code", ""), i.get("key"), i.get("message", "")) for i in items)
 
 
 def row_to_conflict(r: Row) -> WalConflictRow:

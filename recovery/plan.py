@@ -62,7 +62,9 @@ def fmt_time(t: datetime | None) -> str:
     if t is None:
         return "unknown"
     t = t.astimezone(timezone.utc)
-    return t.strftime("%Y-%m-%dT%H:%M:%S") + (f".{t.microsecond:06d}" if t.microsecond else "") + "Z"
+    if t.year < 1000:   # isoformat pads the year; keep strftime's form for those
+        return t.strftime("%Y-%m-%dT%H:%M:%S") + (f".{t.microsecond:06d}" if t.microsecond else "") + "Z"
+    return t.isoformat()[:-6] + "Z"    # ...[.ffffff]+00:00 -> ...[.ffffff]Z (the fast path)
 
 
 # -- timeline paths ---------------------------------------------------------------------------

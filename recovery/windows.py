@@ -259,7 +259,7 @@ def _walk_memo(idx: WalIndex, path: TimelinePath, first: int, seg_size: int, mem
 
 
 def reach(snapshot: ArchiveSnapshot, path: TimelinePath, backup: Backup, idx: WalIndex | None = None,
-          memo: WalkMemo | None = None) -> Reach | None:
+          memo: WalkMemo | None = None, edge_memo: dict[int, WindowEdge | None] | None = None) -> Reach | None:
     """How far ``backup`` replays on ``path``, or None if it is not usable there."""
     if not on_path(backup, path) or backup.start_lsn is None or backup.stop_lsn is None:
         return None
@@ -270,7 +270,12 @@ def reach(snapshot: ArchiveSnapshot, path: TimelinePath, backup: Backup, idx: Wa
     last, cut = _walk_memo(idx, path, first, s, memo)
     if last < need:
         return None
-    edge = edge_at(snapshot, path, last)
+    if edge_memo is None:
+        edge = edge_at(snapshot, path, last)
+    elif last in edge_memo:
+        edge = edge_memo[last]
+    else:
+        edge = edge_memo[last] = edge_at(snapshot, path, last)
     when = edge.last_commit_time if edge else None
     return Reach(backup, path, first, last, cut, Lsn(cut.first_missing * s), when,
                  bool(edge and edge.exact and when is not None))
@@ -291,8 +296,9 @@ def reaches(snapshot: ArchiveSnapshot, path: TimelinePath, backups: Sequence[Bac
     idx = WalIndex(snapshot.runs, snapshot.conflicts)
     pool = usable_backups(snapshot.backups) if backups is None else backups
     memo: WalkMemo = {}
-    out = [r for b in pool if (r := reach(snapshot, path, b, idx, memo)) is not None]
-    return sorted(out, key=lambda r: (r.backup.stop_lsn, r.backup.label))
+    edge_memo: dict[int, WindowEdge | None] = {}
+    out = [r for b in pool if (r := reach(snapshot, path, b, idx, memo, edge_memo)) is not None]
+    return sorted(out, key=lambda r: (r.backup.stop_lsn.value if r.backup.stop_lsn else -1, r.backup.label))
 
 
 def window_of(r: Reach) -> Window:
@@ -312,25 +318,25 @@ def merge(windows: Iterable[Window]) -> list[Window]:
         if len(group) == 1:
             out.append(group[0])
             return
-        first = group[0]
+        first = group[0]    # sorted: the lowest from_lsn
         times = [w.from_time for w in group if w.from_time is not None]
         later = first
         for w in group[1:]:
-            if w.to_lsn > later.to_lsn:
+            if w.to_lsn.value > later.to_lsn.value:
                 later = w
-        out.append(Window(first.timeline_path, min(w.from_lsn for w in group), min(times) if times else None,
+        out.append(Window(first.timeline_path, first.from_lsn, min(times) if times else None,
                           later.to_lsn, later.to_time, later.to_is_exact,
                           tuple(label for w in group for label in w.backups), later.end_kind))
 
-    to_lsn = Lsn(0)
-    for w in sorted(windows, key=lambda w: (w.timeline_path, w.from_lsn)):
-        if group and group[0].timeline_path == w.timeline_path and w.from_lsn <= to_lsn:
+    to_lsn = 0
+    for w in sorted(windows, key=lambda w: (w.timeline_path, w.from_lsn.value)):
+        if group and group[0].timeline_path == w.timeline_path and w.from_lsn.value <= to_lsn:
             group.append(w)
-            to_lsn = max(to_lsn, w.to_lsn)
+            to_lsn = max(to_lsn, w.to_lsn.value)
         else:
             if group:
                 close()
-            group, to_lsn = [w], w.to_lsn
+            group, to_lsn = [w], w.to_lsn.value
     if group:
         close()
     return out

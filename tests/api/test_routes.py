@@ -10,6 +10,7 @@ from aiohttp.test_utils import TestClient
 
 from api.openapi import openapi_document
 from api.routes import OPERATIONS
+from api.schemas import BackupsDoc, dump
 from tests.api.conftest import AS_BROKER, AS_OPERATOR, BROKER, OPERATOR, basic
 from tests.api.seed import OTHER_SPACE, SPACE, A, B, iso, seed_history
 
@@ -152,6 +153,9 @@ async def test_backups_lists_every_holder_newest_first(client: TestClient, pool:
     assert [x["label"] for x in a["backups"]] == ["F1"]
     assert a["windows"] and a["windows"][0]["from"] and a["windows"][0]["to"]
     assert a["wal"][0]["first_segment"] == "000000010000000000000002"
+    # assembled from stored JSON, not re-validated per request: it must already be what the model emits
+    assert dump(BackupsDoc, doc) == doc
+    assert resp.content_type == "application/json"
 
 
 # -- instance lifecycle --------------------------------------------------------------------------

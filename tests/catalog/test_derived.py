@@ -19,7 +19,7 @@ from catalog.scanresult import WalMode
 from recovery.errors import PlanningError
 from recovery.jsonout import windows_from_json
 from recovery.model import ArchiveSnapshot, Backup, BackupStatus, BackupType
-from recovery.plan import narrow, plan_recovery
+from recovery.plan import narrow, narrowable, plan_recovery
 from recovery.target import Target, make_target
 from recovery.windows import all_windows
 from tests.catalog.factories import ref, scan, storage, t
@@ -108,11 +108,16 @@ async def test_sql_narrowing_and_plans_match_the_whole_snapshot(pool) -> None:
                 ref_snap, ref_prefix = narrow(whole, target, k)
                 assert sorted(b.label for b in inputs.snapshot.backups) == sorted(b.label for b in ref_snap.backups), (target, k, [(b.label, b.status, b.timeline, b.stop_lsn, b.stop_time, b.depends_on) for b in whole.backups])
                 assert inputs.prefix == ref_prefix
+                # the one-statement load decodes everything else exactly as the whole snapshot's load does
+                assert replace(inputs.snapshot, backups=()) == replace(whole, backups=())
+                assert all(b in whole.backups for b in inputs.snapshot.backups)
                 assert windows_from_json(json.loads(inputs.windows_json)) == all_windows(whole)
             expect = outcome(lambda: plan_recovery(whole, target, now=NOW, pg_version=15))
             views.SNAPSHOTS.clear()
+            inputs = (await repo.load_plan_inputs(pool, guid, target, views.PLAN_CANDIDATES)
+                      if narrowable(target) else None)
             try:
-                got, _ = await views._plan(pool, rec, target, NOW, 15)
+                got, _ = await views._plan(pool, rec, target, NOW, 15, inputs)
             except PlanningError as e:
                 got = ("refused", e.code)
             assert got == expect, (guid, target)
@@ -148,5 +153,8 @@ async def test_corrupt_stored_windows_fall_back_to_the_whole_snapshot(pool) -> N
     await derived.refresh(pool, "v-2")
     await pool.execute("UPDATE derived_views SET windows = '{\"not\": \"windows\"}' WHERE instance_guid = 'v-2'")
     rec = await repo.get_instance(pool, "v-2")
-    plan, _ = await views._plan(pool, rec, make_target(latest=True), NOW, 15)
+    target = make_target(latest=True)
+    inputs = await repo.load_plan_inputs(pool, "v-2", target, views.PLAN_CANDIDATES)
+    assert inputs is not None
+    plan, _ = await views._plan(pool, rec, target, NOW, 15, inputs)
     assert plan.backup.label == "F1" and plan.end_of_wal

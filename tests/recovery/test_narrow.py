@@ -8,6 +8,7 @@ narrowed one (its refusal is never shown: the caller re-plans from the whole sna
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from dataclasses import replace
 
 from hypothesis import HealthCheck, event, given, note, settings
@@ -18,7 +19,7 @@ import pytest
 from recovery.errors import PlanningError
 from recovery.jsonout import windows_from_json, windows_to_json
 from recovery.model import ArchiveSnapshot, Backup, BackupStatus, BackupType
-from recovery.plan import RecoveryPlan, WindowsUnknown, narrow, narrowable, plan_recovery
+from recovery.plan import RecoveryPlan, WindowsUnknown, fmt_time, narrow, narrowable, plan_recovery
 from recovery.target import Target, make_target
 from recovery.timeline import TimelinePath
 from recovery.windows import all_windows
@@ -156,3 +157,9 @@ def test_windows_json_round_trip_is_exact() -> None:
         windows_from_json([[[1], [["x", None, 1, None, True, [], "end"]]]])
     with pytest.raises(ValueError, match="windows"):
         windows_from_json({"not": "windows"})
+
+
+@given(st.datetimes(timezones=st.timezones()))
+def test_fmt_time_fast_path_equals_strftime_form(t: datetime) -> None:
+    u = t.astimezone(timezone.utc)
+    assert fmt_time(t) == u.strftime("%Y-%m-%dT%H:%M:%S") + (f".{u.microsecond:06d}" if u.microsecond else "") + "Z"
