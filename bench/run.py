@@ -69,7 +69,10 @@ def job(env: dict[str, str], *args: str) -> dict[str, Any]:
     if proc.returncode != 0 or not out.strip():
         raise RuntimeError(f"bench.job {' '.join(args)} failed (exit {proc.returncode}): {err[-1500:]}")
     res = json.loads(out.strip().splitlines()[-1])
-    res["child_maxrss_mb"] = ru.ru_maxrss / 1024
+    # the child's own peak (VmHWM, reported by bench.job): wait4's ru_maxrss starts at this parent's peak,
+    # because Linux carries the high-water RSS of the address space a child exec'd from (vfork) into it
+    res["child_maxrss_mb"] = res.get("peak_rss_mb", ru.ru_maxrss / 1024)
+    res["child_wait4_maxrss_mb"] = ru.ru_maxrss / 1024
     res["child_cpu_s"] = ru.ru_utime + ru.ru_stime
     return res
 
@@ -279,6 +282,10 @@ def main(argv: list[str] | None = None) -> int:
                 results["catalog"] = {"instances": a.catalog_instances, "days": a.catalog_days, "rows": counts,
                                       "build_s": time.perf_counter() - t0}
                 log(f"large catalog: {counts} in {results['catalog']['build_s']:.0f}s")
+                t0 = time.perf_counter()
+                n = bigcatalog.derive(dsn, a.catalog_instances)
+                results["catalog"]["derive_s"] = time.perf_counter() - t0
+                log(f"derived views (what each scan stores) for {n} instances in {results['catalog']['derive_s']:.0f}s")
             from scheduler.jobs import slot_for
             asyncio.run(bigcatalog.claim_slots(dsn, slot_for(datetime.now(timezone.utc), SERVE_INTERVAL)))
             server = Server(env, tmp / "server.log")
