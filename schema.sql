@@ -140,9 +140,12 @@ CREATE TABLE IF NOT EXISTS derived_views (
     computed_at    timestamptz NOT NULL DEFAULT now()
 );
 
--- The planner's candidate order (newest stop first), for loading only the newest candidates.
-CREATE INDEX IF NOT EXISTS backups_by_stop_time ON backups (instance_guid, stop_time DESC);
-CREATE INDEX IF NOT EXISTS backups_by_stop_lsn ON backups (instance_guid, stop_lsn DESC);
+-- The planner's two candidate orders (newest first, catalog.repo._ORDER), so that loading the newest
+-- candidates of a year of backups reads a few index entries and sorts nothing.
+CREATE INDEX IF NOT EXISTS backups_by_stop_time
+    ON backups (instance_guid, stop_time DESC NULLS LAST, stop_lsn DESC, label COLLATE "C" DESC);
+CREATE INDEX IF NOT EXISTS backups_by_stop_lsn
+    ON backups (instance_guid, stop_lsn DESC, stop_time DESC NULLS LAST, label COLLATE "C" DESC);
 
 -- Leases for multi-replica exclusivity. A lease row is never deleted, so `token` (the fencing
 -- token) increases monotonically per key; release only expires it.

@@ -123,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     from backup_catalog import commands
     handler: Callable[[argparse.Namespace, Settings], Awaitable[int]] = commands.dispatch(args)
+    if args.cmd == "serve":
+        # uvloop (libuv) for the long-running service: socket I/O is most of a request's CPU time
+        import uvloop
+        uvloop.install()
     try:
         return asyncio.run(handler(args, settings))
     except KeyboardInterrupt:

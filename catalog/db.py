@@ -81,6 +81,16 @@ def unavailable(dsn: str, exc: BaseException) -> CatalogUnavailable:
     return CatalogUnavailable(f"catalog database unavailable ({describe_dsn(dsn)}): {reason}")
 
 
+async def _no_session_state(conn: asyncpg.Connection) -> None:
+    """Pool reset on release, after asyncpg's own (which rolls back an open transaction).
+
+    The catalog keeps no session state on a connection: no SET, LISTEN, WITH HOLD cursors or
+    session-level advisory locks (leases are rows; locks are transaction-scoped). So the default
+    reset query (``RESET ALL; UNLISTEN *; CLOSE ALL; pg_advisory_unlock_all()``) would only cost a
+    round trip per request; tests/catalog/test_db.py checks that nothing of the kind survives a release.
+    """
+
+
 async def open_pool(dsn: str, **kw: Any) -> asyncpg.Pool:
     """Open a pool with the pg_lsn codec on every connection.
 
@@ -96,6 +106,7 @@ async def open_pool(dsn: str, **kw: Any) -> asyncpg.Pool:
     kw.setdefault("min_size", 1)
     kw.setdefault("max_size", 10)
     kw.setdefault("timeout", 10)
+    kw.setdefault("reset", _no_session_state)
     try:
         return await asyncpg.create_pool(dsn, init=init, **kw)
     except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:

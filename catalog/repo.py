@@ -182,15 +182,21 @@ async def list_instances(db: Db, *, include_deleted: bool = True) -> list[Instan
 
 async def name_holders(db: Db, space: str, name: str) -> list[InstanceRecord]:
     """Every instance that held NAME in SPACE, newest first (the current holder first)."""
+    return [rec for rec, _ in await _holders(db, space, name, None)]
+
+
+async def _holders(db: Db, space: str, name: str, at: datetime | None) -> list[tuple[InstanceRecord, bool]]:
+    """:func:`name_holders`, each with whether it held the name at ``at`` (one query)."""
     recs = await db.fetch(
-        """WITH h AS (SELECT instance_guid, max(valid_from) AS since FROM instance_names
-                      WHERE space_guid = $1 AND name = $2 GROUP BY instance_guid)
-           SELECT i.*, coalesce(n.name, '') AS name
+        """WITH h AS (SELECT instance_guid, max(valid_from) AS since,
+                             bool_or($3::timestamptz IS NOT NULL AND valid_from <= $3 AND $3 < valid_to) AS held_at
+                      FROM instance_names WHERE space_guid = $1 AND name = $2 GROUP BY instance_guid)
+           SELECT i.*, coalesce(n.name, '') AS name, h.held_at
            FROM h JOIN instances i USING (instance_guid)
            LEFT JOIN LATERAL (SELECT name FROM instance_names WHERE instance_guid = i.instance_guid
                               ORDER BY valid_from DESC LIMIT 1) n ON true
-           ORDER BY h.since DESC, i.registered_at DESC""", space, name)
-    return [rows.row_to_instance(r) for r in recs]
+           ORDER BY h.since DESC, i.registered_at DESC""", space, name, at)
+    return [(rows.row_to_instance(r), bool(r["held_at"])) for r in recs]
 
 
 async def resolve_name(db: Db, space: str, name: str, at: datetime | None = None) -> Resolution:
@@ -198,17 +204,15 @@ async def resolve_name(db: Db, space: str, name: str, at: datetime | None = None
     included); with no time, the most recent holder.
     :raises UnknownService: no instance ever held NAME in SPACE.
     """
-    holders = await name_holders(db, space, name)
-    if not holders:
+    found = await _holders(db, space, name, at)
+    if not found:
         raise UnknownService(space, name)
+    holders = [rec for rec, _ in found]
     if at is not None:
-        guid = await db.fetchval(
-            """SELECT instance_guid FROM instance_names WHERE space_guid = $1 AND name = $2
-               AND valid_from <= $3 AND $3 < valid_to""", space, name, at)
-        if guid is not None:
-            rec = next(h for h in holders if h.guid == guid)
-            return Resolution(rec, f"instance {guid} held the name {name!r} at {at.isoformat()}"
-                              + _deleted_note(rec), "held_at_time")
+        rec_at = next((rec for rec, held in found if held), None)
+        if rec_at is not None:
+            return Resolution(rec_at, f"instance {rec_at.guid} held the name {name!r} at {at.isoformat()}"
+                              + _deleted_note(rec_at), "held_at_time")
         rec = holders[0]
         return Resolution(rec, f"no instance held the name {name!r} at {at.isoformat()}: using its most recent "
                           f"holder, instance {rec.guid}" + _deleted_note(rec), "most_recent_holder")
@@ -482,14 +486,15 @@ async def load_plan_inputs(db: Db, guid: str, target: Target, k: int) -> PlanInp
           (SELECT json_agg(json_build_array(timeline, segno) ORDER BY timeline, segno)
              FROM wal_conflicts WHERE instance_guid = $1) AS j_conflicts,
           (SELECT json_agg(json_build_object(
-                  'label', label, 'type', type, 'status', status, 'timeline', timeline,
+                  'label', b.label, 'type', type, 'status', status, 'timeline', timeline,
                   'start_lsn', start_lsn::text, 'stop_lsn', stop_lsn::text, 'start_time', start_time,
                   'stop_time', stop_time, 'stop_time_exact', stop_time_exact, 'depends_on', depends_on,
                   'parent', parent, 'size_bytes', size_bytes, 'repo_size_bytes', repo_size_bytes,
                   'pg_version', pg_version, 'system_id', system_id::text, 'seg_size', seg_size, 'error', error,
-                  'metadata_key', metadata_key, 'in_prefix', label IN (SELECT label FROM prefix))
-                  ORDER BY start_time NULLS LAST, start_lsn NULLS LAST, label)
-             FROM backups WHERE instance_guid = $1 AND label IN (SELECT label FROM chain)) AS j_backups
+                  'metadata_key', metadata_key, 'in_prefix', b.label IN (SELECT label FROM prefix))
+                  ORDER BY start_time NULLS LAST, start_lsn NULLS LAST, b.label)
+             FROM backups b WHERE b.instance_guid = $1 AND b.label = ANY(ARRAY(SELECT label FROM chain))
+          ) AS j_backups
         FROM instances i
         LEFT JOIN scan_state s USING (instance_guid)
         LEFT JOIN derived_views dv ON dv.instance_guid = i.instance_guid AND dv.generation = s.generation

@@ -56,3 +56,38 @@ async def test_wrong_password_message_redacts_password(catalog_dsn: str) -> None
     assert "pw-sentinel" not in str(exc.value)
     assert "no_such_db" in str(exc.value)
 
+
+
+async def test_released_connections_carry_no_session_state(catalog_dsn: str, pool) -> None:
+    """The pool skips asyncpg's reset query (catalog.db._no_session_state): every catalog operation must
+    leave a connection as it found it — no session settings, listeners, cursors or advisory locks."""
+    from backup_catalog import views
+    from catalog import derived, repo
+    from recovery.target import make_target
+    from tests.catalog.factories import backup, ref, scan, storage, t
+
+    one = await open_pool(catalog_dsn, min_size=1, max_size=1)
+    try:
+        await init_schema(one)
+        await repo.register_instance(one, ref("sess-1", name="sess"), storage(), at=t(0))
+        await repo.save_scan(one, "sess-1", scan(backups=(backup("F1"),)))
+        await derived.refresh(one, "sess-1")
+        await repo.load_plan_inputs(one, "sess-1", make_target(latest=True), 4)
+        await views.backups_body(one, "space-1", "sess")
+        token = await repo.try_acquire_lease(one, "sess-lease", "me", 30)
+        assert token is not None and await repo.release_lease(one, "sess-lease", "me", token)
+        with pytest.raises(ZeroDivisionError):
+            async with one.acquire() as c, c.transaction():
+                await c.execute("SELECT pg_advisory_xact_lock(42)")
+                raise ZeroDivisionError
+        async with one.acquire() as c:
+            state = await c.fetchrow(
+                """SELECT (SELECT count(*) FROM pg_settings WHERE source = 'session') AS settings,
+                          (SELECT count(*) FROM pg_listening_channels()) AS listeners,
+                          (SELECT count(*) FROM pg_cursors WHERE is_holdable) AS cursors,
+                          (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid())
+                            AS advisory""")
+            assert dict(state) == {"settings": 0, "listeners": 0, "cursors": 0, "advisory": 0}
+            assert not c.is_in_transaction()
+    finally:
+        await one.close()
