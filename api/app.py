@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 from collections.abc import AsyncIterator
 from typing import Any
@@ -144,13 +145,13 @@ async def drain_scans(tasks: set[asyncio.Task[Any]], grace: float) -> None:
             log.error("scan task ended with %s", type(t.exception()).__name__)
 
 
-async def run_server(settings: Settings, host: str, port: int) -> None:
+async def run_server(settings: Settings, host: str, port: int, *, reuse_port: bool = False) -> None:
     """``backup-catalog serve``: serve until SIGTERM/SIGINT, then shut down gracefully."""
     app = create_app(settings)
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
         await site.start()
         log.info("serving on http://%s:%d", host, port)
         # Everything imported and built at startup lives as long as the process: move it out of the
@@ -170,3 +171,44 @@ async def run_server(settings: Settings, host: str, port: int) -> None:
         log.info("shutting down")
     finally:
         await runner.cleanup()
+
+
+def _worker(settings: Settings, host: str, port: int) -> None:
+    import uvloop
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s[%(process)d]: %(message)s")
+    uvloop.install()
+    asyncio.run(run_server(settings, host, port, reuse_port=True))
+
+
+def serve_workers(settings: Settings, host: str, port: int, workers: int) -> int:
+    """``serve --workers N``: N processes, each a whole replica (pool, scheduler, HTTP) on one port
+    (SO_REUSEPORT: the kernel spreads connections). Replicas already coordinate through the catalog
+    (leases, fenced saves, the run log), so workers need nothing more. SIGTERM/SIGINT stop them all
+    gracefully; if one dies, the others are stopped and its exit code returned. /metrics is per process.
+    """
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker, args=(settings, host, port), name=f"serve-{i}") for i in range(workers)]
+    for p in procs:
+        p.start()
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for p in procs:
+            if p.is_alive() and p.pid is not None:
+                os.kill(p.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    code = 0
+    while any(p.is_alive() for p in procs):
+        for p in procs:
+            p.join(timeout=0.5)
+            if not p.is_alive() and not stopping:
+                log.error("worker %s exited with %s; stopping the others", p.name, p.exitcode)
+                code = p.exitcode or 1
+                stop()
+    return code

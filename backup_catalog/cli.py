@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="HTTP API + scheduler")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8080)
+    sv.add_argument("--workers", type=int, default=1,
+                    help="worker processes sharing the port (SO_REUSEPORT); e.g. one per core")
 
     sub.add_parser("demo", help="one-command tour: make a real archive, scan it, answer a clone request")
     return p
@@ -127,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         # uvloop (libuv) for the long-running service: socket I/O is most of a request's CPU time
         import uvloop
         uvloop.install()
+        if args.workers > 1:
+            from api.app import serve_workers
+            return serve_workers(settings, args.host, args.port, args.workers)
     try:
         return asyncio.run(handler(args, settings))
     except KeyboardInterrupt:

@@ -171,12 +171,13 @@ def fleet(ep: MotoEndpoint, dsn: str, env: dict[str, str], tmp: Path, instances:
 class Server:
     """``backup-catalog serve`` as a child process."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, workers: int = 1) -> None:
         self.port = free_port()
         self.log = open(log_path, "w")
         env = {**env, "SCAN_INTERVAL_SECONDS": str(SERVE_INTERVAL)}
         exe = str(Path(sys.executable).with_name("backup-catalog"))
-        self.proc = subprocess.Popen([exe, "serve", "--host", "127.0.0.1", "--port", str(self.port)], env=env,
+        self.proc = subprocess.Popen([exe, "serve", "--host", "127.0.0.1", "--port", str(self.port),
+                                      "--workers", str(workers)], env=env,
                                      stdout=self.log, stderr=self.log, text=True)
         try:
             wait_port(self.port, timeout=60)
@@ -184,9 +185,27 @@ class Server:
             self.stop()
             raise
 
+    def pids(self) -> list[int]:
+        """The serve process and its worker processes."""
+        out = [self.proc.pid]
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit():
+                try:
+                    if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == self.proc.pid:
+                        out.append(int(d.name))
+                except (OSError, ValueError, IndexError):
+                    continue
+        return out
+
     def cpu_ticks(self) -> int:
-        f = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(f[11]) + int(f[12])
+        total = 0
+        for pid in self.pids():
+            try:
+                f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(f[11]) + int(f[12])
+        return total
 
     def wait_idle(self, quiet_s: float = 2.0, timeout: float = 120) -> None:
         deadline, last, since = time.monotonic() + timeout, self.cpu_ticks(), time.monotonic()
@@ -239,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--catalog-instances", type=int, default=10_000)
     p.add_argument("--catalog-days", type=int, default=365)
     p.add_argument("--http-seconds", type=int, default=10)
+    p.add_argument("--serve-workers", type=int, default=1,
+                   help="backup-catalog serve --workers (1: on 2 cores shared with wrk and PostgreSQL a second "
+                        "worker only adds contention)")
     p.add_argument("--stock-moto", action="store_true", help="keep moto's O(bucket) ListObjectsV2")
     p.add_argument("--skip", action="append", default=[], choices=["year", "fleet", "catalog", "tools"])
     p.add_argument("--out", type=Path, default=RESULTS / "latest.json")
@@ -288,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"derived views (what each scan stores) for {n} instances in {results['catalog']['derive_s']:.0f}s")
             from scheduler.jobs import slot_for
             asyncio.run(bigcatalog.claim_slots(dsn, slot_for(datetime.now(timezone.utc), SERVE_INTERVAL)))
-            server = Server(env, tmp / "server.log")
+            server = Server(env, tmp / "server.log", a.serve_workers)
+            results["serve_workers"] = a.serve_workers
             server.wait_idle()
             if "catalog" not in a.skip:
                 results["http"] = http_latency(server.port, a.catalog_instances, a.catalog_days, a.http_seconds)

@@ -105,3 +105,52 @@ async def test_serve_stops_gracefully_on_sigterm(catalog_dsn: str, pool: asyncpg
             await proc.wait()
     assert proc.returncode == 0, out.decode(errors="replace")[-2000:]
     assert b"op-SENTINEL" not in out
+
+
+@pytest.mark.timeout(120)
+async def test_serve_workers_share_the_port_and_all_stop_on_sigterm(catalog_dsn: str, pool: asyncpg.Pool) -> None:
+    port = free_port()
+    env = {**os.environ, "CATALOG_DSN": catalog_dsn, "S3_ENDPOINT_URL": "http://127.0.0.1:9",
+           "SCAN_INTERVAL_SECONDS": "3600"}
+    exe = Path(sys.executable).with_name("backup-catalog")
+    proc = await asyncio.create_subprocess_exec(str(exe), "serve", "--host", "127.0.0.1", "--port", str(port),
+                                                "--workers", "2", env=env, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.STDOUT)
+
+    def workers() -> list[int]:
+        out = []
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit():
+                try:
+                    stat = (d / "stat").read_text().rsplit(")", 1)[1].split()
+                    cmd = (d / "cmdline").read_bytes()
+                except OSError:
+                    continue
+                if int(stat[1]) == proc.pid and b"spawn_main" in cmd:
+                    out.append(int(d.name))
+        return out
+
+    try:
+        async with aiohttp.ClientSession() as s:
+            served = 0
+            for _ in range(300):
+                try:
+                    async with s.get(f"http://127.0.0.1:{port}/healthz") as r:
+                        served += r.status == 200
+                except aiohttp.ClientConnectionError:
+                    pass
+                if served >= 5 and len(workers()) == 2:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                pytest.fail("workers did not come up")
+        pids = workers()
+        assert len(pids) == 2
+        proc.send_signal(signal.SIGTERM)
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout=30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, out.decode(errors="replace")[-2000:]
+    assert all(not Path(f"/proc/{p}").exists() for p in pids)
