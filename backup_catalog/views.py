@@ -17,7 +17,7 @@ from catalog.rows import InstanceRecord, ScanState
 from recovery import jsonout
 from recovery.errors import PlanningError
 from recovery.jsonout import json_time
-from recovery.model import ArchiveSnapshot, Backup
+from recovery.model import ArchiveSnapshot
 from recovery.plan import RecoveryPlan, WindowsUnknown, narrowable, plan_recovery
 from recovery.target import Target
 from recovery.wal import DEFAULT_SEG_SIZE
@@ -32,12 +32,6 @@ def instance_to_dict(r: InstanceRecord) -> dict[str, Any]:
             "deleted_at": iso(r.ref.deleted_at), "bucket": r.storage.bucket, "prefix": r.storage.prefix,
             "layout": (r.layout.value if r.layout else None), "stanza": r.stanza,
             "pg_version": r.pg_version, "seg_size": r.seg_size}
-
-
-def backup_to_dict(b: Backup) -> dict[str, Any]:
-    """The Backups JSON entry; flags what is only approximate or failed."""
-    return {**jsonout.backup_to_dict(b), **({"stop_time_exact": False} if not b.stop_time_exact else {}),
-            **({"error": b.error} if b.error else {})}
 
 
 class SnapshotCache:
