@@ -76,6 +76,14 @@ async def test_manual_scan_route_on_a_real_archive(pool: asyncpg.Pool, s3_endpoi
     assert [(r["job"], r["outcome"]) for r in runs] == [("manual", "skipped:lease_held"), ("manual", "ok")]
 
 
+async def sigterm_and_wait(proc: asyncio.subprocess.Process) -> bytes:
+    """SIGTERM a serve process, wait for it, and check it exited 0; returns its output."""
+    proc.send_signal(signal.SIGTERM)
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=30)
+    assert proc.returncode == 0, out.decode(errors="replace")[-2000:]
+    return out
+
+
 @pytest.mark.timeout(120)
 async def test_serve_stops_gracefully_on_sigterm(catalog_dsn: str, pool: asyncpg.Pool) -> None:
     port = free_port()
@@ -97,13 +105,11 @@ async def test_serve_stops_gracefully_on_sigterm(catalog_dsn: str, pool: asyncpg
                 await asyncio.sleep(0.1)
             else:
                 pytest.fail("server did not come up")
-        proc.send_signal(signal.SIGTERM)
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout=30)
+        out = await sigterm_and_wait(proc)
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
-    assert proc.returncode == 0, out.decode(errors="replace")[-2000:]
     assert b"op-SENTINEL" not in out
 
 
@@ -146,11 +152,9 @@ async def test_serve_workers_share_the_port_and_all_stop_on_sigterm(catalog_dsn:
                 pytest.fail("workers did not come up")
         pids = workers()
         assert len(pids) == 2
-        proc.send_signal(signal.SIGTERM)
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout=30)
+        out = await sigterm_and_wait(proc)
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
-    assert proc.returncode == 0, out.decode(errors="replace")[-2000:]
     assert all(not Path(f"/proc/{p}").exists() for p in pids)
