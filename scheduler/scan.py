@@ -182,16 +182,29 @@ async def _single_stanza(store: ObjectStore, base: str, what: str) -> str:
 
 # ---------------------------------------------------------------- pgBackRest
 
-async def _read_info(store: ObjectStore, key: str, parse: Callable[[str, str], object], acc: _Acc) -> object | None:
-    """Load a pgBackRest info file, falling back to ``.copy`` (pgBackRest's own rule)."""
+async def _read_info(store: ObjectStore, key: str, parse: Callable[[str, str], object], acc: _Acc,
+                     listed: set[str] | frozenset[str] = frozenset()) -> tuple[object | None, bool]:
+    """Load a pgBackRest info file, falling back to ``.copy`` (pgBackRest's own rule).
+
+    Returns (info, raced). A file in ``listed`` (the directory listing just made) that is gone at GET is a race
+    with expire/retention (``not_found_race``), not corruption: when no copy could be loaded because of such a
+    race, the result is (None, True) and no ``integrity_error`` is recorded. The caller keeps what the catalog
+    knew; only a complete listing that lacks both files makes the stanza invalid.
+    """
     results: list[object] = []
     raws: list[bytes | None] = []
     errors: list[str] = []
+    raced: list[str] = []
     for k in (key, key + ".copy"):
         try:
             data = await store.read(k)
         except NotFound:
-            errors.append(f"{k}: missing")
+            if k in listed:
+                raced.append(k)
+                acc.issue("not_found_race", k, "info file listed, then gone before it was read (expire or "
+                          "retention running during the scan)")
+            else:
+                errors.append(f"{k}: missing")
             results.append(None)
             raws.append(None)
             continue
@@ -212,17 +225,22 @@ async def _read_info(store: ObjectStore, key: str, parse: Callable[[str, str], o
         results.append(info)
     main, copy = results
     if main is not None:
-        if copy is None:
+        if copy is None and key + ".copy" not in raced:
             acc.issue("integrity_warning", key + ".copy", "; ".join(errors) or "copy unusable")
-        elif raws[0] != raws[1]:
+        elif copy is not None and raws[0] != raws[1]:
             acc.issue("integrity_warning", key, "info file and its .copy differ")
-        return main
+        return main, False
     if copy is not None:
-        acc.issue("integrity_warning", key, f"main info file unusable ({'; '.join(errors)}); using .copy")
-        return copy
+        if key not in raced:
+            acc.issue("integrity_warning", key, f"main info file unusable ({'; '.join(errors)}); using .copy")
+        return copy, False
+    if raced:
+        if errors:      # the other file is unusable on its own account: say so, but it proves nothing yet
+            acc.issue("integrity_warning", key, "; ".join(errors) + "; the other copy vanished after listing")
+        return None, True
     acc.integrity_ok = False
     acc.issue("integrity_error", key, "; ".join(errors))
-    return None
+    return None, False
 
 
 async def _scan_pgbackrest(store: ObjectStore, storage: Storage, previous: Previous, root: str, acc: _Acc,
@@ -238,13 +256,15 @@ async def _scan_pgbackrest(store: ObjectStore, storage: Storage, previous: Previ
     pg_version = system_id = None
     etag = objs.get(info_key).etag if info_key in objs else None
     if full or backups is None or etag is None or acc.cursors.get(_etag_key(info_key)) != etag:
-        info = await _read_info(store, info_key, pbr.parse_backup_info, acc)
+        info, _raced = await _read_info(store, info_key, pbr.parse_backup_info, acc, set(objs))
         if info is not None:
             backups = tuple(info.backups)
             pg_version, system_id = info.pg_version, info.system_id
             if etag:
                 acc.cursors[_etag_key(info_key)] = etag
         else:
+            # unreadable (integrity_error), or listed and gone at GET (not_found_race): either way the scan
+            # does not re-state the backup set (None), so the catalog keeps the set it had
             backups = None
             acc.cursors.pop(_etag_key(info_key), None)
     # backup directories not (yet) in backup.info: in progress, aborted, or crashed before registration
@@ -256,7 +276,7 @@ async def _scan_pgbackrest(store: ObjectStore, storage: Storage, previous: Previ
         if isinstance(kind, ForeignObject):
             acc.foreign(p, kind.reason)
             continue
-        if kind.kind != pbr.KIND_BACKUP_DIR or name in known:
+        if kind.kind != pbr.KIND_BACKUP_DIR or name in known or backups is None:
             continue
         extra.append(await _pgbackrest_unregistered(store, p, name, acc))
     for o in blist.objects:
@@ -274,7 +294,9 @@ async def _scan_pgbackrest(store: ObjectStore, storage: Storage, previous: Previ
     if aobj is None:
         acc.issue("integrity_warning", ainfo_key, "archive.info missing; using the archive id directories found")
     elif full or acc.cursors.get(_etag_key(ainfo_key)) != aobj.etag:
-        ainfo = await _read_info(store, ainfo_key, pbr.parse_archive_info, acc)
+        # a race (listed, gone at GET) leaves the archive id directories found, like a missing archive.info
+        ainfo, _raced = await _read_info(store, ainfo_key, pbr.parse_archive_info, acc,
+                                         {o.key for o in alist.objects})
         if ainfo is not None:
             acc.cursors[_etag_key(ainfo_key)] = aobj.etag
             listed = set(ids)
@@ -312,32 +334,44 @@ async def _scan_barman(store: ObjectStore, storage: Storage, previous: Previous,
     server = storage.stanza or previous.stanza or await _single_stanza(store, root, "barman-cloud servers")
     sdir = f"{root}{server}/"
     base = f"{sdir}base/"
-    blist = await store.list_dir(base)
+    # one flat listing of base/ (a few objects per backup: backup.info, data*.tar*, annotations) tells which
+    # backup directories hold a backup.info, so a 404 on a listed one is a race, not an in-progress backup
+    dirs: dict[str, bool] = {}
+    async for o in store.list_keys(base):
+        rel = o.key[len(base):]
+        if "/" not in rel:
+            acc.foreign(o.key, "unexpected object in base/")
+            continue
+        bid, rest = rel.split("/", 1)
+        dirs[bid] = dirs.get(bid, False) or rest == "backup.info"
     prev = {b.label: b for b in previous.backups}
     seg_size = previous.seg_size or next((b.seg_size for b in previous.backups if b.seg_size), None)
 
-    async def read_info(p: str) -> Backup:
-        bid = p[len(base):].rstrip("/")
+    async def read_info(bid: str, listed: bool) -> Backup | None:
+        key = f"{base}{bid}/backup.info"
         old = prev.get(bid)
+        if not listed:   # the listing is complete: no backup.info (yet)
+            return Backup(label=bid, type=BackupType.FULL, status=BackupStatus.RUNNING, timeline=None, start_lsn=None,
+                          stop_lsn=None, start_time=None, stop_time=None, error="no backup.info: in progress or crashed")
         if old is not None and not full and old.status is not BackupStatus.RUNNING:
             return old       # DONE/FAILED backup.info files are final
         try:
-            text = (await store.read(p + "backup.info")).decode("utf-8", "replace")
-            return bm.parse_backup_info(text, bid, p + "backup.info")
-        except NotFound:
-            return Backup(label=bid, type=BackupType.FULL, status=BackupStatus.RUNNING, timeline=None, start_lsn=None,
-                          stop_lsn=None, start_time=None, stop_time=None, error="no backup.info: in progress or crashed")
+            text = (await store.read(key)).decode("utf-8", "replace")
+            return bm.parse_backup_info(text, bid, key)
+        except NotFound:   # listed a moment ago: a race with retention. Keep what we knew; only a complete
+            acc.issue("not_found_race", key, "backup.info vanished after listing")   # listing lacking it deletes
+            return old
         except ParseError as e:
-            acc.issue("metadata_error", p + "backup.info", str(e))
+            acc.issue("metadata_error", key, str(e))
             return Backup(label=bid, type=BackupType.FULL, status=BackupStatus.FAILED, timeline=None, start_lsn=None,
                           stop_lsn=None, start_time=None, stop_time=None, error=f"unreadable backup.info: {e}")
 
-    for o in blist.objects:
-        acc.foreign(o.key, "unexpected object in base/")
     src = WalSource(f"{sdir}wals/", bm.classify_wal_key, _hash_dir_key)
     # metadata reads and the WAL listing overlap: a scan costs about the longer of the two, not their sum
-    backups, seg_size = await asyncio.gather(_bounded_gather([read_info(p) for p in blist.prefixes]),
-                                             _list_wal(store, src, previous, acc, full, lookback, seg_size))
+    reads: list[Awaitable[Backup | None]] = [read_info(bid, has) for bid, has in dirs.items()]
+    found, seg_size = await asyncio.gather(_bounded_gather(reads),
+                                           _list_wal(store, src, previous, acc, full, lookback, seg_size))
+    backups = [b for b in found if b is not None]
     pg_version = next((b.pg_version for b in reversed(backups) if b.pg_version), None)
     system_id = next((b.system_id for b in reversed(backups) if b.system_id), None)
     seg_size = seg_size or next((b.seg_size for b in backups if b.seg_size), None)

@@ -12,7 +12,9 @@ chunks with a pause between them (slow, but making progress); ``pause()`` holds 
 
 Listing races: ``list_page_size`` makes LIST answer at most that many entries per page (S3 may return fewer
 than MaxKeys), and ``on_list_page(prefix, page)`` runs before a continuation page (page >= 2) is forwarded, so
-a test can put and delete keys between pages.
+a test can put and delete keys between pages. ``before_get(key)`` runs before a GET of an object (not a LIST)
+is forwarded, so a test can expire the object between its listing and its read (the GET then gets S3's own
+``404 NoSuchKey``).
 """
 from __future__ import annotations
 
@@ -58,6 +60,7 @@ class FaultProxy:
     dripped: int = 0
     list_page_size: int | None = None
     on_list_page: Callable[[str, int], Awaitable[None]] | None = None
+    before_get: Callable[[str], Awaitable[None]] | None = None   # object key (path-style: after the bucket)
     held: int = 0
     _cycle: itertools.cycle = field(default_factory=lambda: itertools.cycle(_ERRORS))  # type: ignore[type-arg]
     _runner: web.AppRunner | None = None
@@ -132,6 +135,8 @@ class FaultProxy:
             self._pages[prefix] += 1
             if self.on_list_page is not None and self._pages[prefix] >= 2:
                 await self.on_list_page(prefix, self._pages[prefix])
+        elif request.method == "GET" and self.before_get is not None:
+            await self.before_get(request.path.lstrip("/").split("/", 1)[-1])
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
         async with self._session.request(request.method, self.upstream + str(url), data=body,

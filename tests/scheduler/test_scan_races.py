@@ -1,0 +1,183 @@
+"""Scanner races with retention/expire that must not look like corruption (RELIABILITY.md 3, 9, 10), and a full
+reconcile that forgets what the bucket no longer holds.
+
+- a listed pgBackRest ``backup.info``/``archive.info`` or barman ``backup.info`` that 404s at GET is
+  ``not_found_race``: the catalog keeps the backups it knew (no ``integrity_error``, the planner still plans);
+- a duplicate WAL copy that 404s while the copies are compared is ``not_found_race``, not a ``wal_conflict``:
+  the surviving copy is the segment;
+- a ``.history`` file gone from the archive leaves the catalog at the next *full* scan, never at an incremental one.
+
+Real parts only: moto server over HTTP, the fault proxy in front of it (``before_get`` expires an object between
+its listing and its read, so the 404 is S3's own), the test catalog PostgreSQL.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from datetime import datetime, timezone
+from typing import Any
+
+import asyncpg
+import pytest
+import pytest_asyncio
+from pydantic import SecretStr
+
+from backup_catalog.s3 import s3_client
+from backup_catalog.settings import Settings
+from catalog import repo
+from recovery.errors import PlanningError
+from recovery.model import ArchiveSnapshot, Backup, BackupStatus, InstanceRef, Storage
+from recovery.plan import plan_recovery
+from recovery.target import make_target
+from scheduler import runner
+from tests.realarchives.cache import ensure_cache, load_objects, load_truth, upload_objects
+from tests.realarchives.s3 import MotoEndpoint
+from tests.support.faultproxy import FaultProxy
+
+pytestmark = pytest.mark.realtools
+_seq = itertools.count(1)
+NOW = datetime(2100, 1, 1, tzinfo=timezone.utc)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def proxy(s3_endpoint: MotoEndpoint) -> AsyncIterator[FaultProxy]:
+    p = await FaultProxy(s3_endpoint.url).start()
+    yield p
+    await p.stop()
+
+
+def _bucket(s3_endpoint: MotoEndpoint, tool: str) -> tuple[str, str]:
+    """A new bucket with ``tool``'s archive, without backup payload (the scanner never reads it)."""
+    d = ensure_cache()
+    bucket = f"races-{tool}-{next(_seq)}-{s3_endpoint.port}"
+    upload_objects(s3_endpoint, bucket, d, tool,
+                   [o for o in load_objects(d, tool) if "/pg_data/" not in o.key and "/tar_partitions/" not in o.key])
+    return bucket, str(load_truth(d)[tool]["prefix"])
+
+
+def _settings(url: str, dsn: str) -> Settings:
+    return Settings(s3_endpoint_url=url, aws_access_key_id=SecretStr("k"), aws_secret_access_key=SecretStr("s"),
+                    catalog_dsn=SecretStr(dsn), s3_max_attempts=2, scan_deadline_seconds=20)
+
+
+async def _scan(pool: asyncpg.Pool, st: Settings, guid: str, *, full: bool = True) -> runner.ScanOutcome:
+    async with s3_client(st) as c:
+        o = await runner.scan_instance(pool, c, guid, full=full, settings=st)
+    assert o.ok, o.message
+    return o
+
+
+def _expire(s3_endpoint: MotoEndpoint, bucket: str, victims: Callable[[str], list[str]],
+            gone: list[str]) -> Callable[[str], Any]:
+    """A ``before_get`` hook: deletes ``victims(key)`` (retention/expire) right before the GET of ``key``."""
+    s3 = s3_endpoint.client()
+
+    async def hook(key: str) -> None:
+        doomed = victims(key)
+        if doomed:
+            await asyncio.to_thread(lambda: [s3.delete_object(Bucket=bucket, Key=k) for k in doomed])
+            gone.extend(doomed)
+    return hook
+
+
+def _codes(state: Any, *codes: str) -> dict[str, set[str | None]]:
+    return {c: {i.key for i in state.issues if i.code == c} for c in codes}
+
+
+def _unsourced(backups: tuple[Backup, ...]) -> tuple[Backup, ...]:
+    return tuple(replace(b, metadata_key=None) for b in backups)
+
+
+def _plan_latest(snap: ArchiveSnapshot, timeline: object = "latest") -> Any:
+    return plan_recovery(snap, make_target(latest=True, timeline=timeline), now=NOW)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 1. info files that 404 after the listing
+# ----------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("vanish", ["main_and_copy", "main_only"])
+async def test_pgbackrest_info_files_vanishing_after_listing_keep_the_known_backups(
+        vanish: str, pool: asyncpg.Pool, proxy: FaultProxy, s3_endpoint: MotoEndpoint, catalog_dsn: str) -> None:
+    bucket, prefix = _bucket(s3_endpoint, "pgbackrest")
+    binfo, ainfo = f"{prefix}/backup/main/backup.info", f"{prefix}/archive/main/archive.info"
+    await repo.register_instance(pool, InstanceRef("g-pbr", "sp", "pbr"), Storage(bucket, prefix))
+    await _scan(pool, _settings(s3_endpoint.url, catalog_dsn), "g-pbr")
+    before = await repo.load_snapshot(pool, "g-pbr")
+    assert len(before.backups) == 3 and not before.integrity_errors
+    targets = {binfo, ainfo} | ({binfo + ".copy", ainfo + ".copy"} if vanish == "main_and_copy" else set())
+    gone: list[str] = []
+    proxy.before_get = _expire(s3_endpoint, bucket, lambda k: [k] if k in targets else [], gone)
+    await _scan(pool, _settings(proxy.url, catalog_dsn), "g-pbr")
+    assert set(gone) == targets, "every info file was listed, then expired before its GET"
+
+    state = await repo.load_scan_state(pool, "g-pbr")
+    found = _codes(state, "not_found_race", "integrity_error", "integrity_warning", "metadata_error")
+    assert found == {"not_found_race": targets, "integrity_error": set(), "integrity_warning": set(),
+                     "metadata_error": set()}, state.issues
+    snap = await repo.load_snapshot(pool, "g-pbr")
+    assert not snap.integrity_errors
+    if vanish == "main_and_copy":
+        assert snap.backups == before.backups, "not known to be gone until a complete listing lacks them"
+    else:       # read from the .copy (the one difference: which file they were read from)
+        assert _unsourced(snap.backups) == _unsourced(before.backups)
+        assert {b.metadata_key for b in snap.backups} == {binfo + ".copy"}
+    assert (snap.runs, snap.histories, snap.conflicts) == (before.runs, before.histories, before.conflicts)
+    assert _plan_latest(snap).backup.label == _plan_latest(before).backup.label, "the planner does not refuse"
+
+    proxy.before_get = None       # the next complete listing lacks what is gone for good
+    await _scan(pool, _settings(proxy.url, catalog_dsn), "g-pbr")
+    snap = await repo.load_snapshot(pool, "g-pbr")
+    if vanish == "main_and_copy":
+        assert snap.integrity_errors, "both info files absent from a complete listing: the stanza is invalid"
+        with pytest.raises(PlanningError) as err:
+            _plan_latest(snap)
+        assert err.value.code == "integrity_error"
+    else:
+        assert not snap.integrity_errors and _unsourced(snap.backups) == _unsourced(before.backups)   # the .copy
+        state = await repo.load_scan_state(pool, "g-pbr")
+        assert _codes(state, "integrity_warning")["integrity_warning"] == {binfo, ainfo}, state.issues
+
+
+async def test_barman_backup_info_vanishing_after_listing_keeps_the_known_backup(
+        pool: asyncpg.Pool, proxy: FaultProxy, s3_endpoint: MotoEndpoint, catalog_dsn: str) -> None:
+    bucket, prefix = _bucket(s3_endpoint, "barman")
+    base = f"{prefix}/main/base/"
+    s3 = s3_endpoint.client()
+    await repo.register_instance(pool, InstanceRef("g-bm", "sp", "bm"), Storage(bucket, prefix))
+    await _scan(pool, _settings(s3_endpoint.url, catalog_dsn), "g-bm")
+    before = await repo.load_snapshot(pool, "g-bm")
+    oldest = min(b.label for b in before.backups)
+    assert len(before.backups) == 3 and all(b.status is BackupStatus.DONE for b in before.backups)
+    # a backup in progress (barman-cloud < 3.19 uploads backup.info last): never a race, and never read
+    s3.put_object(Bucket=bucket, Key=f"{base}20991231T000000/data.tar.gz", Body=b"payload")
+
+    info = f"{base}{oldest}/backup.info"            # retention deletes the oldest backup between LIST and GET
+    gone: list[str] = []
+    proxy.before_get = _expire(s3_endpoint, bucket,
+                               lambda k: [k, f"{base}{oldest}/data.tar.gz"] if k == info else [], gone)
+    seen_gets: list[str] = []
+    hook = proxy.before_get
+
+    async def spy(key: str) -> None:
+        seen_gets.append(key)
+        await hook(key)
+    proxy.before_get = spy
+    await _scan(pool, _settings(proxy.url, catalog_dsn), "g-bm")
+    assert gone, "the backup was expired after the listing"
+    assert not [k for k in seen_gets if k.startswith(f"{base}20991231T000000/")], "nothing to read there"
+    state = await repo.load_scan_state(pool, "g-bm")
+    assert _codes(state, "not_found_race", "metadata_error") == {"not_found_race": {info}, "metadata_error": set()}
+    snap = await repo.load_snapshot(pool, "g-bm")
+    kept = next(b for b in snap.backups if b.label == oldest)
+    assert kept == next(b for b in before.backups if b.label == oldest), "kept as the catalog knew it"
+    running = next(b for b in snap.backups if b.label == "20991231T000000")
+    assert running.status is BackupStatus.RUNNING and "backup.info" in (running.error or "")
+
+    proxy.before_get = None       # a complete listing lacks the expired backup: now it goes
+    await _scan(pool, _settings(proxy.url, catalog_dsn), "g-bm")
+    snap = await repo.load_snapshot(pool, "g-bm")
+    assert {b.label for b in snap.backups} == {b.label for b in before.backups} - {oldest} | {"20991231T000000"}
+    assert not (await repo.load_scan_state(pool, "g-bm")).issues
