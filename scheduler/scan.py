@@ -19,6 +19,7 @@ from recovery.model import Backup, BackupStatus, BackupType, Layout, Storage, Wa
 from recovery.timeline import TimelineSwitch, parse_history
 from recovery.wal import DEFAULT_SEG_SIZE, merge_runs, parse_seg_size_from_page, segment_name
 from scheduler import edges as edge_mod
+from scheduler.edges import read_segment
 from scheduler.layouts import barman as bm
 from scheduler.layouts import pgbackrest as pbr
 from scheduler.layouts import wale, walg
@@ -115,16 +116,13 @@ async def scan_archive(store: ObjectStore, storage: Storage, previous: Previous,
             res = await _scan_barman(store, storage, previous, root, acc, full, lookback)
         else:
             res = await _scan_walg_wale(store, layout, previous, root, acc, full, lookback)
+        await _check_duplicates(store, layout, acc)
     except StorageError as e:
         raise ScanFailed(e.code, str(e)) from None
     stanza, seg_size, backups, pg_version, system_id = res
     runs = acc.builder.wal_runs()
     mode = WalMode.REPLACE if full else WalMode.MERGE
     all_runs = runs if full else merge_runs((*previous.runs, *runs))
-    for tli, segno, a, b in acc.builder.duplicates:
-        detail = await _compare_duplicates(store, layout, a, b)
-        if detail:
-            acc.conflicts.append(Conflict(tli, segno, detail))
     # a full reconcile re-reads every run end (objects may have been replaced); incremental reuses known edges
     edges = await edge_mod.decode_edges(store, acc.builder.runs, all_runs, () if full else previous.edges,
                                         seg_size, acc.issues)
@@ -528,19 +526,55 @@ async def _probe_missing_histories(store: ObjectStore, src: WalSource, previous:
                       f"timeline {tli} has WAL segments but no {name}: its path cannot be followed")
 
 
-async def _compare_duplicates(store: ObjectStore, layout: Layout, a: str, b: str) -> str | None:
+async def _check_duplicates(store: ObjectStore, layout: Layout, acc: _Acc) -> None:
+    """Compare the copies of every segment listed twice; different content is a ``wal_conflict``.
+
+    A copy that 404s was listed a moment ago: a race with retention or cleanup (``not_found_race``), never a
+    conflict (that would block planning through the segment on no evidence). The surviving copy is the
+    segment: run ends that pointed at the vanished key now point at it (their commit times are read from it).
+    """
+    vanished: set[str] = set()
+    stand_in: dict[str, str] = {}     # a vanished first copy -> the copy that stands for it (a third copy
+    for tli, segno, a, b in acc.builder.duplicates:   # was recorded against the first one)
+        a = stand_in.get(a, a)
+        detail = await _compare_duplicates(store, layout, a, b, vanished, acc)
+        if detail:
+            acc.conflicts.append(Conflict(tli, segno, detail))
+        for gone, survivor in ((a, b), (b, a)):
+            if gone in vanished and survivor not in vanished:
+                acc.builder.replace_key(gone, survivor)
+                stand_in[gone] = survivor
+
+
+async def _compare_duplicates(store: ObjectStore, layout: Layout, a: str, b: str, vanished: set[str],
+                              acc: _Acc) -> str | None:
     """Two objects for one segment: identical content is fine, different content is a conflict."""
     if layout is Layout.PGBACKREST:
         ha, hb = (k.rsplit("/", 1)[-1][25:65] for k in (a, b))
-        return None if ha == hb else f"two objects with different SHA-1 for one segment: {a} and {b}"
-    try:
-        da, db = await asyncio.gather(store.read(a), store.read(b))
-        ca, cb = (k.rsplit(".", 1)[-1] for k in (a, b))
-        if decompress(da, ca) == decompress(db, cb):
+        if ha == hb:             # the name carries the SHA-1 of the content (other compression only)
             return None
-    except (PitrError, Exception) as e:  # unreadable duplicate: treat as conflict, say why
-        return f"duplicate objects {a} and {b} could not be compared: {e}"
-    return f"two objects with different content for one segment: {a} and {b}"
+    if a in vanished or b in vanished:
+        return None
+    got = await asyncio.gather(read_segment(store, a), read_segment(store, b), return_exceptions=True)
+    for k, r in zip((a, b), got):
+        if isinstance(r, NotFound):
+            vanished.add(k)
+            acc.issue("not_found_race", k, "duplicate copy of a segment vanished after listing, while the copies "
+                      "were compared: the other copy is the segment")
+    if a in vanished or b in vanished:
+        return None
+    for r in got:                # storage trouble (after retries) fails the scan, like anywhere else
+        if isinstance(r, StorageError):
+            raise r
+    for r in got:
+        if isinstance(r, BaseException):
+            if not isinstance(r, Exception):
+                raise r
+            return f"duplicate objects {a} and {b} could not be compared: {r}"   # e.g. an undecodable copy
+    if got[0] == got[1]:
+        return None
+    what = "different SHA-1" if layout is Layout.PGBACKREST else "different content"
+    return f"two objects with {what} for one segment: {a} and {b}"
 
 
 __all__ = ["Previous", "ScanFailed", "scan_archive", "RunTail"]

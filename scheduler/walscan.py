@@ -43,5 +43,13 @@ class RunBuilder:
         tail.recent.append((segno, key, last_modified))
         self.runs.append(tail)
 
+    def replace_key(self, old: str, new: str) -> None:
+        """``old`` (one copy of a duplicated segment) is gone: the segment's other copy ``new`` stands for it."""
+        for r in self.runs:
+            if r.last_key == old:
+                r.last_key = new
+            if any(k == old for _, k, _ in r.recent):
+                r.recent = deque(((n, new if k == old else k, lm) for n, k, lm in r.recent), maxlen=r.recent.maxlen)
+
     def wal_runs(self) -> tuple[WalRun, ...]:
         return merge_runs(WalRun(r.timeline, r.first, r.last) for r in self.runs)

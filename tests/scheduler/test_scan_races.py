@@ -13,6 +13,8 @@ its listing and its read, so the 404 is S3's own), the test catalog PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import gzip
+import hashlib
 import itertools
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -20,8 +22,10 @@ from datetime import datetime, timezone
 from typing import Any
 
 import asyncpg
+import lz4.frame
 import pytest
 import pytest_asyncio
+import zstandard
 from pydantic import SecretStr
 
 from backup_catalog.s3 import s3_client
@@ -31,6 +35,7 @@ from recovery.errors import PlanningError
 from recovery.model import ArchiveSnapshot, Backup, BackupStatus, InstanceRef, Storage
 from recovery.plan import plan_recovery
 from recovery.target import make_target
+from recovery.wal import WalSegment
 from scheduler import runner
 from tests.realarchives.cache import ensure_cache, load_objects, load_truth, upload_objects
 from tests.realarchives.s3 import MotoEndpoint
@@ -181,3 +186,80 @@ async def test_barman_backup_info_vanishing_after_listing_keeps_the_known_backup
     snap = await repo.load_snapshot(pool, "g-bm")
     assert {b.label for b in snap.backups} == {b.label for b in before.backups} - {oldest} | {"20991231T000000"}
     assert not (await repo.load_scan_state(pool, "g-bm")).issues
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 2. a duplicate WAL copy that 404s during the content comparison
+# ----------------------------------------------------------------------------------------------------------
+
+def _tamper(raw: bytes) -> bytes:
+    b = bytearray(raw)
+    b[5000] ^= 0xFF
+    return bytes(b)
+
+
+async def test_walg_duplicate_that_vanishes_during_comparison_is_a_race_not_a_conflict(
+        pool: asyncpg.Pool, proxy: FaultProxy, s3_endpoint: MotoEndpoint, catalog_dsn: str) -> None:
+    bucket, prefix = _bucket(s3_endpoint, "walg")
+    s3 = s3_endpoint.client()
+    wal = f"{prefix}/wal_005/"
+    await repo.register_instance(pool, InstanceRef("g-gold", "sp", "gold"), Storage(bucket, prefix))
+    await _scan(pool, _settings(s3_endpoint.url, catalog_dsn), "g-gold")
+    golden = await repo.load_snapshot(pool, "g-gold")
+    assert golden.edges and all(e.exact for e in golden.edges)
+    # 1/05 (WAL of the newest backup on timeline 1): a different second copy (two writers); 1/06, the end of
+    # timeline 1's run: an identical .zst copy
+    seg5, seg6 = (f"{wal}00000001000000000000000{n}" for n in (5, 6))
+    raw5, raw6 = (lz4.frame.decompress(s3.get_object(Bucket=bucket, Key=k + ".lz4")["Body"].read()) for k in (seg5, seg6))
+    s3.put_object(Bucket=bucket, Key=seg5 + ".zst", Body=zstandard.ZstdCompressor().compress(_tamper(raw5)))
+    s3.put_object(Bucket=bucket, Key=seg6 + ".zst", Body=zstandard.ZstdCompressor().compress(raw6))
+
+    await repo.register_instance(pool, InstanceRef("g-dup", "sp", "dup"), Storage(bucket, prefix))
+    await _scan(pool, _settings(proxy.url, catalog_dsn), "g-dup")
+    snap = await repo.load_snapshot(pool, "g-dup")
+    assert snap.conflicts == ((1, 5),), "control: both copies present and different is a conflict"
+    with pytest.raises(PlanningError) as err:
+        _plan_latest(snap, 1)
+    assert err.value.code == "wal_conflict"
+
+    # now retention/cleanup removes the odd 1/05 copy, and the *listed-first* 1/06 copy, between LIST and GET
+    doomed = {seg5 + ".zst", seg6 + ".lz4"}
+    gone: list[str] = []
+    proxy.before_get = _expire(s3_endpoint, bucket, lambda k: [k] if k in doomed else [], gone)
+    await _scan(pool, _settings(proxy.url, catalog_dsn), "g-dup")
+    assert set(gone) == doomed
+    state = await repo.load_scan_state(pool, "g-dup")
+    assert _codes(state, "not_found_race", "wal_decode_error") == {"not_found_race": doomed,
+                                                                   "wal_decode_error": set()}, state.issues
+    snap = await repo.load_snapshot(pool, "g-dup")
+    assert snap.conflicts == (), "a copy that 404s is no evidence of a second, different segment"
+    assert snap.runs == golden.runs
+    assert snap.edges == golden.edges, "the surviving copy (1/06 .zst) is the segment: the exact edge is read from it"
+    plan = _plan_latest(snap, 1)
+    assert plan.last_segment >= WalSegment(1, 6).name and plan == _plan_latest(golden, 1)
+
+
+async def test_pgbackrest_duplicate_checksum_copy_that_vanishes_during_comparison_is_a_race(
+        pool: asyncpg.Pool, proxy: FaultProxy, s3_endpoint: MotoEndpoint, catalog_dsn: str) -> None:
+    bucket, prefix = _bucket(s3_endpoint, "pgbackrest")
+    s3 = s3_endpoint.client()
+    hdir = f"{prefix}/archive/main/15-1/0000000100000000/"
+    original = next(o.key for o in load_objects(ensure_cache(), "pgbackrest")
+                    if o.key.startswith(hdir + "000000010000000000000005-"))
+    raw = _tamper(gzip.decompress(s3.get_object(Bucket=bucket, Key=original)["Body"].read()))
+    other = f"{hdir}000000010000000000000005-{hashlib.sha1(raw).hexdigest()}.gz"     # a second writer's copy
+    s3.put_object(Bucket=bucket, Key=other, Body=gzip.compress(raw))
+    await repo.register_instance(pool, InstanceRef("g-pdup", "sp", "pdup"), Storage(bucket, prefix))
+    await _scan(pool, _settings(proxy.url, catalog_dsn), "g-pdup")
+    snap = await repo.load_snapshot(pool, "g-pdup")
+    assert snap.conflicts == ((1, 5),), "control: two checksums for one segment, both present"
+
+    gone: list[str] = []
+    proxy.before_get = _expire(s3_endpoint, bucket, lambda k: [k] if k == other else [], gone)
+    await _scan(pool, _settings(proxy.url, catalog_dsn), "g-pdup")
+    assert gone == [other]
+    state = await repo.load_scan_state(pool, "g-pdup")
+    assert _codes(state, "not_found_race")["not_found_race"] == {other}, state.issues
+    snap = await repo.load_snapshot(pool, "g-pdup")
+    assert snap.conflicts == ()
+    assert _plan_latest(snap, 1).last_segment >= WalSegment(1, 5).name
