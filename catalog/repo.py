@@ -257,6 +257,9 @@ async def save_scan(db: Db, guid: str, result: ScanResult, *, expected_generatio
                     "INSERT INTO timelines (instance_guid, tli, ordinal, parent, switchpoint, reason) "
                     "VALUES ($1, $2, $3, $4, $5, $6)",
                     [(guid, tli, i, s.parent, s.switchpoint, s.reason) for i, s in enumerate(switches)])
+            if result.listed_histories is not None:   # a full reconcile: forget histories the bucket lacks
+                await c.execute("DELETE FROM timelines WHERE instance_guid = $1 AND NOT (tli = ANY($2::int[]))",
+                                guid, sorted(result.listed_histories))
             former_ends = await _store_runs(c, guid, result.wal_runs, replace=result.wal_mode is WalMode.REPLACE)
             if result.wal_mode is WalMode.REPLACE:
                 await c.execute("DELETE FROM wal_conflicts WHERE instance_guid = $1", guid)

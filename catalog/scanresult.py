@@ -42,6 +42,9 @@ class ScanResult:
     system_id: int | None = None
     backups: tuple[Backup, ...] | None = None   # None: backup set not re-read; else the complete current set
     histories: dict[int, tuple[TimelineSwitch, ...]] = field(default_factory=dict)  # found this scan (upsert)
+    # full scans: the timelines whose .history file the complete listing holds (read or not); the catalog
+    # forgets every other timeline. None (incremental): no complete listing, nothing is forgotten.
+    listed_histories: frozenset[int] | None = None
     wal_mode: WalMode = WalMode.MERGE
     wal_runs: tuple[WalRun, ...] = ()
     conflicts: tuple[Conflict, ...] = ()

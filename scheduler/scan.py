@@ -65,6 +65,7 @@ class _Acc:
     builder: RunBuilder = field(default_factory=RunBuilder)
     conflicts: list[Conflict] = field(default_factory=list)
     integrity_ok: bool = True
+    listed_histories: set[int] = field(default_factory=set)   # timelines whose .history a full listing holds
 
     def foreign(self, key: str, reason: str) -> None:
         self.unknown += 1
@@ -129,7 +130,8 @@ async def scan_archive(store: ObjectStore, storage: Storage, previous: Previous,
     return ScanResult(
         layout=layout, full=full, started_at=started, finished_at=datetime.now(timezone.utc), stanza=stanza,
         seg_size=seg_size, pg_version=pg_version, system_id=system_id, backups=backups,
-        histories=acc.histories, wal_mode=mode, wal_runs=runs, conflicts=tuple(acc.conflicts), edges=edges,
+        histories=acc.histories, listed_histories=frozenset(acc.listed_histories) if full else None,
+        wal_mode=mode, wal_runs=runs, conflicts=tuple(acc.conflicts), edges=edges,
         cursors=acc.cursors, unknown_objects=acc.unknown, issues=tuple(acc.issues),
         requests=store.requests, integrity_ok=acc.integrity_ok)
 
@@ -469,6 +471,8 @@ async def _list_wal(store: ObjectStore, src: WalSource, previous: Previous, acc:
                 newest = (c.timeline, c.segno)
         elif c.kind is WalKind.HISTORY and c.timeline not in previous.histories or (full and c.kind is WalKind.HISTORY):
             history_keys.append((c.timeline, o.key))
+            if full:
+                acc.listed_histories.add(c.timeline)
     for tli, key in history_keys:
         await _read_history(store, tli, key, acc)
     # resume point for the next incremental listing: `lookback` segments before the newest seen
@@ -480,7 +484,7 @@ async def _list_wal(store: ObjectStore, src: WalSource, previous: Previous, acc:
         acc.cursors[ckey] = src.prefix + src.rel_key(segment_name(tli, resume, size)) + "~" if resume else ""
         if not acc.cursors[ckey]:
             del acc.cursors[ckey]
-    await _probe_missing_histories(store, src, previous, acc)
+    await _probe_missing_histories(store, src, previous, acc, full)
     return seg_size
 
 
@@ -512,13 +516,17 @@ async def _read_history(store: ObjectStore, tli: int, key: str, acc: _Acc) -> No
         acc.issue("metadata_error", key, f"unreadable timeline history: {e}")
 
 
-async def _probe_missing_histories(store: ObjectStore, src: WalSource, previous: Previous, acc: _Acc) -> None:
-    """Timelines > 1 with segments but no known history: a late .history sorts before the resume point."""
-    known = set(previous.histories) | set(acc.histories)
+async def _probe_missing_histories(store: ObjectStore, src: WalSource, previous: Previous, acc: _Acc,
+                                   full: bool) -> None:
+    """Timelines > 1 with segments but no known history: a late .history sorts before the resume point.
+
+    A full scan knows only what its complete listing holds (the catalog's histories may be gone)."""
+    known = (acc.listed_histories if full else set(previous.histories)) | set(acc.histories)
     need = sorted({r.timeline for r in acc.builder.runs if r.timeline > 1} - known)
     for tli in need:
         name = f"{tli:08X}.history"
         async for o in store.list_keys(src.prefix + name):
+            acc.listed_histories.add(tli)
             await _read_history(store, tli, o.key, acc)
             break
         else:

@@ -187,3 +187,18 @@ async def test_save_edges_changes_the_snapshot_version(pool, inst) -> None:
     before = await repo.snapshot_version(pool, inst)
     await repo.save_edges(pool, inst, (WindowEdge(1, 3, t(1), None, False),))
     assert await repo.snapshot_version(pool, inst) != before
+
+
+async def test_full_scan_forgets_histories_its_listing_lacks_incremental_forgets_nothing(pool, inst) -> None:
+    sw = {tli: (TimelineSwitch(tli - 1, Lsn.parse(f"0/{tli}000000"), "no recovery target specified"),)
+          for tli in (2, 3, 4)}
+    await repo.save_scan(pool, inst, scan(histories=sw))
+    assert set((await repo.load_snapshot(pool, inst)).histories) == {2, 3, 4}
+    await repo.save_scan(pool, inst, scan(histories={2: sw[2]}))                  # incremental: no listing
+    assert set((await repo.load_snapshot(pool, inst)).histories) == {2, 3, 4}
+    # full: 2 read again, 3 listed but not read (a race: kept as known), 4 absent from the listing (forgotten)
+    await repo.save_scan(pool, inst, scan(mode=WalMode.REPLACE, histories={2: sw[2]},
+                                          listed_histories=frozenset({2, 3})))
+    assert (await repo.load_snapshot(pool, inst)).histories == {2: sw[2], 3: sw[3]}
+    await repo.save_scan(pool, inst, scan(mode=WalMode.REPLACE, listed_histories=frozenset()))
+    assert (await repo.load_snapshot(pool, inst)).histories == {}

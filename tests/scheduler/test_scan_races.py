@@ -263,3 +263,47 @@ async def test_pgbackrest_duplicate_checksum_copy_that_vanishes_during_compariso
     snap = await repo.load_snapshot(pool, "g-pdup")
     assert snap.conflicts == ()
     assert _plan_latest(snap, 1).last_segment >= WalSegment(1, 5).name
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 3. timeline history files gone from the archive
+# ----------------------------------------------------------------------------------------------------------
+
+async def test_full_scan_forgets_a_vanished_history_and_an_incremental_scan_does_not(
+        pool: asyncpg.Pool, proxy: FaultProxy, s3_endpoint: MotoEndpoint, catalog_dsn: str) -> None:
+    bucket, prefix = _bucket(s3_endpoint, "walg")
+    s3 = s3_endpoint.client()
+    hist = f"{prefix}/wal_005/00000002.history.lz4"
+    body = s3.get_object(Bucket=bucket, Key=hist)["Body"].read()
+    st = _settings(proxy.url, catalog_dsn)
+    await repo.register_instance(pool, InstanceRef("g-tl", "sp", "tl"), Storage(bucket, prefix))
+    await _scan(pool, st, "g-tl")
+    golden = await repo.load_snapshot(pool, "g-tl")
+    assert set(golden.histories) == {2} and _plan_latest(golden).timeline_path == (1, 2)
+
+    s3.delete_object(Bucket=bucket, Key=hist)
+    await _scan(pool, st, "g-tl", full=False)
+    assert (await repo.load_snapshot(pool, "g-tl")).histories == golden.histories, \
+        "an incremental scan did not see a complete listing: it deletes nothing"
+
+    await _scan(pool, st, "g-tl", full=True)
+    snap = await repo.load_snapshot(pool, "g-tl")
+    assert snap.histories == {}, "the catalog is a cache of the bucket: a full reconcile forgets the history"
+    state = await repo.load_scan_state(pool, "g-tl")
+    assert _codes(state, "missing_history")["missing_history"] == {f"{prefix}/wal_005/00000002.history"}
+    with pytest.raises(PlanningError):          # timeline 2's path cannot be followed without its history
+        _plan_latest(snap, 2)
+
+    s3.put_object(Bucket=bucket, Key=hist, Body=body)
+    await _scan(pool, st, "g-tl", full=True)
+    assert (await repo.load_snapshot(pool, "g-tl")).histories == golden.histories
+    # listed by the full scan, then expired before its GET: a race, not a complete listing lacking it
+    gone: list[str] = []
+    proxy.before_get = _expire(s3_endpoint, bucket, lambda k: [k] if k == hist else [], gone)
+    await _scan(pool, st, "g-tl", full=True)
+    assert gone == [hist]
+    assert _codes(await repo.load_scan_state(pool, "g-tl"), "not_found_race")["not_found_race"] == {hist}
+    assert (await repo.load_snapshot(pool, "g-tl")).histories == golden.histories
+    proxy.before_get = None
+    await _scan(pool, st, "g-tl", full=True)
+    assert (await repo.load_snapshot(pool, "g-tl")).histories == {}
