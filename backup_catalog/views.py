@@ -168,11 +168,9 @@ async def backups_body(pool: asyncpg.Pool, space: str, name: str) -> str:
     Each instance entry is its live part (name, deletion, scan state) joined with the archive document
     stored for its current scan, without re-encoding a year of backups per request.
     """
-    async with pool.acquire() as c:
-        holders = await repo.name_holders(c, space, name)
-        if not holders:
-            raise UnknownService(space, name)
-        found = [(r, *await derived.state_and_archive(c, r.guid)) for r in holders]
+    found = await repo.holders_with_views(pool, space, name)
+    if not found:
+        raise UnknownService(space, name)
     parts = []
     for rec, state, stored in found:
         head = {"instance_guid": rec.guid, "name": rec.ref.name, "deleted_at": iso(rec.ref.deleted_at),

@@ -1,6 +1,7 @@
 """Side by side with the tools on the real fixture buckets (tests/realarchives cache): wall time of
 ``pgbackrest info --output=json`` and ``barman-cloud-backup-list --format json`` against our CLI
-(``backups --json``, ``plan --json``) and the HTTP API for the same archives."""
+(``backups --json``, ``plan --json``) and the HTTP API for the same archives. HTTP is timed on a kept-alive
+connection (a broker's HTTP client pool; the ratios use it) and on a new connection per request."""
 from __future__ import annotations
 
 import http.client
@@ -54,16 +55,20 @@ def cli(env: dict[str, str], *args: str) -> Any:
     return json.loads(p.stdout)
 
 
-def http_call(port: int, method: str, path: str, body: dict[str, Any] | None, auth: str) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+def http_call(port: int, method: str, path: str, body: dict[str, Any] | None, auth: str,
+              conn: http.client.HTTPConnection | None = None) -> tuple[int, bytes]:
+    """One request; on ``conn`` (kept alive, as a broker's HTTP client pool does) or on a new connection."""
+    own = conn is None
+    c = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         data = json.dumps(body).encode() if body is not None else None
-        conn.request(method, path, body=data, headers={"Authorization": f"Basic {auth}",
-                                                       "Content-Type": "application/json"})
-        r = conn.getresponse()
+        c.request(method, path, body=data, headers={"Authorization": f"Basic {auth}",
+                                                    "Content-Type": "application/json"})
+        r = c.getresponse()
         return r.status, r.read()
     finally:
-        conn.close()
+        if own:
+            c.close()
 
 
 def measure(ep: MotoEndpoint, regs: dict[str, dict[str, Any]], env: dict[str, str], port: int, auth: str,
@@ -85,14 +90,23 @@ def measure(ep: MotoEndpoint, regs: dict[str, dict[str, Any]], env: dict[str, st
             plan_s, plan = timed(lambda: cli(env, "plan", "--space", SPACE, "--clone-from", r["name"], "--latest",
                                              "--json"), repeat)
             get_path = f"/spaces/{SPACE}/services/{r['name']}/backups"
-            get_s, (st_get, _) = timed(lambda: http_call(port, "GET", get_path, None, auth), http_repeat)
-            post_s, (st_post, _) = timed(lambda: http_call(port, "POST", f"/spaces/{SPACE}/clones",
-                                                           {"clone-from": r["name"], "latest": True}, auth), http_repeat)
+            clone = {"clone-from": r["name"], "latest": True}
+            get_new_s, (st_get, _) = timed(lambda: http_call(port, "GET", get_path, None, auth), http_repeat)
+            post_new_s, (st_post, _) = timed(lambda: http_call(port, "POST", f"/spaces/{SPACE}/clones", clone, auth),
+                                             http_repeat)
+            keep = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            try:
+                get_s, _ = timed(lambda: http_call(port, "GET", get_path, None, auth, keep), http_repeat)
+                post_s, _ = timed(lambda: http_call(port, "POST", f"/spaces/{SPACE}/clones", clone, auth, keep),
+                                  http_repeat)
+            finally:
+                keep.close()
             n_tool = len(tool_doc[0]["backup"]) if tool == "pgbackrest" else len(tool_doc.get("backups_list", []))
             n_ours = len(doc["instances"][0]["backups"]) if doc.get("instances") else 0
             results[tool] = {
                 "tool_s": tool_s, "cli_backups_s": backups_s, "cli_plan_s": plan_s, "http_backups_s": get_s,
-                "http_plan_s": post_s, "http_status": [st_get, st_post], "backups_tool": n_tool,
+                "http_plan_s": post_s, "http_new_conn_backups_s": get_new_s, "http_new_conn_plan_s": post_new_s,
+                "http_status": [st_get, st_post], "backups_tool": n_tool,
                 "backups_catalog": n_ours, "plan_ok": "error" not in plan,
                 "ratio_tool_over_http_backups": tool_s / get_s, "ratio_tool_over_http_plan": tool_s / post_s,
                 "ratio_tool_over_cli_backups": tool_s / backups_s,

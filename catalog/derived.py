@@ -16,8 +16,7 @@ from datetime import datetime
 
 import asyncpg
 
-from catalog import repo, rows
-from catalog.rows import ScanState
+from catalog import repo
 from recovery.jsonout import archive_to_dict, windows_from_json, windows_to_json
 from recovery.model import ArchiveSnapshot
 from recovery.windows import Window, all_windows
@@ -41,18 +40,6 @@ async def stored_archive(db: repo.Db, guid: str) -> str | None:
            WHERE d.instance_guid = $1 AND d.generation = s.generation
              AND d.last_scan IS NOT DISTINCT FROM s.last_scan""", guid)
     return None if val is None else str(val)
-
-
-async def state_and_archive(db: repo.Db, guid: str) -> tuple[ScanState, str | None]:
-    """The instance's scan state and, if stored for its current scan, its archive document (one query)."""
-    r = await db.fetchrow(
-        """SELECT s.*, dv.archive AS stored_archive FROM scan_state s
-           LEFT JOIN derived_views dv ON dv.instance_guid = s.instance_guid AND dv.generation = s.generation
-                                     AND dv.last_scan IS NOT DISTINCT FROM s.last_scan
-           WHERE s.instance_guid = $1""", guid)
-    if r is None:
-        return await repo.load_scan_state(db, guid), None
-    return rows.row_to_scan_state(r), r["stored_archive"]
 
 
 def parse_windows(text: str) -> dict[tuple[int, ...], list[Window]]:

@@ -185,18 +185,37 @@ async def name_holders(db: Db, space: str, name: str) -> list[InstanceRecord]:
     return [rec for rec, _ in await _holders(db, space, name, None)]
 
 
+_HOLDERS = """
+    WITH h AS (SELECT instance_guid, max(valid_from) AS since,
+                      bool_or($3::timestamptz IS NOT NULL AND valid_from <= $3 AND $3 < valid_to) AS held_at
+               FROM instance_names WHERE space_guid = $1 AND name = $2 GROUP BY instance_guid)
+    SELECT i.*, coalesce(n.name, '') AS name, h.held_at {extra}
+    FROM h JOIN instances i USING (instance_guid)
+    LEFT JOIN LATERAL (SELECT name FROM instance_names WHERE instance_guid = i.instance_guid
+                       ORDER BY valid_from DESC LIMIT 1) n ON true
+    {joins}
+    ORDER BY h.since DESC, i.registered_at DESC"""
+
+
 async def _holders(db: Db, space: str, name: str, at: datetime | None) -> list[tuple[InstanceRecord, bool]]:
     """:func:`name_holders`, each with whether it held the name at ``at`` (one query)."""
-    recs = await db.fetch(
-        """WITH h AS (SELECT instance_guid, max(valid_from) AS since,
-                             bool_or($3::timestamptz IS NOT NULL AND valid_from <= $3 AND $3 < valid_to) AS held_at
-                      FROM instance_names WHERE space_guid = $1 AND name = $2 GROUP BY instance_guid)
-           SELECT i.*, coalesce(n.name, '') AS name, h.held_at
-           FROM h JOIN instances i USING (instance_guid)
-           LEFT JOIN LATERAL (SELECT name FROM instance_names WHERE instance_guid = i.instance_guid
-                              ORDER BY valid_from DESC LIMIT 1) n ON true
-           ORDER BY h.since DESC, i.registered_at DESC""", space, name, at)
+    recs = await db.fetch(_HOLDERS.format(extra="", joins=""), space, name, at)
     return [(rows.row_to_instance(r), bool(r["held_at"])) for r in recs]
+
+
+async def holders_with_views(db: Db, space: str, name: str) -> list[tuple[InstanceRecord, ScanState, str | None]]:
+    """:func:`name_holders`, each with its scan state and the archive document stored for its current
+    scan (``derived_views``), or None when that is missing or stale — one query for a Backups request."""
+    recs = await db.fetch(_HOLDERS.format(
+        extra=", s.cursors, s.last_scan, s.last_full_scan, s.last_attempt, s.last_error, s.last_error_code, "
+              "s.stale_since, s.unknown_objects, s.issues, s.generation, s.requests, "
+              "s.instance_guid IS NOT NULL AS has_state, dv.archive AS stored_archive",
+        joins="LEFT JOIN scan_state s ON s.instance_guid = i.instance_guid "
+              "LEFT JOIN derived_views dv ON dv.instance_guid = i.instance_guid AND dv.generation = s.generation "
+              "AND dv.last_scan IS NOT DISTINCT FROM s.last_scan"), space, name, None)
+    return [(rows.row_to_instance(r),
+             rows.row_to_scan_state(r) if r["has_state"] else ScanState(instance_guid=r["instance_guid"]),
+             r["stored_archive"]) for r in recs]
 
 
 async def resolve_name(db: Db, space: str, name: str, at: datetime | None = None) -> Resolution:
