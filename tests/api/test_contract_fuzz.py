@@ -18,6 +18,7 @@ from tests.api.seed import seed_history
 from tests.realarchives.s3 import MotoEndpoint, free_port
 
 ST = Path(sys.executable).with_name("st")
+ROOT = Path(__file__).resolve().parents[2]
 
 # 422 is this API's answer to a well-formed clone request that cannot be planned (DESIGN.md refusal),
 # e.g. two targets at once or a time outside every window: accepted for schema-valid data.
@@ -39,6 +40,7 @@ async def test_schemathesis_finds_no_server_errors_or_schema_violations(pool: as
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
+    marker = tmp_path / "hooks-loaded"
     cfg = tmp_path / "schemathesis.toml"
     cfg.write_text(CONFIG)
     try:
@@ -48,7 +50,9 @@ async def test_schemathesis_finds_no_server_errors_or_schema_violations(pool: as
             "--max-time", "60", "--request-timeout", "10", "--seed", "1", "--workers", "2",
             "--auth", f"{OPERATOR[0]}:{OPERATOR[1]}", "--no-color",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            env={**os.environ, "SCHEMATHESIS_HOOKS": ""}, cwd=tmp_path)
+            env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.api.st_hooks", "BC_ST_HOOKS_MARKER": str(marker),
+                 "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))},
+            cwd=tmp_path)
         out, _ = await asyncio.wait_for(proc.communicate(), timeout=240)
     finally:
         await runner.cleanup()
@@ -56,5 +60,6 @@ async def test_schemathesis_finds_no_server_errors_or_schema_violations(pool: as
     (tmp_path / "st-output.txt").write_text(text)
     if os.environ.get("ST_OUTPUT"):
         Path(os.environ["ST_OUTPUT"]).write_text(text)
+    assert marker.exists(), "tests/api/st_hooks.py was not loaded"
     assert proc.returncode == 0, text[-6000:]
     assert "No operations" not in text and "passed" in text.lower(), text[-3000:]

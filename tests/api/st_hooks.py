@@ -1,0 +1,43 @@
+"""Schemathesis hooks for tests/api/test_contract_fuzz.py (loaded through SCHEMATHESIS_HOOKS).
+
+One known false positive of the tool is dropped, nothing else (schemathesis issue #2898): a negative case
+whose invalid parts are "the Authorization header is missing" plus extra non-body parameters. ``--auth``
+puts the header back on every request, and extra query parameters that the tool itself leaves out of the
+request are already exempt from its check on their own; together the tool reports a valid, authenticated
+request as "schema-violating request accepted". Authentication is tested by the ``ignored_auth`` check and
+by tests/api/test_routes.py, so no real failure hides here.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import schemathesis
+
+if os.environ.get("BC_ST_HOOKS_MARKER"):   # lets the test prove the hooks were loaded
+    Path(os.environ["BC_ST_HOOKS_MARKER"]).write_text("loaded")
+
+
+def _is_auth_header_removal(m: Any) -> bool:
+    names = {getattr(m, "parameter", None), getattr(m, "original_value", None)}
+    location = getattr(getattr(m, "parameter_location", None), "name", "")
+    return "Authorization" in names and location.upper() == "HEADER"
+
+
+def _is_extra_non_body_parameter(m: Any) -> bool:
+    location = getattr(getattr(m, "parameter_location", None), "name", "")
+    return "additionalProperties" in tuple(getattr(m, "keywords", ())) and location.upper() != "BODY"
+
+
+@schemathesis.hook
+def filter_failure(ctx: Any, failure: Any, case: Any, response: Any) -> bool:
+    if getattr(failure, "code", None) != "ST201":
+        return True
+    data = getattr(getattr(case.meta, "phase", None), "data", None) if case.meta else None
+    mutations = list(getattr(data, "mutations", None) or ())
+    request = getattr(response, "request", None)
+    sent_auth = bool(request is not None and request.headers.get("Authorization"))
+    auth = [m for m in mutations if _is_auth_header_removal(m)]
+    rest = [m for m in mutations if not _is_auth_header_removal(m)]
+    return not (auth and sent_auth and all(_is_extra_non_body_parameter(m) for m in rest))
