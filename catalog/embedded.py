@@ -224,7 +224,7 @@ def _initdb(bindir: Path, base: Path) -> None:
         f"unix_socket_directories = '{_conf_quote(str(base / 'run'))}'\n"
         "unix_socket_permissions = 0700\n"
         "max_connections = 50\n"
-        "shared_buffers = 32MB\n"
+        "shared_buffers = 128MB\n"   # PostgreSQL's default; a catalog of 10,000 year-long instances is ~2 GB
         "logging_collector = off\n"
     )
     # written by us (possibly root) into a file owned by the server user: append via the server user

@@ -509,7 +509,7 @@ async def load_plan_inputs(db: Db, guid: str, target: Target, k: int) -> PlanInp
              FROM wal_conflicts WHERE instance_guid = $1) AS j_conflicts,
           (SELECT json_agg(json_build_object(
                   'label', b.label, 'type', type, 'status', status, 'timeline', timeline,
-                  'start_lsn', start_lsn::text, 'stop_lsn', stop_lsn::text, 'start_time', start_time,
+                  'start_lsn', start_lsn - '0/0', 'stop_lsn', stop_lsn - '0/0', 'start_time', start_time,
                   'stop_time', stop_time, 'stop_time_exact', stop_time_exact, 'depends_on', depends_on,
                   'parent', parent, 'size_bytes', size_bytes, 'repo_size_bytes', repo_size_bytes,
                   'pg_version', pg_version, 'system_id', system_id::text, 'seg_size', seg_size, 'error', error,

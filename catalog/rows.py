@@ -138,12 +138,15 @@ def _json_time(v: str | None) -> datetime | None:
     return None if v is None else datetime.fromisoformat(v)
 
 
-def _json_lsn(v: str | None) -> Lsn | None:
-    return None if v is None else Lsn.parse(v)
+def _json_lsn(v: str | int | None) -> Lsn | None:
+    """An LSN from JSON: text ``X/Y``, or its byte position (``lsn - '0/0'``, a number: no parsing)."""
+    if v is None:
+        return None
+    return Lsn(v) if type(v) is int else Lsn.parse(str(v))
 
 
 def json_to_backup(d: Mapping[str, Any]) -> tuple[Backup, bool]:
-    """A backup from ``json_build_object`` of its columns (LSNs and system_id as text), and ``in_prefix``."""
+    """A backup from ``json_build_object`` of its columns (LSNs as positions, system_id as text), and ``in_prefix``."""
     return Backup(
         label=d["label"], type=BackupType(d["type"]), status=BackupStatus(d["status"]), timeline=d["timeline"],
         start_lsn=_json_lsn(d["start_lsn"]), stop_lsn=_json_lsn(d["stop_lsn"]),

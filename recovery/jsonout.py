@@ -89,6 +89,13 @@ def windows_to_json(windows: Mapping[tuple[int, ...], Sequence[Window]]) -> list
             for tlis, ws in windows.items()]
 
 
+def _labels(v: object) -> tuple[str, ...]:
+    t = tuple(v)  # type: ignore[call-overload]
+    if not all(type(x) is str for x in t):
+        raise ValueError("backup labels must be strings")
+    return t
+
+
 def windows_from_json(data: object) -> dict[tuple[int, ...], list[Window]]:
     """Inverse of :func:`windows_to_json`. :raises ValueError: the data is not such a document."""
     if not isinstance(data, list):
@@ -98,7 +105,7 @@ def windows_from_json(data: object) -> dict[tuple[int, ...], list[Window]]:
         for tlis, ws in data:
             path = tuple(int(t) for t in tlis)
             out[path] = [Window(path, Lsn(int(a)), _time_in(at), Lsn(int(b)), _time_in(bt), bool(exact),
-                                tuple(str(x) for x in labels), CutKind(kind))
+                                _labels(labels), CutKind(kind))
                          for a, at, b, bt, exact, labels, kind in ws]
     except (TypeError, ValueError) as e:
         raise ValueError(f"windows: {e}") from None

@@ -19,6 +19,9 @@ from tests.realarchives.s3 import MotoEndpoint, free_port
 
 ST = Path(sys.executable).with_name("st")
 ROOT = Path(__file__).resolve().parents[2]
+# One worker: with two, hypothesis' lambda descriptions call ast.parse from two threads at once, which on
+# this CPython 3.11 fails now and then with "SystemError: AST constructor recursion depth mismatch"
+# (CPython gh-106905, a threaded-AST bug) and aborts the run (seen about one run in four).
 
 # 422 is this API's answer to a well-formed clone request that cannot be planned (DESIGN.md refusal),
 # e.g. two targets at once or a time outside every window: accepted for schema-valid data.
@@ -47,7 +50,7 @@ async def test_schemathesis_finds_no_server_errors_or_schema_violations(pool: as
         proc = await asyncio.create_subprocess_exec(
             str(ST if ST.exists() else shutil.which("st")), "--config-file", str(cfg), "run",
             f"http://127.0.0.1:{port}/openapi.json", "--checks", "all", "--max-examples", "30",
-            "--max-time", "60", "--request-timeout", "10", "--seed", "1", "--workers", "2",
+            "--max-time", "90", "--request-timeout", "10", "--seed", "1", "--workers", "1",
             "--auth", f"{OPERATOR[0]}:{OPERATOR[1]}", "--no-color",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.api.st_hooks", "BC_ST_HOOKS_MARKER": str(marker),

@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient
 
 from api.openapi import openapi_document
 from api.routes import OPERATIONS
-from api.schemas import BackupsDoc, dump
+from api.schemas import BackupsDoc, PlanDoc, dump
 from tests.api.conftest import AS_BROKER, AS_OPERATOR, BROKER, OPERATOR, basic
 from tests.api.seed import OTHER_SPACE, SPACE, A, B, iso, seed_history
 
@@ -43,6 +43,7 @@ async def test_clone_resolves_the_holder_at_the_target_time(client: TestClient, 
     assert doc["backup"]["label"] == "F1"
     assert doc["target"] == {**doc["target"], "kind": "time", "value": iso(10)}
     assert "recovery.signal" in doc["files"]
+    assert dump(PlanDoc, doc) == doc     # not re-validated per request: it must already be what the model emits
 
 
 async def test_renamed_instance_found_by_its_new_name_now(client: TestClient, pool: asyncpg.Pool) -> None:
