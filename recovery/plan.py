@@ -148,11 +148,17 @@ def _is_candidate(b: Backup, target: Target) -> bool:
     return True
 
 
-def _newest_key(target: Target) -> Callable[[Pair], tuple[object, ...]]:
+def _backup_key(target: Target) -> Callable[[Backup], tuple[object, ...]]:
+    """Sort key of the planner's candidate order (:func:`candidate_order`); newest is largest."""
     epoch = datetime.min.replace(tzinfo=timezone.utc)
-    if target.timeline == "current" or target.kind is TargetKind.TIME:
-        return lambda p: (p[0].stop_time or epoch, p[0].stop_lsn, p[0].label)
-    return lambda p: (p[0].stop_lsn, p[0].stop_time or epoch, p[0].label)
+    if candidate_order(target) == "time":
+        return lambda b: (b.stop_time or epoch, b.stop_lsn, b.label)
+    return lambda b: (b.stop_lsn, b.stop_time or epoch, b.label)
+
+
+def _newest_key(target: Target) -> Callable[[Pair], tuple[object, ...]]:
+    key = _backup_key(target)
+    return lambda p: key(p[0])
 
 
 def narrowable(target: Target) -> bool:
@@ -179,12 +185,8 @@ def narrow(snapshot: ArchiveSnapshot, target: Target, k: int) -> tuple[ArchiveSn
     prefix: every candidate tried before it is in the prefix too. A dependency outside the prefix can
     also be a candidate; a plan choosing it proves nothing (older prefix-external candidates are missing).
     """
-    epoch = datetime.min.replace(tzinfo=timezone.utc)
-    cands = [b for b in snapshot.backups if b.usable and _is_candidate(b, target)]
-    if candidate_order(target) == "time":
-        cands.sort(key=lambda b: (b.stop_time or epoch, b.stop_lsn, b.label), reverse=True)
-    else:
-        cands.sort(key=lambda b: (b.stop_lsn, b.stop_time or epoch, b.label), reverse=True)
+    cands = sorted((b for b in snapshot.backups if b.usable and _is_candidate(b, target)),
+                   key=_backup_key(target), reverse=True)
     prefix = frozenset(b.label for b in cands[:k])
     by_label = {b.label: b for b in snapshot.backups}
     keep: set[str] = set()
@@ -310,7 +312,7 @@ def plan_recovery(snapshot: ArchiveSnapshot, target: Target, *, now: datetime,
     """
     _check_integrity(snapshot)
     pool = usable_backups(snapshot.backups)
-    known = windows if windows is not None and target.timeline != "current" else None
+    known = windows if windows is not None and narrowable(target) else None
     pairs, windows = _pairs(snapshot, target, pool, known)
     if target.kind is TargetKind.TIME and target.time > now:
         raise PlanningError("target_after_window",
