@@ -36,9 +36,8 @@ class Derived:
 async def stored_archive(db: repo.Db, guid: str) -> str | None:
     """The stored archive document of the instance's current scan, or None (missing or stale)."""
     val = await db.fetchval(
-        """SELECT d.archive FROM derived_views d JOIN scan_state s USING (instance_guid)
-           WHERE d.instance_guid = $1 AND d.generation = s.generation
-             AND d.last_scan IS NOT DISTINCT FROM s.last_scan""", guid)
+        f"SELECT dv.archive FROM derived_views dv JOIN scan_state s ON {repo.CURRENT_VIEW} "
+        "WHERE dv.instance_guid = $1", guid)
     return None if val is None else str(val)
 
 

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import asyncpg
 
@@ -185,6 +184,10 @@ async def name_holders(db: Db, space: str, name: str) -> list[InstanceRecord]:
     return [rec for rec, _ in await _holders(db, space, name, None)]
 
 
+# derived_views row ``dv`` of the current scan of scan_state row ``s`` (catalog.derived)
+CURRENT_VIEW = ("dv.instance_guid = s.instance_guid AND dv.generation = s.generation "
+                "AND dv.last_scan IS NOT DISTINCT FROM s.last_scan")
+
 _HOLDERS = """
     WITH h AS (SELECT instance_guid, max(valid_from) AS since,
                       bool_or($3::timestamptz IS NOT NULL AND valid_from <= $3 AND $3 < valid_to) AS held_at
@@ -211,8 +214,7 @@ async def holders_with_views(db: Db, space: str, name: str) -> list[tuple[Instan
               "s.stale_since, s.unknown_objects, s.issues, s.generation, s.requests, "
               "s.instance_guid IS NOT NULL AS has_state, dv.archive AS stored_archive",
         joins="LEFT JOIN scan_state s ON s.instance_guid = i.instance_guid "
-              "LEFT JOIN derived_views dv ON dv.instance_guid = i.instance_guid AND dv.generation = s.generation "
-              "AND dv.last_scan IS NOT DISTINCT FROM s.last_scan"), space, name, None)
+              f"LEFT JOIN derived_views dv ON {CURRENT_VIEW}"), space, name, None)
     return [(rows.row_to_instance(r),
              rows.row_to_scan_state(r) if r["has_state"] else ScanState(instance_guid=r["instance_guid"]),
              r["stored_archive"]) for r in recs]
@@ -433,17 +435,17 @@ async def load_snapshot(db: Db, guid: str) -> ArchiveSnapshot:
     :raises NotScanned: the archive layout is unknown (never scanned, requested ``auto``).
     """
     async with _snapshot(db) as c:
-        return await _load_snapshot(c, guid, None)
+        return await _load_snapshot(c, guid)
 
 
 async def load_versioned_snapshot(db: Db, guid: str) -> tuple[tuple[int, datetime | None], ArchiveSnapshot]:
     """:func:`load_snapshot` and the :func:`snapshot_version` it belongs to, read in the same snapshot."""
     async with _snapshot(db) as c:
         version = await snapshot_version(c, guid)
-        return version, await _load_snapshot(c, guid, None)
+        return version, await _load_snapshot(c, guid)
 
 
-async def _load_snapshot(c: asyncpg.Connection, guid: str, backup_rows: Sequence[Any] | None) -> ArchiveSnapshot:
+async def _load_snapshot(c: asyncpg.Connection, guid: str) -> ArchiveSnapshot:
     rec = await get_instance(c, guid)
     if rec.layout is None:
         raise NotScanned(guid)
@@ -454,7 +456,7 @@ async def _load_snapshot(c: asyncpg.Connection, guid: str, backup_rows: Sequence
     return ArchiveSnapshot(
         integrity_errors=tuple(i.message for i in state.issues if i.code == "integrity_error"),
         layout=rec.layout, seg_size=rec.seg_size or DEFAULT_SEG_SIZE,
-        backups=(await backups(c, guid) if backup_rows is None else tuple(rows.row_to_backup(r) for r in backup_rows)),
+        backups=await backups(c, guid),
         runs=await wal_runs(c, guid), histories=rows.rows_to_histories(hist),
         edges=tuple(rows.row_to_edge(e) for e in edges), pg_version=rec.pg_version,
         conflicts=tuple((x.timeline, x.segno) for x in await wal_conflicts(c, guid)))
@@ -519,8 +521,7 @@ async def load_plan_inputs(db: Db, guid: str, target: Target, k: int) -> PlanInp
           ) AS j_backups
         FROM instances i
         LEFT JOIN scan_state s USING (instance_guid)
-        LEFT JOIN derived_views dv ON dv.instance_guid = i.instance_guid AND dv.generation = s.generation
-                                  AND dv.last_scan IS NOT DISTINCT FROM s.last_scan
+        LEFT JOIN derived_views dv ON {CURRENT_VIEW}
         WHERE i.instance_guid = $1""", guid, *args)
     if r is None:
         raise UnknownInstance(guid)

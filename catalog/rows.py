@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -146,16 +146,11 @@ def _json_lsn(v: str | int | None) -> Lsn | None:
 
 
 def json_to_backup(d: Mapping[str, Any]) -> tuple[Backup, bool]:
-    """A backup from ``json_build_object`` of its columns (LSNs as positions, system_id as text), and ``in_prefix``."""
-    return Backup(
-        label=d["label"], type=BackupType(d["type"]), status=BackupStatus(d["status"]), timeline=d["timeline"],
-        start_lsn=_json_lsn(d["start_lsn"]), stop_lsn=_json_lsn(d["stop_lsn"]),
-        start_time=_json_time(d["start_time"]), stop_time=_json_time(d["stop_time"]),
-        depends_on=tuple(d["depends_on"] or ()), parent=d["parent"], size_bytes=d["size_bytes"],
-        repo_size_bytes=d["repo_size_bytes"], pg_version=d["pg_version"],
-        system_id=None if d["system_id"] is None else int(d["system_id"]), seg_size=d["seg_size"],
-        stop_time_exact=d["stop_time_exact"], error=d["error"], metadata_key=d["metadata_key"],
-    ), bool(d.get("in_prefix"))
+    """A backup from ``json_build_object`` of its columns (LSNs as positions, times as ISO text), and
+    ``in_prefix``: the JSON values converted, then :func:`row_to_backup`."""
+    return row_to_backup({**d, "start_lsn": _json_lsn(d["start_lsn"]), "stop_lsn": _json_lsn(d["stop_lsn"]),
+                          "start_time": _json_time(d["start_time"]), "stop_time": _json_time(d["stop_time"])}
+                         ), bool(d.get("in_prefix"))
 
 
 # -- WAL, timelines, edges ---------------------------------------------------------------------
@@ -175,25 +170,27 @@ def edge_to_args(e: WindowEdge) -> tuple[Any, ...]:
 
 def rows_to_histories(rows: Sequence[Row]) -> dict[int, tuple[TimelineSwitch, ...]]:
     """Rows of ``timelines`` ordered by (tli, ordinal) -> {tli: its history file's switches}."""
+    return _histories((r["tli"], TimelineSwitch(r["parent"], r["switchpoint"], r["reason"])) for r in rows)
+
+
+def _histories(switches: Iterable[tuple[int, TimelineSwitch]]) -> dict[int, tuple[TimelineSwitch, ...]]:
     out: dict[int, list[TimelineSwitch]] = {}
-    for r in rows:
-        out.setdefault(r["tli"], []).append(TimelineSwitch(r["parent"], r["switchpoint"], r["reason"]))
-    return {tli: tuple(sw) for tli, sw in out.items()}
+    for tli, sw in switches:
+        out.setdefault(tli, []).append(sw)
+    return {tli: tuple(sws) for tli, sws in out.items()}
 
 
 def json_to_edge(e: Sequence[Any]) -> WindowEdge:
     """[timeline, segno, last_commit_time, last_commit_lsn text, exact] -> WindowEdge."""
     tli, segno, when, lsn, exact = e
-    return WindowEdge(timeline=tli, segno=segno, last_commit_time=_json_time(when), last_commit_lsn=_json_lsn(lsn),
-                      exact=exact)
+    return row_to_edge({"timeline": tli, "segno": segno, "last_commit_time": _json_time(when),
+                        "last_commit_lsn": _json_lsn(lsn), "exact": exact})
 
 
 def json_to_histories(items: Sequence[Sequence[Any]]) -> dict[int, tuple[TimelineSwitch, ...]]:
     """[[tli, parent, switchpoint text, reason], ...] ordered by (tli, ordinal) -> {tli: switches}."""
-    out: dict[int, list[TimelineSwitch]] = {}
-    for tli, parent, switchpoint, reason in items:
-        out.setdefault(tli, []).append(TimelineSwitch(parent, Lsn.parse(switchpoint), reason))
-    return {tli: tuple(sw) for tli, sw in out.items()}
+    return _histories((tli, TimelineSwitch(parent, Lsn.parse(switchpoint), reason))
+                      for tli, parent, switchpoint, reason in items)
 
 
 def issues_from_json(text: str | None) -> tuple[ScanIssue, ...]:
@@ -216,13 +213,12 @@ def cursors_to_json(cursors: Mapping[str, str]) -> str:
 
 
 def row_to_scan_state(r: Row) -> ScanState:
-    issues = json.loads(r["issues"]) if r["issues"] else []
     return ScanState(
         instance_guid=r["instance_guid"], generation=r["generation"],
         cursors=dict(json.loads(r["cursors"])) if r["cursors"] else {},
         last_scan=r["last_scan"], last_full_scan=r["last_full_scan"], last_attempt=r["last_attempt"],
         last_error=r["last_error"], last_error_code=r["last_error_code"], stale_since=r["stale_since"],
         unknown_objects=r["unknown_objects"],
-        issues=tuple(ScanIssue(i.get("code", ""), i.get("key"), i.get("message", "")) for i in issues),
+        issues=issues_from_json(r["issues"]),
         requests=r["requests"],
     )
