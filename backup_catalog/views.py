@@ -87,13 +87,6 @@ class SnapshotCache:
         self._entries.clear()
         self._held = 0
 
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    @property
-    def held(self) -> int:
-        return self._held
-
 
 SNAPSHOTS = SnapshotCache()
 
@@ -148,11 +141,6 @@ async def archive_text(pool: asyncpg.Pool, guid: str, stored: str | None = None)
     return stored
 
 
-async def archive_doc(pool: asyncpg.Pool, guid: str) -> dict[str, Any]:
-    doc: dict[str, Any] = json.loads(await archive_text(pool, guid))
-    return doc
-
-
 def _join_objects(head: dict[str, Any], tail: str) -> str:
     """JSON text of ``head`` with the members of the JSON object text ``tail`` appended."""
     h = json.dumps(head, separators=(",", ":"))
@@ -177,16 +165,6 @@ async def backups_body(pool: asyncpg.Pool, space: str, name: str) -> str:
                 "layout": rec.layout.value if rec.layout else None, "scan": scan_to_dict(state)}
         parts.append(_join_objects(head, await archive_text(pool, rec.guid, stored)))
     return _join_objects({"space_guid": space, "name": name}, '{"instances":[' + ",".join(parts) + "]}")
-
-
-async def instance_doc(pool: asyncpg.Pool, rec: InstanceRecord) -> dict[str, Any]:
-    state = await repo.load_scan_state(pool, rec.guid)
-    return {
-        "instance_guid": rec.guid, "name": rec.ref.name, "deleted_at": iso(rec.ref.deleted_at),
-        "layout": rec.layout.value if rec.layout else None,
-        **await archive_doc(pool, rec.guid),
-        "scan": scan_to_dict(state),
-    }
 
 
 async def backups_doc(pool: asyncpg.Pool, space: str, name: str) -> dict[str, Any]:

@@ -142,7 +142,7 @@ async def test_view_belongs_to_one_scan_and_stale_writers_are_refused(pool) -> N
     assert await derived.stored_archive(pool, "v-1") is None
     assert await repo.load_plan_inputs(pool, "v-1", make_target(latest=True), 4) is None
     assert await derived.store(pool, "v-1", d) is False
-    doc = await views.archive_doc(pool, "v-1")          # a reader recomputes and stores it
+    doc = json.loads(await views.archive_text(pool, "v-1"))   # a reader recomputes and stores it
     assert [b["label"] for b in doc["backups"]] == ["F1", "F2"]
     assert json.loads(await derived.stored_archive(pool, "v-1") or "{}") == doc
 
