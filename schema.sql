@@ -170,4 +170,52 @@ CREATE TABLE IF NOT EXISTS scan_runs (
     CONSTRAINT scan_runs_once UNIQUE (job, scheduled_for, instance_guid)
 );
 
+-- ===== Restore drills (issue 11): one row per drill; history bounded per instance by the drill use case.
+CREATE TABLE IF NOT EXISTS drills (
+    id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    instance_guid  text NOT NULL REFERENCES instances ON DELETE CASCADE,
+    requested_at   timestamptz NOT NULL DEFAULT now(),
+    started_at     timestamptz,
+    finished_at    timestamptz,
+    state          text NOT NULL DEFAULT 'queued',  -- queued|running|passed|failed|skipped
+    trigger        text NOT NULL DEFAULT 'manual',  -- manual|scheduled|api
+    holder         text,                            -- replica running it
+    target         jsonb,                           -- the plan's target document
+    backup_label   text,
+    stage          text,                            -- plan|fetch|recover|verify|check (failure stage)
+    reason         text,                            -- failure/skip reason, names the segment
+    segment        text,                            -- WAL segment where replay stopped, if any
+    reached_lsn    pg_lsn,
+    fetch_s        double precision,
+    replay_s       double precision,
+    duration_s     double precision,
+    bytes_fetched  bigint,
+    postgres_log   jsonb NOT NULL DEFAULT '[]',
+    CONSTRAINT drills_state CHECK (state IN ('queued', 'running', 'passed', 'failed', 'skipped'))
+);
+CREATE INDEX IF NOT EXISTS drills_by_instance ON drills (instance_guid, id DESC);
+-- never more than one drill per instance at a time
+CREATE UNIQUE INDEX IF NOT EXISTS drills_one_running ON drills (instance_guid) WHERE state = 'running';
+
+-- ===== Undo period and purge (issue 13).
+ALTER TABLE instances ADD COLUMN IF NOT EXISTS hold_at timestamptz;        -- operator hold: never purged
+ALTER TABLE instances ADD COLUMN IF NOT EXISTS hold_reason text;
+ALTER TABLE instances ADD COLUMN IF NOT EXISTS purged_at timestamptz;      -- archive deleted by a purge
+ALTER TABLE instances ADD COLUMN IF NOT EXISTS purge_policy text;          -- e.g. 'DELETED_RETENTION_DAYS=30'
+-- Audit: one row per purge of one instance's prefix (what, when, objects, bytes, outcome).
+CREATE TABLE IF NOT EXISTS purges (
+    id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    instance_guid    text NOT NULL REFERENCES instances ON DELETE CASCADE,
+    bucket           text NOT NULL,
+    prefix           text NOT NULL,
+    policy           text NOT NULL,
+    started_at       timestamptz NOT NULL DEFAULT now(),
+    finished_at      timestamptz,
+    objects_deleted  bigint NOT NULL DEFAULT 0,
+    bytes_deleted    bigint NOT NULL DEFAULT 0,
+    outcome          text NOT NULL DEFAULT 'running',  -- running|done|refused|failed
+    reason           text
+);
+CREATE INDEX IF NOT EXISTS purges_by_instance ON purges (instance_guid, id DESC);
+
 INSERT INTO schema_version (version) VALUES (1) ON CONFLICT (version) DO NOTHING;

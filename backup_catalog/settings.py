@@ -40,6 +40,22 @@ class Settings(BaseSettings):
     coverage_warning_backup_age_seconds: int = 26 * 3600
     coverage_critical_backup_age_seconds: int = 50 * 3600
 
+    # restore drills (issue 11)
+    drill_interval_seconds: int = 24 * 3600      # each live instance drilled about this often (jittered)
+    drill_concurrency: int = 1                   # drills at a time per serve process
+    drill_scratch_dir: str | None = None         # unset: a temp dir
+    drill_scratch_budget_bytes: int = 20 * 2**30 # a drill that would not fit is skipped with a reason
+    drill_timeout_seconds: float = 3600.0        # a drill that overruns is killed and recorded failed
+    drill_check_query: str = "select count(*) from pg_class"
+    drill_history_per_instance: int = 50
+    drill_warning_age_seconds: int = 8 * 24 * 3600
+    # undo period and purge (issue 13)
+    deleted_retention_days: float = 30.0         # a deleted instance stays clonable this long
+    purge_grace_hours: float = 24.0              # between "due" and deletion
+    purge_aws_access_key_id: SecretStr | None = None      # the only credentials that ever delete
+    purge_aws_secret_access_key: SecretStr | None = None
+    purge_interval_seconds: int = 0              # 0: no scheduled purge runs in serve
+
 
 def load_settings() -> Settings:
     return Settings()
