@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
                 n = bigcatalog.derive(dsn, a.catalog_instances)
                 results["catalog"]["derive_s"] = time.perf_counter() - t0
                 log(f"derived views (what each scan stores) for {n} instances in {results['catalog']['derive_s']:.0f}s")
-            from scheduler.jobs import slot_for
+            from backup_catalog.usecases.scan import slot_for
             asyncio.run(bigcatalog.claim_slots(dsn, slot_for(datetime.now(timezone.utc), SERVE_INTERVAL)))
             server = Server(env, tmp / "server.log", a.serve_workers)
             results["serve_workers"] = a.serve_workers

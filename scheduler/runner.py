@@ -1,4 +1,4 @@
-"""Scan one instance and store the result: the unit of work of the CLI, the API and the scheduler jobs."""
+"""Scan one instance and store the result: the unit of work of the scan use case (backup_catalog.usecases.scan)."""
 from __future__ import annotations
 
 import asyncio
