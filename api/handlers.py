@@ -154,7 +154,7 @@ async def get_health(request: web.Request) -> web.Response:
     try:
         async with asyncio.timeout(5):
             await request.app[keys.POOL].fetchval("SELECT 1")
-    except (OSError, TimeoutError, Exception) as e:  # noqa: BLE001 - any failure means "not healthy"
+    except (OSError, TimeoutError, Exception) as e:
         raise NotAvailable(f"catalog check failed ({type(e).__name__})") from None
     return web.json_response({"status": "ok"})
 

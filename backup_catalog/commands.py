@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import json
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -138,8 +140,7 @@ async def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     elif args.csv:
         sys.stdout.write(report.to_csv(rows))
     elif args.html:
-        with open(args.html, "w", encoding="utf-8") as f:
-            f.write(report.to_html(rows))
+        await asyncio.to_thread(Path(args.html).write_text, report.to_html(rows), encoding="utf-8")
         print(f"wrote {args.html}")
     else:
         report.print_table(rows, out)

@@ -25,7 +25,7 @@ def scan_to_dict(state: ScanState | None) -> dict[str, Any]:
     if state is None:
         return {"last_scan": None, "unknown_objects": 0, "errors": []}
     errors = [{"code": i.code, "key": i.key, "message": i.message} for i in state.issues
-              if i.code not in ("foreign_object",)]
+              if i.code != "foreign_object"]
     if state.last_error:
         errors.insert(0, {"code": state.last_error_code, "key": None, "message": state.last_error})
     return {"last_scan": iso(state.last_scan), "last_full_scan": iso(state.last_full_scan),

@@ -294,7 +294,7 @@ def _e(v: Any) -> str:
 
 
 def _parse(s: str | None) -> datetime | None:
-    return datetime.fromisoformat(s.replace("Z", "+00:00")) if s else None
+    return datetime.fromisoformat(s) if s else None
 
 
 def _axis(rows: list[dict[str, Any]], now: datetime) -> tuple[datetime, datetime]:

@@ -1,7 +1,6 @@
 """Connecting to the catalog database: the asyncpg pool, the pg_lsn codec and the schema."""
 from __future__ import annotations
 
-import asyncio
 import importlib.resources
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -109,7 +108,7 @@ async def open_pool(dsn: str, **kw: Any) -> asyncpg.Pool:
     kw.setdefault("reset", _no_session_state)
     try:
         return await asyncpg.create_pool(dsn, init=init, **kw)
-    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
         raise unavailable(dsn, exc) from None
 
 
@@ -118,7 +117,7 @@ async def connect(dsn: str, **kw: Any) -> asyncpg.Connection:
     kw.setdefault("timeout", 10)
     try:
         conn = await asyncpg.connect(dsn, **kw)
-    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
         raise unavailable(dsn, exc) from None
     await register_codecs(conn)
     return conn

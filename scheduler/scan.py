@@ -252,7 +252,7 @@ async def _scan_pgbackrest(store: ObjectStore, storage: Storage, previous: Previ
     if not blist.objects and not blist.prefixes:
         raise ScanFailed("unknown_prefix", f"no pgBackRest stanza {stanza!r} under {root or '/'}")
     info_key = bdir + "backup.info"
-    backups: tuple[Backup, ...] | None = previous.backups if previous.backups else None
+    backups: tuple[Backup, ...] | None = previous.backups or None
     pg_version = system_id = None
     etag = objs.get(info_key).etag if info_key in objs else None
     if full or backups is None or etag is None or acc.cursors.get(_etag_key(info_key)) != etag:
@@ -469,7 +469,7 @@ async def _list_wal(store: ObjectStore, src: WalSource, previous: Previous, acc:
             acc.builder.add(c.timeline, c.segno, o.key, o.last_modified, c.checksum)
             if newest is None or (c.timeline, c.segno) > newest:
                 newest = (c.timeline, c.segno)
-        elif c.kind is WalKind.HISTORY and c.timeline not in previous.histories or (full and c.kind is WalKind.HISTORY):
+        elif (c.kind is WalKind.HISTORY and c.timeline not in previous.histories) or (full and c.kind is WalKind.HISTORY):
             history_keys.append((c.timeline, o.key))
             if full:
                 acc.listed_histories.add(c.timeline)
@@ -490,7 +490,7 @@ async def _list_wal(store: ObjectStore, src: WalSource, previous: Previous, acc:
 
 def _looks_like_segment(rel: str) -> bool:
     base = rel.rsplit("/", 1)[-1]
-    return len(base) >= 24 and base[:24].isalnum() and not base[8:9] == "."
+    return len(base) >= 24 and base[:24].isalnum() and base[8:9] != "."
 
 
 async def _probe_seg_size(store: ObjectStore, key: str, rel: str) -> int | None:
@@ -543,8 +543,8 @@ async def _check_duplicates(store: ObjectStore, layout: Layout, acc: _Acc) -> No
     """
     vanished: set[str] = set()
     stand_in: dict[str, str] = {}     # a vanished first copy -> the copy that stands for it (a third copy
-    for tli, segno, a, b in acc.builder.duplicates:   # was recorded against the first one)
-        a = stand_in.get(a, a)
+    for tli, segno, first, b in acc.builder.duplicates:   # was recorded against the first one)
+        a = stand_in.get(first, first)
         detail = await _compare_duplicates(store, layout, a, b, vanished, acc)
         if detail:
             acc.conflicts.append(Conflict(tli, segno, detail))
@@ -585,4 +585,4 @@ async def _compare_duplicates(store: ObjectStore, layout: Layout, a: str, b: str
     return f"two objects with {what} for one segment: {a} and {b}"
 
 
-__all__ = ["Previous", "ScanFailed", "scan_archive", "RunTail"]
+__all__ = ["Previous", "RunTail", "ScanFailed", "scan_archive"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
@@ -74,7 +75,7 @@ async def test_run_once_scans_every_instance_and_isolates_failures(pool: asyncpg
     state = await repo.load_scan_state(pool, "broken")
     assert state.last_error_code == by["broken"].code and state.stale_since is not None
     runs = await pool.fetch("SELECT instance_guid, outcome, finished_at FROM scan_runs ORDER BY instance_guid")
-    assert {r["instance_guid"]: r["outcome"] for r in runs} == {**{g: "ok" for g in fleet},
+    assert {r["instance_guid"]: r["outcome"] for r in runs} == {**dict.fromkeys(fleet, "ok"),
                                                                 "broken": by["broken"].code}
     assert all(r["finished_at"] is not None for r in runs)
     live = await pool.fetchval("SELECT count(*) FROM scan_leases WHERE expires_at > clock_timestamp()")
@@ -124,7 +125,7 @@ async def test_two_replicas_same_slots_each_instance_once(pool: asyncpg.Pool, s3
         r1, r2 = await asyncio.gather(scans.run_once(pool, settings, s3, "r1", now=now),
                                       scans.run_once(pool, settings, s3, "r2", now=now))
         ran = Counter(o.instance_guid for o in [*r1, *r2] if o.code not in scans.SKIPPED)
-        assert ran == Counter({g: 1 for g in [*fleet, "broken"]}), (r1, r2)
+        assert ran == Counter(dict.fromkeys([*fleet, "broken"], 1)), (r1, r2)
     await assert_run_log_sound(pool, expected_slots=rounds, instances=len(fleet) + 1)
     for g in fleet:       # no lost rows: every instance holds the full archive
         assert len(await repo.backups(pool, g)) == 3
@@ -154,7 +155,7 @@ async def assert_run_log_sound(pool: asyncpg.Pool, *, expected_slots: int, insta
         if not r["outcome"].startswith("skipped"):
             scanned.setdefault(r["instance_guid"], []).append(r)
     for guid, runs in scanned.items():      # one scan of an instance at a time
-        for prev, nxt in zip(runs, runs[1:]):
+        for prev, nxt in itertools.pairwise(runs):
             assert prev["finished_at"] <= nxt["started_at"] or prev["holder"] == nxt["holder"], (guid, prev, nxt)
     assert await advisory_locks(pool) == 0
     assert await pool.fetchval("SELECT count(*) FROM scan_leases WHERE expires_at > clock_timestamp()") == 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import logging
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
@@ -178,7 +179,7 @@ async def test_scheduled_job_never_overlaps_itself_and_the_next_tick_runs(
     first_start, first_end, first = ticks[0]
     assert [o.code for o in first] == ["storage_timeout"]
     assert 1.0 < first_end - first_start < st.scan_deadline_seconds, "stalled past a tick, bounded by the timeouts"
-    for (_, end, _), (start, _, _) in zip(ticks, ticks[1:]):
+    for (_, end, _), (start, _, _) in itertools.pairwise(ticks):
         assert start >= end, "max_instances=1: a tick never starts while the previous one runs"
     assert any(o.ok for _, _, outs in ticks[1:] for o in outs), "the next tick runs and succeeds"
     assert any("maximum number of running instances reached" in r.getMessage() for r in caplog.records), \

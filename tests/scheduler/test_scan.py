@@ -188,7 +188,7 @@ async def test_garbage_sentinel_is_a_failed_backup_and_keeps_the_rest(pool: Any,
     assert (await runner.scan_instance(pool, client, "g-garbage", full=False, settings=settings)).ok
     good = await repo.load_snapshot(pool, "g-garbage")
     s3 = s3_endpoint.client()
-    sentinel = sorted(k for k in arch.keys if k.endswith("_backup_stop_sentinel.json"))[0]
+    sentinel = min(k for k in arch.keys if k.endswith("_backup_stop_sentinel.json"))
     s3.put_object(Bucket=arch.bucket, Key=sentinel, Body=b'{"LSN": 12, "FinishLSN": ')   # truncated JSON
     assert (await runner.scan_instance(pool, client, "g-garbage", full=True, settings=settings)).ok
     snap = await repo.load_snapshot(pool, "g-garbage")
