@@ -25,7 +25,7 @@ from catalog.leases import try_acquire_lease as try_acquire_lease
 from catalog.rows import InstanceRecord, Resolution, ScanState
 from catalog.scanresult import ScanResult, WalMode
 from recovery.model import ArchiveSnapshot, Backup, InstanceRef, Storage, WalRun, WindowEdge
-from recovery.plan import candidate_order
+from recovery.narrow import candidate_order
 from recovery.target import Target, TargetKind
 from recovery.wal import DEFAULT_SEG_SIZE, merge_runs
 
@@ -473,7 +473,7 @@ _ORDER = {"time": 'stop_time DESC NULLS LAST, stop_lsn DESC, label COLLATE "C" D
 
 @dataclass(frozen=True, slots=True)
 class PlanInputs:
-    """A snapshot narrowed to the newest candidates (``recovery.plan.narrow``, in SQL), the labels of
+    """A snapshot narrowed to the newest candidates (``recovery.narrow.narrow``, in SQL), the labels of
     that prefix, and the stored windows (JSON text) of the same scan."""
 
     snapshot: ArchiveSnapshot

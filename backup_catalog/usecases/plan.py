@@ -14,7 +14,8 @@ from catalog import derived, repo
 from catalog.rows import InstanceRecord
 from recovery.errors import PlanningError
 from recovery.model import ArchiveSnapshot
-from recovery.plan import RecoveryPlan, WindowsUnknown, narrowable, plan_recovery
+from recovery.narrow import narrowable
+from recovery.plan import RecoveryPlan, WindowsUnknown, plan_recovery
 from recovery.target import Target
 
 _CLONE_KEYS = {"clone-from", "point-in-time", "lsn", "latest", "immediate", "timeline", "exclusive", "pg-version"}
@@ -59,14 +60,14 @@ async def plan_doc(pool: asyncpg.Pool, settings: Settings, space: str, body: dic
                        "resolution": res.reason, "resolution_rule": res.rule}, **doc}
 
 
-PLAN_CANDIDATES = 4   # newest candidate backups loaded for a plan (recovery.plan.narrow)
+PLAN_CANDIDATES = 4   # newest candidate backups loaded for a plan (recovery.narrow.narrow)
 
 
 async def _plan(pool: asyncpg.Pool, rec: InstanceRecord, target: Target, now: datetime,
                 requested_pg: int | None, inputs: repo.PlanInputs | None) -> tuple[RecoveryPlan, ArchiveSnapshot]:
     """Plan from the newest candidates and the stored windows (``inputs``, from ``repo.load_plan_inputs``;
     None when not stored for the current scan) when that is conclusive, else from the whole snapshot (the
-    result is the same; see ``recovery.plan.narrow``). Refusals always come from the whole snapshot."""
+    result is the same; see ``recovery.narrow.narrow``). Refusals always come from the whole snapshot."""
     def pg(snap: ArchiveSnapshot) -> int:
         return requested_pg or _major(rec.pg_version or snap.pg_version) or 15
 

@@ -1,6 +1,6 @@
 """Derived views (windows + archive document per stored scan) and the narrowed plan load, on the real catalog.
 
-- the SQL narrowing (repo.load_plan_inputs) loads exactly what the pure reference recovery.plan.narrow keeps;
+- the SQL narrowing (repo.load_plan_inputs) loads exactly what the pure reference recovery.narrow.narrow keeps;
 - a plan through usecases.plan._plan (narrowed, stored windows) equals the whole-snapshot plan, refusals included;
 - a stored view is used only for the scan it was computed from, and a stale writer cannot store one.
 """
@@ -21,7 +21,8 @@ from catalog.scanresult import WalMode
 from recovery.errors import PlanningError
 from recovery.jsonout import windows_from_json
 from recovery.model import ArchiveSnapshot, Backup, BackupStatus, BackupType
-from recovery.plan import narrow, narrowable, plan_recovery
+from recovery.narrow import narrow, narrowable
+from recovery.plan import plan_recovery
 from recovery.target import Target, make_target
 from recovery.windows import all_windows
 from tests.catalog.factories import ref, scan, storage, t
