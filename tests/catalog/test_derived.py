@@ -16,8 +16,7 @@ from backup_catalog.usecases import backups
 from backup_catalog.usecases import plan as plans
 from backup_catalog.usecases.snapshots import SnapshotCache
 from catalog import derived, repo
-from catalog.scanresult import Conflict as WalConflict
-from catalog.scanresult import WalMode
+from catalog.scanresult import WalConflict, WalMode
 from recovery.errors import PlanningError
 from recovery.jsonout import windows_from_json
 from recovery.model import ArchiveSnapshot, Backup, BackupStatus, BackupType

@@ -18,7 +18,6 @@ from typing import Any
 import asyncpg
 import pytest
 import pytest_asyncio
-from pydantic import SecretStr
 
 from backup_catalog.s3 import s3_client
 from backup_catalog.settings import Settings
@@ -27,6 +26,7 @@ from catalog import repo
 from recovery.model import ArchiveSnapshot, InstanceRef, Storage
 from tests.realarchives.s3 import MotoEndpoint
 from tests.support.faultproxy import FaultProxy
+from tests.support.fixtures import make_settings
 
 pytestmark = pytest.mark.realtools
 
@@ -42,9 +42,7 @@ async def proxy(s3_endpoint: MotoEndpoint) -> AsyncIterator[FaultProxy]:
 
 
 def settings(url: str, dsn: str) -> Settings:
-    return Settings(s3_endpoint_url=url, aws_access_key_id=SecretStr("x"), aws_secret_access_key=SecretStr("x"),
-                    catalog_dsn=SecretStr(dsn), s3_max_attempts=2, s3_read_timeout_seconds=60,
-                    scan_deadline_seconds=120)
+    return make_settings(url, dsn, s3_read_timeout_seconds=60, scan_deadline_seconds=120)
 
 
 def cli_env(url: str, dsn: str) -> dict[str, str]:
