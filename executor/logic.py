@@ -383,7 +383,7 @@ RE_REDO_DONE = re.compile(rf"redo done at {_LSN}")
 RE_STOP = re.compile(r"recovery stopping (before|after) (.*)")
 RE_BAD_SEGMENT = re.compile(rf"(invalid magic number [0-9A-Fa-f]+|unexpected pageaddr {_LSN}|"
                             rf"invalid (?:info bits|page header|contrecord)[^,]*|"
-                            rf"WAL file is from different database system[^,]*) in log segment {_SEG}")
+                            rf"WAL file is from different database system.*?) in log segment {_SEG}")
 RE_INVALID_RECORD = re.compile(rf"(invalid record length at {_LSN}|invalid resource manager ID [0-9]+ at "
                                rf"{_LSN}|record with incorrect prev-link [0-9A-F/]+ at {_LSN}|"
                                rf"incorrect resource manager data checksum in record at {_LSN})")
