@@ -231,6 +231,8 @@ def aws_env(s3: S3Access) -> dict[str, str]:
         env["AWS_SECRET_ACCESS_KEY"] = s3.secret_key
     if s3.ca_bundle:
         env["AWS_CA_BUNDLE"] = s3.ca_bundle
+    if s3.endpoint_url:     # for a restore_command without --endpoint-url (boto3 reads these)
+        env["AWS_ENDPOINT_URL"] = env["AWS_ENDPOINT_URL_S3"] = s3.endpoint_url
     return env
 
 

@@ -168,7 +168,8 @@ def test_server_env_passthrough_wins() -> None:
     assert env["PGBACKREST_CONFIG"] == "/etc/mine.conf" and env["PGBACKREST_REPO1_STORAGE_PORT"] == "4433"
     assert env["AWS_ACCESS_KEY_ID"] == "AK"           # the settings' credentials, not the caller's
     assert env["AWS_SESSION_TOKEN"] == "tok"          # what the settings do not say comes from the caller
-    assert "AWS_ENDPOINT_URL" not in env and "CATALOG_DSN" not in env and "HOME" not in env
+    assert env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9000"    # the settings' endpoint, not the caller's
+    assert "CATALOG_DSN" not in env and "HOME" not in env
     assert env["WALG_S3_PREFIX"] == "s3://w" and env["PATH"] == "/tools:/usr/bin"
     plain = logic.server_env(PGBR, S3, work="/w", caller_env={}, path="/usr/bin")
     assert plain["PGBACKREST_CONFIG"] == "/w/pgbackrest.conf"
@@ -310,14 +311,14 @@ def test_relevant_log_and_next_segment() -> None:
     assert logic.next_segment("00000001000000000000000A") == "00000001000000000000000B"
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(st.text(max_size=200), max_size=30))
 def test_parse_log_never_raises(lines: list[str]) -> None:
     f = logic.parse_log(lines)
     logic.judge(Expectation("end_of_wal", Lsn(1), None), f, promoted=True, reached=None, timeline_path=[1])
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.text(max_size=300))
 def test_neutralized_text_sets_no_recovery_setting(text: str) -> None:
     out = logic.neutralize_recovery(text)

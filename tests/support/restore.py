@@ -80,3 +80,13 @@ def arm_archive_commands(real_archives: Any) -> None:
     port = real_archives.endpoint.tls_port
     as_postgres(["pgbackrest", f"--config={conf}", "--stanza=main", "info"],
                 env={"PGBACKREST_REPO1_STORAGE_PORT": str(port)})
+
+
+def hand_plan(arch: Any, label: str, auto_conf: str, last_segment: str) -> dict[str, Any]:
+    """A plan document written by hand (for restores the planner would not make, e.g. past the archive)."""
+    return {"source": {"instance_guid": "hand", "layout": arch.tool},
+            "backup": {"label": label}, "target": {"kind": "hand"}, "timeline_path": [1, 2],
+            "wal": {"last_segment": last_segment},
+            "files": {"postgresql.auto.conf": auto_conf, "recovery.signal": ""},
+            "storage": {"layout": arch.tool, "bucket": arch.bucket, "prefix": arch.prefix, "stanza": arch.stanza},
+            "pg_version": 15, "warnings": []}
