@@ -78,7 +78,7 @@ class _Reporter:
         self.prog: Progress | None = None
         self.task: Any = None
 
-    def __enter__(self) -> _Reporter:  # noqa: PYI034
+    def __enter__(self) -> _Reporter:
         if self.tty:
             self.prog = Progress(SpinnerColumn(), TextColumn("{task.fields[stage]:<8}"), DownloadColumn(),
                                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=err,
@@ -149,18 +149,23 @@ def _print_error(e: RestoreError, args: argparse.Namespace) -> None:
             err.print(f"    {ln}", highlight=False, markup=False)
 
 
+def _read_plan(where: str) -> str:
+    from executor import RestoreError
+    try:
+        return sys.stdin.read() if where == "-" else Path(where).read_text()
+    except OSError as e:
+        raise RestoreError("bad_input", "input", f"cannot read the plan {where}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise RestoreError("bad_input", "input", f"the plan {where} is not text") from None
+
+
 async def _run(args: argparse.Namespace, settings: Settings, report: _Reporter) -> RestoreResult:
     from backup_catalog.usecases import restore as uc
-    from executor import RestoreError
     kw: dict[str, Any] = {"pg_bin": args.pg_bin, "keep_running": args.keep_running, "keep_failed": args.keep_failed,
                           "progress": report, "check_query": args.check_query}
     pgdata = Path(args.pgdata)
     if args.plan:
-        try:
-            text = sys.stdin.read() if args.plan == "-" else Path(args.plan).read_text()
-        except OSError as e:
-            raise RestoreError("bad_input", "input", f"cannot read the plan {args.plan}: {e.strerror}") from None
-        return await uc.restore_from_plan(settings, uc.load_plan(text), pgdata, **kw)
+        return await uc.restore_from_plan(settings, uc.load_plan(_read_plan(args.plan)), pgdata, **kw)
     body = {"clone-from": args.clone_from, "point-in-time": args.point_in_time, "lsn": args.lsn,
             "latest": args.latest, "immediate": args.immediate, "timeline": args.timeline,
             "exclusive": args.exclusive}

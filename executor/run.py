@@ -133,6 +133,17 @@ def _dir_bytes(root: Path) -> int:
     return total
 
 
+def _absolute(p: Path) -> Path:
+    return Path(os.path.abspath(p))
+
+
+def _open_log(p: Path) -> Any:
+    """The server's log file (handed to the server process as its stdout/stderr), owned by postgres."""
+    f = open(p, "ab")
+    _chown(p)
+    return f
+
+
 def _read_lines(p: Path) -> list[str]:
     try:
         return p.read_text(errors="replace").splitlines()
@@ -209,7 +220,7 @@ async def execute_plan(plan: dict[str, Any], pgdata: Path, settings: Settings, *
         exp = logic.expectation(doc)
     except logic.PlanDocError as e:
         raise RestoreError("bad_input", "input", f"not an executable plan: {e}") from None
-    pgdata = Path(os.path.abspath(pgdata))
+    pgdata = _absolute(pgdata)
     pg_version = logic.pg_version_of(doc)
     bindir = find_pg_bin(pg_version, pg_bin) if (pg_bin is not None or pg_version is not None) else None
     s3 = s3_access(settings)
@@ -381,8 +392,7 @@ class _Run:
         env = logic.server_env(self.loc, self.s3, work=str(self.work), caller_env=self.caller, path=self.path)
         env["HOME"] = str(self.work)
         opts = logic.server_options(port=self.port, socket_dir=str(sock), hba_file=str(self.work / "pg_hba.conf"))
-        logf = open(self.log, "ab")   # noqa: SIM115, ASYNC230 - handed to the server process; a local file
-        _chown(self.log)
+        logf = _open_log(self.log)
         try:
             self.server = await asyncio.create_subprocess_exec(
                 str(bindir / "postgres"), "-D", str(self.pgdata), *opts, env=env, cwd=str(self.work),

@@ -31,6 +31,7 @@ import pytest
 import pytest_asyncio
 
 from backup_catalog.s3 import s3_client
+from backup_catalog.usecases import backups
 from backup_catalog.usecases.restore import plan_clone, restore_from_catalog
 from catalog import repo
 from recovery.errors import PlanningError
@@ -381,8 +382,7 @@ async def test_target_inside_hole_is_refused_as_wal_gap(tool: str, env: Env, gap
     assert err.code == "wal_gap", err.message
     assert g.missing in err.message
     assert err.details["first_missing"] == g.missing
-    from backup_catalog import views
-    doc = await views.backups_doc(env.pool, g.c.space, g.c.name)
+    doc = await backups.backups_doc(env.pool, g.c.space, g.c.name)
     assert [h["first_missing"] for h in doc["instances"][0]["holes"]] == [g.missing]
     TABLE.append((tool, "11a-wal-gap-inside-hole", f"point-in-time {iso(t)}", "none",
                   f"refused `{err.code}` naming {g.missing}"))

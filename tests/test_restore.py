@@ -52,7 +52,7 @@ class Inst:
 
 
 def cli_env(s3_endpoint: Any, catalog_dsn: str | None, endpoint_url: str | None = None) -> dict[str, str]:
-    env = {k: v for k, v in restore_environ(s3_endpoint).items() if k not in ("CATALOG_DSN",)}
+    env = {k: v for k, v in restore_environ(s3_endpoint).items() if k != "CATALOG_DSN"}
     env.update({"S3_ENDPOINT_URL": endpoint_url or s3_endpoint.url, "AWS_ACCESS_KEY_ID": "x",
                 "AWS_SECRET_ACCESS_KEY": "x", "RESTORE_TOOLS_PATH": str(TOOLS_BIN), "S3_MAX_ATTEMPTS": "2",
                 "RESTORE_RECOVERY_TIMEOUT_SECONDS": "180", "RESTORE_FETCH_TIMEOUT_SECONDS": "180"})
@@ -62,11 +62,11 @@ def cli_env(s3_endpoint: Any, catalog_dsn: str | None, endpoint_url: str | None 
 
 
 async def run_cli(env: dict[str, str], *args: str, stdin: bytes | None = None,
-                  timeout: float = 300) -> tuple[int, Any, str]:
+                  limit: float = 300) -> tuple[int, Any, str]:
     proc = await asyncio.create_subprocess_exec(EXE, "restore", *args, "--json", env=env,
                                                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
+    out, err = await asyncio.wait_for(proc.communicate(stdin), limit)
     assert proc.returncode is not None
     return proc.returncode, json.loads(out.decode()) if out.strip() else None, err.decode()
 
