@@ -393,6 +393,9 @@ RE_RESTORED = re.compile(rf'restored log file "{_SEG}" from archive')
 RE_LAST_TXN = re.compile(r"last completed transaction was at log time (.+)$")
 RE_NEW_TLI = re.compile(r"selected new timeline ID: ([0-9]+)")
 RE_SEVERE = re.compile(r"\b(FATAL|PANIC):")
+# what our own connection attempts during recovery make the server log: not about the recovery
+RE_CONNECT_NOISE = re.compile(r"the database system is (starting up|not yet accepting connections|shutting down)|"
+                              r"Consistent recovery state has not been yet reached")
 
 
 @dataclass(frozen=True, slots=True)
@@ -430,6 +433,8 @@ def parse_log(lines: Iterable[str]) -> LogFacts:
     severe: list[str] = []
     for raw in lines:
         line = raw.rstrip("\n")
+        if RE_CONNECT_NOISE.search(line):
+            continue
         if m := RE_REDO_DONE.search(line):
             redo = _lsn_or_none(m.group(1))
         if m := RE_STOP.search(line):
@@ -524,5 +529,6 @@ def relevant_log(lines: Sequence[str], n: int = 40) -> list[str]:
     """The log lines worth showing with a failure: recovery, segment and severe lines, then the tail."""
     keys = ("redo", "recovery", "segment", "FATAL", "PANIC", "ERROR", "invalid", "unexpected pageaddr",
             "timeline", "consistent", "restored log file")
-    picked = [ln.rstrip() for ln in lines if any(k in ln for k in keys)]
-    return picked[-n:] if picked else [ln.rstrip() for ln in lines[-n:]]
+    kept = [ln.rstrip() for ln in lines if not RE_CONNECT_NOISE.search(ln)]
+    picked = [ln for ln in kept if any(k in ln for k in keys)]
+    return picked[-n:] if picked else kept[-n:]

@@ -42,6 +42,7 @@ pytestmark = pytest.mark.realtools
 TOOLS = ("pgbackrest", "barman")
 EXE = str(Path(sys.executable).with_name("backup-catalog"))
 DURATIONS: dict[str, float] = {}
+ERRORS: dict[str, Any] = {}     # the error documents of the damaged-archive restores (for the README)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +130,7 @@ async def test_damaged_segment_in_newest_window_is_exit_4_naming_it(fresh: dict[
                                            "--pgdata", str(d / "data"))
             DURATIONS[f"damaged-{tool}"] = time.monotonic() - t0
             assert code == 4, (doc, err[-2000:])
+            ERRORS[tool] = doc
             e = doc["error"]
             assert e["code"] == "restore_failed" and e["segment"] == victim, e
             assert victim in e["message"] and any(victim in ln for ln in e["postgres_log"]), e
@@ -315,4 +317,5 @@ async def _report_durations() -> AsyncIterator[None]:
     yield
     out = os.environ.get("RESTORE_TEST_DURATIONS")
     if out:
-        Path(out).write_text(json.dumps({k: round(v, 1) for k, v in DURATIONS.items()}, indent=1))
+        Path(out).write_text(json.dumps({"seconds": {k: round(v, 1) for k, v in DURATIONS.items()},
+                                         "errors": ERRORS}, indent=1))

@@ -304,6 +304,18 @@ def test_judge_target() -> None:
     assert not v.ok and "stopped before it promoted" in v.message and v.segment is None
 
 
+def test_our_connection_attempts_are_not_the_failure() -> None:
+    noise = [PREFIX + "FATAL:  the database system is starting up",
+             PREFIX + "FATAL:  the database system is not yet accepting connections",
+             PREFIX + "DETAIL:  Consistent recovery state has not been yet reached."]
+    f = logic.parse_log(noise + TARGET_FATAL + noise)
+    assert f.severe == (TARGET_FATAL[2].strip(),)
+    assert logic.relevant_log(noise + DAMAGED + noise) == [ln.rstrip() for ln in DAMAGED]
+    v = logic.judge(Expectation("target", None, None), logic.parse_log(noise), promoted=False, reached=None,
+                    timeline_path=[1])
+    assert "stopped before it promoted" in v.message
+
+
 def test_relevant_log_and_next_segment() -> None:
     assert logic.relevant_log(DAMAGED, 2) == [DAMAGED[4].rstrip(), DAMAGED[5].rstrip()]
     assert logic.relevant_log(["noise", DAMAGED[3], "more noise"]) == [DAMAGED[3]]
