@@ -282,6 +282,7 @@ class _Run:
         reached, last_commit, timeline = await self.recover(bindir)
         replay_s = time.monotonic() - t1
         check = await self.check(check_query) if check_query else None
+        (self.work / "pgbackrest.conf").unlink(missing_ok=True)    # its credentials: not needed after promotion
         if keep_running:
             self.kept_running = True
             self.warnings.append(f"the server keeps running (pid {self.server.pid if self.server else '?'}) on "
@@ -517,7 +518,10 @@ class _Run:
                         with contextlib.suppress(asyncio.TimeoutError):
                             await asyncio.wait_for(proc.wait(), 10)
                     await _kill_group(proc)
-            if not self.keep_failed:
+            (self.work / "pgbackrest.conf").unlink(missing_ok=True)
+            if self.keep_failed:
+                self.warnings.append(f"kept: {self.pgdata} and the server log in {self.work}")
+            else:
                 if self.created:
                     shutil.rmtree(self.pgdata, ignore_errors=True)
                 elif self.pgdata.is_dir():

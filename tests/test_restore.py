@@ -27,6 +27,7 @@ from backup_catalog.s3 import s3_client
 from backup_catalog.usecases.restore import plan_clone
 from recovery.wal import WalSegment
 from sandbox.archives import RealArchive, fresh_archive
+from sandbox.pg import PG_BIN, as_postgres
 from sandbox.s3 import list_all
 from sandbox.tool_barman import TOOLS_BIN
 from tests.support.faultproxy import FaultProxy
@@ -230,6 +231,10 @@ async def test_endpoint_lost_mid_fetch_leaves_nothing(fresh: dict[str, Inst], s3
             assert code == 4, (out, err[-2000:])
             assert out["error"]["stage"] == "fetch" and "barman-cloud-restore" in out["error"]["message"]
             assert not pgdata.exists() and no_server_on(pgdata)
+            # the same with --keep-failed: the partial directory stays for inspection
+            code, out, _ = await run_cli(env, "--plan", str(plan_file(d, doc)), "--pgdata", str(pgdata),
+                                         "--keep-failed")
+            assert code == 4 and out["error"]["stage"] == "fetch" and pgdata.is_dir()
         finally:
             shutil.rmtree(d, ignore_errors=True)
     finally:
@@ -301,10 +306,15 @@ async def test_plan_over_http_restores_without_catalog_dsn(fresh: dict[str, Inst
     d = scratch_dir()
     try:
         t0 = time.monotonic()
-        code, doc, err = await run_cli(env, "--plan", "-", "--pgdata", str(d / "data"), stdin=plan)
+        code, doc, err = await run_cli(env, "--plan", "-", "--pgdata", str(d / "data"), "--keep-running",
+                                       "--check-query", "SELECT count(*) FROM ticks", stdin=plan)
         DURATIONS["plan-over-http"] = time.monotonic() - t0
         assert code == 0, (doc, err[-2000:])
         assert doc["state"] == "restored" and doc["backup"]["label"] == arch.truth["scenario_backups"]["B3"]
+        assert doc["running"] is True and doc["check_result"] == "12"      # ids 1-9 and 13-15
+        status = as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(d / "data"), "status"], check=False)
+        assert status.returncode == 0, "--keep-running: the promoted server is running"
+        as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(d / "data"), "-m", "fast", "-w", "stop"])
         rows = await asyncio.to_thread(start_and_read, d / "data")
         stop = arch.truth["scenario_backups"]["B3"]
         assert rows and rows == [c.row for c in on_path(arch, (1, 2)) if c.id <= 15], (rows, stop)
