@@ -246,9 +246,11 @@ def fetch_command(loc: StorageLoc, label: str, pgdata: str, s3: S3Access, *, wor
     """
     url = f"s3://{loc.bucket}/{loc.prefix}" if loc.prefix else f"s3://{loc.bucket}"
     if loc.layout == "pgbackrest":
+        # the derived config is named by PGBACKREST_CONFIG (a caller's own PGBACKREST_* variables, that one
+        # included, win as pgBackRest defines); the destination is on the command line, so nothing can move it
         conf = f"{work}/pgbackrest.conf"
-        return Command(("pgbackrest", f"--config={conf}", f"--stanza={loc.stanza or 'main'}", f"--set={label}",
-                        "--type=none", "restore"),
+        return Command(("pgbackrest", f"--stanza={loc.stanza or 'main'}", f"--set={label}", "--type=none",
+                        f"--pg1-path={pgdata}", "restore"),
                        env={"PGBACKREST_CONFIG": conf},
                        files={"pgbackrest.conf": pgbackrest_conf(loc, s3, pgdata=pgdata, work=work)},
                        label="pgBackRest restore --type=none")

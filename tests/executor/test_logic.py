@@ -108,8 +108,8 @@ def test_expectation_reads_recovery_conf_and_rejects_bad_segment() -> None:
 
 def test_pgbackrest_fetch_is_type_none_with_a_private_config() -> None:
     c = logic.fetch_command(PGBR, "L", "/data", S3, work="/w")
-    assert c.argv == ("pgbackrest", "--config=/w/pgbackrest.conf", "--stanza=main", "--set=L", "--type=none",
-                      "restore")
+    assert c.argv == ("pgbackrest", "--stanza=main", "--set=L", "--type=none", "--pg1-path=/data", "restore")
+    assert c.env["PGBACKREST_CONFIG"] == "/w/pgbackrest.conf"
     conf = c.files["pgbackrest.conf"]
     for line in ("repo1-type=s3", "repo1-s3-bucket=bkt", "repo1-path=/pgbackrest", "repo1-s3-endpoint=127.0.0.1",
                  "repo1-storage-port=9000", "repo1-s3-uri-style=path", "repo1-s3-region=eu-west-1",
