@@ -291,6 +291,15 @@ def test_judge_end_of_wal() -> None:
     assert not logic.judge(exp, logic.LogFacts(), promoted=True, reached=None, timeline_path=[1]).ok
 
 
+def test_an_end_lsn_at_a_segment_boundary_needs_a_record_of_that_segment() -> None:
+    exp = Expectation("end_of_wal", Lsn.parse("0/A000000"), "00000002000000000000000A")
+    facts = logic.parse_log(DAMAGED)
+    assert not logic.judge(exp, facts, promoted=True, reached=Lsn.parse("0/A000000"), timeline_path=[1, 2]).ok
+    assert logic.judge(exp, facts, promoted=True, reached=Lsn.parse("0/A000028"), timeline_path=[1, 2]).ok
+    inner = Expectation("end_of_wal", Lsn.parse("0/A000120"), None)
+    assert logic.judge(inner, facts, promoted=True, reached=Lsn.parse("0/A000120"), timeline_path=[1, 2]).ok
+
+
 def test_judge_target() -> None:
     exp = Expectation("target", None, None)
     stop = [PREFIX + "LOG:  recovery stopping before commit of transaction 9, time 2026-01-01 00:00:00+00"]
