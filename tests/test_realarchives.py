@@ -248,19 +248,21 @@ async def test_restore_past_the_archive_is_refused(real_archives: RealArchives, 
 
 
 def test_tls_front_started_once_under_concurrent_use() -> None:
-    """Restores run in threads: concurrent first uses of ``tls_port`` must share one stunnel (none orphaned)."""
+    """Restores run concurrently: first uses of ``tls_port`` from threads must share one stunnel (none orphaned).
+    Counts only this endpoint's stunnels (its own TLS dir): other sessions on the machine run theirs."""
     from concurrent.futures import ThreadPoolExecutor
 
-    def stunnels() -> set[str]:
-        return set(subprocess.run(["pgrep", "-f", "moto-tls-"], capture_output=True, text=True).stdout.split())
+    def stunnels(tls_dir: str) -> set[str]:
+        return set(subprocess.run(["pgrep", "-f", tls_dir], capture_output=True, text=True).stdout.split())
 
-    before = stunnels()
     ep = MotoEndpoint().start()
+    tls_dir = ""
     try:
         with ThreadPoolExecutor(4) as pool:
             ports = set(pool.map(lambda _: ep.tls_port, range(4)))
         assert len(ports) == 1
-        assert len(stunnels() - before) == 1
+        tls_dir = str(ep._tls_dir)
+        assert len(stunnels(tls_dir)) == 1
     finally:
         ep.stop()
-    assert stunnels() - before == set(), "an stunnel was orphaned"
+    assert stunnels(tls_dir) == set(), "an stunnel was orphaned"
