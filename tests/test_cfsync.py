@@ -18,8 +18,8 @@ from backup_catalog.s3 import s3_client
 from backup_catalog.settings import Settings
 from catalog import repo
 from catalog.errors import UnknownService
+from sandbox.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoEndpoint
 from scheduler.storage import S3Store
-from tests.realarchives.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoEndpoint
 from tests.support.ccdouble import CloudControllerDouble
 from tests.support.fixtures import make_settings
 

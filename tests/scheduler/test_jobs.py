@@ -18,8 +18,8 @@ from backup_catalog.settings import Settings
 from backup_catalog.usecases import scan as scans
 from catalog import repo
 from recovery.model import InstanceRef, Storage
+from sandbox.s3 import MotoEndpoint
 from tests.realarchives.plugin import fresh_bucket
-from tests.realarchives.s3 import MotoEndpoint
 from tests.support.fixtures import make_settings
 
 INTERVAL = 60

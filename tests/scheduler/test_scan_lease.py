@@ -24,7 +24,7 @@ from backup_catalog.settings import Settings
 from backup_catalog.usecases import scan as scans
 from catalog import repo
 from recovery.model import ArchiveSnapshot, InstanceRef, Storage
-from tests.realarchives.s3 import MotoEndpoint
+from sandbox.s3 import MotoEndpoint
 from tests.support.faultproxy import FaultProxy
 from tests.support.fixtures import make_settings
 

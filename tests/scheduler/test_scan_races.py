@@ -35,9 +35,9 @@ from recovery.model import ArchiveSnapshot, Backup, BackupStatus, InstanceRef, S
 from recovery.plan import plan_recovery
 from recovery.target import make_target
 from recovery.wal import WalSegment
+from sandbox.cache import ensure_cache, load_objects, load_truth, upload_objects
+from sandbox.s3 import MotoEndpoint
 from scheduler import runner
-from tests.realarchives.cache import ensure_cache, load_objects, load_truth, upload_objects
-from tests.realarchives.s3 import MotoEndpoint
 from tests.support.faultproxy import FaultProxy
 from tests.support.fixtures import make_settings
 
