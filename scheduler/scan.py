@@ -19,7 +19,7 @@ from recovery.model import Backup, BackupStatus, BackupType, Layout, Storage, Wa
 from recovery.timeline import TimelineSwitch, parse_history
 from recovery.wal import DEFAULT_SEG_SIZE, merge_runs, parse_seg_size_from_page, segment_name
 from scheduler import edges as edge_mod
-from scheduler.edges import read_segment
+from scheduler.edges import SegmentChecks, read_segment
 from scheduler.layouts import barman as bm
 from scheduler.layouts import pgbackrest as pbr
 from scheduler.layouts import wale, walg
@@ -52,6 +52,7 @@ class Previous:
     histories: frozenset[int] = frozenset()
     edges: tuple[WindowEdge, ...] = ()
     cursors: dict[str, str] = field(default_factory=dict)
+    corrupt: tuple[tuple[int, int], ...] = ()   # (timeline, segno) known corrupt: re-checked by full scans
 
 
 @dataclass(slots=True)
@@ -107,6 +108,7 @@ async def scan_archive(store: ObjectStore, storage: Storage, previous: Previous,
     started = now or datetime.now(timezone.utc)
     root = storage.normalized_prefix()
     acc = _Acc()
+    acc.builder.watch = frozenset(previous.corrupt)
     if not full:
         acc.cursors.update({k: v for k, v in previous.cursors.items() if k.startswith("etag:")})
     try:
@@ -124,14 +126,21 @@ async def scan_archive(store: ObjectStore, storage: Storage, previous: Previous,
     runs = acc.builder.wal_runs()
     mode = WalMode.REPLACE if full else WalMode.MERGE
     all_runs = runs if full else merge_runs((*previous.runs, *runs))
-    # a full reconcile re-reads every run end (objects may have been replaced); incremental reuses known edges
-    edges = await edge_mod.decode_edges(store, acc.builder.runs, all_runs, () if full else previous.edges,
-                                        seg_size, acc.issues)
+    # a full reconcile re-reads every run end (objects may have been replaced); incremental reuses known edges.
+    # Segments read are checked against their names and the archive's system identifiers.
+    system_ids = {b.system_id for b in (backups if backups is not None else previous.backups) if b.system_id}
+    checks = SegmentChecks(layout, frozenset(system_ids | ({system_id} if system_id else set())))
+    found = await edge_mod.decode_edges(store, acc.builder.runs, all_runs, () if full else previous.edges,
+                                        seg_size, acc.issues, checks=checks,
+                                        recheck={k: v for k, v in acc.builder.watched.items() if k in acc.builder.watch},
+                                        blocked={(c.timeline, c.segno): acc.builder.watched[(c.timeline, c.segno)]
+                                                 for c in acc.conflicts if (c.timeline, c.segno) in acc.builder.watched})
+    edges = tuple({(e.timeline, e.segno): e for e in found.edges}.values())
     return ScanResult(
         layout=layout, full=full, started_at=started, finished_at=datetime.now(timezone.utc), stanza=stanza,
         seg_size=seg_size, pg_version=pg_version, system_id=system_id, backups=backups,
         histories=acc.histories, listed_histories=frozenset(acc.listed_histories) if full else None,
-        wal_mode=mode, wal_runs=runs, conflicts=tuple(acc.conflicts), edges=edges,
+        wal_mode=mode, wal_runs=runs, conflicts=tuple(acc.conflicts), corrupt=tuple(found.corrupt), edges=edges,
         cursors=acc.cursors, unknown_objects=acc.unknown, issues=tuple(acc.issues),
         requests=store.requests, integrity_ok=acc.integrity_ok)
 
