@@ -8,6 +8,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import asyncpg
+
 from catalog.scanresult import ScanIssue
 from recovery.lsn import Lsn
 from recovery.model import (
@@ -23,7 +25,7 @@ from recovery.model import (
 )
 from recovery.timeline import TimelineSwitch
 
-Row = Mapping[str, Any]
+Row = Mapping[str, Any] | asyncpg.Record   # a fetched row, or a plain mapping in tests
 
 
 @dataclass(frozen=True, slots=True)
