@@ -82,8 +82,8 @@ class WalIndex:
                 spans.append((r.first, r.last))
         self._spans = merged
         self._firsts = {t: [s[0] for s in spans] for t, spans in merged.items()}
-        kinds: dict[tuple[int, int], CutKind] = {k: CutKind.CONFLICT for k in conflicts}
-        kinds.update({k: CutKind.CORRUPT for k in corrupt})   # proven bad wins over "copies differ"
+        kinds: dict[tuple[int, int], CutKind] = dict.fromkeys(conflicts, CutKind.CONFLICT)
+        kinds.update(dict.fromkeys(corrupt, CutKind.CORRUPT))   # proven bad wins over "copies differ"
         blocks: dict[int, list[int]] = {}
         for tli, segno in sorted(kinds):
             blocks.setdefault(tli, []).append(segno)

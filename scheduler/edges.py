@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from catalog.scanresult import Conflict, ScanIssue
-from recovery.errors import ParseError, PitrError
+from recovery.errors import PitrError
 from recovery.model import Layout, WalRun, WindowEdge
 from recovery.walreader import BadWal, XactRecord, read_xact_records, segment_problem
 from scheduler.layouts.common import DecompressError, Unsupported, decompress
