@@ -91,17 +91,17 @@ async def _read_checked(store: ObjectStore, key: str, tli: int, segno: int, seg_
         raise
     except DecompressError as e:
         return (), f"cannot be decompressed: {e}"
-    if checks.layout is Layout.PGBACKREST:
-        want = _pgbackrest_sha1(key)
-        if want is not None:
-            got = await asyncio.to_thread(lambda: hashlib.sha1(raw, usedforsecurity=False).hexdigest())
-            if got != want:
-                return (), f"content SHA-1 {got} does not match the {want} in its name"
     try:
         scan = read_xact_records(raw, seg_size=seg_size, expected_segno=segno)
     except BadWal as e:
         return (), e.message
     why = segment_problem(scan, timeline=tli, system_ids=checks.system_ids)
+    if why is None and checks.layout is Layout.PGBACKREST:
+        want = _pgbackrest_sha1(key)      # archive-push names each segment by the SHA-1 of its content
+        if want is not None:
+            got = await asyncio.to_thread(lambda: hashlib.sha1(raw, usedforsecurity=False).hexdigest())
+            if got != want:
+                why = f"content SHA-1 {got} does not match the {want} in its name"
     return scan.records, why
 
 
