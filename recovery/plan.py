@@ -246,8 +246,8 @@ def _cut_refusal(r: Reach, snapshot: ArchiveSnapshot, windows: Sequence[Window],
 
 def _conflict_reason(snapshot: ArchiveSnapshot) -> str:
     if snapshot.layout is Layout.PGBACKREST:   # archive-get matches every <segment>-<sha1> object: two fail
-        return ("is archived more than once, and pgBackRest's archive-get refuses a segment with more than one "
-                "copy in the archive ('duplicates found')")
+        return ("is archived twice with different checksums, and pgBackRest's archive-get refuses such a segment "
+                "('duplicates found for WAL segment')")
     return "has conflicting archived copies (different content under one name)"
 
 
