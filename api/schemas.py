@@ -226,7 +226,8 @@ class PlanReplay(_Response):
                     "plan's path holds (latest, a time after the last archived commit)")
     end_lsn: LsnText | None = Field(
         description="end_of_wal: the LSN replay must at least reach (the last decoded commit record before the "
-                    "end, or the start of the last segment, whichever is later); target: the recovery stop the "
+                    "end, or the last segment's first record position, its start + 40, whichever is later); "
+                    "target: the recovery stop the "
                     "target implies (the LSN, or the backup's stop for immediate), null when not known (times)")
     end_segment: str = Field(pattern=r"^[0-9A-F]{24}$", description="the last WAL segment replay needs")
     last_commit_time: str | None = Field(description="end_of_wal: the last archived commit's time, when decoded")

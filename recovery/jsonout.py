@@ -148,7 +148,7 @@ def to_json_value(v: object) -> Any:
 
 def replay_to_dict(plan: RecoveryPlan) -> dict[str, Any]:
     """What replay must reach (DESIGN.md plan ``replay``): ``end_of_wal`` (no recovery target: at least
-    ``end_lsn``, the last decoded commit record before the end or the start of the last segment) or
+    ``end_lsn``, the last decoded commit record before the end or the last segment's first record) or
     ``target`` (``end_lsn`` the recovery stop the target implies, null when unknown, as for times)."""
     return {"mode": "end_of_wal" if plan.end_of_wal else "target", "end_lsn": json_lsn(plan.end_lsn),
             "end_segment": plan.last_segment, "last_commit_time": json_time(plan.last_commit_time)}

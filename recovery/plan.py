@@ -39,6 +39,7 @@ from recovery.windows import (
 )
 
 Setting = tuple[str, object]   # (GUC name, datetime | Lsn | bool | int | str)
+LONG_PAGE_HEADER = 40          # MAXALIGN(sizeof(XLogLongPageHeaderData)): a segment's first record starts here
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +58,8 @@ class RecoveryPlan:
     end_of_wal: bool = False      # no recovery_target: replay all archived WAL on the path
     pg_version: int | None = None
     # the LSN replay must reach: end of WAL plans, the later of the last decoded commit record before the
-    # end and the start of the last segment; target plans, the recovery stop the target implies (None: unknown)
+    # end and the last segment's first record position; target plans, the recovery stop the target implies
+    # (None: unknown)
     end_lsn: Lsn | None = None
     last_commit_time: datetime | None = None   # end of WAL plans: the last archived commit, when decoded
 
@@ -446,8 +448,10 @@ def plan_recovery(snapshot: ArchiveSnapshot, target: Target, *, now: datetime,
                                                            r.end_time, r.end_exact, (b.label,), r.cut.kind)
     end_lsn: Lsn | None
     if end_of_wal:
-        seg_start = Lsn(last * s)
-        end_lsn = max(r.end_commit_lsn, seg_start) if r.end_commit_lsn is not None else seg_start
+        # into the last segment: its first record position (not its start, which the XLOG_SWITCH record
+        # ending the previous segment already reaches without the last segment ever being read)
+        seg_first = Lsn(last * s + LONG_PAGE_HEADER)
+        end_lsn = max(r.end_commit_lsn, seg_first) if r.end_commit_lsn is not None else seg_first
     elif target.kind is TargetKind.IMMEDIATE:
         end_lsn = b.stop_lsn
     elif target.kind is TargetKind.LSN:

@@ -293,7 +293,7 @@ async def test_segment_holding_its_predecessors_bytes_cuts_the_window(
     p = await plan(env, inst, {"latest": True})
     assert p["backup"]["label"] == arch.truth["scenario_backups"]["B3"] and p["wal"]["last_segment"] == prev
     assert f"WAL segment {victim} is corrupt ({why})" in p["warnings"][0]
-    assert p["replay"] == {"mode": "end_of_wal", "end_lsn": str(Lsn((n - 1) * S)), "end_segment": prev,
+    assert p["replay"] == {"mode": "end_of_wal", "end_lsn": str(Lsn((n - 1) * S + 0x28)), "end_segment": prev,
                            "last_commit_time": fmt_time(c15.time)}
     e = await refusal(env, inst, {"point-in-time": fmt_time(t(arch, 16))})
     assert e.code == "wal_corrupt" and e.details["segment"] == victim and why in e.message

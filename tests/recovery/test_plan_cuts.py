@@ -71,21 +71,21 @@ def test_latest_through_a_range_of_missing_segments() -> None:
 def test_latest_through_a_hole_with_an_approximate_edge() -> None:
     snap = holed_snapshot(backups=(backup_at("F1", 2, 1),), edges=(edge(1, 5, 20, exact=False), edge(1, 20, 90)))
     p = plan(snap, LATEST)
-    assert p.end_lsn == lsn(5) and p.last_commit_time is None      # start of the last segment, time unknown
+    assert p.end_lsn == lsn(5, 0x28) and p.last_commit_time is None    # into the last segment, time unknown
     assert "approximately (object LastModified) at 2026-01-01T12:20:00Z" in p.warnings[0]
 
 
 def test_latest_through_a_hole_without_any_edge() -> None:
     snap = holed_snapshot(backups=(backup_at("F1", 2, 1),), edges=())
     p = plan(snap, LATEST)
-    assert p.last_segment == seg(5) and p.end_lsn == lsn(5) and p.last_commit_time is None
+    assert p.last_segment == seg(5) and p.end_lsn == lsn(5, 0x28) and p.last_commit_time is None
     assert "last commit time is unknown" in p.warnings[0]
 
 
-def test_end_lsn_is_the_segment_start_when_the_last_commit_is_earlier() -> None:
+def test_end_lsn_is_the_last_segments_first_record_when_the_last_commit_is_earlier() -> None:
     # the last segment holds no commit: the edge's commit is in segment 4, replay must still read segment 5
     snap = holed_snapshot(backups=(backup_at("F1", 2, 1),), edges=(edge(1, 5, 20, commit_lsn=lsn(4, 0x500)),))
-    assert plan(snap, LATEST).end_lsn == lsn(5)
+    assert plan(snap, LATEST).end_lsn == lsn(5, 0x28)
 
 
 def test_latest_without_a_cut_has_no_warning_and_reaches_the_last_commit() -> None:
