@@ -591,8 +591,8 @@ async def _compare_duplicates(store: ObjectStore, layout: Layout, a: str, b: str
     pgBackRest is stricter, and its rule is the one that counts at restore: archive-get matches every
     ``<segment>-<sha1>`` object and refuses a segment with two checksums, whatever the bytes ("ERROR [045]:
     duplicates found for WAL segment"), while one checksum under two compressions restores (checked with
-    pgBackRest 2.45). barman-cloud-wal-restore takes the first copy listed, so only differing content
-    matters there (WAL-G and WAL-E likewise fetch one copy).
+    pgBackRest 2.45). barman-cloud-wal-restore fetches one of the copies without comparing them, so only
+    differing content matters there (WAL-G and WAL-E likewise fetch one copy).
     """
     pgbackrest_dup = False
     if layout is Layout.PGBACKREST:
