@@ -120,7 +120,7 @@ async def scan_archive(store: ObjectStore, storage: Storage, previous: Previous,
     started = now or datetime.now(timezone.utc)
     root = storage.normalized_prefix()
     acc = _Acc()
-    acc.builder.watch = frozenset(previous.corrupt)
+    acc.builder.watch = frozenset(previous.corrupt) if full else frozenset()   # incremental scans keep them
     if not full:
         acc.cursors.update({k: v for k, v in previous.cursors.items() if k.startswith("etag:")})
     try:
