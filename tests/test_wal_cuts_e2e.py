@@ -22,7 +22,7 @@ import gzip
 import hashlib
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -168,10 +168,22 @@ def archive_get(s3_endpoint: Any, arch: RealArchive, segment: str, work: Path) -
     return p.returncode, p.stderr, dest.read_bytes() if dest.exists() else None
 
 
-def archive_get_workdir(s3_endpoint: Any, arch: RealArchive) -> Path:
+@pytest.fixture
+def scratch() -> Iterator[Callable[[str], Path]]:
+    """Directories the postgres user can use, removed after the test."""
+    made: list[Path] = []
+
+    def make(prefix: str) -> Path:
+        made.append(make_postgres_dir(prefix))
+        return made[-1]
+    yield make
+    for d in made:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def archive_get_workdir(s3_endpoint: Any, arch: RealArchive, work: Path) -> Path:
     """A config for the session's TLS front, and a data directory holding only the backup's pg_control
     (archive-get checks the system identifier and version against it)."""
-    work = make_postgres_dir("archive-get-")
     (work / "data" / "global").mkdir(parents=True)
     c = s3_endpoint.client()
     ctl = next(o["Key"] for o in c.list_objects_v2(Bucket=arch.bucket, Prefix=f"{arch.prefix}/backup/")["Contents"]
@@ -186,7 +198,7 @@ def archive_get_workdir(s3_endpoint: Any, arch: RealArchive) -> Path:
 
 
 async def test_pgbackrest_second_checksum_blocks_planning_as_archive_get_refuses(
-        env: Env, s3_endpoint: Any, pitr_restore: Callable[..., list[Row]]) -> None:
+        env: Env, s3_endpoint: Any, pitr_restore: Callable[..., list[Row]], scratch: Callable[[str], Path]) -> None:
     inst = await catalogued(env, s3_endpoint, "pgbackrest", "dup")
     arch = inst.arch
     seg = arch.truth["last_archived"]["tl2"]            # commits 16-17
@@ -194,7 +206,7 @@ async def test_pgbackrest_second_checksum_blocks_planning_as_archive_get_refuses
     c = s3_endpoint.client()
     raw = gzip.decompress(c.get_object(Bucket=arch.bucket, Key=key)["Body"].read())
     assert key.rsplit("/", 1)[-1][25:65] == hashlib.sha1(raw).hexdigest()
-    work = archive_get_workdir(s3_endpoint, arch)
+    work = archive_get_workdir(s3_endpoint, arch, scratch("archive-get-"))
     code, err, got = archive_get(s3_endpoint, arch, seg, work)
     assert code == 0 and got == raw, err
 
@@ -240,7 +252,7 @@ def barman_wal_restore(s3_endpoint: Any, arch: RealArchive, segment: str, work: 
     return dest.read_bytes()
 
 
-async def test_barman_keeps_the_content_rule(env: Env, s3_endpoint: Any) -> None:
+async def test_barman_keeps_the_content_rule(env: Env, s3_endpoint: Any, scratch: Callable[[str], Path]) -> None:
     """barman-cloud-wal-restore fetches one of the copies without comparing them: an identical copy is
     harmless, a different one makes the restored bytes depend on the names, so it conflicts."""
     inst = await catalogued(env, s3_endpoint, "barman", "bdup")
@@ -249,7 +261,7 @@ async def test_barman_keeps_the_content_rule(env: Env, s3_endpoint: Any) -> None
     [key] = segment_keys(s3_endpoint, arch, seg)
     c = s3_endpoint.client()
     raw = gzip.decompress(c.get_object(Bucket=arch.bucket, Key=key)["Body"].read())
-    work = make_postgres_dir("barman-get-")
+    work = scratch("barman-get-")
     c.put_object(Bucket=arch.bucket, Key=key[: -len(".gz")] + ".bz2", Body=bz2.compress(raw))
     assert barman_wal_restore(s3_endpoint, arch, seg, work) == raw
     await scan(env.pool, env.client, env.settings, inst.guid, full=True)
