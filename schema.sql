@@ -91,7 +91,9 @@ CREATE TABLE IF NOT EXISTS wal_runs (
     CONSTRAINT wal_runs_order CHECK (first_segno <= last_segno)
 );
 
--- Segments archived twice with different content (planning through them is blocked).
+-- Segments replay cannot pass (planning through them is blocked): kind 'conflict', archived twice with
+-- different content (for pgBackRest: archived twice at all, which its archive-get refuses); kind 'corrupt',
+-- the scanner proved the bytes are not the segment the name says (windows end before it).
 CREATE TABLE IF NOT EXISTS wal_conflicts (
     instance_guid  text NOT NULL REFERENCES instances ON DELETE CASCADE,
     timeline       integer NOT NULL,
@@ -99,6 +101,7 @@ CREATE TABLE IF NOT EXISTS wal_conflicts (
     detail         text NOT NULL DEFAULT '',
     PRIMARY KEY (instance_guid, timeline, segno)
 );
+ALTER TABLE wal_conflicts ADD COLUMN IF NOT EXISTS kind text NOT NULL DEFAULT 'conflict';  -- conflict|corrupt
 
 -- Last commit/abort record at or before a segment (the true end of a recoverable window).
 CREATE TABLE IF NOT EXISTS window_edges (

@@ -67,6 +67,17 @@ def print_plan(doc: dict[str, Any], console: Console) -> None:
                   f"along timeline path {doc['timeline_path']}")
     w = doc["wal"]
     console.print(f"WAL {w['first_segment']} .. {w['last_segment']} ({w['segments']} segments)")
+    st, r = doc.get("storage"), doc.get("replay")
+    if st:
+        where = f"s3://{st['bucket']}/{st['prefix']}" + (f" {st['stanza']}" if st.get("stanza") else "")
+        console.print(f"archive {st['layout']} {where}, PostgreSQL {doc.get('pg_version') or 'unknown'}",
+                      markup=False, highlight=False)
+    if r:
+        reach = (f"replay to the end of WAL, at least {r['end_lsn']} (segment {r['end_segment']})"
+                 if r["mode"] == "end_of_wal" else
+                 "replay to the target" + (f", stopping at {r['end_lsn']}" if r["end_lsn"] else ""))
+        last = f"; last commit {r['last_commit_time']}" if r.get("last_commit_time") else ""
+        console.print(reach + last, markup=False, highlight=False)
     for name, text in doc["files"].items():
         console.print(f"[dim]--- {name}[/dim]")
         console.print(text or "(empty)", markup=False, highlight=False)

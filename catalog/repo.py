@@ -78,14 +78,22 @@ async def save_scan(db: Db, guid: str, result: ScanResult, *, expected_generatio
                 await c.execute("DELETE FROM timelines WHERE instance_guid = $1 AND NOT (tli = ANY($2::int[]))",
                                 guid, sorted(result.listed_histories))
             former_ends = await _store_runs(c, guid, result.wal_runs, replace=result.wal_mode is WalMode.REPLACE)
+            unblocked: set[tuple[int, int]] = set()
             if result.wal_mode is WalMode.REPLACE:
-                await c.execute("DELETE FROM wal_conflicts WHERE instance_guid = $1", guid)
+                old = await c.fetch("DELETE FROM wal_conflicts WHERE instance_guid = $1 RETURNING timeline, segno",
+                                    guid)
+                unblocked = {(r["timeline"], r["segno"]) for r in old}
+            blocked = {(x.timeline, x.segno): (x.detail, "conflict") for x in result.conflicts}
+            blocked.update({(x.timeline, x.segno): (x.detail, "corrupt") for x in result.corrupt})  # proof wins
             await c.executemany(
-                """INSERT INTO wal_conflicts (instance_guid, timeline, segno, detail) VALUES ($1, $2, $3, $4)
-                   ON CONFLICT (instance_guid, timeline, segno) DO UPDATE SET detail = EXCLUDED.detail""",
-                [(guid, x.timeline, x.segno, x.detail) for x in result.conflicts])
+                """INSERT INTO wal_conflicts (instance_guid, timeline, segno, detail, kind) VALUES ($1, $2, $3, $4, $5)
+                   ON CONFLICT (instance_guid, timeline, segno)
+                   DO UPDATE SET detail = EXCLUDED.detail, kind = EXCLUDED.kind""",
+                [(guid, t, n, detail, kind) for (t, n), (detail, kind) in sorted(blocked.items())])
             await _upsert_edges(c, guid, result.edges)
-            await _drop_edges(c, guid, former_ends - {(e.timeline, e.segno) for e in result.edges})
+            # the edge before a segment that no longer blocks replay is no window's end any more
+            before = {(t, n - 1) for t, n in unblocked - set(blocked)}
+            await _drop_edges(c, guid, (former_ends | before) - {(e.timeline, e.segno) for e in result.edges})
             new_gen: int = await c.fetchval(
                 """UPDATE scan_state SET cursors = $2::jsonb, last_scan = $3, last_attempt = $3,
                           last_full_scan = CASE WHEN $4 THEN $3 ELSE last_full_scan END,
@@ -250,13 +258,14 @@ async def _load_snapshot(c: Conn, guid: str) -> ArchiveSnapshot:
                          "WHERE instance_guid = $1 ORDER BY tli, ordinal", guid)
     edges = await c.fetch("SELECT * FROM window_edges WHERE instance_guid = $1 ORDER BY timeline, segno", guid)
     state = await load_scan_state(c, guid)
+    conflicts, corrupt = rows.blocked_segments(await wal_conflicts(c, guid))
     return ArchiveSnapshot(
         integrity_errors=tuple(i.message for i in state.issues if i.code == "integrity_error"),
         layout=rec.layout, seg_size=rec.seg_size or DEFAULT_SEG_SIZE,
         backups=await backups(c, guid),
         runs=await wal_runs(c, guid), histories=rows.rows_to_histories(hist),
         edges=tuple(rows.row_to_edge(e) for e in edges), pg_version=rec.pg_version,
-        conflicts=tuple((x.timeline, x.segno) for x in await wal_conflicts(c, guid)))
+        conflicts=conflicts, corrupt=corrupt)
 
 
 _USABLE = ("status = 'done' AND timeline IS NOT NULL AND start_lsn IS NOT NULL AND stop_lsn IS NOT NULL")
@@ -305,7 +314,7 @@ async def load_plan_inputs(db: Db, guid: str, target: Target, k: int) -> PlanInp
                            ORDER BY timeline, segno) FROM window_edges WHERE instance_guid = $1) AS j_edges,
           (SELECT json_agg(json_build_array(timeline, first_segno, last_segno) ORDER BY timeline, first_segno)
              FROM wal_runs WHERE instance_guid = $1) AS j_runs,
-          (SELECT json_agg(json_build_array(timeline, segno) ORDER BY timeline, segno)
+          (SELECT json_agg(json_build_array(timeline, segno, detail, kind) ORDER BY timeline, segno)
              FROM wal_conflicts WHERE instance_guid = $1) AS j_conflicts,
           (SELECT json_agg(json_build_object(
                   'label', b.label, 'type', type, 'status', status, 'timeline', timeline,
@@ -330,13 +339,15 @@ async def load_plan_inputs(db: Db, guid: str, target: Target, k: int) -> PlanInp
         return None
     backups = [rows.json_to_backup(b) for b in json.loads(r["j_backups"] or "[]")]
     issues = rows.issues_from_json(r["scan_issues"])
+    conflicts, corrupt = rows.blocked_segments(rows.WalConflictRow(t, n, detail, kind)
+                                               for t, n, detail, kind in json.loads(r["j_conflicts"] or "[]"))
     snap = ArchiveSnapshot(
         integrity_errors=tuple(i.message for i in issues if i.code == "integrity_error"),
         layout=rec.layout, seg_size=rec.seg_size or DEFAULT_SEG_SIZE, backups=tuple(b for b, _ in backups),
         runs=tuple(WalRun(t, a, b) for t, a, b in json.loads(r["j_runs"] or "[]")),
         histories=rows.json_to_histories(json.loads(r["j_hist"] or "[]")),
         edges=tuple(rows.json_to_edge(e) for e in json.loads(r["j_edges"] or "[]")), pg_version=rec.pg_version,
-        conflicts=tuple((t, n) for t, n in json.loads(r["j_conflicts"] or "[]")))
+        conflicts=conflicts, corrupt=corrupt)
     return PlanInputs(snap, frozenset(b.label for b, in_prefix in backups if in_prefix), r["stored_windows"])
 
 

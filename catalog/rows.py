@@ -12,7 +12,17 @@ import asyncpg
 
 from catalog.scanresult import ScanIssue
 from recovery.lsn import Lsn
-from recovery.model import Backup, BackupStatus, BackupType, InstanceRef, Layout, Storage, WalRun, WindowEdge
+from recovery.model import (
+    Backup,
+    BackupStatus,
+    BackupType,
+    CorruptSegment,
+    InstanceRef,
+    Layout,
+    Storage,
+    WalRun,
+    WindowEdge,
+)
 from recovery.timeline import TimelineSwitch
 
 Row = Mapping[str, Any] | asyncpg.Record   # a fetched row, or a plain mapping in tests
@@ -78,6 +88,7 @@ class WalConflictRow:
     timeline: int
     segno: int
     detail: str
+    kind: str = "conflict"     # or "corrupt"
 
 
 def _int(v: Decimal | int | None) -> int | None:
@@ -201,7 +212,14 @@ def issues_from_json(text: str | None) -> tuple[ScanIssue, ...]:
 
 
 def row_to_conflict(r: Row) -> WalConflictRow:
-    return WalConflictRow(timeline=r["timeline"], segno=r["segno"], detail=r["detail"])
+    return WalConflictRow(timeline=r["timeline"], segno=r["segno"], detail=r["detail"], kind=r["kind"])
+
+
+def blocked_segments(rows: Iterable[WalConflictRow]) -> tuple[tuple[tuple[int, int], ...], tuple[CorruptSegment, ...]]:
+    """Stored ``wal_conflicts`` rows as the snapshot's (conflicts, corrupt)."""
+    items = list(rows)
+    return (tuple((x.timeline, x.segno) for x in items if x.kind != "corrupt"),
+            tuple(CorruptSegment(x.timeline, x.segno, x.detail) for x in items if x.kind == "corrupt"))
 
 
 # -- scan state --------------------------------------------------------------------------------

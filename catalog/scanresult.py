@@ -50,6 +50,7 @@ class ScanResult:
     wal_mode: WalMode = WalMode.MERGE
     wal_runs: tuple[WalRun, ...] = ()
     conflicts: tuple[WalConflict, ...] = ()
+    corrupt: tuple[WalConflict, ...] = ()   # segments proven not to be what their name says (detail: why)
     edges: tuple[WindowEdge, ...] = ()
     cursors: dict[str, str] = field(default_factory=dict)  # listing prefix -> StartAfter key for next time
     unknown_objects: int = 0

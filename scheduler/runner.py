@@ -49,6 +49,7 @@ async def previous_of(pool: asyncpg.Pool, guid: str, rec: Any, *, full: bool) ->
     return Previous(layout=Layout(rec.detected_layout) if rec.detected_layout else None, stanza=rec.stanza,
                     seg_size=rec.seg_size, backups=tuple(snap.backups), runs=tuple(snap.runs),
                     histories=frozenset(snap.histories), edges=tuple(snap.edges),
+                    corrupt=tuple((c.timeline, c.segno) for c in snap.corrupt),
                     cursors=dict(state.cursors or {}) if state else {})
 
 

@@ -57,9 +57,14 @@ async def plan_doc(pool: asyncpg.Pool, settings: Settings, space: str, body: dic
                           stanza=rec.stanza or rec.storage.stanza or "main", endpoint_url=settings.s3_endpoint_url)
     files = render_files(plan, cmd, pg_version)
     doc = plan_to_dict(plan, files, cmd)
+    # what an executor on another host needs to fetch and replay (DESIGN.md "Executing a clone")
+    storage = {"layout": layout.value if layout else None, "bucket": rec.storage.bucket,
+               "prefix": rec.storage.prefix.strip("/"), "stanza": rec.stanza or rec.storage.stanza}
+    source_major = _major(rec.pg_version or snap.pg_version or plan.backup.pg_version)
     return {"source": {"instance_guid": rec.guid, "space_guid": rec.ref.space_guid, "name": rec.ref.name,
                        "deleted_at": iso(rec.ref.deleted_at), "layout": layout.value if layout else None,
-                       "resolution": res.reason, "resolution_rule": res.rule}, **doc}
+                       "resolution": res.reason, "resolution_rule": res.rule},
+            "storage": storage, "pg_version": source_major, **doc}
 
 
 PLAN_CANDIDATES = 4   # newest candidate backups loaded for a plan (recovery.narrow.narrow)

@@ -46,6 +46,24 @@ async def test_clone_resolves_the_holder_at_the_target_time(client: TestClient, 
     assert dump(PlanDoc, doc) == doc     # not re-validated per request: it must already be what the model emits
 
 
+async def test_plan_carries_storage_version_and_replay_for_an_executor(client: TestClient,
+                                                                       pool: asyncpg.Pool) -> None:
+    await seed_history(pool)
+    resp, doc = await clone(client, {"clone-from": "legacy", "latest": True})
+    assert resp.status == 200, doc
+    assert doc["storage"] == {"layout": "pgbackrest", "bucket": "backups", "prefix": "a", "stanza": "main"}
+    assert doc["pg_version"] == 15
+    assert doc["replay"] == {"mode": "end_of_wal", "end_lsn": "0/9000100", "end_segment": "000000010000000000000009",
+                             "last_commit_time": "2026-01-01T12:30:00Z"}
+    assert dump(PlanDoc, doc) == doc
+    resp, doc = await clone(client, {"clone-from": "legacy", "lsn": "0/5000010"})
+    assert doc["replay"] == {"mode": "target", "end_lsn": "0/5000010", "end_segment": "000000010000000000000005",
+                             "last_commit_time": None}
+    schema = openapi_document()["components"]["schemas"]
+    assert {"storage", "pg_version", "replay"} <= set(schema["PlanDoc"]["required"])
+    assert set(schema["PlanReplay"]["properties"]) == {"mode", "end_lsn", "end_segment", "last_commit_time"}
+
+
 async def test_renamed_instance_found_by_its_new_name_now(client: TestClient, pool: asyncpg.Pool) -> None:
     await seed_history(pool)
     resp, doc = await clone(client, {"clone-from": "legacy", "latest": True})

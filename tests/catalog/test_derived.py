@@ -19,7 +19,7 @@ from catalog import derived, repo
 from catalog.scanresult import WalConflict, WalMode
 from recovery.errors import PlanningError
 from recovery.jsonout import windows_from_json
-from recovery.model import ArchiveSnapshot, Backup, BackupStatus, BackupType
+from recovery.model import ArchiveSnapshot, Backup, BackupStatus, BackupType, CorruptSegment
 from recovery.narrow import narrow, narrowable
 from recovery.plan import plan_recovery
 from recovery.target import Target, make_target
@@ -59,8 +59,12 @@ def random_archive(rnd: random.Random) -> ArchiveSnapshot:
             b = replace(b, stop_time=None)
         backups.append(b)
     conflicts = ((1, rnd.randint(3, 0x17)),) if rnd.random() < 0.2 else ()
+    corrupt = ()
+    if rnd.random() < 0.25:
+        tli = 2 if forked and rnd.random() < 0.5 else 1
+        corrupt = (CorruptSegment(tli, rnd.randint(0xB if tli == 2 else 3, 0x1B), "bad page address"),)
     return make_snapshot(backups=tuple(backups), runs=tuple(runs), histories=histories, edges=tuple(edges),
-                         conflicts=conflicts)
+                         conflicts=conflicts, corrupt=corrupt)
 
 
 def targets(rnd: random.Random) -> list[Target]:
@@ -80,7 +84,9 @@ async def store_archive(pool, guid: str, snap: ArchiveSnapshot) -> None:
     await repo.register_instance(pool, ref(guid, name=guid), storage(), at=t(0))
     await repo.save_scan(pool, guid, scan(snap.runs, WalMode.REPLACE, backups=snap.backups,
                                           histories=dict(snap.histories), edges=snap.edges,
-                                          conflicts=tuple(WalConflict(a, b, "differs") for a, b in snap.conflicts)))
+                                          conflicts=tuple(WalConflict(a, b, "differs") for a, b in snap.conflicts),
+                                          corrupt=tuple(WalConflict(c.timeline, c.segno, c.reason)
+                                                        for c in snap.corrupt)))
 
 
 def outcome(fn) -> object:

@@ -217,9 +217,11 @@ async def test_walg_duplicate_that_vanishes_during_comparison_is_a_race_not_a_co
     await _scan(pool, _settings(proxy.url, catalog_dsn), "g-dup")
     snap = await repo.load_snapshot(pool, "g-dup")
     assert snap.conflicts == ((1, 5),), "control: both copies present and different is a conflict"
-    with pytest.raises(PlanningError) as err:
-        _plan_latest(snap, 1)
+    with pytest.raises(PlanningError) as err:     # a time past the conflicting segment is refused
+        plan_recovery(snap, make_target(point_in_time=NOW.isoformat(), timeline=1), now=NOW)
     assert err.value.code == "wal_conflict"
+    blocked = _plan_latest(snap, 1)                 # latest stops before it and says so
+    assert blocked.last_segment == WalSegment(1, 4).name and WalSegment(1, 5).name in blocked.warnings[0]
 
     # now retention/cleanup removes the odd 1/05 copy, and the *listed-first* 1/06 copy, between LIST and GET
     doomed = {seg5 + ".zst", seg6 + ".lz4"}
