@@ -12,7 +12,8 @@
   with a warning, a time past it is ``wal_corrupt``, the coverage report says critical, and PostgreSQL
   really stops exactly there.
 
-Restores use the session's ``pitr_restore`` (the real tool fetches, PostgreSQL 15 replays the plan's files).
+Restores go through the executor (``executor.execute_plan``: the real tool fetches, PostgreSQL 15 replays the
+plan's files and replay is verified), then the directory is started with plain ``pg_ctl start`` and read.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import gzip
 import hashlib
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,19 +38,21 @@ from backup_catalog.s3 import s3_client
 from backup_catalog.usecases.backups import backups_doc
 from backup_catalog.usecases.plan import plan_doc
 from catalog import repo
+from executor import execute_plan
 from recovery.errors import PlanningError
 from recovery.lsn import Lsn
 from recovery.model import CorruptSegment
 from recovery.plan import fmt_time
 from recovery.wal import segment_name
+from sandbox.pg import as_postgres, make_postgres_dir
+from sandbox.tool_barman import TOOLS_BIN, aws_env
+from sandbox.tool_pgbackrest import pgbackrest_conf, write_conf
 from scheduler import runner
 from scheduler.scan import scan_archive
 from scheduler.storage import S3Store
-from tests.realarchives.pg import as_postgres, make_postgres_dir
 from tests.realarchives.plugin import RealArchive, fresh_archive
-from tests.realarchives.tool_barman import TOOLS_BIN, aws_env
-from tests.realarchives.tool_pgbackrest import pgbackrest_conf, write_conf
-from tests.support.fixtures import Row, commits, make_settings, register_and_scan, rows_until_lsn, scan
+from tests.support.fixtures import Row, commits, register_and_scan, rows_until_lsn, scan
+from tests.support.restore import restore_environ, restore_settings, scratch_dir, start_and_read
 
 pytestmark = pytest.mark.realtools
 S = 16 << 20
@@ -66,7 +69,7 @@ class Env:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def env(_catalog_pool: asyncpg.Pool, s3_endpoint: Any, catalog_dsn: str) -> AsyncIterator[Env]:
-    settings = make_settings(s3_endpoint, catalog_dsn)
+    settings = restore_settings(s3_endpoint, catalog_dsn)
     async with s3_client(settings) as client:
         yield Env(_catalog_pool, settings, client, f"cuts-{uuid.uuid4().hex[:8]}")
 
@@ -109,17 +112,32 @@ def t(arch: RealArchive, i: int) -> datetime:
     return commits(arch)[i].time
 
 
-async def restore_rows(pitr_restore: Callable[..., list[Row]], arch: RealArchive, doc: dict[str, Any]) -> list[Row]:
-    """The plan's backup restored with the real tool, recovered with the plan's files unchanged."""
-    return await asyncio.to_thread(pitr_restore, arch.tool, arch.bucket, arch.prefix, arch.stanza,
-                                   doc["backup"]["label"], doc["files"], 15)
+Restorer = Callable[[dict[str, Any]], Awaitable[list[Row]]]
+
+
+@pytest.fixture
+def pitr_restore(env: Env, s3_endpoint: Any) -> Restorer:
+    async def run(doc: dict[str, Any]) -> list[Row]:
+        d = scratch_dir()
+        try:
+            await execute_plan(doc, d / "data", env.settings, environ=restore_environ(s3_endpoint))
+            return await asyncio.to_thread(start_and_read, d / "data")
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+    return run
+
+
+async def restore_rows(pitr_restore: Restorer, arch: RealArchive, doc: dict[str, Any]) -> list[Row]:
+    """The plan restored and verified by the executor, then started with plain ``pg_ctl start``."""
+    assert doc["storage"]["bucket"] == arch.bucket
+    return await pitr_restore(doc)
 
 
 # -- a deleted segment in the newest window -----------------------------------------------------------------
 
 @pytest.mark.parametrize("tool", TOOLS)
 async def test_latest_through_a_deleted_segment_stops_before_it(tool: str, env: Env, s3_endpoint: Any,
-                                                                pitr_restore: Callable[..., list[Row]]) -> None:
+                                                                pitr_restore: Restorer) -> None:
     inst = await catalogued(env, s3_endpoint, tool, "hole")
     arch = inst.arch
     labels = arch.truth["scenario_backups"]
@@ -198,7 +216,7 @@ def archive_get_workdir(s3_endpoint: Any, arch: RealArchive, work: Path) -> Path
 
 
 async def test_pgbackrest_second_checksum_blocks_planning_as_archive_get_refuses(
-        env: Env, s3_endpoint: Any, pitr_restore: Callable[..., list[Row]], scratch: Callable[[str], Path]) -> None:
+        env: Env, s3_endpoint: Any, pitr_restore: Restorer, scratch: Callable[[str], Path]) -> None:
     inst = await catalogued(env, s3_endpoint, "pgbackrest", "dup")
     arch = inst.arch
     seg = arch.truth["last_archived"]["tl2"]            # commits 16-17
@@ -277,7 +295,7 @@ async def test_barman_keeps_the_content_rule(env: Env, s3_endpoint: Any, scratch
 # -- a segment overwritten by its predecessor's bytes ------------------------------------------------------
 
 async def test_segment_holding_its_predecessors_bytes_cuts_the_window(
-        env: Env, s3_endpoint: Any, pitr_restore: Callable[..., list[Row]]) -> None:
+        env: Env, s3_endpoint: Any, pitr_restore: Restorer) -> None:
     inst = await catalogued(env, s3_endpoint, "pgbackrest", "corrupt")
     arch = inst.arch
     victim = arch.truth["last_archived"]["tl2"]          # commits 16-17
