@@ -212,8 +212,6 @@ def _target_from_body(body: dict[str, Any]) -> Any:
 async def plan_doc(pool: asyncpg.Pool, settings: Settings, space: str, body: dict[str, Any],
                    *, now: datetime | None = None) -> dict[str, Any]:
     """Resolve ``clone-from`` in the space at the target time and plan the recovery (or raise a refusal)."""
-    from recovery.jsonout import plan_to_dict
-    from recovery.render import render_files, restore_command
     from recovery.target import TargetKind
 
     name = body.get("clone-from")
@@ -226,16 +224,31 @@ async def plan_doc(pool: asyncpg.Pool, settings: Settings, space: str, body: dic
         rec = res.record
         inputs = (await repo.load_plan_inputs(c, rec.guid, target, PLAN_CANDIDATES)
                   if narrowable(target) else None)
-    plan, snap = await _plan(pool, rec, target, now or datetime.now(UTC), body.get("pg-version"), inputs)
+    return await instance_plan_doc(pool, settings, rec, target, now=now, requested_pg=body.get("pg-version"),
+                                   inputs=inputs, resolution=(res.reason, res.rule), inputs_given=True)
+
+
+async def instance_plan_doc(pool: asyncpg.Pool, settings: Settings, rec: InstanceRecord, target: Target, *,
+                            now: datetime | None = None, requested_pg: int | None = None,
+                            inputs: repo.PlanInputs | None = None,
+                            resolution: tuple[str, str] | None = None, inputs_given: bool = False) -> dict[str, Any]:
+    """The plan document for one instance (no name resolution: drills and plans by GUID)."""
+    from recovery.jsonout import plan_to_dict
+    from recovery.render import render_files, restore_command
+
+    if not inputs_given and narrowable(target):
+        inputs = await repo.load_plan_inputs(pool, rec.guid, target, PLAN_CANDIDATES)
+    plan, snap = await _plan(pool, rec, target, now or datetime.now(UTC), requested_pg, inputs)
     pg_version = plan.pg_version or 15
     layout = rec.layout or snap.layout
     cmd = restore_command(layout, bucket=rec.storage.bucket, prefix=rec.storage.prefix.strip("/"),
                           stanza=rec.stanza or rec.storage.stanza or "main", endpoint_url=settings.s3_endpoint_url)
     files = render_files(plan, cmd, pg_version)
     doc = plan_to_dict(plan, files, cmd)
+    reason, rule = resolution or ("instance chosen by its GUID", "guid")
     return {"source": {"instance_guid": rec.guid, "space_guid": rec.ref.space_guid, "name": rec.ref.name,
                        "deleted_at": iso(rec.ref.deleted_at), "layout": layout.value if layout else None,
-                       "resolution": res.reason, "resolution_rule": res.rule}, **doc}
+                       "resolution": reason, "resolution_rule": rule}, **doc}
 
 
 PLAN_CANDIDATES = 4   # newest candidate backups loaded for a plan (recovery.plan.narrow)
