@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from api import drills as drill_routes
 from api import keys
 from api.auth import auth_middleware
 from api.errors import error_middleware
@@ -77,6 +78,7 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None, s3: Any 
 
         sched = jobs.make_scheduler(tick, settings)
         cc = _add_cf_sync(app, sched, settings)
+        _add_drills(app, sched, settings)
         app[keys.SCHEDULER] = sched
         sched.start()
         yield
@@ -88,9 +90,17 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None, s3: Any 
         yield
         await drain_scans(app[keys.SCAN_TASKS], SHUTDOWN_GRACE_SECONDS)
 
+    async def drills_ctx(app: web.Application) -> AsyncIterator[None]:
+        from backup_catalog.usecases.drill_schedule import DrillSupervisor
+        sup = DrillSupervisor(app[keys.POOL], settings, app[keys.HOLDER])
+        app[drill_routes.SUPERVISOR] = sup
+        yield
+        await sup.shutdown(SHUTDOWN_GRACE_SECONDS)   # workers record their drills and clean up
+
     app.cleanup_ctx.append(pool_ctx)
     app.cleanup_ctx.append(s3_ctx)
     app.cleanup_ctx.append(scans_ctx)        # cleaned up after the scheduler, before S3 and the pool
+    app.cleanup_ctx.append(drills_ctx)       # drills stop before scans, S3 and the pool
     if start_scheduler:
         app.cleanup_ctx.append(scheduler_ctx)
     return app
@@ -125,6 +135,28 @@ def _add_cf_sync(app: web.Application, sched: Any, settings: Settings) -> Any:
                   name="Cloud Foundry name sync", max_instances=1, coalesce=True,
                   next_run_time=datetime.now(timezone.utc) + timedelta(seconds=1))
     return cc
+
+
+def _add_drills(app: web.Application, sched: Any, settings: Settings) -> None:
+    """Scheduled restore drills (one tick every DRILL_TICK_SECONDS; see drill_schedule), when enabled."""
+    from datetime import UTC, datetime, timedelta
+
+    from backup_catalog.usecases.drill_schedule import scheduled_enabled
+    if not scheduled_enabled(settings):
+        log.info("scheduled drills are off (DRILL_ENABLED, or no PostgreSQL server binaries on this host)")
+        return
+
+    async def drill_tick() -> None:
+        try:
+            started = await app[drill_routes.SUPERVISOR].tick()   # type: ignore[attr-defined]
+            if started:
+                log.info("scheduled drills started: %s", started)
+        except Exception:   # the catalog may be briefly unavailable: the next tick retries
+            log.exception("drill tick failed")
+
+    sched.add_job(drill_tick, "interval", seconds=max(1, settings.drill_tick_seconds), id="drills",
+                  name="restore drills", max_instances=1, coalesce=True,
+                  next_run_time=datetime.now(UTC) + timedelta(seconds=1))
 
 
 async def drain_scans(tasks: set[asyncio.Task[Any]], grace: float) -> None:

@@ -181,13 +181,14 @@ async def begin(pool: asyncpg.Pool, settings: Settings, guid: str, *, point: Dri
 async def run_drill(pool: asyncpg.Pool, settings: Settings, guid: str, *, point: DrillPoint = LATEST,
                     trigger: str = "manual", holder: str | None = None, drill_id: int | None = None,
                     budget: ScratchBudget | None = None, progress: Progress | None = None,
-                    s3: Any | None = None) -> DrillOutcome:
+                    s3: Any | None = None, on_record: Callable[[DrillOutcome], None] | None = None) -> DrillOutcome:
     """Run one drill of ``guid`` to its recorded end.
 
     ``drill_id`` None: an in-process drill (the CLI): lease, row, run, record. ``drill_id`` given: the
     ``queued`` row a supervisor created (holding the lease) is run here, in a worker process.
     Never raises for a drill that ran (the outcome says how it ended); raises DrillBusy, UnknownInstance,
-    catalog errors when it could not run. Cancellation records the drill as failed and cleans up first.
+    catalog errors when it could not run. Cancellation records the drill as failed and cleans up first
+    (``on_record`` receives the recorded outcome, also then).
     """
     from scheduler.jobs import default_holder
     holder = holder or default_holder()
@@ -228,6 +229,9 @@ async def run_drill(pool: asyncpg.Pool, settings: Settings, guid: str, *, point:
         except asyncio.CancelledError:
             await cleanup
             raise
+        finally:
+            if on_record is not None:
+                on_record(state.outcome(drill_id, guid, result))
     return state.outcome(drill_id, guid, result)
 
 
@@ -297,10 +301,7 @@ async def _execute(pool: asyncpg.Pool, settings: Settings, guid: str, point: Dri
                           code=e.code)
     run.target, run.backup = plan["target"], plan["backup"]
     snap = await repo.load_snapshot(pool, guid)
-    chosen = next((b for b in snap.backups if b.label == plan["backup"]["label"]), None)
-    need = rules.estimate_scratch_bytes(chosen.size_bytes if chosen else None,
-                                        chosen.repo_size_bytes if chosen else None,
-                                        int(plan["wal"]["segments"]), snap.seg_size)
+    need = _need(plan, snap)
     why = budget.reserve(need, root)
     if why is not None:
         return run.failed("budget", f"not started: {why}", t0, state="skipped", code="skipped")
@@ -308,6 +309,26 @@ async def _execute(pool: asyncpg.Pool, settings: Settings, guid: str, point: Dri
         return await _restore_and_verify(settings, rec, plan, snap, d, run, progress, s3, t0)
     finally:
         budget.release(need)
+
+
+def _need(plan: dict[str, Any], snap: Any) -> int:
+    chosen = next((b for b in snap.backups if b.label == plan["backup"]["label"]), None)
+    return rules.estimate_scratch_bytes(chosen.size_bytes if chosen else None,
+                                        chosen.repo_size_bytes if chosen else None,
+                                        int(plan["wal"]["segments"]), snap.seg_size)
+
+
+async def scratch_need(pool: asyncpg.Pool, settings: Settings, guid: str, point: DrillPoint) -> int | None:
+    """The scratch bytes a drill of ``guid`` at ``point`` needs (None: it cannot be planned; the drill
+    itself records why)."""
+    from backup_catalog import views
+    try:
+        rec = await repo.get_instance(pool, guid)
+        target = make_target(point_in_time=point.time, latest=point.kind == "latest", timeline=point.timeline)
+        plan = await views.instance_plan_doc(pool, settings, rec, target)
+        return _need(plan, await repo.load_snapshot(pool, guid))
+    except (PlanningError, CatalogError):
+        return None
 
 
 async def _restore_and_verify(settings: Settings, rec: Any, plan: dict[str, Any], snap: Any, d: Path, run: _Run,
