@@ -2,13 +2,12 @@
 
 1. S3: the configured endpoint, or a local moto server when S3_ENDPOINT_URL is unset.
 2. A real archive: PostgreSQL 15 archived by pgBackRest and barman-cloud (with an incremental backup and a
-   timeline switch), built once by the real tools (the test fixture builder, cached under .cache/).
+   timeline switch), built once by the real tools (the sandbox's builder, cached under .cache/).
 3. The catalog: CATALOG_DSN, or the embedded private cluster.
 4. Register `production`, scan, list backups; delete `production`; ask for a clone of it at a point in time.
 """
 from __future__ import annotations
 
-import sys
 import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -24,26 +23,16 @@ from catalog import repo
 from recovery.errors import PlanningError
 from recovery.jsonout import refusal_to_dict
 from recovery.model import InstanceRef, Storage
+from sandbox.cache import ensure_cache, load_objects, load_truth, object_path
+from sandbox.s3 import MotoEndpoint
 from scheduler import runner
 
 console = Console()
 
 
-def _checkout() -> Path:
-    root = Path(__file__).resolve().parents[1]
-    if not (root / "tests" / "realarchives").is_dir():
-        raise SystemExit("the demo builds its archive with the fixture builder in tests/realarchives: "
-                         "run it from a source checkout (make demo)")
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    return root
-
-
 def _upload(settings: Settings, cache_dir: Path, tool: str, bucket: str) -> int:
     import boto3
     from botocore.config import Config
-
-    from tests.realarchives.cache import load_objects, object_path
 
     s3 = boto3.client("s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.aws_default_region,
                       aws_access_key_id=_secret(settings.aws_access_key_id) or "demo",
@@ -64,12 +53,8 @@ def _secret(v: Any) -> str | None:
 
 
 async def run(settings: Settings) -> int:
-    _checkout()
-    from tests.realarchives.cache import ensure_cache, load_truth
-
     moto = None
     if not settings.s3_endpoint_url:
-        from tests.realarchives.s3 import MotoEndpoint
         moto = MotoEndpoint().start()
         settings = settings.model_copy(update={"s3_endpoint_url": moto.url,
                                                "aws_access_key_id": settings.aws_access_key_id or SecretStr("demo"),

@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     purge_aws_access_key_id: SecretStr | None = None      # the only credentials that ever delete
     purge_aws_secret_access_key: SecretStr | None = None
     purge_interval_seconds: int = 0              # 0: no scheduled purge runs in serve
+    # executing a clone (issue 10): `restore`, drills
+    restore_tools_path: str | None = None        # directories prepended to PATH for the tools (e.g. a venv bin)
+    restore_work_dir: str | None = None          # private work dirs (tool config, socket, log); unset: temp dir
+    restore_fetch_timeout_seconds: float = 4 * 3600.0
+    restore_recovery_timeout_seconds: float = 4 * 3600.0
+    restore_stop_timeout_seconds: float = 300.0
 
 
 def load_settings() -> Settings:

@@ -26,7 +26,7 @@ from bench import archives, bigcatalog, fastlist, load, report, sidebyside
 from catalog import db as catalog_db
 from catalog import embedded, repo
 from recovery.model import InstanceRef, Storage
-from tests.realarchives.s3 import MotoEndpoint, free_port, wait_port
+from sandbox.s3 import MotoEndpoint, free_port, wait_port
 
 RESULTS = Path(__file__).parent / "results"
 SERVE_INTERVAL = 86400

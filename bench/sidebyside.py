@@ -16,9 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.realarchives import cache, tool_barman, tool_pgbackrest
-from tests.realarchives.pg import as_postgres, make_postgres_dir
-from tests.realarchives.s3 import MotoEndpoint
+from sandbox import cache, tool_barman, tool_pgbackrest
+from sandbox.pg import as_postgres, make_postgres_dir
+from sandbox.s3 import MotoEndpoint
 
 SPACE = "bench-tools"
 TOOLS = ("pgbackrest", "barman")

@@ -19,7 +19,7 @@ from backup_catalog.settings import Settings
 from catalog import repo
 from catalog.errors import UnknownService
 from scheduler.storage import S3Store
-from tests.realarchives.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoEndpoint
+from sandbox.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoEndpoint
 from tests.support.ccdouble import CloudControllerDouble
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

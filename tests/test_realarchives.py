@@ -16,8 +16,8 @@ from recovery.timeline import parse_history
 from recovery.wal import WalSegment, parse_seg_size_from_page
 from tests.realarchives.plugin import RealArchives, fresh_archive, fresh_bucket
 from tests.realarchives.restore import RestoreFailed
-from tests.realarchives.s3 import MotoEndpoint, list_all
-from tests.realarchives.tool_wale import LZOP_MAGIC
+from sandbox.s3 import MotoEndpoint, list_all
+from sandbox.tool_wale import LZOP_MAGIC
 
 pytestmark = pytest.mark.realtools
 

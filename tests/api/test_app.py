@@ -21,7 +21,7 @@ from catalog import repo
 from recovery.model import InstanceRef, Storage
 from tests.api.conftest import AS_OPERATOR, make_settings
 from tests.realarchives.plugin import fresh_bucket
-from tests.realarchives.s3 import MotoEndpoint, free_port
+from sandbox.s3 import MotoEndpoint, free_port
 
 
 async def test_scheduler_runs_in_the_app_and_stops_with_it(pool: asyncpg.Pool, s3_endpoint: MotoEndpoint,

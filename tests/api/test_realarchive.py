@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from api.app import create_app
 from tests.api.conftest import AS_BROKER, AS_OPERATOR, make_settings
 from tests.realarchives.plugin import fresh_bucket
-from tests.realarchives.s3 import MotoEndpoint
+from sandbox.s3 import MotoEndpoint
 
 SPACE = "space-real"
 

@@ -19,10 +19,10 @@ import shutil
 import time
 from collections.abc import Mapping
 
-from tests.realarchives.pg import PG_BIN, Cluster, ClusterError, as_postgres, make_postgres_dir
-from tests.realarchives.s3 import MotoEndpoint
-from tests.realarchives.tool_barman import TOOLS_BIN, aws_env, barman_restore, quote_conf
-from tests.realarchives.tool_pgbackrest import pgbackrest_conf, write_conf
+from sandbox.pg import PG_BIN, Cluster, ClusterError, as_postgres, make_postgres_dir
+from sandbox.s3 import MotoEndpoint
+from sandbox.tool_barman import TOOLS_BIN, aws_env, barman_restore, quote_conf
+from sandbox.tool_pgbackrest import pgbackrest_conf, write_conf
 
 _RECOVERY_KEYS = ("restore_command", "recovery_target", "recovery_target_", "recovery_end_command",
                   "archive_cleanup_command", "primary_conninfo", "primary_slot_name")

@@ -18,7 +18,7 @@ from catalog import repo
 from recovery.model import InstanceRef, Storage
 from scheduler import jobs
 from tests.realarchives.plugin import fresh_bucket
-from tests.realarchives.s3 import MotoEndpoint
+from sandbox.s3 import MotoEndpoint
 
 INTERVAL = 60
 

@@ -27,7 +27,7 @@ from recovery.model import ArchiveSnapshot, BackupStatus, InstanceRef, Storage
 from scheduler import jobs, runner
 from scheduler.storage import S3Store, StorageError
 from tests.realarchives.plugin import fresh_bucket
-from tests.realarchives.s3 import MotoEndpoint
+from sandbox.s3 import MotoEndpoint
 from tests.support.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.realtools

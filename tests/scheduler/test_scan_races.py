@@ -37,8 +37,8 @@ from recovery.plan import plan_recovery
 from recovery.target import make_target
 from recovery.wal import WalSegment
 from scheduler import runner
-from tests.realarchives.cache import ensure_cache, load_objects, load_truth, upload_objects
-from tests.realarchives.s3 import MotoEndpoint
+from sandbox.cache import ensure_cache, load_objects, load_truth, upload_objects
+from sandbox.s3 import MotoEndpoint
 from tests.support.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.realtools
