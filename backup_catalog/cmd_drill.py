@@ -20,7 +20,6 @@ from typing import Any
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    DownloadColumn,
     Progress,
     SpinnerColumn,
     TextColumn,
@@ -30,6 +29,7 @@ from rich.progress import (
 from backup_catalog import service
 from backup_catalog.settings import Settings
 from backup_catalog.usecases import drill as uc
+from backup_catalog.usecases.drill_rules import human
 
 EXIT_PASSED, EXIT_COULD_NOT_RUN, EXIT_FAILED = 0, 1, 4
 err = Console(stderr=True)
@@ -49,14 +49,16 @@ def add_parser(sub: Any) -> None:
     d.add_argument("--trigger", default="manual", help=argparse.SUPPRESS)
 
 
-def _describe(ev: Any) -> tuple[str, int | None, int | None]:
-    """(text, done, total) of an executor progress event, whatever its exact shape."""
-    stage = getattr(ev, "stage", None) or (ev.get("stage") if isinstance(ev, dict) else None)
-    msg = getattr(ev, "message", None) or (ev.get("message") if isinstance(ev, dict) else None)
-    done = getattr(ev, "done", None) or getattr(ev, "bytes_fetched", None)
-    total = getattr(ev, "total", None)
-    text = " ".join(str(x) for x in (stage, msg) if x) or str(ev)
-    return text, int(done) if isinstance(done, int) else None, int(total) if isinstance(total, int) else None
+def _describe(ev: Any) -> tuple[str, float | None]:
+    """(text, fraction) of an executor progress event (executor.ProgressEvent)."""
+    parts = [str(getattr(ev, "stage", "") or ""), str(getattr(ev, "message", "") or "")]
+    fetched = int(getattr(ev, "bytes_fetched", 0) or 0)
+    if fetched:
+        parts.append(f"{human(fetched)} fetched")
+    if getattr(ev, "replay_lsn", None):
+        parts.append(f"replayed to {ev.replay_lsn}" + (f" of {ev.end_lsn}" if getattr(ev, "end_lsn", None) else ""))
+    frac = getattr(ev, "fraction", None)
+    return " ".join(p for p in parts if p), float(frac) if isinstance(frac, (int, float)) else None
 
 
 async def cmd_drill(args: argparse.Namespace, settings: Settings) -> int:
@@ -66,13 +68,16 @@ async def cmd_drill(args: argparse.Namespace, settings: Settings) -> int:
     task: asyncio.Task[uc.DrillOutcome] | None = None
     try:
         show = sys.stderr.isatty() and not args.json
-        with Progress(SpinnerColumn(), TextColumn("drill {task.description}"), BarColumn(), DownloadColumn(),
-                      TimeElapsedColumn(), console=err, disable=not show, transient=True) as prog:
+        with Progress(SpinnerColumn(), TextColumn("drill {task.description}"), BarColumn(), TimeElapsedColumn(),
+                      console=err, disable=not show, transient=True) as prog:
             bar = prog.add_task(f"of {args.instance}", total=None)
 
             def progress(ev: Any) -> None:
-                text, done, total = _describe(ev)
-                prog.update(bar, description=f"of {args.instance}: {text}", completed=done or 0, total=total)
+                text, frac = _describe(ev)
+                if frac is None:
+                    prog.update(bar, description=f"of {args.instance}: {text}")
+                else:
+                    prog.update(bar, description=f"of {args.instance}: {text}", completed=frac * 1000, total=1000)
 
             task = asyncio.create_task(uc.run_drill(
                 pool, settings, args.instance, point=point, trigger=args.trigger, drill_id=args.drill_id,

@@ -285,6 +285,7 @@ class _Run:
 async def _execute(pool: asyncpg.Pool, settings: Settings, guid: str, point: DrillPoint, d: Path, root: Path,
                    budget: ScratchBudget, run: _Run, progress: Progress | None, s3: Any | None) -> drills.DrillResult:
     from backup_catalog import views
+    from backup_catalog.usecases.restore import with_storage
 
     t0 = time.monotonic()
     rec = await repo.get_instance(pool, guid)
@@ -293,7 +294,7 @@ async def _execute(pool: asyncpg.Pool, settings: Settings, guid: str, point: Dri
                           code="skipped")
     target = make_target(point_in_time=point.time, latest=point.kind == "latest", timeline=point.timeline)
     try:
-        plan = await views.instance_plan_doc(pool, settings, rec, target)
+        plan = await with_storage(pool, await views.instance_plan_doc(pool, settings, rec, target))
     except NotScanned as e:
         return run.failed("plan", str(e), t0, state="skipped", code="skipped")
     except PlanningError as e:
@@ -340,7 +341,9 @@ async def _restore_and_verify(settings: Settings, rec: Any, plan: dict[str, Any]
     checks: asyncio.Task[Any] | None = None
     if settings.drill_verify_checksums and (plan["source"].get("layout") == "pgbackrest"):
         checks = asyncio.create_task(_checksums(settings, rec, plan, snap, s3))
-    restore = asyncio.create_task(execute_plan(plan, d / "pgdata", settings, progress=progress,
+    # the executor's work directory (tool config, socket, server log) lives in the drill's directory too
+    in_scratch = settings.model_copy(update={"restore_work_dir": str(d)})
+    restore = asyncio.create_task(execute_plan(plan, d / "pgdata", in_scratch, progress=progress,
                                                check_query=settings.drill_check_query or None))
     try:
         if checks is not None:
@@ -359,6 +362,9 @@ async def _restore_and_verify(settings: Settings, rec: Any, plan: dict[str, Any]
         try:
             res = await restore
         except RestoreError as e:
+            if e.code == "bad_input":    # this host cannot restore it (binaries, tools): not the archive's fault
+                return run.failed(e.stage or "input", f"could not run here: {e.message}", t0, state="skipped",
+                                  code=e.code)
             return run.failed(e.stage or "recover", e.message, t0, segment=e.segment,
                               postgres_log=list(e.postgres_log), code=e.code)
         run.target = dict(res.target) or run.target
