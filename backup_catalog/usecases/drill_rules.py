@@ -44,8 +44,8 @@ class Slot:
 def drill_slot(now: datetime, interval_s: int, guid: str) -> Slot:
     """The instance's drill slot that ``now`` falls in.
 
-    >>> s = drill_slot(datetime(2026, 1, 1, tzinfo=timezone.utc), 86400, "x")
-    >>> s.start <= datetime(2026, 1, 1, tzinfo=timezone.utc) < s.start + timedelta(days=1)
+    >>> s = drill_slot(datetime(2026, 1, 1, tzinfo=UTC), 86400, "x")
+    >>> s.start <= datetime(2026, 1, 1, tzinfo=UTC) < s.start + timedelta(days=1)
     True
     """
     step = max(1, int(interval_s))
