@@ -3,7 +3,7 @@
 A row is ``queued`` (created by a supervisor that hands its id to a worker) or ``running`` while the
 drill runs, and is finished (``passed``/``failed``/``skipped``) in ONE UPDATE, so a reader never sees a
 half-written result. ``drills_one_running`` (a unique partial index) keeps one running drill per
-instance. A running/queued row whose holder's lease ``drill:<guid>`` expired belongs to a process that
+instance (``drills_one_active``: nor one queued and one running). A running/queued row whose holder's lease ``drill:<guid>`` expired belongs to a process that
 died without recording: :func:`reap_abandoned` finishes it as failed.
 """
 from __future__ import annotations
@@ -95,7 +95,7 @@ async def create(db: Db, guid: str, *, trigger: str, holder: str, target: Mappin
                VALUES ($1, $2, $3, $4, $5::jsonb, CASE WHEN $2 = 'running' THEN clock_timestamp() END)
                RETURNING id""", guid, state, trigger, holder, json.dumps(target) if target is not None else None)
     except asyncpg.UniqueViolationError:
-        raise Conflict(f"a drill of instance {guid!r} is already running") from None
+        raise Conflict(f"a drill of instance {guid!r} is already running or queued") from None
     return drill_id
 
 

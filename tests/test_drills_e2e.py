@@ -370,8 +370,8 @@ async def test_sigterm_of_serve_stops_its_drill_cleanly_and_http_drills_run(
     proc = _serve(dsn, s3_endpoint, root, port, DRILL_ENABLED="false")
     try:
         await asyncio.to_thread(wait_port, port, 30)
-        auth = aiohttp.BasicAuth("op", "op")
-        async with aiohttp.ClientSession(auth=auth) as http:
+        auth = {"Authorization": aiohttp.encode_basic_auth("op", "op")}
+        async with aiohttp.ClientSession(headers=auth) as http:
             url = f"http://127.0.0.1:{port}/instances/{guid}/drills"
             async with http.post(url) as r:
                 assert r.status == 202, await r.text()
