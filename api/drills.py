@@ -15,10 +15,11 @@ from api import keys
 from api.errors import BadRequest, NotAvailable, read_json
 from api.schemas import Text, TimelineNumber, TimelineText
 from backup_catalog.usecases import drill as uc
+from backup_catalog.usecases.drill_schedule import DrillSupervisor
 from catalog import drills, repo
 from recovery.errors import PlanningError
 
-SUPERVISOR = web.AppKey("drill_supervisor", object)   # backup_catalog.usecases.drill_schedule.DrillSupervisor
+SUPERVISOR = web.AppKey("drill_supervisor", DrillSupervisor)
 HISTORY_LIMIT = 200
 
 
@@ -93,7 +94,7 @@ async def post_drill(request: web.Request) -> web.Response:
         raise BadRequest(e.code, e.message) from None
     app = request.app
     await repo.get_instance(app[keys.POOL], guid)          # 404 for an unknown instance
-    sup: Any = app.get(SUPERVISOR)
+    sup = app.get(SUPERVISOR)
     if sup is None:
         raise NotAvailable("drills are not available in this process")
     drill_id = await sup.request(guid, point, trigger="api")   # 409 while a drill of the instance is active

@@ -227,8 +227,8 @@ async def _one_instance(pool: asyncpg.Pool, settings: Settings, arch: RealArchiv
     return guid
 
 
-async def _wait_for(pred: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
+async def _wait_for(pred: Any, seconds: float, what: str) -> Any:
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         v = await pred()
         if v:

@@ -190,7 +190,7 @@ async def run_drill(pool: asyncpg.Pool, settings: Settings, guid: str, *, point:
     catalog errors when it could not run. Cancellation records the drill as failed and cleans up first
     (``on_record`` receives the recorded outcome, also then).
     """
-    from scheduler.jobs import default_holder
+    from backup_catalog.usecases.scan import default_holder
     holder = holder or default_holder()
     lease: LeaseHolder | None = None
     if drill_id is None:
@@ -284,7 +284,7 @@ class _Run:
 
 async def _execute(pool: asyncpg.Pool, settings: Settings, guid: str, point: DrillPoint, d: Path, root: Path,
                    budget: ScratchBudget, run: _Run, progress: Progress | None, s3: Any | None) -> drills.DrillResult:
-    from backup_catalog import views
+    from backup_catalog.usecases import plan as plan_uc
     from backup_catalog.usecases.restore import with_storage
 
     t0 = time.monotonic()
@@ -294,7 +294,7 @@ async def _execute(pool: asyncpg.Pool, settings: Settings, guid: str, point: Dri
                           code="skipped")
     target = make_target(point_in_time=point.time, latest=point.kind == "latest", timeline=point.timeline)
     try:
-        plan = await with_storage(pool, await views.instance_plan_doc(pool, settings, rec, target))
+        plan = await with_storage(pool, await plan_uc.instance_plan_doc(pool, settings, rec, target))
     except NotScanned as e:
         return run.failed("plan", str(e), t0, state="skipped", code="skipped")
     except PlanningError as e:
@@ -322,22 +322,26 @@ def _need(plan: dict[str, Any], snap: Any) -> int:
 async def scratch_need(pool: asyncpg.Pool, settings: Settings, guid: str, point: DrillPoint) -> int | None:
     """The scratch bytes a drill of ``guid`` at ``point`` needs (None: it cannot be planned; the drill
     itself records why)."""
-    from backup_catalog import views
+    from backup_catalog.usecases import plan as plan_uc
     try:
         rec = await repo.get_instance(pool, guid)
         target = make_target(point_in_time=point.time, latest=point.kind == "latest", timeline=point.timeline)
-        plan = await views.instance_plan_doc(pool, settings, rec, target)
+        plan = await plan_uc.instance_plan_doc(pool, settings, rec, target)
         return _need(plan, await repo.load_snapshot(pool, guid))
     except (PlanningError, CatalogError):
         return None
+
+
+def _make_dir(d: Path) -> None:
+    d.mkdir(mode=0o755)
+    d.chmod(0o755)     # the server runs as ``postgres`` and must reach pgdata below
 
 
 async def _restore_and_verify(settings: Settings, rec: Any, plan: dict[str, Any], snap: Any, d: Path, run: _Run,
                               progress: Progress | None, s3: Any | None, t0: float) -> drills.DrillResult:
     from executor import RestoreError, execute_plan
 
-    d.mkdir(mode=0o755)
-    d.chmod(0o755)
+    await asyncio.to_thread(_make_dir, d)
     checks: asyncio.Task[Any] | None = None
     if settings.drill_verify_checksums and (plan["source"].get("layout") == "pgbackrest"):
         checks = asyncio.create_task(_checksums(settings, rec, plan, snap, s3))
@@ -349,7 +353,7 @@ async def _restore_and_verify(settings: Settings, rec: Any, plan: dict[str, Any]
         if checks is not None:
             try:
                 report = await checks
-            except Exception as e:  # noqa: BLE001 (storage trouble while checking: the restore still decides)
+            except Exception as e:
                 log.warning("checksum pass of %s not completed: %s", rec.guid, e)
                 report = None
             if report is not None:

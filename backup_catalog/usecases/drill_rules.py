@@ -118,7 +118,7 @@ def estimate_scratch_bytes(backup_size: int | None, repo_size: int | None, segme
     >>> estimate_scratch_bytes(100 << 20, None, 3, 16 << 20) == (100 << 20) + 3 * (16 << 20) + (16 << 20)
     True
     """
-    data = backup_size if backup_size else (3 * repo_size if repo_size else 0)
+    data = backup_size or (3 * repo_size if repo_size else 0)
     return int(data) + (min(max(segments, 0), MIN_WAL_ROOM) + 1) * seg_size
 
 
@@ -185,7 +185,7 @@ def decompress(data: bytes, ext: str | None) -> bytes:
             return out2
     except ImportError as e:
         raise UnreadableSegment(f"no decompressor for .{ext} ({e.name} is not installed)") from None
-    except Exception as e:  # noqa: BLE001 (each library raises its own error type for bad input)
+    except Exception as e:
         raise UnreadableSegment(f"cannot decompress .{ext}: {e}") from None
     raise UnreadableSegment(f"unknown compression .{ext}")
 

@@ -65,11 +65,10 @@ def scheduled_enabled(settings: Settings) -> bool:
 def settings_env(settings: Settings) -> dict[str, str]:
     """The settings as environment variables for a worker process (it reads them with pydantic-settings)."""
     env: dict[str, str] = {}
-    for name, value in settings.model_dump().items():
-        if value is None:
+    for name, raw in settings.model_dump().items():
+        if raw is None:
             continue
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
+        value = raw.get_secret_value() if hasattr(raw, "get_secret_value") else raw
         env[name.upper()] = ("true" if value else "false") if isinstance(value, bool) else str(value)
     return env
 
@@ -127,12 +126,12 @@ class DrillSupervisor:
 
     # -- one drill ----------------------------------------------------------------------------------
     async def _point(self, guid: str, index: int) -> DrillPoint:
-        from backup_catalog import views
+        from recovery.windows import all_windows
         try:
             snap = await repo.load_snapshot(self.pool, guid)
         except CatalogError:
             return rules.LATEST
-        return rules.choose_point(index, views.all_windows(snap))
+        return rules.choose_point(index, [w for ws in all_windows(snap).values() for w in ws])
 
     def _spawn(self, drill_id: int, guid: str, point: DrillPoint, lease: uc.LeaseHolder,
                slot: datetime | None) -> None:

@@ -43,8 +43,8 @@ async def with_storage(pool: asyncpg.Pool, doc: dict[str, Any]) -> dict[str, Any
 
 async def plan_clone(pool: asyncpg.Pool, settings: Settings, space: str, body: dict[str, Any]) -> dict[str, Any]:
     """The clone request planned (refusals raise :class:`PlanningError`), ready for an executor."""
-    from backup_catalog import views
-    return await with_storage(pool, await views.plan_doc(pool, settings, space, body))
+    from backup_catalog.usecases import plan
+    return await with_storage(pool, await plan.plan_doc(pool, settings, space, body))
 
 
 async def restore_from_catalog(settings: Settings, space: str, body: dict[str, Any], pgdata: Path, *,

@@ -108,9 +108,9 @@ def test_decompress_and_checksum(ext: str | None, pack: object) -> None:
 
 
 def test_undecompressable_is_named_not_a_mismatch() -> None:
-    with pytest.raises(r.UnreadableSegment, match="cannot decompress .gz"):
+    with pytest.raises(r.UnreadableSegment, match=r"cannot decompress \.gz"):
         r.decompress(b"encrypted bytes", "gz")
-    with pytest.raises(r.UnreadableSegment, match="unknown compression .xz"):
+    with pytest.raises(r.UnreadableSegment, match=r"unknown compression \.xz"):
         r.decompress(b"x", "xz")
 
 
