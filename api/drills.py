@@ -17,7 +17,7 @@ from api.schemas import Text, TimelineNumber, TimelineText
 from backup_catalog.usecases import drill as uc
 from backup_catalog.usecases.drill_schedule import DrillSupervisor
 from catalog import drills, repo
-from recovery.errors import PlanningError
+from catalog.errors import UnknownInstance
 
 SUPERVISOR = web.AppKey("drill_supervisor", DrillSupervisor)
 HISTORY_LIMIT = 200
@@ -75,6 +75,21 @@ class DrillHistory(_Out):
 _TEXT: TypeAdapter[str] = TypeAdapter(Text)
 
 
+class DeletedInstance(UnknownInstance):
+    """Drills are of live instances: a deleted one is not found here (404)."""
+
+    def __init__(self, guid: str) -> None:
+        super().__init__(guid)
+        self.args = (f"instance {guid!r} is deleted: drills prove live instances",)
+
+
+async def live_instance(pool: Any, guid: str) -> None:
+    """404 for an unknown or deleted instance."""
+    rec = await repo.get_instance(pool, guid)
+    if rec.ref.deleted_at is not None:
+        raise DeletedInstance(guid)
+
+
 def _guid(request: web.Request) -> str:
     try:
         return _TEXT.validate_python(request.match_info["guid"])
@@ -88,12 +103,9 @@ async def post_drill(request: web.Request) -> web.Response:
     body = DrillRequest.model_validate(await read_json(request) if raw.strip() else {})
     if body.latest and body.point_in_time is not None:
         raise BadRequest("invalid_target", "give point-in-time or latest, not both")
-    try:
-        point = uc.point_from_request(body.point_in_time, body.timeline)
-    except PlanningError as e:
-        raise BadRequest(e.code, e.message) from None
+    point = uc.point_from_request(body.point_in_time, body.timeline)   # a bad time: 422 (as a clone request's)
     app = request.app
-    await repo.get_instance(app[keys.POOL], guid)          # 404 for an unknown instance
+    await live_instance(app[keys.POOL], guid)
     sup = app.get(SUPERVISOR)
     if sup is None:
         raise NotAvailable("drills are not available in this process")
@@ -105,7 +117,7 @@ async def post_drill(request: web.Request) -> web.Response:
 async def get_drills(request: web.Request) -> web.Response:
     guid = _guid(request)
     pool = request.app[keys.POOL]
-    await repo.get_instance(pool, guid)
+    await live_instance(pool, guid)
     rows = await drills.history(pool, guid, HISTORY_LIMIT)
     return web.json_response(dump_model(DrillHistory, {"instance_guid": guid, "drills": [uc.drill_doc(r) for r in rows]}))
 

@@ -70,7 +70,7 @@ def _operation(op: Any) -> dict[str, Any]:
     if params:
         doc["parameters"] = params
     if op.body is not None:
-        doc["requestBody"] = {"required": True,
+        doc["requestBody"] = {"required": not op.body_optional,
                               "content": {"application/json": {"schema": _ref(op.body)}}}
     doc["security"] = {Role.PUBLIC: [], Role.BROKER: [{"broker": []}, {"operator": []}],
                        Role.OPERATOR: [{"operator": []}]}[op.role]

@@ -83,29 +83,40 @@ class DrillSupervisor:
         self.budget = uc.ScratchBudget(settings.drill_scratch_budget_bytes)
         self.tasks: set[asyncio.Task[None]] = set()
         self.workers: dict[int, asyncio.subprocess.Process] = {}
+        self.started: set[int] = set()      # drills whose worker was started
         self.worker_argv = worker_argv or [sys.executable, "-m", "backup_catalog.cli"]
 
     # -- entry points -------------------------------------------------------------------------------
     async def tick(self, now: datetime | None = None) -> list[int]:
-        """Start the due drills of live instances (slots claimed in the run log). Returns their ids."""
+        """Start due drills of live instances, as many as there are free places (``DRILL_CONCURRENCY``),
+        least recently drilled first; the rest stay due for later ticks. Each slot is claimed in the run
+        log, so a slot runs on one replica only. Returns the ids started."""
         now = now or uc.now()
         with contextlib.suppress(OSError, CatalogError, asyncpg.PostgresError):
             await uc.sweep_scratch(self.pool, self.settings)
-        started: list[int] = []
+        free = max(1, self.settings.drill_concurrency) - len(self.tasks)
+        if free <= 0:
+            return []
+        due: list[tuple[datetime, str, rules.Slot]] = []
         for rec in await repo.list_instances(self.pool, include_deleted=False):
             slot = rules.drill_slot(now, self.settings.drill_interval_seconds, rec.guid)
-            if not rules.is_due(slot, await drills.last_started(self.pool, rec.guid)):
-                continue
-            if not await leases.record_run(self.pool, JOB, slot.start, rec.guid, self.holder, "running"):
+            last = await drills.last_started(self.pool, rec.guid)
+            if rules.is_due(slot, last):
+                due.append((last or rules.EPOCH, rec.guid, slot))
+        started: list[int] = []
+        for _, guid, slot in sorted(due, key=lambda d: (d[0], d[1])):
+            if len(started) >= free:
+                break
+            if not await leases.record_run(self.pool, JOB, slot.start, guid, self.holder, "running"):
                 continue   # another replica runs this slot
-            point = await self._point(rec.guid, slot.index)
+            point = await self._point(guid, slot.index)
             try:
-                drill_id, lease = await uc.begin(self.pool, self.settings, rec.guid, point=point,
+                drill_id, lease = await uc.begin(self.pool, self.settings, guid, point=point,
                                                  trigger="scheduled", holder=self.holder, state="queued")
             except uc.DrillBusy:
-                await leases.finish_run(self.pool, JOB, slot.start, rec.guid, "skipped:drill_running")
+                await leases.finish_run(self.pool, JOB, slot.start, guid, "skipped:drill_running")
                 continue
-            self._spawn(drill_id, rec.guid, point, lease, slot.start)
+            self._spawn(drill_id, guid, point, lease, slot.start)
             started.append(drill_id)
         return started
 
@@ -155,11 +166,19 @@ class DrillSupervisor:
                     outcome = "skipped:budget"
                     return
                 outcome = await self._run_worker(drill_id, guid, point)
+        except asyncio.CancelledError:
+            if drill_id not in self.started:   # never started: nothing ran, nothing to clean
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(drills.finish(self.pool, drill_id, drills.DrillResult(
+                        "skipped", stage="cancelled", reason="not started: the service stopped first")))
+                outcome = "skipped:cancelled"
+            raise
         except Exception:
             log.exception("drill %s of %s: supervisor failed", drill_id, guid)
             outcome = "internal_error"
             await self._bury(drill_id, "the drill's supervisor failed", None)
         finally:
+            self.started.discard(drill_id)
             self.budget.release(need)
             done = asyncio.ensure_future(self._close(drill_id, guid, lease, slot, outcome))
             try:
@@ -183,6 +202,7 @@ class DrillSupervisor:
         if point.timeline != "latest":
             argv += ["--timeline", str(point.timeline)]
         env = {**os.environ, **settings_env(self.settings)}
+        self.started.add(drill_id)
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             env=env, start_new_session=True)
