@@ -162,6 +162,12 @@ async def last_started(db: Db, guid: str) -> datetime | None:
     return t
 
 
+async def last_requested_all(db: Db) -> dict[str, datetime]:
+    """Per instance, when its newest drill was requested (one query for a scheduler tick)."""
+    return {r["instance_guid"]: r["t"] for r in await db.fetch(
+        "SELECT instance_guid, max(requested_at) AS t FROM drills GROUP BY instance_guid")}
+
+
 async def prune(db: Db, guid: str, keep: int) -> int:
     """Keep the newest ``keep`` finished drills of an instance (active ones are never pruned)."""
     status = await db.execute(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
@@ -394,3 +395,24 @@ async def test_sigterm_of_serve_stops_its_drill_cleanly_and_http_drills_run(
         proc.send_signal(signal.SIGTERM)
         await asyncio.to_thread(proc.wait, 60)
     assert_clean(root)
+
+
+def test_cli_drill_json_exit_codes(drilled: Drilled, catalog_dsn: str, s3_endpoint: Any) -> None:
+    """``drill --json``: one document; skipped (budget) is exit 1, an unknown instance exit 2."""
+    env = {**os.environ, "CATALOG_DSN": catalog_dsn, "S3_ENDPOINT_URL": s3_endpoint.url,
+           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "DRILL_SCRATCH_DIR": str(drilled.root), "DRILL_SCRATCH_BUDGET_BYTES": "1024"}
+    cli = [sys.executable, "-m", "backup_catalog.cli", "drill", "--json"]
+    p = subprocess.run([*cli, "--instance", drilled.guids["barman"]], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 1, p.stderr
+    doc = json.loads(p.stdout)
+    assert doc["ok"] is False and doc["state"] == "skipped" and doc["error"]["stage"] == "budget"
+    assert doc["instance_guid"] == drilled.guids["barman"] and doc["target"]["kind"] == "latest"
+    p = subprocess.run([*cli, "--instance", "no-such-instance"], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 2 and json.loads(p.stdout)["error"]["code"] == "unknown_instance"
+    p = subprocess.run([*cli, "--instance", drilled.guids["barman"], "--point-in-time", "yesterday"], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and json.loads(p.stdout)["error"]["code"] == "invalid_target"
+    assert_clean(drilled.root)

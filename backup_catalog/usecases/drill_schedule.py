@@ -98,9 +98,10 @@ class DrillSupervisor:
         if free <= 0:
             return []
         due: list[tuple[datetime, str, rules.Slot]] = []
+        last_of = await drills.last_requested_all(self.pool)
         for rec in await repo.list_instances(self.pool, include_deleted=False):
             slot = rules.drill_slot(now, self.settings.drill_interval_seconds, rec.guid)
-            last = await drills.last_started(self.pool, rec.guid)
+            last = last_of.get(rec.guid)
             if rules.is_due(slot, last):
                 due.append((last or rules.EPOCH, rec.guid, slot))
         started: list[int] = []
