@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--pg-version", type=int)
     pl.add_argument("--json", action="store_true")
 
+    from backup_catalog.cmd_restore import add_parser as add_restore_parser
+    add_restore_parser(sub)
+
     rp = sub.add_parser("report", help="operator reports").add_subparsers(dest="report_cmd", required=True)
     c = rp.add_parser("coverage")
     fmt = c.add_mutually_exclusive_group()

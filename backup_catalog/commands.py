@@ -159,6 +159,9 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def dispatch(args: argparse.Namespace) -> Handler:
+    if args.cmd == "restore":
+        from backup_catalog.cmd_restore import cmd_restore
+        return cmd_restore
     table: dict[str, Handler] = {"db": cmd_db_init, "instances": cmd_instances, "scan": cmd_scan,
                                  "backups": cmd_backups, "plan": cmd_plan, "report": cmd_report,
                                  "serve": cmd_serve, "demo": cmd_demo}

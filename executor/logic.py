@@ -231,6 +231,8 @@ def aws_env(s3: S3Access) -> dict[str, str]:
         env["AWS_SECRET_ACCESS_KEY"] = s3.secret_key
     if s3.ca_bundle:
         env["AWS_CA_BUNDLE"] = s3.ca_bundle
+    if s3.endpoint_url:     # for a restore_command without --endpoint-url (boto3 reads these)
+        env["AWS_ENDPOINT_URL"] = env["AWS_ENDPOINT_URL_S3"] = s3.endpoint_url
     return env
 
 
@@ -383,7 +385,7 @@ RE_REDO_DONE = re.compile(rf"redo done at {_LSN}")
 RE_STOP = re.compile(r"recovery stopping (before|after) (.*)")
 RE_BAD_SEGMENT = re.compile(rf"(invalid magic number [0-9A-Fa-f]+|unexpected pageaddr {_LSN}|"
                             rf"invalid (?:info bits|page header|contrecord)[^,]*|"
-                            rf"WAL file is from different database system[^,]*) in log segment {_SEG}")
+                            rf"WAL file is from different database system.*?) in log segment {_SEG}")
 RE_INVALID_RECORD = re.compile(rf"(invalid record length at {_LSN}|invalid resource manager ID [0-9]+ at "
                                rf"{_LSN}|record with incorrect prev-link [0-9A-F/]+ at {_LSN}|"
                                rf"incorrect resource manager data checksum in record at {_LSN})")
@@ -391,6 +393,9 @@ RE_RESTORED = re.compile(rf'restored log file "{_SEG}" from archive')
 RE_LAST_TXN = re.compile(r"last completed transaction was at log time (.+)$")
 RE_NEW_TLI = re.compile(r"selected new timeline ID: ([0-9]+)")
 RE_SEVERE = re.compile(r"\b(FATAL|PANIC):")
+# what our own connection attempts during recovery make the server log: not about the recovery
+RE_CONNECT_NOISE = re.compile(r"the database system is (starting up|not yet accepting connections|shutting down)|"
+                              r"Consistent recovery state has not been yet reached")
 
 
 @dataclass(frozen=True, slots=True)
@@ -428,6 +433,8 @@ def parse_log(lines: Iterable[str]) -> LogFacts:
     severe: list[str] = []
     for raw in lines:
         line = raw.rstrip("\n")
+        if RE_CONNECT_NOISE.search(line):
+            continue
         if m := RE_REDO_DONE.search(line):
             redo = _lsn_or_none(m.group(1))
         if m := RE_STOP.search(line):
@@ -522,5 +529,6 @@ def relevant_log(lines: Sequence[str], n: int = 40) -> list[str]:
     """The log lines worth showing with a failure: recovery, segment and severe lines, then the tail."""
     keys = ("redo", "recovery", "segment", "FATAL", "PANIC", "ERROR", "invalid", "unexpected pageaddr",
             "timeline", "consistent", "restored log file")
-    picked = [ln.rstrip() for ln in lines if any(k in ln for k in keys)]
-    return picked[-n:] if picked else [ln.rstrip() for ln in lines[-n:]]
+    kept = [ln.rstrip() for ln in lines if not RE_CONNECT_NOISE.search(ln)]
+    picked = [ln for ln in kept if any(k in ln for k in keys)]
+    return picked[-n:] if picked else kept[-n:]

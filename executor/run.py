@@ -133,6 +133,17 @@ def _dir_bytes(root: Path) -> int:
     return total
 
 
+def _absolute(p: Path) -> Path:
+    return Path(os.path.abspath(p))
+
+
+def _open_log(p: Path) -> Any:
+    """The server's log file (handed to the server process as its stdout/stderr), owned by postgres."""
+    f = open(p, "ab")
+    _chown(p)
+    return f
+
+
 def _read_lines(p: Path) -> list[str]:
     try:
         return p.read_text(errors="replace").splitlines()
@@ -209,7 +220,7 @@ async def execute_plan(plan: dict[str, Any], pgdata: Path, settings: Settings, *
         exp = logic.expectation(doc)
     except logic.PlanDocError as e:
         raise RestoreError("bad_input", "input", f"not an executable plan: {e}") from None
-    pgdata = Path(os.path.abspath(pgdata))
+    pgdata = _absolute(pgdata)
     pg_version = logic.pg_version_of(doc)
     bindir = find_pg_bin(pg_version, pg_bin) if (pg_bin is not None or pg_version is not None) else None
     s3 = s3_access(settings)
@@ -271,6 +282,7 @@ class _Run:
         reached, last_commit, timeline = await self.recover(bindir)
         replay_s = time.monotonic() - t1
         check = await self.check(check_query) if check_query else None
+        (self.work / "pgbackrest.conf").unlink(missing_ok=True)    # its credentials: not needed after promotion
         if keep_running:
             self.kept_running = True
             self.warnings.append(f"the server keeps running (pid {self.server.pid if self.server else '?'}) on "
@@ -381,8 +393,7 @@ class _Run:
         env = logic.server_env(self.loc, self.s3, work=str(self.work), caller_env=self.caller, path=self.path)
         env["HOME"] = str(self.work)
         opts = logic.server_options(port=self.port, socket_dir=str(sock), hba_file=str(self.work / "pg_hba.conf"))
-        logf = open(self.log, "ab")   # noqa: SIM115, ASYNC230 - handed to the server process; a local file
-        _chown(self.log)
+        logf = _open_log(self.log)
         try:
             self.server = await asyncio.create_subprocess_exec(
                 str(bindir / "postgres"), "-D", str(self.pgdata), *opts, env=env, cwd=str(self.work),
@@ -507,7 +518,10 @@ class _Run:
                         with contextlib.suppress(asyncio.TimeoutError):
                             await asyncio.wait_for(proc.wait(), 10)
                     await _kill_group(proc)
-            if not self.keep_failed:
+            (self.work / "pgbackrest.conf").unlink(missing_ok=True)
+            if self.keep_failed:
+                self.warnings.append(f"kept: {self.pgdata} and the server log in {self.work}")
+            else:
                 if self.created:
                     shutil.rmtree(self.pgdata, ignore_errors=True)
                 elif self.pgdata.is_dir():

@@ -18,8 +18,8 @@ from backup_catalog.s3 import s3_client
 from backup_catalog.settings import Settings
 from catalog import repo
 from catalog.errors import UnknownService
-from scheduler.storage import S3Store
 from sandbox.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoEndpoint
+from scheduler.storage import S3Store
 from tests.support.ccdouble import CloudControllerDouble
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

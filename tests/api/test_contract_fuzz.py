@@ -13,9 +13,9 @@ import pytest
 from aiohttp import web
 
 from api.app import create_app
+from sandbox.s3 import MotoEndpoint, free_port
 from tests.api.conftest import OPERATOR, make_settings
 from tests.api.seed import seed_history
-from sandbox.s3 import MotoEndpoint, free_port
 
 ST = Path(sys.executable).with_name("st")
 ROOT = Path(__file__).resolve().parents[2]

@@ -39,11 +39,3 @@ def s3_endpoint() -> Iterator[MotoEndpoint]:
 def real_archives(s3_endpoint: MotoEndpoint) -> RealArchives:
     return load_real_archives(s3_endpoint)
 
-
-@pytest.fixture(scope="session")
-def pitr_restore(s3_endpoint: MotoEndpoint):  # type: ignore[no-untyped-def]
-    import functools
-
-    from tests.realarchives.restore import restore_and_query
-
-    return functools.partial(restore_and_query, endpoint=s3_endpoint)

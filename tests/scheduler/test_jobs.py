@@ -19,8 +19,8 @@ from backup_catalog.settings import Settings
 from backup_catalog.usecases import scan as scans
 from catalog import repo
 from recovery.model import InstanceRef, Storage
-from tests.realarchives.plugin import fresh_bucket
 from sandbox.s3 import MotoEndpoint
+from tests.realarchives.plugin import fresh_bucket
 
 INTERVAL = 60
 

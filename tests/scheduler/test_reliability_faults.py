@@ -27,10 +27,10 @@ from backup_catalog.usecases import scan as scans
 from catalog import repo
 from catalog.db import open_pool
 from recovery.model import ArchiveSnapshot, BackupStatus, InstanceRef, Storage
+from sandbox.s3 import MotoEndpoint
 from scheduler import runner
 from scheduler.storage import S3Store, StorageError
 from tests.realarchives.plugin import fresh_bucket
-from sandbox.s3 import MotoEndpoint
 from tests.support.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.realtools

@@ -36,9 +36,9 @@ from recovery.model import ArchiveSnapshot, Backup, BackupStatus, InstanceRef, S
 from recovery.plan import plan_recovery
 from recovery.target import make_target
 from recovery.wal import WalSegment
-from scheduler import runner
 from sandbox.cache import ensure_cache, load_objects, load_truth, upload_objects
 from sandbox.s3 import MotoEndpoint
+from scheduler import runner
 from tests.support.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.realtools

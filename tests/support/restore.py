@@ -57,3 +57,36 @@ def start_and_read(pgdata: Path) -> list[Row]:
     finally:
         as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "stop"], check=False)
         shutil.rmtree(sock, ignore_errors=True)
+
+
+def arm_archive_commands(real_archives: Any) -> None:
+    """Make the pgBackRest backups' own ``archive_command`` (``pgbackrest --config=<build dir>/pgbackrest.conf
+    ... archive-push %p``, with ``archive_mode = on``) work again: its config file is put back where the build
+    had it (the session's TLS port comes from ``PGBACKREST_*`` in the server's environment). Checked with
+    ``pgbackrest info`` through that very config: a restore that archived would write into the source."""
+    truth = real_archives["pgbackrest"].truth
+    conf_text = str(truth["config"])
+    lock = next(ln.split("=", 1)[1] for ln in conf_text.splitlines() if ln.startswith("lock-path="))
+    base = Path(lock).parent
+    for p in (base.parent, base):
+        p.mkdir(exist_ok=True)
+        p.chmod(0o755)
+    for sub in ("lock", "log", "spool"):
+        (base / sub).mkdir(exist_ok=True)
+        shutil.chown(base / sub, "postgres", "postgres")
+    conf = base / "pgbackrest.conf"
+    conf.write_text(conf_text)
+    conf.chmod(0o644)
+    port = real_archives.endpoint.tls_port
+    as_postgres(["pgbackrest", f"--config={conf}", "--stanza=main", "info"],
+                env={"PGBACKREST_REPO1_STORAGE_PORT": str(port)})
+
+
+def hand_plan(arch: Any, label: str, auto_conf: str, last_segment: str) -> dict[str, Any]:
+    """A plan document written by hand (for restores the planner would not make, e.g. past the archive)."""
+    return {"source": {"instance_guid": "hand", "layout": arch.tool},
+            "backup": {"label": label}, "target": {"kind": "hand"}, "timeline_path": [1, 2],
+            "wal": {"last_segment": last_segment},
+            "files": {"postgresql.auto.conf": auto_conf, "recovery.signal": ""},
+            "storage": {"layout": arch.tool, "bucket": arch.bucket, "prefix": arch.prefix, "stanza": arch.stanza},
+            "pg_version": 15, "warnings": []}
