@@ -18,6 +18,7 @@ from backup_catalog.usecases import drill as uc
 from backup_catalog.usecases.drill_schedule import DrillSupervisor
 from catalog import drills, repo
 from catalog.errors import UnknownInstance
+from recovery.errors import PlanningError
 
 SUPERVISOR = web.AppKey("drill_supervisor", DrillSupervisor)
 HISTORY_LIMIT = 200
@@ -101,8 +102,8 @@ async def post_drill(request: web.Request) -> web.Response:
     guid = _guid(request)
     raw = await request.read()
     body = DrillRequest.model_validate(await read_json(request) if raw.strip() else {})
-    if body.latest and body.point_in_time is not None:
-        raise BadRequest("invalid_target", "give point-in-time or latest, not both")
+    if body.latest and body.point_in_time is not None:    # 422, as a clone request's invalid target
+        raise PlanningError("invalid_target", "give point-in-time or latest, not both")
     point = uc.point_from_request(body.point_in_time, body.timeline)   # a bad time: 422 (as a clone request's)
     app = request.app
     await live_instance(app[keys.POOL], guid)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import shutil
 import time
 from collections.abc import Callable
@@ -31,6 +32,8 @@ from backup_catalog.settings import Settings
 from backup_catalog.usecases import drill_rules as rules
 from backup_catalog.usecases import scratch
 from backup_catalog.usecases.drill_rules import LATEST, DrillPoint
+
+__all__ = ["LATEST", "DrillBusy", "DrillOutcome", "DrillPoint", "ScratchBudget", "begin", "run_drill"]
 from catalog import drills, leases, repo
 from catalog.errors import CatalogError, Conflict, NotScanned
 from recovery.errors import PlanningError
@@ -163,7 +166,10 @@ async def begin(pool: asyncpg.Pool, settings: Settings, guid: str, *, point: Dri
     reaped = await drills.reap_abandoned(pool, guid)
     if reaped:
         log.warning("drills %s of %s were abandoned by their process; recorded as failed", reaped, guid)
-    lease = LeaseHolder(pool, settings, guid, holder)
+    # one holder identity per drill (replica + a nonce): a second request in the same replica must find
+    # the lease held, never renew it and then release it from under the running drill
+    lease = LeaseHolder(pool, settings, guid, f"{holder}#{secrets.token_hex(4)}")
+    holder = lease.holder
     if not await lease.acquire():
         raise DrillBusy(f"a drill of instance {guid!r} is already running")
     try:
