@@ -99,7 +99,7 @@ class _Reporter:
             info = f"replay {ev.replay_lsn}" + (f" of {ev.end_lsn}" if ev.end_lsn else "") + \
                 (f" ({ev.fraction:.0%})" if ev.fraction is not None else "")
         if self.prog is not None:
-            self.prog.update(self.task, completed=ev.bytes_fetched, stage=ev.stage, info=info)
+            self.prog.update(self.task, completed=ev.bytes_fetched, stage=ev.stage, info=info, refresh=True)
             if ev.stage != self.last_stage and ev.stage in ("start", "verify", "check", "done"):
                 self.prog.console.print(f"{ev.stage}: {ev.message}")
             self.last_stage = ev.stage

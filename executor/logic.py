@@ -246,9 +246,11 @@ def fetch_command(loc: StorageLoc, label: str, pgdata: str, s3: S3Access, *, wor
     """
     url = f"s3://{loc.bucket}/{loc.prefix}" if loc.prefix else f"s3://{loc.bucket}"
     if loc.layout == "pgbackrest":
+        # the derived config is named by PGBACKREST_CONFIG (a caller's own PGBACKREST_* variables, that one
+        # included, win as pgBackRest defines); the destination is on the command line, so nothing can move it
         conf = f"{work}/pgbackrest.conf"
-        return Command(("pgbackrest", f"--config={conf}", f"--stanza={loc.stanza or 'main'}", f"--set={label}",
-                        "--type=none", "restore"),
+        return Command(("pgbackrest", f"--stanza={loc.stanza or 'main'}", f"--set={label}", "--type=none",
+                        f"--pg1-path={pgdata}", "restore"),
                        env={"PGBACKREST_CONFIG": conf},
                        files={"pgbackrest.conf": pgbackrest_conf(loc, s3, pgdata=pgdata, work=work)},
                        label="pgBackRest restore --type=none")
@@ -512,7 +514,10 @@ def judge(exp: Expectation, facts: LogFacts, *, promoted: bool, reached: Lsn | N
         return Verdict(True, f"replayed to the end of the archived WAL at {got}")
     if got is None:
         return Verdict(False, "could not tell how far replay got (no replay LSN, no 'redo done' line)", seg)
-    if got < exp.end_lsn:
+    # an end LSN at a segment boundary (the start of the plan's last segment) is reached only by replaying a
+    # record of that segment: a switch record before it ends exactly at the boundary
+    short = got <= exp.end_lsn if exp.end_lsn.value % seg_size == 0 else got < exp.end_lsn
+    if short:
         detail = f"; PostgreSQL: {_strip_prefix(facts.bad_segments[-1][1])}" if facts.bad_segments else ""
         return Verdict(False, f"replay stopped short at {got}, before {exp.end_lsn} which the plan promised "
                               f"(the archive's WAL up to {exp.end_segment or 'its end'}): segment {seg} could "

@@ -518,10 +518,8 @@ class _Run:
                         with contextlib.suppress(asyncio.TimeoutError):
                             await asyncio.wait_for(proc.wait(), 10)
                     await _kill_group(proc)
-            (self.work / "pgbackrest.conf").unlink(missing_ok=True)
-            if self.keep_failed:
-                self.warnings.append(f"kept: {self.pgdata} and the server log in {self.work}")
-            else:
+            shutil.rmtree(self.work, ignore_errors=True)     # its log lines travel with the error
+            if not self.keep_failed:
                 if self.created:
                     shutil.rmtree(self.pgdata, ignore_errors=True)
                 elif self.pgdata.is_dir():
@@ -530,7 +528,6 @@ class _Run:
                             shutil.rmtree(p, ignore_errors=True)
                         else:
                             p.unlink(missing_ok=True)
-                shutil.rmtree(self.work, ignore_errors=True)
         task = asyncio.ensure_future(_abort())
         try:
             await asyncio.shield(task)

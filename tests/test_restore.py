@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -312,9 +313,14 @@ async def test_plan_over_http_restores_without_catalog_dsn(fresh: dict[str, Inst
         assert code == 0, (doc, err[-2000:])
         assert doc["state"] == "restored" and doc["backup"]["label"] == arch.truth["scenario_backups"]["B3"]
         assert doc["running"] is True and doc["check_result"] == "12"      # ids 1-9 and 13-15
+        # not a terminal: one structured progress line per step on stderr
+        for stage in ("fetch", "start", "verify", "check", "done"):
+            assert f'restore stage="{stage}"' in err, err[-3000:]
         status = as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(d / "data"), "status"], check=False)
         assert status.returncode == 0, "--keep-running: the promoted server is running"
         as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(d / "data"), "-m", "fast", "-w", "stop"])
+        [work] = {m for w in doc["warnings"] for m in re.findall(r"/\S*backup-catalog-restore-[^/\s]+", w)}
+        shutil.rmtree(work)     # the running server's socket directory and log, named in the warning
         rows = await asyncio.to_thread(start_and_read, d / "data")
         stop = arch.truth["scenario_backups"]["B3"]
         assert rows and rows == [c.row for c in on_path(arch, (1, 2)) if c.id <= 15], (rows, stop)

@@ -108,8 +108,8 @@ def test_expectation_reads_recovery_conf_and_rejects_bad_segment() -> None:
 
 def test_pgbackrest_fetch_is_type_none_with_a_private_config() -> None:
     c = logic.fetch_command(PGBR, "L", "/data", S3, work="/w")
-    assert c.argv == ("pgbackrest", "--config=/w/pgbackrest.conf", "--stanza=main", "--set=L", "--type=none",
-                      "restore")
+    assert c.argv == ("pgbackrest", "--stanza=main", "--set=L", "--type=none", "--pg1-path=/data", "restore")
+    assert c.env["PGBACKREST_CONFIG"] == "/w/pgbackrest.conf"
     conf = c.files["pgbackrest.conf"]
     for line in ("repo1-type=s3", "repo1-s3-bucket=bkt", "repo1-path=/pgbackrest", "repo1-s3-endpoint=127.0.0.1",
                  "repo1-storage-port=9000", "repo1-s3-uri-style=path", "repo1-s3-region=eu-west-1",
@@ -289,6 +289,15 @@ def test_judge_end_of_wal() -> None:
                     timeline_path=[1, 2])
     assert not v.ok and v.segment == "00000002000000000000000A"
     assert not logic.judge(exp, logic.LogFacts(), promoted=True, reached=None, timeline_path=[1]).ok
+
+
+def test_an_end_lsn_at_a_segment_boundary_needs_a_record_of_that_segment() -> None:
+    exp = Expectation("end_of_wal", Lsn.parse("0/A000000"), "00000002000000000000000A")
+    facts = logic.parse_log(DAMAGED)
+    assert not logic.judge(exp, facts, promoted=True, reached=Lsn.parse("0/A000000"), timeline_path=[1, 2]).ok
+    assert logic.judge(exp, facts, promoted=True, reached=Lsn.parse("0/A000028"), timeline_path=[1, 2]).ok
+    inner = Expectation("end_of_wal", Lsn.parse("0/A000120"), None)
+    assert logic.judge(inner, facts, promoted=True, reached=Lsn.parse("0/A000120"), timeline_path=[1, 2]).ok
 
 
 def test_judge_target() -> None:
