@@ -199,6 +199,8 @@ CREATE TABLE IF NOT EXISTS drills (
 CREATE INDEX IF NOT EXISTS drills_by_instance ON drills (instance_guid, id DESC);
 -- never more than one drill per instance at a time
 CREATE UNIQUE INDEX IF NOT EXISTS drills_one_running ON drills (instance_guid) WHERE state = 'running';
+-- nor more than one queued or running (a replica renewing its own lease must not queue a second one)
+CREATE UNIQUE INDEX IF NOT EXISTS drills_one_active ON drills (instance_guid) WHERE state IN ('queued', 'running');
 
 -- ===== Undo period and purge (issue 13).
 ALTER TABLE instances ADD COLUMN IF NOT EXISTS hold_at timestamptz;        -- operator hold: never purged

@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from api import drills as drill_routes
 from api import keys
 from api.auth import auth_middleware
 from api.errors import error_middleware
@@ -76,11 +77,19 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None, s3: Any 
             run.add_done_callback(tasks.discard)
 
         periodic = jobs.build_jobs(app[keys.POOL], settings, app[keys.S3], app[keys.HOLDER],
+                                   drills=app[drill_routes.SUPERVISOR],
                                    on_scan_done=app[keys.METRICS].observe_scan, track=track)
         app[keys.SCHEDULER] = periodic.scheduler
         periodic.start()
         yield
         await periodic.stop()
+
+    async def drills_ctx(app: web.Application) -> AsyncIterator[None]:
+        from backup_catalog.usecases.drill_schedule import DrillSupervisor
+        sup = DrillSupervisor(app[keys.POOL], settings, app[keys.HOLDER])
+        app[drill_routes.SUPERVISOR] = sup
+        yield
+        await sup.shutdown(SHUTDOWN_GRACE_SECONDS)   # workers record their drills and clean up
 
     async def scans_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
@@ -89,6 +98,7 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None, s3: Any 
     app.cleanup_ctx.append(pool_ctx)
     app.cleanup_ctx.append(s3_ctx)
     app.cleanup_ctx.append(scans_ctx)        # cleaned up after the scheduler, before S3 and the pool
+    app.cleanup_ctx.append(drills_ctx)       # drills stop after the scheduler, before scans, S3 and the pool
     if start_scheduler:
         app.cleanup_ctx.append(scheduler_ctx)
     return app

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from pydantic import BaseModel
 
-from api import handlers, schemas
+from api import drills, handlers, schemas
 from api.auth import Role
 from api.errors import BadRequest
 
@@ -31,6 +31,7 @@ class Operation:
     summary: str
     op_id: str
     body: type[BaseModel] | None = None
+    body_optional: bool = False                       # no body at all is accepted (defaults)
     ok: int = 200
     response: type[BaseModel] | None = None          # JSON body of the success status
     media: str | None = None                          # non-JSON success body (text/csv, text/html, ...)
@@ -63,6 +64,13 @@ OPERATIONS: tuple[Operation, ...] = (
               "scanInstance", response=schemas.ScanOutcomeOut, errors=(400, 404, 409, 503),
               query=(Query("full", {"type": "boolean", "default": False},
                            "full reconcile (notices deleted objects)"),), tags=("operator",)),
+    Operation("POST", "/instances/{guid}/drills", drills.post_drill, _O,
+              "Queue a restore drill of the instance (runs in a worker process; see GET for its result)",
+              "requestDrill", body=drills.DrillRequest, body_optional=True, ok=202, response=drills.DrillAccepted,
+              errors=(400, 404, 409, 422, 503), tags=("operator",)),
+    Operation("GET", "/instances/{guid}/drills", drills.get_drills, _O,
+              "Recorded restore drills of the instance, newest first", "listDrills",
+              response=drills.DrillHistory, errors=(400, 404), tags=("operator",)),
     Operation("GET", "/reports/coverage", handlers.get_coverage, _O, "Coverage report (JSON or CSV)",
               "coverageReport", response=schemas.CoverageReport, errors=(400, 503),
               query=(Query("format", {"type": "string", "enum": ["json", "csv"], "default": "json"}),),

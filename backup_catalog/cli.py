@@ -105,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="worker processes sharing the port (SO_REUSEPORT); e.g. one per core")
 
     sub.add_parser("demo", help="one-command tour: make a real archive, scan it, answer a clone request")
+    from backup_catalog import cmd_drill
+    cmd_drill.add_parser(sub)
     return p
 
 

@@ -165,4 +165,7 @@ def dispatch(args: argparse.Namespace) -> Handler:
     table: dict[str, Handler] = {"db": cmd_db_init, "instances": cmd_instances, "scan": cmd_scan,
                                  "backups": cmd_backups, "plan": cmd_plan, "report": cmd_report,
                                  "serve": cmd_serve, "demo": cmd_demo}
+    if args.cmd == "drill":
+        from backup_catalog.cmd_drill import cmd_drill
+        return cmd_drill
     return table[args.cmd]

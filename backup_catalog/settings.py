@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     drill_check_query: str = "select count(*) from pg_class"
     drill_history_per_instance: int = 50
     drill_warning_age_seconds: int = 8 * 24 * 3600
+    drill_enabled: bool | None = None            # scheduled drills in serve; unset: on when PostgreSQL server
+                                                 # binaries are installed (pg_ctl found), off otherwise
+    drill_tick_seconds: int = 60                 # how often serve looks for due drills
+    drill_lease_ttl_seconds: float = 60.0        # drill lease, renewed every third of it while a drill runs
+    drill_verify_checksums: bool = True          # pgBackRest: check the plan's segments against their sha1 names
     # undo period and purge (issue 13)
     deleted_retention_days: float = 30.0         # a deleted instance stays clonable this long
     purge_grace_hours: float = 24.0              # between "due" and deletion

@@ -35,8 +35,6 @@ async def plan_doc(pool: asyncpg.Pool, settings: Settings, space: str, body: dic
                    *, now: datetime | None = None, cache: SnapshotCache | None = None) -> dict[str, Any]:
     """Resolve ``clone-from`` in the space at the target time and plan the recovery (or raise a refusal).
     ``cache``: the long-running service's snapshot cache (see :mod:`backup_catalog.usecases.snapshots`)."""
-    from recovery.jsonout import plan_to_dict
-    from recovery.render import render_files, restore_command
     from recovery.target import TargetKind
 
     name = body.get("clone-from")
@@ -49,8 +47,23 @@ async def plan_doc(pool: asyncpg.Pool, settings: Settings, space: str, body: dic
         rec = res.record
         inputs = (await repo.load_plan_inputs(c, rec.guid, target, PLAN_CANDIDATES)
                   if narrowable(target) else None)
-    plan, snap = await _plan(pool, rec, target, now or datetime.now(UTC), body.get("pg-version"), inputs,
-                             cache=cache)
+    return await instance_plan_doc(pool, settings, rec, target, now=now, requested_pg=body.get("pg-version"),
+                                   inputs=inputs, resolution=(res.reason, res.rule), inputs_given=True,
+                                   cache=cache)
+
+
+async def instance_plan_doc(pool: asyncpg.Pool, settings: Settings, rec: InstanceRecord, target: Target, *,
+                            now: datetime | None = None, requested_pg: int | None = None,
+                            inputs: repo.PlanInputs | None = None,
+                            resolution: tuple[str, str] | None = None, inputs_given: bool = False,
+                            cache: SnapshotCache | None = None) -> dict[str, Any]:
+    """The plan document for one instance, chosen by its GUID (drills); ``plan_doc`` after name resolution."""
+    from recovery.jsonout import plan_to_dict
+    from recovery.render import render_files, restore_command
+
+    if not inputs_given and narrowable(target):
+        inputs = await repo.load_plan_inputs(pool, rec.guid, target, PLAN_CANDIDATES)
+    plan, snap = await _plan(pool, rec, target, now or datetime.now(UTC), requested_pg, inputs, cache=cache)
     pg_version = plan.pg_version or 15
     layout = rec.layout or snap.layout
     cmd = restore_command(layout, bucket=rec.storage.bucket, prefix=rec.storage.prefix.strip("/"),
@@ -61,9 +74,10 @@ async def plan_doc(pool: asyncpg.Pool, settings: Settings, space: str, body: dic
     storage = {"layout": layout.value if layout else None, "bucket": rec.storage.bucket,
                "prefix": rec.storage.prefix.strip("/"), "stanza": rec.stanza or rec.storage.stanza}
     source_major = _major(rec.pg_version or snap.pg_version or plan.backup.pg_version)
+    reason, rule = resolution or ("instance chosen by its GUID", "guid")
     return {"source": {"instance_guid": rec.guid, "space_guid": rec.ref.space_guid, "name": rec.ref.name,
                        "deleted_at": iso(rec.ref.deleted_at), "layout": layout.value if layout else None,
-                       "resolution": res.reason, "resolution_rule": res.rule},
+                       "resolution": reason, "resolution_rule": rule},
             "storage": storage, "pg_version": source_major, **doc}
 
 
