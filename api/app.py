@@ -77,6 +77,8 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None, s3: Any 
 
         sched = jobs.make_scheduler(tick, settings)
         cc = _add_cf_sync(app, sched, settings)
+        from api.purge import add_purge_job
+        add_purge_job(app, sched, settings)
         app[keys.SCHEDULER] = sched
         sched.start()
         yield

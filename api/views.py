@@ -60,7 +60,7 @@ async def get_backups(request: web.Request) -> web.Response:
     space, name = path_param(request, "space_guid"), path_param(request, "name")
     # the document is assembled from stored JSON (backup_catalog.views.backups_body); tests check it
     # against BackupsDoc, here it is not re-validated per request (a year of backups per instance)
-    body = await docs.backups_body(request.app[keys.POOL], space, name)
+    body = await docs.backups_body(request.app[keys.POOL], space, name, request.app[keys.SETTINGS])
     return web.Response(text=body, content_type="application/json")
 
 
@@ -100,8 +100,8 @@ async def patch_instance(request: web.Request) -> web.Response:
 
 async def delete_instance(request: web.Request) -> web.Response:
     guid = path_param(request, "guid")
-    await repo.delete_instance(request.app[keys.POOL], guid)
-    return web.Response(status=204)
+    from backup_catalog.usecases import purge
+    return web.json_response(await purge.delete_instance(request.app[keys.POOL], request.app[keys.SETTINGS], guid))
 
 
 # -- operator ----------------------------------------------------------------------------------

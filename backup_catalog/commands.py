@@ -46,8 +46,12 @@ async def cmd_instances(args: argparse.Namespace, settings: Settings) -> int:
             await repo.rename_instance(pool, args.guid, args.new_name)
             doc = {"instance_guid": args.guid, "name": args.new_name}
         elif args.inst_cmd == "delete":
-            await repo.delete_instance(pool, args.guid)
-            doc = {"instance_guid": args.guid, "deleted": True}
+            from backup_catalog.usecases import purge
+            doc = {**await purge.delete_instance(pool, settings, args.guid), "deleted": True}
+        elif args.inst_cmd in ("hold", "unhold"):
+            from backup_catalog.usecases import purge
+            doc = await (purge.hold(pool, settings, args.guid, args.reason) if args.inst_cmd == "hold"
+                         else purge.unhold(pool, settings, args.guid))
         else:
             recs = await repo.list_instances(pool)
             rows = [views.instance_to_dict(r) for r in recs]
@@ -118,7 +122,7 @@ def _show(args: argparse.Namespace, doc: dict[str, Any], pretty: Callable[[dict[
 
 
 async def cmd_backups(args: argparse.Namespace, settings: Settings) -> int:
-    doc = await _on_catalog(settings, lambda pool: views.backups_doc(pool, args.space, args.name))
+    doc = await _on_catalog(settings, lambda pool: views.backups_doc(pool, args.space, args.name, settings))
     return _show(args, doc, views.print_backups)
 
 
@@ -157,8 +161,13 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return await demo.run(settings)
 
 
+async def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
+    from backup_catalog.cmd_purge import cmd_purge as handler
+    return await handler(args, settings)
+
+
 def dispatch(args: argparse.Namespace) -> Handler:
-    table: dict[str, Handler] = {"db": cmd_db_init, "instances": cmd_instances, "scan": cmd_scan,
+    table: dict[str, Handler] = {"purge": cmd_purge, "db": cmd_db_init, "instances": cmd_instances, "scan": cmd_scan,
                                  "backups": cmd_backups, "plan": cmd_plan, "report": cmd_report,
                                  "serve": cmd_serve, "demo": cmd_demo}
     return table[args.cmd]

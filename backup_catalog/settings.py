@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     purge_aws_access_key_id: SecretStr | None = None      # the only credentials that ever delete
     purge_aws_secret_access_key: SecretStr | None = None
     purge_interval_seconds: int = 0              # 0: no scheduled purge runs in serve
+    purge_batch_size: int = 1000                 # keys per DeleteObjects request (S3 allows at most 1,000)
 
 
 def load_settings() -> Settings:

@@ -126,6 +126,7 @@ def scan_to_dict(state: ScanState | None) -> dict[str, Any]:
 
 
 _EMPTY = ArchiveSnapshot(layout=None, seg_size=DEFAULT_SEG_SIZE, backups=(), runs=())  # type: ignore[arg-type]
+_PURGED_ARCHIVE = json.dumps(jsonout.archive_to_dict(_EMPTY, {}), separators=(",", ":"))
 
 
 async def archive_text(pool: asyncpg.Pool, guid: str, stored: str | None = None) -> str:
@@ -150,12 +151,15 @@ def _join_objects(head: dict[str, Any], tail: str) -> str:
     return h if t == "{}" else h[:-1] + "," + t[1:]
 
 
-async def backups_body(pool: asyncpg.Pool, space: str, name: str) -> str:
+async def backups_body(pool: asyncpg.Pool, space: str, name: str, settings: Settings | None = None) -> str:
     """The Backups document as JSON text, every holder of the name newest first.
 
     Each instance entry is its live part (name, deletion, scan state) joined with the archive document
-    stored for its current scan, without re-encoding a year of backups per request.
+    stored for its current scan, without re-encoding a year of backups per request. A deleted instance
+    says until when it stays clonable (``undo_until``, from ``settings``); a purged one (or one being
+    purged) shows no backups, WAL or windows any more, and when and by which policy it was purged.
     """
+    from backup_catalog.usecases.purge import undo_until
     found = await repo.holders_with_views(pool, space, name)
     if not found:
         raise UnknownService(space, name)
@@ -163,12 +167,17 @@ async def backups_body(pool: asyncpg.Pool, space: str, name: str) -> str:
     for rec, state, stored in found:
         head = {"instance_guid": rec.guid, "name": rec.ref.name, "deleted_at": iso(rec.ref.deleted_at),
                 "layout": rec.layout.value if rec.layout else None, "scan": scan_to_dict(state)}
+        if settings is not None:
+            head["undo_until"] = iso(undo_until(settings, rec.ref.deleted_at))
+        if rec.purge_policy is not None or rec.purged_at is not None:
+            head.update(purged_at=iso(rec.purged_at), purge_policy=rec.purge_policy)
+            stored = _PURGED_ARCHIVE
         parts.append(_join_objects(head, await archive_text(pool, rec.guid, stored)))
     return _join_objects({"space_guid": space, "name": name}, '{"instances":[' + ",".join(parts) + "]}")
 
 
-async def backups_doc(pool: asyncpg.Pool, space: str, name: str) -> dict[str, Any]:
-    doc: dict[str, Any] = json.loads(await backups_body(pool, space, name))
+async def backups_doc(pool: asyncpg.Pool, space: str, name: str, settings: Settings | None = None) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(await backups_body(pool, space, name, settings))
     return doc
 
 
@@ -176,6 +185,10 @@ def print_backups(doc: dict[str, Any], console: Console) -> None:
     console.print(f"[bold]{doc['name']}[/bold] in space {doc['space_guid']}")
     for inst in doc["instances"]:
         gone = f" [red](deleted {inst['deleted_at']})[/red]" if inst["deleted_at"] else ""
+        if inst.get("purged_at") or inst.get("purge_policy"):
+            gone += f" [red]archive purged {inst.get('purged_at') or '(in progress)'} ({inst.get('purge_policy')})[/red]"
+        elif inst.get("undo_until"):
+            gone += f" clonable until {inst['undo_until']}"
         console.print(f"\ninstance {inst['instance_guid']} ({inst['layout']}), now named {inst['name']}{gone}")
         t = Table("label", "type", "status", "TL", "start lsn", "stop lsn", "stop time", "depends on")
         for b in inst["backups"]:
@@ -224,6 +237,9 @@ async def plan_doc(pool: asyncpg.Pool, settings: Settings, space: str, body: dic
     async with pool.acquire() as c:     # one connection for the common path: resolve, narrowed load
         res = await repo.resolve_name(c, space, name, at)
         rec = res.record
+        if rec.purge_policy is not None or rec.purged_at is not None:
+            from backup_catalog.usecases.purge import purged_refusal
+            raise purged_refusal(rec)
         inputs = (await repo.load_plan_inputs(c, rec.guid, target, PLAN_CANDIDATES)
                   if narrowable(target) else None)
     plan, snap = await _plan(pool, rec, target, now or datetime.now(UTC), body.get("pg-version"), inputs)
@@ -233,9 +249,18 @@ async def plan_doc(pool: asyncpg.Pool, settings: Settings, space: str, body: dic
                           stanza=rec.stanza or rec.storage.stanza or "main", endpoint_url=settings.s3_endpoint_url)
     files = render_files(plan, cmd, pg_version)
     doc = plan_to_dict(plan, files, cmd)
-    return {"source": {"instance_guid": rec.guid, "space_guid": rec.ref.space_guid, "name": rec.ref.name,
-                       "deleted_at": iso(rec.ref.deleted_at), "layout": layout.value if layout else None,
-                       "resolution": res.reason, "resolution_rule": res.rule}, **doc}
+    source = {"instance_guid": rec.guid, "space_guid": rec.ref.space_guid, "name": rec.ref.name,
+              "deleted_at": iso(rec.ref.deleted_at), "layout": layout.value if layout else None,
+              "resolution": res.reason, "resolution_rule": res.rule}
+    if rec.ref.deleted_at is not None:
+        from backup_catalog.usecases.purge import policy_of
+        policy = policy_of(settings)
+        source["undo_until"] = iso(policy.undo_until(rec.ref.deleted_at))
+        if (now or datetime.now(UTC)) >= policy.undo_until(rec.ref.deleted_at):
+            doc["warnings"] = [*doc.get("warnings", []), (
+                f"the undo period of deleted instance {rec.guid} ended at {source['undo_until']}: its archive may "
+                f"be purged from {iso(policy.delete_after(rec.ref.deleted_at))} on (policy {policy.name})")]
+    return {"source": source, **doc}
 
 
 PLAN_CANDIDATES = 4   # newest candidate backups loaded for a plan (recovery.plan.narrow)

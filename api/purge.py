@@ -1,0 +1,128 @@
+"""HTTP handlers of the undo period and purge (operator): ``GET /purges`` (dry run), ``POST /purges`` (run),
+``POST/DELETE /instances/{guid}/hold``; the broker's ``DELETE /instances/{guid}`` answers ``undo_until``
+(api.views). Also the scheduled purge of ``serve`` (``purge_interval_seconds``, 0 = off), under the lease.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+from pydantic import Field
+
+from api import keys
+from api.errors import PROBLEMS, NotAvailable, read_json
+from api.schemas import _Request, _Response, dump
+from api.views import path_param
+from backup_catalog.s3 import PurgeNotConfigured, purge_s3_client
+from backup_catalog.settings import Settings
+from backup_catalog.usecases import purge
+
+log = logging.getLogger(__name__)
+
+PROBLEMS.setdefault(purge.PurgeBusy, (409, "Purge in progress"))
+PROBLEMS.setdefault(PurgeNotConfigured, (503, "Purge not configured"))
+
+
+class HoldRequest(_Request):
+    reason: str | None = Field(default=None, max_length=1000, pattern=r"^[^\x00]*$")
+
+
+class HoldOut(_Response):
+    instance_guid: str
+    hold_at: str | None
+    hold_reason: str | None
+    deleted_at: str | None
+    undo_until: str | None
+    purged_at: str | None
+
+
+class DeletedOut(_Response):
+    instance_guid: str
+    deleted_at: str | None
+    undo_until: str | None
+
+
+class PurgeEntry(_Response):
+    instance_guid: str
+    name: str
+    space_guid: str
+    prefix: str
+    prefixes: list[str]
+    objects: int
+    bytes: int
+    state: str
+    reason: str | None
+
+
+class PurgeDoc(_Response):
+    instances: list[PurgeEntry]
+    objects_deleted: int
+    bytes_deleted: int
+
+
+async def get_purges(request: web.Request) -> web.Response:
+    app = request.app
+    if keys.S3 not in app:
+        raise NotAvailable("no S3 client is configured")
+    report = await purge.plan(app[keys.POOL], app[keys.SETTINGS], app[keys.S3])
+    return web.json_response(dump(PurgeDoc, report.to_json()))
+
+
+async def post_purges(request: web.Request) -> web.Response:
+    app = request.app
+    task = asyncio.ensure_future(_run(app))
+    app[keys.SCAN_TASKS].add(task)
+    task.add_done_callback(app[keys.SCAN_TASKS].discard)
+    report = await asyncio.shield(task)      # a dropped client connection does not cut the purge
+    return web.json_response(dump(PurgeDoc, report.to_json()))
+
+
+async def _run(app: web.Application) -> purge.Report:
+    settings = app[keys.SETTINGS]
+    async with purge_s3_client(settings) as client:
+        return await purge.run(app[keys.POOL], settings, client, holder=app[keys.HOLDER])
+
+
+async def post_hold(request: web.Request) -> web.Response:
+    guid = path_param(request, "guid")
+    reason = None
+    if request.can_read_body and (await request.read()).strip():
+        reason = HoldRequest.model_validate(await read_json(request)).reason
+    doc = await purge.hold(request.app[keys.POOL], request.app[keys.SETTINGS], guid, reason)
+    return web.json_response(dump(HoldOut, doc))
+
+
+async def delete_hold(request: web.Request) -> web.Response:
+    guid = path_param(request, "guid")
+    doc = await purge.unhold(request.app[keys.POOL], request.app[keys.SETTINGS], guid)
+    return web.json_response(dump(HoldOut, doc))
+
+
+def add_purge_job(app: web.Application, sched: Any, settings: Settings) -> None:
+    """Scheduled purge runs in ``serve`` every ``purge_interval_seconds`` (0: off), one replica at a time."""
+    if settings.purge_interval_seconds <= 0:
+        return
+    if settings.purge_aws_access_key_id is None or settings.purge_aws_secret_access_key is None:
+        log.warning("purge_interval_seconds=%d but PURGE_AWS_ACCESS_KEY_ID/PURGE_AWS_SECRET_ACCESS_KEY are unset: "
+                    "no scheduled purge", settings.purge_interval_seconds)
+        return
+
+    async def purge_tick() -> None:
+        task = asyncio.ensure_future(_run(app))
+        app[keys.SCAN_TASKS].add(task)
+        task.add_done_callback(app[keys.SCAN_TASKS].discard)
+        try:
+            report = await asyncio.shield(task)
+            log.info("purge run finished objects_deleted=%d bytes_deleted=%d instances=%d",
+                     report.objects_deleted, report.bytes_deleted, len(report.entries))
+        except purge.PurgeBusy:
+            log.info("purge run skipped: another replica is purging")
+        except Exception:   # a failing purge must never stop the scheduler; it resumes next time
+            log.exception("purge run failed")
+
+    sched.add_job(purge_tick, "interval", seconds=max(1, settings.purge_interval_seconds), id="purge",
+                  name="purge deleted instances' archives", max_instances=1, coalesce=True,
+                  next_run_time=datetime.now(UTC) + timedelta(seconds=5))
