@@ -7,8 +7,9 @@ deletes its archive only after a further ``PURGE_GRACE_HOURS`` (``delete_after``
 - its exact prefixes are known: pgBackRest ``<repo>/archive/<stanza>/`` and ``<repo>/backup/<stanza>/``;
   barman-cloud ``<prefix>/<server>/``; WAL-G/WAL-E ``<prefix>/basebackups_005/`` and ``<prefix>/wal_005/``
   (never the repository root, so sibling stanzas/servers in the bucket are out of reach);
-- no other catalogued, not yet purged instance uses a prefix that overlaps one of them (either contains
-  the other), whether live, held, in its undo period or in its grace;
+- no other catalogued instance that is live, held, in its undo period or in its grace uses a prefix that
+  overlaps one of them (either contains the other; an instance whose exact prefixes are unknown claims its
+  whole root);
 - nothing under them was written after the deletion (``LastModified > deleted_at``: in use again).
 """
 from __future__ import annotations
@@ -135,7 +136,11 @@ def overlaps(a: str, b: str) -> bool:
     return a.startswith(b) or b.startswith(a)
 
 
-def _other_state(o: Location, policy: Policy, now: datetime) -> str:
+def _protected(o: Location, policy: Policy, now: datetime) -> str | None:
+    """Why another instance's prefixes are protected (None: purged, or deleted and past its own grace, with
+    no hold, so nothing is promised about its archive any more)."""
+    if o.purged_at is not None:
+        return None
     if o.deleted_at is None:
         return "live"
     if o.hold_at is not None:
@@ -144,20 +149,23 @@ def _other_state(o: Location, policy: Policy, now: datetime) -> str:
         return "in its undo period"
     if now < policy.delete_after(o.deleted_at):
         return "in its grace period"
-    return "deleted, not yet purged"
+    return None
 
 
 def sharing(loc: Location, prefixes: Sequence[str], others: Iterable[Location], policy: Policy,
             now: datetime) -> str | None:
-    """The reason another not-purged instance forbids deleting ``prefixes``, or None."""
+    """The reason another instance (live, held, in its undo period or grace) forbids deleting ``prefixes``."""
     for o in others:
-        if o.guid == loc.guid or o.purged_at is not None or o.bucket != loc.bucket:
+        if o.guid == loc.guid or o.bucket != loc.bucket:
+            continue
+        why = _protected(o, policy, now)
+        if why is None:
             continue
         for mine in prefixes:
             for theirs in claimed_prefixes(o):
                 if overlaps(mine, theirs):
                     return (f"prefix s3://{loc.bucket}/{mine} overlaps s3://{o.bucket}/{theirs} of instance "
-                            f"{o.guid} ({_other_state(o, policy, now)})")
+                            f"{o.guid} ({why})")
     return None
 
 

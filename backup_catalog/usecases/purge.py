@@ -44,7 +44,7 @@ from scheduler.storage import ObjectInfo, S3Store, StorageError
 log = logging.getLogger(__name__)
 
 LEASE = "purge"
-LEASE_TTL_SECONDS = 600.0      # renewed after every batch; a dead holder's lease lapses after this
+LEASE_TTL_SECONDS = 300.0      # renewed after every batch; a dead holder's lease lapses after this
 VERIFY_PASSES = 3
 
 
@@ -198,7 +198,10 @@ async def run(pool: asyncpg.Pool, settings: Settings, client: Any, *, holder: st
     :raises PurgeBusy: another purge holds the lease."""
     token = await leases.try_acquire_lease(pool, LEASE, holder, LEASE_TTL_SECONDS)
     if token is None:
-        raise PurgeBusy("another purge is running (lease 'purge' is held); try again when it has finished")
+        row = await pool.fetchrow("SELECT holder, expires_at FROM scan_leases WHERE key = $1", LEASE)
+        who = f" held by {row['holder']} until {_iso(row['expires_at'])}" if row else ""
+        raise PurgeBusy(f"another purge is running (lease 'purge'{who}; a crashed run's lease lapses then); "
+                        "try again when it has finished")
     try:
         now = now or datetime.now(UTC)
         policy = policy_of(settings)
