@@ -1,23 +1,20 @@
 """HTTP handlers of the undo period and purge (operator): ``GET /purges`` (dry run), ``POST /purges`` (run),
 ``POST/DELETE /instances/{guid}/hold``; the broker's ``DELETE /instances/{guid}`` answers ``undo_until``
-(api.views). Also the scheduled purge of ``serve`` (``purge_interval_seconds``, 0 = off), under the lease.
+(api.handlers). The scheduled purge of ``serve`` is a job in backup_catalog.jobs.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from aiohttp import web
 from pydantic import Field
 
 from api import keys
 from api.errors import PROBLEMS, NotAvailable, read_json
+from api.handlers import path_param
 from api.schemas import _Request, _Response, dump
-from api.views import path_param
 from backup_catalog.s3 import PurgeNotConfigured, purge_s3_client
-from backup_catalog.settings import Settings
 from backup_catalog.usecases import purge
 
 log = logging.getLogger(__name__)
@@ -99,30 +96,3 @@ async def delete_hold(request: web.Request) -> web.Response:
     guid = path_param(request, "guid")
     doc = await purge.unhold(request.app[keys.POOL], request.app[keys.SETTINGS], guid)
     return web.json_response(dump(HoldOut, doc))
-
-
-def add_purge_job(app: web.Application, sched: Any, settings: Settings) -> None:
-    """Scheduled purge runs in ``serve`` every ``purge_interval_seconds`` (0: off), one replica at a time."""
-    if settings.purge_interval_seconds <= 0:
-        return
-    if settings.purge_aws_access_key_id is None or settings.purge_aws_secret_access_key is None:
-        log.warning("purge_interval_seconds=%d but PURGE_AWS_ACCESS_KEY_ID/PURGE_AWS_SECRET_ACCESS_KEY are unset: "
-                    "no scheduled purge", settings.purge_interval_seconds)
-        return
-
-    async def purge_tick() -> None:
-        task = asyncio.ensure_future(_run(app))
-        app[keys.SCAN_TASKS].add(task)
-        task.add_done_callback(app[keys.SCAN_TASKS].discard)
-        try:
-            report = await asyncio.shield(task)
-            log.info("purge run finished objects_deleted=%d bytes_deleted=%d instances=%d",
-                     report.objects_deleted, report.bytes_deleted, len(report.entries))
-        except purge.PurgeBusy:
-            log.info("purge run skipped: another replica is purging")
-        except Exception:   # a failing purge must never stop the scheduler; it resumes next time
-            log.exception("purge run failed")
-
-    sched.add_job(purge_tick, "interval", seconds=max(1, settings.purge_interval_seconds), id="purge",
-                  name="purge deleted instances' archives", max_instances=1, coalesce=True,
-                  next_run_time=datetime.now(UTC) + timedelta(seconds=5))

@@ -31,7 +31,7 @@ out = Console()
 
 async def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
     from backup_catalog.s3 import purge_s3_client, s3_client
-    from scheduler.jobs import default_holder
+    from backup_catalog.usecases.scan import default_holder
 
     pool = await service.open_catalog(settings)
     try:

@@ -51,7 +51,7 @@ class S3Deleter:
             try:
                 resp = await self._c.delete_objects(
                     Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in todo], "Quiet": True})
-            except Exception as e:  # noqa: BLE001 - classified; retried or raised below
+            except Exception as e:
                 last = classify_client_error(e, self.bucket)
                 if last.code not in _RETRY:
                     raise last from None

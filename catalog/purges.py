@@ -14,8 +14,9 @@ from datetime import UTC, datetime
 import asyncpg
 
 from catalog import rows
+from catalog.db import Conn, Db
 from catalog.errors import Conflict, UnknownInstance
-from catalog.repo import _INSTANCE_SELECT, Db, transaction
+from catalog.repo import _INSTANCE_SELECT, transaction
 from catalog.rows import InstanceRecord
 
 
@@ -63,11 +64,14 @@ async def clear_hold(db: Db, guid: str) -> InstanceRecord:
         return await _get(c, guid)
 
 
-async def _get(c: asyncpg.Connection, guid: str) -> InstanceRecord:
-    return rows.row_to_instance(await c.fetchrow(_INSTANCE_SELECT + " WHERE i.instance_guid = $1", guid))
+async def _get(c: Conn, guid: str) -> InstanceRecord:
+    row = await c.fetchrow(_INSTANCE_SELECT + " WHERE i.instance_guid = $1", guid)
+    if row is None:
+        raise UnknownInstance(guid)
+    return rows.row_to_instance(row)
 
 
-async def lock_instances(c: asyncpg.Connection, guid: str) -> tuple[InstanceRecord, list[InstanceRecord]]:
+async def lock_instances(c: Conn, guid: str) -> tuple[InstanceRecord, list[InstanceRecord]]:
     """Inside a transaction: lock ``guid``'s row (holds, renames and deletes of it wait) and read every
     instance, for the re-check right before deletion starts."""
     if await c.fetchval("SELECT 1 FROM instances WHERE instance_guid = $1 FOR UPDATE", guid) is None:
@@ -76,7 +80,7 @@ async def lock_instances(c: asyncpg.Connection, guid: str) -> tuple[InstanceReco
     return next(r for r in recs if r.guid == guid), recs
 
 
-async def begin(c: asyncpg.Connection, guid: str, *, bucket: str, prefix: str, prefixes: Sequence[str], policy: str,
+async def begin(c: Conn, guid: str, *, bucket: str, prefix: str, prefixes: Sequence[str], policy: str,
                 holder: str) -> PurgeRecord:
     """Resume the instance's unfinished audit row or open one; mark the instance as being purged."""
     row = await c.fetchrow(
@@ -88,6 +92,7 @@ async def begin(c: asyncpg.Connection, guid: str, *, bucket: str, prefix: str, p
         row = await c.fetchrow(
             """INSERT INTO purges (instance_guid, bucket, prefix, prefixes, policy, holder)
                VALUES ($1, $2, $3, $4, $5, $6) RETURNING *""", guid, bucket, prefix, list(prefixes), policy, holder)
+    assert row is not None
     await c.execute("UPDATE instances SET purge_policy = $2 WHERE instance_guid = $1", guid, policy)
     return _record(row)
 

@@ -19,9 +19,10 @@ import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
-from backup_catalog import views
 from backup_catalog.s3 import PurgeNotConfigured, purge_s3_client, s3_client
 from backup_catalog.settings import Settings
+from backup_catalog.usecases import backups as views_backups
+from backup_catalog.usecases import plan as views_plan
 from backup_catalog.usecases import purge
 from catalog import purges, repo
 from recovery.errors import PlanningError
@@ -207,7 +208,7 @@ async def test_refusals_shared_prefix_hold_and_reuse_then_purged_memory(
     s3_endpoint.client().delete_object(Bucket=arch.bucket, Key=new_key)
 
     # clonable until purged; the plan says until when
-    doc = await views.plan_doc(pool, cfg, SPACE, {"clone-from": "orders", "latest": True})
+    doc = await views_plan.plan_doc(pool, cfg, SPACE, {"clone-from": "orders", "latest": True})
     assert doc["source"]["undo_until"] and any("undo period" in w for w in doc["warnings"])
 
     report = await run(pool, cfg)
@@ -217,12 +218,12 @@ async def test_refusals_shared_prefix_hold_and_reuse_then_purged_memory(
 
     # memory stays: the name resolves, the clone is refused with `purged`, when and by which policy
     with pytest.raises(PlanningError) as exc:
-        await views.plan_doc(pool, cfg, SPACE, {"clone-from": "orders", "latest": True})
+        await views_plan.plan_doc(pool, cfg, SPACE, {"clone-from": "orders", "latest": True})
     rec = await repo.get_instance(pool, "gone")
     assert exc.value.code == "purged" and rec.purged_at is not None
     assert rec.purged_at.isoformat().replace("+00:00", "Z") in exc.value.message
     assert "DELETED_RETENTION_DAYS=0 PURGE_GRACE_HOURS=0" in exc.value.message
-    back = await views.backups_doc(pool, SPACE, "orders", cfg)
+    back = await views_backups.backups_doc(pool, SPACE, "orders", cfg)
     (inst,) = back["instances"]
     assert inst["purged_at"] and inst["undo_until"] and inst["backups"] == [] and inst["windows"] == []
     # the scanner skips it and keeps the catalog as it was
@@ -300,7 +301,7 @@ async def test_a_purge_killed_after_the_first_batch_is_finished_by_the_next_run(
         list_all(s3_endpoint.client(), arch.bucket, own["prefixes"][1])
     assert len(left) == own["objects"] - 1000
     with pytest.raises(PlanningError, match="being purged") as exc:      # half an archive is not clonable
-        await views.plan_doc(pool, cfg, SPACE, {"clone-from": "orders", "latest": True})
+        await views_plan.plan_doc(pool, cfg, SPACE, {"clone-from": "orders", "latest": True})
     assert exc.value.code == "purged"
 
     report = await run(pool, cfg)

@@ -255,7 +255,7 @@ async def _purge_one(pool: asyncpg.Pool, settings: Settings, client: Any, e: Ent
             e.state = again.state if again is not None else State.REFUSED
             e.reason = (again.reason if again is not None and again.reason else
                         "the catalog changed since the listing (re-check): not deleted")
-            if again is None or again.state is State.REFUSED and cur.hold_at is None:
+            if again is None or (again.state is State.REFUSED and cur.hold_at is None):
                 await purges.record_refusal(c, rec.guid, bucket=rec.storage.bucket, prefix=rec.storage.prefix,
                                             prefixes=e.decision.prefixes, policy=policy.name, reason=e.reason,
                                             holder=holder)

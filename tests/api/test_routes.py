@@ -1,9 +1,9 @@
 """Every route, role and error of the HTTP API against the real test catalog."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta
 import json
 import logging
+from datetime import datetime, timedelta
 
 import asyncpg
 import pytest
