@@ -402,3 +402,31 @@ async def test_purge_run_refuses_without_its_own_credentials(pool: asyncpg.Pool,
     assert proc.returncode == 0 and json.loads(out) | {"at": None} == {
         "dry_run": True, "at": None, "policy": "DELETED_RETENTION_DAYS=0 PURGE_GRACE_HOURS=0", "instances": [],
         "objects_deleted": 0, "bytes_deleted": 0}
+
+
+async def test_serve_runs_scheduled_purges_under_the_lease_with_structured_log_lines(
+        pool: asyncpg.Pool, cfg: Settings, s3_endpoint: MotoEndpoint, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from api.app import create_app
+    from backup_catalog import jobs
+
+    assert not jobs.add_purge(None, pool, cfg, "h")                                   # type: ignore[arg-type]
+    assert not jobs.add_purge(None, pool, cfg.model_copy(update={"purge_interval_seconds": 60,  # type: ignore[arg-type]
+                                                                 "purge_aws_access_key_id": None}), "h")
+    arch = await setup_deleted(pool, cfg, s3_endpoint, "walg", sibling=False)
+    serve_cfg = cfg.model_copy(update={"purge_interval_seconds": 1, "scan_interval_seconds": 3600})
+    caplog.set_level(logging.INFO, logger="backup_catalog")
+    app = create_app(serve_cfg, pool=pool, start_scheduler=True, holder="replica-1")
+    async with TestClient(TestServer(app)):
+        for _ in range(200):
+            if await pool.fetchval("SELECT purged_at FROM instances WHERE instance_guid = 'gone'") is not None:
+                break
+            await asyncio.sleep(0.1)
+    (audit,) = await purges.history(pool, "gone")
+    assert audit.outcome == "done" and list_all(s3_endpoint.client(), arch.bucket) == []
+    assert await pool.fetchval("SELECT holder FROM purges WHERE instance_guid = 'gone'") == "replica-1"
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("purge instance=gone")]
+    assert any("phase=done" in line and f"objects_deleted={audit.objects_deleted}" in line for line in lines), lines
