@@ -10,6 +10,7 @@ import json
 import sys
 from typing import Any
 
+from rich import filesize
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -19,7 +20,6 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
-from rich.table import Table
 
 from backup_catalog import service
 from backup_catalog.settings import Settings
@@ -66,15 +66,21 @@ async def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
 
 def print_report(doc: dict[str, Any], console: Console) -> None:
     what = "dry run" if doc["dry_run"] else "run"
-    console.print(f"purge {what} at {doc['at']} (policy {doc['policy']})")
+    console.print(f"purge {what} at {doc['at']} (policy {doc['policy']})", highlight=False)
     if not doc["instances"]:
         console.print("nothing is due: no deleted instance is past its undo period")
         return
-    t = Table("instance", "last name", "space", "state", "prefixes", "objects", "bytes", "undo until", "reason")
+    style = {"due": "bold", "deleted": "green", "grace": "cyan", "refused": "yellow", "failed": "red"}
     for e in doc["instances"]:
-        prefixes = "\n".join(f"s3://{e['bucket']}/{p}" for p in e["prefixes"])
-        t.add_row(e["instance_guid"], e["name"], e["space_guid"], e["state"], prefixes, str(e["objects"]),
-                  str(e["bytes"]), e["undo_until"] or "", e["reason"] or "")
-    console.print(t)
+        console.print(f"\n[{style.get(e['state'], '')}]{e['state']}[/]  instance {e['instance_guid']} "
+                      f"(last named {e['name']!r} in space {e['space_guid']}, {e['layout'] or 'layout unknown'}): "
+                      f"{e['objects']} object(s), {filesize.decimal(e['bytes'])}; undo period ended {e['undo_until']}",
+                      highlight=False, soft_wrap=True)
+        for p in e["prefixes"]:
+            console.print(f"  s3://{e['bucket']}/{p}", highlight=False, soft_wrap=True)
+        if e["reason"]:
+            console.print(f"  reason: {e['reason']}", highlight=False, soft_wrap=True)
+        if e["objects_deleted"]:
+            console.print(f"  deleted {e['objects_deleted']} object(s), {filesize.decimal(e['bytes_deleted'])}")
     if not doc["dry_run"]:
-        console.print(f"deleted {doc['objects_deleted']} object(s), {doc['bytes_deleted']} bytes")
+        console.print(f"\ndeleted {doc['objects_deleted']} object(s), {filesize.decimal(doc['bytes_deleted'])}")
