@@ -20,7 +20,8 @@ from backup_catalog.usecases import purge
 log = logging.getLogger(__name__)
 
 PROBLEMS.setdefault(purge.PurgeBusy, (409, "Purge in progress"))
-PROBLEMS.setdefault(PurgeNotConfigured, (503, "Purge not configured"))
+# without PURGE_AWS_* this deployment may not delete at all: refused (403), not "try again later" (503)
+PROBLEMS.setdefault(PurgeNotConfigured, (403, "Purge not configured"))
 
 
 class HoldRequest(_Request):
@@ -85,10 +86,8 @@ async def _run(app: web.Application) -> purge.Report:
 
 async def post_hold(request: web.Request) -> web.Response:
     guid = path_param(request, "guid")
-    reason = None
-    if request.can_read_body and (await request.read()).strip():
-        reason = HoldRequest.model_validate(await read_json(request)).reason
-    doc = await purge.hold(request.app[keys.POOL], request.app[keys.SETTINGS], guid, reason)
+    body = HoldRequest.model_validate(await read_json(request))     # {} or {"reason": "..."}
+    doc = await purge.hold(request.app[keys.POOL], request.app[keys.SETTINGS], guid, body.reason)
     return web.json_response(dump(HoldOut, doc))
 
 

@@ -78,7 +78,7 @@ OPERATIONS: tuple[Operation, ...] = (
               "purgePlan", response=purge_api.PurgeDoc, errors=(503,), tags=("operator",)),
     Operation("POST", "/purges", purge_api.post_purges, _O,
               "Purge run: delete what is due with the purge's own credentials (resumable, idempotent)",
-              "purgeRun", response=purge_api.PurgeDoc, errors=(409, 503), tags=("operator",)),
+              "purgeRun", response=purge_api.PurgeDoc, errors=(403, 409), tags=("operator",)),
     Operation("POST", "/instances/{guid}/hold", purge_api.post_hold, _O,
               "Operator hold: never purge this instance's archive", "holdInstance",
               body=purge_api.HoldRequest, response=purge_api.HoldOut, errors=(400, 404, 409), tags=("operator",)),

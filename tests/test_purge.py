@@ -427,6 +427,30 @@ async def test_serve_runs_scheduled_purges_under_the_lease_with_structured_log_l
             await asyncio.sleep(0.1)
     (audit,) = await purges.history(pool, "gone")
     assert audit.outcome == "done" and list_all(s3_endpoint.client(), arch.bucket) == []
-    assert await pool.fetchval("SELECT holder FROM purges WHERE instance_guid = 'gone'") == "replica-1"
+    assert (await pool.fetchval("SELECT holder FROM purges WHERE instance_guid = 'gone'")).startswith("replica-1/")
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("purge instance=gone")]
     assert any("phase=done" in line and f"objects_deleted={audit.objects_deleted}" in line for line in lines), lines
+
+
+async def test_a_hold_placed_during_a_purge_stops_it_before_the_next_batch(
+        pool: asyncpg.Pool, s3_endpoint: MotoEndpoint, catalog_dsn: str) -> None:
+    async with proxy_to(s3_endpoint.url) as proxy:
+        cfg = settings_for(proxy.url, catalog_dsn, purge_batch_size=5)
+        arch = await setup_deleted(pool, cfg, s3_endpoint, "barman", sibling=False)
+        posts = 0
+
+        async def hold_after_second_batch(request: web.Request) -> None:
+            nonlocal posts
+            if is_delete(request):
+                posts += 1
+                if posts == 2:
+                    await purge.hold(pool, cfg, "gone", "restore requested")
+
+        proxy.before_request = hold_after_second_batch
+        e = entry(await run(pool, cfg), "gone")
+    assert e["state"] == "refused" and "operator hold placed" in e["reason"] and e["objects_deleted"] == 10
+    (audit,) = await purges.history(pool, "gone")
+    assert audit.outcome == "refused" and audit.objects_deleted == 10
+    assert len(list_all(s3_endpoint.client(), arch.bucket)) == len(arch.keys) - 10
+    with pytest.raises(PlanningError, match="being purged"):      # what is left is not a whole archive
+        await views_plan.plan_doc(pool, cfg, SPACE, {"clone-from": "orders", "latest": True})

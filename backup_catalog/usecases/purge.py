@@ -18,6 +18,7 @@ A run killed anywhere is finished by the next run, which resumes the same audit 
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -195,7 +196,8 @@ async def plan(pool: asyncpg.Pool, settings: Settings, client: Any, *, now: date
 async def run(pool: asyncpg.Pool, settings: Settings, client: Any, *, holder: str, now: datetime | None = None,
               on_progress: OnProgress | None = None) -> Report:
     """Delete what is due (``client``: the purge's own write client). Per-instance failures are in the report.
-    :raises PurgeBusy: another purge holds the lease."""
+    :raises PurgeBusy: another purge holds the lease (also one of the same replica: each run is its own holder)."""
+    holder = f"{holder}/{secrets.token_hex(4)}"
     token = await leases.try_acquire_lease(pool, LEASE, holder, LEASE_TTL_SECONDS)
     if token is None:
         row = await pool.fetchrow("SELECT holder, expires_at FROM scan_leases WHERE key = $1", LEASE)
@@ -207,8 +209,8 @@ async def run(pool: asyncpg.Pool, settings: Settings, client: Any, *, holder: st
         policy = policy_of(settings)
         entries = _decisions(await repo.list_instances(pool), policy, now)
         for e in entries:
-            if e.state is State.REFUSED and e.rec.hold_at is None:
-                await _audit_refusal(pool, e, policy, holder)
+            if e.state is State.REFUSED and (e.rec.hold_at is None or e.rec.purge_policy is not None):
+                await _audit_refusal(pool, e, policy, holder)     # a hold ends an unfinished purge's row too
             if e.state is State.DUE:
                 await _purge_one(pool, settings, client, e, policy, holder, token, on_progress)
         return Report(policy, False, now, entries)
@@ -255,7 +257,7 @@ async def _purge_one(pool: asyncpg.Pool, settings: Settings, client: Any, e: Ent
             e.state = again.state if again is not None else State.REFUSED
             e.reason = (again.reason if again is not None and again.reason else
                         "the catalog changed since the listing (re-check): not deleted")
-            if again is None or (again.state is State.REFUSED and cur.hold_at is None):
+            if again is None or (again.state is State.REFUSED and (cur.hold_at is None or cur.purge_policy)):
                 await purges.record_refusal(c, rec.guid, bucket=rec.storage.bucket, prefix=rec.storage.prefix,
                                             prefixes=e.decision.prefixes, policy=policy.name, reason=e.reason,
                                             holder=holder)

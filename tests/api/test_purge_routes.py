@@ -15,17 +15,18 @@ async def test_hold_and_unhold(client: TestClient, pool: asyncpg.Pool) -> None:
     resp = await client.post("/instances/g-1/hold", headers=AS_OPERATOR, json={"reason": "legal hold #7"})
     doc = await resp.json()
     assert resp.status == 200 and doc["hold_at"] and doc["hold_reason"] == "legal hold #7" and doc["undo_until"] is None
-    again = await (await client.post("/instances/g-1/hold", headers=AS_OPERATOR)).json()   # no body: kept as is
+    again = await (await client.post("/instances/g-1/hold", headers=AS_OPERATOR, json={})).json()   # kept as is
     assert again["hold_at"] == doc["hold_at"] and again["hold_reason"] == "legal hold #7"
-    assert (await client.post("/instances/g-1/hold", headers=AS_BROKER)).status == 403
+    assert (await client.post("/instances/g-1/hold", headers=AS_BROKER, json={})).status == 403
+    assert (await client.post("/instances/g-1/hold", headers=AS_OPERATOR)).status == 400     # the body is required
     resp = await client.delete("/instances/g-1/hold", headers=AS_OPERATOR)
     assert resp.status == 200 and (await resp.json())["hold_at"] is None
     assert await pool.fetchval("SELECT hold_at FROM instances WHERE instance_guid = 'g-1'") is None
-    assert (await client.post("/instances/nope/hold", headers=AS_OPERATOR)).status == 404
+    assert (await client.post("/instances/nope/hold", headers=AS_OPERATOR, json={})).status == 404
     resp = await client.post("/instances/g-1/hold", headers=AS_OPERATOR, json={"reason": 5})
     assert resp.status == 400
     await pool.execute("UPDATE instances SET deleted_at = now(), purged_at = now() WHERE instance_guid = 'g-1'")
-    resp = await client.post("/instances/g-1/hold", headers=AS_OPERATOR)
+    resp = await client.post("/instances/g-1/hold", headers=AS_OPERATOR, json={})
     assert resp.status == 409 and "already purged" in (await resp.json())["detail"]
 
 
@@ -43,4 +44,4 @@ async def test_dry_run_lists_grace_and_run_needs_its_credentials(client: TestCli
     assert (await client.get("/purges", headers=AS_BROKER)).status == 403
     resp = await client.post("/purges", headers=AS_OPERATOR)
     body = await resp.json()
-    assert resp.status == 503 and body["code"] == "purge_not_configured" and "PURGE_AWS_ACCESS_KEY_ID" in body["detail"]
+    assert resp.status == 403 and body["code"] == "purge_not_configured" and "PURGE_AWS_ACCESS_KEY_ID" in body["detail"]
