@@ -18,7 +18,8 @@ def instance_to_dict(r: InstanceRecord) -> dict[str, Any]:
     return {"instance_guid": r.guid, "space_guid": r.ref.space_guid, "org_guid": r.ref.org_guid, "name": r.ref.name,
             "deleted_at": iso(r.ref.deleted_at), "bucket": r.storage.bucket, "prefix": r.storage.prefix,
             "layout": (r.layout.value if r.layout else None), "stanza": r.stanza,
-            "pg_version": r.pg_version, "seg_size": r.seg_size}
+            "pg_version": r.pg_version, "seg_size": r.seg_size,
+            "hold_at": iso(r.hold_at), "purged_at": iso(r.purged_at)}   # issue 13: operator hold, purge
 
 
 def scan_to_dict(state: ScanState | None) -> dict[str, Any]:

@@ -17,6 +17,8 @@ async def test_hold_and_unhold(client: TestClient, pool: asyncpg.Pool) -> None:
     assert resp.status == 200 and doc["hold_at"] and doc["hold_reason"] == "legal hold #7" and doc["undo_until"] is None
     again = await (await client.post("/instances/g-1/hold", headers=AS_OPERATOR, json={})).json()   # kept as is
     assert again["hold_at"] == doc["hold_at"] and again["hold_reason"] == "legal hold #7"
+    (listed,) = (await (await client.get("/instances", headers=AS_OPERATOR)).json())["instances"]
+    assert listed["hold_at"] == doc["hold_at"] and listed["purged_at"] is None
     assert (await client.post("/instances/g-1/hold", headers=AS_BROKER, json={})).status == 403
     assert (await client.post("/instances/g-1/hold", headers=AS_OPERATOR)).status == 400     # the body is required
     resp = await client.delete("/instances/g-1/hold", headers=AS_OPERATOR)
