@@ -378,6 +378,13 @@ async def test_scanner_and_api_never_delete_only_the_purge_credentials_do(
             resp = await c.post("/purges", headers=operator)
             doc = await resp.json()
             assert resp.status == 200 and doc["objects_deleted"] == e["objects"], doc
+            resp = await c.post(f"/spaces/{SPACE}/clones", json={"clone-from": "orders", "latest": True},
+                                headers=broker)
+            refusal = await resp.json()
+            purged_at = (await repo.get_instance(pool, "live")).purged_at
+            assert resp.status == 422 and refusal["error"]["code"] == "purged", refusal
+            assert purged_at is not None and refusal["error"]["details"]["purged_at"] == \
+                purged_at.isoformat().replace("+00:00", "Z")
         deletes = {a: n for (m, a), n in proxy.credentials.items() if m == "POST"}
         assert deletes == {WRITER: 2} and proxy.methods["DELETE"] == 0     # 2 batches of <= 1,000 keys
         assert all(a == WRITER for (m, a) in proxy.credentials if m == "POST")
@@ -454,3 +461,22 @@ async def test_a_hold_placed_during_a_purge_stops_it_before_the_next_batch(
     assert len(list_all(s3_endpoint.client(), arch.bucket)) == len(arch.keys) - 10
     with pytest.raises(PlanningError, match="being purged"):      # what is left is not a whole archive
         await views_plan.plan_doc(pool, cfg, SPACE, {"clone-from": "orders", "latest": True})
+
+
+async def test_the_catalog_re_check_sees_an_instance_registered_while_the_purge_lists(
+        pool: asyncpg.Pool, s3_endpoint: MotoEndpoint, catalog_dsn: str) -> None:
+    async with proxy_to(s3_endpoint.url) as proxy:
+        cfg = settings_for(proxy.url, catalog_dsn)
+        arch = await setup_deleted(pool, cfg, s3_endpoint, "walg", sibling=False)
+        assert entry(await plan(pool, cfg), "gone")["state"] == "due"
+
+        async def register_during_the_listing(request: web.Request) -> None:
+            if request.method == "GET" and "list-type" in request.query and proxy.before_request is not None:
+                proxy.before_request = None
+                await register(pool, "newcomer", arch, name="reborn", layout="walg")   # same prefix, live
+
+        proxy.before_request = register_during_the_listing
+        e = entry(await run(pool, cfg), "gone")
+    assert e["state"] == "refused" and "instance newcomer (live)" in e["reason"] and e["objects_deleted"] == 0
+    assert proxy.methods["POST"] == 0 and len(list_all(s3_endpoint.client(), arch.bucket)) == len(arch.keys)
+    assert (await repo.get_instance(pool, "gone")).purge_policy is None      # still whole, still clonable
