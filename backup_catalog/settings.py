@@ -50,12 +50,12 @@ class Settings(BaseSettings):
     drill_history_per_instance: int = 50
     drill_warning_age_seconds: int = 8 * 24 * 3600
     # undo period and purge (issue 13)
-    deleted_retention_days: float = 30.0         # a deleted instance stays clonable this long
-    purge_grace_hours: float = 24.0              # between "due" and deletion
+    deleted_retention_days: float = Field(default=30.0, ge=0, allow_inf_nan=False)  # a deleted instance stays clonable this long
+    purge_grace_hours: float = Field(default=24.0, ge=0, allow_inf_nan=False)       # between "due" and deletion
     purge_aws_access_key_id: SecretStr | None = None      # the only credentials that ever delete
     purge_aws_secret_access_key: SecretStr | None = None
-    purge_interval_seconds: int = 0              # 0: no scheduled purge runs in serve
-    purge_batch_size: int = 1000                 # keys per DeleteObjects request (S3 allows at most 1,000)
+    purge_interval_seconds: int = Field(default=0, ge=0)   # 0: no scheduled purge runs in serve
+    purge_batch_size: int = Field(default=1000, ge=1, le=1000)   # keys per DeleteObjects (S3 allows at most 1,000)
 
 
 def load_settings() -> Settings:

@@ -167,3 +167,14 @@ def test_exhaustive_small_worlds_never_delete_what_another_instance_claims() -> 
         protected = d2 is None or d2 > NOW - timedelta(days=31)
         clash = protected and any(overlaps(a, b) for a in deletion_prefixes(me) for b in claimed_prefixes(other))
         assert (d.state is State.DUE) == (not clash), (me, other, d)
+
+
+@pytest.mark.parametrize("bad", [{"deleted_retention_days": -1}, {"purge_grace_hours": float("nan")},
+                                 {"purge_batch_size": 1001}, {"purge_batch_size": 0}, {"purge_interval_seconds": -5}])
+def test_settings_refuse_nonsense_policies(bad: dict[str, object]) -> None:
+    from pydantic import ValidationError
+
+    from backup_catalog.settings import Settings
+    with pytest.raises(ValidationError):
+        Settings(**bad)  # type: ignore[arg-type]
+    assert Settings(deleted_retention_days=0, purge_grace_hours=0).purge_batch_size == 1000
