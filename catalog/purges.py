@@ -7,6 +7,7 @@ number of times still leaves exactly one record. ``instances.purge_policy`` is s
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,12 +35,20 @@ class PurgeRecord:
     bytes_deleted: int
     outcome: str
     reason: str | None
+    pending: dict[str, int]        # key -> size of the batch in flight when the row was last written
 
 
 def _record(r: asyncpg.Record) -> PurgeRecord:
     return PurgeRecord(r["id"], r["instance_guid"], r["bucket"], r["prefix"], tuple(r["prefixes"] or ()), r["policy"],
                        r["started_at"], r["finished_at"], int(r["objects_deleted"]), int(r["bytes_deleted"]),
-                       r["outcome"], r["reason"])
+                       r["outcome"], r["reason"], _pending(r["pending"]))
+
+
+def _pending(raw: str | None) -> dict[str, int]:
+    if not raw:
+        return {}
+    doc = json.loads(raw)
+    return dict(zip(doc["keys"], doc["sizes"], strict=True))
 
 
 async def set_hold(db: Db, guid: str, reason: str | None, *, at: datetime | None = None) -> InstanceRecord:
@@ -97,10 +106,17 @@ async def begin(c: Conn, guid: str, *, bucket: str, prefix: str, prefixes: Seque
     return _record(row)
 
 
+async def set_pending(db: Db, purge_id: int, sizes: dict[str, int]) -> None:
+    """Record the batch about to be sent (committed first: after a crash the next run can tell which of its
+    keys S3 deleted, so the counts stay exact)."""
+    await db.execute("UPDATE purges SET pending = $2::jsonb WHERE id = $1", purge_id,
+                     json.dumps({"keys": list(sizes), "sizes": list(sizes.values())}))
+
+
 async def progress(db: Db, purge_id: int, objects: int, nbytes: int) -> None:
-    """Add one deleted batch to the audit row (committed at once: a crash keeps the count)."""
-    await db.execute("""UPDATE purges SET objects_deleted = objects_deleted + $2, bytes_deleted = bytes_deleted + $3
-                        WHERE id = $1""", purge_id, objects, nbytes)
+    """Add one deleted batch to the audit row and clear the pending batch (committed at once)."""
+    await db.execute("""UPDATE purges SET objects_deleted = objects_deleted + $2, bytes_deleted = bytes_deleted + $3,
+                               pending = NULL WHERE id = $1""", purge_id, objects, nbytes)
 
 
 async def finish(db: Db, purge_id: int, outcome: str, reason: str | None = None,

@@ -265,6 +265,10 @@ async def _purge_one(pool: asyncpg.Pool, settings: Settings, client: Any, e: Ent
             return
         audit = await purges.begin(c, rec.guid, bucket=rec.storage.bucket, prefix=rec.storage.prefix,
                                    prefixes=e.decision.prefixes, policy=policy.name, holder=holder)
+    if audit.pending:     # a batch was in flight when an earlier run died: count the keys S3 did delete
+        present = {o.key for o in e.listing}
+        gone = {k: n for k, n in audit.pending.items() if k not in present}
+        await purges.progress(pool, audit.id, len(gone), sum(gone.values()))
     _emit(on_progress, e, "listed")
     todo = e.listing
     for _ in range(VERIFY_PASSES):
@@ -315,6 +319,7 @@ async def _delete_listed(pool: asyncpg.Pool, store: S3Deleter, e: Entry, listing
         if held is not None:
             return "refused", (f"operator hold placed at {_iso(held)} during the purge; stopped after "
                                f"{e.objects_deleted} object(s)")
+        await purges.set_pending(pool, audit_id, {k: size[k] for k in batch})
         try:
             await store.delete(batch)
         except StorageError as err:
