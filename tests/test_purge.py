@@ -480,3 +480,36 @@ async def test_the_catalog_re_check_sees_an_instance_registered_while_the_purge_
     assert e["state"] == "refused" and "instance newcomer (live)" in e["reason"] and e["objects_deleted"] == 0
     assert proxy.methods["POST"] == 0 and len(list_all(s3_endpoint.client(), arch.bucket)) == len(arch.keys)
     assert (await repo.get_instance(pool, "gone")).purge_policy is None      # still whole, still clonable
+
+
+async def test_keys_s3_refuses_in_a_delete_objects_answer_are_retried(
+        pool: asyncpg.Pool, s3_endpoint: MotoEndpoint, catalog_dsn: str) -> None:
+    """DeleteObjects can answer 200 with per-key <Error>s: those keys (only those) are sent again."""
+    import re
+    from xml.sax.saxutils import escape
+
+    async with proxy_to(s3_endpoint.url) as proxy:
+        cfg = settings_for(proxy.url, catalog_dsn)
+        arch = await setup_deleted(pool, cfg, s3_endpoint, "walg", sibling=False)
+        sent: list[list[str]] = []
+
+        async def refuse_one_key_once(request: web.Request) -> None:
+            if not is_delete(request):
+                return
+            keys = re.findall(r"<Key>(.*?)</Key>", (await request.read()).decode())
+            sent.append(keys)
+            if len(sent) == 1:        # S3 deletes all but one key and reports that one as an error
+                s3_endpoint.client().delete_objects(Bucket=arch.bucket,
+                                                    Delete={"Objects": [{"Key": k} for k in keys[1:]]})
+                raise web.HTTPOk(content_type="application/xml", text=(
+                    '<?xml version="1.0" encoding="UTF-8"?><DeleteResult><Error>'
+                    f"<Key>{escape(keys[0])}</Key><Code>InternalError</Code><Message>try again</Message>"
+                    "</Error></DeleteResult>"))
+
+        proxy.before_request = refuse_one_key_once
+        e = entry(await run(pool, cfg), "gone")
+    assert e["state"] == "deleted" and e["objects_deleted"] == len(arch.keys), e
+    assert len(sent) == 2 and len(sent[0]) == len(arch.keys) and sent[1] == sent[0][:1]
+    assert list_all(s3_endpoint.client(), arch.bucket) == []
+    (audit,) = await purges.history(pool, "gone")
+    assert audit.objects_deleted == len(arch.keys)

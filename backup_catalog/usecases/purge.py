@@ -95,6 +95,7 @@ class Entry:
     objects_deleted: int = 0
     bytes_deleted: int = 0
     listing: list[ObjectInfo] = field(default_factory=list, repr=False)
+    counted: set[str] = field(default_factory=set, repr=False)   # keys this run already counted as deleted
 
     def to_json(self) -> dict[str, Any]:
         r = self.rec
@@ -319,14 +320,16 @@ async def _delete_listed(pool: asyncpg.Pool, store: S3Deleter, e: Entry, listing
         if held is not None:
             return "refused", (f"operator hold placed at {_iso(held)} during the purge; stopped after "
                                f"{e.objects_deleted} object(s)")
-        await purges.set_pending(pool, audit_id, {k: size[k] for k in batch})
+        new = [k for k in batch if k not in e.counted]    # a lagging listing may show a deleted key again
+        await purges.set_pending(pool, audit_id, {k: size[k] for k in new})
         try:
             await store.delete(batch)
         except StorageError as err:
             return "failed", f"DeleteObjects failed after retries: {err.code}: {err}"
-        nbytes = sum(size[k] for k in batch)
-        await purges.progress(pool, audit_id, len(batch), nbytes)
-        e.objects_deleted += len(batch)
+        nbytes = sum(size[k] for k in new)
+        await purges.progress(pool, audit_id, len(new), nbytes)
+        e.counted.update(new)
+        e.objects_deleted += len(new)
         e.bytes_deleted += nbytes
         _emit(on_progress, e, "batch")
     return None
