@@ -222,5 +222,11 @@ CREATE TABLE IF NOT EXISTS purges (
     reason           text
 );
 CREATE INDEX IF NOT EXISTS purges_by_instance ON purges (instance_guid, id DESC);
+ALTER TABLE purges ADD COLUMN IF NOT EXISTS prefixes text[] NOT NULL DEFAULT '{}';  -- exact key prefixes deleted
+ALTER TABLE purges ADD COLUMN IF NOT EXISTS holder text;                            -- replica/process running it
+-- the DeleteObjects batch in flight {"keys": [...], "sizes": [...]}: a resumed purge counts those already gone
+ALTER TABLE purges ADD COLUMN IF NOT EXISTS pending jsonb;
+-- at most one unfinished purge per instance: a re-run resumes it (running: crashed; failed: S3 gave up)
+CREATE UNIQUE INDEX IF NOT EXISTS purges_one_open ON purges (instance_guid) WHERE outcome IN ('running', 'failed');
 
 INSERT INTO schema_version (version) VALUES (1) ON CONFLICT (version) DO NOTHING;

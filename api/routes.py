@@ -9,6 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from api import drills, handlers, schemas
+from api import purge as purge_api
 from api.auth import Role
 from api.errors import BadRequest
 
@@ -56,8 +57,9 @@ OPERATIONS: tuple[Operation, ...] = (
               "Rename an instance (the old name stays in the name history)", "renameInstance",
               body=schemas.InstancePatch, response=schemas.InstanceOut, errors=(400, 404, 409), tags=("broker",)),
     Operation("DELETE", "/instances/{guid}", handlers.delete_instance, _B,
-              "Mark an instance deleted (its catalog data and last name are kept)", "deleteInstance",
-              ok=204, errors=(400, 404), tags=("broker",)),
+              "Mark an instance deleted (its catalog data and last name are kept); answers until when it "
+              "stays clonable (undo_until)", "deleteInstance",
+              response=purge_api.DeletedOut, errors=(400, 404), tags=("broker",)),
     Operation("GET", "/instances", handlers.list_instances, _O, "All registered instances", "listInstances",
               response=schemas.InstanceList, tags=("operator",)),
     Operation("POST", "/instances/{guid}/scan", handlers.post_scan, _O, "Scan one instance's archive now",
@@ -79,6 +81,17 @@ OPERATIONS: tuple[Operation, ...] = (
               "coverageReportHtml", media="text/html", errors=(503,), tags=("operator",)),
     Operation("GET", "/metrics", handlers.get_metrics, _O, "Prometheus metrics", "metrics",
               media="text/plain", tags=("operator",)),
+    Operation("GET", "/purges", purge_api.get_purges, _O,
+              "Purge dry run: deleted instances past their undo period, their exact prefixes, objects and bytes",
+              "purgePlan", response=purge_api.PurgeDoc, errors=(503,), tags=("operator",)),
+    Operation("POST", "/purges", purge_api.post_purges, _O,
+              "Purge run: delete what is due with the purge's own credentials (resumable, idempotent)",
+              "purgeRun", response=purge_api.PurgeDoc, errors=(403, 409), tags=("operator",)),
+    Operation("POST", "/instances/{guid}/hold", purge_api.post_hold, _O,
+              "Operator hold: never purge this instance's archive", "holdInstance",
+              body=purge_api.HoldRequest, response=purge_api.HoldOut, errors=(400, 404, 409), tags=("operator",)),
+    Operation("DELETE", "/instances/{guid}/hold", purge_api.delete_hold, _O, "Lift the operator hold",
+              "unholdInstance", response=purge_api.HoldOut, errors=(400, 404), tags=("operator",)),
     Operation("GET", "/healthz", handlers.get_health, _P, "Liveness: the catalog answers", "health",
               response=schemas.Health, errors=(503,), tags=("public",)),
     Operation("GET", "/openapi.json", handlers.get_openapi, _P, "This OpenAPI document", "openapi",

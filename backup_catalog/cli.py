@@ -64,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true")
     lp = ip.add_parser("list")
     lp.add_argument("--json", action="store_true")
+    ho = ip.add_parser("hold", help="operator hold: never purge this instance's archive")
+    ho.add_argument("guid")
+    ho.add_argument("--reason")
+    ho.add_argument("--json", action="store_true")
+    uh = ip.add_parser("unhold", help="lift the operator hold")
+    uh.add_argument("guid")
+    uh.add_argument("--json", action="store_true")
 
     s = sub.add_parser("scan", help="scan archives into the catalog")
     s.add_argument("--instance")
@@ -97,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--json", action="store_true")
     fmt.add_argument("--csv", action="store_true")
     fmt.add_argument("--html", metavar="FILE")
+
+    pu = sub.add_parser("purge", help="delete the archives of deleted instances whose undo period is over")
+    pu.add_argument("purge_cmd", nargs="?", choices=["plan", "run"], default="plan",
+                    help="plan (default): dry run; run: delete, with PURGE_AWS_* credentials")
+    pu.add_argument("--json", action="store_true")
 
     sv = sub.add_parser("serve", help="HTTP API + scheduler")
     sv.add_argument("--host", default="127.0.0.1")

@@ -42,6 +42,10 @@ class InstanceRecord:
     seg_size: int | None = None
     created_at: datetime | None = None     # None: existed before the catalog learned of it
     registered_at: datetime | None = None
+    hold_at: datetime | None = None        # operator hold: never purged (issue 13)
+    hold_reason: str | None = None
+    purged_at: datetime | None = None      # its archive was deleted by a purge
+    purge_policy: str | None = None        # set when a purge started deleting (the policy that made it due)
 
     @property
     def guid(self) -> str:
@@ -119,6 +123,8 @@ def row_to_instance(r: Row) -> InstanceRecord:
         seg_size=r["seg_size"],
         created_at=r["created_at"],
         registered_at=r["registered_at"],
+        hold_at=r.get("hold_at"), hold_reason=r.get("hold_reason"),
+        purged_at=r.get("purged_at"), purge_policy=r.get("purge_policy"),
     )
 
 

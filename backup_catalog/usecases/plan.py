@@ -45,6 +45,9 @@ async def plan_doc(pool: asyncpg.Pool, settings: Settings, space: str, body: dic
     async with pool.acquire() as c:     # one connection for the common path: resolve, narrowed load
         res = await repo.resolve_name(c, space, name, at)
         rec = res.record
+        if rec.purge_policy is not None or rec.purged_at is not None:
+            from backup_catalog.usecases.purge import purged_refusal
+            raise purged_refusal(rec)
         inputs = (await repo.load_plan_inputs(c, rec.guid, target, PLAN_CANDIDATES)
                   if narrowable(target) else None)
     return await instance_plan_doc(pool, settings, rec, target, now=now, requested_pg=body.get("pg-version"),
@@ -75,10 +78,18 @@ async def instance_plan_doc(pool: asyncpg.Pool, settings: Settings, rec: Instanc
                "prefix": rec.storage.prefix.strip("/"), "stanza": rec.stanza or rec.storage.stanza}
     source_major = _major(rec.pg_version or snap.pg_version or plan.backup.pg_version)
     reason, rule = resolution or ("instance chosen by its GUID", "guid")
-    return {"source": {"instance_guid": rec.guid, "space_guid": rec.ref.space_guid, "name": rec.ref.name,
-                       "deleted_at": iso(rec.ref.deleted_at), "layout": layout.value if layout else None,
-                       "resolution": reason, "resolution_rule": rule},
-            "storage": storage, "pg_version": source_major, **doc}
+    source = {"instance_guid": rec.guid, "space_guid": rec.ref.space_guid, "name": rec.ref.name,
+              "deleted_at": iso(rec.ref.deleted_at), "layout": layout.value if layout else None,
+              "resolution": reason, "resolution_rule": rule}
+    if rec.ref.deleted_at is not None:      # the undo period (issue 13): until when, and a warning past it
+        from backup_catalog.usecases.purge import policy_of
+        policy = policy_of(settings)
+        source["undo_until"] = iso(policy.undo_until(rec.ref.deleted_at))
+        if (now or datetime.now(UTC)) >= policy.undo_until(rec.ref.deleted_at):
+            doc["warnings"] = [*doc.get("warnings", []), (
+                f"the undo period of deleted instance {rec.guid} ended at {source['undo_until']}: its archive may "
+                f"be purged from {iso(policy.delete_after(rec.ref.deleted_at))} on (policy {policy.name})")]
+    return {"source": source, "storage": storage, "pg_version": source_major, **doc}
 
 
 PLAN_CANDIDATES = 4   # newest candidate backups loaded for a plan (recovery.narrow.narrow)

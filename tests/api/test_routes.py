@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime, timedelta
 
 import asyncpg
 import pytest
@@ -193,9 +194,11 @@ async def test_put_201_then_200_patch_renames_delete_keeps_the_name(client: Test
     resp = await client.patch("/instances/g-1", json={"name": "orders-v2"}, headers=AS_BROKER)
     assert resp.status == 200 and (await resp.json())["name"] == "orders-v2"
     resp = await client.delete("/instances/g-1", headers=AS_BROKER)
-    assert resp.status == 204 and await resp.read() == b""
-    resp = await client.delete("/instances/g-1", headers=AS_BROKER)   # idempotent
-    assert resp.status == 204
+    first = await resp.json()      # until when it stays clonable: deleted_at + DELETED_RETENTION_DAYS (30)
+    assert resp.status == 200 and first["instance_guid"] == "g-1"
+    assert datetime.fromisoformat(first["undo_until"]) - datetime.fromisoformat(first["deleted_at"]) == timedelta(days=30)
+    resp = await client.delete("/instances/g-1", headers=AS_BROKER)   # idempotent: the same answer
+    assert resp.status == 200 and await resp.json() == first
     # deleted, but both names still resolve to it
     for name in ("orders-v2", "orders"):
         resp = await client.get(f"/spaces/{SPACE}/services/{name}/backups", headers=AS_BROKER)
@@ -390,7 +393,7 @@ async def test_unknown_or_repeated_query_parameters_are_400(client: TestClient) 
 
 async def test_a_deleted_instance_cannot_be_renamed(client: TestClient) -> None:
     assert (await client.put("/instances/g-1", json=PUT_BODY, headers=AS_BROKER)).status == 201
-    assert (await client.delete("/instances/g-1", headers=AS_BROKER)).status == 204
+    assert (await client.delete("/instances/g-1", headers=AS_BROKER)).status == 200
     for name in ("orders", "other"):
         resp = await client.patch("/instances/g-1", json={"name": name}, headers=AS_BROKER)
         assert_problem(resp.status, await resp.json(content_type=None), 409, "conflict")
