@@ -252,7 +252,10 @@ async def _plan(pool: asyncpg.Pool, rec: InstanceRecord, target: Target, now: da
     if narrowable(target):
         if inputs is None:     # no stored windows for this scan yet: compute and store them on the way
             d, whole = await derived.refresh(pool, rec.guid)
-            return plan_recovery(whole, target, now=now, pg_version=pg(whole), windows=d.windows), whole
+            try:
+                return plan_recovery(whole, target, now=now, pg_version=pg(whole), windows=d.windows), whole
+            except WindowsUnknown:   # no window at all on the requested path: the whole-snapshot refusal
+                return plan_recovery(whole, target, now=now, pg_version=pg(whole)), whole
         try:
             plan = plan_recovery(inputs.snapshot, target, now=now, pg_version=pg(inputs.snapshot),
                                  windows=derived.parse_windows(inputs.windows_json))
