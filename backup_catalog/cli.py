@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
+from backup_catalog.envfiles import SettingsFileError
 from backup_catalog.settings import Settings, load_settings
 from recovery.errors import PitrError, PlanningError
 
@@ -123,6 +124,15 @@ def main(argv: list[str] | None = None) -> int:
         _emit_error(args, "bad_settings", "invalid settings in the environment: " + "; ".join(
             f"{'.'.join(map(str, err['loc'])).upper()}: {err['msg']}" for err in e.errors()))
         return EXIT_USAGE
+    except SettingsFileError as e:
+        _emit_error(args, "bad_settings", f"invalid settings in the environment: {e}")
+        return EXIT_USAGE
+    if args.cmd == "serve":
+        from backup_catalog.listen import refusal
+        why = refusal(args.host, args.port, settings.default_credentials())
+        if why is not None:
+            _emit_error(args, "default_credentials", why)
+            return EXIT_USAGE
     from backup_catalog import commands
     handler: Callable[[argparse.Namespace, Settings], Awaitable[int]] = commands.dispatch(args)
     if args.cmd == "serve":
