@@ -15,7 +15,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from backup_catalog import views
+from backup_catalog.usecases.snapshots import snapshot_of, windows_of
 from catalog import repo
 from catalog.errors import CatalogError
 from recovery.model import BackupStatus
@@ -88,10 +88,10 @@ class ApiMetrics:
             if state.last_scan is not None:
                 self.last_scan.labels(guid).set(state.last_scan.timestamp())
             try:
-                snap = await views.snapshot_of(pool, guid)
+                snap = await snapshot_of(pool, guid)
             except CatalogError:   # never scanned: no windows yet
                 continue
-            wins = views.windows_of(guid, snap)
+            wins = windows_of(guid, snap)
             firsts = [w.from_time for w in wins if w.from_time is not None]
             lasts = [w.to_time for w in wins if w.to_time is not None]
             if firsts:

@@ -10,13 +10,12 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
 from backup_catalog.envfiles import SettingsFileError
-from backup_catalog.settings import Settings, load_settings
+from backup_catalog.settings import load_settings
 from recovery.errors import PitrError, PlanningError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
@@ -134,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             _emit_error(args, "default_credentials", why)
             return EXIT_USAGE
     from backup_catalog import commands
-    handler: Callable[[argparse.Namespace, Settings], Awaitable[int]] = commands.dispatch(args)
+    handler = commands.dispatch(args)
     if args.cmd == "serve":
         # uvloop (libuv) for the long-running service: socket I/O is most of a request's CPU time
         import uvloop

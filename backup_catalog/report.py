@@ -21,9 +21,9 @@ import asyncpg
 from rich.console import Console
 from rich.table import Table
 
-from backup_catalog import views
+from backup_catalog.documents import iso, scan_to_dict
 from backup_catalog.settings import Settings
-from backup_catalog.views import iso, scan_to_dict
+from backup_catalog.usecases.snapshots import snapshot_of, windows_of
 from catalog import repo
 from catalog.errors import NotScanned
 from catalog.rows import InstanceRecord, ScanState
@@ -43,7 +43,7 @@ async def coverage(pool: asyncpg.Pool, settings: Settings, *, now: datetime | No
     out = []
     for rec in await repo.list_instances(pool, include_deleted=True):
         try:
-            snap: ArchiveSnapshot | None = await views.snapshot_of(pool, rec.guid)
+            snap: ArchiveSnapshot | None = await snapshot_of(pool, rec.guid)
         except NotScanned:
             snap = None
         state = await repo.load_scan_state(pool, rec.guid)
@@ -55,7 +55,7 @@ def instance_row(rec: InstanceRecord, snap: ArchiveSnapshot | None, state: ScanS
                  settings: Settings, now: datetime) -> dict[str, Any]:
     """Grade one instance (pure: the caller reads the catalog)."""
     ref_time = rec.ref.deleted_at or now
-    windows = views.windows_of(rec.guid, snap) if snap is not None else []
+    windows = windows_of(rec.guid, snap) if snap is not None else []
     backups = list(snap.backups) if snap is not None else []
     restorable = {label for w in windows for label in w.backups}
     newest = _newest([b for b in backups if b.label in restorable])
@@ -294,7 +294,7 @@ def _e(v: Any) -> str:
 
 
 def _parse(s: str | None) -> datetime | None:
-    return datetime.fromisoformat(s.replace("Z", "+00:00")) if s else None
+    return datetime.fromisoformat(s) if s else None
 
 
 def _axis(rows: list[dict[str, Any]], now: datetime) -> tuple[datetime, datetime]:

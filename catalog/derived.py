@@ -17,6 +17,7 @@ from datetime import datetime
 import asyncpg
 
 from catalog import repo
+from catalog.db import Db
 from recovery.jsonout import archive_to_dict, windows_from_json, windows_to_json
 from recovery.model import ArchiveSnapshot
 from recovery.windows import Window, all_windows
@@ -33,7 +34,7 @@ class Derived:
     archive: str          # JSON object text: backups, wal, holes, conflicts, windows
 
 
-async def stored_archive(db: repo.Db, guid: str) -> str | None:
+async def stored_archive(db: Db, guid: str) -> str | None:
     """The stored archive document of the instance's current scan, or None (missing or stale)."""
     val = await db.fetchval(
         f"SELECT dv.archive FROM derived_views dv JOIN scan_state s ON {repo.CURRENT_VIEW} "
@@ -60,7 +61,7 @@ async def refresh(pool: asyncpg.Pool, guid: str) -> tuple[Derived, ArchiveSnapsh
     return d, snap
 
 
-async def store(db: repo.Db, guid: str, d: Derived) -> bool:
+async def store(db: Db, guid: str, d: Derived) -> bool:
     """Store ``d`` unless its scan is no longer the instance's current one. True when stored."""
     gen, last_scan = d.version
     status = await db.execute(
@@ -71,7 +72,7 @@ async def store(db: repo.Db, guid: str, d: Derived) -> bool:
              SET generation = EXCLUDED.generation, last_scan = EXCLUDED.last_scan, windows = EXCLUDED.windows,
                  archive = EXCLUDED.archive, computed_at = now()""",
         guid, gen, last_scan, json.dumps(windows_to_json(d.windows), separators=(",", ":")), d.archive)
-    stored = status.endswith(" 1")
+    stored: bool = status.endswith(" 1")
     if not stored:
         log.info("derived view of %s not stored: scan generation %s is no longer current", guid, gen)
     return stored

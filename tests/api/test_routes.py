@@ -135,7 +135,7 @@ async def test_a_target_error_from_the_planner_is_a_400_problem_naming_the_field
         try:
             make_target(point_in_time=kw.get("point-in-time"), lsn=kw.get("lsn"), latest=bool(kw.get("latest")),
                         timeline=kw.get("timeline", "latest"))
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             resp = to_response(req, e)
         assert resp.status == 400 and resp.content_type == PROBLEM
         doc = json.loads(resp.text or "")
