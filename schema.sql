@@ -219,3 +219,11 @@ CREATE TABLE IF NOT EXISTS purges (
 CREATE INDEX IF NOT EXISTS purges_by_instance ON purges (instance_guid, id DESC);
 
 INSERT INTO schema_version (version) VALUES (1) ON CONFLICT (version) DO NOTHING;
+
+-- The fingerprint (SHA-256 of this file) of the schema last applied (issue 14): short CLI commands apply
+-- this file only when it changed (catalog.db.ensure_schema). One row.
+CREATE TABLE IF NOT EXISTS schema_fingerprint (
+    one         boolean PRIMARY KEY DEFAULT true CHECK (one),
+    sha256      text NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+);

@@ -7,8 +7,8 @@ from typing import Any
 
 import asyncpg
 
+from backup_catalog.config import PlanConfig
 from backup_catalog.documents import iso
-from backup_catalog.settings import Settings
 from backup_catalog.usecases.snapshots import snapshot_of
 from catalog import derived, repo
 from catalog.rows import InstanceRecord
@@ -30,7 +30,7 @@ def _target_from_body(body: dict[str, Any]) -> Any:
                        timeline=body.get("timeline") or "latest", exclusive=bool(body.get("exclusive")))
 
 
-async def plan_doc(pool: asyncpg.Pool, settings: Settings, space: str, body: dict[str, Any],
+async def plan_doc(pool: asyncpg.Pool, settings: PlanConfig, space: str, body: dict[str, Any],
                    *, now: datetime | None = None) -> dict[str, Any]:
     """Resolve ``clone-from`` in the space at the target time and plan the recovery (or raise a refusal)."""
     from recovery.jsonout import plan_to_dict
