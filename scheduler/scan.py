@@ -502,7 +502,8 @@ async def _list_wal(store: ObjectStore, src: WalSource, previous: Previous, acc:
     for tli, key in history_keys:
         await _read_history(store, tli, key, acc)
     main_tli = newest[0] if newest is not None else _cursor_timeline(start_after)
-    await _probe_older_timelines(store, src, previous, acc, full, lookback, size, main_tli, newest_by_tl)
+    await _probe_older_timelines(store, src, previous, acc, full, lookback, size, start_after, main_tli,
+                                 newest_by_tl)
     # resume point for the next incremental listing: `lookback` segments before the newest seen
     if newest is None and start_after:
         acc.cursors[ckey] = start_after
@@ -525,7 +526,7 @@ def _cursor_timeline(start_after: str | None) -> int | None:
 
 
 async def _probe_older_timelines(store: ObjectStore, src: WalSource, previous: Previous, acc: _Acc, full: bool,
-                                 lookback: int, size: int, main_tli: int | None,
+                                 lookback: int, size: int, main_start: str | None, main_tli: int | None,
                                  newest_by_tl: dict[int, int]) -> None:
     """Late WAL on older timelines: an old primary that keeps archiving on timeline 1 after the switch to 2,
     or an async archiver that delivers the last segments of a timeline late.
@@ -534,8 +535,9 @@ async def _probe_older_timelines(store: ObjectStore, src: WalSource, previous: P
     after every older timeline's keys. Each older timeline therefore keeps its own resume point (the newest
     segment number seen on it) and an incremental scan probes it with one listing request from there,
     stopping at the first key of a later timeline: one request per older timeline (at most
-    MAX_PROBED_TIMELINES, the most recent), nothing read unless something new is there. A full scan lists
-    everything anyway and only records the resume points.
+    MAX_PROBED_TIMELINES, the most recent), nothing read unless something new is there. Not when the main
+    listing began before that point anyway (a full scan, a short archive): then only the resume points are
+    recorded.
     """
     known: dict[int, int] = dict(newest_by_tl)
     marker = _tl_cursor_key(src.prefix, 0)[:-1]
@@ -547,9 +549,11 @@ async def _probe_older_timelines(store: ObjectStore, src: WalSource, previous: P
         return
     older = sorted((t for t in known if t < main_tli), reverse=True)[:MAX_PROBED_TIMELINES]
     for tli in older:
-        if not full:
-            resume = max(0, known[tli] - lookback)
-            start = src.prefix + src.rel_key(segment_name(tli, resume, size)) + "~" if resume else None
+        resume = max(0, known[tli] - lookback)
+        start = src.prefix + src.rel_key(segment_name(tli, resume, size)) + "~" if resume else None
+        # the main listing began at or before this point (a short archive, or a full scan): already listed
+        covered = full or main_start is None or (start is not None and main_start <= start)
+        if not covered:
             async for o in store.list_keys(src.prefix, start_after=start):
                 c = src.classify(o.key[len(src.prefix):], size)
                 if not isinstance(c, WalObject):
