@@ -16,7 +16,10 @@ from recovery.target import make_target, parse_time
 Text = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$")]
 LsnText = Annotated[str, Field(pattern=r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$",
                                description="PostgreSQL LSN, hex 'X/Y', e.g. 16/B374D848")]
-TimelineText = Annotated[str, Field(pattern=r"^(latest|current|[1-9][0-9]{0,9})$")]
+# a timeline number as text: 1 .. 4294967295 (TimeLineID is 32 bits), spelled out digit by digit
+_TLI_MAX = ("[1-9][0-9]{0,8}|[1-3][0-9]{9}|4[01][0-9]{8}|42[0-8][0-9]{7}|429[0-3][0-9]{6}|4294[0-8][0-9]{5}"
+            "|42949[0-5][0-9]{4}|429496[0-6][0-9]{3}|4294967[01][0-9]{2}|42949672[0-8][0-9]|429496729[0-5]")
+TimelineText = Annotated[str, Field(pattern=rf"^(latest|current|{_TLI_MAX})$")]
 
 
 def _integral(v: Any) -> Any:

@@ -95,6 +95,8 @@ async def test_target_outside_the_window_is_a_422_refusal(client: TestClient, po
     ({"clone-from": "legacy", "latest": True, "timeline": 0}, "timeline"),
     ({"clone-from": "legacy", "latest": True, "timeline": "newest"}, "timeline"),
     ({"clone-from": "legacy", "latest": True, "timeline": -3}, "timeline"),
+    ({"clone-from": "legacy", "latest": True, "timeline": "5354465604"}, "timeline"),     # > 32 bits (fuzz)
+    ({"clone-from": "legacy", "latest": True, "timeline": 4294967296}, "timeline"),
     ({"clone-from": "legacy", "latest": True, "immediate": True}, None),
     ({"clone-from": "legacy"}, None),
     ({"clone-from": "legacy", "latest": False}, None),
@@ -356,8 +358,9 @@ async def test_scan_route_errors(client: TestClient) -> None:
     resp = await client.post("/instances/nope/scan", headers=AS_OPERATOR)
     assert_problem(resp.status, await resp.json(content_type=None), 404, "unknown_instance")
     assert (await client.put("/instances/g-1", json=PUT_BODY, headers=AS_BROKER)).status == 201
-    resp = await client.post("/instances/g-1/scan?full=maybe", headers=AS_OPERATOR)
-    assert_problem(resp.status, await resp.json(content_type=None), 400, "invalid_query_parameter")
+    for value in ("maybe", "", "1", "yes"):        # the declared boolean: true or false, nothing guessed
+        resp = await client.post(f"/instances/g-1/scan?full={value}", headers=AS_OPERATOR)
+        assert_problem(resp.status, await resp.json(content_type=None), 400, "invalid_query_parameter")
 
 
 async def test_healthz_reports_a_dead_pool(settings) -> None:
