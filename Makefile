@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEB_PACKAGES := pgbackrest stunnel4 lzop pv postgresql-15 postgresql-client-15 openssl python3-venv chromium wrk
 
-.PHONY: setup debs venv tools demo test bench clean
+.PHONY: setup debs venv tools demo lint test test-fast docs bench clean
 
 setup: debs venv tools
 
@@ -34,8 +34,26 @@ tools:
 demo: setup
 	$(BIN)/backup-catalog demo
 
-test: setup
+# Product packages checked by mypy --strict (executor/ and sandbox/ join when they exist).
+PRODUCT := $(wildcard recovery catalog scheduler api backup_catalog bench executor sandbox)
+# The fast lane: the pure core, the layout parsers, the catalog on a private PostgreSQL, the doctests.
+FAST := tests/recovery tests/catalog $(wildcard tests/scheduler/test_layouts_*.py) recovery catalog scheduler
+
+# Gates: ruff (rules in pyproject), mypy --strict, the layer contracts (import-linter, in pyproject).
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy $(PRODUCT)
+	$(BIN)/lint-imports
+
+test: setup lint
 	$(BIN)/python -m pytest -q
+
+test-fast: venv lint
+	$(BIN)/python -m pytest -q $(FAST)
+
+# Refresh the tracked screenshot docs/coverage.png (`make test` writes screenshots to a scratch dir only).
+docs: setup
+	BC_DOCS_DIR=$(CURDIR)/docs $(BIN)/python -m pytest -q tests/test_report.py -k headless_chromium
 
 bench: setup
 	$(BIN)/python -m bench.run

@@ -27,7 +27,7 @@ from backup_catalog import jobs, service
 from backup_catalog.s3 import s3_client
 from backup_catalog.settings import Settings
 from backup_catalog.usecases import scan
-from backup_catalog.usecases.snapshots import SNAPSHOTS
+from backup_catalog.usecases.snapshots import SnapshotCache
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None, s3: Any 
     app[keys.METRICS] = metrics
     app[keys.HOLDER] = holder or scan.default_holder()
     app[keys.SCAN_TASKS] = set()
-    SNAPSHOTS.max_backups = settings.snapshot_cache_backups
+    app[keys.SNAPSHOTS] = SnapshotCache(settings.snapshot_cache_backups)
 
     async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
         if pool is not None:

@@ -67,7 +67,8 @@ async def post_clone(request: web.Request) -> web.Response:
     space = path_param(request, "space_guid")
     req = CloneRequest.model_validate(await read_json(request))
     try:
-        doc = await plan.plan_doc(request.app[keys.POOL], request.app[keys.SETTINGS], space, req.as_body())
+        doc = await plan.plan_doc(request.app[keys.POOL], request.app[keys.SETTINGS], space, req.as_body(),
+                                  cache=request.app[keys.SNAPSHOTS])
     except NotScanned as e:
         raise PlanningError("not_scanned", f"{e}: nothing can be planned before its archive is scanned") from None
     # built by recovery.jsonout from typed values; tests check it against PlanDoc (not re-validated per request)
@@ -131,20 +132,22 @@ async def get_coverage(request: web.Request) -> web.Response:
     fmt = request.query.get("format", "json")
     if fmt not in ("json", "csv"):
         raise BadRequest("invalid_query_parameter", "format must be json or csv")
-    rows = await coverage.coverage(request.app[keys.POOL], request.app[keys.SETTINGS])
+    app = request.app
+    rows = await coverage.coverage(app[keys.POOL], app[keys.SETTINGS], cache=app[keys.SNAPSHOTS])
     if fmt == "csv":
         return web.Response(text=coverage.to_csv(rows), content_type="text/csv")
     return web.json_response(dump(CoverageReport, {"instances": rows}))
 
 
 async def get_coverage_html(request: web.Request) -> web.Response:
-    rows = await coverage.coverage(request.app[keys.POOL], request.app[keys.SETTINGS])
+    app = request.app
+    rows = await coverage.coverage(app[keys.POOL], app[keys.SETTINGS], cache=app[keys.SNAPSHOTS])
     return web.Response(text=coverage.to_html(rows), content_type="text/html")
 
 
 async def get_metrics(request: web.Request) -> web.Response:
     m = request.app[keys.METRICS]
-    await m.collect_catalog(request.app[keys.POOL])
+    await m.collect_catalog(request.app[keys.POOL], request.app[keys.SNAPSHOTS])
     resp = web.Response(body=m.render())
     resp.headers["Content-Type"] = METRICS_CONTENT_TYPE
     return resp

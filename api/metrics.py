@@ -15,7 +15,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from backup_catalog.usecases.snapshots import snapshot_of, windows_of
+from backup_catalog.usecases.snapshots import SnapshotCache, snapshot_of, windows_of
 from catalog import repo
 from catalog.errors import CatalogError
 from recovery.model import BackupStatus
@@ -74,7 +74,7 @@ class ApiMetrics:
             self.scan_errors.labels(o.instance_guid, o.code or "error").inc()
 
     # -- catalog gauges --------------------------------------------------------------------------
-    async def collect_catalog(self, pool: asyncpg.Pool) -> None:
+    async def collect_catalog(self, pool: asyncpg.Pool, cache: SnapshotCache | None = None) -> None:
         """Refresh the per-instance gauges from the catalog (called at scrape time)."""
         recs = await repo.list_instances(pool)
         for g in self._per_instance:
@@ -88,10 +88,10 @@ class ApiMetrics:
             if state.last_scan is not None:
                 self.last_scan.labels(guid).set(state.last_scan.timestamp())
             try:
-                snap = await snapshot_of(pool, guid)
+                snap = await snapshot_of(pool, guid, cache)
             except CatalogError:   # never scanned: no windows yet
                 continue
-            wins = windows_of(guid, snap)
+            wins = windows_of(guid, snap, cache)
             firsts = [w.from_time for w in wins if w.from_time is not None]
             lasts = [w.to_time for w in wins if w.to_time is not None]
             if firsts:

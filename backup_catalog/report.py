@@ -23,7 +23,7 @@ from rich.table import Table
 
 from backup_catalog.documents import iso, scan_to_dict
 from backup_catalog.settings import Settings
-from backup_catalog.usecases.snapshots import snapshot_of, windows_of
+from backup_catalog.usecases.snapshots import SnapshotCache, snapshot_of, windows_of
 from catalog import repo
 from catalog.errors import NotScanned
 from catalog.rows import InstanceRecord, ScanState
@@ -37,25 +37,26 @@ _RANK = {OK: 0, WARNING: 1, CRITICAL: 2}
 OVERDUE_SCANS = 3   # a live instance not scanned for this many scan intervals is reported as overdue
 
 
-async def coverage(pool: asyncpg.Pool, settings: Settings, *, now: datetime | None = None) -> list[dict[str, Any]]:
+async def coverage(pool: asyncpg.Pool, settings: Settings, *, now: datetime | None = None,
+                   cache: SnapshotCache | None = None) -> list[dict[str, Any]]:
     """One graded row per catalogued instance (deleted ones included, marked), worst status first."""
     now = now or datetime.now(UTC)
     out = []
     for rec in await repo.list_instances(pool, include_deleted=True):
         try:
-            snap: ArchiveSnapshot | None = await snapshot_of(pool, rec.guid)
+            snap: ArchiveSnapshot | None = await snapshot_of(pool, rec.guid, cache)
         except NotScanned:
             snap = None
         state = await repo.load_scan_state(pool, rec.guid)
-        out.append(instance_row(rec, snap, state, settings, now))
+        out.append(instance_row(rec, snap, state, settings, now, cache))
     return sorted(out, key=lambda r: (-_RANK[r["status"]], r["deleted_at"] is not None, r["name"], r["instance_guid"]))
 
 
 def instance_row(rec: InstanceRecord, snap: ArchiveSnapshot | None, state: ScanState | None,
-                 settings: Settings, now: datetime) -> dict[str, Any]:
+                 settings: Settings, now: datetime, cache: SnapshotCache | None = None) -> dict[str, Any]:
     """Grade one instance (pure: the caller reads the catalog)."""
     ref_time = rec.ref.deleted_at or now
-    windows = windows_of(rec.guid, snap) if snap is not None else []
+    windows = windows_of(rec.guid, snap, cache) if snap is not None else []
     backups = list(snap.backups) if snap is not None else []
     restorable = {label for w in windows for label in w.backups}
     newest = _newest([b for b in backups if b.label in restorable])

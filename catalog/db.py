@@ -1,6 +1,8 @@
 """Connecting to the catalog database: the asyncpg pool, the pg_lsn codec and the schema."""
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -163,3 +165,14 @@ async def _apply(conn: Conn, sql: str) -> None:
         await conn.execute("""INSERT INTO schema_fingerprint (one, sha256) VALUES (true, $1)
                               ON CONFLICT (one) DO UPDATE SET sha256 = EXCLUDED.sha256, applied_at = now()""",
                            schema_fingerprint(sql))
+
+
+@asynccontextmanager
+async def transaction(db: Db) -> AsyncIterator[Conn]:
+    """A connection inside a transaction (a savepoint when ``db`` is already in one)."""
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn, conn.transaction():
+            yield conn
+    else:
+        async with db.transaction():
+            yield db

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 
 from recovery.errors import BadHistory, PlanningError
 from recovery.model import ArchiveSnapshot, Backup
+from recovery.narrow import backup_key, candidate_order, is_candidate, narrow, narrowable
 from recovery.target import Target, TargetKind
 from recovery.timeline import TimelinePath
 from recovery.wal import segment_name, valid_seg_size
@@ -137,67 +138,9 @@ def _pairs(snapshot: ArchiveSnapshot, target: Target, pool: Sequence[Backup],
     return [(b, path) for b in pool if on_path(b, path)], windows
 
 
-def _is_candidate(b: Backup, target: Target) -> bool:
-    assert b.stop_lsn is not None
-    if target.kind is TargetKind.TIME:
-        if b.stop_time is None:
-            return False
-        return b.stop_time <= target.time if target.inclusive else b.stop_time < target.time
-    if target.kind is TargetKind.LSN:
-        return b.stop_lsn <= target.lsn
-    return True
-
-
-def _backup_key(target: Target) -> Callable[[Backup], tuple[object, ...]]:
-    """Sort key of the planner's candidate order (:func:`candidate_order`); newest is largest."""
-    epoch = datetime.min.replace(tzinfo=timezone.utc)
-    if candidate_order(target) == "time":
-        return lambda b: (b.stop_time or epoch, b.stop_lsn, b.label)
-    return lambda b: (b.stop_lsn, b.stop_time or epoch, b.label)
-
-
 def _newest_key(target: Target) -> Callable[[Pair], tuple[object, ...]]:
-    key = _backup_key(target)
+    key = backup_key(target)
     return lambda p: key(p[0])
-
-
-def narrowable(target: Target) -> bool:
-    """Can the plan for ``target`` come from a snapshot narrowed to its newest candidates?
-
-    The planner picks the first backup that replays, in :func:`candidate_order` among those passing
-    :func:`_is_candidate`; a snapshot holding a prefix of that order (with each one's ``depends_on``
-    chain) gives the same choice whenever the prefix contains it. Not for ``timeline: current``, whose
-    windows are per backup timeline.
-    """
-    return target.timeline != "current"
-
-
-def candidate_order(target: Target) -> str:
-    """``time`` or ``lsn``: the order in which the planner tries candidates (newest first)."""
-    return "time" if target.timeline == "current" or target.kind is TargetKind.TIME else "lsn"
-
-
-def narrow(snapshot: ArchiveSnapshot, target: Target, k: int) -> tuple[ArchiveSnapshot, frozenset[str]]:
-    """``snapshot`` with only the ``k`` newest usable candidates for ``target`` (the *prefix*) and their
-    ``depends_on`` chains, and the prefix's labels — the reference for the catalog's narrowed load.
-
-    A plan from the narrowed snapshot equals the whole snapshot's plan when it chose a backup of the
-    prefix: every candidate tried before it is in the prefix too. A dependency outside the prefix can
-    also be a candidate; a plan choosing it proves nothing (older prefix-external candidates are missing).
-    """
-    cands = sorted((b for b in snapshot.backups if b.usable and _is_candidate(b, target)),
-                   key=_backup_key(target), reverse=True)
-    prefix = frozenset(b.label for b in cands[:k])
-    by_label = {b.label: b for b in snapshot.backups}
-    keep: set[str] = set()
-    todo = list(prefix)
-    while todo:
-        label = todo.pop()
-        if label in keep or label not in by_label:
-            continue
-        keep.add(label)
-        todo.extend(by_label[label].depends_on)
-    return replace(snapshot, backups=tuple(b for b in snapshot.backups if b.label in keep)), prefix
 
 
 def _seg(path: TimelinePath, segno: int, seg_size: int) -> str:
@@ -245,7 +188,7 @@ def _unusable(pairs: Sequence[Pair], snapshot: ArchiveSnapshot, windows: Sequenc
 
 def _choose(snapshot: ArchiveSnapshot, target: Target, pairs: list[Pair],
             windows: list[Window]) -> Reach:
-    cands = sorted((p for p in pairs if _is_candidate(p[0], target)), key=_newest_key(target), reverse=True)
+    cands = sorted((p for p in pairs if is_candidate(p[0], target)), key=_newest_key(target), reverse=True)
     where = "on the requested timeline path" if target.timeline != "current" else "in the archive"
     if not cands:
         if not pairs:

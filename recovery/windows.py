@@ -9,7 +9,6 @@ taken from a ``WindowEdge`` (exact when decoded from WAL, approximate when only 
 from __future__ import annotations
 
 import bisect
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -342,28 +341,12 @@ def merge(windows: Iterable[Window]) -> list[Window]:
     return out
 
 
-_MEMO: OrderedDict[tuple[int, tuple[int, ...], tuple[str, ...] | None], tuple[ArchiveSnapshot, list[Window]]] = \
-    OrderedDict()
-_MEMO_SIZE = 32   # each entry keeps its snapshot alive: keep the garbage collector's heap small
-
-
 def compute_windows(snapshot: ArchiveSnapshot, path: TimelinePath,
                     backups: Sequence[Backup] | None = None) -> list[Window]:
-    """Merged recoverable windows on ``path`` (from usable backups, or the given ones).
-
-    Memoised by snapshot identity (snapshots are immutable; the entry keeps the snapshot alive, so its id
-    cannot be reused while cached): a server reusing a cached snapshot plans without recomputing windows.
-    """
-    key = (id(snapshot), path.tlis, None if backups is None else tuple(b.label for b in backups))
-    hit = _MEMO.get(key)
-    if hit is not None and hit[0] is snapshot:
-        _MEMO.move_to_end(key)
-        return list(hit[1])
-    out = merge(window_of(r) for r in reaches(snapshot, path, backups))
-    _MEMO[key] = (snapshot, out)
-    while len(_MEMO) > _MEMO_SIZE:
-        _MEMO.popitem(last=False)
-    return list(out)
+    """Merged recoverable windows on ``path`` (from usable backups, or the given ones). Pure and
+    uncached: a long-running caller keeps windows per snapshot generation itself
+    (``backup_catalog.usecases.snapshots``)."""
+    return merge(window_of(r) for r in reaches(snapshot, path, backups))
 
 
 def all_paths(snapshot: ArchiveSnapshot) -> list[TimelinePath]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import TypeVar
 
-from catalog.scanresult import Conflict, ScanIssue, ScanResult, WalMode
+from catalog.scanresult import ScanIssue, ScanResult, WalConflict, WalMode
 from recovery.errors import ParseError, PitrError
 from recovery.model import Backup, BackupStatus, BackupType, Layout, Storage, WalKind, WalObject, WalRun, WindowEdge
 from recovery.timeline import TimelineSwitch, parse_history
@@ -64,7 +64,7 @@ class _Acc:
     histories: dict[int, tuple[TimelineSwitch, ...]] = field(default_factory=dict)
     cursors: dict[str, str] = field(default_factory=dict)
     builder: RunBuilder = field(default_factory=RunBuilder)
-    conflicts: list[Conflict] = field(default_factory=list)
+    conflicts: list[WalConflict] = field(default_factory=list)
     integrity_ok: bool = True
     listed_histories: set[int] = field(default_factory=set)   # timelines whose .history a full listing holds
 
@@ -625,7 +625,7 @@ async def _check_duplicates(store: ObjectStore, layout: Layout, acc: _Acc) -> No
         a = stand_in.get(first, first)
         detail = await _compare_duplicates(store, layout, a, b, vanished, acc)
         if detail:
-            acc.conflicts.append(Conflict(tli, segno, detail))
+            acc.conflicts.append(WalConflict(tli, segno, detail))
         for gone, survivor in ((a, b), (b, a)):
             if gone in vanished and survivor not in vanished:
                 acc.builder.replace_key(gone, survivor)

@@ -9,11 +9,13 @@ import asyncpg
 
 from backup_catalog import report
 from backup_catalog.settings import Settings
+from backup_catalog.usecases.snapshots import SnapshotCache
 
 
-async def coverage(pool: asyncpg.Pool, settings: Settings, *, now: datetime | None = None) -> list[dict[str, Any]]:
+async def coverage(pool: asyncpg.Pool, settings: Settings, *, now: datetime | None = None,
+                   cache: SnapshotCache | None = None) -> list[dict[str, Any]]:
     """One graded row per catalogued instance (deleted ones included), worst status first."""
-    return await report.coverage(pool, settings, now=now)
+    return await report.coverage(pool, settings, now=now, cache=cache)
 
 
 to_csv = report.to_csv

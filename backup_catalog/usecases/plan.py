@@ -9,12 +9,13 @@ import asyncpg
 
 from backup_catalog.config import PlanConfig
 from backup_catalog.documents import iso
-from backup_catalog.usecases.snapshots import snapshot_of
+from backup_catalog.usecases.snapshots import SnapshotCache, path_windows_of, snapshot_of
 from catalog import derived, repo
 from catalog.rows import InstanceRecord
 from recovery.errors import PlanningError
 from recovery.model import ArchiveSnapshot
-from recovery.plan import RecoveryPlan, WindowsUnknown, narrowable, plan_recovery
+from recovery.narrow import narrowable
+from recovery.plan import RecoveryPlan, WindowsUnknown, plan_recovery
 from recovery.target import Target
 
 _CLONE_KEYS = {"clone-from", "point-in-time", "lsn", "latest", "immediate", "timeline", "exclusive", "pg-version"}
@@ -31,8 +32,9 @@ def _target_from_body(body: dict[str, Any]) -> Any:
 
 
 async def plan_doc(pool: asyncpg.Pool, settings: PlanConfig, space: str, body: dict[str, Any],
-                   *, now: datetime | None = None) -> dict[str, Any]:
-    """Resolve ``clone-from`` in the space at the target time and plan the recovery (or raise a refusal)."""
+                   *, now: datetime | None = None, cache: SnapshotCache | None = None) -> dict[str, Any]:
+    """Resolve ``clone-from`` in the space at the target time and plan the recovery (or raise a refusal).
+    ``cache``: the long-running service's snapshot cache (see :mod:`backup_catalog.usecases.snapshots`)."""
     from recovery.jsonout import plan_to_dict
     from recovery.render import render_files, restore_command
     from recovery.target import TargetKind
@@ -47,7 +49,8 @@ async def plan_doc(pool: asyncpg.Pool, settings: PlanConfig, space: str, body: d
         rec = res.record
         inputs = (await repo.load_plan_inputs(c, rec.guid, target, PLAN_CANDIDATES)
                   if narrowable(target) else None)
-    plan, snap = await _plan(pool, rec, target, now or datetime.now(UTC), body.get("pg-version"), inputs)
+    plan, snap = await _plan(pool, rec, target, now or datetime.now(UTC), body.get("pg-version"), inputs,
+                             cache=cache)
     pg_version = plan.pg_version or 15
     layout = rec.layout or snap.layout
     cmd = restore_command(layout, bucket=rec.storage.bucket, prefix=rec.storage.prefix.strip("/"),
@@ -59,14 +62,15 @@ async def plan_doc(pool: asyncpg.Pool, settings: PlanConfig, space: str, body: d
                        "resolution": res.reason, "resolution_rule": res.rule}, **doc}
 
 
-PLAN_CANDIDATES = 4   # newest candidate backups loaded for a plan (recovery.plan.narrow)
+PLAN_CANDIDATES = 4   # newest candidate backups loaded for a plan (recovery.narrow.narrow)
 
 
 async def _plan(pool: asyncpg.Pool, rec: InstanceRecord, target: Target, now: datetime,
-                requested_pg: int | None, inputs: repo.PlanInputs | None) -> tuple[RecoveryPlan, ArchiveSnapshot]:
+                requested_pg: int | None, inputs: repo.PlanInputs | None,
+                cache: SnapshotCache | None = None) -> tuple[RecoveryPlan, ArchiveSnapshot]:
     """Plan from the newest candidates and the stored windows (``inputs``, from ``repo.load_plan_inputs``;
     None when not stored for the current scan) when that is conclusive, else from the whole snapshot (the
-    result is the same; see ``recovery.plan.narrow``). Refusals always come from the whole snapshot."""
+    result is the same; see ``recovery.narrow.narrow``). Refusals always come from the whole snapshot."""
     def pg(snap: ArchiveSnapshot) -> int:
         return requested_pg or _major(rec.pg_version or snap.pg_version) or 15
 
@@ -84,7 +88,13 @@ async def _plan(pool: asyncpg.Pool, rec: InstanceRecord, target: Target, now: da
                 return plan, inputs.snapshot
         except (PlanningError, WindowsUnknown, ValueError):
             pass
-    snap = await snapshot_of(pool, rec.guid)
+    snap = await snapshot_of(pool, rec.guid, cache)
+    if cache is not None and narrowable(target):     # the whole snapshot's windows, once per generation
+        try:
+            return plan_recovery(snap, target, now=now, pg_version=pg(snap),
+                                 windows=path_windows_of(rec.guid, snap, cache)), snap
+        except WindowsUnknown:
+            pass
     return plan_recovery(snap, target, now=now, pg_version=pg(snap)), snap
 
 

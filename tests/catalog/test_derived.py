@@ -1,6 +1,6 @@
 """Derived views (windows + archive document per stored scan) and the narrowed plan load, on the real catalog.
 
-- the SQL narrowing (repo.load_plan_inputs) loads exactly what the pure reference recovery.plan.narrow keeps;
+- the SQL narrowing (repo.load_plan_inputs) loads exactly what the pure reference recovery.narrow.narrow keeps;
 - a plan through usecases.plan._plan (narrowed, stored windows) equals the whole-snapshot plan, refusals included;
 - a stored view is used only for the scan it was computed from, and a stale writer cannot store one.
 """
@@ -14,14 +14,14 @@ import pytest
 
 from backup_catalog.usecases import backups
 from backup_catalog.usecases import plan as plans
-from backup_catalog.usecases.snapshots import SNAPSHOTS
+from backup_catalog.usecases.snapshots import SnapshotCache
 from catalog import derived, repo
-from catalog.scanresult import Conflict as WalConflict
-from catalog.scanresult import WalMode
+from catalog.scanresult import WalConflict, WalMode
 from recovery.errors import PlanningError
 from recovery.jsonout import windows_from_json
 from recovery.model import ArchiveSnapshot, Backup, BackupStatus, BackupType
-from recovery.plan import narrow, narrowable, plan_recovery
+from recovery.narrow import narrow, narrowable
+from recovery.plan import plan_recovery
 from recovery.target import Target, make_target
 from recovery.windows import all_windows
 from tests.catalog.factories import ref, scan, storage, t
@@ -93,6 +93,7 @@ def outcome(fn) -> object:
 async def test_sql_narrowing_and_plans_match_the_whole_snapshot(pool) -> None:
     rnd = random.Random(20261125)
     compared = narrowed_plans = 0
+    cache = SnapshotCache()
     for n in range(30):
         guid = f"arch-{n:02d}"
         await store_archive(pool, guid, random_archive(rnd))
@@ -115,7 +116,6 @@ async def test_sql_narrowing_and_plans_match_the_whole_snapshot(pool) -> None:
                 assert all(b in whole.backups for b in inputs.snapshot.backups)
                 assert windows_from_json(json.loads(inputs.windows_json)) == all_windows(whole)
             expect = outcome(lambda: plan_recovery(whole, target, now=NOW, pg_version=15))
-            SNAPSHOTS.clear()
             inputs = (await repo.load_plan_inputs(pool, guid, target, plans.PLAN_CANDIDATES)
                       if narrowable(target) else None)
             try:
@@ -123,6 +123,12 @@ async def test_sql_narrowing_and_plans_match_the_whole_snapshot(pool) -> None:
             except PlanningError as e:
                 got = ("refused", e.code)
             assert got == expect, (guid, target)
+            for _ in range(2):   # the service's snapshot cache (cold, then warm) changes nothing either
+                try:
+                    cached, _ = await plans._plan(pool, rec, target, NOW, 15, inputs, cache=cache)
+                except PlanningError as e:
+                    cached = ("refused", e.code)
+                assert cached == expect, (guid, target)
             compared += 1
             if not isinstance(got, tuple):
                 inputs = await repo.load_plan_inputs(pool, guid, target, plans.PLAN_CANDIDATES)

@@ -26,7 +26,6 @@ import lz4.frame
 import pytest
 import pytest_asyncio
 import zstandard
-from pydantic import SecretStr
 
 from backup_catalog.s3 import s3_client
 from backup_catalog.settings import Settings
@@ -40,6 +39,7 @@ from scheduler import runner
 from tests.realarchives.cache import ensure_cache, load_objects, load_truth, upload_objects
 from tests.realarchives.s3 import MotoEndpoint
 from tests.support.faultproxy import FaultProxy
+from tests.support.fixtures import make_settings
 
 pytestmark = pytest.mark.realtools
 _seq = itertools.count(1)
@@ -63,8 +63,7 @@ def _bucket(s3_endpoint: MotoEndpoint, tool: str) -> tuple[str, str]:
 
 
 def _settings(url: str, dsn: str) -> Settings:
-    return Settings(s3_endpoint_url=url, aws_access_key_id=SecretStr("k"), aws_secret_access_key=SecretStr("s"),
-                    catalog_dsn=SecretStr(dsn), s3_max_attempts=2, scan_deadline_seconds=20)
+    return make_settings(url, dsn, scan_deadline_seconds=20)
 
 
 async def _scan(pool: asyncpg.Pool, st: Settings, guid: str, *, full: bool = True) -> runner.ScanOutcome:
