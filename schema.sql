@@ -230,3 +230,11 @@ ALTER TABLE purges ADD COLUMN IF NOT EXISTS pending jsonb;
 CREATE UNIQUE INDEX IF NOT EXISTS purges_one_open ON purges (instance_guid) WHERE outcome IN ('running', 'failed');
 
 INSERT INTO schema_version (version) VALUES (1) ON CONFLICT (version) DO NOTHING;
+
+-- The fingerprint (SHA-256 of this file) of the schema last applied (issue 14): short CLI commands apply
+-- this file only when it changed (catalog.db.ensure_schema). One row.
+CREATE TABLE IF NOT EXISTS schema_fingerprint (
+    one         boolean PRIMARY KEY DEFAULT true CHECK (one),
+    sha256      text NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+);
