@@ -21,7 +21,7 @@ from backup_catalog.envfiles import (
     setting,
 )
 from backup_catalog.settings import Settings
-from tests.realarchives.s3 import free_port
+from sandbox.s3 import free_port
 
 CRED_VARS = ("BROKER_USERNAME", "BROKER_PASSWORD", "OPERATOR_USERNAME", "OPERATOR_PASSWORD")
 

@@ -19,8 +19,8 @@ from backup_catalog.settings import Settings
 from backup_catalog.usecases import plan
 from catalog import repo
 from recovery.model import InstanceRef, Storage
+from sandbox.cache import ensure_cache, object_path
 from scheduler import runner
-from tests.realarchives.cache import ensure_cache, object_path
 from tests.realarchives.plugin import fresh_archive
 from tests.scheduler.test_scan import RequestCounter
 
