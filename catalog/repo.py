@@ -27,7 +27,8 @@ from recovery.wal import DEFAULT_SEG_SIZE, merge_runs
 Db = asyncpg.Pool | asyncpg.Connection
 
 TABLES = ("instances", "instance_names", "backups", "timelines", "wal_runs", "wal_conflicts",
-          "window_edges", "scan_state", "derived_views", "scan_leases", "scan_runs", "drills", "purges")
+          "window_edges", "scan_state", "derived_views", "scan_leases", "scan_runs", "drills", "purges",
+          "instance_facts")
 
 
 @asynccontextmanager
