@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from pydantic import BaseModel
 
-from api import schemas, views
+from api import coverage, metrics, schemas, views
 from api.auth import Role
 from api.errors import BadRequest
 
@@ -41,6 +41,18 @@ class Operation:
 
 _B, _O, _P = Role.BROKER, Role.OPERATOR, Role.PUBLIC
 
+COVERAGE_QUERY = (
+    Query("status", {"type": "string", "enum": ["ok", "warning", "critical"]}, "only instances with this status"),
+    Query("space", {"type": "string"}, "only instances in this space GUID"),
+    Query("org", {"type": "string"}, "only instances in this organization GUID"),
+    Query("name", {"type": "string"}, "only instances whose current name starts with this"),
+    Query("layout", {"type": "string", "enum": ["pgbackrest", "barman", "walg", "wale", "unknown"]},
+          "only this archive layout (unknown: never scanned)"),
+    Query("deleted", {"type": "boolean"}, "true: only deleted instances; false: only live ones; unset: both"),
+    Query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "rows per page"),
+    Query("cursor", {"type": "string"}, "next_cursor of the previous page"),
+)
+
 OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "/spaces/{space_guid}/services/{name}/backups", views.get_backups, _B,
               "Backups, WAL coverage, holes and recoverable windows of every holder of a name",
@@ -63,13 +75,20 @@ OPERATIONS: tuple[Operation, ...] = (
               "scanInstance", response=schemas.ScanOutcomeOut, errors=(400, 404, 409, 503),
               query=(Query("full", {"type": "boolean", "default": False},
                            "full reconcile (notices deleted objects)"),), tags=("operator",)),
-    Operation("GET", "/reports/coverage", views.get_coverage, _O, "Coverage report (JSON or CSV)",
-              "coverageReport", response=schemas.CoverageReport, errors=(400, 503),
-              query=(Query("format", {"type": "string", "enum": ["json", "csv"], "default": "json"}),),
+    Operation("GET", "/reports/coverage", coverage.get_coverage, _O,
+              "Coverage report: fleet summary and one page of instances worst first (JSON), or every "
+              "matching instance as streamed CSV", "coverageReport", response=schemas.CoverageReport,
+              errors=(400, 503), query=(Query("format", {"type": "string", "enum": ["json", "csv"], "default": "json"}),
+                                        *COVERAGE_QUERY), tags=("operator",)),
+    Operation("GET", "/reports/coverage.html", coverage.get_coverage_html, _O,
+              "Coverage report as an HTML page (summary, filters, one page of rows, links to details and pages)",
+              "coverageReportHtml", media="text/html", errors=(400, 503), query=COVERAGE_QUERY, tags=("operator",)),
+    Operation("GET", "/instances/{guid}/coverage", coverage.get_instance_coverage, _O,
+              "One instance's coverage with every backup (JSON, or an HTML page)", "instanceCoverage",
+              response=schemas.CoverageDetail, errors=(400, 404, 503),
+              query=(Query("format", {"type": "string", "enum": ["json", "html"], "default": "json"}),),
               tags=("operator",)),
-    Operation("GET", "/reports/coverage.html", views.get_coverage_html, _O, "Coverage report as an HTML page",
-              "coverageReportHtml", media="text/html", errors=(503,), tags=("operator",)),
-    Operation("GET", "/metrics", views.get_metrics, _O, "Prometheus metrics", "metrics",
+    Operation("GET", "/metrics", metrics.get_metrics, _O, "Prometheus metrics", "metrics",
               media="text/plain", tags=("operator",)),
     Operation("GET", "/healthz", views.get_health, _P, "Liveness: the catalog answers", "health",
               response=schemas.Health, errors=(503,), tags=("public",)),

@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timezone
-from typing import Any
 
 from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
 from api import keys
 from api.errors import BadRequest, NotAvailable, ScanBusy, read_json
-from api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from api.schemas import (
     CloneRequest,
-    CoverageReport,
     InstanceList,
     InstanceOut,
     InstancePatch,
@@ -132,39 +129,6 @@ async def post_scan(request: web.Request) -> web.Response:
         "instance_guid": outcome.instance_guid, "ok": outcome.ok, "code": outcome.code, "message": outcome.message,
         "full": was_full, "backups": outcome.backups, "wal_runs": outcome.wal_runs,
         "unknown_objects": outcome.unknown_objects, "issues": outcome.issues, "seconds": round(outcome.seconds, 3)}))
-
-
-def _report() -> Any:
-    try:
-        from backup_catalog import report
-    except ImportError:
-        raise NotAvailable("the coverage report is not available in this build") from None
-    return report
-
-
-async def get_coverage(request: web.Request) -> web.Response:
-    fmt = request.query.get("format", "json")
-    if fmt not in ("json", "csv"):
-        raise BadRequest("invalid_query_parameter", "format must be json or csv")
-    report = _report()
-    rows = await report.coverage(request.app[keys.POOL], request.app[keys.SETTINGS])
-    if fmt == "csv":
-        return web.Response(text=report.to_csv(rows), content_type="text/csv")
-    return web.json_response(dump(CoverageReport, {"instances": rows}))
-
-
-async def get_coverage_html(request: web.Request) -> web.Response:
-    report = _report()
-    rows = await report.coverage(request.app[keys.POOL], request.app[keys.SETTINGS])
-    return web.Response(text=report.to_html(rows), content_type="text/html")
-
-
-async def get_metrics(request: web.Request) -> web.Response:
-    m = request.app[keys.METRICS]
-    await m.collect_catalog(request.app[keys.POOL])
-    resp = web.Response(body=m.render())
-    resp.headers["Content-Type"] = METRICS_CONTENT_TYPE
-    return resp
 
 
 # -- public ------------------------------------------------------------------------------------
