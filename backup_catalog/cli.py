@@ -90,11 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--json", action="store_true")
 
     rp = sub.add_parser("report", help="operator reports").add_subparsers(dest="report_cmd", required=True)
-    c = rp.add_parser("coverage")
-    fmt = c.add_mutually_exclusive_group()
-    fmt.add_argument("--json", action="store_true")
-    fmt.add_argument("--csv", action="store_true")
-    fmt.add_argument("--html", metavar="FILE")
+    from backup_catalog import cmd_coverage
+    cmd_coverage.add_arguments(rp.add_parser("coverage", help="backup coverage of the fleet, worst first"))
 
     sv = sub.add_parser("serve", help="HTTP API + scheduler")
     sv.add_argument("--host", default="127.0.0.1")

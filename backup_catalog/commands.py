@@ -130,22 +130,6 @@ async def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
     return _show(args, doc, views.print_plan)
 
 
-async def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
-    from backup_catalog import report
-    rows = await _on_catalog(settings, lambda pool: report.coverage(pool, settings))
-    if args.json:
-        _print_json({"instances": rows})
-    elif args.csv:
-        sys.stdout.write(report.to_csv(rows))
-    elif args.html:
-        with open(args.html, "w", encoding="utf-8") as f:
-            f.write(report.to_html(rows))
-        print(f"wrote {args.html}")
-    else:
-        report.print_table(rows, out)
-    return 0
-
-
 async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from api.app import run_server
     await run_server(settings, args.host, args.port)
@@ -158,6 +142,8 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def dispatch(args: argparse.Namespace) -> Handler:
+    from backup_catalog import cmd_coverage
+    cmd_report = cmd_coverage.run
     table: dict[str, Handler] = {"db": cmd_db_init, "instances": cmd_instances, "scan": cmd_scan,
                                  "backups": cmd_backups, "plan": cmd_plan, "report": cmd_report,
                                  "serve": cmd_serve, "demo": cmd_demo}
