@@ -1,7 +1,7 @@
 """The aiohttp application: resources in ``cleanup_ctx`` (G8), middlewares, routes; and ``serve``.
 
 Resources, each a plain async generator (startup before ``yield``, cleanup after, in reverse order):
-the asyncpg pool (``service.open_catalog``), the S3 client, the APScheduler scheduler. Shutdown stops
+the asyncpg pool (``service.open_catalog``), the S3 client, the periodic jobs (``backup_catalog.jobs``). Shutdown stops
 the scheduler, gives running scans ``SHUTDOWN_GRACE_SECONDS`` to finish, then cancels them; a
 cancelled scan saves nothing (one transaction), so the catalog keeps the previous generation.
 """
@@ -23,10 +23,11 @@ from api.auth import auth_middleware
 from api.errors import error_middleware
 from api.metrics import ApiMetrics, metrics_middleware
 from api.routes import add_routes, query_middleware
-from backup_catalog import service, views
+from backup_catalog import jobs, service
 from backup_catalog.s3 import s3_client
 from backup_catalog.settings import Settings
-from scheduler import jobs
+from backup_catalog.usecases import scan
+from backup_catalog.usecases.snapshots import SNAPSHOTS
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +45,9 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None, s3: Any 
     app.middlewares.append(query_middleware())
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = metrics
-    app[keys.HOLDER] = holder or jobs.default_holder()
+    app[keys.HOLDER] = holder or scan.default_holder()
     app[keys.SCAN_TASKS] = set()
-    views.SNAPSHOTS.max_backups = settings.snapshot_cache_backups
+    SNAPSHOTS.max_backups = settings.snapshot_cache_backups
 
     async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
         if pool is not None:
@@ -68,21 +69,18 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None, s3: Any 
             yield
 
     async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
-        async def tick() -> None:
-            run = asyncio.ensure_future(jobs.run_once(app[keys.POOL], settings, app[keys.S3], app[keys.HOLDER],
-                                                      on_done=app[keys.METRICS].observe_scan))
-            app[keys.SCAN_TASKS].add(run)
-            run.add_done_callback(app[keys.SCAN_TASKS].discard)
-            await asyncio.shield(run)   # scheduler shutdown cancels the tick, not the scans
+        tasks = app[keys.SCAN_TASKS]
 
-        sched = jobs.make_scheduler(tick, settings)
-        cc = _add_cf_sync(app, sched, settings)
-        app[keys.SCHEDULER] = sched
-        sched.start()
+        def track(run: asyncio.Future[Any]) -> None:
+            tasks.add(run)
+            run.add_done_callback(tasks.discard)
+
+        periodic = jobs.build_jobs(app[keys.POOL], settings, app[keys.S3], app[keys.HOLDER],
+                                   on_scan_done=app[keys.METRICS].observe_scan, track=track)
+        app[keys.SCHEDULER] = periodic.scheduler
+        periodic.start()
         yield
-        sched.shutdown(wait=False)
-        if cc is not None:
-            await cc.close()
+        await periodic.stop()
 
     async def scans_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
@@ -94,37 +92,6 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None, s3: Any 
     if start_scheduler:
         app.cleanup_ctx.append(scheduler_ctx)
     return app
-
-
-def _add_cf_sync(app: web.Application, sched: Any, settings: Settings) -> Any:
-    """Cloud Foundry name sync (discovery mode) as a second job, one replica at a time (lease ``cf-sync``)."""
-    if not (settings.cf_api_url and settings.cf_discovery_bucket):
-        return None
-    from datetime import datetime, timedelta, timezone
-
-    from backup_catalog import cfsync
-    from catalog import repo
-
-    cc = cfsync.CloudController.from_settings(settings)
-    bucket, root = settings.cf_discovery_bucket, settings.cf_discovery_root
-
-    async def cf_tick() -> None:
-        pool, holder = app[keys.POOL], app[keys.HOLDER]
-        token = await repo.try_acquire_lease(pool, "cf-sync", holder, settings.cf_sync_interval_seconds + 60.0)
-        if token is None:
-            return
-        try:
-            report = await cfsync.sync_once(pool, settings, app[keys.S3], bucket, root, cc=cc)
-            log.info("cf name sync: %s", report)
-        except Exception:   # a failing Cloud Controller must never stop the scheduler; names are kept
-            log.exception("cf name sync failed")
-        finally:
-            await repo.release_lease(pool, "cf-sync", holder, token)
-
-    sched.add_job(cf_tick, "interval", seconds=max(1, settings.cf_sync_interval_seconds), id="cf_sync",
-                  name="Cloud Foundry name sync", max_instances=1, coalesce=True,
-                  next_run_time=datetime.now(timezone.utc) + timedelta(seconds=1))
-    return cc
 
 
 async def drain_scans(tasks: set[asyncio.Task[Any]], grace: float) -> None:

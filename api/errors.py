@@ -130,7 +130,7 @@ def to_response(request: web.Request, exc: BaseException) -> web.Response:
         if status >= 500:
             log.error("%s %s: %s: %s", request.method, request.path, type(exc).__name__, exc)
         return problem(request, status, title, str(exc), getattr(exc, "code", "error"))
-    log.exception("%s %s: unhandled error", request.method, request.path)
+    log.error("%s %s: unhandled error", request.method, request.path, exc_info=exc)
     return problem(request, 500, "Internal server error", "an unexpected error occurred; it has been logged",
                    "internal_error")
 
@@ -144,7 +144,7 @@ async def error_middleware(request: web.Request,
         if exc.status < 400:
             raise
         return to_response(request, exc)
-    except Exception as exc:  # noqa: BLE001 - this IS the one place that turns errors into responses
+    except Exception as exc:
         return to_response(request, exc)
 
 

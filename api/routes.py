@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from pydantic import BaseModel
 
-from api import coverage, metrics, schemas, views
+from api import coverage, handlers, metrics, schemas
 from api.auth import Role
 from api.errors import BadRequest
 
@@ -54,24 +54,24 @@ COVERAGE_QUERY = (
 )
 
 OPERATIONS: tuple[Operation, ...] = (
-    Operation("GET", "/spaces/{space_guid}/services/{name}/backups", views.get_backups, _B,
+    Operation("GET", "/spaces/{space_guid}/services/{name}/backups", handlers.get_backups, _B,
               "Backups, WAL coverage, holes and recoverable windows of every holder of a name",
               "getBackups", response=schemas.BackupsDoc, errors=(400, 404), tags=("broker",)),
-    Operation("POST", "/spaces/{space_guid}/clones", views.post_clone, _B,
+    Operation("POST", "/spaces/{space_guid}/clones", handlers.post_clone, _B,
               "Plan a clone of a service instance at a point in time", "planClone",
               body=schemas.CloneRequest, response=schemas.PlanDoc, errors=(400, 404, 422), tags=("broker",)),
-    Operation("PUT", "/instances/{guid}", views.put_instance, _B, "Register or update an instance",
+    Operation("PUT", "/instances/{guid}", handlers.put_instance, _B, "Register or update an instance",
               "putInstance", body=schemas.InstancePut, ok=201, response=schemas.InstanceOut,
               errors=(400, 409), tags=("broker",)),
-    Operation("PATCH", "/instances/{guid}", views.patch_instance, _B,
+    Operation("PATCH", "/instances/{guid}", handlers.patch_instance, _B,
               "Rename an instance (the old name stays in the name history)", "renameInstance",
               body=schemas.InstancePatch, response=schemas.InstanceOut, errors=(400, 404, 409), tags=("broker",)),
-    Operation("DELETE", "/instances/{guid}", views.delete_instance, _B,
+    Operation("DELETE", "/instances/{guid}", handlers.delete_instance, _B,
               "Mark an instance deleted (its catalog data and last name are kept)", "deleteInstance",
               ok=204, errors=(400, 404), tags=("broker",)),
-    Operation("GET", "/instances", views.list_instances, _O, "All registered instances", "listInstances",
+    Operation("GET", "/instances", handlers.list_instances, _O, "All registered instances", "listInstances",
               response=schemas.InstanceList, tags=("operator",)),
-    Operation("POST", "/instances/{guid}/scan", views.post_scan, _O, "Scan one instance's archive now",
+    Operation("POST", "/instances/{guid}/scan", handlers.post_scan, _O, "Scan one instance's archive now",
               "scanInstance", response=schemas.ScanOutcomeOut, errors=(400, 404, 409, 503),
               query=(Query("full", {"type": "boolean", "default": False},
                            "full reconcile (notices deleted objects)"),), tags=("operator",)),
@@ -90,9 +90,9 @@ OPERATIONS: tuple[Operation, ...] = (
               tags=("operator",)),
     Operation("GET", "/metrics", metrics.get_metrics, _O, "Prometheus metrics", "metrics",
               media="text/plain", tags=("operator",)),
-    Operation("GET", "/healthz", views.get_health, _P, "Liveness: the catalog answers", "health",
+    Operation("GET", "/healthz", handlers.get_health, _P, "Liveness: the catalog answers", "health",
               response=schemas.Health, errors=(503,), tags=("public",)),
-    Operation("GET", "/openapi.json", views.get_openapi, _P, "This OpenAPI document", "openapi",
+    Operation("GET", "/openapi.json", handlers.get_openapi, _P, "This OpenAPI document", "openapi",
               media="application/json", tags=("public",)),
 )
 

@@ -53,7 +53,7 @@ class CloneRequest(_Request):
     pg_version: PgMajor | None = Field(default=None, alias="pg-version")
 
     def as_body(self) -> dict[str, Any]:
-        """The hyphenated dict that ``views.plan_doc`` takes (same keys as the CLI passes)."""
+        """The hyphenated dict that ``usecases.plan.plan_doc`` takes (same keys as the CLI passes)."""
         return self.model_dump(by_alias=True)
 
 

@@ -243,7 +243,7 @@ class CloudController:
                     except ValueError:
                         body = await r.text()
                     return r.status, body
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+            except (TimeoutError, aiohttp.ClientError, OSError) as e:
                 last = f"{type(e).__name__}: {str(e)[:200]}"
         raise CloudControllerUnavailable(f"{method} {url} failed {self._attempts} times; last: {last}")
 
@@ -297,8 +297,8 @@ async def sync_once(pool: asyncpg.Pool, settings: Settings, store_or_client: Any
         cf = CfInstance(cf.guid, cf.name, cf.space_guid, orgs.get(cf.space_guid))
         if not await _apply(pool, rec, cf, bucket, root, acc, final=False):
             retry.append((rec, cf))
-    for rec, cf in retry:   # e.g. two instances swapping names: the second pass sees the first one moved
-        rec = known.get(cf.guid) if rec is None else await repo.get_instance(pool, cf.guid)
+    for first, cf in retry:   # e.g. two instances swapping names: the second pass sees the first one moved
+        rec = known.get(cf.guid) if first is None else await repo.get_instance(pool, cf.guid)
         await _apply(pool, rec, cf, bucket, root, acc, final=True)
     return acc.report()
 

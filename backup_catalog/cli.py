@@ -10,12 +10,11 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
-from backup_catalog.settings import Settings, load_settings
+from backup_catalog.settings import load_settings
 from recovery.errors import PitrError, PlanningError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
@@ -121,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{'.'.join(map(str, err['loc'])).upper()}: {err['msg']}" for err in e.errors()))
         return EXIT_USAGE
     from backup_catalog import commands
-    handler: Callable[[argparse.Namespace, Settings], Awaitable[int]] = commands.dispatch(args)
+    handler = commands.dispatch(args)
     if args.cmd == "serve":
         # uvloop (libuv) for the long-running service: socket I/O is most of a request's CPU time
         import uvloop

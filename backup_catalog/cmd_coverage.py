@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from pathlib import Path
@@ -47,7 +48,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps(doc, default=str))
     elif args.html:
-        Path(args.html).write_text(report.to_html(doc), encoding="utf-8")
+        await asyncio.to_thread(Path(args.html).write_text, report.to_html(doc), encoding="utf-8")
         print(f"wrote {args.html}")
     else:
         report.print_page(doc, Console())

@@ -1,23 +1,23 @@
-"""CLI command handlers: thin wrappers over service/views, rendering with rich or JSON."""
+"""CLI command handlers: thin wrappers over the use cases (backup_catalog.usecases), rendering with rich or JSON."""
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from backup_catalog import service, views
+from backup_catalog import documents, service
 from backup_catalog.settings import Settings
-from catalog import repo
+from backup_catalog.usecases import backups, instances, plan
 from recovery.model import InstanceRef, Storage
 
-Handler = Callable[[argparse.Namespace, Settings], Awaitable[int]]
+Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 err = Console(stderr=True)
 out = Console()
 
@@ -38,19 +38,19 @@ async def cmd_instances(args: argparse.Namespace, settings: Settings) -> int:
     pool = await service.open_catalog(settings)
     try:
         if args.inst_cmd == "add":
-            created = await repo.register_instance(
+            created, _ = await instances.register(
                 pool, InstanceRef(args.instance, args.space, args.name, org_guid=args.org),
                 Storage(args.bucket, args.prefix, args.layout, args.stanza))
             doc = {"instance_guid": args.instance, "created": created}
         elif args.inst_cmd == "rename":
-            await repo.rename_instance(pool, args.guid, args.new_name)
+            await instances.rename(pool, args.guid, args.new_name)
             doc = {"instance_guid": args.guid, "name": args.new_name}
         elif args.inst_cmd == "delete":
-            await repo.delete_instance(pool, args.guid)
+            await instances.delete(pool, args.guid)
             doc = {"instance_guid": args.guid, "deleted": True}
         else:
-            recs = await repo.list_instances(pool)
-            rows = [views.instance_to_dict(r) for r in recs]
+            recs = await instances.list_all(pool)
+            rows = [documents.instance_to_dict(r) for r in recs]
             if args.json:
                 _print_json({"instances": rows})
             else:
@@ -73,10 +73,10 @@ async def cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
     pool = await service.open_catalog(settings)
     try:
         if args.instance:
-            await repo.get_instance(pool, args.instance)
+            await instances.get(pool, args.instance)
             guids = [args.instance]
         else:
-            guids = [r.guid for r in await repo.list_instances(pool)]
+            guids = [r.guid for r in await instances.list_all(pool)]
         show = sys.stderr.isatty() and not args.json
         with Progress(TextColumn("scanning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=err, disable=not show, transient=True) as prog:
@@ -118,16 +118,16 @@ def _show(args: argparse.Namespace, doc: dict[str, Any], pretty: Callable[[dict[
 
 
 async def cmd_backups(args: argparse.Namespace, settings: Settings) -> int:
-    doc = await _on_catalog(settings, lambda pool: views.backups_doc(pool, args.space, args.name))
-    return _show(args, doc, views.print_backups)
+    doc = await _on_catalog(settings, lambda pool: backups.backups_doc(pool, args.space, args.name))
+    return _show(args, doc, documents.print_backups)
 
 
 async def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
     body = {"clone-from": args.clone_from, "point-in-time": args.point_in_time, "lsn": args.lsn,
             "latest": args.latest, "immediate": args.immediate, "timeline": args.timeline,
             "exclusive": args.exclusive, "pg-version": args.pg_version}
-    doc = await _on_catalog(settings, lambda pool: views.plan_doc(pool, settings, args.space, body))
-    return _show(args, doc, views.print_plan)
+    doc = await _on_catalog(settings, lambda pool: plan.plan_doc(pool, settings, args.space, body))
+    return _show(args, doc, documents.print_plan)
 
 
 async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:

@@ -17,9 +17,10 @@ from typing import Any
 from pydantic import SecretStr
 from rich.console import Console
 
-from backup_catalog import service, views
+from backup_catalog import documents, service
 from backup_catalog.s3 import s3_client
 from backup_catalog.settings import Settings
+from backup_catalog.usecases import backups, plan
 from catalog import repo
 from recovery.errors import PlanningError
 from recovery.jsonout import refusal_to_dict
@@ -107,7 +108,7 @@ async def _tour(pool: Any, settings: Settings, truth: dict[str, Any]) -> int:
         console.print(f"[red]scan failed ({outcome.code}): {outcome.message}[/red]")
         return 1
     console.rule(f"backup-catalog backups --space {SPACE} --name production")
-    views.print_backups(await views.backups_doc(pool, SPACE, "production"), console)
+    documents.print_backups(await backups.backups_doc(pool, SPACE, "production"), console)
 
     console.rule("the user deletes production (cf delete-service production)")
     await repo.delete_instance(pool, GUID)
@@ -116,11 +117,11 @@ async def _tour(pool: Any, settings: Settings, truth: dict[str, Any]) -> int:
     tl2 = sorted((c for c in commits if c["tl"] == 2), key=lambda c: c["id"])
     a, b = tl2[0], tl2[1]
     ta, tb = datetime.fromisoformat(a["commit_time"]), datetime.fromisoformat(b["commit_time"])
-    target = views.iso(ta + (tb - ta) / 2)
+    target = documents.iso(ta + (tb - ta) / 2)
     body = {"clone-from": "production", "point-in-time": target}
     console.rule(f"cf create-service ... -c '{{\"clone-from\":\"production\",\"point-in-time\":\"{target}\"}}'")
-    doc = await views.plan_doc(pool, settings, SPACE, body)
-    views.print_plan(doc, console)
+    doc = await plan.plan_doc(pool, settings, SPACE, body)
+    documents.print_plan(doc, console)
     rows = sorted(truth["restored_ids_at_fork"]) + [c["id"] for c in tl2 if c["commit_time"] <= a["commit_time"]]
     console.print(f"[green]restoring this plan yields the rows with ids {rows}: timeline 1 up to the fork, then "
                   f"timeline 2 up to {target} (row {b['id']} was committed at {b['commit_time']}, after the "
@@ -128,7 +129,7 @@ async def _tour(pool: Any, settings: Settings, truth: dict[str, Any]) -> int:
 
     console.rule("and a request the archive cannot serve")
     try:
-        await views.plan_doc(pool, settings, SPACE, {"clone-from": "production", "point-in-time": "2016-09-28T10:00Z"})
+        await plan.plan_doc(pool, settings, SPACE, {"clone-from": "production", "point-in-time": "2016-09-28T10:00Z"})
     except PlanningError as e:
         err = refusal_to_dict(e)["error"]
         console.print(f"refused [bold]{err['code']}[/bold]: {err['message']}")

@@ -1,8 +1,7 @@
-"""Use cases of the CLI and the HTTP API: open the catalog, scan many instances (see scheduler.runner)."""
+"""What the CLI needs around the use cases: open the catalog, scan many instances with its own S3 client."""
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -10,12 +9,9 @@ import asyncpg
 
 from backup_catalog.settings import Settings
 from catalog import db as catalog_db
-from catalog.errors import CatalogError
 
 if TYPE_CHECKING:
     from scheduler.runner import ScanOutcome
-
-log = logging.getLogger(__name__)
 
 
 async def open_catalog(settings: Settings) -> asyncpg.Pool:
@@ -32,25 +28,11 @@ async def open_catalog(settings: Settings) -> asyncpg.Pool:
 
 async def scan_many(pool: asyncpg.Pool, settings: Settings, guids: list[str], *, full: bool,
                     on_done: Callable[[ScanOutcome], None] | None = None, concurrency: int = 8) -> list[ScanOutcome]:
-    """Scan instances concurrently; one instance's failure never stops the others."""
+    """Scan instances concurrently with this process's own S3 client (the CLI's ``scan``), each under its
+    scan lease like every other scan (:func:`backup_catalog.usecases.scan.scan_many`)."""
     # S3 code is imported only where it is used: `backups` and `plan` never pay for botocore
     from backup_catalog.s3 import s3_client
-    from scheduler.runner import ScanOutcome, scan_instance
-    sem = asyncio.Semaphore(concurrency)
-    out: list[ScanOutcome] = []
+    from backup_catalog.usecases import scan
     async with s3_client(settings) as client:
-        async def one(g: str) -> None:
-            async with sem:
-                try:
-                    o = await scan_instance(pool, client, g, full=full, settings=settings)
-                except (CatalogError, asyncpg.PostgresError) as e:
-                    o = ScanOutcome(g, False, getattr(e, "code", "catalog_error") or "catalog_error", str(e))
-                except Exception as e:  # a bug must not stop the fleet scan: report it per instance
-                    log.exception("scan of %s failed", g)
-                    o = ScanOutcome(g, False, "internal_error", f"{type(e).__name__}: {e}")
-                out.append(o)
-                if on_done:
-                    on_done(o)
-        await asyncio.gather(*(one(g) for g in guids))
-    return out
-
+        return await scan.scan_many(pool, settings, client, guids, full=full, on_done=on_done,
+                                    concurrency=concurrency)

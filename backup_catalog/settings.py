@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     cf_discovery_bucket: str | None = None     # name sync: instances live under s3://bucket/root/<guid>/
     cf_discovery_root: str = ""
     cf_sync_interval_seconds: int = 300
-    snapshot_cache_backups: int = 20_000       # per-process snapshot cache budget, in backups (see views.SnapshotCache)
+    snapshot_cache_backups: int = 20_000       # per-process snapshot cache budget, in backups (see usecases.snapshots.SnapshotCache)
     coverage_warning_rpo_seconds: int = 15 * 60
     coverage_critical_rpo_seconds: int = 60 * 60
     coverage_warning_backup_age_seconds: int = 26 * 3600

@@ -39,7 +39,7 @@ def log(msg: str) -> None:
 # -- S3 --------------------------------------------------------------------------------------------
 
 def backend() -> Any:
-    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.core.models import DEFAULT_ACCOUNT_ID
     from moto.s3.models import s3_backends
     return s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
 
@@ -69,7 +69,7 @@ def job(env: dict[str, str], *args: str) -> dict[str, Any]:
         err = errf.read()
     if proc.returncode != 0 or not out.strip():
         raise RuntimeError(f"bench.job {' '.join(args)} failed (exit {proc.returncode}): {err[-1500:]}")
-    res = json.loads(out.strip().splitlines()[-1])
+    res: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     # the child's own peak (VmHWM, reported by bench.job): wait4's ru_maxrss starts at this parent's peak,
     # because Linux carries the high-water RSS of the address space a child exec'd from (vfork) into it
     res["child_maxrss_mb"] = res.get("peak_rss_mb", ru.ru_maxrss / 1024)
@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
                 n = bigcatalog.derive(dsn, a.catalog_instances)
                 results["catalog"]["derive_s"] = time.perf_counter() - t0
                 log(f"derived views (what each scan stores) for {n} instances in {results['catalog']['derive_s']:.0f}s")
-            from scheduler.jobs import slot_for
+            from backup_catalog.usecases.scan import slot_for
             asyncio.run(bigcatalog.claim_slots(dsn, slot_for(datetime.now(timezone.utc), SERVE_INTERVAL)))
             server = Server(env, tmp / "server.log", a.serve_workers)
             results["serve_workers"] = a.serve_workers

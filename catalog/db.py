@@ -1,17 +1,19 @@
 """Connecting to the catalog database: the asyncpg pool, the pg_lsn codec and the schema."""
 from __future__ import annotations
 
-import asyncio
 import importlib.resources
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from catalog.errors import CatalogUnavailable
 from recovery.lsn import Lsn
 
-DbLike = asyncpg.Pool | asyncpg.Connection
+Conn = asyncpg.Connection | PoolConnectionProxy   # a connection, or what Pool.acquire() yields
+Db = asyncpg.Pool | Conn
+DbLike = Db
 _SCHEMA_LOCK = 0x6263_6174_616C_6F67 & 0x7FFF_FFFF_FFFF_FFFF  # "bcatalog": serialises concurrent init_schema
 
 
@@ -109,7 +111,7 @@ async def open_pool(dsn: str, **kw: Any) -> asyncpg.Pool:
     kw.setdefault("reset", _no_session_state)
     try:
         return await asyncpg.create_pool(dsn, init=init, **kw)
-    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
         raise unavailable(dsn, exc) from None
 
 
@@ -117,8 +119,8 @@ async def connect(dsn: str, **kw: Any) -> asyncpg.Connection:
     """One connection with the codecs registered (for CLI one-shots and maintenance)."""
     kw.setdefault("timeout", 10)
     try:
-        conn = await asyncpg.connect(dsn, **kw)
-    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
+        conn: asyncpg.Connection = await asyncpg.connect(dsn, **kw)
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
         raise unavailable(dsn, exc) from None
     await register_codecs(conn)
     return conn
@@ -134,7 +136,7 @@ async def init_schema(db: DbLike) -> None:
         await _apply(db, sql)
 
 
-async def _apply(conn: asyncpg.Connection, sql: str) -> None:
+async def _apply(conn: Conn, sql: str) -> None:
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
         await conn.execute(sql)

@@ -18,6 +18,7 @@ from datetime import datetime
 import asyncpg
 
 from catalog import repo
+from catalog.db import Db
 from recovery.grading import SnapshotFacts, facts_of
 from recovery.jsonout import archive_to_dict, windows_from_json, windows_to_json
 from recovery.model import ArchiveSnapshot
@@ -36,7 +37,7 @@ class Derived:
     facts: SnapshotFacts | None = None
 
 
-async def stored_archive(db: repo.Db, guid: str) -> str | None:
+async def stored_archive(db: Db, guid: str) -> str | None:
     """The stored archive document of the instance's current scan, or None (missing or stale)."""
     val = await db.fetchval(
         f"SELECT dv.archive FROM derived_views dv JOIN scan_state s ON {repo.CURRENT_VIEW} "
@@ -64,7 +65,7 @@ async def refresh(pool: asyncpg.Pool, guid: str) -> tuple[Derived, ArchiveSnapsh
     return d, snap
 
 
-async def store(db: repo.Db, guid: str, d: Derived) -> bool:
+async def store(db: Db, guid: str, d: Derived) -> bool:
     """Store ``d`` (and its facts) unless its scan is no longer the instance's current one. True when stored."""
     async with repo.transaction(db) as c:
         stored = await _store_view(c, guid, d)
@@ -73,7 +74,7 @@ async def store(db: repo.Db, guid: str, d: Derived) -> bool:
     return stored
 
 
-async def _store_view(db: repo.Db, guid: str, d: Derived) -> bool:
+async def _store_view(db: Db, guid: str, d: Derived) -> bool:
     gen, last_scan = d.version
     status = await db.execute(
         """INSERT INTO derived_views (instance_guid, generation, last_scan, windows, archive)
@@ -83,7 +84,7 @@ async def _store_view(db: repo.Db, guid: str, d: Derived) -> bool:
              SET generation = EXCLUDED.generation, last_scan = EXCLUDED.last_scan, windows = EXCLUDED.windows,
                  archive = EXCLUDED.archive, computed_at = now()""",
         guid, gen, last_scan, json.dumps(windows_to_json(d.windows), separators=(",", ":")), d.archive)
-    stored = bool(status.endswith(" 1"))
+    stored: bool = status.endswith(" 1")
     if not stored:
         log.info("derived view of %s not stored: scan generation %s is no longer current", guid, gen)
     return stored
@@ -136,7 +137,7 @@ def row_to_facts(r: asyncpg.Record, *, lists: bool = True) -> SnapshotFacts:
         holes=tuple(json.loads(r["holes"])) if lists else ())
 
 
-async def store_facts(db: repo.Db, guid: str, version: Version, f: SnapshotFacts) -> bool:
+async def store_facts(db: Db, guid: str, version: Version, f: SnapshotFacts) -> bool:
     """Store the coverage facts of scan ``version`` unless it is no longer current. True when stored."""
     gen, last_scan = version
     cols = ", ".join(FACT_COLUMNS)

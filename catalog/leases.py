@@ -7,15 +7,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import asyncpg
-
-Db = asyncpg.Pool | asyncpg.Connection
+from catalog.db import Db
 
 
 async def try_acquire_lease(db: Db, key: str, holder: str, ttl_s: float) -> int | None:
     """Take or renew lease ``key`` for ``ttl_s`` seconds. Returns the fencing token, or None when
     another holder's lease is unexpired. Renewal by the current holder keeps its token."""
-    return await db.fetchval(
+    token: int | None = await db.fetchval(
         """INSERT INTO scan_leases AS l (key, holder, token, acquired_at, expires_at)
            VALUES ($1, $2, 1, clock_timestamp(), clock_timestamp() + make_interval(secs => $3))
            ON CONFLICT (key) DO UPDATE SET
@@ -26,6 +24,7 @@ async def try_acquire_lease(db: Db, key: str, holder: str, ttl_s: float) -> int 
                holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
            WHERE l.expires_at <= clock_timestamp() OR l.holder = EXCLUDED.holder
            RETURNING token""", key, holder, float(ttl_s))
+    return token
 
 
 async def release_lease(db: Db, key: str, holder: str, token: int) -> bool:

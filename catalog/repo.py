@@ -15,8 +15,13 @@ from datetime import UTC, datetime
 import asyncpg
 
 from catalog import rows
+from catalog.db import Conn, Db
 from catalog.errors import CatalogError, Conflict, NotScanned, UnknownInstance, UnknownService
-from catalog.leases import check_lease, finish_run, record_run, release_lease, try_acquire_lease  # noqa: F401 (re-export)
+from catalog.leases import check_lease as check_lease
+from catalog.leases import finish_run as finish_run
+from catalog.leases import record_run as record_run
+from catalog.leases import release_lease as release_lease
+from catalog.leases import try_acquire_lease as try_acquire_lease
 from catalog.rows import InstanceRecord, Resolution, ScanState
 from catalog.scanresult import ScanResult, WalMode
 from recovery.model import ArchiveSnapshot, Backup, InstanceRef, Storage, WalRun, WindowEdge
@@ -24,15 +29,13 @@ from recovery.plan import candidate_order
 from recovery.target import Target, TargetKind
 from recovery.wal import DEFAULT_SEG_SIZE, merge_runs
 
-Db = asyncpg.Pool | asyncpg.Connection
-
 TABLES = ("instances", "instance_names", "backups", "timelines", "wal_runs", "wal_conflicts",
           "window_edges", "scan_state", "derived_views", "scan_leases", "scan_runs", "drills", "purges",
           "instance_facts")
 
 
 @asynccontextmanager
-async def transaction(db: Db) -> AsyncIterator[asyncpg.Connection]:
+async def transaction(db: Db) -> AsyncIterator[Conn]:
     """A connection inside a transaction (a savepoint when ``db`` is already in one)."""
     if isinstance(db, asyncpg.Pool):
         async with db.acquire() as conn, conn.transaction():
@@ -120,7 +123,7 @@ async def delete_instance(db: Db, guid: str, *, at: datetime | None = None) -> b
         return True
 
 
-async def _rename(c: asyncpg.Connection, guid: str, space: str, name: str, at: datetime) -> None:
+async def _rename(c: Conn, guid: str, space: str, name: str, at: datetime) -> None:
     cur = await c.fetchrow(
         """SELECT n.space_guid, n.name, NULLIF(n.valid_from, '-infinity') AS valid_from, i.deleted_at
            FROM instance_names n JOIN instances i USING (instance_guid)
@@ -139,7 +142,7 @@ async def _rename(c: asyncpg.Connection, guid: str, space: str, name: str, at: d
     await _take_name(c, guid, space, name, at, at)
 
 
-async def _take_name(c: asyncpg.Connection, guid: str, space: str, name: str, start: datetime | None,
+async def _take_name(c: Conn, guid: str, space: str, name: str, start: datetime | None,
                      at: datetime) -> None:
     """Open [start, infinity) for ``guid``; ``start`` None = -infinity. A deleted current holder's
     interval is closed where ours begins; a live holder is a Conflict."""
@@ -291,7 +294,7 @@ async def save_scan(db: Db, guid: str, result: ScanResult, *, expected_generatio
                 [(guid, x.timeline, x.segno, x.detail) for x in result.conflicts])
             await _upsert_edges(c, guid, result.edges)
             await _drop_edges(c, guid, former_ends - {(e.timeline, e.segno) for e in result.edges})
-            return await c.fetchval(
+            new_gen: int = await c.fetchval(
                 """UPDATE scan_state SET cursors = $2::jsonb, last_scan = $3, last_attempt = $3,
                           last_full_scan = CASE WHEN $4 THEN $3 ELSE last_full_scan END,
                           unknown_objects = $5, issues = $6::jsonb, requests = requests + $7,
@@ -300,13 +303,14 @@ async def save_scan(db: Db, guid: str, result: ScanResult, *, expected_generatio
                    WHERE instance_guid = $1 RETURNING generation""",
                 guid, rows.cursors_to_json(result.cursors), result.finished_at, result.full,
                 result.unknown_objects, rows.issues_to_json(result.issues), result.requests)
+            return new_gen
     except asyncpg.UniqueViolationError as exc:
         raise Conflict(f"instance {guid}: concurrent scan write: {exc.message}") from None
     except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, OverflowError) as exc:
         raise CatalogError(f"instance {guid}: scan result rejected by the catalog, nothing saved: {exc}") from None
 
 
-async def _lock_scan_state(c: asyncpg.Connection, guid: str) -> int:
+async def _lock_scan_state(c: Conn, guid: str) -> int:
     gen = await c.fetchval("SELECT generation FROM scan_state WHERE instance_guid = $1 FOR UPDATE", guid)
     if gen is None:
         if await c.fetchval("SELECT 1 FROM instances WHERE instance_guid = $1", guid) is None:
@@ -316,7 +320,7 @@ async def _lock_scan_state(c: asyncpg.Connection, guid: str) -> int:
     return int(gen)
 
 
-async def _replace_backups(c: asyncpg.Connection, guid: str, backups: Sequence[Backup]) -> None:
+async def _replace_backups(c: Conn, guid: str, backups: Sequence[Backup]) -> None:
     cols = rows.BACKUP_COLUMNS
     await c.execute("DELETE FROM backups WHERE instance_guid = $1 AND NOT (label = ANY($2::text[]))",
                     guid, [b.label for b in backups])
@@ -328,7 +332,7 @@ async def _replace_backups(c: asyncpg.Connection, guid: str, backups: Sequence[B
         [(guid, *rows.backup_to_args(b)) for b in backups])
 
 
-async def _store_runs(c: asyncpg.Connection, guid: str, found: Sequence[WalRun], *, replace: bool
+async def _store_runs(c: Conn, guid: str, found: Sequence[WalRun], *, replace: bool
                       ) -> set[tuple[int, int]]:
     """MERGE: stored ∪ found; REPLACE: found only (and edges on vanished segments go). O(runs).
 
@@ -356,7 +360,7 @@ async def _store_runs(c: asyncpg.Connection, guid: str, found: Sequence[WalRun],
     return {(r.timeline, r.last) for r in gone} - {(r.timeline, r.last) for r in merged}
 
 
-async def _drop_edges(c: asyncpg.Connection, guid: str, ends: set[tuple[int, int]]) -> None:
+async def _drop_edges(c: Conn, guid: str, ends: set[tuple[int, int]]) -> None:
     """Forget the edges at ``ends`` (else one stale row per run extension piles up, and the catalog
     differs from a fresh scan of the same archive)."""
     if ends:
@@ -366,7 +370,7 @@ async def _drop_edges(c: asyncpg.Connection, guid: str, ends: set[tuple[int, int
             guid, [t for t, _ in ends], [n for _, n in ends])
 
 
-async def _upsert_edges(c: asyncpg.Connection, guid: str, edges: Sequence[WindowEdge]) -> None:
+async def _upsert_edges(c: Conn, guid: str, edges: Sequence[WindowEdge]) -> None:
     await c.executemany(
         """INSERT INTO window_edges (instance_guid, timeline, segno, last_commit_time, last_commit_lsn, exact)
            VALUES ($1, $2, $3, $4, $5, $6)
@@ -446,7 +450,7 @@ async def load_versioned_snapshot(db: Db, guid: str) -> tuple[tuple[int, datetim
         return version, await _load_snapshot(c, guid)
 
 
-async def _load_snapshot(c: asyncpg.Connection, guid: str) -> ArchiveSnapshot:
+async def _load_snapshot(c: Conn, guid: str) -> ArchiveSnapshot:
     rec = await get_instance(c, guid)
     if rec.layout is None:
         raise NotScanned(guid)
@@ -486,6 +490,7 @@ async def load_plan_inputs(db: Db, guid: str, target: Target, k: int) -> PlanInp
     :raises NotScanned: the archive layout is unknown. :raises UnknownInstance: no such instance.
     """
     order = candidate_order(target)
+    args: list[object]
     if target.kind is TargetKind.TIME:
         cond, args = ("stop_time <= $2" if target.inclusive else "stop_time < $2"), [target.time]
     elif target.kind is TargetKind.LSN:
@@ -544,7 +549,7 @@ async def load_plan_inputs(db: Db, guid: str, target: Target, k: int) -> PlanInp
 
 
 @asynccontextmanager
-async def _snapshot(db: Db) -> AsyncIterator[asyncpg.Connection]:
+async def _snapshot(db: Db) -> AsyncIterator[Conn]:
     if isinstance(db, asyncpg.Pool):
         async with db.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             yield conn

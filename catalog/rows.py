@@ -8,12 +8,14 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import asyncpg
+
 from catalog.scanresult import ScanIssue
 from recovery.lsn import Lsn
 from recovery.model import Backup, BackupStatus, BackupType, InstanceRef, Layout, Storage, WalRun, WindowEdge
 from recovery.timeline import TimelineSwitch
 
-Row = Mapping[str, Any]
+Row = Mapping[str, Any] | asyncpg.Record   # a fetched row, or a plain mapping in tests
 
 
 @dataclass(frozen=True, slots=True)

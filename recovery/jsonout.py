@@ -90,7 +90,9 @@ def windows_to_json(windows: Mapping[tuple[int, ...], Sequence[Window]]) -> list
 
 
 def _labels(v: object) -> tuple[str, ...]:
-    t = tuple(v)  # type: ignore[call-overload]
+    if not isinstance(v, list | tuple):
+        raise ValueError("backup labels must be a list")
+    t = tuple(v)
     if not all(type(x) is str for x in t):
         raise ValueError("backup labels must be strings")
     return t

@@ -313,18 +313,18 @@ def plan_recovery(snapshot: ArchiveSnapshot, target: Target, *, now: datetime,
     _check_integrity(snapshot)
     pool = usable_backups(snapshot.backups)
     known = windows if windows is not None and narrowable(target) else None
-    pairs, windows = _pairs(snapshot, target, pool, known)
+    pairs, path_windows = _pairs(snapshot, target, pool, known)
     if target.kind is TargetKind.TIME and target.time > now:
         raise PlanningError("target_after_window",
                             f"target {fmt_time(target.time)} is in the future (now {fmt_time(now)})",
-                            windows=tuple(windows))
+                            windows=tuple(path_windows))
     if not pool:
         incomplete = [f"{b.label} ({b.status.value})" for b in snapshot.backups]
         raise PlanningError("no_usable_backup",
                             "no complete backup in the archive" + (f"; incomplete or unusable: {', '.join(incomplete)}"
                                                                    if incomplete else ""),
-                            windows=tuple(windows), details={"backups": incomplete})
-    r = _choose(snapshot, target, pairs, windows)
+                            windows=tuple(path_windows), details={"backups": incomplete})
+    r = _choose(snapshot, target, pairs, path_windows)
     s = snapshot.seg_size
     b = r.backup
     assert b.stop_lsn is not None and b.start_lsn is not None
@@ -342,15 +342,15 @@ def plan_recovery(snapshot: ArchiveSnapshot, target: Target, *, now: datetime,
             if r.cut.kind is CutKind.END:
                 raise PlanningError("target_after_window",
                                     f"target LSN {target.lsn} is after the end of archived WAL on timeline path "
-                                    f"{list(r.path.tlis)} ({r.end_lsn})", windows=tuple(windows))
-            raise _cut_refusal(r, snapshot, windows, f"target LSN {target.lsn} cannot be reached")
+                                    f"{list(r.path.tlis)} ({r.end_lsn})", windows=tuple(path_windows))
+            raise _cut_refusal(r, snapshot, path_windows, f"target LSN {target.lsn} cannot be reached")
         last = target.lsn.segno(s)
         settings.append(("recovery_target_lsn", target.lsn))
         if not target.inclusive:
             settings.append(("recovery_target_inclusive", False))
     elif target.kind is TargetKind.LATEST:
         if r.cut.kind is not CutKind.END:
-            raise _cut_refusal(r, snapshot, windows, "the end of archived WAL cannot be reached")
+            raise _cut_refusal(r, snapshot, path_windows, "the end of archived WAL cannot be reached")
         end_of_wal = True
     else:
         t = target.time
@@ -372,7 +372,7 @@ def plan_recovery(snapshot: ArchiveSnapshot, target: Target, *, now: datetime,
                             f"{list(r.path.tlis)}, which is {how}at {fmt_time(r.end_time)}; recovering to the end "
                             f"of archived WAL ({_seg(r.path, last, s)}) without a recovery target")
         else:
-            raise _cut_refusal(r, snapshot, windows, f"target {_describe(target)} cannot be reached")
+            raise _cut_refusal(r, snapshot, path_windows, f"target {_describe(target)} cannot be reached")
         if not end_of_wal and not target.inclusive:
             settings.append(("recovery_target_inclusive", False))
     settings.append(("recovery_target_timeline", tl))
@@ -382,7 +382,7 @@ def plan_recovery(snapshot: ArchiveSnapshot, target: Target, *, now: datetime,
     b_major = pg_major(b.pg_version or snapshot.pg_version)
     if major is not None and b_major is not None and major != b_major:
         warnings.append(f"backup {b.label} is from PostgreSQL {b_major}, but files are for PostgreSQL {major}")
-    window = window_containing(windows, b.label) or Window(r.path.tlis, b.stop_lsn, b.stop_time, r.end_lsn,
+    window = window_containing(path_windows, b.label) or Window(r.path.tlis, b.stop_lsn, b.stop_time, r.end_lsn,
                                                            r.end_time, r.end_exact, (b.label,), r.cut.kind)
     return RecoveryPlan(b, replace(target, timeline=tl), r.path.tlis, _seg(r.path, r.first_segment, s), _seg(r.path, last, s),
                         last - r.first_segment + 1, window, tuple(settings), tuple(warnings), end_of_wal,

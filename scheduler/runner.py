@@ -1,4 +1,4 @@
-"""Scan one instance and store the result: the unit of work of the CLI, the API and the scheduler jobs."""
+"""Scan one instance and store the result: the unit of work of the scan use case (backup_catalog.usecases.scan)."""
 from __future__ import annotations
 
 import asyncio
@@ -72,7 +72,7 @@ async def scan_instance(pool: asyncpg.Pool, client: Any, guid: str, *, full: boo
         await repo.record_scan_failure(pool, guid, e.code, str(e))
         return ScanOutcome(guid, False, e.code, str(e), requests=store.requests,
                            seconds=asyncio.get_running_loop().time() - t0)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         msg = f"scan did not finish within {settings.scan_deadline_seconds:.0f} s (storage too slow or unavailable)"
         await repo.record_scan_failure(pool, guid, "storage_unavailable", msg)
         return ScanOutcome(guid, False, "storage_unavailable", msg, requests=store.requests,

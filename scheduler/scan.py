@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import TypeVar
@@ -30,6 +30,7 @@ from scheduler.walscan import RunBuilder, RunTail
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+InfoT = TypeVar("InfoT")   # what an info-file parser returns
 
 
 class ScanFailed(PitrError):
@@ -77,6 +78,17 @@ class _Acc:
 
 
 @dataclass(frozen=True, slots=True)
+class LayoutScan:
+    """What one layout's scanner found besides the WAL runs (collected in ``_Acc``)."""
+
+    stanza: str | None          # pgBackRest stanza or barman server name; None for WAL-G/WAL-E
+    seg_size: int
+    backups: tuple[Backup, ...] | None   # None: keep the catalog's (backup.info raced with expire)
+    pg_version: int | None
+    system_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class WalSource:
     """One WAL listing root: ``rel_key(name)`` gives the key (relative to ``prefix``) of a segment name."""
 
@@ -120,7 +132,8 @@ async def scan_archive(store: ObjectStore, storage: Storage, previous: Previous,
         await _check_duplicates(store, layout, acc)
     except StorageError as e:
         raise ScanFailed(e.code, str(e)) from None
-    stanza, seg_size, backups, pg_version, system_id = res
+    stanza, seg_size, backups, pg_version, system_id = (res.stanza, res.seg_size, res.backups, res.pg_version,
+                                                        res.system_id)
     runs = acc.builder.wal_runs()
     mode = WalMode.REPLACE if full else WalMode.MERGE
     all_runs = runs if full else merge_runs((*previous.runs, *runs))
@@ -182,8 +195,8 @@ async def _single_stanza(store: ObjectStore, base: str, what: str) -> str:
 
 # ---------------------------------------------------------------- pgBackRest
 
-async def _read_info(store: ObjectStore, key: str, parse: Callable[[str, str], object], acc: _Acc,
-                     listed: set[str] | frozenset[str] = frozenset()) -> tuple[object | None, bool]:
+async def _read_info(store: ObjectStore, key: str, parse: Callable[[str, str], InfoT], acc: _Acc,
+                     listed: set[str] | frozenset[str] = frozenset()) -> tuple[InfoT | None, bool]:
     """Load a pgBackRest info file, falling back to ``.copy`` (pgBackRest's own rule).
 
     Returns (info, raced). A file in ``listed`` (the directory listing just made) that is gone at GET is a race
@@ -191,7 +204,7 @@ async def _read_info(store: ObjectStore, key: str, parse: Callable[[str, str], o
     race, the result is (None, True) and no ``integrity_error`` is recorded. The caller keeps what the catalog
     knew; only a complete listing that lacks both files makes the stanza invalid.
     """
-    results: list[object] = []
+    results: list[InfoT | None] = []
     raws: list[bytes | None] = []
     errors: list[str] = []
     raced: list[str] = []
@@ -244,7 +257,7 @@ async def _read_info(store: ObjectStore, key: str, parse: Callable[[str, str], o
 
 
 async def _scan_pgbackrest(store: ObjectStore, storage: Storage, previous: Previous, root: str, acc: _Acc,
-                           full: bool, lookback: int) -> tuple[str, int, tuple[Backup, ...] | None, int | None, int | None]:
+                           full: bool, lookback: int) -> LayoutScan:
     stanza = storage.stanza or previous.stanza or await _single_stanza(store, root + "archive/", "pgBackRest stanzas")
     bdir = f"{root}backup/{stanza}/"
     blist = await store.list_dir(bdir)
@@ -252,9 +265,9 @@ async def _scan_pgbackrest(store: ObjectStore, storage: Storage, previous: Previ
     if not blist.objects and not blist.prefixes:
         raise ScanFailed("unknown_prefix", f"no pgBackRest stanza {stanza!r} under {root or '/'}")
     info_key = bdir + "backup.info"
-    backups: tuple[Backup, ...] | None = previous.backups if previous.backups else None
+    backups: tuple[Backup, ...] | None = previous.backups or None
     pg_version = system_id = None
-    etag = objs.get(info_key).etag if info_key in objs else None
+    etag = objs[info_key].etag if info_key in objs else None
     if full or backups is None or etag is None or acc.cursors.get(_etag_key(info_key)) != etag:
         info, _raced = await _read_info(store, info_key, pbr.parse_backup_info, acc, set(objs))
         if info is not None:
@@ -306,7 +319,7 @@ async def _scan_pgbackrest(store: ObjectStore, storage: Storage, previous: Previ
     for aid in ids:
         src = WalSource(f"{adir}{aid}/", pbr.classify_archive_key, _hash_dir_key)
         seg_size = await _list_wal(store, src, previous, acc, full, lookback, seg_size)
-    return stanza, seg_size or DEFAULT_SEG_SIZE, backups, pg_version, system_id
+    return LayoutScan(stanza, seg_size or DEFAULT_SEG_SIZE, backups, pg_version, system_id)
 
 
 async def _pgbackrest_unregistered(store: ObjectStore, prefix: str, label: str, acc: _Acc) -> Backup:
@@ -323,14 +336,15 @@ async def _pgbackrest_unregistered(store: ObjectStore, prefix: str, label: str, 
         # Never offered for restore until pgBackRest registers it.
         note = "not in backup.info (crashed before registration?)" if status is BackupStatus.DONE else "in progress or aborted"
         return replace(b, status=BackupStatus.RUNNING, error=note)
-    return Backup(label=label, type=pbr.label_type(label), status=BackupStatus.RUNNING, timeline=None, start_lsn=None,
+    kind = pbr.label_type(label) or BackupType.FULL   # callers pass labels (pbr.is_label)
+    return Backup(label=label, type=kind, status=BackupStatus.RUNNING, timeline=None, start_lsn=None,
                   stop_lsn=None, start_time=None, stop_time=None, error="backup directory without manifest")
 
 
 # ---------------------------------------------------------------- barman-cloud
 
 async def _scan_barman(store: ObjectStore, storage: Storage, previous: Previous, root: str, acc: _Acc,
-                       full: bool, lookback: int) -> tuple[str, int, tuple[Backup, ...] | None, int | None, int | None]:
+                       full: bool, lookback: int) -> LayoutScan:
     server = storage.stanza or previous.stanza or await _single_stanza(store, root, "barman-cloud servers")
     sdir = f"{root}{server}/"
     base = f"{sdir}base/"
@@ -375,13 +389,13 @@ async def _scan_barman(store: ObjectStore, storage: Storage, previous: Previous,
     pg_version = next((b.pg_version for b in reversed(backups) if b.pg_version), None)
     system_id = next((b.system_id for b in reversed(backups) if b.system_id), None)
     seg_size = seg_size or next((b.seg_size for b in backups if b.seg_size), None)
-    return server, seg_size or DEFAULT_SEG_SIZE, tuple(backups), pg_version, system_id
+    return LayoutScan(server, seg_size or DEFAULT_SEG_SIZE, tuple(backups), pg_version, system_id)
 
 
 # ---------------------------------------------------------------- WAL-G / WAL-E
 
 async def _scan_walg_wale(store: ObjectStore, layout: Layout, previous: Previous, root: str, acc: _Acc,
-                          full: bool, lookback: int) -> tuple[None, int, tuple[Backup, ...], int | None, int | None]:
+                          full: bool, lookback: int) -> LayoutScan:
     mod = walg if layout is Layout.WALG else wale
     bdir = f"{root}basebackups_005/"
     blist = await store.list_dir(bdir)
@@ -394,7 +408,7 @@ async def _scan_walg_wale(store: ObjectStore, layout: Layout, previous: Previous
         if old is not None and not full and acc.cursors.get(ek) == o.etag:
             return old
         try:
-            b = mod.parse_sentinel(await store.read(o.key), label, o.key)
+            b: Backup = mod.parse_sentinel(await store.read(o.key), label, o.key)
         except NotFound:   # listed a moment ago: a race with retention. Keep what we knew; only a complete
             acc.issue("not_found_race", o.key, "sentinel vanished after listing")   # listing lacking it deletes
             return old
@@ -429,12 +443,12 @@ async def _scan_walg_wale(store: ObjectStore, layout: Layout, previous: Previous
                                   error="no stop sentinel: in progress, failed or abandoned"))
     pg_version = next((b.pg_version for b in backups if b.pg_version), None)
     system_id = next((b.system_id for b in backups if b.system_id), None)
-    return None, seg_size or DEFAULT_SEG_SIZE, tuple(backups), pg_version, system_id
+    return LayoutScan(None, seg_size or DEFAULT_SEG_SIZE, tuple(backups), pg_version, system_id)
 
 
 # ---------------------------------------------------------------- WAL listing
 
-async def _bounded_gather(coros: list[Awaitable[T]], limit: int = 16) -> list[T]:
+async def _bounded_gather(coros: Sequence[Awaitable[T]], limit: int = 16) -> list[T]:
     """Run ``coros`` at most ``limit`` at a time; results in input order."""
     sem = asyncio.Semaphore(limit)
 
@@ -469,7 +483,7 @@ async def _list_wal(store: ObjectStore, src: WalSource, previous: Previous, acc:
             acc.builder.add(c.timeline, c.segno, o.key, o.last_modified, c.checksum)
             if newest is None or (c.timeline, c.segno) > newest:
                 newest = (c.timeline, c.segno)
-        elif c.kind is WalKind.HISTORY and c.timeline not in previous.histories or (full and c.kind is WalKind.HISTORY):
+        elif (c.kind is WalKind.HISTORY and c.timeline not in previous.histories) or (full and c.kind is WalKind.HISTORY):
             history_keys.append((c.timeline, o.key))
             if full:
                 acc.listed_histories.add(c.timeline)
@@ -490,7 +504,7 @@ async def _list_wal(store: ObjectStore, src: WalSource, previous: Previous, acc:
 
 def _looks_like_segment(rel: str) -> bool:
     base = rel.rsplit("/", 1)[-1]
-    return len(base) >= 24 and base[:24].isalnum() and not base[8:9] == "."
+    return len(base) >= 24 and base[:24].isalnum() and base[8:9] != "."
 
 
 async def _probe_seg_size(store: ObjectStore, key: str, rel: str) -> int | None:
@@ -543,8 +557,8 @@ async def _check_duplicates(store: ObjectStore, layout: Layout, acc: _Acc) -> No
     """
     vanished: set[str] = set()
     stand_in: dict[str, str] = {}     # a vanished first copy -> the copy that stands for it (a third copy
-    for tli, segno, a, b in acc.builder.duplicates:   # was recorded against the first one)
-        a = stand_in.get(a, a)
+    for tli, segno, first, b in acc.builder.duplicates:   # was recorded against the first one)
+        a = stand_in.get(first, first)
         detail = await _compare_duplicates(store, layout, a, b, vanished, acc)
         if detail:
             acc.conflicts.append(Conflict(tli, segno, detail))
@@ -585,4 +599,4 @@ async def _compare_duplicates(store: ObjectStore, layout: Layout, a: str, b: str
     return f"two objects with {what} for one segment: {a} and {b}"
 
 
-__all__ = ["Previous", "ScanFailed", "scan_archive", "RunTail"]
+__all__ = ["Previous", "RunTail", "ScanFailed", "scan_archive"]

@@ -24,9 +24,9 @@ from backup_catalog.settings import Settings
 from backup_catalog.usecases import coverage
 from catalog import repo
 from recovery.grading import DrillFact, GradeInput, SnapshotFacts, grade
+from recovery.model import WalRun
 from tests.api.conftest import AS_BROKER, AS_OPERATOR
 from tests.api.conftest import make_settings as api_settings
-from recovery.model import WalRun
 from tests.catalog.factories import ref, scan, storage
 from tests.support import coverage_oracle as oracle
 from tests.test_report import NOW, add, ago, bk, edge, fleet
@@ -81,7 +81,7 @@ async def test_real_archives_grade_as_before(pool: asyncpg.Pool, real_archives: 
     await repo.delete_instance(pool, "real-walg")
     assert await pool.fetchval("SELECT count(*) FROM instance_facts") == 4   # written by the scans
     commits = [c["commit_time"] for a in real_archives for c in a.truth["commits"]]
-    last = max(datetime.fromisoformat(c.replace("Z", "+00:00")) for c in commits)
+    last = max(datetime.fromisoformat(c) for c in commits)
     compared = 0
     for now in (last + timedelta(minutes=5), last + timedelta(minutes=40), last + timedelta(hours=30),
                 datetime.now(UTC)):

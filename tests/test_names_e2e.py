@@ -14,8 +14,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-from backup_catalog import views
+from backup_catalog.documents import iso
 from backup_catalog.settings import Settings
+from backup_catalog.usecases import backups
+from backup_catalog.usecases import plan as plans
 from catalog import repo
 from catalog.errors import UnknownService
 from recovery.plan import fmt_time
@@ -36,7 +38,7 @@ def labels(arch: RealArchive) -> set[str]:
 
 async def plan(pool: asyncpg.Pool, settings: Settings, space: str, name: str, **target: Any) -> dict[str, Any]:
     body = {"clone-from": name, **{k.replace("_", "-"): v for k, v in target.items()}}
-    return await views.plan_doc(pool, settings, space, body)
+    return await plans.plan_doc(pool, settings, space, body)
 
 
 @pytest.fixture
@@ -103,7 +105,7 @@ async def test_delete_then_recreate_under_the_same_name(pool: asyncpg.Pool, clie
         doc = await plan(pool, settings, "s1", "prod", **target)
         assert doc["source"]["instance_guid"] == "g-new", target     # no time: the most recent holder
 
-    doc = await views.backups_doc(pool, "s1", "prod")
+    doc = await backups.backups_doc(pool, "s1", "prod")
     assert [i["instance_guid"] for i in doc["instances"]] == ["g-new", "g-old"]
 
 
@@ -127,7 +129,7 @@ async def test_same_name_in_two_spaces_and_other_spaces_unknown(pool: asyncpg.Po
     with pytest.raises(UnknownService):
         await plan(pool, settings, "s3", "shared", point_in_time=fmt_time(between(pb, 7, 8)))
     with pytest.raises(UnknownService):
-        await views.backups_doc(pool, "s2", "only-in-s1")
+        await backups.backups_doc(pool, "s2", "only-in-s1")
 
 
 async def test_clone_of_a_deleted_instance_by_its_old_name(pool: asyncpg.Pool, client: Any, settings: Settings,
@@ -140,9 +142,9 @@ async def test_clone_of_a_deleted_instance_by_its_old_name(pool: asyncpg.Pool, c
     # by its last name, with and without a time (a time after the delete too)
     for target in ({"latest": True}, {"point-in-time": fmt_time(between(pb, 14, 15))},
                    {"point-in-time": fmt_time(gone_at + timedelta(seconds=5))}):
-        doc = await views.plan_doc(pool, settings, "s1", {"clone-from": "legacy", **target})
+        doc = await plans.plan_doc(pool, settings, "s1", {"clone-from": "legacy", **target})
         assert doc["source"]["instance_guid"] == "g-gone", target
-        assert doc["source"]["deleted_at"] == views.iso(gone_at)
+        assert doc["source"]["deleted_at"] == iso(gone_at)
         assert "deleted at" in doc["source"]["resolution"]
     assert (await repo.resolve_name(pool, "s1", "legacy")).rule == "most_recent_holder"
     # and by the name it had before the rename, at a time it held it

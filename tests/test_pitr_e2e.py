@@ -27,8 +27,9 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from backup_catalog import views
 from backup_catalog.s3 import s3_client
+from backup_catalog.usecases import backups
+from backup_catalog.usecases import plan as plans
 from catalog import repo
 from recovery.errors import PlanningError
 from recovery.jsonout import refusal_to_dict
@@ -102,7 +103,7 @@ def _write_table() -> None:
 
 
 async def plan(e: Env, c: Catalogued, body: dict[str, Any]) -> dict[str, Any]:
-    return await views.plan_doc(e.pool, e.settings, c.space, {"clone-from": c.name, **body})
+    return await plans.plan_doc(e.pool, e.settings, c.space, {"clone-from": c.name, **body})
 
 
 async def restore(pitr_restore: Callable[..., list[Row]], arch: RealArchive, doc: dict[str, Any]) -> list[Row]:
@@ -349,7 +350,7 @@ async def test_target_inside_hole_is_refused_as_wal_gap(tool: str, env: Env, gap
     assert err.code == "wal_gap", err.message
     assert g.missing in err.message
     assert err.details["first_missing"] == g.missing
-    doc = await views.backups_doc(env.pool, g.c.space, g.c.name)
+    doc = await backups.backups_doc(env.pool, g.c.space, g.c.name)
     assert [h["first_missing"] for h in doc["instances"][0]["holes"]] == [g.missing]
     TABLE.append((tool, "11a-wal-gap-inside-hole", f"point-in-time {iso(t)}", "none",
                   f"refused `{err.code}` naming {g.missing}"))

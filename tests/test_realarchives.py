@@ -163,7 +163,7 @@ def test_wale_objects_are_lzop_and_sentinel_matches(real_archives: RealArchives)
     assert len(wal) >= 4 and all(k.endswith(".lzo") for k in wal)
     for k in wal:
         assert get(ep, a.bucket, k).startswith(LZOP_MAGIC)
-    seg = lzop_decompress(get(ep, a.bucket, [k for k in wal if len(k.rsplit("/", 1)[1]) == 28][0]))
+    seg = lzop_decompress(get(ep, a.bucket, next(k for k in wal if len(k.rsplit("/", 1)[1]) == 28)))
     assert parse_seg_size_from_page(seg[:40]) == a.truth["seg_size"]
     [b] = a.truth["backups"]
     sentinel = json.loads(get(ep, a.bucket, f"wale/basebackups_005/{b['name']}_backup_stop_sentinel.json"))

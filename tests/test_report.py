@@ -12,8 +12,8 @@ import pytest
 from rich.console import Console
 
 from backup_catalog import report
-from backup_catalog.usecases import coverage
 from backup_catalog.settings import Settings
+from backup_catalog.usecases import coverage
 from catalog import repo
 from recovery.lsn import Lsn
 from recovery.model import Backup, WalRun, WindowEdge

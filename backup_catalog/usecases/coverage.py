@@ -25,8 +25,8 @@ from typing import Any
 
 import asyncpg
 
-from backup_catalog import views
 from backup_catalog.settings import Settings
+from backup_catalog.usecases import snapshots
 from catalog import derived
 from catalog.errors import NotScanned, UnknownInstance
 from recovery.errors import PitrError
@@ -158,7 +158,7 @@ def _entry(r: asyncpg.Record, *, lists: bool) -> Entry:
 
 
 def _all_errors(last_error: str | None, issues: str | None) -> tuple[str, ...]:
-    """As ``views.scan_to_dict``: the last scan failure first, then the stored issues but foreign objects."""
+    """As ``documents.scan_to_dict``: the last scan failure first, then the stored issues but foreign objects."""
     out = [last_error] if last_error else []
     out += [i.get("message", "") for i in json.loads(issues or "[]") if i.get("code") != "foreign_object"]
     return tuple(out)
@@ -179,7 +179,7 @@ async def _write_through(pool: asyncpg.Pool, entries: list[Entry]) -> None:
                 e.facts, e.lists = d.facts, True
             except NotScanned:
                 e.layout = None
-            except Exception as exc:  # noqa: BLE001 - e.g. an invalid history file: graded critical, the report goes on
+            except Exception as exc:
                 log.warning("coverage facts of %s cannot be computed: %s: %s", e.guid, type(exc).__name__, exc)
                 e.facts_error = f"{type(exc).__name__}: {exc}"
     await asyncio.gather(*(one(e) for e in todo))
@@ -256,8 +256,8 @@ def check_limit(limit: int | None) -> int:
 
 def summary(all_entries: list[Entry], settings: Settings, now: datetime) -> dict[str, Any]:
     """Counts over the whole fleet (not only the filtered rows): by status, live/deleted, by purge state."""
-    out: dict[str, Any] = {"instances": len(all_entries), **{s: 0 for s in STATUSES}, "live": 0, "deleted": 0,
-                           "purge": {p: 0 for p in PURGE_STATES}}
+    out: dict[str, Any] = {"instances": len(all_entries), **dict.fromkeys(STATUSES, 0), "live": 0, "deleted": 0,
+                           "purge": dict.fromkeys(PURGE_STATES, 0)}
     for e in all_entries:
         assert e.grade is not None
         out[e.grade.status] += 1
@@ -371,11 +371,11 @@ async def detail(pool: asyncpg.Pool, settings: Settings, guid: str, *, now: date
         raise UnknownInstance(guid)
     row = row_of(found[0], settings, now)
     try:
-        snap = await views.snapshot_of(pool, guid)
+        snap = await snapshots.snapshot_of(pool, guid)
     except NotScanned:
         row["backups"] = []
         return row
-    wins = views.windows_of(guid, snap)
+    wins = snapshots.windows_of(guid, snap)
     restorable = restorable_labels(wins)
     row["windows"] = [window_to_dict(w) for w in wins]
     row["backups"] = [{"label": b.label, "type": b.type.value, "status": b.status.value,

@@ -108,7 +108,7 @@ def decompress(data: bytes, codec: str | None, *, max_size: int | None = None) -
         elif c == "xz":
             out = lzma.decompress(data)   # FORMAT_AUTO: .xz and legacy .lzma
         elif c == "lz4":
-            import lz4.frame  # type: ignore[import-untyped]
+            import lz4.frame
             out = lz4.frame.decompress(data)
         elif c == "zst":
             out = _unzstd(data)

@@ -68,7 +68,7 @@ def detect_barman_servers(listings: Mapping[str, Iterable[str]]) -> tuple[str, .
     ('main',)
     """
     servers = tuple(sorted(d.rstrip("/") for d, names in listings.items()
-                           if BARMAN_SERVER_MARKERS & {n if n.endswith("/") else n for n in names}))
+                           if BARMAN_SERVER_MARKERS & set(names)))
     if not servers:
         raise UnknownLayout("no barman-cloud server (a directory holding base/ or wals/) under the prefix")
     return servers

@@ -53,7 +53,7 @@ def position(segment: str, offset: str, what: str, source: str) -> Lsn:
 
 def backup_name(key_or_name: str) -> str:
     name = key_or_name.rsplit("/", 1)[-1]
-    return name[: -len(SENTINEL_SUFFIX)] if name.endswith(SENTINEL_SUFFIX) else name
+    return name.removesuffix(SENTINEL_SUFFIX)
 
 
 def parse_sentinel(data: bytes, name: str, source: str) -> Backup:

@@ -88,7 +88,7 @@ def parse_time(value: str | None, what: str, source: str) -> datetime | None:
 def backup_name(key_or_name: str) -> str:
     """Strip a trailing ``_backup_stop_sentinel.json`` and any directory part."""
     name = key_or_name.rsplit("/", 1)[-1]
-    return name[: -len(SENTINEL_SUFFIX)] if name.endswith(SENTINEL_SUFFIX) else name
+    return name.removesuffix(SENTINEL_SUFFIX)
 
 
 def parse_sentinel(data: bytes, name: str, source: str) -> Backup:

@@ -20,9 +20,10 @@ if os.environ.get("BC_ST_HOOKS_MARKER"):   # lets the test prove the hooks were 
 
 
 def _is_auth_header_removal(m: Any) -> bool:
-    names = {getattr(m, "parameter", None), getattr(m, "original_value", None)}
+    names = [getattr(m, "parameter", None), getattr(m, "original_value", None)]   # either may be a list
     location = getattr(getattr(m, "parameter_location", None), "name", "")
-    return "Authorization" in names and location.upper() == "HEADER"
+    named = any(n == "Authorization" or (isinstance(n, list | tuple) and "Authorization" in n) for n in names)
+    return named and location.upper() == "HEADER"
 
 
 def _is_extra_non_body_parameter(m: Any) -> bool:

@@ -153,7 +153,7 @@ async def test_serve_workers_share_the_port_and_all_stop_on_sigterm(catalog_dsn:
                 pytest.fail("workers did not come up")
         pids = workers()
         assert len(pids) == 2
-        out = await sigterm_and_wait(proc)
+        await sigterm_and_wait(proc)   # checks exit 0
     finally:
         if proc.returncode is None:
             proc.kill()

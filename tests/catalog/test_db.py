@@ -61,7 +61,7 @@ async def test_wrong_password_message_redacts_password(catalog_dsn: str) -> None
 async def test_released_connections_carry_no_session_state(catalog_dsn: str, pool) -> None:
     """The pool skips asyncpg's reset query (catalog.db._no_session_state): every catalog operation must
     leave a connection as it found it — no session settings, listeners, cursors or advisory locks."""
-    from backup_catalog import views
+    from backup_catalog.usecases import backups
     from catalog import derived, repo
     from recovery.target import make_target
     from tests.catalog.factories import backup, ref, scan, storage, t
@@ -73,7 +73,7 @@ async def test_released_connections_carry_no_session_state(catalog_dsn: str, poo
         await repo.save_scan(one, "sess-1", scan(backups=(backup("F1"),)))
         await derived.refresh(one, "sess-1")
         await repo.load_plan_inputs(one, "sess-1", make_target(latest=True), 4)
-        await views.backups_body(one, "space-1", "sess")
+        await backups.backups_body(one, "space-1", "sess")
         token = await repo.try_acquire_lease(one, "sess-lease", "me", 30)
         assert token is not None and await repo.release_lease(one, "sess-lease", "me", token)
         with pytest.raises(ZeroDivisionError):

@@ -1,7 +1,7 @@
 """Derived views (windows + archive document per stored scan) and the narrowed plan load, on the real catalog.
 
 - the SQL narrowing (repo.load_plan_inputs) loads exactly what the pure reference recovery.plan.narrow keeps;
-- a plan through views._plan (narrowed, stored windows) equals the whole-snapshot plan, refusals included;
+- a plan through usecases.plan._plan (narrowed, stored windows) equals the whole-snapshot plan, refusals included;
 - a stored view is used only for the scan it was computed from, and a stale writer cannot store one.
 """
 from __future__ import annotations
@@ -12,7 +12,9 @@ from dataclasses import replace
 
 import pytest
 
-from backup_catalog import views
+from backup_catalog.usecases import backups
+from backup_catalog.usecases import plan as plans
+from backup_catalog.usecases.snapshots import SNAPSHOTS
 from catalog import derived, repo
 from catalog.scanresult import Conflict as WalConflict
 from catalog.scanresult import WalMode
@@ -98,7 +100,7 @@ async def test_sql_narrowing_and_plans_match_the_whole_snapshot(pool) -> None:
         assert await repo.load_plan_inputs(pool, guid, make_target(latest=True), 4) is None  # no view yet
         try:
             await derived.refresh(pool, guid)
-        except Exception:   # noqa: BLE001 - an archive whose windows cannot be computed has no view
+        except Exception:
             continue
         rec = await repo.get_instance(pool, guid)
         for target in targets(rnd):
@@ -113,17 +115,17 @@ async def test_sql_narrowing_and_plans_match_the_whole_snapshot(pool) -> None:
                 assert all(b in whole.backups for b in inputs.snapshot.backups)
                 assert windows_from_json(json.loads(inputs.windows_json)) == all_windows(whole)
             expect = outcome(lambda: plan_recovery(whole, target, now=NOW, pg_version=15))
-            views.SNAPSHOTS.clear()
-            inputs = (await repo.load_plan_inputs(pool, guid, target, views.PLAN_CANDIDATES)
+            SNAPSHOTS.clear()
+            inputs = (await repo.load_plan_inputs(pool, guid, target, plans.PLAN_CANDIDATES)
                       if narrowable(target) else None)
             try:
-                got, _ = await views._plan(pool, rec, target, NOW, 15, inputs)
+                got, _ = await plans._plan(pool, rec, target, NOW, 15, inputs)
             except PlanningError as e:
                 got = ("refused", e.code)
             assert got == expect, (guid, target)
             compared += 1
             if not isinstance(got, tuple):
-                inputs = await repo.load_plan_inputs(pool, guid, target, views.PLAN_CANDIDATES)
+                inputs = await repo.load_plan_inputs(pool, guid, target, plans.PLAN_CANDIDATES)
                 narrowed_plans += inputs is not None and got.backup.label in inputs.prefix
     assert compared > 300 and narrowed_plans > 50   # the narrowed path is the one mostly taken
 
@@ -142,7 +144,7 @@ async def test_view_belongs_to_one_scan_and_stale_writers_are_refused(pool) -> N
     assert await derived.stored_archive(pool, "v-1") is None
     assert await repo.load_plan_inputs(pool, "v-1", make_target(latest=True), 4) is None
     assert await derived.store(pool, "v-1", d) is False
-    doc = json.loads(await views.archive_text(pool, "v-1"))   # a reader recomputes and stores it
+    doc = json.loads(await backups.archive_text(pool, "v-1"))   # a reader recomputes and stores it
     assert [b["label"] for b in doc["backups"]] == ["F1", "F2"]
     assert json.loads(await derived.stored_archive(pool, "v-1") or "{}") == doc
 
@@ -154,7 +156,7 @@ async def test_corrupt_stored_windows_fall_back_to_the_whole_snapshot(pool) -> N
     await pool.execute("UPDATE derived_views SET windows = '{\"not\": \"windows\"}' WHERE instance_guid = 'v-2'")
     rec = await repo.get_instance(pool, "v-2")
     target = make_target(latest=True)
-    inputs = await repo.load_plan_inputs(pool, "v-2", target, views.PLAN_CANDIDATES)
+    inputs = await repo.load_plan_inputs(pool, "v-2", target, plans.PLAN_CANDIDATES)
     assert inputs is not None
-    plan, _ = await views._plan(pool, rec, target, NOW, 15, inputs)
+    plan, _ = await plans._plan(pool, rec, target, NOW, 15, inputs)
     assert plan.backup.label == "F1" and plan.end_of_wal

@@ -8,13 +8,12 @@ narrowed one (its refusal is never shown: the caller re-plans from the whole sna
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 from dataclasses import replace
-
-from hypothesis import HealthCheck, event, given, note, settings
-from hypothesis import strategies as st
+from datetime import datetime, timezone
 
 import pytest
+from hypothesis import HealthCheck, event, given, note, settings
+from hypothesis import strategies as st
 
 from recovery.errors import PlanningError
 from recovery.jsonout import windows_from_json, windows_to_json

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
@@ -12,11 +13,12 @@ import pytest
 import pytest_asyncio
 from pydantic import SecretStr
 
+from backup_catalog import jobs
 from backup_catalog.s3 import s3_client
 from backup_catalog.settings import Settings
+from backup_catalog.usecases import scan as scans
 from catalog import repo
 from recovery.model import InstanceRef, Storage
-from scheduler import jobs
 from tests.realarchives.plugin import fresh_bucket
 from tests.realarchives.s3 import MotoEndpoint
 
@@ -62,7 +64,7 @@ async def advisory_locks(pool: asyncpg.Pool) -> int:
 async def test_run_once_scans_every_instance_and_isolates_failures(pool: asyncpg.Pool, s3: Any, fleet: list[str],
                                                                    s3_endpoint: MotoEndpoint) -> None:
     seen: list[str] = []
-    outcomes = await jobs.run_once(pool, settings_for(s3_endpoint), s3, "r1",
+    outcomes = await scans.run_once(pool, settings_for(s3_endpoint), s3, "r1",
                                    on_done=lambda o: seen.append(o.instance_guid))
     by = {o.instance_guid: o for o in outcomes}
     assert sorted(seen) == sorted(by) == sorted([*fleet, "broken"])
@@ -73,7 +75,7 @@ async def test_run_once_scans_every_instance_and_isolates_failures(pool: asyncpg
     state = await repo.load_scan_state(pool, "broken")
     assert state.last_error_code == by["broken"].code and state.stale_since is not None
     runs = await pool.fetch("SELECT instance_guid, outcome, finished_at FROM scan_runs ORDER BY instance_guid")
-    assert {r["instance_guid"]: r["outcome"] for r in runs} == {**{g: "ok" for g in fleet},
+    assert {r["instance_guid"]: r["outcome"] for r in runs} == {**dict.fromkeys(fleet, "ok"),
                                                                 "broken": by["broken"].code}
     assert all(r["finished_at"] is not None for r in runs)
     live = await pool.fetchval("SELECT count(*) FROM scan_leases WHERE expires_at > clock_timestamp()")
@@ -84,7 +86,7 @@ async def test_run_once_scans_every_instance_and_isolates_failures(pool: asyncpg
 async def test_deleted_instances_are_not_scanned(pool: asyncpg.Pool, s3: Any, fleet: list[str],
                                                  s3_endpoint: MotoEndpoint) -> None:
     await repo.delete_instance(pool, fleet[0])
-    outcomes = await jobs.run_once(pool, settings_for(s3_endpoint), s3, "r1")
+    outcomes = await scans.run_once(pool, settings_for(s3_endpoint), s3, "r1")
     assert fleet[0] not in {o.instance_guid for o in outcomes}
 
 
@@ -93,11 +95,11 @@ async def test_first_run_is_full_then_incremental(pool: asyncpg.Pool, s3: Any, f
     settings = settings_for(s3_endpoint)
     g = fleet[0]
     t0 = datetime.now(timezone.utc)
-    o1, full1 = await jobs.scan_with_lease(pool, settings, s3, g, "r1", job=jobs.SCHEDULED,
-                                           slot=jobs.slot_for(t0, INTERVAL))
+    o1, full1 = await scans.scan_with_lease(pool, settings, s3, g, "r1", job=scans.SCHEDULED,
+                                           slot=scans.slot_for(t0, INTERVAL))
     first_full = (await repo.load_scan_state(pool, g)).last_full_scan
-    o2, full2 = await jobs.scan_with_lease(pool, settings, s3, g, "r1", job=jobs.SCHEDULED,
-                                           slot=jobs.slot_for(t0, INTERVAL) + timedelta(seconds=INTERVAL))
+    o2, full2 = await scans.scan_with_lease(pool, settings, s3, g, "r1", job=scans.SCHEDULED,
+                                           slot=scans.slot_for(t0, INTERVAL) + timedelta(seconds=INTERVAL))
     assert o1.ok and o2.ok and (full1, full2) == (True, False)
     assert first_full is not None and (await repo.load_scan_state(pool, g)).last_full_scan == first_full
     assert len(await repo.backups(pool, g)) == 3
@@ -110,7 +112,7 @@ def test_full_due_every_third_interval(minutes_since_full: float | None, due: bo
     settings = Settings(scan_interval_seconds=INTERVAL, full_scan_every=3)
     now = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
     last = None if minutes_since_full is None else now - timedelta(minutes=minutes_since_full)
-    assert jobs.full_due(ScanState("g", last_full_scan=last), now, settings) is due
+    assert scans.full_due(ScanState("g", last_full_scan=last), now, settings) is due
 
 
 async def test_two_replicas_same_slots_each_instance_once(pool: asyncpg.Pool, s3: Any, fleet: list[str],
@@ -120,10 +122,10 @@ async def test_two_replicas_same_slots_each_instance_once(pool: asyncpg.Pool, s3
     rounds = 3
     for k in range(rounds):
         now = t0 + timedelta(seconds=k * INTERVAL)
-        r1, r2 = await asyncio.gather(jobs.run_once(pool, settings, s3, "r1", now=now),
-                                      jobs.run_once(pool, settings, s3, "r2", now=now))
-        ran = Counter(o.instance_guid for o in [*r1, *r2] if o.code not in jobs.SKIPPED)
-        assert ran == Counter({g: 1 for g in [*fleet, "broken"]}), (r1, r2)
+        r1, r2 = await asyncio.gather(scans.run_once(pool, settings, s3, "r1", now=now),
+                                      scans.run_once(pool, settings, s3, "r2", now=now))
+        ran = Counter(o.instance_guid for o in [*r1, *r2] if o.code not in scans.SKIPPED)
+        assert ran == Counter(dict.fromkeys([*fleet, "broken"], 1)), (r1, r2)
     await assert_run_log_sound(pool, expected_slots=rounds, instances=len(fleet) + 1)
     for g in fleet:       # no lost rows: every instance holds the full archive
         assert len(await repo.backups(pool, g)) == 3
@@ -136,8 +138,8 @@ async def test_two_replicas_different_slots_never_overlap(pool: asyncpg.Pool, s3
     t0 = datetime.now(timezone.utc)
     for k in range(3):   # replica 2's clock is one slot ahead: both want every instance at once
         a = t0 + timedelta(seconds=2 * k * INTERVAL)
-        await asyncio.gather(jobs.run_once(pool, settings, s3, "r1", now=a),
-                             jobs.run_once(pool, settings, s3, "r2", now=a + timedelta(seconds=INTERVAL)))
+        await asyncio.gather(scans.run_once(pool, settings, s3, "r1", now=a),
+                             scans.run_once(pool, settings, s3, "r2", now=a + timedelta(seconds=INTERVAL)))
     await assert_run_log_sound(pool, expected_slots=6, instances=len(fleet) + 1)
 
 
@@ -153,7 +155,7 @@ async def assert_run_log_sound(pool: asyncpg.Pool, *, expected_slots: int, insta
         if not r["outcome"].startswith("skipped"):
             scanned.setdefault(r["instance_guid"], []).append(r)
     for guid, runs in scanned.items():      # one scan of an instance at a time
-        for prev, nxt in zip(runs, runs[1:]):
+        for prev, nxt in itertools.pairwise(runs):
             assert prev["finished_at"] <= nxt["started_at"] or prev["holder"] == nxt["holder"], (guid, prev, nxt)
     assert await advisory_locks(pool) == 0
     assert await pool.fetchval("SELECT count(*) FROM scan_leases WHERE expires_at > clock_timestamp()") == 0
@@ -166,7 +168,7 @@ async def test_two_apscheduler_replicas(pool: asyncpg.Pool, s3: Any, fleet: list
 
     def replica(holder: str) -> Any:
         async def tick() -> None:
-            outcomes.extend(await jobs.run_once(pool, settings, s3, holder))
+            outcomes.extend(await scans.run_once(pool, settings, s3, holder))
         return jobs.make_scheduler(tick, settings)
 
     scheds = [replica("r1"), replica("r2")]

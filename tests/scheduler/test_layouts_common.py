@@ -31,7 +31,7 @@ PAYLOAD = b"\x10\xd1\x06\x00" + bytes(range(256)) * 40
 COMPRESSORS = {
     "gz": gzip.compress,
     "bz2": bz2.compress,
-    "xz": lambda d: lzma.compress(d),
+    "xz": lzma.compress,
     "lzma": lambda d: lzma.compress(d, format=lzma.FORMAT_ALONE),
     "lz4": lz4.frame.compress,
     "zst": lambda d: zstandard.ZstdCompressor().compress(d),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import logging
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
@@ -19,12 +20,14 @@ import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
+from backup_catalog import jobs
 from backup_catalog.s3 import s3_client
 from backup_catalog.settings import Settings
+from backup_catalog.usecases import scan as scans
 from catalog import repo
 from catalog.db import open_pool
 from recovery.model import ArchiveSnapshot, BackupStatus, InstanceRef, Storage
-from scheduler import jobs, runner
+from scheduler import runner
 from scheduler.storage import S3Store, StorageError
 from tests.realarchives.plugin import fresh_bucket
 from tests.realarchives.s3 import MotoEndpoint
@@ -155,7 +158,7 @@ async def test_scheduled_job_never_overlaps_itself_and_the_next_tick_runs(
     async with s3_client(st) as client:
         async def tick() -> None:
             start = loop.time()
-            outcomes = await jobs.run_once(pool, st, client, "replica-1")
+            outcomes = await scans.run_once(pool, st, client, "replica-1")
             ticks.append((start, loop.time(), outcomes))
             proxy.stall_suffix = None          # the storage recovers after the first (stalled) tick
 
@@ -176,7 +179,7 @@ async def test_scheduled_job_never_overlaps_itself_and_the_next_tick_runs(
     first_start, first_end, first = ticks[0]
     assert [o.code for o in first] == ["storage_timeout"]
     assert 1.0 < first_end - first_start < st.scan_deadline_seconds, "stalled past a tick, bounded by the timeouts"
-    for (_, end, _), (start, _, _) in zip(ticks, ticks[1:]):
+    for (_, end, _), (start, _, _) in itertools.pairwise(ticks):
         assert start >= end, "max_instances=1: a tick never starts while the previous one runs"
     assert any(o.ok for _, _, outs in ticks[1:] for o in outs), "the next tick runs and succeeds"
     assert any("maximum number of running instances reached" in r.getMessage() for r in caplog.records), \
@@ -266,14 +269,14 @@ async def test_paused_leader_loses_its_lease_and_its_late_write_is_fenced(
     proxy_b = await FaultProxy(s3_endpoint.url).start()
     st_a = _settings(proxy.url, catalog_dsn, scan_lease_ttl_seconds=ttl, s3_read_timeout_seconds=30)
     st_b = _settings(proxy_b.url, catalog_dsn, scan_lease_ttl_seconds=ttl, s3_read_timeout_seconds=30)
-    assert jobs.lease_ttl(st_a) == ttl and jobs.lease_ttl(Settings(scan_deadline_seconds=100)) == 160
+    assert scans.lease_ttl(st_a) == ttl and scans.lease_ttl(Settings(scan_deadline_seconds=100)) == 160
     pool_a = await open_pool(catalog_dsn, min_size=1, max_size=2, server_settings={"application_name": "replica-a"})
-    caplog.set_level(logging.WARNING, logger="scheduler.jobs")
-    slot = jobs.slot_for(datetime.now(timezone.utc), 60)
+    caplog.set_level(logging.WARNING, logger="backup_catalog.usecases.scan")
+    slot = scans.slot_for(datetime.now(timezone.utc), 60)
     try:
         async with s3_client(st_a) as client_a, s3_client(st_b) as client_b:
             proxy.pause()                                   # replica A: takes the lease, then freezes in S3
-            a = asyncio.create_task(jobs.scan_with_lease(pool_a, st_a, client_a, "g-lead", "A", job=jobs.SCHEDULED,
+            a = asyncio.create_task(scans.scan_with_lease(pool_a, st_a, client_a, "g-lead", "A", job=scans.SCHEDULED,
                                                          slot=slot, full=True))
             while not proxy.held:
                 await asyncio.sleep(0.02)
@@ -288,7 +291,7 @@ async def test_paused_leader_loses_its_lease_and_its_late_write_is_fenced(
             async def replica_b() -> list[runner.ScanOutcome]:
                 out = []
                 for k in range(1, 40):                      # B's scheduler ticks every `tick` s
-                    o, _ = await jobs.scan_with_lease(pool, st_b, client_b, "g-lead", "B", job=jobs.SCHEDULED,
+                    o, _ = await scans.scan_with_lease(pool, st_b, client_b, "g-lead", "B", job=scans.SCHEDULED,
                                                       slot=slot + timedelta(seconds=k), full=True)
                     out.append(o)
                     if o.code != "lease_held":

@@ -5,9 +5,9 @@ from typing import Any
 
 import pytest
 
-from backup_catalog import views
 from backup_catalog.s3 import s3_client
 from backup_catalog.settings import Settings
+from backup_catalog.usecases import backups
 from catalog import repo
 from recovery.model import BackupStatus, InstanceRef, Storage
 from recovery.wal import WalSegment
@@ -71,7 +71,7 @@ async def test_pgbackrest_backups_match_pgbackrest_info(pool: Any, client: Any, 
     arch = real_archives["pgbackrest"]
     await _register(pool, arch, "g-pb", "production")
     assert (await runner.scan_instance(pool, client, "g-pb", full=False, settings=settings)).ok
-    doc = await views.backups_doc(pool, "space-1", "production")
+    doc = await backups.backups_doc(pool, "space-1", "production")
     ours = {b["label"]: b for b in doc["instances"][0]["backups"]}
     theirs = {b["label"]: b for stanza in arch.truth["backups"] for b in stanza["backup"]}
     assert set(ours) == set(theirs) and len(theirs) >= 3
@@ -95,7 +95,7 @@ async def test_barman_backups_match_barman_cloud_backup_list(pool: Any, client: 
     arch = real_archives["barman"]
     await _register(pool, arch, "g-bm", "production")
     assert (await runner.scan_instance(pool, client, "g-bm", full=False, settings=settings)).ok
-    doc = await views.backups_doc(pool, "space-1", "production")
+    doc = await backups.backups_doc(pool, "space-1", "production")
     ours = {b["label"]: b for b in doc["instances"][0]["backups"]}
     theirs = {b["backup_id"]: b for b in arch.truth["backups"]["backups_list"]}
     assert set(ours) == set(theirs) and len(theirs) >= 2
@@ -122,7 +122,7 @@ async def test_incremental_rescan_is_o1_and_full_notices_deletion(pool: Any, s3_
     assert (await repo.load_snapshot(pool, "g-del")).runs == before.runs   # scanning twice changes nothing
 
     # the document is served from the per-process snapshot cache: it must follow the next stored scan
-    assert (await views.backups_doc(pool, "space-1", "pgbackrest"))["instances"][0]["holes"] == []
+    assert (await backups.backups_doc(pool, "space-1", "pgbackrest"))["instances"][0]["holes"] == []
 
     # delete one segment in the middle of timeline 1
     s3 = s3_endpoint.client()
@@ -141,7 +141,7 @@ async def test_incremental_rescan_is_o1_and_full_notices_deletion(pool: Any, s3_
     assert (await runner.scan_instance(pool, client, "g-del", full=True, settings=settings)).ok
     after = await repo.load_snapshot(pool, "g-del")
     assert _covered(before.runs) - _covered(after.runs) == {(gone.timeline, gone.segno)}
-    doc = await views.backups_doc(pool, "space-1", "pgbackrest")
+    doc = await backups.backups_doc(pool, "space-1", "pgbackrest")
     holes = doc["instances"][0]["holes"]
     assert {"timeline": 1, "first_missing": gone.name, "last_missing": gone.name} in holes
 
@@ -188,7 +188,7 @@ async def test_garbage_sentinel_is_a_failed_backup_and_keeps_the_rest(pool: Any,
     assert (await runner.scan_instance(pool, client, "g-garbage", full=False, settings=settings)).ok
     good = await repo.load_snapshot(pool, "g-garbage")
     s3 = s3_endpoint.client()
-    sentinel = sorted(k for k in arch.keys if k.endswith("_backup_stop_sentinel.json"))[0]
+    sentinel = min(k for k in arch.keys if k.endswith("_backup_stop_sentinel.json"))
     s3.put_object(Bucket=arch.bucket, Key=sentinel, Body=b'{"LSN": 12, "FinishLSN": ')   # truncated JSON
     assert (await runner.scan_instance(pool, client, "g-garbage", full=True, settings=settings)).ok
     snap = await repo.load_snapshot(pool, "g-garbage")
@@ -268,7 +268,7 @@ async def test_duplicate_segments_identical_deduped_different_conflict(pool: Any
     conflicted = WalSegment.from_name(other.rsplit("/", 1)[-1][:24])
     assert snap.conflicts == ((conflicted.timeline, conflicted.segno),)
     assert _covered(snap.runs) == _segment_names(arch.keys)      # duplicates add no coverage
-    doc = await views.backups_doc(pool, "space-1", "walg")
+    doc = await backups.backups_doc(pool, "space-1", "walg")
     assert doc["instances"][0]["conflicts"] == [{"timeline": 1, "segment": conflicted.name}]
     # replay cannot pass the conflicting segment: a window ends exactly there (later backups are unaffected)
     cut = [w for w in doc["instances"][0]["windows"] if w["ends_at"] == "conflict"]

@@ -1,7 +1,5 @@
 """The coverage grading as it was before issue 12 (backup_catalog/report.py at c0ad835), verbatim:
 every instance graded from its whole snapshot. Tests compare the stored-facts path against it."""
-# ruff: noqa
-# mypy: ignore-errors
 from __future__ import annotations
 
 from datetime import UTC, datetime
@@ -9,9 +7,9 @@ from typing import Any
 
 import asyncpg
 
-from backup_catalog import views
+from backup_catalog.usecases import snapshots as views
 from backup_catalog.settings import Settings
-from backup_catalog.views import iso, scan_to_dict
+from backup_catalog.documents import iso, scan_to_dict
 from catalog import repo
 from catalog.errors import NotScanned
 from catalog.rows import InstanceRecord, ScanState

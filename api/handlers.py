@@ -5,7 +5,6 @@ Errors are raised, never rendered here: :mod:`api.errors` turns them into respon
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
 
 from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
@@ -22,12 +21,11 @@ from api.schemas import (
     Text,
     dump,
 )
-from backup_catalog import views as docs
-from catalog import repo
-from catalog.errors import Conflict, NotScanned
+from backup_catalog.documents import instance_to_dict
+from backup_catalog.usecases import backups, instances, plan, scan
+from catalog.errors import NotScanned
 from recovery.errors import PlanningError
 from recovery.model import InstanceRef, Storage
-from scheduler import jobs
 
 _TEXT: TypeAdapter[str] = TypeAdapter(Text)
 
@@ -55,9 +53,9 @@ def bool_query(request: web.Request, name: str) -> bool:
 
 async def get_backups(request: web.Request) -> web.Response:
     space, name = path_param(request, "space_guid"), path_param(request, "name")
-    # the document is assembled from stored JSON (backup_catalog.views.backups_body); tests check it
-    # against BackupsDoc, here it is not re-validated per request (a year of backups per instance)
-    body = await docs.backups_body(request.app[keys.POOL], space, name)
+    # the document is assembled from stored JSON (backup_catalog.usecases.backups.backups_body); tests
+    # check it against BackupsDoc, here it is not re-validated per request (a year of backups per instance)
+    body = await backups.backups_body(request.app[keys.POOL], space, name)
     return web.Response(text=body, content_type="application/json")
 
 
@@ -65,7 +63,7 @@ async def post_clone(request: web.Request) -> web.Response:
     space = path_param(request, "space_guid")
     req = CloneRequest.model_validate(await read_json(request))
     try:
-        doc = await docs.plan_doc(request.app[keys.POOL], request.app[keys.SETTINGS], space, req.as_body())
+        doc = await plan.plan_doc(request.app[keys.POOL], request.app[keys.SETTINGS], space, req.as_body())
     except NotScanned as e:
         raise PlanningError("not_scanned", f"{e}: nothing can be planned before its archive is scanned") from None
     # built by recovery.jsonout from typed values; tests check it against PlanDoc (not re-validated per request)
@@ -79,33 +77,28 @@ async def put_instance(request: web.Request) -> web.Response:
                       org_guid=body.organization_guid)
     st = body.storage
     storage = Storage(bucket=st.bucket, prefix=st.prefix, layout=st.layout, stanza=st.stanza)
-    pool = request.app[keys.POOL]
-    created = await repo.register_instance(pool, ref, storage)
-    rec = await repo.get_instance(pool, guid)
-    return web.json_response(dump(InstanceOut, docs.instance_to_dict(rec)), status=201 if created else 200)
+    created, rec = await instances.register(request.app[keys.POOL], ref, storage)
+    return web.json_response(dump(InstanceOut, instance_to_dict(rec)), status=201 if created else 200)
 
 
 async def patch_instance(request: web.Request) -> web.Response:
     guid = path_param(request, "guid")
     body = InstancePatch.model_validate(await read_json(request))
-    pool = request.app[keys.POOL]
-    if (await repo.get_instance(pool, guid)).ref.deleted_at is not None:
-        raise Conflict(f"instance {guid} is deleted: it keeps its last name")
-    await repo.rename_instance(pool, guid, body.name)
-    return web.json_response(dump(InstanceOut, docs.instance_to_dict(await repo.get_instance(pool, guid))))
+    rec = await instances.rename(request.app[keys.POOL], guid, body.name)
+    return web.json_response(dump(InstanceOut, instance_to_dict(rec)))
 
 
 async def delete_instance(request: web.Request) -> web.Response:
     guid = path_param(request, "guid")
-    await repo.delete_instance(request.app[keys.POOL], guid)
+    await instances.delete(request.app[keys.POOL], guid)
     return web.Response(status=204)
 
 
 # -- operator ----------------------------------------------------------------------------------
 
 async def list_instances(request: web.Request) -> web.Response:
-    recs = await repo.list_instances(request.app[keys.POOL])
-    return web.json_response(dump(InstanceList, {"instances": [docs.instance_to_dict(r) for r in recs]}))
+    recs = await instances.list_all(request.app[keys.POOL])
+    return web.json_response(dump(InstanceList, {"instances": [instance_to_dict(r) for r in recs]}))
 
 
 async def post_scan(request: web.Request) -> web.Response:
@@ -113,16 +106,15 @@ async def post_scan(request: web.Request) -> web.Response:
     full = bool_query(request, "full")
     app = request.app
     pool = app[keys.POOL]
-    await repo.get_instance(pool, guid)          # 404 for an unknown instance
+    await instances.get(pool, guid)          # 404 for an unknown instance, before asking for S3
     if keys.S3 not in app:
         raise NotAvailable("no S3 client is configured")
-    task = asyncio.ensure_future(jobs.scan_with_lease(
-        pool, app[keys.SETTINGS], app[keys.S3], guid, app[keys.HOLDER], job=jobs.MANUAL,
-        slot=datetime.now(timezone.utc), full=full))
+    task = asyncio.ensure_future(scan.scan_now(pool, app[keys.SETTINGS], app[keys.S3], guid, app[keys.HOLDER],
+                                               full=full))
     app[keys.SCAN_TASKS].add(task)
     task.add_done_callback(app[keys.SCAN_TASKS].discard)
     outcome, was_full = await asyncio.shield(task)   # a dropped client connection does not cut the scan
-    if outcome.code in jobs.SKIPPED:
+    if outcome.code in scan.SKIPPED:
         raise ScanBusy(f"instance {guid}: {outcome.message}")
     app[keys.METRICS].observe_scan(outcome)
     return web.json_response(dump(ScanOutcomeOut, {
@@ -137,7 +129,7 @@ async def get_health(request: web.Request) -> web.Response:
     try:
         async with asyncio.timeout(5):
             await request.app[keys.POOL].fetchval("SELECT 1")
-    except (OSError, TimeoutError, Exception) as e:  # noqa: BLE001 - any failure means "not healthy"
+    except (OSError, TimeoutError, Exception) as e:
         raise NotAvailable(f"catalog check failed ({type(e).__name__})") from None
     return web.json_response({"status": "ok"})
 

@@ -1,4 +1,5 @@
-"""Scheduled scans: the APScheduler 3 job ``scan_all`` and the per-instance lease protocol.
+"""Use case: scan archives, with ONE lease-and-fencing rule for every caller (the scheduled ``scan_all``
+job, ``POST /instances/{guid}/scan`` and the CLI's ``scan``).
 
 APScheduler 3 cannot share a job store across processes, so every replica runs its own scheduler
 and each instance's scan is claimed in PostgreSQL (RELIABILITY.md scenarios 12, 13):
@@ -27,8 +28,6 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import asyncpg
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.interval import IntervalTrigger
 
 from catalog import repo
 from catalog.errors import CatalogError, Conflict
@@ -37,9 +36,8 @@ from scheduler.runner import ScanConfig, ScanOutcome, scan_instance
 
 log = logging.getLogger(__name__)
 
-JOB_ID = "scan_all"
 SCHEDULED = "scan"     # run-log job name of scheduled scans
-MANUAL = "manual"      # run-log job name of operator-requested scans
+MANUAL = "manual"      # run-log job name of operator-requested scans (HTTP and CLI)
 SKIPPED = frozenset({"lease_held", "slot_taken"})
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -97,7 +95,8 @@ async def scan_with_lease(pool: asyncpg.Pool, settings: ScanConfig, client: Any,
         token = await repo.try_acquire_lease(pool, key, holder, lease_ttl(settings))
         if token is None:
             result = "skipped:lease_held"
-            return _skipped(guid, "lease_held", "another replica is scanning this instance"), False
+            return _skipped(guid, "lease_held",
+                            "another scan of this instance is running (a replica or a CLI scan holds its lease)"), False
         state = await repo.load_scan_state(pool, guid)
         is_full = full_due(state, now or datetime.now(timezone.utc), settings) if full is None else full
         try:
@@ -151,17 +150,35 @@ async def run_once(pool: asyncpg.Pool, settings: ScanConfig, client: Any, holder
     return out
 
 
-def make_scheduler(job: Callable[[], Any], settings: ScanConfig) -> AsyncIOScheduler:
-    """An AsyncIOScheduler with ``scan_all`` every ``scan_interval_seconds`` (not yet started).
+async def scan_now(pool: asyncpg.Pool, settings: ScanConfig, client: Any, guid: str, holder: str, *,
+                   full: bool) -> tuple[ScanOutcome, bool]:
+    """An operator-requested scan of one instance (HTTP or CLI), under the same lease as the scheduled
+    scans: while another replica or process scans it, the outcome is ``lease_held`` and nothing is saved.
+    Raises UnknownInstance for an unknown instance."""
+    await repo.get_instance(pool, guid)
+    return await scan_with_lease(pool, settings, client, guid, holder, job=MANUAL,
+                                 slot=datetime.now(timezone.utc), full=full)
 
-    The trigger starts on an interval boundary so ticks fall at the start of their slot; one tick
-    at a time (``max_instances=1``) and missed ticks coalesce into one.
-    """
-    interval = max(1, int(settings.scan_interval_seconds))
-    now = datetime.now(timezone.utc)
-    start = slot_for(now, interval) + timedelta(seconds=interval)
-    sched = AsyncIOScheduler(timezone=timezone.utc)
-    sched.add_job(job, IntervalTrigger(seconds=interval, start_date=start, timezone=timezone.utc), id=JOB_ID,
-                  name="scan all instances", max_instances=1, coalesce=True,
-                  misfire_grace_time=max(1, interval // 2), next_run_time=now + timedelta(seconds=1))
-    return sched
+
+async def scan_many(pool: asyncpg.Pool, settings: ScanConfig, client: Any, guids: list[str], *, full: bool,
+                    holder: str | None = None, on_done: OnDone | None = None,
+                    concurrency: int = 8) -> list[ScanOutcome]:
+    """Operator-requested scans of several instances (the CLI's ``scan``), concurrently, each under its
+    lease (:func:`scan_now`); one instance's failure never stops the others."""
+    who = holder or default_holder()
+    sem = asyncio.Semaphore(max(1, concurrency))
+    out: list[ScanOutcome] = []
+
+    async def one(guid: str) -> None:
+        async with sem:
+            try:
+                o, _ = await scan_with_lease(pool, settings, client, guid, who, job=MANUAL,
+                                             slot=datetime.now(timezone.utc), full=full)
+            except (CatalogError, asyncpg.PostgresError) as e:   # lease/run-log I/O failed
+                o = ScanOutcome(guid, False, getattr(e, "code", None) or "catalog_error", str(e))
+            out.append(o)
+            if on_done is not None:
+                on_done(o)
+
+    await asyncio.gather(*(one(g) for g in guids))
+    return out

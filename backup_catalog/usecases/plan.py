@@ -1,0 +1,94 @@
+"""Use case: plan a clone (resolve the name at the target time, plan, render the recovery files), for
+the CLI's ``plan`` and ``POST /spaces/{space}/clones``."""
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from backup_catalog.documents import iso
+from backup_catalog.settings import Settings
+from backup_catalog.usecases.snapshots import snapshot_of
+from catalog import derived, repo
+from catalog.rows import InstanceRecord
+from recovery.errors import PlanningError
+from recovery.model import ArchiveSnapshot
+from recovery.plan import RecoveryPlan, WindowsUnknown, narrowable, plan_recovery
+from recovery.target import Target
+
+_CLONE_KEYS = {"clone-from", "point-in-time", "lsn", "latest", "immediate", "timeline", "exclusive", "pg-version"}
+
+
+def _target_from_body(body: dict[str, Any]) -> Any:
+    from recovery.target import make_target
+    unknown = set(body) - _CLONE_KEYS
+    if unknown:
+        raise PlanningError("invalid_target", f"unknown fields: {', '.join(sorted(unknown))}")
+    return make_target(point_in_time=body.get("point-in-time"), lsn=body.get("lsn"),
+                       latest=bool(body.get("latest")), immediate=bool(body.get("immediate")),
+                       timeline=body.get("timeline") or "latest", exclusive=bool(body.get("exclusive")))
+
+
+async def plan_doc(pool: asyncpg.Pool, settings: Settings, space: str, body: dict[str, Any],
+                   *, now: datetime | None = None) -> dict[str, Any]:
+    """Resolve ``clone-from`` in the space at the target time and plan the recovery (or raise a refusal)."""
+    from recovery.jsonout import plan_to_dict
+    from recovery.render import render_files, restore_command
+    from recovery.target import TargetKind
+
+    name = body.get("clone-from")
+    if not isinstance(name, str) or not name:
+        raise PlanningError("invalid_target", "clone-from must name a service instance")
+    target = _target_from_body(body)
+    at = target.time if target.kind is TargetKind.TIME else None
+    async with pool.acquire() as c:     # one connection for the common path: resolve, narrowed load
+        res = await repo.resolve_name(c, space, name, at)
+        rec = res.record
+        inputs = (await repo.load_plan_inputs(c, rec.guid, target, PLAN_CANDIDATES)
+                  if narrowable(target) else None)
+    plan, snap = await _plan(pool, rec, target, now or datetime.now(UTC), body.get("pg-version"), inputs)
+    pg_version = plan.pg_version or 15
+    layout = rec.layout or snap.layout
+    cmd = restore_command(layout, bucket=rec.storage.bucket, prefix=rec.storage.prefix.strip("/"),
+                          stanza=rec.stanza or rec.storage.stanza or "main", endpoint_url=settings.s3_endpoint_url)
+    files = render_files(plan, cmd, pg_version)
+    doc = plan_to_dict(plan, files, cmd)
+    return {"source": {"instance_guid": rec.guid, "space_guid": rec.ref.space_guid, "name": rec.ref.name,
+                       "deleted_at": iso(rec.ref.deleted_at), "layout": layout.value if layout else None,
+                       "resolution": res.reason, "resolution_rule": res.rule}, **doc}
+
+
+PLAN_CANDIDATES = 4   # newest candidate backups loaded for a plan (recovery.plan.narrow)
+
+
+async def _plan(pool: asyncpg.Pool, rec: InstanceRecord, target: Target, now: datetime,
+                requested_pg: int | None, inputs: repo.PlanInputs | None) -> tuple[RecoveryPlan, ArchiveSnapshot]:
+    """Plan from the newest candidates and the stored windows (``inputs``, from ``repo.load_plan_inputs``;
+    None when not stored for the current scan) when that is conclusive, else from the whole snapshot (the
+    result is the same; see ``recovery.plan.narrow``). Refusals always come from the whole snapshot."""
+    def pg(snap: ArchiveSnapshot) -> int:
+        return requested_pg or _major(rec.pg_version or snap.pg_version) or 15
+
+    if narrowable(target):
+        if inputs is None:     # no stored windows for this scan yet: compute and store them on the way
+            d, whole = await derived.refresh(pool, rec.guid)
+            return plan_recovery(whole, target, now=now, pg_version=pg(whole), windows=d.windows), whole
+        try:
+            plan = plan_recovery(inputs.snapshot, target, now=now, pg_version=pg(inputs.snapshot),
+                                 windows=derived.parse_windows(inputs.windows_json))
+            if plan.backup.label in inputs.prefix:
+                return plan, inputs.snapshot
+        except (PlanningError, WindowsUnknown, ValueError):
+            pass
+    snap = await snapshot_of(pool, rec.guid)
+    return plan_recovery(snap, target, now=now, pg_version=pg(snap)), snap
+
+
+def _major(v: int | None) -> int | None:
+    """server_version_num → major (150018 → 15, 90624 → 9); small numbers are majors already."""
+    if v is None:
+        return None
+    return v // 10000 if v >= 100000 else (v // 10000 if v >= 90000 else v)
+
+
