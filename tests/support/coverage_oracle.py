@@ -7,9 +7,9 @@ from typing import Any
 
 import asyncpg
 
-from backup_catalog.usecases import snapshots as views
-from backup_catalog.settings import Settings
 from backup_catalog.documents import iso, scan_to_dict
+from backup_catalog.settings import Settings
+from backup_catalog.usecases import snapshots as views
 from catalog import repo
 from catalog.errors import NotScanned
 from catalog.rows import InstanceRecord, ScanState
