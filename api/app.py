@@ -38,7 +38,9 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None, s3: Any 
                start_scheduler: bool = True, holder: str | None = None) -> web.Application:
     """The HTTP service. ``pool``/``s3`` given: used as is and not closed here (tests)."""
     metrics = ApiMetrics()
-    app = web.Application(middlewares=[metrics_middleware(metrics), error_middleware])
+    # a coverage URL with every filter and a cursor can exceed the default 8 KB request line
+    app = web.Application(middlewares=[metrics_middleware(metrics), error_middleware],
+                          handler_args={"max_line_size": 65536})
     roles = add_routes(app)
     # auth runs inside the error middleware, so 401/403 are problem documents too
     app.middlewares.append(auth_middleware(settings, roles))

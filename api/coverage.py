@@ -2,11 +2,13 @@
 instance's detail. All of them read ``backup_catalog.usecases.coverage`` (stored facts, one query)."""
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
 from api import keys
-from api.errors import BadRequest
+from api.errors import BadRequest, problem
 from api.schemas import CoverageDetail, CoverageReport, Text, dump
 from backup_catalog import report
 from backup_catalog.usecases import coverage
@@ -52,9 +54,7 @@ async def get_coverage(request: web.Request) -> web.StreamResponse:
     fmt = _format(request, ("json", "csv"))
     pool, settings = request.app[keys.POOL], request.app[keys.SETTINGS]
     filters = _filters(request)
-    if fmt == "csv":
-        if "limit" in request.query or "cursor" in request.query:
-            raise BadRequest("invalid_query_parameter", "the CSV holds every matching instance: no limit or cursor")
+    if fmt == "csv":            # every matching instance: limit and cursor do not apply
         resp = web.StreamResponse(headers={"Content-Type": "text/csv; charset=utf-8",
                                            "Content-Disposition": 'attachment; filename="coverage.csv"'})
         started = False
@@ -65,25 +65,40 @@ async def get_coverage(request: web.Request) -> web.StreamResponse:
             await resp.write(chunk.encode())
         await resp.write_eof()
         return resp
-    doc = await coverage.page(pool, settings, filters, limit=_limit(request), cursor=request.query.get("cursor"))
+    doc = await _page(request, filters)
+    if isinstance(doc, web.Response):
+        return doc
     return web.json_response(dump(CoverageReport, doc))
 
 
 async def get_coverage_html(request: web.Request) -> web.Response:
-    pool, settings = request.app[keys.POOL], request.app[keys.SETTINGS]
-    doc = await coverage.page(pool, settings, _filters(request), limit=_limit(request),
-                              cursor=request.query.get("cursor"))
+    doc = await _page(request, _filters(request))
+    if isinstance(doc, web.Response):
+        return doc
     return web.Response(text=report.to_html(doc), content_type="text/html")
 
 
-async def get_instance_coverage(request: web.Request) -> web.Response:
+async def _page(request: web.Request, filters: coverage.Filters) -> dict[str, Any] | web.Response:
+    """The page document, or a 422 problem for a well-formed cursor this report did not hand out."""
+    try:
+        return await coverage.page(request.app[keys.POOL], request.app[keys.SETTINGS], filters,
+                                   limit=_limit(request), cursor=request.query.get("cursor"))
+    except coverage.InvalidCursor as e:
+        return problem(request, 422, "Unusable cursor", str(e), e.code)
+
+
+async def _detail(request: web.Request) -> dict[str, object]:
     guid = request.match_info["guid"]
     try:
         _TEXT.validate_python(guid)
     except ValidationError:
         raise BadRequest("invalid_path_parameter", "path parameter guid must be 1-255 printable characters") from None
-    fmt = _format(request, ("json", "html"))
-    row = await coverage.detail(request.app[keys.POOL], request.app[keys.SETTINGS], guid)
-    if fmt == "html":
-        return web.Response(text=report.detail_html(row), content_type="text/html")
-    return web.json_response(dump(CoverageDetail, row))
+    return await coverage.detail(request.app[keys.POOL], request.app[keys.SETTINGS], guid)
+
+
+async def get_instance_coverage(request: web.Request) -> web.Response:
+    return web.json_response(dump(CoverageDetail, await _detail(request)))
+
+
+async def get_instance_coverage_html(request: web.Request) -> web.Response:
+    return web.Response(text=report.detail_html(await _detail(request)), content_type="text/html")

@@ -35,8 +35,9 @@ def _components() -> dict[str, Any]:
     return dict(top.get("$defs", {}))
 
 
-def _error_response(status: int) -> dict[str, Any]:
-    if status == 422:
+def _error_response(status: int, *, refusal: bool = True) -> dict[str, Any]:
+    """A problem document; 422 is the clone refusal where a request has a body (plans), else a problem too."""
+    if status == 422 and refusal:
         return {"description": _STATUS_TEXT[422], "content": {"application/json": {"schema": _ref(schemas.Refusal)}}}
     return {"description": _STATUS_TEXT.get(status, "Error"),
             "content": {PROBLEM_JSON: {"schema": _ref(schemas.Problem)}}}
@@ -60,7 +61,7 @@ def _operation(op: Any) -> dict[str, Any]:
     if op.path == "/reports/coverage":
         ok["content"]["text/csv"] = {"schema": {"type": "string"}}
     for status in op.errors:
-        responses[str(status)] = _error_response(status)
+        responses[str(status)] = _error_response(status, refusal=op.body is not None)
     if op.role is not Role.PUBLIC:
         responses["401"] = _error_response(401)
         if op.role is Role.OPERATOR:

@@ -41,16 +41,18 @@ class Operation:
 
 _B, _O, _P = Role.BROKER, Role.OPERATOR, Role.PUBLIC
 
+_FILTER_TEXT: dict[str, object] = {"type": "string", "maxLength": 255, "pattern": "^[^\\x00-\\x1f\\x7f]*$"}
 COVERAGE_QUERY = (
     Query("status", {"type": "string", "enum": ["ok", "warning", "critical"]}, "only instances with this status"),
-    Query("space", {"type": "string"}, "only instances in this space GUID"),
-    Query("org", {"type": "string"}, "only instances in this organization GUID"),
-    Query("name", {"type": "string"}, "only instances whose current name starts with this"),
+    Query("space", _FILTER_TEXT, "only instances in this space GUID"),
+    Query("org", _FILTER_TEXT, "only instances in this organization GUID"),
+    Query("name", _FILTER_TEXT, "only instances whose current name starts with this"),
     Query("layout", {"type": "string", "enum": ["pgbackrest", "barman", "walg", "wale", "unknown"]},
           "only this archive layout (unknown: never scanned)"),
     Query("deleted", {"type": "boolean"}, "true: only deleted instances; false: only live ones; unset: both"),
     Query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "rows per page"),
-    Query("cursor", {"type": "string"}, "next_cursor of the previous page"),
+    Query("cursor", {"type": "string", "maxLength": 1024}, "next_cursor of the previous page (one this report "
+          "did not hand out is a 422)"),
 )
 
 OPERATIONS: tuple[Operation, ...] = (
@@ -77,17 +79,18 @@ OPERATIONS: tuple[Operation, ...] = (
                            "full reconcile (notices deleted objects)"),), tags=("operator",)),
     Operation("GET", "/reports/coverage", coverage.get_coverage, _O,
               "Coverage report: fleet summary and one page of instances worst first (JSON), or every "
-              "matching instance as streamed CSV", "coverageReport", response=schemas.CoverageReport,
-              errors=(400, 503), query=(Query("format", {"type": "string", "enum": ["json", "csv"], "default": "json"}),
+              "matching instance as streamed CSV (limit and cursor do not apply)", "coverageReport",
+              response=schemas.CoverageReport, errors=(400, 422, 503), query=(Query("format", {"type": "string", "enum": ["json", "csv"], "default": "json"}),
                                         *COVERAGE_QUERY), tags=("operator",)),
     Operation("GET", "/reports/coverage.html", coverage.get_coverage_html, _O,
               "Coverage report as an HTML page (summary, filters, one page of rows, links to details and pages)",
-              "coverageReportHtml", media="text/html", errors=(400, 503), query=COVERAGE_QUERY, tags=("operator",)),
+              "coverageReportHtml", media="text/html", errors=(400, 422, 503), query=COVERAGE_QUERY, tags=("operator",)),
     Operation("GET", "/instances/{guid}/coverage", coverage.get_instance_coverage, _O,
-              "One instance's coverage with every backup (JSON, or an HTML page)", "instanceCoverage",
-              response=schemas.CoverageDetail, errors=(400, 404, 503),
-              query=(Query("format", {"type": "string", "enum": ["json", "html"], "default": "json"}),),
-              tags=("operator",)),
+              "One instance's coverage with every backup", "instanceCoverage",
+              response=schemas.CoverageDetail, errors=(400, 404, 503), tags=("operator",)),
+    Operation("GET", "/instances/{guid}/coverage.html", coverage.get_instance_coverage_html, _O,
+              "One instance's coverage with every backup, as an HTML page", "instanceCoverageHtml",
+              media="text/html", errors=(400, 404, 503), tags=("operator",)),
     Operation("GET", "/metrics", metrics.get_metrics, _O, "Prometheus metrics", "metrics",
               media="text/plain", tags=("operator",)),
     Operation("GET", "/healthz", handlers.get_health, _P, "Liveness: the catalog answers", "health",

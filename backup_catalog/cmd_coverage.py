@@ -34,6 +34,7 @@ def add_arguments(c: argparse.ArgumentParser) -> None:
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
+    from backup_catalog.cli import UsageError
     filters = coverage.Filters(status=args.status, space=args.space, org=args.org, name=args.name,
                                layout=args.layout, deleted=args.deleted)
     pool = await service.open_catalog(settings)
@@ -43,6 +44,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
                 sys.stdout.write(chunk)
             return 0
         doc = await coverage.page(pool, settings, filters, limit=args.limit, cursor=args.cursor)
+    except coverage.InvalidQuery as e:
+        raise UsageError(str(e)) from None
     finally:
         await pool.close()
     if args.json:

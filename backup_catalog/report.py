@@ -163,7 +163,7 @@ td.num,td.nw{white-space:nowrap} td.num{text-align:right} .guid{font:11px ui-mon
 .badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600;color:#fff}
 .b-ok{background:#2e7d32} .b-warning{background:#ef8f00} .b-critical{background:#c62828}
 .b-deleted{background:#6b7280;margin-left:6px} tr.deleted td{opacity:.7}
-.why{font-size:12px;color:#5b6570;max-width:300px;overflow-wrap:anywhere} .legend span{margin-right:14px;font-size:12px}
+.why{font-size:12px;color:#5b6570;min-width:260px;max-width:440px;overflow-wrap:anywhere} .legend span{margin-right:14px;font-size:12px}
 .sw{display:inline-block;width:12px;height:10px;margin-right:4px;vertical-align:middle}
 svg text{font:10px system-ui,sans-serif;fill:#5b6570}
 .summary a{margin-right:12px;text-decoration:none} .summary .n{font-weight:700;font-size:16px}
@@ -392,7 +392,7 @@ def _html_row(r: dict[str, Any], t0: datetime, t1: datetime, detail_base: str = 
         gone = (f'<div class="guid">deleted {_e(_short(r["deleted_at"]))}'
                 + (f' &middot; {_e(r.get("purge"))} until {_e(_short(r.get("undo_until")))}' if r.get("purge") else "")
                 + "</div>")
-    link = f'{detail_base}{quote(r["instance_guid"], safe="")}/coverage?format=html'
+    link = f'{detail_base}{quote(r["instance_guid"], safe="")}/coverage.html'
     return (f'<tr class="instance {"deleted" if r["deleted"] else "live"}" data-guid="{_e(r["instance_guid"])}" '
             f'data-status="{_e(r["status"])}">'
             f'<td><span class="badge b-{_e(r["status"])}">{_e(r["status"])}</span></td>'

@@ -329,7 +329,7 @@ async def test_html_links_filter_page_and_detail(pool: asyncpg.Pool) -> None:
         assert not set(re.findall(r'data-guid="([^"]+)"', page2)) & {g for g, _ in rows}
 
         detail = links(first, "detail")[0]
-        assert detail.startswith("../instances/") and detail.endswith("/coverage?format=html")
+        assert detail.startswith("../instances/") and detail.endswith("/coverage.html")
         dpage = await get("/reports/" + detail)      # resolved as a browser resolves it against /reports/
         assert 'class="backup"' in dpage and "all instances" in dpage
         back = re.search(r'<a href="([^"]+)">&larr; all instances', dpage)
@@ -352,9 +352,12 @@ async def test_html_links_filter_page_and_detail(pool: asyncpg.Pool) -> None:
                            headers=AS_OPERATOR)
         doc2 = await resp.json()
         assert {r["instance_guid"] for r in doc2["instances"]}.isdisjoint(r["instance_guid"] for r in doc["instances"])
-        for bad in ("limit=0", "limit=x", "cursor=zzz", "status=fine", "deleted=maybe", "layout=tar"):
+        for bad in ("limit=0", "limit=x", "status=fine", "deleted=maybe", "layout=tar", "space=%01"):
             resp = await c.get(f"/reports/coverage?{bad}", headers=AS_OPERATOR)
             assert resp.status == 400 and (await resp.json(content_type=None))["code"] == "invalid_query_parameter"
+        for path in ("/reports/coverage?cursor=zzz", "/reports/coverage.html?cursor=WzEsMl0"):
+            resp = await c.get(path, headers=AS_OPERATOR)
+            assert resp.status == 422 and (await resp.json(content_type=None))["code"] == "invalid_cursor"
 
         resp = await c.get("/reports/coverage?format=csv&space=space-0", headers=AS_OPERATOR)
         text = await resp.text()

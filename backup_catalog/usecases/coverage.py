@@ -55,9 +55,15 @@ WRITE_THROUGH_CONCURRENCY = 4
 
 
 class InvalidQuery(PitrError):
-    """A filter, limit or cursor the report does not accept."""
+    """A filter or limit the report does not accept."""
 
     code = "invalid_query_parameter"
+
+
+class InvalidCursor(InvalidQuery):
+    """A cursor this report did not hand out."""
+
+    code = "invalid_cursor"
 
 
 # -- the query ----------------------------------------------------------------------------------
@@ -243,7 +249,7 @@ def decode_cursor(text: str) -> tuple[int, int, str, str]:
             raise ValueError
         return (rank, deleted, name, guid)
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise InvalidQuery("cursor is not one this report handed out (use next_cursor of a page)") from None
+        raise InvalidCursor("cursor is not one this report handed out (use next_cursor of a page)") from None
 
 
 def check_limit(limit: int | None) -> int:
