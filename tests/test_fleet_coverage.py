@@ -431,3 +431,34 @@ async def test_metrics_one_statement(pool: asyncpg.Pool) -> None:
     assert len(statements) == 1, statements
     assert text.count("backup_catalog_coverage_status{") == 40
     await asyncio.sleep(0)
+
+
+# -- CLI ---------------------------------------------------------------------------------------------
+
+def _cli(args: list[str], dsn: str) -> Any:
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "CATALOG_DSN": dsn}
+    return subprocess.run([sys.executable, "-m", "backup_catalog.cli", "report", "coverage", *args], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+async def test_cli_pages_filters_and_csv(pool: asyncpg.Pool, catalog_dsn: str) -> None:
+    await big_fleet(pool, 30, datetime.now(UTC))
+    p = await asyncio.to_thread(_cli, ["--json", "--status", "ok", "--limit", "4"], catalog_dsn)
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    assert doc["summary"]["instances"] == 30 and len(doc["instances"]) == 4 and doc["next_cursor"]
+    assert {r["status"] for r in doc["instances"]} == {"ok"}
+    p2 = await asyncio.to_thread(_cli, ["--json", "--status", "ok", "--limit", "4", "--cursor", doc["next_cursor"]],
+                                 catalog_dsn)
+    doc2 = json.loads(p2.stdout)
+    assert {r["instance_guid"] for r in doc2["instances"]}.isdisjoint(r["instance_guid"] for r in doc["instances"])
+    p = await asyncio.to_thread(_cli, ["--csv", "--space", "space-1"], catalog_dsn)
+    parsed = list(csv.DictReader(io.StringIO(p.stdout)))
+    assert p.returncode == 0 and len(parsed) == 10 and {r["space_guid"] for r in parsed} == {"space-1"}
+    p = await asyncio.to_thread(_cli, ["--deleted"], catalog_dsn)
+    assert p.returncode == 0 and "fleet: 30 instance(s)" in p.stdout and "2 of 2 matching" in p.stdout
+    p = await asyncio.to_thread(_cli, ["--json", "--cursor", "garbage"], catalog_dsn)
+    assert p.returncode == 2 and json.loads(p.stdout)["error"]["code"] == "usage"
