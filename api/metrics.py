@@ -43,8 +43,10 @@ PURGE_OUTCOMES = ("running", "done", "refused", "failed")
 
 # per instance, besides the coverage facts: the last passed drill; fleet totals as uncorrelated
 # subqueries (evaluated once per statement): the whole /metrics body is one statement
+_METRICS_JOINS = """LEFT JOIN (SELECT instance_guid, max(finished_at) AS t FROM drills WHERE state = 'passed'
+           GROUP BY instance_guid) dl ON dl.instance_guid = i.instance_guid"""
 _METRICS_EXTRA = """,
-       (SELECT max(finished_at) FROM drills WHERE instance_guid = i.instance_guid AND state = 'passed') AS drill_last_ok,
+       dl.t AS drill_last_ok,
        (SELECT coalesce(json_object_agg(state, n), '{}')::text
           FROM (SELECT state, count(*) AS n FROM drills GROUP BY state) x) AS agg_drills,
        (SELECT coalesce(json_object_agg(outcome, json_build_array(n, b, o)), '{}')::text
@@ -95,7 +97,7 @@ def _esc(v: str) -> str:
 
 
 def _num(v: float) -> str:
-    return repr(float(v)) if not float(v).is_integer() or abs(v) >= 1e15 else str(int(v))
+    return str(v) if isinstance(v, int) else repr(v)
 
 
 class _Family:
@@ -109,6 +111,11 @@ class _Family:
         lab = ",".join(f'{k}="{_esc(v)}"' for k, v in labels.items())
         self.lines.append(f"{self.name}{{{lab}}} {_num(value)}" if lab else f"{self.name} {_num(value)}")
 
+    def put(self, value: float | None, labels: str) -> None:
+        """A sample with its label set already rendered (``{instance_guid="..."}``): the per-instance path."""
+        if value is not None:
+            self.lines.append(f"{self.name}{labels} {_num(value)}")
+
 
 def _ts(t: datetime | None) -> float | None:
     return t.timestamp() if t is not None else None
@@ -116,7 +123,8 @@ def _ts(t: datetime | None) -> float | None:
 
 async def fleet_text(pool: asyncpg.Pool, settings: Settings, now: datetime) -> str:
     """The fleet gauges in the Prometheus text format: one catalog statement, graded in one pass."""
-    es = await coverage.entries(pool, settings, now, extra=_METRICS_EXTRA)
+    es = await coverage.entries(pool, settings, now, extra=_METRICS_EXTRA, joins=_METRICS_JOINS,
+                                explain=False)
     fam = {k: _Family(*v) for k, v in {
         "instances": ("backup_catalog_instances", "gauge", "Registered instances"),
         "status": ("backup_catalog_coverage_instances", "gauge", "Instances per coverage status"),
@@ -154,28 +162,33 @@ async def fleet_text(pool: asyncpg.Pool, settings: Settings, now: datetime) -> s
     counts = dict.fromkeys(STATUSES, 0)
     purge_counts = dict.fromkeys(PURGE_STATES, 0)
     due_bytes = 0
+    grade_, failing, scan, first, last, newest, holes_, rpo, drill_failed, drill_dur, drill_ok = (
+        fam[k] for k in ("grade", "failing", "scan", "first", "last", "newest", "holes", "rpo", "drill_failed",
+                         "drill_dur", "drill_ok"))
     for e in es:
-        g, f, guid = e.grade, e.facts, e.guid
+        g, f = e.grade, e.facts
         assert g is not None
+        lab = f'{{instance_guid="{_esc(e.guid)}"}}'
         counts[g.status] += 1
-        fam["grade"].add(RANK[g.status], instance_guid=guid)
-        fam["failing"].add(1 if e.failing else 0, instance_guid=guid)
-        fam["scan"].add(_ts(e.last_scan), instance_guid=guid)
+        grade_.put(RANK[g.status], lab)
+        failing.put(1 if e.failing else 0, lab)
+        scan.put(_ts(e.last_scan), lab)
         if f is not None:
-            fam["first"].add(_ts(f.first_recoverable), instance_guid=guid)
-            fam["last"].add(_ts(f.latest_end), instance_guid=guid)
-            fam["newest"].add(_ts(f.newest_done_stop_time), instance_guid=guid)
-            fam["holes"].add(f.holes_count, instance_guid=guid)
-            fam["rpo"].add(g.rpo_seconds, instance_guid=guid)
+            first.put(_ts(f.first_recoverable), lab)
+            last.put(_ts(f.latest_end), lab)
+            newest.put(_ts(f.newest_done_stop_time), lab)
+            holes_.put(f.holes_count, lab)
+            rpo.put(g.rpo_seconds, lab)
         if e.drill is not None:
-            fam["drill_failed"].add(0 if e.drill.ok else 1, instance_guid=guid)
-            fam["drill_dur"].add(e.drill_duration_s, instance_guid=guid)
-        fam["drill_ok"].add(_ts(e.record["drill_last_ok"]), instance_guid=guid)
-        _, state = purge_state(e.deleted_at, e.hold_at, e.purged_at, settings.deleted_retention_days, now)
-        if state is not None:
-            purge_counts[state] += 1
-            if state == "due" and f is not None:
-                due_bytes += f.archive_bytes
+            drill_failed.put(0 if e.drill.ok else 1, lab)
+            drill_dur.put(e.drill_duration_s, lab)
+            drill_ok.put(_ts(e.record["drill_last_ok"]), lab)
+        if e.deleted_at is not None:
+            _, state = purge_state(e.deleted_at, e.hold_at, e.purged_at, settings.deleted_retention_days, now)
+            if state is not None:
+                purge_counts[state] += 1
+                if state == "due" and f is not None:
+                    due_bytes += f.archive_bytes
     for s, n in counts.items():
         fam["status"].add(n, status=s)
     for s, n in purge_counts.items():

@@ -13,6 +13,7 @@ instance the clock stops at its deletion: its RPO and backup age are measured to
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -173,62 +174,72 @@ def _window_end_key(w: Window) -> tuple[bool, datetime, int]:
 
 # -- grading ----------------------------------------------------------------------------------
 
-def grade(inp: GradeInput, settings: Thresholds, now: datetime) -> Grade:
-    """Status and reasons of one instance (the one rule set; worst reason wins)."""
+def grade(inp: GradeInput, settings: Thresholds, now: datetime, *, explain: bool = True) -> Grade:
+    """Status and reasons of one instance (the one rule set; worst reason wins). ``explain=False`` applies
+    the same rules without writing the reasons' text (a fleet pass that needs the statuses only)."""
     ref_time = inp.deleted_at or now
     f = inp.facts or SnapshotFacts()
     rpo = _seconds(ref_time, f.latest_end)
     age = _seconds(ref_time, f.newest_backup_stop_time) if f.newest_backup is not None else None
     reasons: list[tuple[str, str]] = []
+
+    def add(level: str, text: Callable[[], str]) -> None:
+        reasons.append((level, text() if explain else ""))
+
     live = inp.deleted_at is None
     if not inp.scanned:
-        reasons.append((CRITICAL, "never scanned: archive layout unknown"))
+        add(CRITICAL, lambda: "never scanned: archive layout unknown")
     elif inp.facts is None:
-        reasons.append((CRITICAL, f"recoverable windows cannot be computed: {inp.facts_error or 'unknown error'}"))
+        add(CRITICAL, lambda: f"recoverable windows cannot be computed: {inp.facts_error or 'unknown error'}")
     if f.newest_backup is None:
-        reasons.append((CRITICAL, "no usable backup: nothing can be restored"))
+        add(CRITICAL, lambda: "no usable backup: nothing can be restored")
     else:
-        _grade(reasons, "backup age", age, settings.coverage_warning_backup_age_seconds,
+        _grade(add, "backup age", age, settings.coverage_warning_backup_age_seconds,
                settings.coverage_critical_backup_age_seconds)
         if f.latest_end is None:
-            reasons.append((WARNING, "time of the last archived commit unknown: RPO cannot be measured"))
+            add(WARNING, lambda: "time of the last archived commit unknown: RPO cannot be measured")
         else:
-            _grade(reasons, "RPO", rpo, settings.coverage_warning_rpo_seconds, settings.coverage_critical_rpo_seconds)
+            _grade(add, "RPO", rpo, settings.coverage_warning_rpo_seconds, settings.coverage_critical_rpo_seconds)
     if f.newest_done_unrestorable is not None:
-        reasons.append((WARNING, f"newest backup {f.newest_done_unrestorable} is not restorable (WAL missing)"))
-    if f.hole_after_newest is not None:
-        h = f.hole_after_newest
-        reasons.append((WARNING, (f"WAL hole after the newest backup: {h['first_missing']}..{h['last_missing']} "
-                                  f"missing on timeline {h['timeline']}")))
+        add(WARNING, lambda: f"newest backup {f.newest_done_unrestorable} is not restorable (WAL missing)")
+    h = f.hole_after_newest
+    if h is not None:
+        add(WARNING, lambda: (f"WAL hole after the newest backup: {h['first_missing']}..{h['last_missing']} "
+                              f"missing on timeline {h['timeline']}"))
     elif f.latest_end_kind is not None and f.latest_end_kind != CutKind.END.value:
-        reasons.append((WARNING, f"latest window ends at a WAL {f.latest_end_kind}"))
+        add(WARNING, lambda: f"latest window ends at a WAL {f.latest_end_kind}")
     n_errors = inp.scan_errors_count if inp.scan_errors_count is not None else len(inp.scan_errors)
     if n_errors:
-        first = inp.scan_errors[0] if inp.scan_errors else "?"
-        reasons.append((WARNING, f"{n_errors} scan error(s): {first}"))
+        add(WARNING, lambda: f"{n_errors} scan error(s): {inp.scan_errors[0] if inp.scan_errors else '?'}")
     if inp.stale_since is not None:
-        reasons.append((WARNING, f"catalog stale since {iso(inp.stale_since)} (scans failing)"))
+        add(WARNING, lambda: f"catalog stale since {iso(inp.stale_since)} (scans failing)")
     elif live and inp.last_scan is not None and \
             (now - inp.last_scan).total_seconds() > OVERDUE_SCANS * settings.scan_interval_seconds:
-        reasons.append((WARNING, f"last scan {iso(inp.last_scan)} is overdue"))
+        add(WARNING, lambda: f"last scan {iso(inp.last_scan)} is overdue")
     d = inp.drill
     if d is not None:
         if not d.ok:
-            reasons.append((CRITICAL, f"drill {d.id} at {iso(d.at)} failed: {d.reason or 'no reason recorded'}"))
+            add(CRITICAL, lambda: f"drill {d.id} at {iso(d.at)} failed: {d.reason or 'no reason recorded'}")
         elif live and (now - d.at).total_seconds() > settings.drill_warning_age_seconds:
-            reasons.append((WARNING, (f"last drill {d.id} at {iso(d.at)} is older than "
-                                      f"{_dur(settings.drill_warning_age_seconds)}")))
-    status = max((lvl for lvl, _ in reasons), key=RANK.__getitem__, default=OK)
+            add(WARNING, lambda: (f"last drill {d.id} at {iso(d.at)} is older than "
+                                  f"{_dur(settings.drill_warning_age_seconds)}"))
+    status = OK
+    for lvl, _ in reasons:
+        if lvl == CRITICAL:
+            status = CRITICAL
+            break
+        status = WARNING
     return Grade(status, tuple(msg for _, msg in reasons), ref_time, rpo, age, tuple(lvl for lvl, _ in reasons))
 
 
-def _grade(reasons: list[tuple[str, str]], what: str, value: int | None, warn: int, crit: int) -> None:
+def _grade(add: Callable[[str, Callable[[], str]], None], what: str, value: int | None, warn: int,
+           crit: int) -> None:
     if value is None:
         return
     if value > crit:
-        reasons.append((CRITICAL, f"{what} {_dur(value)} exceeds {_dur(crit)}"))
+        add(CRITICAL, lambda: f"{what} {_dur(value)} exceeds {_dur(crit)}")
     elif value > warn:
-        reasons.append((WARNING, f"{what} {_dur(value)} exceeds {_dur(warn)}"))
+        add(WARNING, lambda: f"{what} {_dur(value)} exceeds {_dur(warn)}")
 
 
 def _seconds(ref: datetime, t: datetime | None) -> int | None:

@@ -19,6 +19,7 @@ import bisect
 import json
 import logging
 from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -83,17 +84,16 @@ SELECT i.instance_guid, coalesce(n.name, '') AS name, i.space_guid, i.org_guid, 
        d.target::text AS drill_target, d.duration_s AS drill_duration_s
        {{extra}}
 FROM instances i
-LEFT JOIN LATERAL (SELECT name FROM instance_names WHERE instance_guid = i.instance_guid
-                   ORDER BY valid_from DESC LIMIT 1) n ON true
+LEFT JOIN (SELECT DISTINCT ON (instance_guid) instance_guid, name FROM instance_names
+           ORDER BY instance_guid, valid_from DESC) n ON n.instance_guid = i.instance_guid
 LEFT JOIN scan_state s ON s.instance_guid = i.instance_guid
 LEFT JOIN LATERAL (SELECT count(*) AS n, (array_agg(x.e->>'message' ORDER BY x.o))[1] AS first
                    FROM jsonb_array_elements(s.issues) WITH ORDINALITY AS x(e, o)
                    WHERE x.e->>'code' IS DISTINCT FROM 'foreign_object') e ON true
 LEFT JOIN instance_facts f ON {derived.CURRENT_FACTS}
-LEFT JOIN LATERAL (SELECT id, finished_at, state, reason, target, duration_s FROM drills
-                   WHERE instance_guid = i.instance_guid AND state IN ('passed', 'failed')
-                     AND finished_at IS NOT NULL
-                   ORDER BY finished_at DESC, id DESC LIMIT 1) d ON true
+LEFT JOIN (SELECT DISTINCT ON (instance_guid) instance_guid, id, finished_at, state, reason, target, duration_s
+           FROM drills WHERE state IN ('passed', 'failed') AND finished_at IS NOT NULL
+           ORDER BY instance_guid, finished_at DESC, id DESC) d ON d.instance_guid = i.instance_guid
 {{joins}}
 {{where}}
 """
@@ -191,15 +191,40 @@ async def _write_through(pool: asyncpg.Pool, entries: list[Entry]) -> None:
     await asyncio.gather(*(one(e) for e in todo))
 
 
+async def fetch_fleet(db: asyncpg.Pool | asyncpg.Connection, sql: str, *args: Any) -> list[asyncpg.Record]:
+    """Run a fleet statement without JIT: compiling it costs more (about 0.1 s) than the whole scan it
+    would speed up, on every request."""
+    async with _conn(db) as c, c.transaction(readonly=True):
+        await c.execute("SET LOCAL jit = off")
+        return list(await c.fetch(sql, *args))
+
+
+@asynccontextmanager
+async def _conn(db: asyncpg.Pool | asyncpg.Connection) -> AsyncIterator[Any]:
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as c:
+            yield c
+    else:
+        yield db
+
+
 async def entries(db: asyncpg.Pool, settings: Settings, now: datetime, *, extra: str = "", joins: str = "",
-                  where: str = "", args: Iterable[Any] = (), lists: bool = False) -> list[Entry]:
-    """Every instance (or those ``where`` selects), graded. One query, then write-through where needed."""
-    recs = await db.fetch(fleet_sql(lists=lists, extra=extra, joins=joins, where=where), *args)
+                  where: str = "", args: Iterable[Any] = (), lists: bool = False, explain: bool = True
+                  ) -> list[Entry]:
+    """Every instance (or those ``where`` selects), graded (without the reasons' text unless ``explain``:
+    see :func:`explained`). One query, then write-through where needed."""
+    recs = await fetch_fleet(db, fleet_sql(lists=lists, extra=extra, joins=joins, where=where), *args)
     out = [_entry(r, lists=lists) for r in recs]
     await _write_through(db, out)
     for e in out:
-        e.grade = grade(e.grade_input(), settings, now)
+        e.grade = grade(e.grade_input(), settings, now, explain=explain)
     return out
+
+
+def explained(es: Iterable[Entry], settings: Settings, now: datetime) -> None:
+    """Grade again with the reasons' text (the same rules: the same status)."""
+    for e in es:
+        e.grade = grade(e.grade_input(), settings, now)
 
 
 # -- filters and pages ----------------------------------------------------------------------------
@@ -281,7 +306,7 @@ async def page(pool: asyncpg.Pool, settings: Settings, filters: Filters = Filter
     now = now or datetime.now(UTC)
     limit = check_limit(limit)
     after = decode_cursor(cursor) if cursor else None
-    everything = await entries(pool, settings, now)
+    everything = await entries(pool, settings, now, explain=False)
     summ = summary(everything, settings, now)
     matched = sorted((e for e in everything if filters.matches(e)), key=lambda e: e.key)
     start = 0
@@ -290,6 +315,7 @@ async def page(pool: asyncpg.Pool, settings: Settings, filters: Filters = Filter
     chunk = matched[start:start + limit]
     more = start + limit < len(matched)
     await _load_lists(pool, chunk)
+    explained(chunk, settings, now)       # every scan error is loaded now: the first one is in the reasons
     return {"generated_at": iso(now), "summary": summ, "filters": filters.to_query(), "matched": len(matched),
             "limit": limit, "instances": [row_of(e, settings, now) for e in chunk],
             "next_cursor": encode_cursor(chunk[-1].key) if more and chunk else None}
@@ -345,6 +371,7 @@ async def stream(pool: asyncpg.Pool, settings: Settings, filters: Filters = Filt
     now = now or datetime.now(UTC)
     sql = fleet_sql(lists=True) + " ORDER BY name, i.instance_guid"
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        await conn.execute("SET LOCAL jit = off")
         cur = await conn.cursor(sql)
         while True:
             recs = await cur.fetch(batch)
