@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEB_PACKAGES := pgbackrest stunnel4 lzop pv postgresql-15 postgresql-client-15 openssl python3-venv chromium wrk
 
-.PHONY: setup debs venv tools demo test bench docs clean
+.PHONY: setup debs venv tools demo lint test test-fast docs bench clean
 
 setup: debs venv tools
 
@@ -34,13 +34,28 @@ tools:
 demo: setup
 	$(BIN)/backup-catalog demo
 
-test: setup
+# Product packages checked by mypy --strict (executor/ and sandbox/ join when they exist).
+PRODUCT := $(wildcard recovery catalog scheduler api backup_catalog bench executor sandbox)
+# The fast lane: the pure core, the layout parsers, the catalog on a private PostgreSQL, the doctests.
+FAST := tests/recovery tests/catalog $(wildcard tests/scheduler/test_layouts_*.py) recovery catalog scheduler
+
+# Gates: ruff (rules in pyproject), mypy --strict, the layer contracts (import-linter, in pyproject).
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy $(PRODUCT)
+	$(BIN)/lint-imports
+
+test: setup lint
 	$(BIN)/python -m pytest -q
+
+test-fast: venv lint
+	$(BIN)/python -m pytest -q $(FAST)
 
 bench: setup
 	$(BIN)/python -m bench.run
 
-# docs/coverage.png and docs/coverage-detail.png: the coverage page of a 10,000-instance catalog in headless Chromium
+# Refresh the tracked screenshots docs/coverage.png and docs/coverage-detail.png: the coverage page of a
+# 10,000-instance catalog as `serve` answers it, in headless Chromium (`make test` never writes docs/).
 docs: setup
 	$(BIN)/python -m bench.docs
 

@@ -91,7 +91,9 @@ CREATE TABLE IF NOT EXISTS wal_runs (
     CONSTRAINT wal_runs_order CHECK (first_segno <= last_segno)
 );
 
--- Segments archived twice with different content (planning through them is blocked).
+-- Segments replay cannot pass (planning through them is blocked): kind 'conflict', archived twice with
+-- different content (for pgBackRest: archived twice at all, which its archive-get refuses); kind 'corrupt',
+-- the scanner proved the bytes are not the segment the name says (windows end before it).
 CREATE TABLE IF NOT EXISTS wal_conflicts (
     instance_guid  text NOT NULL REFERENCES instances ON DELETE CASCADE,
     timeline       integer NOT NULL,
@@ -99,6 +101,7 @@ CREATE TABLE IF NOT EXISTS wal_conflicts (
     detail         text NOT NULL DEFAULT '',
     PRIMARY KEY (instance_guid, timeline, segno)
 );
+ALTER TABLE wal_conflicts ADD COLUMN IF NOT EXISTS kind text NOT NULL DEFAULT 'conflict';  -- conflict|corrupt
 
 -- Last commit/abort record at or before a segment (the true end of a recoverable window).
 CREATE TABLE IF NOT EXISTS window_edges (
@@ -196,6 +199,8 @@ CREATE TABLE IF NOT EXISTS drills (
 CREATE INDEX IF NOT EXISTS drills_by_instance ON drills (instance_guid, id DESC);
 -- never more than one drill per instance at a time
 CREATE UNIQUE INDEX IF NOT EXISTS drills_one_running ON drills (instance_guid) WHERE state = 'running';
+-- nor more than one queued or running (a replica renewing its own lease must not queue a second one)
+CREATE UNIQUE INDEX IF NOT EXISTS drills_one_active ON drills (instance_guid) WHERE state IN ('queued', 'running');
 
 -- ===== Undo period and purge (issue 13).
 ALTER TABLE instances ADD COLUMN IF NOT EXISTS hold_at timestamptz;        -- operator hold: never purged
@@ -217,6 +222,12 @@ CREATE TABLE IF NOT EXISTS purges (
     reason           text
 );
 CREATE INDEX IF NOT EXISTS purges_by_instance ON purges (instance_guid, id DESC);
+ALTER TABLE purges ADD COLUMN IF NOT EXISTS prefixes text[] NOT NULL DEFAULT '{}';  -- exact key prefixes deleted
+ALTER TABLE purges ADD COLUMN IF NOT EXISTS holder text;                            -- replica/process running it
+-- the DeleteObjects batch in flight {"keys": [...], "sizes": [...]}: a resumed purge counts those already gone
+ALTER TABLE purges ADD COLUMN IF NOT EXISTS pending jsonb;
+-- at most one unfinished purge per instance: a re-run resumes it (running: crashed; failed: S3 gave up)
+CREATE UNIQUE INDEX IF NOT EXISTS purges_one_open ON purges (instance_guid) WHERE outcome IN ('running', 'failed');
 
 -- ===== Fleet reports (issue 12): coverage facts per stored scan, like derived_views (same version columns,
 -- written by the scanner after each save and by a reader that finds them missing or stale; a cache: deleting
@@ -241,8 +252,10 @@ CREATE TABLE IF NOT EXISTS instance_facts (
     archive_bytes             bigint NOT NULL,
     windows                   jsonb NOT NULL,    -- recovery.grading.window_summary, per window
     holes                     jsonb NOT NULL,
+    corrupt                   jsonb NOT NULL DEFAULT '[]',   -- segments proven bad: timeline, segment, reason
     computed_at               timestamptz NOT NULL DEFAULT now()
 );
+ALTER TABLE instance_facts ADD COLUMN IF NOT EXISTS corrupt jsonb NOT NULL DEFAULT '[]';
 -- the newest finished drill per instance (coverage rows, /metrics)
 CREATE INDEX IF NOT EXISTS drills_finished_by_instance
     ON drills (instance_guid, finished_at DESC, id DESC) WHERE state IN ('passed', 'failed');

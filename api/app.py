@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from api import drills as drill_routes
 from api import keys
 from api.auth import auth_middleware
 from api.errors import error_middleware
@@ -27,7 +28,7 @@ from backup_catalog import jobs, service
 from backup_catalog.s3 import s3_client
 from backup_catalog.settings import Settings
 from backup_catalog.usecases import scan
-from backup_catalog.usecases.snapshots import SNAPSHOTS
+from backup_catalog.usecases.snapshots import SnapshotCache
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None, s3: Any 
     app[keys.METRICS] = metrics
     app[keys.HOLDER] = holder or scan.default_holder()
     app[keys.SCAN_TASKS] = set()
-    SNAPSHOTS.max_backups = settings.snapshot_cache_backups
+    app[keys.SNAPSHOTS] = SnapshotCache(settings.snapshot_cache_backups)
 
     async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
         if pool is not None:
@@ -78,11 +79,19 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None, s3: Any 
             run.add_done_callback(tasks.discard)
 
         periodic = jobs.build_jobs(app[keys.POOL], settings, app[keys.S3], app[keys.HOLDER],
+                                   drills=app[drill_routes.SUPERVISOR],
                                    on_scan_done=app[keys.METRICS].observe_scan, track=track)
         app[keys.SCHEDULER] = periodic.scheduler
         periodic.start()
         yield
         await periodic.stop()
+
+    async def drills_ctx(app: web.Application) -> AsyncIterator[None]:
+        from backup_catalog.usecases.drill_schedule import DrillSupervisor
+        sup = DrillSupervisor(app[keys.POOL], settings, app[keys.HOLDER])
+        app[drill_routes.SUPERVISOR] = sup
+        yield
+        await sup.shutdown(SHUTDOWN_GRACE_SECONDS)   # workers record their drills and clean up
 
     async def scans_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
@@ -91,6 +100,7 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None, s3: Any 
     app.cleanup_ctx.append(pool_ctx)
     app.cleanup_ctx.append(s3_ctx)
     app.cleanup_ctx.append(scans_ctx)        # cleaned up after the scheduler, before S3 and the pool
+    app.cleanup_ctx.append(drills_ctx)       # drills stop after the scheduler, before scans, S3 and the pool
     if start_scheduler:
         app.cleanup_ctx.append(scheduler_ctx)
     return app

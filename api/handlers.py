@@ -44,7 +44,7 @@ def bool_query(request: web.Request, name: str) -> bool:
     raw = request.query.get(name)
     if raw is None or raw.lower() in ("false", "0", "no"):
         return False
-    if raw.lower() in ("true", "1", "yes", ""):
+    if raw.lower() in ("true", "1", "yes"):     # an empty value is not a boolean (schemathesis ST201)
         return True
     raise BadRequest("invalid_query_parameter", f"query parameter {name} must be true or false")
 
@@ -55,7 +55,7 @@ async def get_backups(request: web.Request) -> web.Response:
     space, name = path_param(request, "space_guid"), path_param(request, "name")
     # the document is assembled from stored JSON (backup_catalog.usecases.backups.backups_body); tests
     # check it against BackupsDoc, here it is not re-validated per request (a year of backups per instance)
-    body = await backups.backups_body(request.app[keys.POOL], space, name)
+    body = await backups.backups_body(request.app[keys.POOL], space, name, request.app[keys.SETTINGS])
     return web.Response(text=body, content_type="application/json")
 
 
@@ -63,7 +63,8 @@ async def post_clone(request: web.Request) -> web.Response:
     space = path_param(request, "space_guid")
     req = CloneRequest.model_validate(await read_json(request))
     try:
-        doc = await plan.plan_doc(request.app[keys.POOL], request.app[keys.SETTINGS], space, req.as_body())
+        doc = await plan.plan_doc(request.app[keys.POOL], request.app[keys.SETTINGS], space, req.as_body(),
+                                  cache=request.app[keys.SNAPSHOTS])
     except NotScanned as e:
         raise PlanningError("not_scanned", f"{e}: nothing can be planned before its archive is scanned") from None
     # built by recovery.jsonout from typed values; tests check it against PlanDoc (not re-validated per request)
@@ -90,8 +91,8 @@ async def patch_instance(request: web.Request) -> web.Response:
 
 async def delete_instance(request: web.Request) -> web.Response:
     guid = path_param(request, "guid")
-    await instances.delete(request.app[keys.POOL], guid)
-    return web.Response(status=204)
+    from backup_catalog.usecases import purge  # answers until when it stays clonable (issue 13)
+    return web.json_response(await purge.delete_instance(request.app[keys.POOL], request.app[keys.SETTINGS], guid))
 
 
 # -- operator ----------------------------------------------------------------------------------

@@ -10,12 +10,14 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from api.metrics import ApiMetrics
 from backup_catalog.settings import Settings
+from backup_catalog.usecases.snapshots import SnapshotCache
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 S3 = web.AppKey("s3", object)                      # an aiobotocore S3 client (untyped upstream)
 SCHEDULER = web.AppKey("scheduler", AsyncIOScheduler)
 METRICS = web.AppKey("metrics", ApiMetrics)
+SNAPSHOTS = web.AppKey("snapshots", SnapshotCache)   # this process's plan inputs (snapshots and windows)
 HOLDER = web.AppKey("holder", str)                 # this replica's lease-holder identity
 SCAN_TASKS = web.AppKey("scan_tasks", set)         # running scan tasks, awaited or cancelled at shutdown
 

@@ -14,7 +14,7 @@ from api.errors import PROBLEM_JSON
 from api.routes import OPERATIONS
 
 REF = "#/components/schemas/{model}"
-_STATUS_TEXT = {200: "OK", 201: "Created", 204: "No content", 400: "Invalid request", 401: "Unauthenticated",
+_STATUS_TEXT = {200: "OK", 201: "Created", 202: "Accepted", 204: "No content", 400: "Invalid request", 401: "Unauthenticated",
                 403: "Forbidden for this role", 404: "Not found", 409: "Conflict",
                 422: "Clone refused (DESIGN.md refusal shape)", 503: "Unavailable"}
 
@@ -71,7 +71,7 @@ def _operation(op: Any) -> dict[str, Any]:
     if params:
         doc["parameters"] = params
     if op.body is not None:
-        doc["requestBody"] = {"required": True,
+        doc["requestBody"] = {"required": not op.body_optional,
                               "content": {"application/json": {"schema": _ref(op.body)}}}
     doc["security"] = {Role.PUBLIC: [], Role.BROKER: [{"broker": []}, {"operator": []}],
                        Role.OPERATOR: [{"operator": []}]}[op.role]

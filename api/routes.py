@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from pydantic import BaseModel
 
-from api import coverage, handlers, metrics, schemas
+from api import coverage, drills, handlers, metrics, schemas
+from api import purge as purge_api
 from api.auth import Role
 from api.errors import BadRequest
 
@@ -31,6 +32,7 @@ class Operation:
     summary: str
     op_id: str
     body: type[BaseModel] | None = None
+    body_optional: bool = False                       # no body at all is accepted (defaults)
     ok: int = 200
     response: type[BaseModel] | None = None          # JSON body of the success status
     media: str | None = None                          # non-JSON success body (text/csv, text/html, ...)
@@ -69,14 +71,22 @@ OPERATIONS: tuple[Operation, ...] = (
               "Rename an instance (the old name stays in the name history)", "renameInstance",
               body=schemas.InstancePatch, response=schemas.InstanceOut, errors=(400, 404, 409), tags=("broker",)),
     Operation("DELETE", "/instances/{guid}", handlers.delete_instance, _B,
-              "Mark an instance deleted (its catalog data and last name are kept)", "deleteInstance",
-              ok=204, errors=(400, 404), tags=("broker",)),
+              "Mark an instance deleted (its catalog data and last name are kept); answers until when it "
+              "stays clonable (undo_until)", "deleteInstance",
+              response=purge_api.DeletedOut, errors=(400, 404), tags=("broker",)),
     Operation("GET", "/instances", handlers.list_instances, _O, "All registered instances", "listInstances",
               response=schemas.InstanceList, tags=("operator",)),
     Operation("POST", "/instances/{guid}/scan", handlers.post_scan, _O, "Scan one instance's archive now",
               "scanInstance", response=schemas.ScanOutcomeOut, errors=(400, 404, 409, 503),
               query=(Query("full", {"type": "boolean", "default": False},
                            "full reconcile (notices deleted objects)"),), tags=("operator",)),
+    Operation("POST", "/instances/{guid}/drills", drills.post_drill, _O,
+              "Queue a restore drill of the instance (runs in a worker process; see GET for its result)",
+              "requestDrill", body=drills.DrillRequest, body_optional=True, ok=202, response=drills.DrillAccepted,
+              errors=(400, 404, 409, 422, 503), tags=("operator",)),
+    Operation("GET", "/instances/{guid}/drills", drills.get_drills, _O,
+              "Recorded restore drills of the instance, newest first", "listDrills",
+              response=drills.DrillHistory, errors=(400, 404), tags=("operator",)),
     Operation("GET", "/reports/coverage", coverage.get_coverage, _O,
               "Coverage report: fleet summary and one page of instances worst first (JSON), or every "
               "matching instance as streamed CSV (limit and cursor do not apply)", "coverageReport",
@@ -93,6 +103,17 @@ OPERATIONS: tuple[Operation, ...] = (
               media="text/html", errors=(400, 404, 503), tags=("operator",)),
     Operation("GET", "/metrics", metrics.get_metrics, _O, "Prometheus metrics", "metrics",
               media="text/plain", tags=("operator",)),
+    Operation("GET", "/purges", purge_api.get_purges, _O,
+              "Purge dry run: deleted instances past their undo period, their exact prefixes, objects and bytes",
+              "purgePlan", response=purge_api.PurgeDoc, errors=(503,), tags=("operator",)),
+    Operation("POST", "/purges", purge_api.post_purges, _O,
+              "Purge run: delete what is due with the purge's own credentials (resumable, idempotent)",
+              "purgeRun", response=purge_api.PurgeDoc, errors=(403, 409), tags=("operator",)),
+    Operation("POST", "/instances/{guid}/hold", purge_api.post_hold, _O,
+              "Operator hold: never purge this instance's archive", "holdInstance",
+              body=purge_api.HoldRequest, response=purge_api.HoldOut, errors=(400, 404, 409), tags=("operator",)),
+    Operation("DELETE", "/instances/{guid}/hold", purge_api.delete_hold, _O, "Lift the operator hold",
+              "unholdInstance", response=purge_api.HoldOut, errors=(400, 404), tags=("operator",)),
     Operation("GET", "/healthz", handlers.get_health, _P, "Liveness: the catalog answers", "health",
               response=schemas.Health, errors=(503,), tags=("public",)),
     Operation("GET", "/openapi.json", handlers.get_openapi, _P, "This OpenAPI document", "openapi",

@@ -98,6 +98,9 @@ class WindowOut(_Response):
     from_: str | None = Field(alias="from")
     to: str | None
     to_is_exact: bool | None = None
+    ends_at: Literal["end", "hole", "conflict", "corrupt"] | None = Field(
+        default=None, description="why the window ends: the end of archived WAL, a missing segment, a segment "
+                                  "with conflicting copies, or a segment proven corrupt")
 
 
 class RefusalBody(_Response):
@@ -141,6 +144,14 @@ class HoleOut(_Response):
     last_missing: str
 
 
+class CorruptOut(_Response):
+    """A segment the scanner proved is not the segment its name says: windows end before it."""
+
+    timeline: int
+    segment: str
+    reason: str
+
+
 class ScanInfo(_Response):
     last_scan: str | None
     unknown_objects: int
@@ -155,6 +166,7 @@ class InstanceBackups(_Response):
     backups: list[BackupOut]
     wal: list[WalRunOut]
     holes: list[HoleOut]
+    corrupt: list[CorruptOut] = []
     windows: list[WindowOut]
     scan: ScanInfo
 
@@ -197,10 +209,37 @@ class PlanWindow(_Response):
     latest_is_exact: bool
 
 
+class PlanStorage(_Response):
+    """Where the archive is, as detected by the scanner: enough for an executor on another host."""
+
+    layout: Literal["pgbackrest", "barman", "walg", "wale"] | None
+    bucket: str
+    prefix: str = Field(description="the tool's repository root in the bucket, without leading or trailing '/'")
+    stanza: str | None = Field(description="pgBackRest stanza or barman-cloud server name")
+
+
+class PlanReplay(_Response):
+    """What replay must reach, for an executor to verify the restore."""
+
+    mode: Literal["target", "end_of_wal"] = Field(
+        description="target: stop at the recovery target; end_of_wal: no recovery target, replay all WAL the "
+                    "plan's path holds (latest, a time after the last archived commit)")
+    end_lsn: LsnText | None = Field(
+        description="end_of_wal: the LSN replay must at least reach (the last decoded commit record before the "
+                    "end, or the last segment's first record position, its start + 40, whichever is later); "
+                    "target: the recovery stop the "
+                    "target implies (the LSN, or the backup's stop for immediate), null when not known (times)")
+    end_segment: str = Field(pattern=r"^[0-9A-F]{24}$", description="the last WAL segment replay needs")
+    last_commit_time: str | None = Field(description="end_of_wal: the last archived commit's time, when decoded")
+
+
 class PlanDoc(_Response):
     """The recovery plan of a clone (DESIGN.md plan JSON)."""
 
     source: PlanSource
+    storage: PlanStorage
+    pg_version: int | None = Field(description="the source's PostgreSQL major version, from the catalog")
+    replay: PlanReplay
     backup: BackupOut
     target: PlanTarget
     timeline_path: list[int]

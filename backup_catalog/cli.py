@@ -64,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true")
     lp = ip.add_parser("list")
     lp.add_argument("--json", action="store_true")
+    ho = ip.add_parser("hold", help="operator hold: never purge this instance's archive")
+    ho.add_argument("guid")
+    ho.add_argument("--reason")
+    ho.add_argument("--json", action="store_true")
+    uh = ip.add_parser("unhold", help="lift the operator hold")
+    uh.add_argument("guid")
+    uh.add_argument("--json", action="store_true")
 
     s = sub.add_parser("scan", help="scan archives into the catalog")
     s.add_argument("--instance")
@@ -88,9 +95,17 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--pg-version", type=int)
     pl.add_argument("--json", action="store_true")
 
+    from backup_catalog.cmd_restore import add_parser as add_restore_parser
+    add_restore_parser(sub)
+
     rp = sub.add_parser("report", help="operator reports").add_subparsers(dest="report_cmd", required=True)
     from backup_catalog import cmd_coverage
     cmd_coverage.add_arguments(rp.add_parser("coverage", help="backup coverage of the fleet, worst first"))
+
+    pu = sub.add_parser("purge", help="delete the archives of deleted instances whose undo period is over")
+    pu.add_argument("purge_cmd", nargs="?", choices=["plan", "run"], default="plan",
+                    help="plan (default): dry run; run: delete, with PURGE_AWS_* credentials")
+    pu.add_argument("--json", action="store_true")
 
     sv = sub.add_parser("serve", help="HTTP API + scheduler")
     sv.add_argument("--host", default="127.0.0.1")
@@ -99,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="worker processes sharing the port (SO_REUSEPORT); e.g. one per core")
 
     sub.add_parser("demo", help="one-command tour: make a real archive, scan it, answer a clone request")
+    from backup_catalog import cmd_drill
+    cmd_drill.add_parser(sub)
     return p
 
 

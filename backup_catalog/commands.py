@@ -46,8 +46,12 @@ async def cmd_instances(args: argparse.Namespace, settings: Settings) -> int:
             await instances.rename(pool, args.guid, args.new_name)
             doc = {"instance_guid": args.guid, "name": args.new_name}
         elif args.inst_cmd == "delete":
-            await instances.delete(pool, args.guid)
-            doc = {"instance_guid": args.guid, "deleted": True}
+            from backup_catalog.usecases import purge
+            doc = {**await purge.delete_instance(pool, settings, args.guid), "deleted": True}
+        elif args.inst_cmd in ("hold", "unhold"):
+            from backup_catalog.usecases import purge
+            doc = await (purge.hold(pool, settings, args.guid, args.reason) if args.inst_cmd == "hold"
+                         else purge.unhold(pool, settings, args.guid))
         else:
             recs = await instances.list_all(pool)
             rows = [documents.instance_to_dict(r) for r in recs]
@@ -118,7 +122,7 @@ def _show(args: argparse.Namespace, doc: dict[str, Any], pretty: Callable[[dict[
 
 
 async def cmd_backups(args: argparse.Namespace, settings: Settings) -> int:
-    doc = await _on_catalog(settings, lambda pool: backups.backups_doc(pool, args.space, args.name))
+    doc = await _on_catalog(settings, lambda pool: backups.backups_doc(pool, args.space, args.name, settings))
     return _show(args, doc, documents.print_backups)
 
 
@@ -141,10 +145,21 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return await demo.run(settings)
 
 
+async def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
+    from backup_catalog.cmd_purge import cmd_purge as handler
+    return await handler(args, settings)
+
+
 def dispatch(args: argparse.Namespace) -> Handler:
+    if args.cmd == "restore":
+        from backup_catalog.cmd_restore import cmd_restore
+        return cmd_restore
     from backup_catalog import cmd_coverage
     cmd_report = cmd_coverage.run
     table: dict[str, Handler] = {"db": cmd_db_init, "instances": cmd_instances, "scan": cmd_scan,
                                  "backups": cmd_backups, "plan": cmd_plan, "report": cmd_report,
-                                 "serve": cmd_serve, "demo": cmd_demo}
+                                 "serve": cmd_serve, "demo": cmd_demo, "purge": cmd_purge}
+    if args.cmd == "drill":
+        from backup_catalog.cmd_drill import cmd_drill
+        return cmd_drill
     return table[args.cmd]

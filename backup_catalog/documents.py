@@ -18,7 +18,8 @@ def instance_to_dict(r: InstanceRecord) -> dict[str, Any]:
     return {"instance_guid": r.guid, "space_guid": r.ref.space_guid, "org_guid": r.ref.org_guid, "name": r.ref.name,
             "deleted_at": iso(r.ref.deleted_at), "bucket": r.storage.bucket, "prefix": r.storage.prefix,
             "layout": (r.layout.value if r.layout else None), "stanza": r.stanza,
-            "pg_version": r.pg_version, "seg_size": r.seg_size}
+            "pg_version": r.pg_version, "seg_size": r.seg_size,
+            "hold_at": iso(r.hold_at), "purged_at": iso(r.purged_at)}   # issue 13: operator hold, purge
 
 
 def scan_to_dict(state: ScanState | None) -> dict[str, Any]:
@@ -36,6 +37,10 @@ def print_backups(doc: dict[str, Any], console: Console) -> None:
     console.print(f"[bold]{doc['name']}[/bold] in space {doc['space_guid']}")
     for inst in doc["instances"]:
         gone = f" [red](deleted {inst['deleted_at']})[/red]" if inst["deleted_at"] else ""
+        if inst.get("purged_at") or inst.get("purge_policy"):
+            gone += f" [red]archive purged {inst.get('purged_at') or '(in progress)'} ({inst.get('purge_policy')})[/red]"
+        elif inst.get("undo_until"):
+            gone += f" clonable until {inst['undo_until']}"
         console.print(f"\ninstance {inst['instance_guid']} ({inst['layout']}), now named {inst['name']}{gone}")
         t = Table("label", "type", "status", "TL", "start lsn", "stop lsn", "stop time", "depends on")
         for b in inst["backups"]:
@@ -67,6 +72,17 @@ def print_plan(doc: dict[str, Any], console: Console) -> None:
                   f"along timeline path {doc['timeline_path']}")
     w = doc["wal"]
     console.print(f"WAL {w['first_segment']} .. {w['last_segment']} ({w['segments']} segments)")
+    st, r = doc.get("storage"), doc.get("replay")
+    if st:
+        where = f"s3://{st['bucket']}/{st['prefix']}" + (f" {st['stanza']}" if st.get("stanza") else "")
+        console.print(f"archive {st['layout']} {where}, PostgreSQL {doc.get('pg_version') or 'unknown'}",
+                      markup=False, highlight=False)
+    if r:
+        reach = (f"replay to the end of WAL, at least {r['end_lsn']} (segment {r['end_segment']})"
+                 if r["mode"] == "end_of_wal" else
+                 "replay to the target" + (f", stopping at {r['end_lsn']}" if r["end_lsn"] else ""))
+        last = f"; last commit {r['last_commit_time']}" if r.get("last_commit_time") else ""
+        console.print(reach + last, markup=False, highlight=False)
     for name, text in doc["files"].items():
         console.print(f"[dim]--- {name}[/dim]")
         console.print(text or "(empty)", markup=False, highlight=False)

@@ -3,7 +3,11 @@
 - ``scan_all`` every ``scan_interval_seconds``: every live instance, each under its scan lease
   (:mod:`backup_catalog.usecases.scan`, the same rule as CLI and HTTP scans);
 - ``cf_sync`` every ``cf_sync_interval_seconds`` when Cloud Foundry discovery is configured: the name
-  sync (:mod:`backup_catalog.cfsync`), one replica at a time (lease ``cf-sync``).
+  sync (:mod:`backup_catalog.cfsync`), one replica at a time (lease ``cf-sync``);
+- ``drills`` every ``drill_tick_seconds`` when scheduled drills are enabled: the due restore drills
+  (:mod:`backup_catalog.usecases.drill_schedule`, slots claimed in the run log, one lease per instance).
+- ``purge`` every ``purge_interval_seconds`` (0 = off, the default) when PURGE_AWS_* are set: a purge run
+  (:mod:`backup_catalog.usecases.purge`), one replica at a time (lease ``purge``).
 
 A job failure is logged and never stops the scheduler.
 """
@@ -27,11 +31,13 @@ from scheduler.runner import ScanConfig
 
 if TYPE_CHECKING:
     from backup_catalog.cfsync import CloudController
+    from backup_catalog.usecases.drill_schedule import DrillSupervisor
 
 log = logging.getLogger(__name__)
 
 JOB_ID = "scan_all"
 CF_SYNC_JOB_ID = "cf_sync"
+DRILLS_JOB_ID = "drills"
 
 
 def make_scheduler(job: Callable[[], Any], settings: ScanConfig) -> AsyncIOScheduler:
@@ -69,7 +75,8 @@ class Jobs:
 
 def build_jobs(pool: asyncpg.Pool, settings: Settings, s3: Any, holder: str, *,
                on_scan_done: scan.OnDone | None = None,
-               track: Callable[[asyncio.Future[Any]], None] | None = None) -> Jobs:
+               track: Callable[[asyncio.Future[Any]], None] | None = None,
+               drills: DrillSupervisor | None = None) -> Jobs:
     """Every periodic job of ``serve`` in one scheduler. ``track`` receives each tick's scan task (the
     server drains them at shutdown); a scheduler shutdown cancels the tick, never the scans."""
     async def scan_tick() -> None:
@@ -80,7 +87,33 @@ def build_jobs(pool: asyncpg.Pool, settings: Settings, s3: Any, holder: str, *,
 
     jobs = Jobs(make_scheduler(scan_tick, settings))
     jobs.cloud_controller = add_cf_sync(jobs.scheduler, pool, settings, s3, holder)
+    if drills is not None:
+        add_drills(jobs.scheduler, drills, settings)
+    add_purge(jobs.scheduler, pool, settings, holder, track)
     return jobs
+
+
+def add_drills(sched: AsyncIOScheduler, supervisor: DrillSupervisor, settings: Settings) -> bool:
+    """Scheduled restore drills: a tick every ``drill_tick_seconds`` starts the due drills
+    (:mod:`backup_catalog.usecases.drill_schedule`). Off when ``drill_enabled`` is false, or unset and this
+    host has no PostgreSQL server binaries. Returns whether the job was added."""
+    from backup_catalog.usecases.drill_schedule import scheduled_enabled
+    if not scheduled_enabled(settings):
+        log.info("scheduled drills are off (DRILL_ENABLED, or no PostgreSQL server binaries on this host)")
+        return False
+
+    async def drill_tick() -> None:
+        try:
+            started = await supervisor.tick()
+            if started:
+                log.info("scheduled drills started: %s", started)
+        except Exception:   # the catalog may be briefly unavailable: the next tick retries
+            log.exception("drill tick failed")
+
+    sched.add_job(drill_tick, "interval", seconds=max(1, settings.drill_tick_seconds), id=DRILLS_JOB_ID,
+                  name="restore drills", max_instances=1, coalesce=True,
+                  next_run_time=datetime.now(timezone.utc) + timedelta(seconds=1))
+    return True
 
 
 def add_cf_sync(sched: AsyncIOScheduler, pool: asyncpg.Pool, settings: Settings, s3: Any,
@@ -110,3 +143,42 @@ def add_cf_sync(sched: AsyncIOScheduler, pool: asyncpg.Pool, settings: Settings,
                   name="Cloud Foundry name sync", max_instances=1, coalesce=True,
                   next_run_time=datetime.now(timezone.utc) + timedelta(seconds=1))
     return cc
+
+
+PURGE_JOB_ID = "purge"
+
+
+def add_purge(sched: AsyncIOScheduler, pool: asyncpg.Pool, settings: Settings, holder: str,
+              track: Callable[[asyncio.Future[Any]], None] | None = None, *, first_in: float = 5.0) -> bool:
+    """Scheduled purge runs every ``purge_interval_seconds`` (0: off), one replica at a time (the use case
+    takes the ``purge`` lease; a replica that finds it held skips the tick). False when not scheduled."""
+    if settings.purge_interval_seconds <= 0:
+        return False
+    if settings.purge_aws_access_key_id is None or settings.purge_aws_secret_access_key is None:
+        log.warning("purge_interval_seconds=%d but PURGE_AWS_ACCESS_KEY_ID/PURGE_AWS_SECRET_ACCESS_KEY are unset: "
+                    "no scheduled purge", settings.purge_interval_seconds)
+        return False
+    from backup_catalog.s3 import purge_s3_client
+    from backup_catalog.usecases import purge
+
+    async def run() -> purge.Report:
+        async with purge_s3_client(settings) as client:
+            return await purge.run(pool, settings, client, holder=holder)
+
+    async def purge_tick() -> None:
+        task = asyncio.ensure_future(run())
+        if track is not None:
+            track(task)       # drained (then cancelled) at shutdown: a cancelled purge resumes next time
+        try:
+            report = await asyncio.shield(task)
+            log.info("purge run finished objects_deleted=%d bytes_deleted=%d instances=%d failed=%s",
+                     report.objects_deleted, report.bytes_deleted, len(report.entries), report.failed)
+        except purge.PurgeBusy:
+            log.info("purge run skipped: another replica is purging")
+        except Exception:   # a failing purge must never stop the scheduler; the next run resumes it
+            log.exception("purge run failed")
+
+    sched.add_job(purge_tick, "interval", seconds=max(1, settings.purge_interval_seconds), id=PURGE_JOB_ID,
+                  name="purge the archives of deleted instances past their undo period", max_instances=1,
+                  coalesce=True, next_run_time=datetime.now(timezone.utc) + timedelta(seconds=first_in))
+    return True

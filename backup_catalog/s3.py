@@ -6,6 +6,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from backup_catalog.settings import Settings
+from recovery.errors import PitrError
 from scheduler.storage import make_session, s3_config
 
 
@@ -15,8 +16,32 @@ def _secret(v: Any) -> str | None:
 
 @asynccontextmanager
 async def s3_client(settings: Settings) -> AsyncIterator[Any]:
-    session = make_session(_secret(settings.aws_access_key_id), _secret(settings.aws_secret_access_key),
-                           settings.aws_default_region)
+    """The read-only client of the scanner and the API (AWS_*): nothing built on it ever deletes."""
+    async with _client(settings, _secret(settings.aws_access_key_id), _secret(settings.aws_secret_access_key)) as c:
+        yield c
+
+
+class PurgeNotConfigured(PitrError):
+    code = "purge_not_configured"
+
+
+@asynccontextmanager
+async def purge_s3_client(settings: Settings) -> AsyncIterator[Any]:
+    """The purge's own write client (PURGE_AWS_*), the only credentials that ever delete.
+    :raises PurgeNotConfigured: they are not set."""
+    key, secret = _secret(settings.purge_aws_access_key_id), _secret(settings.purge_aws_secret_access_key)
+    if not key or not secret:
+        raise PurgeNotConfigured(
+            "purge run needs its own write credentials: set PURGE_AWS_ACCESS_KEY_ID and "
+            "PURGE_AWS_SECRET_ACCESS_KEY (the scanner's read-only AWS_* credentials never delete); "
+            "`purge plan` shows what would be deleted without them")
+    async with _client(settings, key, secret) as c:
+        yield c
+
+
+@asynccontextmanager
+async def _client(settings: Settings, key: str | None, secret: str | None) -> AsyncIterator[Any]:
+    session = make_session(key, secret, settings.aws_default_region)
     cfg = s3_config(max_attempts=settings.s3_max_attempts, connect_timeout=settings.s3_connect_timeout_seconds,
                     read_timeout=settings.s3_read_timeout_seconds)
     # TLS verification is on unless S3_VERIFY_TLS=false; S3_CA_BUNDLE trusts a private endpoint's CA

@@ -49,12 +49,24 @@ class Settings(BaseSettings):
     drill_check_query: str = "select count(*) from pg_class"
     drill_history_per_instance: int = 50
     drill_warning_age_seconds: int = 8 * 24 * 3600
+    drill_enabled: bool | None = None            # scheduled drills in serve; unset: on when PostgreSQL server
+                                                 # binaries are installed (pg_ctl found), off otherwise
+    drill_tick_seconds: int = 60                 # how often serve looks for due drills
+    drill_lease_ttl_seconds: float = 60.0        # drill lease, renewed every third of it while a drill runs
+    drill_verify_checksums: bool = True          # pgBackRest: check the plan's segments against their sha1 names
     # undo period and purge (issue 13)
-    deleted_retention_days: float = 30.0         # a deleted instance stays clonable this long
-    purge_grace_hours: float = 24.0              # between "due" and deletion
+    deleted_retention_days: float = Field(default=30.0, ge=0, allow_inf_nan=False)  # a deleted instance stays clonable this long
+    purge_grace_hours: float = Field(default=24.0, ge=0, allow_inf_nan=False)       # between "due" and deletion
     purge_aws_access_key_id: SecretStr | None = None      # the only credentials that ever delete
     purge_aws_secret_access_key: SecretStr | None = None
-    purge_interval_seconds: int = 0              # 0: no scheduled purge runs in serve
+    purge_interval_seconds: int = Field(default=0, ge=0)   # 0: no scheduled purge runs in serve
+    purge_batch_size: int = Field(default=1000, ge=1, le=1000)   # keys per DeleteObjects (S3 allows at most 1,000)
+    # executing a clone (issue 10): `restore`, drills
+    restore_tools_path: str | None = None        # directories prepended to PATH for the tools (e.g. a venv bin)
+    restore_work_dir: str | None = None          # private work dirs (tool config, socket, log); unset: temp dir
+    restore_fetch_timeout_seconds: float = 4 * 3600.0
+    restore_recovery_timeout_seconds: float = 4 * 3600.0
+    restore_stop_timeout_seconds: float = 300.0
 
 
 def load_settings() -> Settings:

@@ -100,6 +100,12 @@ def checks(r: dict[str, Any]) -> list[dict[str, Any]]:
                    v["ratio_tool_over_http_plan"] >= 100, "x"),
                 _c(sec, "tool / CLI backups", v["ratio_tool_over_cli_backups"], "", None, "x"),
             ]
+    for tool, v in (r.get("drills") or {}).items():
+        sec = f"7 drill vs the tool's own restore: {tool} (backup {v['backup']}, medians of {len(v['drill_runs'])})"
+        out += [_c(sec, "drill wall (plan, fetch, recover, verify, check, record, clean up)", v["drill_s"], "",
+                   None, "s"),
+                _c(sec, "tool's restore + plain recovery wall", v["plain_restore_s"], "", None, "s"),
+                _c(sec, "drill / tool's own restore", v["ratio"], f"<= {v['target_ratio']:.2f}x", v["met"], "x")]
     fl = r.get("fleet")
     if fl:
         sec = f"6 fleet pass ({fl['instances']} x {fl['segments']} segments x {fl['backups']} backups, 4 layouts)"

@@ -22,11 +22,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench import archives, bigcatalog, fastlist, fleetreports, load, report, sidebyside
+from bench import archives, bigcatalog, drills, fastlist, fleetreports, load, report, sidebyside
 from catalog import db as catalog_db
 from catalog import embedded, repo
 from recovery.model import InstanceRef, Storage
-from tests.realarchives.s3 import MotoEndpoint, free_port, wait_port
+from sandbox.s3 import MotoEndpoint, free_port, wait_port
 
 RESULTS = Path(__file__).parent / "results"
 SERVE_INTERVAL = 86400
@@ -274,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="backup-catalog serve --workers (1: on 2 cores shared with wrk and PostgreSQL a second "
                         "worker only adds contention)")
     p.add_argument("--stock-moto", action="store_true", help="keep moto's O(bucket) ListObjectsV2")
-    p.add_argument("--skip", action="append", default=[], choices=["year", "fleet", "catalog", "tools", "reports", "http"])
+    p.add_argument("--skip", action="append", default=[],
+                   choices=["year", "fleet", "catalog", "tools", "drills", "reports", "http"])
     p.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     a = p.parse_args(argv)
     year_segments = a.year_segments or (525_600 if a.full_size else 50_000)
@@ -310,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
                                            for r in regs.values()]))
                 for r in regs.values():
                     job(env, "scan", "--guid", r["guid"], "--full")
+                if "drills" not in a.skip:    # before the server and the big catalog: restores want the CPU
+                    results["drills"] = drills.measure(ep, dsn, regs)
             if "catalog" not in a.skip:
                 t0 = time.perf_counter()
                 counts = asyncio.run(bigcatalog.build(dsn, a.catalog_instances, a.catalog_days))

@@ -16,9 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.realarchives import cache, tool_barman, tool_pgbackrest
-from tests.realarchives.pg import as_postgres, make_postgres_dir
-from tests.realarchives.s3 import MotoEndpoint
+from sandbox import cache, tool_barman, tool_pgbackrest
+from sandbox.pg import as_postgres, make_postgres_dir
+from sandbox.s3 import MotoEndpoint
 
 SPACE = "bench-tools"
 TOOLS = ("pgbackrest", "barman")
@@ -119,5 +119,6 @@ def measure(ep: MotoEndpoint, regs: dict[str, dict[str, Any]], env: dict[str, st
 def cli_env(dsn: str, s3_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CATALOG_", "S3_", "AWS_"))}
     env.update(CATALOG_DSN=dsn, S3_ENDPOINT_URL=s3_url, AWS_ACCESS_KEY_ID="testing",
-               AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+               AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
+               DRILL_ENABLED="false")   # the bench's serve must not restore its instances while measured
     return env

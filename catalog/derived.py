@@ -105,8 +105,8 @@ async def refresh_quietly(pool: asyncpg.Pool, guid: str) -> bool:
 FACT_COLUMNS = ("backups_total", "backups_restorable", "newest_backup", "newest_backup_stop_time",
                 "newest_done_unrestorable", "newest_done_stop_time", "latest_end", "latest_end_exact",
                 "latest_end_kind", "first_recoverable", "holes_count", "hole_after_newest", "archive_bytes",
-                "windows", "holes")
-_JSON_FACTS = ("hole_after_newest", "windows", "holes")
+                "windows", "holes", "corrupt")
+_JSON_FACTS = ("hole_after_newest", "windows", "holes", "corrupt")
 
 # instance_facts row ``f`` of the current scan of scan_state row ``s``
 CURRENT_FACTS = ("f.instance_guid = s.instance_guid AND f.generation = s.generation "
@@ -134,7 +134,8 @@ def row_to_facts(r: asyncpg.Record, *, lists: bool = True) -> SnapshotFacts:
         first_recoverable=r["first_recoverable"], holes_count=r["holes_count"],
         hole_after_newest=json.loads(h) if h else None, archive_bytes=r["archive_bytes"],
         windows=tuple(json.loads(r["windows"])) if lists else (),
-        holes=tuple(json.loads(r["holes"])) if lists else ())
+        holes=tuple(json.loads(r["holes"])) if lists else (),
+        corrupt=tuple(json.loads(r["corrupt"])))
 
 
 async def store_facts(db: Db, guid: str, version: Version, f: SnapshotFacts) -> bool:

@@ -1,8 +1,9 @@
-"""Catalog repository: instances and their name history, scan results, scan state.
+"""Catalog repository: scan results and scan state, snapshots and plan inputs; and the one import for
+everything the catalog stores (``from catalog import repo``): instances and their name history live in
+:mod:`catalog.names`, leases and the run log in :mod:`catalog.leases`, both re-exported here.
 
 Every function takes an asyncpg Pool or Connection first; writes run in one transaction.
-Rows become domain values only in :mod:`catalog.rows`. Leases and the run log live in
-:mod:`catalog.leases` and are re-exported here.
+Rows become domain values only in :mod:`catalog.rows`.
 """
 from __future__ import annotations
 
@@ -10,246 +11,38 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import asyncpg
 
 from catalog import rows
 from catalog.db import Conn, Db
-from catalog.errors import CatalogError, Conflict, NotScanned, UnknownInstance, UnknownService
+from catalog.db import transaction as transaction
+from catalog.errors import CatalogError, Conflict, NotScanned, UnknownInstance
 from catalog.leases import check_lease as check_lease
 from catalog.leases import finish_run as finish_run
 from catalog.leases import record_run as record_run
 from catalog.leases import release_lease as release_lease
 from catalog.leases import try_acquire_lease as try_acquire_lease
-from catalog.rows import InstanceRecord, Resolution, ScanState
+from catalog.names import CURRENT_VIEW as CURRENT_VIEW
+from catalog.names import delete_instance as delete_instance
+from catalog.names import get_instance as get_instance
+from catalog.names import holders_with_views as holders_with_views
+from catalog.names import list_instances as list_instances
+from catalog.names import name_holders as name_holders
+from catalog.names import register_instance as register_instance
+from catalog.names import rename_instance as rename_instance
+from catalog.names import resolve_name as resolve_name
+from catalog.rows import ScanState
 from catalog.scanresult import ScanResult, WalMode
-from recovery.model import ArchiveSnapshot, Backup, InstanceRef, Storage, WalRun, WindowEdge
-from recovery.plan import candidate_order
+from recovery.model import ArchiveSnapshot, Backup, WalRun, WindowEdge
+from recovery.narrow import candidate_order
 from recovery.target import Target, TargetKind
 from recovery.wal import DEFAULT_SEG_SIZE, merge_runs
 
 TABLES = ("instances", "instance_names", "backups", "timelines", "wal_runs", "wal_conflicts",
           "window_edges", "scan_state", "derived_views", "scan_leases", "scan_runs", "drills", "purges",
           "instance_facts")
-
-
-@asynccontextmanager
-async def transaction(db: Db) -> AsyncIterator[Conn]:
-    """A connection inside a transaction (a savepoint when ``db`` is already in one)."""
-    if isinstance(db, asyncpg.Pool):
-        async with db.acquire() as conn, conn.transaction():
-            yield conn
-    else:
-        async with db.transaction():
-            yield db
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-# -- instances and names -----------------------------------------------------------------------
-
-_INSTANCE_SELECT = """
-SELECT i.*, coalesce(n.name, '') AS name
-FROM instances i
-LEFT JOIN LATERAL (SELECT name FROM instance_names
-                   WHERE instance_guid = i.instance_guid ORDER BY valid_from DESC LIMIT 1) n ON true
-"""
-
-
-async def register_instance(db: Db, ref: InstanceRef, storage: Storage, *, at: datetime | None = None,
-                            existed_before: bool = False) -> bool:
-    """Create or update an instance. True when created.
-
-    A new instance's name is valid from ``at`` (its creation), or from the beginning of time with
-    ``existed_before``. For an existing GUID the storage, space and org are updated, and a different
-    name (or space) is a rename at ``at``.
-    :raises Conflict: the name is held by another live instance in that space.
-    """
-    at = at or _now()
-    try:
-        async with transaction(db) as c:
-            cur = await c.fetchrow("SELECT deleted_at FROM instances WHERE instance_guid = $1 FOR UPDATE",
-                                   ref.instance_guid)
-            if cur is None:
-                await c.execute(
-                    """INSERT INTO instances (instance_guid, space_guid, org_guid, bucket, prefix, layout,
-                                              stanza, created_at, deleted_at)
-                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
-                    ref.instance_guid, ref.space_guid, ref.org_guid, storage.bucket, storage.prefix,
-                    storage.layout, storage.stanza, None if existed_before else at, ref.deleted_at)
-                await _take_name(c, ref.instance_guid, ref.space_guid, ref.name, None if existed_before else at, at)
-                return True
-            await c.execute(
-                """UPDATE instances SET space_guid = $2, org_guid = coalesce($3, org_guid), bucket = $4,
-                          prefix = $5, layout = $6, stanza = $7, deleted_at = coalesce(deleted_at, $8)
-                   WHERE instance_guid = $1""",
-                ref.instance_guid, ref.space_guid, ref.org_guid, storage.bucket, storage.prefix,
-                storage.layout, storage.stanza, ref.deleted_at)
-            held = await c.fetchrow("""SELECT space_guid, name FROM instance_names WHERE instance_guid = $1
-                                       ORDER BY valid_from DESC LIMIT 1""", ref.instance_guid)
-            if held is None or (held["space_guid"], held["name"]) != (ref.space_guid, ref.name):
-                await _rename(c, ref.instance_guid, ref.space_guid, ref.name, at)
-            return False
-    except (asyncpg.UniqueViolationError, asyncpg.CheckViolationError) as exc:
-        raise Conflict(f"instance {ref.instance_guid}: name {ref.name!r} in space {ref.space_guid}: "
-                       f"{exc.message}") from None
-
-
-async def rename_instance(db: Db, guid: str, new_name: str, *, at: datetime | None = None) -> None:
-    """Close the instance's current name interval at ``at`` and open ``new_name`` from then on."""
-    at = at or _now()
-    try:
-        async with transaction(db) as c:
-            row = await c.fetchrow("SELECT space_guid FROM instances WHERE instance_guid = $1 FOR UPDATE", guid)
-            if row is None:
-                raise UnknownInstance(guid)
-            await _rename(c, guid, row["space_guid"], new_name, at)
-    except (asyncpg.UniqueViolationError, asyncpg.CheckViolationError) as exc:
-        raise Conflict(f"instance {guid}: cannot rename to {new_name!r}: {exc.message}") from None
-
-
-async def delete_instance(db: Db, guid: str, *, at: datetime | None = None) -> bool:
-    """Mark the instance deleted (keeps its data and its last name). True if newly deleted."""
-    async with transaction(db) as c:
-        row = await c.fetchrow("SELECT deleted_at FROM instances WHERE instance_guid = $1 FOR UPDATE", guid)
-        if row is None:
-            raise UnknownInstance(guid)
-        if row["deleted_at"] is not None:
-            return False
-        await c.execute("UPDATE instances SET deleted_at = $2 WHERE instance_guid = $1", guid, at or _now())
-        return True
-
-
-async def _rename(c: Conn, guid: str, space: str, name: str, at: datetime) -> None:
-    cur = await c.fetchrow(
-        """SELECT n.space_guid, n.name, NULLIF(n.valid_from, '-infinity') AS valid_from, i.deleted_at
-           FROM instance_names n JOIN instances i USING (instance_guid)
-           WHERE n.instance_guid = $1 AND n.valid_to = 'infinity' FOR UPDATE OF n""", guid)
-    if cur is None:
-        raise Conflict(f"instance {guid} no longer holds a name (deleted and its name taken over)")
-    if (cur["space_guid"], cur["name"]) == (space, name):
-        return
-    if cur["deleted_at"] is not None:
-        raise Conflict(f"instance {guid} is deleted: it keeps its last name {cur['name']!r}")
-    if cur["valid_from"] is not None and at <= cur["valid_from"]:
-        raise Conflict(f"instance {guid}: rename at {at.isoformat()} is not after its current name's "
-                       f"start {cur['valid_from'].isoformat()}")
-    await c.execute("UPDATE instance_names SET valid_to = $2 WHERE instance_guid = $1 AND valid_to = 'infinity'",
-                    guid, at)
-    await _take_name(c, guid, space, name, at, at)
-
-
-async def _take_name(c: Conn, guid: str, space: str, name: str, start: datetime | None,
-                     at: datetime) -> None:
-    """Open [start, infinity) for ``guid``; ``start`` None = -infinity. A deleted current holder's
-    interval is closed where ours begins; a live holder is a Conflict."""
-    holder = await c.fetchrow(
-        """SELECT n.instance_guid, NULLIF(n.valid_from, '-infinity') AS valid_from, i.deleted_at
-           FROM instance_names n JOIN instances i USING (instance_guid)
-           WHERE n.space_guid = $1 AND n.name = $2 AND n.valid_to = 'infinity' FOR UPDATE OF n""", space, name)
-    if holder is not None and holder["instance_guid"] != guid:
-        if holder["deleted_at"] is None:
-            raise Conflict(f"name {name!r} in space {space} is held by live instance {holder['instance_guid']}")
-        since = holder["valid_from"]
-        if since is not None and (start is None or start <= since):
-            # we existed before but learn of it after a deleted holder: start where that holder ended
-            start = holder["deleted_at"] if holder["deleted_at"] > since else at
-            if start <= since:
-                raise Conflict(f"name {name!r} in space {space}: cannot start a new holder before "
-                               f"{since.isoformat()}")
-        await c.execute(
-            """UPDATE instance_names SET valid_to = coalesce($4, '-infinity'::timestamptz)
-               WHERE space_guid = $1 AND name = $2 AND instance_guid = $3 AND valid_to = 'infinity'""",
-            space, name, holder["instance_guid"], start)
-    await c.execute(
-        """INSERT INTO instance_names (space_guid, name, instance_guid, valid_from)
-           VALUES ($1, $2, $3, coalesce($4, '-infinity'::timestamptz))""", space, name, guid, start)
-
-
-async def get_instance(db: Db, guid: str) -> InstanceRecord:
-    row = await db.fetchrow(_INSTANCE_SELECT + " WHERE i.instance_guid = $1", guid)
-    if row is None:
-        raise UnknownInstance(guid)
-    return rows.row_to_instance(row)
-
-
-async def list_instances(db: Db, *, include_deleted: bool = True) -> list[InstanceRecord]:
-    """All instances, oldest registration first."""
-    where = "" if include_deleted else " WHERE i.deleted_at IS NULL"
-    recs = await db.fetch(_INSTANCE_SELECT + where + " ORDER BY i.registered_at, i.instance_guid")
-    return [rows.row_to_instance(r) for r in recs]
-
-
-async def name_holders(db: Db, space: str, name: str) -> list[InstanceRecord]:
-    """Every instance that held NAME in SPACE, newest first (the current holder first)."""
-    return [rec for rec, _ in await _holders(db, space, name, None)]
-
-
-# derived_views row ``dv`` of the current scan of scan_state row ``s`` (catalog.derived)
-CURRENT_VIEW = ("dv.instance_guid = s.instance_guid AND dv.generation = s.generation "
-                "AND dv.last_scan IS NOT DISTINCT FROM s.last_scan")
-
-_HOLDERS = """
-    WITH h AS (SELECT instance_guid, max(valid_from) AS since,
-                      bool_or($3::timestamptz IS NOT NULL AND valid_from <= $3 AND $3 < valid_to) AS held_at
-               FROM instance_names WHERE space_guid = $1 AND name = $2 GROUP BY instance_guid)
-    SELECT i.*, coalesce(n.name, '') AS name, h.held_at {extra}
-    FROM h JOIN instances i USING (instance_guid)
-    LEFT JOIN LATERAL (SELECT name FROM instance_names WHERE instance_guid = i.instance_guid
-                       ORDER BY valid_from DESC LIMIT 1) n ON true
-    {joins}
-    ORDER BY h.since DESC, i.registered_at DESC"""
-
-
-async def _holders(db: Db, space: str, name: str, at: datetime | None) -> list[tuple[InstanceRecord, bool]]:
-    """:func:`name_holders`, each with whether it held the name at ``at`` (one query)."""
-    recs = await db.fetch(_HOLDERS.format(extra="", joins=""), space, name, at)
-    return [(rows.row_to_instance(r), bool(r["held_at"])) for r in recs]
-
-
-async def holders_with_views(db: Db, space: str, name: str) -> list[tuple[InstanceRecord, ScanState, str | None]]:
-    """:func:`name_holders`, each with its scan state and the archive document stored for its current
-    scan (``derived_views``), or None when that is missing or stale — one query for a Backups request."""
-    recs = await db.fetch(_HOLDERS.format(
-        extra=", s.cursors, s.last_scan, s.last_full_scan, s.last_attempt, s.last_error, s.last_error_code, "
-              "s.stale_since, s.unknown_objects, s.issues, s.generation, s.requests, "
-              "s.instance_guid IS NOT NULL AS has_state, dv.archive AS stored_archive",
-        joins="LEFT JOIN scan_state s ON s.instance_guid = i.instance_guid "
-              f"LEFT JOIN derived_views dv ON {CURRENT_VIEW}"), space, name, None)
-    return [(rows.row_to_instance(r),
-             rows.row_to_scan_state(r) if r["has_state"] else ScanState(instance_guid=r["instance_guid"]),
-             r["stored_archive"]) for r in recs]
-
-
-async def resolve_name(db: Db, space: str, name: str, at: datetime | None = None) -> Resolution:
-    """The instance that held NAME in SPACE at ``at``; else the most recent holder (deleted ones
-    included); with no time, the most recent holder.
-    :raises UnknownService: no instance ever held NAME in SPACE.
-    """
-    found = await _holders(db, space, name, at)
-    if not found:
-        raise UnknownService(space, name)
-    holders = [rec for rec, _ in found]
-    if at is not None:
-        rec_at = next((rec for rec, held in found if held), None)
-        if rec_at is not None:
-            return Resolution(rec_at, f"instance {rec_at.guid} held the name {name!r} at {at.isoformat()}"
-                              + _deleted_note(rec_at), "held_at_time")
-        rec = holders[0]
-        return Resolution(rec, f"no instance held the name {name!r} at {at.isoformat()}: using its most recent "
-                          f"holder, instance {rec.guid}" + _deleted_note(rec), "most_recent_holder")
-    rec = holders[0]
-    rule = "current_holder" if rec.ref.deleted_at is None else "most_recent_holder"
-    return Resolution(rec, f"no target time: using the most recent holder of the name {name!r}, instance "
-                      f"{rec.guid}" + _deleted_note(rec), rule)
-
-
-def _deleted_note(rec: InstanceRecord) -> str:
-    d = rec.ref.deleted_at
-    return f" (deleted at {d.isoformat()})" if d is not None else ""
 
 
 # -- scans -------------------------------------------------------------------------------------
@@ -286,14 +79,22 @@ async def save_scan(db: Db, guid: str, result: ScanResult, *, expected_generatio
                 await c.execute("DELETE FROM timelines WHERE instance_guid = $1 AND NOT (tli = ANY($2::int[]))",
                                 guid, sorted(result.listed_histories))
             former_ends = await _store_runs(c, guid, result.wal_runs, replace=result.wal_mode is WalMode.REPLACE)
+            unblocked: set[tuple[int, int]] = set()
             if result.wal_mode is WalMode.REPLACE:
-                await c.execute("DELETE FROM wal_conflicts WHERE instance_guid = $1", guid)
+                old = await c.fetch("DELETE FROM wal_conflicts WHERE instance_guid = $1 RETURNING timeline, segno",
+                                    guid)
+                unblocked = {(r["timeline"], r["segno"]) for r in old}
+            blocked = {(x.timeline, x.segno): (x.detail, "conflict") for x in result.conflicts}
+            blocked.update({(x.timeline, x.segno): (x.detail, "corrupt") for x in result.corrupt})  # proof wins
             await c.executemany(
-                """INSERT INTO wal_conflicts (instance_guid, timeline, segno, detail) VALUES ($1, $2, $3, $4)
-                   ON CONFLICT (instance_guid, timeline, segno) DO UPDATE SET detail = EXCLUDED.detail""",
-                [(guid, x.timeline, x.segno, x.detail) for x in result.conflicts])
+                """INSERT INTO wal_conflicts (instance_guid, timeline, segno, detail, kind) VALUES ($1, $2, $3, $4, $5)
+                   ON CONFLICT (instance_guid, timeline, segno)
+                   DO UPDATE SET detail = EXCLUDED.detail, kind = EXCLUDED.kind""",
+                [(guid, t, n, detail, kind) for (t, n), (detail, kind) in sorted(blocked.items())])
             await _upsert_edges(c, guid, result.edges)
-            await _drop_edges(c, guid, former_ends - {(e.timeline, e.segno) for e in result.edges})
+            # the edge before a segment that no longer blocks replay is no window's end any more
+            before = {(t, n - 1) for t, n in unblocked - set(blocked)}
+            await _drop_edges(c, guid, (former_ends | before) - {(e.timeline, e.segno) for e in result.edges})
             new_gen: int = await c.fetchval(
                 """UPDATE scan_state SET cursors = $2::jsonb, last_scan = $3, last_attempt = $3,
                           last_full_scan = CASE WHEN $4 THEN $3 ELSE last_full_scan END,
@@ -458,13 +259,14 @@ async def _load_snapshot(c: Conn, guid: str) -> ArchiveSnapshot:
                          "WHERE instance_guid = $1 ORDER BY tli, ordinal", guid)
     edges = await c.fetch("SELECT * FROM window_edges WHERE instance_guid = $1 ORDER BY timeline, segno", guid)
     state = await load_scan_state(c, guid)
+    conflicts, corrupt = rows.blocked_segments(await wal_conflicts(c, guid))
     return ArchiveSnapshot(
         integrity_errors=tuple(i.message for i in state.issues if i.code == "integrity_error"),
         layout=rec.layout, seg_size=rec.seg_size or DEFAULT_SEG_SIZE,
         backups=await backups(c, guid),
         runs=await wal_runs(c, guid), histories=rows.rows_to_histories(hist),
         edges=tuple(rows.row_to_edge(e) for e in edges), pg_version=rec.pg_version,
-        conflicts=tuple((x.timeline, x.segno) for x in await wal_conflicts(c, guid)))
+        conflicts=conflicts, corrupt=corrupt)
 
 
 _USABLE = ("status = 'done' AND timeline IS NOT NULL AND start_lsn IS NOT NULL AND stop_lsn IS NOT NULL")
@@ -474,7 +276,7 @@ _ORDER = {"time": 'stop_time DESC NULLS LAST, stop_lsn DESC, label COLLATE "C" D
 
 @dataclass(frozen=True, slots=True)
 class PlanInputs:
-    """A snapshot narrowed to the newest candidates (``recovery.plan.narrow``, in SQL), the labels of
+    """A snapshot narrowed to the newest candidates (``recovery.narrow.narrow``, in SQL), the labels of
     that prefix, and the stored windows (JSON text) of the same scan."""
 
     snapshot: ArchiveSnapshot
@@ -513,7 +315,7 @@ async def load_plan_inputs(db: Db, guid: str, target: Target, k: int) -> PlanInp
                            ORDER BY timeline, segno) FROM window_edges WHERE instance_guid = $1) AS j_edges,
           (SELECT json_agg(json_build_array(timeline, first_segno, last_segno) ORDER BY timeline, first_segno)
              FROM wal_runs WHERE instance_guid = $1) AS j_runs,
-          (SELECT json_agg(json_build_array(timeline, segno) ORDER BY timeline, segno)
+          (SELECT json_agg(json_build_array(timeline, segno, detail, kind) ORDER BY timeline, segno)
              FROM wal_conflicts WHERE instance_guid = $1) AS j_conflicts,
           (SELECT json_agg(json_build_object(
                   'label', b.label, 'type', type, 'status', status, 'timeline', timeline,
@@ -538,13 +340,15 @@ async def load_plan_inputs(db: Db, guid: str, target: Target, k: int) -> PlanInp
         return None
     backups = [rows.json_to_backup(b) for b in json.loads(r["j_backups"] or "[]")]
     issues = rows.issues_from_json(r["scan_issues"])
+    conflicts, corrupt = rows.blocked_segments(rows.WalConflictRow(t, n, detail, kind)
+                                               for t, n, detail, kind in json.loads(r["j_conflicts"] or "[]"))
     snap = ArchiveSnapshot(
         integrity_errors=tuple(i.message for i in issues if i.code == "integrity_error"),
         layout=rec.layout, seg_size=rec.seg_size or DEFAULT_SEG_SIZE, backups=tuple(b for b, _ in backups),
         runs=tuple(WalRun(t, a, b) for t, a, b in json.loads(r["j_runs"] or "[]")),
         histories=rows.json_to_histories(json.loads(r["j_hist"] or "[]")),
         edges=tuple(rows.json_to_edge(e) for e in json.loads(r["j_edges"] or "[]")), pg_version=rec.pg_version,
-        conflicts=tuple((t, n) for t, n in json.loads(r["j_conflicts"] or "[]")))
+        conflicts=conflicts, corrupt=corrupt)
     return PlanInputs(snap, frozenset(b.label for b, in_prefix in backups if in_prefix), r["stored_windows"])
 
 

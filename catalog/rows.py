@@ -12,7 +12,17 @@ import asyncpg
 
 from catalog.scanresult import ScanIssue
 from recovery.lsn import Lsn
-from recovery.model import Backup, BackupStatus, BackupType, InstanceRef, Layout, Storage, WalRun, WindowEdge
+from recovery.model import (
+    Backup,
+    BackupStatus,
+    BackupType,
+    CorruptSegment,
+    InstanceRef,
+    Layout,
+    Storage,
+    WalRun,
+    WindowEdge,
+)
 from recovery.timeline import TimelineSwitch
 
 Row = Mapping[str, Any] | asyncpg.Record   # a fetched row, or a plain mapping in tests
@@ -32,6 +42,10 @@ class InstanceRecord:
     seg_size: int | None = None
     created_at: datetime | None = None     # None: existed before the catalog learned of it
     registered_at: datetime | None = None
+    hold_at: datetime | None = None        # operator hold: never purged (issue 13)
+    hold_reason: str | None = None
+    purged_at: datetime | None = None      # its archive was deleted by a purge
+    purge_policy: str | None = None        # set when a purge started deleting (the policy that made it due)
 
     @property
     def guid(self) -> str:
@@ -78,6 +92,7 @@ class WalConflictRow:
     timeline: int
     segno: int
     detail: str
+    kind: str = "conflict"     # or "corrupt"
 
 
 def _int(v: Decimal | int | None) -> int | None:
@@ -108,6 +123,8 @@ def row_to_instance(r: Row) -> InstanceRecord:
         seg_size=r["seg_size"],
         created_at=r["created_at"],
         registered_at=r["registered_at"],
+        hold_at=r.get("hold_at"), hold_reason=r.get("hold_reason"),
+        purged_at=r.get("purged_at"), purge_policy=r.get("purge_policy"),
     )
 
 
@@ -201,7 +218,14 @@ def issues_from_json(text: str | None) -> tuple[ScanIssue, ...]:
 
 
 def row_to_conflict(r: Row) -> WalConflictRow:
-    return WalConflictRow(timeline=r["timeline"], segno=r["segno"], detail=r["detail"])
+    return WalConflictRow(timeline=r["timeline"], segno=r["segno"], detail=r["detail"], kind=r["kind"])
+
+
+def blocked_segments(rows: Iterable[WalConflictRow]) -> tuple[tuple[tuple[int, int], ...], tuple[CorruptSegment, ...]]:
+    """Stored ``wal_conflicts`` rows as the snapshot's (conflicts, corrupt)."""
+    items = list(rows)
+    return (tuple((x.timeline, x.segno) for x in items if x.kind != "corrupt"),
+            tuple(CorruptSegment(x.timeline, x.segno, x.detail) for x in items if x.kind == "corrupt"))
 
 
 # -- scan state --------------------------------------------------------------------------------

@@ -15,7 +15,9 @@ class WalMode(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Conflict:
+class WalConflict:
+    """Two different objects claim to be one WAL segment (replay cannot pass it)."""
+
     timeline: int
     segno: int
     detail: str
@@ -47,7 +49,8 @@ class ScanResult:
     listed_histories: frozenset[int] | None = None
     wal_mode: WalMode = WalMode.MERGE
     wal_runs: tuple[WalRun, ...] = ()
-    conflicts: tuple[Conflict, ...] = ()
+    conflicts: tuple[WalConflict, ...] = ()
+    corrupt: tuple[WalConflict, ...] = ()   # segments proven not to be what their name says (detail: why)
     edges: tuple[WindowEdge, ...] = ()
     cursors: dict[str, str] = field(default_factory=dict)  # listing prefix -> StartAfter key for next time
     unknown_objects: int = 0

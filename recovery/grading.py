@@ -62,6 +62,7 @@ class SnapshotFacts:
     archive_bytes: int = 0                           # estimate: backup sizes + WAL segments x segment size
     windows: tuple[dict[str, Any], ...] = ()
     holes: tuple[dict[str, Any], ...] = ()
+    corrupt: tuple[dict[str, Any], ...] = ()         # segments the scanner proved bad: timeline, segment, reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +131,9 @@ def facts_of(snap: ArchiveSnapshot, windows: list[Window]) -> SnapshotFacts:
         holes_count=len(hole_rows),
         hole_after_newest=next((h for h in hole_rows if h["after_newest_backup"]), None),
         archive_bytes=size,
-        windows=tuple(window_summary(w) for w in windows), holes=tuple(hole_rows))
+        windows=tuple(window_summary(w) for w in windows), holes=tuple(hole_rows),
+        corrupt=tuple({"timeline": c.timeline, "segment": segment_name(c.timeline, c.segno, snap.seg_size),
+                       "reason": c.reason} for c in snap.corrupt))
 
 
 def window_summary(w: Window) -> dict[str, Any]:
@@ -208,6 +211,10 @@ def grade(inp: GradeInput, settings: Thresholds, now: datetime, *, explain: bool
                               f"missing on timeline {h['timeline']}"))
     elif f.latest_end_kind is not None and f.latest_end_kind != CutKind.END.value:
         add(WARNING, lambda: f"latest window ends at a WAL {f.latest_end_kind}")
+    if f.corrupt:   # replay stops before it: every window through it is cut, whatever the clock says
+        c0, more = f.corrupt[0], len(f.corrupt) - 1
+        add(CRITICAL, lambda: (f"corrupt WAL segment {c0['segment']}{f' (and {more} more)' if more else ''}: "
+                               f"{c0['reason']}; recovery cannot replay past it"))
     n_errors = inp.scan_errors_count if inp.scan_errors_count is not None else len(inp.scan_errors)
     if n_errors:
         add(WARNING, lambda: f"{n_errors} scan error(s): {inp.scan_errors[0] if inp.scan_errors else '?'}")

@@ -54,7 +54,8 @@ def backup_entry(b: Backup) -> dict[str, Any]:
 
 
 def archive_to_dict(snap: ArchiveSnapshot, windows: Mapping[tuple[int, ...], Sequence[Window]]) -> dict[str, Any]:
-    """The archive part of a Backups-document instance: backups, WAL runs, holes, conflicts, windows."""
+    """The archive part of a Backups-document instance: backups, WAL runs, holes, conflicting and corrupt
+    segments, windows."""
     s = snap.seg_size
     return {
         "backups": [backup_entry(b) for b in sorted(snap.backups, key=lambda b: (b.stop_lsn or Lsn(0), b.label))],
@@ -63,6 +64,8 @@ def archive_to_dict(snap: ArchiveSnapshot, windows: Mapping[tuple[int, ...], Seq
         "holes": [{"timeline": t, "first_missing": segment_name(t, a, s), "last_missing": segment_name(t, b, s)}
                   for t, a, b in holes(snap.runs)],
         "conflicts": [{"timeline": t, "segment": segment_name(t, n, s)} for t, n in snap.conflicts],
+        "corrupt": [{"timeline": c.timeline, "segment": segment_name(c.timeline, c.segno, s), "reason": c.reason}
+                    for c in snap.corrupt],
         "windows": [window_to_dict(w) for ws in windows.values() for w in ws],
     }
 
@@ -143,6 +146,14 @@ def to_json_value(v: object) -> Any:
     return str(v)
 
 
+def replay_to_dict(plan: RecoveryPlan) -> dict[str, Any]:
+    """What replay must reach (DESIGN.md plan ``replay``): ``end_of_wal`` (no recovery target: at least
+    ``end_lsn``, the last decoded commit record before the end or the last segment's first record) or
+    ``target`` (``end_lsn`` the recovery stop the target implies, null when unknown, as for times)."""
+    return {"mode": "end_of_wal" if plan.end_of_wal else "target", "end_lsn": json_lsn(plan.end_lsn),
+            "end_segment": plan.last_segment, "last_commit_time": json_time(plan.last_commit_time)}
+
+
 def plan_to_dict(plan: RecoveryPlan, files: Mapping[str, str], restore_command: str) -> dict[str, Any]:
     w = plan.window
     return {
@@ -155,6 +166,7 @@ def plan_to_dict(plan: RecoveryPlan, files: Mapping[str, str], restore_command: 
                    "latest_is_exact": w.to_is_exact, "earliest_lsn": str(w.from_lsn),
                    "latest_lsn": str(w.to_lsn)},
         "end_of_wal": plan.end_of_wal,
+        "replay": replay_to_dict(plan),
         "restore_command": restore_command,
         "files": dict(files),
         "warnings": list(plan.warnings),

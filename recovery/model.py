@@ -106,6 +106,17 @@ class WindowEdge:
 
 
 @dataclass(frozen=True, slots=True)
+class CorruptSegment:
+    """A present segment whose bytes are provably not the segment its name says (wrong page address,
+    bad magic or CRC, another system identifier, a checksum that does not match its name): replay
+    stops before it, so every window on a path through it ends there."""
+
+    timeline: int
+    segno: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class InstanceRef:
     instance_guid: str
     space_guid: str
@@ -138,4 +149,5 @@ class ArchiveSnapshot:
     edges: tuple[WindowEdge, ...] = ()
     pg_version: int | None = None
     conflicts: tuple[tuple[int, int], ...] = ()  # (timeline, segno) with conflicting content
+    corrupt: tuple[CorruptSegment, ...] = ()     # segments the scanner proved are not what their name says
     integrity_errors: tuple[str, ...] = ()  # archive metadata unreadable (e.g. both info copies bad)

@@ -4,7 +4,12 @@ Pure: no I/O and no clock (``now`` is a parameter). Rules (LAYOUTS §7, §8; REL
 choose the newest complete backup on the target timeline path whose stop precedes the target and
 whose WAL is contiguous from its start segment to the target; refuse with a PlanningError code
 otherwise (``target_before_window``, ``target_after_window``, ``wal_gap``, ``wal_conflict``,
-``no_usable_backup``, ``unknown_timeline``, ``integrity_error``).
+``wal_corrupt``, ``no_usable_backup``, ``unknown_timeline``, ``integrity_error``).
+
+``latest`` along a path whose WAL is cut after the chosen backup (a hole, a conflicting or a corrupt
+segment) is planned to the last reachable point, with a warning naming what cannot be replayed:
+PostgreSQL itself recovers up to the cut and promotes, and that is the newest state the archive gives.
+A time or LSN target at or past the cut stays refused.
 """
 from __future__ import annotations
 
@@ -13,7 +18,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 from recovery.errors import BadHistory, PlanningError
-from recovery.model import ArchiveSnapshot, Backup
+from recovery.lsn import Lsn
+from recovery.model import ArchiveSnapshot, Backup, Layout
+from recovery.narrow import backup_key, candidate_order, is_candidate, narrow, narrowable
 from recovery.target import Target, TargetKind
 from recovery.timeline import TimelinePath
 from recovery.wal import segment_name, valid_seg_size
@@ -24,6 +31,7 @@ from recovery.windows import (
     WalIndex,
     Window,
     compute_windows,
+    last_on_path,
     missing_reason,
     on_path,
     reach,
@@ -32,6 +40,7 @@ from recovery.windows import (
 )
 
 Setting = tuple[str, object]   # (GUC name, datetime | Lsn | bool | int | str)
+LONG_PAGE_HEADER = 40          # MAXALIGN(sizeof(XLogLongPageHeaderData)): a segment's first record starts here
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +58,11 @@ class RecoveryPlan:
     warnings: tuple[str, ...] = ()
     end_of_wal: bool = False      # no recovery_target: replay all archived WAL on the path
     pg_version: int | None = None
+    # the LSN replay must reach: end of WAL plans, the later of the last decoded commit record before the
+    # end and the last segment's first record position; target plans, the recovery stop the target implies
+    # (None: unknown)
+    end_lsn: Lsn | None = None
+    last_commit_time: datetime | None = None   # end of WAL plans: the last archived commit, when decoded
 
     def setting(self, name: str) -> object | None:
         return next((v for k, v in self.recovery_settings if k == name), None)
@@ -137,67 +151,9 @@ def _pairs(snapshot: ArchiveSnapshot, target: Target, pool: Sequence[Backup],
     return [(b, path) for b in pool if on_path(b, path)], windows
 
 
-def _is_candidate(b: Backup, target: Target) -> bool:
-    assert b.stop_lsn is not None
-    if target.kind is TargetKind.TIME:
-        if b.stop_time is None:
-            return False
-        return b.stop_time <= target.time if target.inclusive else b.stop_time < target.time
-    if target.kind is TargetKind.LSN:
-        return b.stop_lsn <= target.lsn
-    return True
-
-
-def _backup_key(target: Target) -> Callable[[Backup], tuple[object, ...]]:
-    """Sort key of the planner's candidate order (:func:`candidate_order`); newest is largest."""
-    epoch = datetime.min.replace(tzinfo=timezone.utc)
-    if candidate_order(target) == "time":
-        return lambda b: (b.stop_time or epoch, b.stop_lsn, b.label)
-    return lambda b: (b.stop_lsn, b.stop_time or epoch, b.label)
-
-
 def _newest_key(target: Target) -> Callable[[Pair], tuple[object, ...]]:
-    key = _backup_key(target)
+    key = backup_key(target)
     return lambda p: key(p[0])
-
-
-def narrowable(target: Target) -> bool:
-    """Can the plan for ``target`` come from a snapshot narrowed to its newest candidates?
-
-    The planner picks the first backup that replays, in :func:`candidate_order` among those passing
-    :func:`_is_candidate`; a snapshot holding a prefix of that order (with each one's ``depends_on``
-    chain) gives the same choice whenever the prefix contains it. Not for ``timeline: current``, whose
-    windows are per backup timeline.
-    """
-    return target.timeline != "current"
-
-
-def candidate_order(target: Target) -> str:
-    """``time`` or ``lsn``: the order in which the planner tries candidates (newest first)."""
-    return "time" if target.timeline == "current" or target.kind is TargetKind.TIME else "lsn"
-
-
-def narrow(snapshot: ArchiveSnapshot, target: Target, k: int) -> tuple[ArchiveSnapshot, frozenset[str]]:
-    """``snapshot`` with only the ``k`` newest usable candidates for ``target`` (the *prefix*) and their
-    ``depends_on`` chains, and the prefix's labels — the reference for the catalog's narrowed load.
-
-    A plan from the narrowed snapshot equals the whole snapshot's plan when it chose a backup of the
-    prefix: every candidate tried before it is in the prefix too. A dependency outside the prefix can
-    also be a candidate; a plan choosing it proves nothing (older prefix-external candidates are missing).
-    """
-    cands = sorted((b for b in snapshot.backups if b.usable and _is_candidate(b, target)),
-                   key=_backup_key(target), reverse=True)
-    prefix = frozenset(b.label for b in cands[:k])
-    by_label = {b.label: b for b in snapshot.backups}
-    keep: set[str] = set()
-    todo = list(prefix)
-    while todo:
-        label = todo.pop()
-        if label in keep or label not in by_label:
-            continue
-        keep.add(label)
-        todo.extend(by_label[label].depends_on)
-    return replace(snapshot, backups=tuple(b for b in snapshot.backups if b.label in keep)), prefix
 
 
 def _seg(path: TimelinePath, segno: int, seg_size: int) -> str:
@@ -216,14 +172,58 @@ def _cut_refusal(r: Reach, snapshot: ArchiveSnapshot, windows: Sequence[Window],
                                   "horizon_is_exact": r.end_exact, "window_before": before, "window_after": after}
     if cut.kind is CutKind.CONFLICT:
         return PlanningError("wal_conflict",
-                             f"{why}: WAL segment {first} has conflicting archived copies, so replay cannot pass it "
+                             f"{why}: WAL segment {first} {_conflict_reason(snapshot)}, so replay cannot pass it "
                              f"on timeline path {list(path.tlis)}; recoverable up to {horizon}",
+                             windows=tuple(windows), details=details)
+    if cut.kind is CutKind.CORRUPT:
+        reason = _corrupt_reason(snapshot, path, cut.first_missing)
+        details["segment"], details["reason"] = first, reason
+        return PlanningError("wal_corrupt",
+                             f"{why}: WAL segment {first} is corrupt ({reason}), so replay cannot pass it on "
+                             f"timeline path {list(path.tlis)}; recoverable up to {horizon}",
                              windows=tuple(windows), details=details)
     nxt = (f"; the next window starts at {fmt_time(after.from_time)} (backup {after.backups[0]})"
            if after else "; no backup after the gap")
     return PlanningError("wal_gap",
                          f"{why}: WAL segments {first}..{last} are missing on timeline path {list(path.tlis)}; "
                          f"recoverable up to {horizon}{nxt}", windows=tuple(windows), details=details)
+
+
+def _conflict_reason(snapshot: ArchiveSnapshot) -> str:
+    if snapshot.layout is Layout.PGBACKREST:   # archive-get matches every <segment>-<sha1> object: two fail
+        return ("is archived twice with different checksums, and pgBackRest's archive-get refuses such a segment "
+                "('duplicates found for WAL segment')")
+    return "has conflicting archived copies (different content under one name)"
+
+
+def _corrupt_reason(snapshot: ArchiveSnapshot, path: TimelinePath, segno: int) -> str:
+    tli = path.segment_tli(segno, snapshot.seg_size)
+    return next((c.reason for c in snapshot.corrupt if (c.timeline, c.segno) == (tli, segno)),
+                "not the segment its name says")
+
+
+def _cut_warning(r: Reach, snapshot: ArchiveSnapshot) -> str:
+    """Why ``latest`` stops before the cut, and what later WAL it cannot reach."""
+    s, cut, path = snapshot.seg_size, r.cut, r.path
+    first = _seg(path, cut.first_missing, s)
+    last = _seg(path, cut.last_missing if cut.last_missing is not None else cut.first_missing, s)
+    if cut.kind is CutKind.HOLE:
+        what = f"WAL segments {first}..{last} are missing" if first != last else f"WAL segment {first} is missing"
+        after = cut.last_missing + 1 if cut.last_missing is not None else cut.first_missing + 1
+    elif cut.kind is CutKind.CORRUPT:
+        what = f"WAL segment {first} is corrupt ({_corrupt_reason(snapshot, path, cut.first_missing)})"
+        after = cut.first_missing
+    else:
+        what = f"WAL segment {first} {_conflict_reason(snapshot)}"
+        after = cut.first_missing
+    end = last_on_path(WalIndex.of(snapshot), path, s)
+    later = (f"the later archived WAL {_seg(path, after, s)}..{_seg(path, end, s)} cannot be reached"
+             if end is not None and end >= after else "no later WAL can be reached")
+    how = "" if r.end_exact else "approximately (object LastModified) "
+    stop = (f"the last archived commit before it, {how}at {fmt_time(r.end_time)}" if r.end_time is not None
+            else "a point whose last commit time is unknown")
+    return (f"the newest reachable state is not the end of the archive: {what} on timeline path {list(path.tlis)}; "
+            f"recovering to the end of WAL before it ({_seg(path, r.last_segment, s)}, {stop}); {later}")
 
 
 def _unusable(pairs: Sequence[Pair], snapshot: ArchiveSnapshot, windows: Sequence[Window],
@@ -245,7 +245,7 @@ def _unusable(pairs: Sequence[Pair], snapshot: ArchiveSnapshot, windows: Sequenc
 
 def _choose(snapshot: ArchiveSnapshot, target: Target, pairs: list[Pair],
             windows: list[Window]) -> Reach:
-    cands = sorted((p for p in pairs if _is_candidate(p[0], target)), key=_newest_key(target), reverse=True)
+    cands = sorted((p for p in pairs if is_candidate(p[0], target)), key=_newest_key(target), reverse=True)
     where = "on the requested timeline path" if target.timeline != "current" else "in the archive"
     if not cands:
         if not pairs:
@@ -258,7 +258,7 @@ def _choose(snapshot: ArchiveSnapshot, target: Target, pairs: list[Pair],
         raise PlanningError("target_before_window",
                             f"target {_describe(target)} is before the end of every backup {where}{since}",
                             windows=tuple(windows))
-    idx = WalIndex(snapshot.runs, snapshot.conflicts)
+    idx = WalIndex.of(snapshot)
     skipped: list[tuple[Backup, Cut | None]] = []
     for b, path in cands:
         if isinstance(path, PlanningError):
@@ -350,7 +350,7 @@ def plan_recovery(snapshot: ArchiveSnapshot, target: Target, *, now: datetime,
             settings.append(("recovery_target_inclusive", False))
     elif target.kind is TargetKind.LATEST:
         if r.cut.kind is not CutKind.END:
-            raise _cut_refusal(r, snapshot, path_windows, "the end of archived WAL cannot be reached")
+            warnings.append(_cut_warning(r, snapshot))
         end_of_wal = True
     else:
         t = target.time
@@ -371,6 +371,11 @@ def plan_recovery(snapshot: ArchiveSnapshot, target: Target, *, now: datetime,
             warnings.append(f"target {fmt_time(t)} is after the last archived commit on timeline path "
                             f"{list(r.path.tlis)}, which is {how}at {fmt_time(r.end_time)}; recovering to the end "
                             f"of archived WAL ({_seg(r.path, last, s)}) without a recovery target")
+        elif t == r.end_time and r.end_exact and target.inclusive:
+            # the target is the last commit replay can reach: PostgreSQL would wait for a later commit to
+            # stop at and fail (LAYOUTS §12); replaying to the cut without a target gives exactly the target
+            end_of_wal = True
+            warnings.append(f"target {fmt_time(t)} is the last commit before the cut; " + _cut_warning(r, snapshot))
         else:
             raise _cut_refusal(r, snapshot, path_windows, f"target {_describe(target)} cannot be reached")
         if not end_of_wal and not target.inclusive:
@@ -384,9 +389,22 @@ def plan_recovery(snapshot: ArchiveSnapshot, target: Target, *, now: datetime,
         warnings.append(f"backup {b.label} is from PostgreSQL {b_major}, but files are for PostgreSQL {major}")
     window = window_containing(path_windows, b.label) or Window(r.path.tlis, b.stop_lsn, b.stop_time, r.end_lsn,
                                                            r.end_time, r.end_exact, (b.label,), r.cut.kind)
+    end_lsn: Lsn | None
+    if end_of_wal:
+        # into the last segment: its first record position (not its start, which the XLOG_SWITCH record
+        # ending the previous segment already reaches without the last segment ever being read)
+        seg_first = Lsn(last * s + LONG_PAGE_HEADER)
+        end_lsn = max(r.end_commit_lsn, seg_first) if r.end_commit_lsn is not None else seg_first
+    elif target.kind is TargetKind.IMMEDIATE:
+        end_lsn = b.stop_lsn
+    elif target.kind is TargetKind.LSN:
+        end_lsn = target.lsn
+    else:
+        end_lsn = None        # the last commit at or before a time target is not known here
     return RecoveryPlan(b, replace(target, timeline=tl), r.path.tlis, _seg(r.path, r.first_segment, s), _seg(r.path, last, s),
                         last - r.first_segment + 1, window, tuple(settings), tuple(warnings), end_of_wal,
-                        major if major is not None else b_major)
+                        major if major is not None else b_major, end_lsn,
+                        r.end_time if end_of_wal and r.end_exact else None)
 
 
 __all__ = ["RecoveryPlan", "WindowsUnknown", "candidate_order", "fmt_time", "narrow", "narrowable", "pg_major",

@@ -14,7 +14,7 @@ but the end of valid WAL may then be detected one unchecked record later than Po
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -389,6 +389,30 @@ def read_xact_records(
         timeline=tli, blcksz=blcksz, pending=carry, truncated=truncated or len(mv) < size,
         crc_checked="all" if check_all else "xact",
     )
+
+
+def segment_problem(scan: SegmentScan, *, timeline: int | None = None,
+                    system_ids: Collection[int] = ()) -> str | None:
+    """Why replay cannot pass this segment, judged by its own bytes; None when it reads as a whole segment.
+
+    The first page header is checked by :func:`read_xact_records` (magic, page address = the name's
+    segment, sizes; it raises :class:`BadWal`). Here: a first page from a later timeline than the name's,
+    another system identifier than the archive's (``system_ids``; empty: not checked), fewer bytes than a
+    segment, and valid WAL that ends inside the segment without an XLOG_SWITCH record (an archived
+    segment is complete: PostgreSQL's replay stops at that point and ends recovery there).
+    """
+    if timeline is not None and scan.timeline > timeline:
+        return f"first page is from timeline {scan.timeline}, the name says timeline {timeline}"
+    if system_ids and scan.sysid not in system_ids:
+        known = ", ".join(str(x) for x in sorted(system_ids))
+        return f"WAL of another database system: system identifier {scan.sysid}, the archive's is {known}"
+    if scan.truncated:   # PostgreSQL refuses a restored file of the wrong size
+        return f"shorter than a segment ({scan.seg_size} bytes)"
+    if scan.end_of_valid_wal is not None:
+        off = scan.end_of_valid_wal.value - scan.start_lsn.value
+        where = "on the first page" if off < scan.blcksz else f"at offset {off:#x}"
+        return f"valid WAL ends {where} ({scan.end_of_valid_wal}), before the end of the segment"
+    return None
 
 
 def _check_header(mv: memoryview, pos: int, prev: int | None) -> None:

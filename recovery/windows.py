@@ -9,7 +9,6 @@ taken from a ``WindowEdge`` (exact when decoded from WAL, approximate when only 
 from __future__ import annotations
 
 import bisect
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +25,7 @@ class CutKind(StrEnum):
     END = "end"            # end of archived WAL on the path
     HOLE = "hole"          # missing segments, with later segments archived on the path
     CONFLICT = "conflict"  # a segment whose archived copies differ (blocks replay through it)
+    CORRUPT = "corrupt"    # a segment proved not to be what its name says (replay stops before it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +49,7 @@ class Reach:
     end_lsn: Lsn             # first position not replayable: cut.first_missing * S
     end_time: datetime | None
     end_exact: bool
+    end_commit_lsn: Lsn | None = None   # start of the last commit record before the cut, when decoded
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,9 +67,11 @@ class Window:
 
 
 class WalIndex:
-    """Present segments per timeline (merged runs, bisectable) and conflicting segments."""
+    """Present segments per timeline (merged runs, bisectable) and the segments replay cannot pass:
+    conflicting copies and corrupt segments (``blocks``)."""
 
-    def __init__(self, runs: Iterable[WalRun], conflicts: Iterable[tuple[int, int]] = ()) -> None:
+    def __init__(self, runs: Iterable[WalRun], conflicts: Iterable[tuple[int, int]] = (),
+                 corrupt: Iterable[tuple[int, int]] = ()) -> None:
         merged: dict[int, list[tuple[int, int]]] = {}
         for r in sorted(runs, key=lambda r: (r.timeline, r.first, r.last)):
             spans = merged.setdefault(r.timeline, [])
@@ -78,10 +81,17 @@ class WalIndex:
                 spans.append((r.first, r.last))
         self._spans = merged
         self._firsts = {t: [s[0] for s in spans] for t, spans in merged.items()}
-        cons: dict[int, list[int]] = {}
-        for tli, segno in sorted(set(conflicts)):
-            cons.setdefault(tli, []).append(segno)
-        self._conflicts = cons
+        kinds: dict[tuple[int, int], CutKind] = dict.fromkeys(conflicts, CutKind.CONFLICT)
+        kinds.update(dict.fromkeys(corrupt, CutKind.CORRUPT))   # proven bad wins over "copies differ"
+        blocks: dict[int, list[int]] = {}
+        for tli, segno in sorted(kinds):
+            blocks.setdefault(tli, []).append(segno)
+        self._blocks = blocks
+        self._kinds = kinds
+
+    @classmethod
+    def of(cls, snapshot: ArchiveSnapshot) -> WalIndex:
+        return cls(snapshot.runs, snapshot.conflicts, ((c.timeline, c.segno) for c in snapshot.corrupt))
 
     def runs(self) -> list[WalRun]:
         return [WalRun(t, a, b) for t in sorted(self._spans) for a, b in self._spans[t]]
@@ -111,12 +121,25 @@ class WalIndex:
                 return max(a, lo)
         return None
 
-    def first_conflict_in(self, tli: int, lo: int, hi: int) -> int | None:
-        segs = self._conflicts.get(tli)
+    def last_present_in(self, tli: int, lo: int, hi: int) -> int | None:
+        """Highest present segment of ``tli`` within ``lo..hi``."""
+        firsts = self._firsts.get(tli)
+        if not firsts or lo > hi:
+            return None
+        i = bisect.bisect_right(firsts, hi) - 1   # the last span starting at or before hi
+        if i < 0 or self._spans[tli][i][1] < lo:
+            return None
+        return min(self._spans[tli][i][1], hi)
+
+    def first_block_in(self, tli: int, lo: int, hi: int) -> tuple[int, CutKind] | None:
+        """Lowest segment of ``tli`` within ``lo..hi`` that replay cannot pass, and why."""
+        segs = self._blocks.get(tli)
         if not segs:
             return None
         i = bisect.bisect_left(segs, lo)
-        return segs[i] if i < len(segs) and segs[i] <= hi else None
+        if i < len(segs) and segs[i] <= hi:
+            return segs[i], self._kinds[(tli, segs[i])]
+        return None
 
 
 def holes(runs: Iterable[WalRun]) -> list[tuple[int, int, int]]:
@@ -147,12 +170,12 @@ def serve_end(path: TimelinePath, segno: int, seg_size: int) -> int:
 def edge_segments(snapshot: ArchiveSnapshot) -> set[tuple[int, int]]:
     """Segments whose last commit the planner may ask for, as (tli, segno), all present.
 
-    The last segment of every run; the segment before a conflicting one; and the parent's last
-    segment before each timeline switch (a path leaves the parent there even if it kept going).
+    The last segment of every run; the segment before a conflicting or corrupt one; and the parent's
+    last segment before each timeline switch (a path leaves the parent there even if it kept going).
     """
-    idx = WalIndex(snapshot.runs, snapshot.conflicts)
+    idx = WalIndex.of(snapshot)
     out = {(r.timeline, r.last) for r in idx.runs()}
-    for tli, segno in snapshot.conflicts:
+    for tli, segno in (*snapshot.conflicts, *((c.timeline, c.segno) for c in snapshot.corrupt)):
         if segno > 0 and idx.present(tli, segno - 1):
             out.add((tli, segno - 1))
     for tli, history in snapshot.histories.items():
@@ -206,6 +229,19 @@ def _next_present(idx: WalIndex, path: TimelinePath, after: int, seg_size: int) 
     return best
 
 
+def last_on_path(idx: WalIndex, path: TimelinePath, seg_size: int) -> int | None:
+    """The highest segment present on ``path`` (from the timeline that serves it), or None."""
+    for i in range(len(path.entries) - 1, -1, -1):
+        lo = _begin_seg(path, i, seg_size)
+        hi = serve_end(path, lo, seg_size) if i + 1 < len(path.entries) else INF
+        if path.segment_tli(lo, seg_size) != path.entries[i].tli:
+            continue
+        n = idx.last_present_in(path.entries[i].tli, lo, hi)
+        if n is not None:
+            return n
+    return None
+
+
 def walk(idx: WalIndex, path: TimelinePath, first: int, seg_size: int) -> tuple[int, Cut]:
     """Replay from segment ``first``: (last contiguous present segment, the cut after it)."""
     n = first
@@ -217,9 +253,10 @@ def walk(idx: WalIndex, path: TimelinePath, first: int, seg_size: int) -> tuple[
             cut = Cut(CutKind.END, n, None) if nxt is None else Cut(CutKind.HOLE, n, nxt - 1)
             return n - 1, cut
         hi = min(span[1], serve_end(path, n, seg_size))
-        c = idx.first_conflict_in(tli, n, hi)
-        if c is not None:
-            return c - 1, Cut(CutKind.CONFLICT, c, c)
+        block = idx.first_block_in(tli, n, hi)
+        if block is not None:
+            c, kind = block
+            return c - 1, Cut(kind, c, c)
         n = hi + 1
 
 
@@ -245,14 +282,15 @@ WalkMemo = dict[tuple[int, int, int | None], tuple[int, Cut]]
 
 def _walk_memo(idx: WalIndex, path: TimelinePath, first: int, seg_size: int, memo: WalkMemo | None) -> tuple[int, Cut]:
     """``walk``, shared by backups starting in the same span: from any segment of one present span of one
-    timeline, with the same next conflict, replay runs into the same cut."""
+    timeline, with the same next blocked segment, replay runs into the same cut."""
     if memo is None:
         return walk(idx, path, first, seg_size)
     tli = path.segment_tli(first, seg_size)
     span = idx.span_containing(tli, first)
     if span is None:
         return walk(idx, path, first, seg_size)
-    key = (tli, span[0], idx.first_conflict_in(tli, first, span[1]))
+    block = idx.first_block_in(tli, first, span[1])
+    key = (tli, span[0], None if block is None else block[0])
     if key not in memo:
         memo[key] = walk(idx, path, first, seg_size)
     return memo[key]
@@ -264,7 +302,7 @@ def reach(snapshot: ArchiveSnapshot, path: TimelinePath, backup: Backup, idx: Wa
     if not on_path(backup, path) or backup.start_lsn is None or backup.stop_lsn is None:
         return None
     s = snapshot.seg_size
-    idx = idx or WalIndex(snapshot.runs, snapshot.conflicts)
+    idx = idx or WalIndex.of(snapshot)
     first = backup.start_lsn.segno(s)
     need = max(backup.stop_lsn.value - 1, backup.start_lsn.value) // s
     last, cut = _walk_memo(idx, path, first, s, memo)
@@ -277,8 +315,9 @@ def reach(snapshot: ArchiveSnapshot, path: TimelinePath, backup: Backup, idx: Wa
     else:
         edge = edge_memo[last] = edge_at(snapshot, path, last)
     when = edge.last_commit_time if edge else None
-    return Reach(backup, path, first, last, cut, Lsn(cut.first_missing * s), when,
-                 bool(edge and edge.exact and when is not None))
+    exact = bool(edge and edge.exact and when is not None)
+    return Reach(backup, path, first, last, cut, Lsn(cut.first_missing * s), when, exact,
+                 edge.last_commit_lsn if edge is not None and exact else None)
 
 
 def missing_reason(snapshot: ArchiveSnapshot, path: TimelinePath, backup: Backup,
@@ -286,14 +325,14 @@ def missing_reason(snapshot: ArchiveSnapshot, path: TimelinePath, backup: Backup
     """Why ``backup`` is unusable on ``path``: the cut inside its own start..stop WAL."""
     if not on_path(backup, path) or backup.start_lsn is None:
         return None
-    idx = idx or WalIndex(snapshot.runs, snapshot.conflicts)
+    idx = idx or WalIndex.of(snapshot)
     _, cut = walk(idx, path, backup.start_lsn.segno(snapshot.seg_size), snapshot.seg_size)
     return cut
 
 
 def reaches(snapshot: ArchiveSnapshot, path: TimelinePath, backups: Sequence[Backup] | None = None) -> list[Reach]:
     """Reach of every usable backup on ``path``, oldest stop first."""
-    idx = WalIndex(snapshot.runs, snapshot.conflicts)
+    idx = WalIndex.of(snapshot)
     pool = usable_backups(snapshot.backups) if backups is None else backups
     memo: WalkMemo = {}
     edge_memo: dict[int, WindowEdge | None] = {}
@@ -342,28 +381,12 @@ def merge(windows: Iterable[Window]) -> list[Window]:
     return out
 
 
-_MEMO: OrderedDict[tuple[int, tuple[int, ...], tuple[str, ...] | None], tuple[ArchiveSnapshot, list[Window]]] = \
-    OrderedDict()
-_MEMO_SIZE = 32   # each entry keeps its snapshot alive: keep the garbage collector's heap small
-
-
 def compute_windows(snapshot: ArchiveSnapshot, path: TimelinePath,
                     backups: Sequence[Backup] | None = None) -> list[Window]:
-    """Merged recoverable windows on ``path`` (from usable backups, or the given ones).
-
-    Memoised by snapshot identity (snapshots are immutable; the entry keeps the snapshot alive, so its id
-    cannot be reused while cached): a server reusing a cached snapshot plans without recomputing windows.
-    """
-    key = (id(snapshot), path.tlis, None if backups is None else tuple(b.label for b in backups))
-    hit = _MEMO.get(key)
-    if hit is not None and hit[0] is snapshot:
-        _MEMO.move_to_end(key)
-        return list(hit[1])
-    out = merge(window_of(r) for r in reaches(snapshot, path, backups))
-    _MEMO[key] = (snapshot, out)
-    while len(_MEMO) > _MEMO_SIZE:
-        _MEMO.popitem(last=False)
-    return list(out)
+    """Merged recoverable windows on ``path`` (from usable backups, or the given ones). Pure and
+    uncached: a long-running caller keeps windows per snapshot generation itself
+    (``backup_catalog.usecases.snapshots``)."""
+    return merge(window_of(r) for r in reaches(snapshot, path, backups))
 
 
 def all_paths(snapshot: ArchiveSnapshot) -> list[TimelinePath]:

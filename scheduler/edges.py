@@ -1,21 +1,32 @@
-"""Exact window ends: decode commit timestamps from the WAL segments at the end of each run."""
+"""Exact window ends: decode commit timestamps from the WAL segments at the end of each run.
+
+Every segment read here is also checked against its name (``recovery.walreader.segment_problem``, and for
+pgBackRest the SHA-1 in the key): a segment proven not to be the one its name says is recorded as
+corrupt, and the walk goes on backwards for the last commit *before* it, so that the window ends there.
+LastModified stands in for a commit time only where no commit could be read, never past a bad segment.
+"""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import shutil
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 
-from catalog.scanresult import ScanIssue
-from recovery.errors import ParseError, PitrError
-from recovery.model import WalRun, WindowEdge
-from recovery.walreader import read_xact_records
-from scheduler.layouts.common import decompress
+from catalog.scanresult import ScanIssue, WalConflict
+from recovery.errors import PitrError
+from recovery.model import Layout, WalRun, WindowEdge
+from recovery.walreader import BadWal, XactRecord, read_xact_records, segment_problem
+from scheduler.layouts.common import DecompressError, Unsupported, decompress
 from scheduler.storage import NotFound, ObjectStore
 from scheduler.walscan import RunTail
 
 log = logging.getLogger(__name__)
 _CODECS = ("gz", "bz2", "xz", "lz4", "zst", "br", "lzma", "lzo")
+
+Recent = Sequence[tuple[int, str, datetime | None]]   # (segno, key, LastModified), oldest first
 
 
 def codec_of(key: str) -> str | None:
@@ -26,12 +37,12 @@ def codec_of(key: str) -> str | None:
 
 async def _lzop(data: bytes) -> bytes:
     if not shutil.which("lzop"):
-        raise ParseError("lzop is not installed: cannot read WAL-E .lzo segments")
+        raise Unsupported("lzo", "lzop is not installed: cannot read WAL-E .lzo segments")
     proc = await asyncio.create_subprocess_exec("lzop", "-dc", stdin=asyncio.subprocess.PIPE,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await proc.communicate(data)
     if proc.returncode != 0:
-        raise ParseError(f"lzop failed: {err.decode(errors='replace').strip()}")
+        raise DecompressError("lzo", f"lzop failed: {err.decode(errors='replace').strip()}")
     return out
 
 
@@ -43,38 +54,146 @@ async def read_segment(store: ObjectStore, key: str) -> bytes:
     return decompress(data, codec)
 
 
+@dataclass(frozen=True, slots=True)
+class SegmentChecks:
+    """What a segment is checked against besides its name: the layout (pgBackRest keys carry the SHA-1
+    of the content) and the archive's system identifiers (empty: not checked)."""
+
+    layout: Layout | None = None
+    system_ids: frozenset[int] = frozenset()
+
+
+@dataclass(slots=True)
+class EdgeFindings:
+    """Edges and corrupt segments found while decoding (the scan stores both)."""
+
+    edges: list[WindowEdge] = field(default_factory=list)
+    corrupt: list[WalConflict] = field(default_factory=list)
+
+
+def _pgbackrest_sha1(key: str) -> str | None:
+    base = key.rsplit("/", 1)[-1]
+    if len(base) >= 65 and base[24] == "-":
+        return base[25:65].lower()
+    return None
+
+
+async def _read_checked(store: ObjectStore, key: str, tli: int, segno: int, seg_size: int,
+                        checks: SegmentChecks) -> tuple[tuple[XactRecord, ...], str | None]:
+    """The segment's commit records, or the proof that it is not segment ``segno`` of timeline ``tli``.
+
+    :raises NotFound: gone since the listing. :raises ParseError: it cannot be read here (no lzop, an
+        unsupported codec), which proves nothing about the segment.
+    """
+    try:
+        raw = await read_segment(store, key)
+    except Unsupported:
+        raise
+    except DecompressError as e:
+        return (), f"cannot be decompressed: {e}"
+    try:
+        scan = read_xact_records(raw, seg_size=seg_size, expected_segno=segno)
+    except BadWal as e:
+        return (), e.message
+    why = segment_problem(scan, timeline=tli, system_ids=checks.system_ids)
+    if why is None and checks.layout is Layout.PGBACKREST:
+        want = _pgbackrest_sha1(key)      # archive-push names each segment by the SHA-1 of its content
+        if want is not None:
+            got = await asyncio.to_thread(lambda: hashlib.sha1(raw, usedforsecurity=False).hexdigest())
+            if got != want:
+                why = f"content SHA-1 {got} does not match the {want} in its name"
+    return scan.records, why
+
+
 async def decode_edges(store: ObjectStore, tails: Sequence[RunTail], runs: Iterable[WalRun],
-                       previous: Iterable[WindowEdge], seg_size: int, issues: list[ScanIssue]) -> tuple[WindowEdge, ...]:
-    """WindowEdges for the last segment of every run; reuses known ones, decodes new ones."""
+                       previous: Iterable[WindowEdge], seg_size: int, issues: list[ScanIssue], *,
+                       checks: SegmentChecks | None = None,
+                       recheck: dict[tuple[int, int], Recent] | None = None,
+                       blocked: dict[tuple[int, int], Recent] | None = None) -> EdgeFindings:
+    """WindowEdges for the last segment of every run (reusing known ones, decoding new ones), and the
+    corrupt segments met on the way.
+
+    ``recheck``: known corrupt segments listed by this scan, with the keys up to them: each is read again
+    (still bad: recorded again with the last commit before it; repaired: forgotten by a full scan).
+    ``blocked``: segments replay cannot pass (conflicting copies), with the keys up to them: windows end
+    before them, so the last commit before each is read.
+    """
+    checks = checks or SegmentChecks()
     prev = {(e.timeline, e.segno): e for e in previous}
     by_end = {(t.timeline, t.last): t for t in tails}
-    out: list[WindowEdge] = []
+    found = EdgeFindings()
     for r in runs:
         k = (r.timeline, r.last)
         if k in prev:
             # the run still ends at the same segment: its content, and so its last commit, is unchanged
-            out.append(prev[k])
+            found.edges.append(prev[k])
             continue
         tail = by_end.get(k)
         if tail is None:
             continue
-        out.append(await _decode_tail(store, tail, seg_size, issues))
-    return tuple(out)
+        await _walk_back(store, tail.timeline, list(tail.recent), tail.last, seg_size, issues, checks, found)
+    seen = {(c.timeline, c.segno) for c in found.corrupt}
+    for (tli, segno), recent in sorted((recheck or {}).items()):
+        if (tli, segno) not in seen and recent and recent[-1][0] == segno:
+            await _walk_back(store, tli, list(recent), None, seg_size, issues, checks, found)
+    have = {(e.timeline, e.segno) for e in found.edges}
+    for (tli, segno), recent in sorted((blocked or {}).items()):
+        before = [x for x in recent if x[0] < segno]
+        if before and before[-1][0] == segno - 1 and (tli, segno - 1) not in have:
+            await _walk_back(store, tli, before, segno - 1, seg_size, issues, checks, found)
+    return found
 
 
-async def _decode_tail(store: ObjectStore, tail: RunTail, seg_size: int, issues: list[ScanIssue]) -> WindowEdge:
-    """Walk back from the run's last segment (up to the few keys kept) to the last commit/abort record."""
-    for segno, key, _lm in reversed(tail.recent):
+async def _walk_back(store: ObjectStore, tli: int, recent: list[tuple[int, str, datetime | None]], end: int | None,
+                     seg_size: int, issues: list[ScanIssue], checks: SegmentChecks, found: EdgeFindings) -> None:
+    """Walk back from the newest of ``recent`` to the last commit/abort record.
+
+    ``end``: the run's last segment, whose edge is wanted (None: only the segment before each corrupt one
+    met). A corrupt segment c asks for the edge at c - 1: the last commit read before it, or an unknown
+    time when none is within reach (never a LastModified, which could lie past the bad segment's content).
+    """
+    end_edge: WindowEdge | None = None
+    pending: list[int] = []          # corrupt segments still waiting for the last commit before them
+    for segno, key, _lm in reversed(recent):
+        if (end is None or end_edge is not None) and not pending and segno != recent[-1][0]:
+            break
         try:
-            raw = await read_segment(store, key)
-            scan = read_xact_records(raw, seg_size=seg_size, expected_segno=segno)
+            records, why = await _read_checked(store, key, tli, segno, seg_size, checks)
         except NotFound:
             issues.append(ScanIssue("not_found_race", key, "segment vanished before its commit times were read"))
             break
         except (PitrError, ValueError) as e:
             issues.append(ScanIssue("wal_decode_error", key, f"cannot read commit records: {e}"))
             break
-        if scan.records:
-            last = scan.records[-1]
-            return WindowEdge(tail.timeline, tail.last, last.xact_time, last.lsn, True)
-    return WindowEdge(tail.timeline, tail.last, tail.last_modified, None, False)
+        if why is not None:
+            found.corrupt.append(WalConflict(tli, segno, why))
+            issues.append(ScanIssue("wal_corrupt", key, f"not the WAL segment its name says: {why}; "
+                                    "recovery cannot replay past it"))
+            log.warning("corrupt WAL segment %s: %s", key, why)
+            if end is not None and end_edge is None:
+                # no commit read after it. At the run's end itself: no window ends there (replay stops
+                # before it). Later: the segments after it hold no commit; the last one may be inside the
+                # bad segment, so the end is only bounded by the run end's LastModified
+                lm = next((m for n, _k, m in recent if n == end), None)
+                end_edge = WindowEdge(tli, end, None if end == segno else lm, None, False)
+            pending = [p for p in pending if p != segno + 1] + [segno]
+            continue
+        if records:
+            last = records[-1]
+            if end is not None and end_edge is None:
+                end_edge = WindowEdge(tli, end, last.xact_time, last.lsn, True)
+            for c in pending:
+                if c - 1 >= 0:
+                    found.edges.append(WindowEdge(tli, c - 1, last.xact_time, last.lsn, True))
+            pending = []
+    for c in pending:
+        if c - 1 >= 0:
+            found.edges.append(WindowEdge(tli, c - 1, None, None, False))
+    if end is not None:
+        if end_edge is None:
+            lm = next((lm for n, _k, lm in recent if n == end), None)
+            end_edge = WindowEdge(tli, end, lm, None, False)
+        found.edges.append(end_edge)
+
+
+__all__ = ["EdgeFindings", "SegmentChecks", "codec_of", "decode_edges", "read_segment"]

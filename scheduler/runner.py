@@ -49,6 +49,7 @@ async def previous_of(pool: asyncpg.Pool, guid: str, rec: Any, *, full: bool) ->
     return Previous(layout=Layout(rec.detected_layout) if rec.detected_layout else None, stanza=rec.stanza,
                     seg_size=rec.seg_size, backups=tuple(snap.backups), runs=tuple(snap.runs),
                     histories=frozenset(snap.histories), edges=tuple(snap.edges),
+                    corrupt=tuple((c.timeline, c.segno) for c in snap.corrupt),
                     cursors=dict(state.cursors or {}) if state else {})
 
 
@@ -62,6 +63,9 @@ async def scan_instance(pool: asyncpg.Pool, client: Any, guid: str, *, full: boo
     """
     t0 = asyncio.get_running_loop().time()
     rec = await repo.get_instance(pool, guid)
+    if rec.purged_at is not None or rec.purge_policy is not None:   # issue 13: nothing left to read
+        return ScanOutcome(guid, True, "purged", "archive purged (or being purged) by the purge policy "
+                           f"{rec.purge_policy}: not scanned")
     store = S3Store(client, rec.storage.bucket)
     try:
         prev = await previous_of(pool, guid, rec, full=full)

@@ -13,13 +13,13 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import TypeVar
 
-from catalog.scanresult import Conflict, ScanIssue, ScanResult, WalMode
+from catalog.scanresult import ScanIssue, ScanResult, WalConflict, WalMode
 from recovery.errors import ParseError, PitrError
 from recovery.model import Backup, BackupStatus, BackupType, Layout, Storage, WalKind, WalObject, WalRun, WindowEdge
 from recovery.timeline import TimelineSwitch, parse_history
 from recovery.wal import DEFAULT_SEG_SIZE, merge_runs, parse_seg_size_from_page, segment_name
 from scheduler import edges as edge_mod
-from scheduler.edges import read_segment
+from scheduler.edges import SegmentChecks, read_segment
 from scheduler.layouts import barman as bm
 from scheduler.layouts import pgbackrest as pbr
 from scheduler.layouts import wale, walg
@@ -53,6 +53,7 @@ class Previous:
     histories: frozenset[int] = frozenset()
     edges: tuple[WindowEdge, ...] = ()
     cursors: dict[str, str] = field(default_factory=dict)
+    corrupt: tuple[tuple[int, int], ...] = ()   # (timeline, segno) known corrupt: re-checked by full scans
 
 
 @dataclass(slots=True)
@@ -64,7 +65,7 @@ class _Acc:
     histories: dict[int, tuple[TimelineSwitch, ...]] = field(default_factory=dict)
     cursors: dict[str, str] = field(default_factory=dict)
     builder: RunBuilder = field(default_factory=RunBuilder)
-    conflicts: list[Conflict] = field(default_factory=list)
+    conflicts: list[WalConflict] = field(default_factory=list)
     integrity_ok: bool = True
     listed_histories: set[int] = field(default_factory=set)   # timelines whose .history a full listing holds
 
@@ -119,6 +120,7 @@ async def scan_archive(store: ObjectStore, storage: Storage, previous: Previous,
     started = now or datetime.now(timezone.utc)
     root = storage.normalized_prefix()
     acc = _Acc()
+    acc.builder.watch = frozenset(previous.corrupt) if full else frozenset()   # incremental scans keep them
     if not full:
         acc.cursors.update({k: v for k, v in previous.cursors.items() if k.startswith("etag:")})
     try:
@@ -137,14 +139,28 @@ async def scan_archive(store: ObjectStore, storage: Storage, previous: Previous,
     runs = acc.builder.wal_runs()
     mode = WalMode.REPLACE if full else WalMode.MERGE
     all_runs = runs if full else merge_runs((*previous.runs, *runs))
-    # a full reconcile re-reads every run end (objects may have been replaced); incremental reuses known edges
-    edges = await edge_mod.decode_edges(store, acc.builder.runs, all_runs, () if full else previous.edges,
-                                        seg_size, acc.issues)
+    # a full reconcile re-reads every run end (objects may have been replaced); incremental reuses known edges.
+    # Segments read are checked against their names and the archive's system identifiers.
+    system_ids = {b.system_id for b in (backups if backups is not None else previous.backups) if b.system_id}
+    checks = SegmentChecks(layout, frozenset(system_ids | ({system_id} if system_id else set())))
+    found = await edge_mod.decode_edges(store, acc.builder.runs, all_runs, () if full else previous.edges,
+                                        seg_size, acc.issues, checks=checks,
+                                        recheck={k: v for k, v in acc.builder.watched.items() if k in acc.builder.watch},
+                                        blocked={(c.timeline, c.segno): acc.builder.watched[(c.timeline, c.segno)]
+                                                 for c in acc.conflicts if (c.timeline, c.segno) in acc.builder.watched})
+    edges = tuple({(e.timeline, e.segno): e for e in found.edges}.values())
+    # a segment with several copies: the edge reader judged one copy; the conflict is what blocks restores
+    bad = {(c.timeline, c.segno): c.detail for c in found.corrupt}
+    conflicts = tuple(replace(c, detail=f"{c.detail}; one copy is not the segment its name says: "
+                                        f"{bad[(c.timeline, c.segno)]}")
+                      if (c.timeline, c.segno) in bad else c for c in acc.conflicts)
+    corrupt = tuple(c for c in found.corrupt if (c.timeline, c.segno) not in {(x.timeline, x.segno)
+                                                                               for x in acc.conflicts})
     return ScanResult(
         layout=layout, full=full, started_at=started, finished_at=datetime.now(timezone.utc), stanza=stanza,
         seg_size=seg_size, pg_version=pg_version, system_id=system_id, backups=backups,
         histories=acc.histories, listed_histories=frozenset(acc.listed_histories) if full else None,
-        wal_mode=mode, wal_runs=runs, conflicts=tuple(acc.conflicts), edges=edges,
+        wal_mode=mode, wal_runs=runs, conflicts=conflicts, corrupt=corrupt, edges=edges,
         cursors=acc.cursors, unknown_objects=acc.unknown, issues=tuple(acc.issues),
         requests=store.requests, integrity_ok=acc.integrity_ok)
 
@@ -561,7 +577,7 @@ async def _check_duplicates(store: ObjectStore, layout: Layout, acc: _Acc) -> No
         a = stand_in.get(first, first)
         detail = await _compare_duplicates(store, layout, a, b, vanished, acc)
         if detail:
-            acc.conflicts.append(Conflict(tli, segno, detail))
+            acc.conflicts.append(WalConflict(tli, segno, detail))
         for gone, survivor in ((a, b), (b, a)):
             if gone in vanished and survivor not in vanished:
                 acc.builder.replace_key(gone, survivor)
@@ -570,11 +586,20 @@ async def _check_duplicates(store: ObjectStore, layout: Layout, acc: _Acc) -> No
 
 async def _compare_duplicates(store: ObjectStore, layout: Layout, a: str, b: str, vanished: set[str],
                               acc: _Acc) -> str | None:
-    """Two objects for one segment: identical content is fine, different content is a conflict."""
+    """Two objects for one segment: identical content is fine, different content is a conflict.
+
+    pgBackRest is stricter, and its rule is the one that counts at restore: archive-get matches every
+    ``<segment>-<sha1>`` object and refuses a segment with two checksums, whatever the bytes ("ERROR [045]:
+    duplicates found for WAL segment"), while one checksum under two compressions restores (checked with
+    pgBackRest 2.45). barman-cloud-wal-restore fetches one of the copies without comparing them, so only
+    differing content matters there (WAL-G and WAL-E likewise fetch one copy).
+    """
+    pgbackrest_dup = False
     if layout is Layout.PGBACKREST:
         ha, hb = (k.rsplit("/", 1)[-1][25:65] for k in (a, b))
         if ha == hb:             # the name carries the SHA-1 of the content (other compression only)
             return None
+        pgbackrest_dup = True
     if a in vanished or b in vanished:
         return None
     got = await asyncio.gather(read_segment(store, a), read_segment(store, b), return_exceptions=True)
@@ -589,14 +614,18 @@ async def _compare_duplicates(store: ObjectStore, layout: Layout, a: str, b: str
         if isinstance(r, StorageError):
             raise r
     for r in got:
-        if isinstance(r, BaseException):
-            if not isinstance(r, Exception):
-                raise r
+        if isinstance(r, BaseException) and not isinstance(r, Exception):
+            raise r
+    if pgbackrest_dup:
+        same = "identical" if got[0] == got[1] and not isinstance(got[0], Exception) else "different"
+        return (f"two copies with different checksums for one segment ({same} content): {a} and {b}; "
+                "pgBackRest's archive-get refuses it ('duplicates found for WAL segment')")
+    for r in got:
+        if isinstance(r, Exception):
             return f"duplicate objects {a} and {b} could not be compared: {r}"   # e.g. an undecodable copy
     if got[0] == got[1]:
         return None
-    what = "different SHA-1" if layout is Layout.PGBACKREST else "different content"
-    return f"two objects with {what} for one segment: {a} and {b}"
+    return f"two objects with different content for one segment: {a} and {b}"
 
 
 __all__ = ["Previous", "RunTail", "ScanFailed", "scan_archive"]

@@ -20,6 +20,9 @@ os.environ.setdefault("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+# Scheduled restore drills are on by default where PostgreSQL is installed; a test's `serve` must not
+# start restores of its instances unless the test asks (DRILL_ENABLED=true, tests/test_drills_e2e.py).
+os.environ["DRILL_ENABLED"] = "false"
 for var in ("CATALOG_DSN", "S3_ENDPOINT_URL"):
     os.environ.pop(var, None)
 

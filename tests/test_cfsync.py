@@ -18,9 +18,10 @@ from backup_catalog.s3 import s3_client
 from backup_catalog.settings import Settings
 from catalog import repo
 from catalog.errors import UnknownService
+from sandbox.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoEndpoint
 from scheduler.storage import S3Store
-from tests.realarchives.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoEndpoint
 from tests.support.ccdouble import CloudControllerDouble
+from tests.support.fixtures import make_settings
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -55,8 +56,8 @@ def put(moto: MotoEndpoint, root: str, *guids_or_keys: str) -> None:
 
 @pytest.fixture
 def settings(moto: MotoEndpoint) -> Settings:
-    return Settings(s3_endpoint_url=moto.url, aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
-                    aws_default_region=REGION, s3_max_attempts=2)
+    return make_settings(moto, aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+                         aws_default_region=REGION)
 
 
 @pytest_asyncio.fixture(loop_scope="session")

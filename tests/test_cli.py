@@ -9,6 +9,10 @@ from typing import Any
 
 import pytest
 
+from recovery.lsn import Lsn
+from recovery.plan import fmt_time
+from recovery.target import parse_time
+
 pytestmark = pytest.mark.realtools
 
 
@@ -69,6 +73,17 @@ def test_full_flow_and_bad_input(env: dict[str, str], real_archives: Any) -> Non
     plan = one_json(p)
     assert plan["source"]["instance_guid"] == "g-cli" and plan["timeline_path"] == [1, 2]
     assert "barman-cloud-wal-restore" in plan["restore_command"] and "recovery.signal" in plan["files"]
+    assert plan["storage"] == {"layout": "barman", "bucket": arch.bucket, "prefix": arch.prefix, "stanza": "main"}
+    assert plan["pg_version"] == 15 and plan["replay"]["mode"] == "target"
+    # latest: replay must reach the last commit record (16 < it < the insert position after 17)
+    p = run(["plan", "--space", space, "--clone-from", "production", "--latest", "--json"], env)
+    replay = one_json(p)["replay"]
+    lsn = {c["id"]: Lsn.parse(c["commit_lsn"]) for c in t2}
+    assert replay["mode"] == "end_of_wal" and lsn[16] <= Lsn.parse(replay["end_lsn"]) < lsn[17], replay
+    assert replay["last_commit_time"] == fmt_time(parse_time(t2[-1]["commit_time"]))
+    p = run(["plan", "--space", space, "--clone-from", "production", "--latest"], env)
+    assert f"replay to the end of WAL, at least {replay['end_lsn']}" in p.stdout, p.stdout
+    assert f"archive barman s3://{arch.bucket}/{arch.prefix} main, PostgreSQL 15" in p.stdout, p.stdout
 
     cases = [
         (["--point-in-time", "2016-09-28T10:00Z"], 3, "target_before_window"),

@@ -1,23 +1,26 @@
-"""Recovery plans executed for real: for the pgBackRest and barman-cloud archives (two backups on
-timeline 1, a PITR fork, timeline 2 with a third backup; the old primary kept writing on TL1), each
-case asks ``plan_doc`` for a plan, restores the plan's base backup with the real tool, puts the plan's
-``files`` in the data directory as they are (restore_command included), starts PostgreSQL 15 and
-compares the rows it ends with against the commit times/LSNs the fixture builder recorded.
+"""Recovery plans executed for real through the restore use case (``backup-catalog restore``): for the
+pgBackRest and barman-cloud archives (two backups on timeline 1, a PITR fork, timeline 2 with a third backup;
+the old primary kept writing on TL1), each case is restored by the executor (the real tool fetches, the
+plan's settings, PostgreSQL 15 recovers and is verified), then the test starts the restored directory with
+plain ``pg_ctl start`` and compares its rows with the commit times/LSNs the fixture builder recorded.
+
+The source archive is never written: every restore compares the bucket's object list before and after it
+(the pgBackRest backups carry ``archive_mode = on`` and an ``archive_command`` whose config file this module
+puts back in place, so it would work).
 
 Refusals are checked without a restore. One catalog scan per tool for the whole module (instances
 under a module-unique space on the session pool, so the per-test TRUNCATE of ``pool`` is not used).
-Restores are the cost (10-20 s each), so the ``restores`` fixture plans every case once up front and
-runs the restores two at a time in threads; each test plans again, asserts on its plan, and takes the
-prefetched rows only if its plan's backup and files are identical (else it restores itself).
+Restores are the cost (5-15 s each), so the ``restores`` fixture starts every case's restore up front, two
+at a time; each test plans again, asserts on its plan, and checks that the restore used the same backup.
 Set ``PITR_E2E_TABLE=<file>`` to write the case table (markdown) at the end of the module.
 """
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -29,23 +32,30 @@ import pytest_asyncio
 
 from backup_catalog.s3 import s3_client
 from backup_catalog.usecases import backups
-from backup_catalog.usecases import plan as plans
+from backup_catalog.usecases.restore import plan_clone, restore_from_catalog
 from catalog import repo
 from recovery.errors import PlanningError
 from recovery.jsonout import refusal_to_dict
 from recovery.plan import fmt_time
 from recovery.target import parse_time
 from recovery.wal import WalSegment, segment_name
-from tests.realarchives.plugin import RealArchive, fresh_archive
+from sandbox.archives import RealArchive, fresh_archive
+from sandbox.s3 import list_all
 from tests.support.fixtures import (
     Row,
     commits,
-    make_settings,
     on_path,
     register_and_scan,
     rows_until_lsn,
     rows_until_time,
     scan,
+)
+from tests.support.restore import (
+    arm_archive_commands,
+    restore_environ,
+    restore_settings,
+    scratch_dir,
+    start_and_read,
 )
 
 pytestmark = pytest.mark.realtools
@@ -81,7 +91,8 @@ class Env:
 async def env(_catalog_pool: asyncpg.Pool, real_archives: Any, s3_endpoint: Any,
               catalog_dsn: str) -> AsyncIterator[Env]:
     """Both archives registered and fully scanned once, under a space no other test uses."""
-    settings = make_settings(s3_endpoint, catalog_dsn)
+    settings = restore_settings(s3_endpoint, catalog_dsn)
+    arm_archive_commands(real_archives)
     run = uuid.uuid4().hex[:8]
     async with s3_client(settings) as client:
         e = Env(_catalog_pool, settings, client)
@@ -99,44 +110,72 @@ def _write_table() -> None:
         return
     lines = ["| tool | case | target | backup chosen | outcome |", "|---|---|---|---|---|"]
     lines += [f"| {' | '.join(r)} |" for r in sorted(TABLE, key=lambda r: (r[0], r[1]))]
+    if TIMES:
+        lines.append(f"\nrestores: {len(TIMES)}, seconds each (fetch+recover+verify): min {min(TIMES):.1f}, "
+                     f"max {max(TIMES):.1f}, total {sum(TIMES):.1f}")
     Path(out).write_text("\n".join(lines) + "\n")
 
 
 async def plan(e: Env, c: Catalogued, body: dict[str, Any]) -> dict[str, Any]:
-    return await plans.plan_doc(e.pool, e.settings, c.space, {"clone-from": c.name, **body})
+    return await plan_clone(e.pool, e.settings, c.space, {"clone-from": c.name, **body})
 
 
-async def restore(pitr_restore: Callable[..., list[Row]], arch: RealArchive, doc: dict[str, Any]) -> list[Row]:
-    """Restore the plan's backup and recover with the plan's files, unchanged."""
-    return await asyncio.to_thread(pitr_restore, arch.tool, arch.bucket, arch.prefix, arch.stanza,
-                                   doc["backup"]["label"], doc["files"], 15)
+def _objects(client: Any, bucket: str) -> list[tuple[str, int, str]]:
+    return sorted((o["Key"], o["Size"], o["ETag"]) for o in list_all(client, bucket))
+
+
+@dataclass(frozen=True, slots=True)
+class Restored:
+    label: str
+    rows: list[Row]
+    seconds: float
 
 
 class Restores:
-    """Restores submitted ahead of the tests that check them, keyed by (tool, case)."""
+    """Restores through the restore use case, started ahead of the tests that check them, keyed by
+    (tool, case); two at a time. Each compares the source bucket's object list before and after."""
 
-    def __init__(self, pitr_restore: Callable[..., list[Row]], workers: int = 2) -> None:
-        self._restore = pitr_restore
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="pitr-restore")
-        self._jobs: dict[tuple[str, str], tuple[tuple[object, ...], Future[list[Row]]]] = {}
+    def __init__(self, e: Env, s3_endpoint: Any, workers: int = 2) -> None:
+        self.e, self.ep = e, s3_endpoint
+        self.environ = restore_environ(s3_endpoint)
+        self._sem = asyncio.Semaphore(workers)
+        self._jobs: dict[tuple[str, str], asyncio.Future[Restored]] = {}
 
-    @staticmethod
-    def _key(doc: dict[str, Any]) -> tuple[object, ...]:
-        return (doc["backup"]["label"], tuple(sorted(doc["files"].items())))
+    async def _restore(self, c: Catalogued, body: dict[str, Any]) -> Restored:
+        async with self._sem:
+            client = self.ep.client()
+            before = await asyncio.to_thread(_objects, client, c.arch.bucket)
+            d = scratch_dir()
+            try:
+                t0 = asyncio.get_running_loop().time()
+                res = await restore_from_catalog(self.e.settings, c.space, {"clone-from": c.name, **body},
+                                                 d / "data", pool=self.e.pool, environ=self.environ)
+                took = asyncio.get_running_loop().time() - t0
+                assert not (d / "data" / "recovery.signal").exists()
+                rows = await asyncio.to_thread(start_and_read, d / "data")
+            finally:
+                shutil.rmtree(d, ignore_errors=True)
+            after = await asyncio.to_thread(_objects, client, c.arch.bucket)
+            assert after == before, "the restore wrote into its source archive"
+            return Restored(str(res.backup["label"]), rows, took)
 
-    def submit(self, tool: str, case: str, arch: RealArchive, doc: dict[str, Any]) -> None:
-        fut = self._pool.submit(self._restore, arch.tool, arch.bucket, arch.prefix, arch.stanza,
-                                doc["backup"]["label"], doc["files"], 15)
-        self._jobs[(tool, case)] = (self._key(doc), fut)
+    def submit(self, tool: str, case: str, c: Catalogued, body: dict[str, Any]) -> None:
+        self._jobs[(tool, case)] = asyncio.ensure_future(self._restore(c, body))
 
-    async def rows(self, tool: str, case: str, arch: RealArchive, doc: dict[str, Any]) -> list[Row]:
+    async def rows(self, tool: str, case: str, c: Catalogued, body: dict[str, Any], doc: dict[str, Any]) -> list[Row]:
         job = self._jobs.get((tool, case))
-        if job is not None and job[0] == self._key(doc):
-            return await asyncio.wrap_future(job[1])
-        return await restore(self._restore, arch, doc)
+        r = await (job if job is not None else self._restore(c, body))
+        assert r.label == doc["backup"]["label"], "the restore executed another plan"
+        TIMES.append(r.seconds)
+        return r.rows
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    async def close(self) -> None:
+        for j in self._jobs.values():
+            j.cancel()
+        await asyncio.gather(*self._jobs.values(), return_exceptions=True)
+
+
+TIMES: list[float] = []
 
 
 def describe(body: dict[str, Any]) -> str:
@@ -218,26 +257,19 @@ CASES = [
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def restores(env: Env, gapped: dict[str, Gapped],
-                   pitr_restore: Callable[..., list[Row]]) -> AsyncIterator[Restores]:
-    """Every restoring case planned once and its restore started (the tests re-plan and compare)."""
-    r = Restores(pitr_restore)
+async def restores(env: Env, gapped: dict[str, Gapped], s3_endpoint: Any) -> AsyncIterator[Restores]:
+    """Every restoring case's restore started (the tests re-plan and compare the backup)."""
+    r = Restores(env, s3_endpoint)
     try:
         for tool in TOOLS:
             for case in CASES:
                 c = env.instances[tool]
-                try:
-                    r.submit(tool, case.id, c.arch, await plan(env, c, case.body(c.arch)))
-                except PlanningError:
-                    pass     # the test plans again and reports the refusal
+                r.submit(tool, case.id, c, case.body(c.arch))
             g = gapped[tool]
-            try:
-                r.submit(tool, "11b", g.c.arch, await plan(env, g.c, _after_hole(g.c.arch)))
-            except PlanningError:
-                pass
+            r.submit(tool, "11b", g.c, _after_hole(g.c.arch))
         yield r
     finally:
-        r.close()
+        await r.close()
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -253,7 +285,7 @@ async def test_plan_restores_to_the_expected_rows(tool: str, case: Case, env: En
         case.check(c.arch, doc)
     expected = case.expect(c.arch, doc)
     assert expected, "a case must expect some rows"
-    rows = await restores.rows(tool, case.id, c.arch, doc)
+    rows = await restores.rows(tool, case.id, c, body, doc)
     TABLE.append((tool, case.id, describe(body), f"{case.backup} `{doc['backup']['label']}`",
                   f"restored ids {_ids(rows)}" + ("; warning: last commit" if doc["warnings"] else "")))
     assert rows == expected
@@ -366,7 +398,7 @@ async def test_target_after_hole_uses_b2_and_restores(tool: str, env: Env, gappe
     doc = await plan(env, g.c, body)
     assert doc["backup"]["label"] == arch.truth["scenario_backups"]["B2"]
     assert doc["wal"]["first_segment"] > g.missing
-    rows = await restores.rows(tool, "11b", arch, doc)
+    rows = await restores.rows(tool, "11b", g.c, body, doc)
     TABLE.append((tool, "11b-after-hole", describe(body), f"B2 `{doc['backup']['label']}`",
                   f"restored ids {_ids(rows)}"))
     assert rows == rows_until_time(arch, (1, 2), t)

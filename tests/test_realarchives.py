@@ -1,23 +1,34 @@
 """Sanity of the real-archive fixtures: the objects say what truth.json says."""
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hashlib
 import json
+import shutil
 import socket
 import subprocess
 from datetime import datetime, timedelta
+from typing import Any
 
 import lz4.frame
 import pytest
 
+from executor import RestoreError, execute_plan
 from recovery.lsn import Lsn
 from recovery.timeline import parse_history
 from recovery.wal import WalSegment, parse_seg_size_from_page
+from sandbox.s3 import MotoEndpoint, list_all
+from sandbox.tool_wale import LZOP_MAGIC
 from tests.realarchives.plugin import RealArchives, fresh_archive, fresh_bucket
-from tests.realarchives.restore import RestoreFailed
-from tests.realarchives.s3 import MotoEndpoint, list_all
-from tests.realarchives.tool_wale import LZOP_MAGIC
+from tests.support.fixtures import Row
+from tests.support.restore import (
+    hand_plan,
+    restore_environ,
+    restore_settings,
+    scratch_dir,
+    start_and_read,
+)
 
 pytestmark = pytest.mark.realtools
 
@@ -193,55 +204,65 @@ def test_walg_sentinels_and_lz4_segments(real_archives: RealArchives) -> None:
     assert int.from_bytes(seg[24:32], "little") == int(a.truth["system_id"])
 
 
-# -- end-to-end restores with the real tools -------------------------------------------------------------
-def test_pgbackrest_restore_to_fork_time(real_archives: RealArchives, pitr_restore) -> None:  # type: ignore[no-untyped-def]
+# -- end-to-end restores with the real tools (through the executor, with hand-written recovery settings) ------
+async def _restore_rows(a: Any, s3_endpoint: MotoEndpoint, label: str, conf: str, last_segment: str) -> list[Row]:
+    d = scratch_dir()
+    try:
+        await execute_plan(hand_plan(a, label, conf, last_segment), d / "data",
+                           restore_settings(s3_endpoint, "postgresql://unused"), environ=restore_environ(s3_endpoint))
+        return await asyncio.to_thread(start_and_read, d / "data")
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+async def test_pgbackrest_restore_to_fork_time(real_archives: RealArchives, s3_endpoint: MotoEndpoint) -> None:
     a = real_archives["pgbackrest"]
-    rows = pitr_restore("pgbackrest", a.bucket, a.prefix, a.stanza, a.truth["scenario_backups"]["B2"], {
-        "restore_command": 'pgbackrest --stanza=main archive-get %f "%p"',
-        "recovery_target_time": a.truth["fork_target"],
-        "recovery_target_timeline": "1",
-        "recovery_target_action": "promote",
-    })
+    rows = await _restore_rows(a, s3_endpoint, a.truth["scenario_backups"]["B2"],
+                               "restore_command = 'pgbackrest --stanza=main archive-get %f \"%p\"'\n"
+                               f"recovery_target_time = '{a.truth['fork_target']}'\n"
+                               "recovery_target_timeline = '1'\nrecovery_target_action = 'promote'\n",
+                               a.truth["last_archived"]["tl1"])
     assert rows == [(i, 1) for i in range(1, 10)]
 
 
-def test_barman_restore_latest_follows_timeline_2(real_archives: RealArchives, pitr_restore) -> None:  # type: ignore[no-untyped-def]
+async def test_barman_restore_latest_follows_timeline_2(real_archives: RealArchives,
+                                                        s3_endpoint: MotoEndpoint) -> None:
     a = real_archives["barman"]
-    rows = pitr_restore("barman", a.bucket, a.prefix, a.stanza, a.truth["scenario_backups"]["B1"], {
-        "postgresql.auto.conf": f"restore_command = 'barman-cloud-wal-restore --no-partial "
-                                f"s3://{a.bucket}/{a.prefix} main %f %p'\n"
-                                "recovery_target_timeline = 'latest'\nrecovery_target_action = 'promote'\n",
-        "recovery.signal": "",
-    })
+    rows = await _restore_rows(a, s3_endpoint, a.truth["scenario_backups"]["B1"],
+                               f"restore_command = 'barman-cloud-wal-restore --no-partial s3://{a.bucket}/{a.prefix} "
+                               "main %f %p'\nrecovery_target_timeline = 'latest'\n"
+                               "recovery_target_action = 'promote'\n", a.truth["last_archived"]["tl2"])
     assert rows == [(i, 1) for i in range(1, 10)] + [(i, 2) for i in range(13, 18)]
 
 
-def test_restore_past_the_archive_is_refused(real_archives: RealArchives, pitr_restore) -> None:  # type: ignore[no-untyped-def]
+async def test_restore_past_the_archive_is_refused(real_archives: RealArchives, s3_endpoint: MotoEndpoint) -> None:
     a = real_archives["barman"]
     late = datetime.fromisoformat(a.truth["commits"][-1]["commit_time"]) + timedelta(hours=1)
-    with pytest.raises(RestoreFailed) as err:
-        pitr_restore("barman", a.bucket, a.prefix, a.stanza, a.truth["scenario_backups"]["B3"], {
-            "restore_command": f"barman-cloud-wal-restore --no-partial s3://{a.bucket}/{a.prefix} main %f %p",
-            "recovery_target_time": late.strftime("%Y-%m-%d %H:%M:%S.%f+00"),
-            "recovery_target_action": "promote",
-        })
-    assert "recovery ended before configured recovery target was reached" in err.value.fatal
+    with pytest.raises(RestoreError) as err:
+        await _restore_rows(a, s3_endpoint, a.truth["scenario_backups"]["B3"],
+                            f"restore_command = 'barman-cloud-wal-restore --no-partial s3://{a.bucket}/{a.prefix} "
+                            f"main %f %p'\nrecovery_target_time = '{late.strftime('%Y-%m-%d %H:%M:%S.%f+00')}'\n"
+                            "recovery_target_action = 'promote'\n", a.truth["last_archived"]["tl2"])
+    assert err.value.code == "restore_failed" and err.value.stage == "recover"
+    assert "recovery ended before configured recovery target was reached" in err.value.message
 
 
 def test_tls_front_started_once_under_concurrent_use() -> None:
-    """Restores run in threads: concurrent first uses of ``tls_port`` must share one stunnel (none orphaned)."""
+    """Restores run concurrently: first uses of ``tls_port`` from threads must share one stunnel (none orphaned).
+    Counts only this endpoint's stunnels (its own TLS dir): other sessions on the machine run theirs."""
     from concurrent.futures import ThreadPoolExecutor
 
-    def stunnels() -> set[str]:
-        return set(subprocess.run(["pgrep", "-f", "moto-tls-"], capture_output=True, text=True).stdout.split())
+    def stunnels(tls_dir: str) -> set[str]:
+        return set(subprocess.run(["pgrep", "-f", tls_dir], capture_output=True, text=True).stdout.split())
 
-    before = stunnels()
     ep = MotoEndpoint().start()
+    tls_dir = ""
     try:
         with ThreadPoolExecutor(4) as pool:
             ports = set(pool.map(lambda _: ep.tls_port, range(4)))
         assert len(ports) == 1
-        assert len(stunnels() - before) == 1
+        tls_dir = str(ep._tls_dir)
+        assert len(stunnels(tls_dir)) == 1
     finally:
         ep.stop()
-    assert stunnels() - before == set(), "an stunnel was orphaned"
+    assert stunnels(tls_dir) == set(), "an stunnel was orphaned"

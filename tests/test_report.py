@@ -18,6 +18,7 @@ from catalog import repo
 from recovery.lsn import Lsn
 from recovery.model import Backup, WalRun, WindowEdge
 from tests.catalog.factories import backup, ref, scan, storage
+from tests.support.tools import missing
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -196,7 +197,7 @@ def _chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess[str
 
 async def test_html_renders_in_headless_chromium(pool: asyncpg.Pool, tmp_path: Path) -> None:
     if not CHROMIUM.exists():
-        pytest.skip("/usr/bin/chromium is absent (Debian package chromium; `make setup` installs it)")
+        missing("/usr/bin/chromium is absent (Debian package chromium; `make setup` installs it)")
     g = await fleet(pool)
     rows = await report.coverage(pool, Settings(), now=NOW)
     page = tmp_path / "coverage.html"
@@ -240,3 +241,23 @@ async def test_newest_backup_without_its_wal_is_flagged(pool: asyncpg.Pool) -> N
     assert [b["restorable"] for b in detail["backups"]] == [True, False]
     assert {k: v for k, v in detail.items() if k not in ("backups", "windows")} == \
         {k: v for k, v in row.items() if k != "windows"}
+
+
+async def test_a_corrupt_segment_makes_the_instance_critical(pool: asyncpg.Pool) -> None:
+    """A segment the scanner proved bad cuts the window before it, and the instance is critical even when
+    its clock looks fine (replay would silently stop there)."""
+    from catalog.scanresult import WalConflict
+
+    guid = "55555555-0000-4000-8000-000000000001"
+    await repo.register_instance(pool, ref(guid, "ledger"), storage(prefix=f"cf/{guid}/"), existed_before=True)
+    why = "segment starts at 0/D000000 (segno 13), expected segno 14"
+    await repo.save_scan(pool, guid, scan((WalRun(1, 2, 16),), backups=(bk("B-led-1", 2, ago(2)),),
+                                          edges=(edge(13, ago(minutes=20)), edge(16, ago(minutes=1))),
+                                          corrupt=(WalConflict(1, 14, why),), started_at=ago(minutes=2),
+                                          finished_at=ago(minutes=1)))
+    row = (await rows_by_name(pool))["ledger"]
+    assert row["status"] == "critical"
+    assert f"corrupt WAL segment 00000001000000000000000E: {why}; recovery cannot replay past it" in row["reasons"]
+    assert row["corrupt"] == [{"timeline": 1, "segment": "00000001000000000000000E", "reason": why}]
+    assert row["latest_window_end_kind"] == "corrupt" and row["latest_window_end"] == "2026-03-10T11:40:00Z"
+    assert row["rpo_seconds"] == 20 * 60, "the window ends at the last commit before the corrupt segment"

@@ -8,6 +8,8 @@ from typing import Any
 import asyncpg
 
 from backup_catalog.documents import iso, scan_to_dict
+from backup_catalog.settings import Settings
+from backup_catalog.usecases.purge import undo_until
 from catalog import derived, repo
 from catalog.errors import NotScanned, UnknownService
 from recovery import jsonout
@@ -15,6 +17,7 @@ from recovery.model import ArchiveSnapshot
 from recovery.wal import DEFAULT_SEG_SIZE
 
 _EMPTY = ArchiveSnapshot(layout=None, seg_size=DEFAULT_SEG_SIZE, backups=(), runs=())  # type: ignore[arg-type]
+_PURGED_ARCHIVE = json.dumps(jsonout.archive_to_dict(_EMPTY, {}), separators=(",", ":"))
 
 
 async def archive_text(pool: asyncpg.Pool, guid: str, stored: str | None = None) -> str:
@@ -39,11 +42,13 @@ def _join_objects(head: dict[str, Any], tail: str) -> str:
     return h if t == "{}" else h[:-1] + "," + t[1:]
 
 
-async def backups_body(pool: asyncpg.Pool, space: str, name: str) -> str:
+async def backups_body(pool: asyncpg.Pool, space: str, name: str, settings: Settings | None = None) -> str:
     """The Backups document as JSON text, every holder of the name newest first.
 
     Each instance entry is its live part (name, deletion, scan state) joined with the archive document
-    stored for its current scan, without re-encoding a year of backups per request.
+    stored for its current scan, without re-encoding a year of backups per request. A deleted instance
+    says until when it stays clonable (``undo_until``, from ``settings``); a purged one (or one being
+    purged) shows no backups, WAL or windows any more, and when and by which policy it was purged.
     """
     found = await repo.holders_with_views(pool, space, name)
     if not found:
@@ -52,12 +57,18 @@ async def backups_body(pool: asyncpg.Pool, space: str, name: str) -> str:
     for rec, state, stored in found:
         head = {"instance_guid": rec.guid, "name": rec.ref.name, "deleted_at": iso(rec.ref.deleted_at),
                 "layout": rec.layout.value if rec.layout else None, "scan": scan_to_dict(state)}
-        parts.append(_join_objects(head, await archive_text(pool, rec.guid, stored)))
+        if settings is not None:
+            head["undo_until"] = iso(undo_until(settings, rec.ref.deleted_at))
+        archive = stored
+        if rec.purge_policy is not None or rec.purged_at is not None:
+            head.update(purged_at=iso(rec.purged_at), purge_policy=rec.purge_policy)
+            archive = _PURGED_ARCHIVE
+        parts.append(_join_objects(head, await archive_text(pool, rec.guid, archive)))
     return _join_objects({"space_guid": space, "name": name}, '{"instances":[' + ",".join(parts) + "]}")
 
 
-async def backups_doc(pool: asyncpg.Pool, space: str, name: str) -> dict[str, Any]:
-    doc: dict[str, Any] = json.loads(await backups_body(pool, space, name))
+async def backups_doc(pool: asyncpg.Pool, space: str, name: str, settings: Settings | None = None) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(await backups_body(pool, space, name, settings))
     return doc
 
 

@@ -69,7 +69,8 @@ class InvalidCursor(InvalidQuery):
 
 # -- the query ----------------------------------------------------------------------------------
 
-_FACTS = ", ".join(f"f.{c}" for c in derived.FACT_COLUMNS if c not in ("windows", "holes", "hole_after_newest"))
+_FACTS = ", ".join(f"f.{c}" for c in derived.FACT_COLUMNS
+                   if c not in ("windows", "holes", "hole_after_newest", "corrupt"))
 
 FLEET_SQL = f"""
 SELECT i.instance_guid, coalesce(n.name, '') AS name, i.space_guid, i.org_guid, i.deleted_at, i.hold_at,
@@ -80,6 +81,7 @@ SELECT i.instance_guid, coalesce(n.name, '') AS name, i.space_guid, i.org_guid, 
        (nullif(s.last_error, '') IS NOT NULL)::int + coalesce(e.n, 0) AS errors_n,
        coalesce(nullif(s.last_error, ''), e.first) AS errors_first,
        f.instance_guid IS NOT NULL AS has_facts, {_FACTS}, f.hole_after_newest::text AS hole_after_newest,
+       f.corrupt::text AS corrupt,
        d.id AS drill_id, d.finished_at AS drill_at, d.state AS drill_state, d.reason AS drill_reason,
        d.target::text AS drill_target, d.duration_s AS drill_duration_s
        {{extra}}
@@ -354,7 +356,7 @@ def row_of(e: Entry, settings: Settings, now: datetime) -> dict[str, Any]:
         "newest_backup": f.newest_backup, "newest_backup_stop_time": iso(f.newest_backup_stop_time),
         "newest_backup_age_seconds": g.newest_backup_age_seconds,
         "backups_total": f.backups_total, "backups_restorable": f.backups_restorable,
-        "windows": list(f.windows), "holes": list(f.holes),
+        "windows": list(f.windows), "holes": list(f.holes), "corrupt": list(f.corrupt),
         "latest_window_end": iso(f.latest_end), "latest_window_end_exact": f.latest_end_exact,
         "latest_window_end_kind": f.latest_end_kind, "rpo_seconds": g.rpo_seconds,
         "last_scan": iso(e.last_scan), "stale_since": iso(e.stale_since),

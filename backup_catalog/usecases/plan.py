@@ -9,12 +9,13 @@ import asyncpg
 
 from backup_catalog.documents import iso
 from backup_catalog.settings import Settings
-from backup_catalog.usecases.snapshots import snapshot_of
+from backup_catalog.usecases.snapshots import SnapshotCache, path_windows_of, snapshot_of
 from catalog import derived, repo
 from catalog.rows import InstanceRecord
 from recovery.errors import PlanningError
 from recovery.model import ArchiveSnapshot
-from recovery.plan import RecoveryPlan, WindowsUnknown, narrowable, plan_recovery
+from recovery.narrow import narrowable
+from recovery.plan import RecoveryPlan, WindowsUnknown, plan_recovery
 from recovery.target import Target
 
 _CLONE_KEYS = {"clone-from", "point-in-time", "lsn", "latest", "immediate", "timeline", "exclusive", "pg-version"}
@@ -31,10 +32,9 @@ def _target_from_body(body: dict[str, Any]) -> Any:
 
 
 async def plan_doc(pool: asyncpg.Pool, settings: Settings, space: str, body: dict[str, Any],
-                   *, now: datetime | None = None) -> dict[str, Any]:
-    """Resolve ``clone-from`` in the space at the target time and plan the recovery (or raise a refusal)."""
-    from recovery.jsonout import plan_to_dict
-    from recovery.render import render_files, restore_command
+                   *, now: datetime | None = None, cache: SnapshotCache | None = None) -> dict[str, Any]:
+    """Resolve ``clone-from`` in the space at the target time and plan the recovery (or raise a refusal).
+    ``cache``: the long-running service's snapshot cache (see :mod:`backup_catalog.usecases.snapshots`)."""
     from recovery.target import TargetKind
 
     name = body.get("clone-from")
@@ -45,28 +45,62 @@ async def plan_doc(pool: asyncpg.Pool, settings: Settings, space: str, body: dic
     async with pool.acquire() as c:     # one connection for the common path: resolve, narrowed load
         res = await repo.resolve_name(c, space, name, at)
         rec = res.record
+        if rec.purge_policy is not None or rec.purged_at is not None:
+            from backup_catalog.usecases.purge import purged_refusal
+            raise purged_refusal(rec)
         inputs = (await repo.load_plan_inputs(c, rec.guid, target, PLAN_CANDIDATES)
                   if narrowable(target) else None)
-    plan, snap = await _plan(pool, rec, target, now or datetime.now(UTC), body.get("pg-version"), inputs)
+    return await instance_plan_doc(pool, settings, rec, target, now=now, requested_pg=body.get("pg-version"),
+                                   inputs=inputs, resolution=(res.reason, res.rule), inputs_given=True,
+                                   cache=cache)
+
+
+async def instance_plan_doc(pool: asyncpg.Pool, settings: Settings, rec: InstanceRecord, target: Target, *,
+                            now: datetime | None = None, requested_pg: int | None = None,
+                            inputs: repo.PlanInputs | None = None,
+                            resolution: tuple[str, str] | None = None, inputs_given: bool = False,
+                            cache: SnapshotCache | None = None) -> dict[str, Any]:
+    """The plan document for one instance, chosen by its GUID (drills); ``plan_doc`` after name resolution."""
+    from recovery.jsonout import plan_to_dict
+    from recovery.render import render_files, restore_command
+
+    if not inputs_given and narrowable(target):
+        inputs = await repo.load_plan_inputs(pool, rec.guid, target, PLAN_CANDIDATES)
+    plan, snap = await _plan(pool, rec, target, now or datetime.now(UTC), requested_pg, inputs, cache=cache)
     pg_version = plan.pg_version or 15
     layout = rec.layout or snap.layout
     cmd = restore_command(layout, bucket=rec.storage.bucket, prefix=rec.storage.prefix.strip("/"),
                           stanza=rec.stanza or rec.storage.stanza or "main", endpoint_url=settings.s3_endpoint_url)
     files = render_files(plan, cmd, pg_version)
     doc = plan_to_dict(plan, files, cmd)
-    return {"source": {"instance_guid": rec.guid, "space_guid": rec.ref.space_guid, "name": rec.ref.name,
-                       "deleted_at": iso(rec.ref.deleted_at), "layout": layout.value if layout else None,
-                       "resolution": res.reason, "resolution_rule": res.rule}, **doc}
+    # what an executor on another host needs to fetch and replay (DESIGN.md "Executing a clone")
+    storage = {"layout": layout.value if layout else None, "bucket": rec.storage.bucket,
+               "prefix": rec.storage.prefix.strip("/"), "stanza": rec.stanza or rec.storage.stanza}
+    source_major = _major(rec.pg_version or snap.pg_version or plan.backup.pg_version)
+    reason, rule = resolution or ("instance chosen by its GUID", "guid")
+    source = {"instance_guid": rec.guid, "space_guid": rec.ref.space_guid, "name": rec.ref.name,
+              "deleted_at": iso(rec.ref.deleted_at), "layout": layout.value if layout else None,
+              "resolution": reason, "resolution_rule": rule}
+    if rec.ref.deleted_at is not None:      # the undo period (issue 13): until when, and a warning past it
+        from backup_catalog.usecases.purge import policy_of
+        policy = policy_of(settings)
+        source["undo_until"] = iso(policy.undo_until(rec.ref.deleted_at))
+        if (now or datetime.now(UTC)) >= policy.undo_until(rec.ref.deleted_at):
+            doc["warnings"] = [*doc.get("warnings", []), (
+                f"the undo period of deleted instance {rec.guid} ended at {source['undo_until']}: its archive may "
+                f"be purged from {iso(policy.delete_after(rec.ref.deleted_at))} on (policy {policy.name})")]
+    return {"source": source, "storage": storage, "pg_version": source_major, **doc}
 
 
-PLAN_CANDIDATES = 4   # newest candidate backups loaded for a plan (recovery.plan.narrow)
+PLAN_CANDIDATES = 4   # newest candidate backups loaded for a plan (recovery.narrow.narrow)
 
 
 async def _plan(pool: asyncpg.Pool, rec: InstanceRecord, target: Target, now: datetime,
-                requested_pg: int | None, inputs: repo.PlanInputs | None) -> tuple[RecoveryPlan, ArchiveSnapshot]:
+                requested_pg: int | None, inputs: repo.PlanInputs | None,
+                cache: SnapshotCache | None = None) -> tuple[RecoveryPlan, ArchiveSnapshot]:
     """Plan from the newest candidates and the stored windows (``inputs``, from ``repo.load_plan_inputs``;
     None when not stored for the current scan) when that is conclusive, else from the whole snapshot (the
-    result is the same; see ``recovery.plan.narrow``). Refusals always come from the whole snapshot."""
+    result is the same; see ``recovery.narrow.narrow``). Refusals always come from the whole snapshot."""
     def pg(snap: ArchiveSnapshot) -> int:
         return requested_pg or _major(rec.pg_version or snap.pg_version) or 15
 
@@ -81,7 +115,13 @@ async def _plan(pool: asyncpg.Pool, rec: InstanceRecord, target: Target, now: da
                 return plan, inputs.snapshot
         except (PlanningError, WindowsUnknown, ValueError):
             pass
-    snap = await snapshot_of(pool, rec.guid)
+    snap = await snapshot_of(pool, rec.guid, cache)
+    if cache is not None and narrowable(target):     # the whole snapshot's windows, once per generation
+        try:
+            return plan_recovery(snap, target, now=now, pg_version=pg(snap),
+                                 windows=path_windows_of(rec.guid, snap, cache)), snap
+        except WindowsUnknown:
+            pass
     return plan_recovery(snap, target, now=now, pg_version=pg(snap)), snap
 
 

@@ -1,20 +1,36 @@
-"""Plan inputs: each instance's archive snapshot and its windows, cached per process while the stored
-generation is current (the one place the service keeps state between requests)."""
+"""Plan inputs: each instance's archive snapshot and its windows, for the use cases (plan, coverage,
+metrics). The one cache of the service lives here, in the use-case layer, never in the pure core.
+
+A :class:`SnapshotCache` is owned by whoever keeps one process alive (``serve`` creates one per
+application, sized by ``snapshot_cache_backups``) and passed to the use cases; without one (the CLI's
+one-shot commands) every call reads the catalog and computes windows afresh. There is no module state.
+"""
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import asyncpg
 
 from catalog import repo
 from recovery.model import ArchiveSnapshot
-from recovery.windows import Window
-from recovery.windows import all_windows as windows_by_path
+from recovery.windows import Window, all_windows
+
+PathWindows = Mapping[tuple[int, ...], Sequence[Window]]
 
 
-def flat_windows(snap: ArchiveSnapshot) -> list[Window]:
+def flat_windows(by_path: PathWindows) -> list[Window]:
     """Every window of every timeline path, as one list."""
-    return [w for ws in windows_by_path(snap).values() for w in ws]
+    return [w for ws in by_path.values() for w in ws]
+
+
+@dataclass
+class _Entry:
+    gen: object
+    snap: ArchiveSnapshot
+    by_path: dict[tuple[int, ...], list[Window]] | None = None
+    flat: list[Window] | None = field(default=None)
 
 
 class SnapshotCache:
@@ -28,7 +44,7 @@ class SnapshotCache:
 
     def __init__(self, max_backups: int = 20_000) -> None:
         self.max_backups = max_backups
-        self._entries: OrderedDict[str, tuple[object, ArchiveSnapshot, list[Window] | None]] = OrderedDict()
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._held = 0
 
     @staticmethod
@@ -37,59 +53,72 @@ class SnapshotCache:
 
     def get(self, guid: str, gen: object) -> ArchiveSnapshot | None:
         hit = self._entries.get(guid)
-        if hit is None or hit[0] != gen:
+        if hit is None or hit.gen != gen:
             return None
         self._entries.move_to_end(guid)
-        return hit[1]
+        return hit.snap
 
     def put(self, guid: str, gen: object, snap: ArchiveSnapshot) -> None:
         self.discard(guid)
         w = self._weight(snap)
         if w > self.max_backups:
             return
-        self._entries[guid] = (gen, snap, None)
+        self._entries[guid] = _Entry(gen, snap)
         self._held += w
         while self._held > self.max_backups:
-            _, (_, old, _) = self._entries.popitem(last=False)
-            self._held -= self._weight(old)
+            _, old = self._entries.popitem(last=False)
+            self._held -= self._weight(old.snap)
 
     def discard(self, guid: str) -> None:
         old = self._entries.pop(guid, None)
         if old is not None:
-            self._held -= self._weight(old[1])
+            self._held -= self._weight(old.snap)
+
+    def path_windows(self, guid: str, snap: ArchiveSnapshot) -> dict[tuple[int, ...], list[Window]]:
+        """``recovery.windows.all_windows(snap)``, computed once per cached generation."""
+        hit = self._entries.get(guid)
+        if hit is None or hit.snap is not snap:
+            return all_windows(snap)
+        if hit.by_path is None:
+            hit.by_path = all_windows(snap)
+        return hit.by_path
 
     def windows(self, guid: str, snap: ArchiveSnapshot) -> list[Window]:
+        """Every window of the snapshot as one list, computed once per cached generation."""
         hit = self._entries.get(guid)
-        if hit is None or hit[1] is not snap:
-            return flat_windows(snap)
-        if hit[2] is None:
-            self._entries[guid] = (hit[0], snap, flat_windows(snap))
-        return self._entries[guid][2] or []
+        if hit is None or hit.snap is not snap:
+            return flat_windows(all_windows(snap))
+        if hit.flat is None:
+            hit.flat = flat_windows(self.path_windows(guid, snap))
+        return hit.flat
 
     def clear(self) -> None:
         self._entries.clear()
         self._held = 0
 
 
-SNAPSHOTS = SnapshotCache()
-
-
-async def snapshot_of(pool: asyncpg.Pool, guid: str) -> ArchiveSnapshot:
-    """The instance's snapshot, cached per process until a scan stores a new generation.
+async def snapshot_of(pool: asyncpg.Pool, guid: str, cache: SnapshotCache | None = None) -> ArchiveSnapshot:
+    """The instance's snapshot; with ``cache``, reused until a scan stores a new generation.
 
     Only ``save_scan``/``save_edges`` change what a snapshot holds, and they change the snapshot version:
     one cheap query replaces the snapshot's several (a stale hit is impossible; a race only causes a reload).
     """
+    if cache is None:
+        return await repo.load_snapshot(pool, guid)
     gen = await repo.snapshot_version(pool, guid)
-    snap = SNAPSHOTS.get(guid, gen)
+    snap = cache.get(guid, gen)
     if snap is None:
         snap = await repo.load_snapshot(pool, guid)
-        SNAPSHOTS.put(guid, gen, snap)
+        cache.put(guid, gen, snap)
     return snap
 
 
-def windows_of(guid: str, snap: ArchiveSnapshot) -> list[Window]:
-    """All windows of a snapshot obtained from :func:`snapshot_of`, computed once per generation."""
-    return SNAPSHOTS.windows(guid, snap)
+def windows_of(guid: str, snap: ArchiveSnapshot, cache: SnapshotCache | None = None) -> list[Window]:
+    """All windows of a snapshot obtained from :func:`snapshot_of` (with ``cache``: once per generation)."""
+    return cache.windows(guid, snap) if cache is not None else flat_windows(all_windows(snap))
 
 
+def path_windows_of(guid: str, snap: ArchiveSnapshot,
+                    cache: SnapshotCache | None = None) -> dict[tuple[int, ...], list[Window]]:
+    """Windows per timeline path of a snapshot obtained from :func:`snapshot_of`."""
+    return cache.path_windows(guid, snap) if cache is not None else all_windows(snap)

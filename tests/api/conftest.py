@@ -9,14 +9,11 @@ import asyncpg
 import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
-from pydantic import SecretStr
 
 from api.app import create_app
 from backup_catalog.settings import Settings
-
-# Sentinel credentials: tests assert they never show up in bodies, logs or metrics.
-BROKER = ("broker-user", "br0ker-SENTINEL-pw")
-OPERATOR = ("op-user", "0perator-SENTINEL-pw")
+from tests.support.fixtures import BROKER, OPERATOR
+from tests.support.fixtures import make_settings as _make_settings
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -35,13 +32,8 @@ AS_OPERATOR = basic(*OPERATOR)
 
 
 def make_settings(**kw: Any) -> Settings:
-    base: dict[str, Any] = dict(
-        broker_username=BROKER[0], broker_password=SecretStr(BROKER[1]),
-        operator_username=OPERATOR[0], operator_password=SecretStr(OPERATOR[1]),
-        aws_access_key_id=SecretStr("testing"), aws_secret_access_key=SecretStr("testing"),
-        s3_endpoint_url="http://127.0.0.1:9", s3_max_attempts=2, scan_deadline_seconds=60,
-    )
-    return Settings(**(base | kw))
+    """tests.support.fixtures.make_settings with the API tests' scan deadline."""
+    return _make_settings(**({"scan_deadline_seconds": 60} | kw))
 
 
 @pytest.fixture

@@ -20,9 +20,9 @@ from api.app import create_app, drain_scans
 from backup_catalog.s3 import s3_client
 from catalog import repo
 from recovery.model import InstanceRef, Storage
+from sandbox.s3 import MotoEndpoint, free_port
 from tests.api.conftest import AS_OPERATOR, make_settings
 from tests.realarchives.plugin import fresh_bucket
-from tests.realarchives.s3 import MotoEndpoint, free_port
 
 
 async def test_scheduler_runs_in_the_app_and_stops_with_it(pool: asyncpg.Pool, s3_endpoint: MotoEndpoint,

@@ -13,9 +13,10 @@ import pytest
 from aiohttp import web
 
 from api.app import create_app
+from sandbox.s3 import MotoEndpoint, free_port
 from tests.api.conftest import OPERATOR, make_settings
 from tests.api.seed import seed_history
-from tests.realarchives.s3 import MotoEndpoint, free_port
+from tests.support.tools import missing
 
 ST = Path(sys.executable).with_name("st")
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,10 +33,11 @@ expected-statuses = ["2xx", "401", "403", "404", "409", "422"]
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.skipif(not ST.exists() and shutil.which("st") is None, reason="schemathesis is not installed")
 async def test_schemathesis_finds_no_server_errors_or_schema_violations(pool: asyncpg.Pool,
                                                                          s3_endpoint: MotoEndpoint,
                                                                          tmp_path: Path) -> None:
+    if not ST.exists() and shutil.which("st") is None:
+        missing("schemathesis (its `st` command) is not installed: pip install -e '.[test]'")
     await seed_history(pool)
     app = create_app(make_settings(s3_endpoint_url=s3_endpoint.url, scan_deadline_seconds=5), pool=pool,
                      start_scheduler=False)

@@ -8,9 +8,9 @@ import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import create_app
+from sandbox.s3 import MotoEndpoint
 from tests.api.conftest import AS_BROKER, AS_OPERATOR, make_settings
 from tests.realarchives.plugin import fresh_bucket
-from tests.realarchives.s3 import MotoEndpoint
 
 SPACE = "space-real"
 
@@ -60,7 +60,7 @@ async def test_scan_list_and_clone_then_delete_keeps_the_old_name(real_client: T
     assert plan["backup"]["label"] == truth["scenario_backups"]["B1"]
     assert "pgbackrest" in plan["restore_command"]
 
-    assert (await real_client.delete("/instances/pg-1", headers=AS_BROKER)).status == 204
+    assert (await real_client.delete("/instances/pg-1", headers=AS_BROKER)).status == 200
     resp = await real_client.post(f"/spaces/{SPACE}/clones", json=body, headers=AS_BROKER)
     again = await resp.json()
     assert resp.status == 200, again

@@ -5,8 +5,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from catalog.scanresult import ScanResult, WalMode
-from recovery.lsn import Lsn
-from recovery.model import Backup, BackupStatus, BackupType, InstanceRef, Layout, Storage, WalRun
+from recovery.model import Backup, InstanceRef, Layout, Storage, WalRun
+from tests.recovery.builders import make_backup
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 SPACE = "space-1"
@@ -26,12 +26,10 @@ def storage(**kw: Any) -> Storage:
 
 
 def backup(label: str = "20260101-000000F", **kw: Any) -> Backup:
-    base: dict[str, Any] = dict(
-        label=label, type=BackupType.FULL, status=BackupStatus.DONE, timeline=1,
-        start_lsn=Lsn.parse("0/2000028"), stop_lsn=Lsn.parse("0/2000138"),
-        start_time=t(0), stop_time=t(0.1), size_bytes=1 << 20, pg_version=150000,
-        system_id=7300000000000000001)
-    return Backup(**(base | kw))
+    """The one Backup builder (tests.recovery.builders.make_backup) with a catalog row's usual fields."""
+    base: dict[str, Any] = dict(label=label, start_time=t(0), stop_time=t(0.1), size_bytes=1 << 20,
+                                system_id=7300000000000000001, seg_size=None)
+    return make_backup(**(base | kw))
 
 
 def scan(runs: tuple[WalRun, ...] = (), mode: WalMode = WalMode.MERGE, **kw: Any) -> ScanResult:

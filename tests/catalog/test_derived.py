@@ -1,6 +1,6 @@
 """Derived views (windows + archive document per stored scan) and the narrowed plan load, on the real catalog.
 
-- the SQL narrowing (repo.load_plan_inputs) loads exactly what the pure reference recovery.plan.narrow keeps;
+- the SQL narrowing (repo.load_plan_inputs) loads exactly what the pure reference recovery.narrow.narrow keeps;
 - a plan through usecases.plan._plan (narrowed, stored windows) equals the whole-snapshot plan, refusals included;
 - a stored view is used only for the scan it was computed from, and a stale writer cannot store one.
 """
@@ -14,14 +14,14 @@ import pytest
 
 from backup_catalog.usecases import backups
 from backup_catalog.usecases import plan as plans
-from backup_catalog.usecases.snapshots import SNAPSHOTS
+from backup_catalog.usecases.snapshots import SnapshotCache
 from catalog import derived, repo
-from catalog.scanresult import Conflict as WalConflict
-from catalog.scanresult import WalMode
+from catalog.scanresult import WalConflict, WalMode
 from recovery.errors import PlanningError
 from recovery.jsonout import windows_from_json
-from recovery.model import ArchiveSnapshot, Backup, BackupStatus, BackupType
-from recovery.plan import narrow, narrowable, plan_recovery
+from recovery.model import ArchiveSnapshot, Backup, BackupStatus, BackupType, CorruptSegment
+from recovery.narrow import narrow, narrowable
+from recovery.plan import plan_recovery
 from recovery.target import Target, make_target
 from recovery.windows import all_windows
 from tests.catalog.factories import ref, scan, storage, t
@@ -59,8 +59,12 @@ def random_archive(rnd: random.Random) -> ArchiveSnapshot:
             b = replace(b, stop_time=None)
         backups.append(b)
     conflicts = ((1, rnd.randint(3, 0x17)),) if rnd.random() < 0.2 else ()
+    corrupt = ()
+    if rnd.random() < 0.25:
+        tli = 2 if forked and rnd.random() < 0.5 else 1
+        corrupt = (CorruptSegment(tli, rnd.randint(0xB if tli == 2 else 3, 0x1B), "bad page address"),)
     return make_snapshot(backups=tuple(backups), runs=tuple(runs), histories=histories, edges=tuple(edges),
-                         conflicts=conflicts)
+                         conflicts=conflicts, corrupt=corrupt)
 
 
 def targets(rnd: random.Random) -> list[Target]:
@@ -80,7 +84,9 @@ async def store_archive(pool, guid: str, snap: ArchiveSnapshot) -> None:
     await repo.register_instance(pool, ref(guid, name=guid), storage(), at=t(0))
     await repo.save_scan(pool, guid, scan(snap.runs, WalMode.REPLACE, backups=snap.backups,
                                           histories=dict(snap.histories), edges=snap.edges,
-                                          conflicts=tuple(WalConflict(a, b, "differs") for a, b in snap.conflicts)))
+                                          conflicts=tuple(WalConflict(a, b, "differs") for a, b in snap.conflicts),
+                                          corrupt=tuple(WalConflict(c.timeline, c.segno, c.reason)
+                                                        for c in snap.corrupt)))
 
 
 def outcome(fn) -> object:
@@ -93,6 +99,7 @@ def outcome(fn) -> object:
 async def test_sql_narrowing_and_plans_match_the_whole_snapshot(pool) -> None:
     rnd = random.Random(20261125)
     compared = narrowed_plans = 0
+    cache = SnapshotCache()
     for n in range(30):
         guid = f"arch-{n:02d}"
         await store_archive(pool, guid, random_archive(rnd))
@@ -115,7 +122,6 @@ async def test_sql_narrowing_and_plans_match_the_whole_snapshot(pool) -> None:
                 assert all(b in whole.backups for b in inputs.snapshot.backups)
                 assert windows_from_json(json.loads(inputs.windows_json)) == all_windows(whole)
             expect = outcome(lambda: plan_recovery(whole, target, now=NOW, pg_version=15))
-            SNAPSHOTS.clear()
             inputs = (await repo.load_plan_inputs(pool, guid, target, plans.PLAN_CANDIDATES)
                       if narrowable(target) else None)
             try:
@@ -123,6 +129,12 @@ async def test_sql_narrowing_and_plans_match_the_whole_snapshot(pool) -> None:
             except PlanningError as e:
                 got = ("refused", e.code)
             assert got == expect, (guid, target)
+            for _ in range(2):   # the service's snapshot cache (cold, then warm) changes nothing either
+                try:
+                    cached, _ = await plans._plan(pool, rec, target, NOW, 15, inputs, cache=cache)
+                except PlanningError as e:
+                    cached = ("refused", e.code)
+                assert cached == expect, (guid, target)
             compared += 1
             if not isinstance(got, tuple):
                 inputs = await repo.load_plan_inputs(pool, guid, target, plans.PLAN_CANDIDATES)

@@ -7,8 +7,7 @@ import pytest
 
 from catalog import repo
 from catalog.errors import CatalogError, Conflict, NotScanned, UnknownInstance
-from catalog.scanresult import Conflict as WalConflict
-from catalog.scanresult import ScanIssue, WalMode
+from catalog.scanresult import ScanIssue, WalConflict, WalMode
 from recovery.lsn import Lsn
 from recovery.model import BackupStatus, BackupType, Layout, WalRun, WindowEdge
 from recovery.timeline import TimelineSwitch

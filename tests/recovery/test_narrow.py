@@ -1,6 +1,6 @@
 """Planning from a narrowed snapshot with precomputed windows gives the whole snapshot's plan.
 
-The HTTP path loads only the newest candidate backups (``recovery.plan.narrow``, mirrored in SQL by
+The HTTP path loads only the newest candidate backups (``recovery.narrow.narrow``, mirrored in SQL by
 ``catalog.repo.load_plan_snapshot``) and the windows stored at scan time. Invariant: whenever that
 plans, the plan equals the one from the whole snapshot; when the whole snapshot is refused, so is the
 narrowed one (its refusal is never shown: the caller re-plans from the whole snapshot).
@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from recovery.errors import PlanningError
 from recovery.jsonout import windows_from_json, windows_to_json
 from recovery.model import ArchiveSnapshot, Backup, BackupStatus, BackupType
-from recovery.plan import RecoveryPlan, WindowsUnknown, fmt_time, narrow, narrowable, plan_recovery
+from recovery.narrow import narrow, narrowable
+from recovery.plan import RecoveryPlan, WindowsUnknown, fmt_time, plan_recovery
 from recovery.target import Target, make_target
 from recovery.timeline import TimelinePath
 from recovery.windows import all_windows

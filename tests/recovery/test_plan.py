@@ -142,13 +142,15 @@ def test_target_after_hole_uses_backup_after_it() -> None:
     assert p.backup.label == "F2" and p.first_segment == "00000001000000000000000A"
 
 
-def test_latest_with_hole_after_newest_backup_is_wal_gap() -> None:
+def test_latest_with_hole_after_newest_backup_stops_before_the_hole() -> None:
     snap = holed_snapshot(backups=(backup_at("F1", 2, 1),))
-    e = refuse(snap, make_target(latest=True))
-    assert e.code == "wal_gap" and e.details["first_missing"] == "000000010000000000000006"
-    assert e.details["window_after"] is None
+    p = plan(snap, make_target(latest=True))
+    assert p.backup.label == "F1" and p.end_of_wal and p.last_segment == "000000010000000000000005"
+    assert p.end_lsn == lsn(5, 0x100) and p.last_commit_time == at(20)
+    assert len(p.warnings) == 1 and "000000010000000000000006 is missing" in p.warnings[0]
+    assert "000000010000000000000007..000000010000000000000014 cannot be reached" in p.warnings[0]
     e2 = refuse(snap, make_target(point_in_time=iso(95)))
-    assert e2.code == "wal_gap"
+    assert e2.code == "wal_gap" and e2.details["window_after"] is None
 
 
 def test_hole_inside_a_backups_own_wal_makes_it_unusable() -> None:
@@ -166,7 +168,8 @@ def test_conflicting_segment_blocks_planning_through_it() -> None:
     e = refuse(snap, make_target(point_in_time=iso(20)))
     assert e.code == "wal_conflict" and e.details["first_missing"] == "000000010000000000000006"
     assert plan(snap, make_target(point_in_time=iso(10))).last_segment == "000000010000000000000005"
-    assert refuse(snap, make_target(latest=True)).code == "wal_conflict"
+    p = plan(snap, make_target(latest=True))
+    assert p.last_segment == "000000010000000000000005" and "000000010000000000000006" in p.warnings[0]
 
 
 # -- backup status and chains ------------------------------------------------------------------

@@ -127,7 +127,20 @@ def test_plan_to_dict_matches_contract() -> None:
     assert (d["window"]["earliest"], d["window"]["latest"], d["window"]["latest_is_exact"]) == (
         "2026-01-01T12:01:00Z", "2026-01-01T12:20:00Z", True)
     assert d["files"] == files and d["restore_command"] == PGBR and d["warnings"] == []
+    assert d["replay"] == {"mode": "target", "end_lsn": None, "end_segment": "000000010000000000000005",
+                           "last_commit_time": None}
     json.dumps(d)
+
+
+def test_plan_to_dict_replay_member() -> None:
+    latest = plan_to_dict(_plan({"latest": True}, holed_snapshot()), {}, PGBR)["replay"]
+    assert latest == {"mode": "end_of_wal", "end_lsn": "0/14000100", "end_segment": "000000010000000000000014",
+                      "last_commit_time": "2026-01-01T13:30:00Z"}
+    lsn = plan_to_dict(_plan({"lsn": "0/5000010"}), {}, PGBR)["replay"]
+    assert lsn == {"mode": "target", "end_lsn": "0/5000010", "end_segment": "000000010000000000000005",
+                   "last_commit_time": None}
+    imm = plan_to_dict(_plan({"immediate": True}), {}, PGBR)["replay"]
+    assert imm["mode"] == "target" and imm["end_lsn"] == "0/2000138"
 
 
 def test_refusal_to_dict_is_json_with_windows_and_details() -> None:

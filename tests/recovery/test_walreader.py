@@ -22,6 +22,7 @@ from recovery.errors import ParseError
 from recovery.lsn import Lsn
 from recovery.wal import WalSegment
 from recovery.walreader import BadWal, SegmentScan, XactRecord, last_xact_before, read_xact_records
+from tests.support.tools import missing
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 SEG = 16 * 1024 * 1024
@@ -107,7 +108,7 @@ def _as_postgres(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="session")
 def pg_wal() -> Iterator[WalArchive]:
     if not (PG_BIN / "initdb").exists() or not (PG_BIN / "pg_waldump").exists() or shutil.which("runuser") is None:
-        pytest.skip(f"PostgreSQL 15 binaries not found in {PG_BIN} (or no runuser)")
+        missing(f"PostgreSQL 15 binaries not found in {PG_BIN} (or no runuser); Debian package postgresql-15")
     root = Path(tempfile.mkdtemp(prefix="walreader-"))
     data, arch = root / "data", root / "arch"
     arch.mkdir()

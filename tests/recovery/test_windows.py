@@ -54,8 +54,15 @@ def test_wal_index_queries() -> None:
     assert idx.first_present_in(1, 6, 100) == 7
     assert idx.first_present_in(1, 21, 100) is None
     assert idx.first_present_in(1, 0, 1) is None
-    assert idx.first_conflict_in(1, 2, 9) == 9
-    assert idx.first_conflict_in(1, 10, 20) is None
+    assert idx.first_block_in(1, 2, 9) == (9, CutKind.CONFLICT)
+    assert idx.first_block_in(1, 10, 20) is None
+    assert idx.last_present_in(1, 0, 100) == 20 and idx.last_present_in(1, 0, 6) == 5
+    assert idx.last_present_in(1, 6, 6) is None and idx.last_present_in(1, 21, 99) is None
+    assert idx.last_present_in(1, 8, 12) == 12 and idx.last_present_in(2, 0, 99) is None
+    both = WalIndex([run(1, 2, 20)], [(1, 9), (1, 12)], [(1, 12), (1, 15)])
+    assert both.first_block_in(1, 10, 20) == (12, CutKind.CORRUPT)     # corrupt wins over a conflict
+    assert both.first_block_in(1, 13, 20) == (15, CutKind.CORRUPT)
+    assert both.first_block_in(1, 0, 8) is None
 
 
 def test_serve_end_and_segment_choice_follow_the_path() -> None:

@@ -11,7 +11,6 @@ from typing import Any
 import asyncpg
 import pytest
 import pytest_asyncio
-from pydantic import SecretStr
 
 from backup_catalog import jobs
 from backup_catalog.s3 import s3_client
@@ -19,17 +18,16 @@ from backup_catalog.settings import Settings
 from backup_catalog.usecases import scan as scans
 from catalog import repo
 from recovery.model import InstanceRef, Storage
+from sandbox.s3 import MotoEndpoint
 from tests.realarchives.plugin import fresh_bucket
-from tests.realarchives.s3 import MotoEndpoint
+from tests.support.fixtures import make_settings
 
 INTERVAL = 60
 
 
 def settings_for(ep: MotoEndpoint, **kw: Any) -> Settings:
-    base: dict[str, Any] = dict(s3_endpoint_url=ep.url, aws_access_key_id=SecretStr("testing"),
-                                aws_secret_access_key=SecretStr("testing"), s3_max_attempts=2,
-                                scan_interval_seconds=INTERVAL, full_scan_every=3, scan_deadline_seconds=60)
-    return Settings(**(base | kw))
+    base: dict[str, Any] = dict(scan_interval_seconds=INTERVAL, full_scan_every=3, scan_deadline_seconds=60)
+    return make_settings(ep, **(base | kw))
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from pydantic import SecretStr
 
 from backup_catalog.s3 import s3_client
 from backup_catalog.settings import Settings
@@ -13,6 +14,7 @@ from catalog import repo
 from recovery.model import InstanceRef, Storage
 from scheduler import runner
 from tests.support.faultproxy import FaultProxy
+from tests.support.fixtures import make_settings
 
 pytestmark = pytest.mark.realtools
 
@@ -25,8 +27,8 @@ async def proxy(s3_endpoint: Any) -> Any:
 
 
 def _settings(url: str, dsn: str, **kw: Any) -> Settings:
-    return Settings(s3_endpoint_url=url, aws_access_key_id="sentinel-AKID-123", aws_secret_access_key="sentinel-SECRET-456",
-                    catalog_dsn=dsn, **kw)
+    return make_settings(url, dsn, aws_access_key_id=SecretStr("sentinel-AKID-123"),
+                         aws_secret_access_key=SecretStr("sentinel-SECRET-456"), **({"s3_max_attempts": 5} | kw))
 
 
 async def _golden(pool: Any, arch: Any, s3_endpoint: Any, dsn: str) -> Any:

@@ -27,11 +27,12 @@ from backup_catalog.usecases import scan as scans
 from catalog import repo
 from catalog.db import open_pool
 from recovery.model import ArchiveSnapshot, BackupStatus, InstanceRef, Storage
+from sandbox.s3 import MotoEndpoint
 from scheduler import runner
 from scheduler.storage import S3Store, StorageError
 from tests.realarchives.plugin import fresh_bucket
-from tests.realarchives.s3 import MotoEndpoint
 from tests.support.faultproxy import FaultProxy
+from tests.support.fixtures import make_settings
 
 pytestmark = pytest.mark.realtools
 
@@ -46,11 +47,9 @@ async def proxy(s3_endpoint: MotoEndpoint) -> AsyncIterator[FaultProxy]:
 
 
 def _settings(url: str, dsn: str, **kw: Any) -> Settings:
-    base: dict[str, Any] = dict(s3_endpoint_url=url, aws_access_key_id=SecretStr(AKID),
-                                aws_secret_access_key=SecretStr(SECRET), catalog_dsn=SecretStr(dsn),
-                                s3_max_attempts=2, s3_connect_timeout_seconds=2, s3_read_timeout_seconds=0.5,
-                                scan_deadline_seconds=20)
-    return Settings(**(base | kw))
+    base: dict[str, Any] = dict(aws_access_key_id=SecretStr(AKID), aws_secret_access_key=SecretStr(SECRET),
+                                s3_connect_timeout_seconds=2, s3_read_timeout_seconds=0.5, scan_deadline_seconds=20)
+    return make_settings(url, dsn, **(base | kw))
 
 
 async def _scan(pool: asyncpg.Pool, st: Settings, guid: str, *, full: bool = True) -> runner.ScanOutcome:

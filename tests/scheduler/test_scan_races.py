@@ -26,7 +26,6 @@ import lz4.frame
 import pytest
 import pytest_asyncio
 import zstandard
-from pydantic import SecretStr
 
 from backup_catalog.s3 import s3_client
 from backup_catalog.settings import Settings
@@ -36,10 +35,11 @@ from recovery.model import ArchiveSnapshot, Backup, BackupStatus, InstanceRef, S
 from recovery.plan import plan_recovery
 from recovery.target import make_target
 from recovery.wal import WalSegment
+from sandbox.cache import ensure_cache, load_objects, load_truth, upload_objects
+from sandbox.s3 import MotoEndpoint
 from scheduler import runner
-from tests.realarchives.cache import ensure_cache, load_objects, load_truth, upload_objects
-from tests.realarchives.s3 import MotoEndpoint
 from tests.support.faultproxy import FaultProxy
+from tests.support.fixtures import make_settings
 
 pytestmark = pytest.mark.realtools
 _seq = itertools.count(1)
@@ -63,8 +63,7 @@ def _bucket(s3_endpoint: MotoEndpoint, tool: str) -> tuple[str, str]:
 
 
 def _settings(url: str, dsn: str) -> Settings:
-    return Settings(s3_endpoint_url=url, aws_access_key_id=SecretStr("k"), aws_secret_access_key=SecretStr("s"),
-                    catalog_dsn=SecretStr(dsn), s3_max_attempts=2, scan_deadline_seconds=20)
+    return make_settings(url, dsn, scan_deadline_seconds=20)
 
 
 async def _scan(pool: asyncpg.Pool, st: Settings, guid: str, *, full: bool = True) -> runner.ScanOutcome:
@@ -218,9 +217,11 @@ async def test_walg_duplicate_that_vanishes_during_comparison_is_a_race_not_a_co
     await _scan(pool, _settings(proxy.url, catalog_dsn), "g-dup")
     snap = await repo.load_snapshot(pool, "g-dup")
     assert snap.conflicts == ((1, 5),), "control: both copies present and different is a conflict"
-    with pytest.raises(PlanningError) as err:
-        _plan_latest(snap, 1)
+    with pytest.raises(PlanningError) as err:     # a time past the conflicting segment is refused
+        plan_recovery(snap, make_target(point_in_time=NOW.isoformat(), timeline=1), now=NOW)
     assert err.value.code == "wal_conflict"
+    blocked = _plan_latest(snap, 1)                 # latest stops before it and says so
+    assert blocked.last_segment == WalSegment(1, 4).name and WalSegment(1, 5).name in blocked.warnings[0]
 
     # now retention/cleanup removes the odd 1/05 copy, and the *listed-first* 1/06 copy, between LIST and GET
     doomed = {seg5 + ".zst", seg6 + ".lz4"}

@@ -1,4 +1,5 @@
-"""The coverage grading as it was before issue 12 (backup_catalog/report.py at c0ad835), verbatim:
+"""The coverage grading as it was before issue 12 (backup_catalog/report.py at c0ad835, with the corrupt
+segment rule of 2b78d82), verbatim:
 every instance graded from its whole snapshot. Tests compare the stored-facts path against it."""
 from __future__ import annotations
 
@@ -75,6 +76,12 @@ def instance_row(rec: InstanceRecord, snap: ArchiveSnapshot | None, state: ScanS
                                  f"missing on timeline {h['timeline']}"))
     elif latest is not None and latest.end_kind is not CutKind.END:
         reasons.append((WARNING, f"latest window ends at a WAL {latest.end_kind.value}"))
+    corrupt = [{"timeline": c.timeline, "segment": segment_name(c.timeline, c.segno, snap.seg_size),
+                "reason": c.reason} for c in snap.corrupt] if snap is not None else []
+    if corrupt:   # replay stops before it: every window through it is cut, whatever the clock says
+        more = f" (and {len(corrupt) - 1} more)" if len(corrupt) > 1 else ""
+        reasons.append((CRITICAL, f"corrupt WAL segment {corrupt[0]['segment']}{more}: {corrupt[0]['reason']}; "
+                                  "recovery cannot replay past it"))
     if errors:
         reasons.append((WARNING, f"{len(errors)} scan error(s): {errors[0]}"))
     if scan.get("stale_since"):
@@ -99,6 +106,7 @@ def instance_row(rec: InstanceRecord, snap: ArchiveSnapshot | None, state: ScanS
                     for b in sorted(backups, key=lambda b: (b.stop_time is None, b.stop_time or now, b.label))],
         "windows": [window_to_dict(w) for w in windows],
         "holes": hole_rows,
+        "corrupt": corrupt,
         "latest_window_end": iso(end), "latest_window_end_exact": bool(latest and latest.to_is_exact),
         "latest_window_end_kind": latest.end_kind.value if latest else None,
         "rpo_seconds": rpo,

@@ -62,6 +62,9 @@ class FaultProxy:
     on_list_page: Callable[[str, int], Awaitable[None]] | None = None
     before_get: Callable[[str], Awaitable[None]] | None = None   # object key (path-style: after the bucket)
     held: int = 0
+    # every request's (method, access key id from its SigV4 Authorization) and a hook run before forwarding
+    credentials: Counter[tuple[str, str]] = field(default_factory=Counter)
+    before_request: Callable[[web.Request], Awaitable[None]] | None = None
     _cycle: itertools.cycle = field(default_factory=lambda: itertools.cycle(_ERRORS))  # type: ignore[type-arg]
     _runner: web.AppRunner | None = None
     port: int = 0
@@ -111,6 +114,11 @@ class FaultProxy:
         key = (request.method, request.path_qs.split("&continuation-token")[0])
         self.seen[key] += 1
         self.methods[request.method] += 1
+        auth = request.headers.get("Authorization", "")
+        akid = auth.split("Credential=", 1)[1].split("/", 1)[0] if "Credential=" in auth else ""
+        self.credentials[(request.method, akid)] += 1
+        if self.before_request is not None:
+            await self.before_request(request)
         if not self._running.is_set():
             self.held += 1
             await self._running.wait()

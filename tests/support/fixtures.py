@@ -23,10 +23,25 @@ from scheduler import runner
 Row = tuple[int, int]   # (id, tl) of the ``ticks`` table
 
 
-def make_settings(s3_endpoint: Any, catalog_dsn: str, **kw: Any) -> Settings:
-    """Settings that reach the session's moto (over HTTP) and catalog."""
-    return Settings(s3_endpoint_url=s3_endpoint.url, aws_access_key_id=SecretStr("x"),
-                    aws_secret_access_key=SecretStr("x"), catalog_dsn=SecretStr(catalog_dsn), s3_max_attempts=2, **kw)
+# Sentinel credentials: tests assert they never show up in bodies, logs or metrics.
+BROKER = ("broker-user", "br0ker-SENTINEL-pw")
+OPERATOR = ("op-user", "0perator-SENTINEL-pw")
+
+
+def make_settings(s3_endpoint: Any = None, catalog_dsn: str | None = None, **kw: Any) -> Settings:
+    """The tests' one Settings builder: the sentinel broker/operator users, S3 credentials moto accepts,
+    two S3 attempts; ``s3_endpoint`` (a MotoEndpoint, a proxy or a URL) and ``catalog_dsn`` when the test
+    reaches them (else S3 points at a closed port). ``kw`` overrides any setting."""
+    base: dict[str, Any] = dict(
+        broker_username=BROKER[0], broker_password=SecretStr(BROKER[1]),
+        operator_username=OPERATOR[0], operator_password=SecretStr(OPERATOR[1]),
+        aws_access_key_id=SecretStr("testing"), aws_secret_access_key=SecretStr("testing"),
+        s3_endpoint_url="http://127.0.0.1:9", s3_max_attempts=2)
+    if s3_endpoint is not None:
+        base["s3_endpoint_url"] = s3_endpoint if isinstance(s3_endpoint, str) else s3_endpoint.url
+    if catalog_dsn is not None:
+        base["catalog_dsn"] = SecretStr(catalog_dsn)
+    return Settings(**(base | kw))
 
 
 async def register(pool: asyncpg.Pool, arch: Any, guid: str, *, space: str, name: str,

@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.realarchives.s3 import MotoEndpoint, list_all
+from sandbox.s3 import MotoEndpoint, list_all
 
 VERSION = 2  # bump when the recipe (scenario, tools, layout of the cache) changes
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 CACHE_ROOT = REPO_ROOT / ".cache" / "realarchives"
 TOOLS = ("pgbackrest", "barman", "wale", "walg")
 
@@ -127,10 +127,10 @@ def ensure_cache(root: Path = CACHE_ROOT, version: int = VERSION) -> Path:
 
 def build_into(d: Path) -> None:
     """Run every tool's scenario against a private moto and dump the buckets into ``d``."""
-    from tests.realarchives.tool_barman import build_barman
-    from tests.realarchives.tool_pgbackrest import build_pgbackrest
-    from tests.realarchives.tool_wale import build_wale
-    from tests.realarchives.tool_walg import build_walg
+    from sandbox.tool_barman import build_barman
+    from sandbox.tool_pgbackrest import build_pgbackrest
+    from sandbox.tool_wale import build_wale
+    from sandbox.tool_walg import build_walg
 
     t0 = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="realarchives-build-"))

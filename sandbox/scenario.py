@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from recovery.timeline import parse_history
-from tests.realarchives.pg import Cluster, ClusterError, Commit, make_postgres_dir, parse_ts
+from sandbox.pg import Cluster, ClusterError, Commit, make_postgres_dir, parse_ts
 
 
 class ArchiveTool(Protocol):

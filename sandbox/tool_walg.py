@@ -20,7 +20,7 @@ import lz4.frame
 
 from recovery.lsn import Lsn
 from recovery.wal import WalSegment
-from tests.realarchives.s3 import MotoEndpoint, list_all
+from sandbox.s3 import MotoEndpoint, list_all
 
 PREFIX = "walg"
 BUCKET = "pg-archive-walg"

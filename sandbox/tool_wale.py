@@ -15,9 +15,9 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-from tests.realarchives.pg import Cluster, Commit, make_postgres_dir
-from tests.realarchives.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoEndpoint
-from tests.realarchives.tool_barman import TOOLS_BIN
+from sandbox.pg import Cluster, Commit, make_postgres_dir
+from sandbox.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoEndpoint
+from sandbox.tool_barman import TOOLS_BIN
 
 PREFIX = "wale"
 BUCKET = "pg-archive-wale"

@@ -6,9 +6,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from tests.realarchives.pg import Cluster, as_postgres, make_postgres_dir
-from tests.realarchives.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoEndpoint
-from tests.realarchives.scenario import fork_truth, run_fork_scenario
+from sandbox.pg import Cluster, as_postgres, make_postgres_dir
+from sandbox.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoEndpoint
+from sandbox.scenario import fork_truth, run_fork_scenario
 
 STANZA = "main"
 REPO_PATH = "/pgbackrest"
@@ -115,7 +115,7 @@ def build_pgbackrest(ep: MotoEndpoint, workdir: Path) -> dict[str, Any]:
         "backups": r.tool_info,  # `pgbackrest --output=json info`, verbatim
         "config": tool.conf_text,
         "config_note": "repo1-storage-port, pg1-* and *-path values are from the build run; "
-                       "tests.realarchives.tool_pgbackrest.pgbackrest_conf() renders one for a session",
+                       "sandbox.tool_pgbackrest.pgbackrest_conf() renders one for a session",
         "archive_id": f"{r.server_version_num // 10000}-1",
     }
     truth.update(fork_truth(r))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tests.realarchives.s3 import free_port
+from sandbox.s3 import free_port
 
 PG_VERSION = 15
 PG_BIN = Path(f"/usr/lib/postgresql/{PG_VERSION}/bin")

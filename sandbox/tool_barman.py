@@ -6,14 +6,14 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from tests.realarchives.pg import Cluster, as_postgres
-from tests.realarchives.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoEndpoint
-from tests.realarchives.scenario import fork_truth, run_fork_scenario
+from sandbox.pg import Cluster, as_postgres
+from sandbox.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoEndpoint
+from sandbox.scenario import fork_truth, run_fork_scenario
 
 SERVER = "main"
 PREFIX = "barman"
 BUCKET = "pg-archive-barman"
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 TOOLS_BIN = REPO_ROOT / ".tools" / "venv" / "bin"
 
 

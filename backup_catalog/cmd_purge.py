@@ -1,0 +1,86 @@
+"""``backup-catalog purge [plan|run] [--json]``: the CLI face of :mod:`backup_catalog.usecases.purge`.
+
+Exit 0 (also when nothing is due, and when instances are refused), 1 when an instance failed or the purge
+could not run (e.g. PURGE_AWS_* unset). Progress with rich on a terminal; ``--json``: one document.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from rich import filesize
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from backup_catalog import service
+from backup_catalog.settings import Settings
+from backup_catalog.usecases import purge
+
+err = Console(stderr=True)
+out = Console()
+
+
+async def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
+    from backup_catalog.s3 import purge_s3_client, s3_client
+    from backup_catalog.usecases.scan import default_holder
+
+    pool = await service.open_catalog(settings)
+    try:
+        if args.purge_cmd == "run":
+            show = sys.stderr.isatty() and not args.json
+            async with purge_s3_client(settings) as client:
+                with Progress(TextColumn("purging {task.description}"), BarColumn(), MofNCompleteColumn(),
+                              DownloadColumn(), TimeElapsedColumn(), console=err, disable=not show) as prog:
+                    tasks: dict[str, Any] = {}
+
+                    def on_progress(ev: purge.Progress) -> None:
+                        if ev.guid not in tasks:
+                            tasks[ev.guid] = prog.add_task(ev.guid, total=ev.objects_total)
+                        prog.update(tasks[ev.guid], completed=ev.objects_done, total=ev.objects_total)
+                        if ev.phase in ("refused", "failed"):
+                            prog.console.print(f"[yellow]{ev.guid}: {ev.phase}[/yellow]: {ev.message}")
+
+                    report = await purge.run(pool, settings, client, holder=default_holder() + ":cli",
+                                             on_progress=on_progress)
+        else:
+            async with s3_client(settings) as client:
+                report = await purge.plan(pool, settings, client)
+    finally:
+        await pool.close()
+    doc = report.to_json()
+    if args.json:
+        print(json.dumps(doc))
+    else:
+        print_report(doc, out)
+    return 1 if report.failed else 0
+
+
+def print_report(doc: dict[str, Any], console: Console) -> None:
+    what = "dry run" if doc["dry_run"] else "run"
+    console.print(f"purge {what} at {doc['at']} (policy {doc['policy']})", highlight=False)
+    if not doc["instances"]:
+        console.print("nothing is due: no deleted instance is past its undo period")
+        return
+    style = {"due": "bold", "deleted": "green", "grace": "cyan", "refused": "yellow", "failed": "red"}
+    for e in doc["instances"]:
+        console.print(f"\n[{style.get(e['state'], '')}]{e['state']}[/]  instance {e['instance_guid']} "
+                      f"(last named {e['name']!r} in space {e['space_guid']}, {e['layout'] or 'layout unknown'}): "
+                      f"{e['objects']} object(s), {filesize.decimal(e['bytes'])}; undo period ended {e['undo_until']}",
+                      highlight=False, soft_wrap=True)
+        for p in e["prefixes"]:
+            console.print(f"  s3://{e['bucket']}/{p}", highlight=False, soft_wrap=True)
+        if e["reason"]:
+            console.print(f"  reason: {e['reason']}", highlight=False, soft_wrap=True)
+        if e["objects_deleted"]:
+            console.print(f"  deleted {e['objects_deleted']} object(s), {filesize.decimal(e['bytes_deleted'])}")
+    if not doc["dry_run"]:
+        console.print(f"\ndeleted {doc['objects_deleted']} object(s), {filesize.decimal(doc['bytes_deleted'])}")

@@ -1,0 +1,208 @@
+"""`backup-catalog restore`: execute a clone request (from the catalog or a plan document) into --pgdata.
+
+Exit codes (DESIGN.md "Executing a clone"): 0 restored and verified; 2 bad input; 3 refused; 4 restore
+failed; 1 other (also a cancellation by SIGTERM/SIGINT, after everything started was stopped and removed).
+Progress goes to stderr: a rich progress display on a terminal, else one structured line per step.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.progress import (
+    DownloadColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from backup_catalog.settings import Settings
+
+if TYPE_CHECKING:
+    from executor import ProgressEvent, RestoreError, RestoreResult
+
+err = Console(stderr=True)
+
+
+def add_parser(sub: Any) -> None:
+    r = sub.add_parser("restore", help="execute a clone: fetch, recover, verify (into --pgdata)")
+    r.add_argument("--space", help="space of the service to clone (with --clone-from)")
+    r.add_argument("--clone-from", help="service name to clone")
+    g = r.add_mutually_exclusive_group()
+    g.add_argument("--point-in-time")
+    g.add_argument("--lsn")
+    g.add_argument("--latest", action="store_true")
+    g.add_argument("--immediate", action="store_true")
+    r.add_argument("--timeline", default="latest")
+    r.add_argument("--exclusive", action="store_true")
+    r.add_argument("--plan", metavar="FILE|-", help="a plan document from POST /spaces/{space}/clones (no catalog)")
+    r.add_argument("--pgdata", required=True, help="new or empty directory for the clone")
+    r.add_argument("--pg-bin", type=Path, help="PostgreSQL server binaries (default /usr/lib/postgresql/N/bin)")
+    r.add_argument("--keep-running", action="store_true", help="leave the promoted server running")
+    r.add_argument("--keep-failed", action="store_true", help="keep the data directory of a failed restore")
+    r.add_argument("--check-query", help="SQL run on the promoted clone; its first value is reported")
+    r.add_argument("--json", action="store_true")
+
+
+def _usage(args: argparse.Namespace) -> str | None:
+    catalog = args.space or args.clone_from
+    targets = [args.point_in_time, args.lsn, args.latest or None, args.immediate or None]
+    if args.plan and catalog:
+        return "--plan restores a plan document; --space/--clone-from plan from the catalog: give one of them"
+    if not args.plan:
+        if not (args.space and args.clone_from):
+            return "give --space and --clone-from (and a target), or --plan FILE|-"
+        if not any(targets):
+            return "give a target: --point-in-time, --lsn, --latest or --immediate"
+    elif any(targets) or args.exclusive:
+        return "a plan document carries its target: drop --point-in-time/--lsn/--latest/--immediate/--exclusive"
+    return None
+
+
+class _Reporter:
+    """Progress on stderr: rich on a terminal, structured lines otherwise (every step, fetch/replay every 5 s)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.tty = enabled and sys.stderr.isatty()
+        self.enabled = enabled
+        self.last_line = 0.0
+        self.last_stage = ""
+        self.prog: Progress | None = None
+        self.task: Any = None
+
+    def __enter__(self) -> _Reporter:
+        if self.tty:
+            self.prog = Progress(SpinnerColumn(), TextColumn("{task.fields[stage]:<8}"), DownloadColumn(),
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=err,
+                                 transient=False)
+            self.prog.__enter__()
+            self.task = self.prog.add_task("restore", total=None, stage="fetch", info="")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.prog is not None:
+            self.prog.__exit__(None, None, None)
+
+    def __call__(self, ev: ProgressEvent) -> None:
+        if not self.enabled:
+            return
+        info = ev.message
+        if ev.replay_lsn:
+            info = f"replay {ev.replay_lsn}" + (f" of {ev.end_lsn}" if ev.end_lsn else "") + \
+                (f" ({ev.fraction:.0%})" if ev.fraction is not None else "")
+        if self.prog is not None:
+            self.prog.update(self.task, completed=ev.bytes_fetched, stage=ev.stage, info=info, refresh=True)
+            if ev.stage != self.last_stage and ev.stage in ("start", "verify", "check", "done"):
+                self.prog.console.print(f"{ev.stage}: {ev.message}")
+            self.last_stage = ev.stage
+            return
+        now = time.monotonic()
+        if ev.stage == self.last_stage and now - self.last_line < 5:
+            return
+        self.last_stage, self.last_line = ev.stage, now
+        fields = {"stage": ev.stage, "bytes_fetched": ev.bytes_fetched, "replay_lsn": ev.replay_lsn,
+                  "end_lsn": ev.end_lsn, "message": ev.message}
+        print("restore " + " ".join(f"{k}={json.dumps(v)}" for k, v in fields.items() if v not in (None, "")),
+              file=sys.stderr, flush=True)
+
+
+def _print_result(res: RestoreResult, args: argparse.Namespace) -> None:
+    if args.json:
+        print(json.dumps(res.to_json(), default=str))
+        return
+    out = Console()
+    out.print(f"[green]restored and verified[/green]: {res.pgdata}")
+    out.print(f"  backup {res.backup.get('label')} -> timeline {res.timeline}; replay reached {res.reached_lsn}"
+              f", last commit {res.last_commit_time or 'unknown'}")
+    out.print(f"  {res.bytes_fetched / 2**20:.1f} MiB fetched in {res.fetch_s:.1f}s, replay {res.replay_s:.1f}s, "
+              f"total {res.duration_s:.1f}s")
+    if res.check_result is not None:
+        out.print(f"  check query: {res.check_result}")
+    for w in res.warnings:
+        out.print(f"  [yellow]warning[/yellow]: {w}")
+    out.print("  " + ("the server keeps running" if res.running else
+                      "shut down cleanly; start it with pg_ctl start (archive_mode is off: configure its own archive)"))
+
+
+def _print_error(e: RestoreError, args: argparse.Namespace) -> None:
+    if args.json:
+        print(json.dumps(e.to_json(), default=str))
+        return
+    err.print(f"[red]restore {'refused' if e.code == 'refused' else 'failed'}[/red] ({e.code}, {e.stage}): "
+              f"{e.message}", highlight=False)
+    if e.segment:
+        err.print(f"  segment: {e.segment}", highlight=False)
+    if e.refusal is not None:
+        for w in e.refusal.get("error", {}).get("windows", []):
+            err.print(f"  recoverable: timeline path {w['timeline_path']}: {w['from']} .. {w['to']}", highlight=False)
+    if e.postgres_log:
+        err.print("  PostgreSQL log:", highlight=False)
+        for ln in e.postgres_log[-20:]:
+            err.print(f"    {ln}", highlight=False, markup=False)
+
+
+def _read_plan(where: str) -> str:
+    from executor import RestoreError
+    try:
+        return sys.stdin.read() if where == "-" else Path(where).read_text()
+    except OSError as e:
+        raise RestoreError("bad_input", "input", f"cannot read the plan {where}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise RestoreError("bad_input", "input", f"the plan {where} is not text") from None
+
+
+async def _run(args: argparse.Namespace, settings: Settings, report: _Reporter) -> RestoreResult:
+    from backup_catalog.usecases import restore as uc
+    kw: dict[str, Any] = {"pg_bin": args.pg_bin, "keep_running": args.keep_running, "keep_failed": args.keep_failed,
+                          "progress": report, "check_query": args.check_query}
+    pgdata = Path(args.pgdata)
+    if args.plan:
+        return await uc.restore_from_plan(settings, uc.load_plan(_read_plan(args.plan)), pgdata, **kw)
+    body = {"clone-from": args.clone_from, "point-in-time": args.point_in_time, "lsn": args.lsn,
+            "latest": args.latest, "immediate": args.immediate, "timeline": args.timeline,
+            "exclusive": args.exclusive}
+    return await uc.restore_from_catalog(settings, args.space, body, pgdata, **kw)
+
+
+async def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
+    from executor import RestoreError
+    problem = _usage(args)
+    if problem:
+        _print_error(RestoreError("bad_input", "input", problem), args)
+        return 2
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    cancelled_by: list[str] = []
+
+    def on_signal(name: str) -> None:
+        cancelled_by.append(name)
+        if task is not None:
+            task.cancel()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig.name)
+    try:
+        with _Reporter(enabled=True) as report:
+            res = await _run(args, settings, report)
+    except RestoreError as e:
+        _print_error(e, args)
+        return e.exit_code
+    except asyncio.CancelledError:
+        if not cancelled_by:
+            raise
+        _print_error(RestoreError("cancelled", "input", f"cancelled by {cancelled_by[0]}: the tool and the server "
+                                  "were stopped and the data directory removed"), args)
+        return 1
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    _print_result(res, args)
+    return 0

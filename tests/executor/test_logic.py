@@ -1,0 +1,347 @@
+"""The executor's pure parts: plan checks, fetch command lines per layout, settings text, log verdicts."""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from executor import logic
+from executor.logic import Expectation, PlanDocError, S3Access, StorageLoc
+from recovery.lsn import Lsn
+
+S3 = S3Access("http://127.0.0.1:9000", "AK", "SK", "eu-west-1")
+PGBR = StorageLoc("pgbackrest", "bkt", "pgbackrest", "main")
+
+
+def plan(**over: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "source": {"instance_guid": "g", "layout": "pgbackrest"},
+        "backup": {"label": "20260101-000000F", "stop_lsn": "0/3000050"},
+        "target": {"kind": "latest"}, "timeline_path": [1, 2],
+        "wal": {"first_segment": "000000010000000000000003", "last_segment": "00000002000000000000000A"},
+        "files": {"postgresql.auto.conf": "restore_command = 'x'\nrecovery_target_timeline = 'latest'\n",
+                  "recovery.signal": ""},
+        "storage": {"layout": "pgbackrest", "bucket": "bkt", "prefix": "/pgbackrest/", "stanza": "main"},
+        "restore_command": "pgbackrest --stanza=main archive-get %f \"%p\"",
+    }
+    doc.update(over)
+    return doc
+
+
+# -- the plan document --------------------------------------------------------------------------------------
+
+def test_a_plan_passes() -> None:
+    assert logic.check_plan(plan())["backup"]["label"] == "20260101-000000F"
+
+
+@pytest.mark.parametrize(("over", "words"), [
+    ({"backup": None}, "backup.label"), ({"backup": {"label": ""}}, "backup.label"),
+    ({"files": {}}, "files"), ({"files": {"postgresql.auto.conf": 3}}, "files"),
+    ({"files": {"../etc/passwd": "x"}}, "never writes"), ({"target": "latest"}, "target"),
+    ({"timeline_path": []}, "timeline_path"), ({"timeline_path": [0]}, "timeline_path"),
+    ({"wal": {}}, "wal.last_segment"), ({"storage": None, "source": {"layout": "pgbackrest"}}, "storage"),
+    ({"storage": {"layout": "tarball", "bucket": "b"}}, "layout"),
+])
+def test_what_is_not_a_plan_is_named(over: dict[str, Any], words: str) -> None:
+    with pytest.raises(PlanDocError, match=words):
+        logic.check_plan(plan(**over))
+
+
+@pytest.mark.parametrize("doc", [None, 1, "plan", [plan()]])
+def test_non_objects_are_not_plans(doc: object) -> None:
+    with pytest.raises(PlanDocError, match="JSON object"):
+        logic.check_plan(doc)
+
+
+def test_storage_member_fallback_and_barman_restore_command() -> None:
+    assert logic.storage_of(plan()) == StorageLoc("pgbackrest", "bkt", "pgbackrest", "main")
+    fb = StorageLoc("pgbackrest", "other", "p", "s")
+    assert logic.storage_of(plan(storage=None), fb) == fb
+    doc = plan(storage=None, source={"layout": "barman"},
+               restore_command="barman-cloud-wal-restore --endpoint-url http://h:1 --no-partial s3://b/x/y main %f %p")
+    assert logic.storage_of(doc) == StorageLoc("barman", "b", "x/y", "main")
+    with pytest.raises(PlanDocError, match="no storage member"):
+        logic.storage_of(plan(storage=None))
+
+
+def test_pg_version() -> None:
+    assert logic.pg_version_of(plan(pg_version=15)) == 15
+    for bad in (None, "15", True, 0, -1):
+        assert logic.pg_version_of(plan(pg_version=bad)) is None
+
+
+# -- what replay must reach ------------------------------------------------------------------------------------
+
+def test_expectation_from_replay_member() -> None:
+    e = logic.expectation(plan(replay={"mode": "end_of_wal", "end_lsn": "0/A000120",
+                                       "end_segment": "00000002000000000000000A", "last_commit_time": "t"}))
+    assert e == Expectation("end_of_wal", Lsn.parse("0/A000120"), "00000002000000000000000A", "t")
+    assert logic.expectation(plan(replay={"mode": "target", "end_lsn": None})).mode == "target"
+    with pytest.raises(PlanDocError, match="end_lsn"):
+        logic.expectation(plan(replay={"mode": "end_of_wal", "end_lsn": "nope"}))
+
+
+@pytest.mark.parametrize(("line", "mode"), [
+    ("recovery_target_time = '2026-01-01 00:00:00+00'", "target"),
+    ("recovery_target_lsn = '0/3000000'", "target"), ("recovery_target = 'immediate'", "target"),
+    ("recovery_target_name = 'x'", "target"), ("recovery_target_xid = '7'", "target"),
+    ("recovery_target_timeline = 'latest'", "end_of_wal"), ("recovery_target_action = 'promote'", "end_of_wal"),
+    ("recovery_target_inclusive = 'false'", "end_of_wal"), ("# recovery_target_time = 'x'", "end_of_wal"),
+])
+def test_expectation_without_replay_member(line: str, mode: str) -> None:
+    e = logic.expectation(plan(files={"postgresql.auto.conf": f"restore_command = 'x'\n{line}\n",
+                                      "recovery.signal": ""}))
+    assert e.mode == mode
+    if mode == "end_of_wal":
+        assert e.end_lsn == Lsn.parse("0/A000001") and e.end_segment == "00000002000000000000000A"
+
+
+def test_expectation_reads_recovery_conf_and_rejects_bad_segment() -> None:
+    assert logic.expectation(plan(files={"recovery.conf": "recovery_target_lsn = '0/1'\n"})).mode == "target"
+    with pytest.raises(PlanDocError, match="segment name"):
+        logic.expectation(plan(wal={"last_segment": "xyz"}))
+
+
+# -- fetch command lines ------------------------------------------------------------------------------------------
+
+def test_pgbackrest_fetch_is_type_none_with_a_private_config() -> None:
+    c = logic.fetch_command(PGBR, "L", "/data", S3, work="/w")
+    assert c.argv == ("pgbackrest", "--stanza=main", "--set=L", "--type=none", "--pg1-path=/data", "restore")
+    assert c.env["PGBACKREST_CONFIG"] == "/w/pgbackrest.conf"
+    conf = c.files["pgbackrest.conf"]
+    for line in ("repo1-type=s3", "repo1-s3-bucket=bkt", "repo1-path=/pgbackrest", "repo1-s3-endpoint=127.0.0.1",
+                 "repo1-storage-port=9000", "repo1-s3-uri-style=path", "repo1-s3-region=eu-west-1",
+                 "repo1-s3-key=AK", "repo1-s3-key-secret=SK", "[main]", "pg1-path=/data", "lock-path=/w/lock"):
+        assert line in conf.splitlines(), line
+    # nothing the environment should be able to override is on the command line
+    assert not any(a.startswith("--repo1") for a in c.argv)
+
+
+def test_pgbackrest_conf_variants() -> None:
+    conf = logic.pgbackrest_conf(PGBR, S3Access(None, None, None, "us-east-2", False, "/ca.pem"),
+                                 pgdata="/d", work="/w").splitlines()
+    assert "repo1-s3-endpoint=s3.us-east-2.amazonaws.com" in conf
+    assert "repo1-storage-verify-tls=n" in conf and "repo1-storage-ca-file=/ca.pem" in conf
+    assert not any(ln.startswith(("repo1-s3-key", "repo1-s3-uri-style", "repo1-storage-port")) for ln in conf)
+    other = logic.pgbackrest_conf(StorageLoc("pgbackrest", "b", "", None), S3, pgdata="/d", work="/w")
+    assert "repo1-path=/" in other.splitlines() and "[main]" in other.splitlines()
+
+
+def test_barman_fetch() -> None:
+    c = logic.fetch_command(StorageLoc("barman", "b", "pre/fix", "srv"), "20260101T000000", "/d", S3, work="/w")
+    assert c.argv == ("barman-cloud-restore", "--endpoint-url", "http://127.0.0.1:9000", "s3://b/pre/fix", "srv",
+                      "20260101T000000", "/d")
+    assert c.env["AWS_ACCESS_KEY_ID"] == "AK" and c.env["AWS_DEFAULT_REGION"] == "eu-west-1"
+    c2 = logic.fetch_command(StorageLoc("barman", "b", "", "srv"), "X", "/d", S3Access(), work="/w")
+    assert c2.argv == ("barman-cloud-restore", "s3://b", "srv", "X", "/d") and "AWS_ACCESS_KEY_ID" not in c2.env
+    with pytest.raises(PlanDocError, match="server name"):
+        logic.fetch_command(StorageLoc("barman", "b", "p", None), "X", "/d", S3, work="/w")
+
+
+def test_wale_fetch() -> None:
+    c = logic.fetch_command(StorageLoc("wale", "b", "wale", None), "base_000000010000000000000002_00000040", "/d",
+                            S3, work="/w")
+    assert c.argv == ("wal-e", "backup-fetch", "/d", "base_000000010000000000000002_00000040")
+    assert c.env["WALE_S3_PREFIX"] == "s3://b/wale" and c.env["WALE_S3_ENDPOINT"] == "http+path://127.0.0.1:9000"
+    c2 = logic.fetch_command(StorageLoc("wale", "b", "w", None), "L", "/d", S3Access("https://s3.x"), work="/w")
+    assert c2.env["WALE_S3_ENDPOINT"] == "https+path://s3.x:443"
+
+
+def test_walg_fetch_from_its_documented_cli() -> None:
+    c = logic.fetch_command(StorageLoc("walg", "b", "walg", None), "base_000000010000000000000002", "/d",
+                            S3Access("http://127.0.0.1:9000", "AK", "SK", ca_bundle="/ca"), work="/w")
+    assert c.argv == ("wal-g", "backup-fetch", "/d", "base_000000010000000000000002")
+    assert c.env["WALG_S3_PREFIX"] == "s3://b/walg" and c.env["AWS_ENDPOINT"] == "http://127.0.0.1:9000"
+    assert c.env["AWS_S3_FORCE_PATH_STYLE"] == "true" and c.env["WALG_S3_CA_CERT_FILE"] == "/ca"
+    assert "not installed here" in c.label
+    with pytest.raises(PlanDocError):
+        logic.fetch_command(StorageLoc("tar", "b", "p", None), "L", "/d", S3, work="/w")
+
+
+def test_server_env_passthrough_wins() -> None:
+    caller = {"PGBACKREST_REPO1_STORAGE_PORT": "4433", "PGBACKREST_CONFIG": "/etc/mine.conf",
+              "AWS_SESSION_TOKEN": "tok", "AWS_ACCESS_KEY_ID": "caller", "AWS_ENDPOINT_URL": "http://x:9",
+              "WALG_S3_PREFIX": "s3://w", "HOME": "/root", "CATALOG_DSN": "postgresql://secret"}
+    env = logic.server_env(PGBR, S3, work="/w", caller_env=caller, path="/tools:/usr/bin")
+    assert env["PGBACKREST_CONFIG"] == "/etc/mine.conf" and env["PGBACKREST_REPO1_STORAGE_PORT"] == "4433"
+    assert env["AWS_ACCESS_KEY_ID"] == "AK"           # the settings' credentials, not the caller's
+    assert env["AWS_SESSION_TOKEN"] == "tok"          # what the settings do not say comes from the caller
+    assert env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9000"    # the settings' endpoint, not the caller's
+    assert "CATALOG_DSN" not in env and "HOME" not in env
+    assert env["WALG_S3_PREFIX"] == "s3://w" and env["PATH"] == "/tools:/usr/bin"
+    plain = logic.server_env(PGBR, S3, work="/w", caller_env={}, path="/usr/bin")
+    assert plain["PGBACKREST_CONFIG"] == "/w/pgbackrest.conf"
+    assert "PGBACKREST_CONFIG" not in logic.server_env(StorageLoc("barman", "b", "p", "m"), S3, work="/w",
+                                                        caller_env={}, path="/usr/bin")
+
+
+# -- settings after the fetch ------------------------------------------------------------------------------------
+
+def test_neutralize_recovery_comments_exactly_recovery_and_archive_mode() -> None:
+    text = ("port = 5432\nrestore_command='cp %f %p'\n  recovery_target_time = 'x'\nprimary_conninfo = 'h'\n"
+            "archive_mode = on\narchive_command = 'pgbackrest archive-push %p'\n# restore_command = 'old'\n"
+            "shared_buffers = 1GB\n")
+    out = logic.neutralize_recovery(text).splitlines()
+    assert out[0] == "port = 5432" and out[-1] == "shared_buffers = 1GB"
+    assert out[1].startswith("# (backup-catalog restore) restore_command")
+    assert out[2].startswith("# (backup-catalog restore)") and out[3].startswith("# (backup-catalog restore)")
+    assert out[4] == "# (backup-catalog restore) archive_mode = on"
+    assert out[5] == "archive_command = 'pgbackrest archive-push %p'"   # harmless with archive_mode off
+    assert out[6] == "# restore_command = 'old'"
+    assert logic.neutralize_recovery("") == ""
+
+
+def test_settings_files_pg12_and_pg11() -> None:
+    files = logic.settings_files({"postgresql.auto.conf": "restore_command = 'x'\n", "recovery.signal": ""},
+                                 "archive_mode = 'on'\n")
+    auto = files["postgresql.auto.conf"]
+    assert auto.index("archive_mode = 'off'") < auto.index("restore_command = 'x'")
+    assert [ln for ln in auto.splitlines() if logic.conf_key(ln) == "archive_mode"] == ["archive_mode = 'off'"]
+    assert files["recovery.signal"] == ""
+    old = logic.settings_files({"recovery.conf": "restore_command = 'x'\n"}, "")
+    assert old["recovery.conf"] == "restore_command = 'x'\n" and "archive_mode = 'off'" in old["postgresql.auto.conf"]
+    assert "recovery.signal" not in old
+
+
+def test_server_options_never_listen_on_tcp() -> None:
+    opts = logic.server_options(port=5, socket_dir="/s", hba_file="/h")
+    pairs = dict(o.split("=", 1) for o in opts[1::2])
+    assert pairs["listen_addresses"] == "" and pairs["archive_mode"] == "off"
+    assert pairs["unix_socket_directories"] == "/s" and pairs["hba_file"] == "/h"
+
+
+# -- PostgreSQL's log ---------------------------------------------------------------------------------------------
+
+PREFIX = "2026-12-01 03:00:00.123 UTC [4242] "
+LATEST_OK = [PREFIX + ln for ln in (
+    "LOG:  starting point-in-time recovery to latest",
+    'LOG:  restored log file "00000002.history" from archive',
+    'LOG:  restored log file "000000020000000000000009" from archive',
+    "LOG:  redo starts at 0/9000028",
+    "LOG:  consistent recovery state reached at 0/9000100",
+    'LOG:  restored log file "00000002000000000000000A" from archive',
+    "LOG:  redo done at 0/AFFFF88 system usage: CPU: user: 0.00 s, system: 0.00 s, elapsed: 0.71 s",
+    "LOG:  last completed transaction was at log time 2026-12-01 02:47:08.492547+00",
+    "LOG:  selected new timeline ID: 3",
+    "LOG:  archive recovery complete",
+    "LOG:  database system is ready to accept connections")]
+DAMAGED = [PREFIX + ln for ln in (
+    'LOG:  restored log file "000000020000000000000009" from archive',
+    "LOG:  redo starts at 0/9000028",
+    'LOG:  restored log file "00000002000000000000000A" from archive',
+    "LOG:  unexpected pageaddr 0/9000000 in log segment 00000002000000000000000A, offset 0",
+    "LOG:  redo done at 0/9FFFFD8 system usage: CPU: user: 0.00 s",
+    "LOG:  selected new timeline ID: 3")]
+TARGET_FATAL = [PREFIX + ln for ln in (
+    'LOG:  restored log file "000000010000000000000005" from archive',
+    "LOG:  invalid record length at 0/60000A0: wanted 24, got 0",
+    "FATAL:  recovery ended before configured recovery target was reached",
+    "LOG:  startup process (PID 1) exited with exit code 1")]
+
+
+def test_parse_latest_log() -> None:
+    f = logic.parse_log(LATEST_OK)
+    assert f.redo_done == Lsn.parse("0/AFFFF88") and f.new_timeline == 3 and f.stop is None
+    assert f.last_restored == "00000002000000000000000A" and f.bad_segments == () and f.severe == ()
+    assert f.last_txn_time == "2026-12-01 02:47:08.492547+00"
+
+
+@pytest.mark.parametrize(("line", "segment"), [
+    ("LOG:  invalid magic number 0000 in log segment 000000010000000000000006, offset 0", "000000010000000000000006"),
+    ("LOG:  unexpected pageaddr 0/5000000 in log segment 000000010000000000000006, offset 0",
+     "000000010000000000000006"),
+    ("LOG:  invalid info bits 0003 in log segment 000000010000000000000007, offset 8192", "000000010000000000000007"),
+    (("LOG:  WAL file is from different database system: WAL file database system identifier is 1, pg_control "
+      "database system identifier is 2 in log segment 000000010000000000000008, offset 0"),
+     "000000010000000000000008"),
+])
+def test_bad_segment_lines(line: str, segment: str) -> None:
+    f = logic.parse_log([PREFIX + line])
+    assert [s for s, _ in f.bad_segments] == [segment]
+
+
+def test_stop_lines_and_severe() -> None:
+    for ln in ("LOG:  recovery stopping before commit of transaction 735, time 2026-12-01 02:46:55.1+00",
+               "LOG:  recovery stopping after commit of transaction 735, time 2026-12-01 02:46:55.1+00",
+               'LOG:  recovery stopping after WAL location (LSN) "0/7000540"',
+               "LOG:  recovery stopping after reaching consistency"):
+        assert logic.parse_log([PREFIX + ln]).reached_target
+    f = logic.parse_log(TARGET_FATAL)
+    assert f.severe == (TARGET_FATAL[2].strip(),) and f.invalid_records
+
+
+def test_judge_end_of_wal() -> None:
+    exp = Expectation("end_of_wal", Lsn.parse("0/A000001"), "00000002000000000000000A")
+    ok = logic.judge(exp, logic.parse_log(LATEST_OK), promoted=True, reached=Lsn.parse("0/B000000"),
+                     timeline_path=[1, 2])
+    assert ok.ok and "0/B000000" in ok.message
+    bad = logic.judge(exp, logic.parse_log(DAMAGED), promoted=True, reached=Lsn.parse("0/A000000"),
+                      timeline_path=[1, 2])
+    assert not bad.ok and bad.segment == "00000002000000000000000A"
+    assert "00000002000000000000000A" in bad.message and "unexpected pageaddr" in bad.message
+    # the replay LSN unknown: the "redo done" line decides
+    assert not logic.judge(exp, logic.parse_log(DAMAGED), promoted=True, reached=None, timeline_path=[1, 2]).ok
+    # a missing segment (no content line): the one after the last restored
+    missing = [ln for ln in DAMAGED if "pageaddr" not in ln and "0000000A" not in ln]
+    v = logic.judge(exp, logic.parse_log(missing), promoted=True, reached=Lsn.parse("0/9FFFFF0"),
+                    timeline_path=[1, 2])
+    assert not v.ok and v.segment == "00000002000000000000000A"
+    assert not logic.judge(exp, logic.LogFacts(), promoted=True, reached=None, timeline_path=[1]).ok
+
+
+def test_an_end_lsn_at_a_segment_boundary_needs_a_record_of_that_segment() -> None:
+    exp = Expectation("end_of_wal", Lsn.parse("0/A000000"), "00000002000000000000000A")
+    facts = logic.parse_log(DAMAGED)
+    assert not logic.judge(exp, facts, promoted=True, reached=Lsn.parse("0/A000000"), timeline_path=[1, 2]).ok
+    assert logic.judge(exp, facts, promoted=True, reached=Lsn.parse("0/A000028"), timeline_path=[1, 2]).ok
+    inner = Expectation("end_of_wal", Lsn.parse("0/A000120"), None)
+    assert logic.judge(inner, facts, promoted=True, reached=Lsn.parse("0/A000120"), timeline_path=[1, 2]).ok
+
+
+def test_judge_target() -> None:
+    exp = Expectation("target", None, None)
+    stop = [PREFIX + "LOG:  recovery stopping before commit of transaction 9, time 2026-01-01 00:00:00+00"]
+    assert logic.judge(exp, logic.parse_log(stop), promoted=True, reached=Lsn(1), timeline_path=[1]).ok
+    v = logic.judge(exp, logic.parse_log(LATEST_OK), promoted=True, reached=Lsn(1), timeline_path=[1])
+    assert not v.ok and "recovery target" in v.message
+    v = logic.judge(exp, logic.parse_log(TARGET_FATAL), promoted=False, reached=None, timeline_path=[1])
+    assert not v.ok and "recovery ended before configured recovery target" in v.message
+    assert v.segment == "000000010000000000000006"
+    v = logic.judge(exp, logic.LogFacts(), promoted=False, reached=None, timeline_path=[])
+    assert not v.ok and "stopped before it promoted" in v.message and v.segment is None
+
+
+def test_our_connection_attempts_are_not_the_failure() -> None:
+    noise = [PREFIX + "FATAL:  the database system is starting up",
+             PREFIX + "FATAL:  the database system is not yet accepting connections",
+             PREFIX + "DETAIL:  Consistent recovery state has not been yet reached."]
+    f = logic.parse_log(noise + TARGET_FATAL + noise)
+    assert f.severe == (TARGET_FATAL[2].strip(),)
+    assert logic.relevant_log(noise + DAMAGED + noise) == [ln.rstrip() for ln in DAMAGED]
+    v = logic.judge(Expectation("target", None, None), logic.parse_log(noise), promoted=False, reached=None,
+                    timeline_path=[1])
+    assert "stopped before it promoted" in v.message
+
+
+def test_relevant_log_and_next_segment() -> None:
+    assert logic.relevant_log(DAMAGED, 2) == [DAMAGED[4].rstrip(), DAMAGED[5].rstrip()]
+    assert logic.relevant_log(["noise", DAMAGED[3], "more noise"]) == [DAMAGED[3]]
+    assert logic.relevant_log(["a", "b", "c"], 2) == ["b", "c"]
+    assert logic.next_segment("00000001000000000000000A") == "00000001000000000000000B"
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.text(max_size=200), max_size=30))
+def test_parse_log_never_raises(lines: list[str]) -> None:
+    f = logic.parse_log(lines)
+    logic.judge(Expectation("end_of_wal", Lsn(1), None), f, promoted=True, reached=None, timeline_path=[1])
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(max_size=300))
+def test_neutralized_text_sets_no_recovery_setting(text: str) -> None:
+    out = logic.neutralize_recovery(text)
+    keys = [logic.conf_key(ln) for ln in out.splitlines()]
+    assert not any(k.startswith(logic.RECOVERY_KEYS) or k == "archive_mode" for k in keys)
