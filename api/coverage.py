@@ -26,11 +26,11 @@ def _filters(request: web.Request) -> coverage.Filters:
         return v or None
 
     deleted = text("deleted")
-    if deleted is not None and deleted.lower() not in ("true", "false", "1", "0", "yes", "no"):
+    if deleted is not None and deleted not in ("true", "false"):
         raise BadRequest("invalid_query_parameter", "query parameter deleted must be true or false")
     return coverage.Filters(status=text("status"), space=text("space"), org=text("org"), name=text("name"),
                             layout=text("layout"),
-                            deleted=None if deleted is None else deleted.lower() in ("true", "1", "yes"))
+                            deleted=None if deleted is None else deleted == "true")
 
 
 def _limit(request: web.Request) -> int | None:
@@ -54,6 +54,7 @@ async def get_coverage(request: web.Request) -> web.StreamResponse:
     fmt = _format(request, ("json", "csv"))
     pool, settings = request.app[keys.POOL], request.app[keys.SETTINGS]
     filters = _filters(request)
+    coverage.check_limit(_limit(request))   # validated whatever the format
     if fmt == "csv":            # every matching instance: limit and cursor do not apply
         resp = web.StreamResponse(headers={"Content-Type": "text/csv; charset=utf-8",
                                            "Content-Disposition": 'attachment; filename="coverage.csv"'})

@@ -45,13 +45,15 @@ _B, _O, _P = Role.BROKER, Role.OPERATOR, Role.PUBLIC
 
 _FILTER_TEXT: dict[str, object] = {"type": "string", "maxLength": 255, "pattern": "^[^\\x00-\\x1f\\x7f]*$"}
 COVERAGE_QUERY = (
-    Query("status", {"type": "string", "enum": ["ok", "warning", "critical"]}, "only instances with this status"),
+    Query("status", {"type": "string", "enum": ["", "ok", "warning", "critical"]},
+          "only instances with this status (empty: any; the HTML form sends it so)"),
     Query("space", _FILTER_TEXT, "only instances in this space GUID"),
     Query("org", _FILTER_TEXT, "only instances in this organization GUID"),
     Query("name", _FILTER_TEXT, "only instances whose current name starts with this"),
-    Query("layout", {"type": "string", "enum": ["pgbackrest", "barman", "walg", "wale", "unknown"]},
-          "only this archive layout (unknown: never scanned)"),
-    Query("deleted", {"type": "boolean"}, "true: only deleted instances; false: only live ones; unset: both"),
+    Query("layout", {"type": "string", "enum": ["", "pgbackrest", "barman", "walg", "wale", "unknown"]},
+          "only this archive layout (unknown: never scanned; empty: any)"),
+    Query("deleted", {"type": "string", "enum": ["", "true", "false"]},
+          "true: only deleted instances; false: only live ones; empty or unset: both"),
     Query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "rows per page"),
     Query("cursor", {"type": "string", "maxLength": 1024}, "next_cursor of the previous page (one this report "
           "did not hand out is a 422)"),
