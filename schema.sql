@@ -261,3 +261,11 @@ CREATE INDEX IF NOT EXISTS drills_finished_by_instance
     ON drills (instance_guid, finished_at DESC, id DESC) WHERE state IN ('passed', 'failed');
 
 INSERT INTO schema_version (version) VALUES (1) ON CONFLICT (version) DO NOTHING;
+
+-- The fingerprint (SHA-256 of this file) of the schema last applied (issue 14): short CLI commands apply
+-- this file only when it changed (catalog.db.ensure_schema). One row.
+CREATE TABLE IF NOT EXISTS schema_fingerprint (
+    one         boolean PRIMARY KEY DEFAULT true CHECK (one),
+    sha256      text NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+);

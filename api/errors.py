@@ -1,10 +1,18 @@
 """The one place where errors become HTTP responses (G7).
 
-Domain exceptions map to ``application/problem+json`` documents
-``{"type","title","status","detail","instance","code"}`` through :data:`PROBLEMS`. A clone refusal
-(:class:`~recovery.errors.PlanningError`) keeps the DESIGN.md refusal shape ``{"error": {...}}`` with
-status 422 and the problem fields beside it. Anything unexpected is logged and becomes a 500
-problem that reveals nothing about the internals.
+Every non-2xx response is an ``application/problem+json`` document (RFC 9457)
+``{"type","title","status","detail","instance","code", ...extension members}``: domain exceptions map
+through :data:`PROBLEMS`, routing and framework errors (404, 405, 413, ...) through their HTTP status,
+authentication to 401/403. Two families of bad input, one rule each:
+
+* **400**: the request itself is wrong: not JSON, not the schema, or a value that does not parse
+  (a time without a zone or that is not ISO 8601, a malformed LSN, a bad timeline, not exactly one
+  target). ``errors`` lists ``{"loc": [field, ...], "msg", "type"}`` naming each field.
+* **422**: a valid clone request the catalog cannot plan (:class:`~recovery.errors.PlanningError`):
+  the problem document carries the DESIGN.md refusal as its ``error`` member
+  (``{"code","message","windows","details"}``), so clients reading ``error.code`` keep working.
+
+Anything unexpected is logged and becomes a 500 problem that reveals nothing about the internals.
 """
 from __future__ import annotations
 
@@ -83,12 +91,38 @@ def problem(request: web.Request, status: int, title: str, detail: str, code: st
     return web.Response(status=status, text=json.dumps(body), content_type=PROBLEM_JSON, headers=headers)
 
 
+# PlanningError codes that mean "the request's target does not parse" (400), not "cannot be planned" (422)
+INVALID_INPUT_CODES = frozenset({"invalid_target", "invalid_lsn"})
+
+# the field a target error names, from the words of its message (make_target names them all)
+_TARGET_FIELDS = (("lsn", "lsn"), ("timeline", "timeline"), ("time", "point-in-time"), ("exclusive", "exclusive"))
+
+
+def target_field(message: str) -> list[str]:
+    """The request field an ``invalid_target`` message is about (``[]``: the combination of fields).
+
+    >>> target_field("not a time: 'yesterday' (expected ISO 8601, e.g. 2016-09-28T10:00Z)")
+    ['point-in-time']
+    >>> target_field("give exactly one of point-in-time, lsn, latest, immediate (got none)")
+    []
+    """
+    head = message.split(":", 1)[0].lower()
+    if "exactly one" in head:
+        return []
+    for word, fld in _TARGET_FIELDS:
+        if word in head.split():
+            return [fld]
+    return []
+
+
 def refusal(request: web.Request, err: PlanningError) -> web.Response:
-    body = refusal_to_dict(err)
-    body.update({"type": TYPE_BASE + err.code.replace("_", "-"), "title": "Clone refused",
-                 "status": 422, "detail": err.message, "instance": request.path})
-    # application/json: the refusal is the DESIGN.md JSON contract (same document as `plan --json`)
-    return web.json_response(body, status=422)
+    """A PlanningError as a problem document: 400 for a target that does not parse, else the 422 refusal;
+    both keep the DESIGN.md refusal (``plan --json``'s error document) as the ``error`` member."""
+    if err.code in INVALID_INPUT_CODES:
+        loc = target_field(err.message)
+        return problem(request, 400, "Invalid clone target", err.message, "invalid_target",
+                       errors=[{"loc": loc, "msg": err.message, "type": err.code}], **refusal_to_dict(err))
+    return problem(request, 422, "Clone refused", err.message, err.code, **refusal_to_dict(err))
 
 
 def _lookup(exc: BaseException) -> tuple[int, str] | None:

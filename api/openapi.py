@@ -14,9 +14,15 @@ from api.errors import PROBLEM_JSON
 from api.routes import OPERATIONS
 
 REF = "#/components/schemas/{model}"
-_STATUS_TEXT = {200: "OK", 201: "Created", 202: "Accepted", 204: "No content", 400: "Invalid request", 401: "Unauthenticated",
-                403: "Forbidden for this role", 404: "Not found", 409: "Conflict",
-                422: "Clone refused (DESIGN.md refusal shape)", 503: "Unavailable"}
+_STATUS_TEXT = {200: "OK", 201: "Created", 202: "Accepted", 204: "No content",
+                400: "The request is wrong: not JSON, not the schema, or a value that does not parse (a time "
+                     "without a zone, a malformed LSN, a bad timeline, not exactly one target); errors[].loc "
+                     "names each field",
+                401: "Unauthenticated", 403: "Forbidden for this role", 404: "Not found", 409: "Conflict",
+                422: "Clone refused: a valid request the catalog cannot plan; the problem's error member is the "
+                     "DESIGN.md refusal (code, message, windows, details)", 503: "Unavailable"}
+_DEFAULT_ERROR = ("Any other error (404/405 from routing, 413 body too large, 500, ...): every non-2xx response "
+                  "is an RFC 9457 problem document")
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:
@@ -35,12 +41,12 @@ def _components() -> dict[str, Any]:
     return dict(top.get("$defs", {}))
 
 
-def _error_response(status: int, *, refusal: bool = True) -> dict[str, Any]:
-    """A problem document; 422 is the clone refusal where a request has a body (plans), else a problem too."""
-    if status == 422 and refusal:
-        return {"description": _STATUS_TEXT[422], "content": {"application/json": {"schema": _ref(schemas.Refusal)}}}
-    return {"description": _STATUS_TEXT.get(status, "Error"),
-            "content": {PROBLEM_JSON: {"schema": _ref(schemas.Problem)}}}
+def _error_response(status: int | None, *, refusal: bool = True) -> dict[str, Any]:
+    """A problem+json response (``None``: the ``default`` response of every operation); 422 is the clone
+    refusal where the request has a body (plans, drills), else a plain problem."""
+    model = schemas.Refusal if status == 422 and refusal else schemas.Problem
+    text = _DEFAULT_ERROR if status is None else _STATUS_TEXT.get(status, "Error")
+    return {"description": text, "content": {PROBLEM_JSON: {"schema": _ref(model)}}}
 
 
 def _operation(op: Any) -> dict[str, Any]:
@@ -66,6 +72,7 @@ def _operation(op: Any) -> dict[str, Any]:
         responses["401"] = _error_response(401)
         if op.role is Role.OPERATOR:
             responses["403"] = _error_response(403)
+    responses["default"] = _error_response(None)
     doc: dict[str, Any] = {"operationId": op.op_id, "summary": op.summary, "tags": list(op.tags),
                            "responses": responses}
     if params:

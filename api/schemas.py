@@ -7,13 +7,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from recovery.errors import PlanningError
+from recovery.target import make_target, parse_time
 
 # Identifiers and names: printable, no control characters (PostgreSQL text refuses NUL).
 Text = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$")]
 LsnText = Annotated[str, Field(pattern=r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$",
                                description="PostgreSQL LSN, hex 'X/Y', e.g. 16/B374D848")]
-TimelineText = Annotated[str, Field(pattern=r"^(latest|current|[1-9][0-9]{0,9})$")]
+# a timeline number as text: 1 .. 4294967295 (TimeLineID is 32 bits), spelled out digit by digit
+_TLI_MAX = ("[1-9][0-9]{0,8}|[1-3][0-9]{9}|4[01][0-9]{8}|42[0-8][0-9]{7}|429[0-3][0-9]{6}|4294[0-8][0-9]{5}"
+            "|42949[0-5][0-9]{4}|429496[0-6][0-9]{3}|4294967[01][0-9]{2}|42949672[0-8][0-9]|429496729[0-5]")
+TimelineText = Annotated[str, Field(pattern=rf"^(latest|current|{_TLI_MAX})$")]
 
 
 def _integral(v: Any) -> Any:
@@ -35,14 +41,36 @@ class _Response(BaseModel):
 
 # -- requests ----------------------------------------------------------------------------------
 
+# exactly one target: the JSON Schema form of recovery.target.make_target's rules (so that schema-valid
+# requests are the plannable ones, and generated clients and fuzzers know it). Each branch names its target
+# and rules the three others out, so the branches exclude each other by construction.
+_NO_TIME, _NO_LSN = {"point-in-time": {"type": "null"}}, {"lsn": {"type": "null"}}
+_NO_LATEST, _NO_IMMEDIATE = {"latest": {"const": False}}, {"immediate": {"const": False}}
+_ONE_TARGET: dict[str, Any] = {"oneOf": [
+    {"required": ["point-in-time"],
+     "properties": {"point-in-time": {"type": "string"}, **_NO_LSN, **_NO_LATEST, **_NO_IMMEDIATE}},
+    {"required": ["lsn"], "properties": {"lsn": {"type": "string"}, **_NO_TIME, **_NO_LATEST, **_NO_IMMEDIATE}},
+    {"required": ["latest"], "properties": {"latest": {"const": True}, "exclusive": {"const": False},
+                                            **_NO_TIME, **_NO_LSN, **_NO_IMMEDIATE}},
+    # immediate stops at the backup's consistency point on its own timeline: no timeline number
+    {"required": ["immediate"], "properties": {"immediate": {"const": True}, "exclusive": {"const": False},
+                                               "timeline": {"enum": ["latest", "current"]},
+                                               **_NO_TIME, **_NO_LSN, **_NO_LATEST}},
+]}
+
+
 class CloneRequest(_Request):
-    """Body of ``POST /spaces/{space_guid}/clones``: exactly one of point-in-time, lsn, latest, immediate."""
+    """Body of ``POST /spaces/{space_guid}/clones``: exactly one of point-in-time, lsn, latest, immediate.
+
+    Every value is checked here, at the edge: a time that does not parse or has no zone, a malformed
+    LSN, a bad timeline or not exactly one target is a 400 problem whose ``errors[].loc`` names the field.
+    """
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=False,
-                              title="CloneRequest")
+                              title="CloneRequest", json_schema_extra=_ONE_TARGET)
 
     clone_from: Text = Field(alias="clone-from", description="service instance name in this space")
-    point_in_time: Annotated[str, Field(max_length=64)] | None = Field(
+    point_in_time: Annotated[str, Field(max_length=64, json_schema_extra={"format": "date-time"})] | None = Field(
         default=None, alias="point-in-time",
         description="ISO 8601 time WITH a zone, e.g. 2016-09-28T10:00Z (naive times are refused)")
     lsn: LsnText | None = None
@@ -51,6 +79,25 @@ class CloneRequest(_Request):
     timeline: TimelineText | TimelineNumber = "latest"
     exclusive: bool = False
     pg_version: PgMajor | None = Field(default=None, alias="pg-version")
+
+    @field_validator("point_in_time")
+    @classmethod
+    def _zoned_time(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                parse_time(v)
+            except PlanningError as e:
+                raise ValueError(e.message) from None
+        return v
+
+    @model_validator(mode="after")
+    def _one_target(self) -> CloneRequest:
+        try:
+            make_target(point_in_time=self.point_in_time, lsn=self.lsn, latest=self.latest,
+                        immediate=self.immediate, timeline=self.timeline, exclusive=self.exclusive)
+        except PlanningError as e:
+            raise ValueError(e.message) from None
+        return self
 
     def as_body(self) -> dict[str, Any]:
         """The hyphenated dict that ``usecases.plan.plan_doc`` takes (same keys as the CLI passes)."""
@@ -82,7 +129,11 @@ class InstancePatch(_Request):
 # -- responses ---------------------------------------------------------------------------------
 
 class Problem(_Response):
-    """RFC 9457 problem document (``application/problem+json``); ``code`` is machine-readable."""
+    """RFC 9457 problem document (``application/problem+json``), the body of every non-2xx response.
+
+    ``code`` is machine-readable; ``errors`` (400) names each offending field by its ``loc``; other
+    extension members may follow.
+    """
 
     type: str
     title: str
@@ -107,17 +158,15 @@ class RefusalBody(_Response):
     code: str
     message: str
     windows: list[WindowOut]
+    details: dict[str, Any] | None = None
 
 
-class Refusal(_Response):
-    """A clone the catalog cannot plan (DESIGN.md refusal shape), with problem fields beside it."""
+class Refusal(Problem):
+    """A clone the catalog cannot plan (status 422): a problem document whose ``error`` member is the
+    DESIGN.md refusal (the same document as ``plan --json`` prints), so clients reading ``error.code``
+    keep working."""
 
     error: RefusalBody
-    type: str | None = None
-    title: str | None = None
-    status: int | None = None
-    detail: str | None = None
-    instance: str | None = None
 
 
 class BackupOut(_Response):

@@ -10,11 +10,10 @@ import asyncio
 import json
 import logging
 import sys
+from collections.abc import Callable, Coroutine
 from typing import Any, NoReturn
 
-from pydantic import ValidationError
-
-from backup_catalog.settings import load_settings
+from backup_catalog.envfiles import SettingsFileError
 from recovery.errors import PitrError, PlanningError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
@@ -39,12 +38,15 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="backup-catalog", description="Backup catalog and PITR planner for PostgreSQL archives in S3")
     p.add_argument("-v", "--verbose", action="store_true")
-    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    # prog given: argparse would otherwise build a help formatter (and import shutil, lzma, bz2) per level
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser, prog=p.prog)
 
-    dbp = sub.add_parser("db", help="catalog database").add_subparsers(dest="db_cmd", required=True)
+    dbp = sub.add_parser("db", help="catalog database").add_subparsers(
+        dest="db_cmd", required=True, prog=f"{p.prog} db")
     dbp.add_parser("init", help="create or upgrade the catalog schema (idempotent)")
 
-    ip = sub.add_parser("instances", help="registered instances").add_subparsers(dest="inst_cmd", required=True)
+    ip = sub.add_parser("instances", help="registered instances").add_subparsers(
+        dest="inst_cmd", required=True, prog=f"{p.prog} instances")
     a = ip.add_parser("add", help="register an instance and its archive location")
     a.add_argument("--instance", required=True)
     a.add_argument("--space", required=True)
@@ -98,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     from backup_catalog.cmd_restore import add_parser as add_restore_parser
     add_restore_parser(sub)
 
-    rp = sub.add_parser("report", help="operator reports").add_subparsers(dest="report_cmd", required=True)
+    rp = sub.add_parser("report", help="operator reports").add_subparsers(
+        dest="report_cmd", required=True, prog=f"{p.prog} report")
     from backup_catalog import cmd_coverage
     cmd_coverage.add_arguments(rp.add_parser("coverage", help="backup coverage of the fleet, worst first"))
 
@@ -130,12 +133,26 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
+    if args.cmd in ("backups", "plan"):
+        return _quick(args)
+    from pydantic import ValidationError
+
+    from backup_catalog.settings import load_settings
     try:
         settings = load_settings()
     except ValidationError as e:
         _emit_error(args, "bad_settings", "invalid settings in the environment: " + "; ".join(
             f"{'.'.join(map(str, err['loc'])).upper()}: {err['msg']}" for err in e.errors()))
         return EXIT_USAGE
+    except SettingsFileError as e:
+        _emit_error(args, "bad_settings", f"invalid settings in the environment: {e}")
+        return EXIT_USAGE
+    if args.cmd == "serve":
+        from backup_catalog.listen import refusal
+        why = refusal(args.host, args.port, settings.default_credentials())
+        if why is not None:
+            _emit_error(args, "default_credentials", why)
+            return EXIT_USAGE
     from backup_catalog import commands
     handler = commands.dispatch(args)
     if args.cmd == "serve":
@@ -145,8 +162,27 @@ def main(argv: list[str] | None = None) -> int:
         if args.workers > 1:
             from api.app import serve_workers
             return serve_workers(settings, args.host, args.port, args.workers)
+    return _run(args, lambda: handler(args, settings))
+
+
+def _quick(args: argparse.Namespace) -> int:
+    """``backups`` and ``plan``: the terminal-speed path (backup_catalog.quick: no pydantic, no rich for --json)."""
+    import gc
+    gc.disable()      # a short-lived command frees everything at exit; collections during imports only cost time
+    from backup_catalog import quick
     try:
-        return asyncio.run(handler(args, settings))
+        settings = quick.QuickSettings.from_env()
+    except SettingsFileError as e:
+        _emit_error(args, "bad_settings", f"invalid settings in the environment: {e}")
+        return EXIT_USAGE
+    handler = quick.dispatch(args)
+    return _run(args, lambda: handler(args, settings))
+
+
+def _run(args: argparse.Namespace, work: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    """Run a command, turning its errors into the CLI contract (exit code; one JSON document with --json)."""
+    try:
+        return asyncio.run(work())
     except KeyboardInterrupt:
         return 130
     except PlanningError as e:

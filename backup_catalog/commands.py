@@ -14,7 +14,7 @@ from rich.table import Table
 
 from backup_catalog import documents, service
 from backup_catalog.settings import Settings
-from backup_catalog.usecases import backups, instances, plan
+from backup_catalog.usecases import instances
 from recovery.model import InstanceRef, Storage
 
 Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
@@ -113,27 +113,6 @@ async def _on_catalog(settings: Settings, work: Callable[[Any], Awaitable[Any]])
         await pool.close()
 
 
-def _show(args: argparse.Namespace, doc: dict[str, Any], pretty: Callable[[dict[str, Any], Console], None]) -> int:
-    if args.json:
-        _print_json(doc)
-    else:
-        pretty(doc, out)
-    return 0
-
-
-async def cmd_backups(args: argparse.Namespace, settings: Settings) -> int:
-    doc = await _on_catalog(settings, lambda pool: backups.backups_doc(pool, args.space, args.name, settings))
-    return _show(args, doc, documents.print_backups)
-
-
-async def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
-    body = {"clone-from": args.clone_from, "point-in-time": args.point_in_time, "lsn": args.lsn,
-            "latest": args.latest, "immediate": args.immediate, "timeline": args.timeline,
-            "exclusive": args.exclusive, "pg-version": args.pg_version}
-    doc = await _on_catalog(settings, lambda pool: plan.plan_doc(pool, settings, args.space, body))
-    return _show(args, doc, documents.print_plan)
-
-
 async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from api.app import run_server
     await run_server(settings, args.host, args.port)
@@ -151,13 +130,13 @@ async def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def dispatch(args: argparse.Namespace) -> Handler:
+    from backup_catalog import cmd_coverage
+    cmd_report = cmd_coverage.run
     if args.cmd == "restore":
         from backup_catalog.cmd_restore import cmd_restore
         return cmd_restore
-    from backup_catalog import cmd_coverage
-    cmd_report = cmd_coverage.run
     table: dict[str, Handler] = {"db": cmd_db_init, "instances": cmd_instances, "scan": cmd_scan,
-                                 "backups": cmd_backups, "plan": cmd_plan, "report": cmd_report,
+                                 "report": cmd_report,
                                  "serve": cmd_serve, "demo": cmd_demo, "purge": cmd_purge}
     if args.cmd == "drill":
         from backup_catalog.cmd_drill import cmd_drill

@@ -3,13 +3,13 @@
 the documents from the catalog."""
 from __future__ import annotations
 
-from typing import Any
-
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from catalog.rows import InstanceRecord, ScanState
 from recovery.jsonout import json_time
+
+if TYPE_CHECKING:    # rich only for the terminal tables: `backups --json` and `plan --json` never import it
+    from rich.console import Console
 
 iso = json_time
 
@@ -34,6 +34,7 @@ def scan_to_dict(state: ScanState | None) -> dict[str, Any]:
 
 
 def print_backups(doc: dict[str, Any], console: Console) -> None:
+    from rich.table import Table
     console.print(f"[bold]{doc['name']}[/bold] in space {doc['space_guid']}")
     for inst in doc["instances"]:
         gone = f" [red](deleted {inst['deleted_at']})[/red]" if inst["deleted_at"] else ""

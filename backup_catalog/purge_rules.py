@@ -18,6 +18,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from backup_catalog.config import UndoConfig
 
 
 class State(StrEnum):
@@ -220,3 +224,12 @@ def batches(keys: Sequence[str], size: int = 1000) -> list[Sequence[str]]:
 
 def _iso(t: datetime) -> str:
     return t.isoformat().replace("+00:00", "Z")
+
+
+def policy_of(settings: UndoConfig) -> Policy:
+    return Policy(settings.deleted_retention_days, settings.purge_grace_hours)
+
+
+def undo_until(settings: UndoConfig, deleted_at: datetime | None) -> datetime | None:
+    """Until when a deleted instance stays clonable (None for a live one)."""
+    return None if deleted_at is None else policy_of(settings).undo_until(deleted_at)

@@ -1,8 +1,35 @@
-"""Settings from the environment (pydantic-settings); names as in DESIGN.md."""
+"""Settings from the environment (pydantic-settings); names as in DESIGN.md.
+
+Credentials and the catalog DSN may also come from files, as container secrets are mounted:
+``BROKER_PASSWORD_FILE=/run/secrets/broker-password`` (see :mod:`backup_catalog.envfiles`).
+"""
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from backup_catalog.envfiles import file_values
+
+# the built-in credentials: fine on loopback (a laptop, the demo), refused by `serve` on any other address
+DEFAULT_BROKER = ("broker", "broker")
+DEFAULT_OPERATOR = ("operator", "operator")
+
+
+class FileSettingsSource(PydanticBaseSettingsSource):
+    """``NAME_FILE`` variables (:data:`backup_catalog.envfiles.FILE_SETTINGS`): the file's content is the value."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False      # unused: __call__ reads every file setting at once
+
+    def __call__(self) -> dict[str, Any]:
+        return file_values()
 
 
 class Settings(BaseSettings):
@@ -24,10 +51,10 @@ class Settings(BaseSettings):
     scan_interval_seconds: int = 300
     full_scan_every: int = 12          # every Nth scheduled scan of an instance is a full reconcile
     scan_lookback_segments: int = 32   # StartAfter lookback for out-of-order async archivers
-    broker_username: str = "broker"
-    broker_password: SecretStr = SecretStr("broker")
-    operator_username: str = "operator"
-    operator_password: SecretStr = SecretStr("operator")
+    broker_username: str = DEFAULT_BROKER[0]
+    broker_password: SecretStr = SecretStr(DEFAULT_BROKER[1])
+    operator_username: str = DEFAULT_OPERATOR[0]
+    operator_password: SecretStr = SecretStr(DEFAULT_OPERATOR[1])
     cf_api_url: str | None = None
     cf_client_id: str | None = None
     cf_client_secret: SecretStr | None = None
@@ -67,6 +94,25 @@ class Settings(BaseSettings):
     restore_fetch_timeout_seconds: float = 4 * 3600.0
     restore_recovery_timeout_seconds: float = 4 * 3600.0
     restore_stop_timeout_seconds: float = 300.0
+
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # NAME and NAME_FILE together are refused by the file source, so their order does not matter
+        return init_settings, env_settings, FileSettingsSource(settings_cls), dotenv_settings, file_secret_settings
+
+    def default_credentials(self) -> list[str]:
+        """The roles whose password is still the built-in one."""
+        out = []
+        if self.broker_password.get_secret_value() == DEFAULT_BROKER[1]:
+            out.append("broker")
+        if self.operator_password.get_secret_value() == DEFAULT_OPERATOR[1]:
+            out.append("operator")
+        return out
 
 
 def load_settings() -> Settings:

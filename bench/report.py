@@ -88,8 +88,7 @@ def checks(r: dict[str, Any]) -> list[dict[str, Any]]:
             cmd = "pgbackrest info --output=json" if tool == "pgbackrest" else "barman-cloud-backup-list --format json"
             out += [
                 _c(sec, cmd, v["tool_s"] * 1000, "", None, "ms"),
-                _c(sec, "CLI backups --json", v["cli_backups_s"] * 1000, "", None, "ms"),
-                _c(sec, "CLI plan --json", v["cli_plan_s"] * 1000, "", None, "ms"),
+                *_cli_checks(sec, v),
                 _c(sec, "HTTP GET backups (kept-alive connection)", v["http_backups_s"] * 1000, "", None, "ms"),
                 _c(sec, "HTTP POST clones (kept-alive connection)", v["http_plan_s"] * 1000, "", None, "ms"),
                 _c(sec, "HTTP GET backups / POST clones, new connection each",
@@ -119,6 +118,20 @@ def checks(r: dict[str, Any]) -> list[dict[str, Any]]:
                        (v["requests"] <= 3 * fl["instances"] and ok) if key == "pass_idle" else (ok or None))]
             if not ok:
                 out.append(_c(sec, f"{lab}: failed instances", v["failed"], "0", False))
+    return out
+
+
+def _cli_checks(sec: str, v: dict[str, Any]) -> list[dict[str, Any]]:
+    """The terminal commands' wall time (median) against their target, and their own CPU time."""
+    target = v.get("cli_target_ms", 150.0)
+    out = []
+    for cmd, key in (("backups", "cli_backups"), ("plan", "cli_plan")):
+        ms = v[f"{key}_s"] * 1000
+        out.append(_c(sec, f"CLI {cmd} --json (wall, median)", ms, f"<= {target:.0f} ms", ms <= target, "ms"))
+        if f"{key}_cpu_s" in v:
+            out.append(_c(sec, f"CLI {cmd} --json (its CPU, user+sys)", v[f"{key}_cpu_s"] * 1000, "", None, "ms"))
+    if "load_avg_1m" in v:
+        out.append(_c(sec, "machine load average (1 min) while timing", v["load_avg_1m"], "", None))
     return out
 
 

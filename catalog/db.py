@@ -1,9 +1,9 @@
 """Connecting to the catalog database: the asyncpg pool, the pg_lsn codec and the schema."""
 from __future__ import annotations
 
-import importlib.resources
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -21,7 +21,7 @@ _SCHEMA_LOCK = 0x6263_6174_616C_6F67 & 0x7FFF_FFFF_FFFF_FFFF  # "bcatalog": seri
 
 def schema_sql() -> str:
     """The catalog DDL (``schema.sql``, shipped as package data of ``catalog``)."""
-    return importlib.resources.files("catalog").joinpath("schema.sql").read_text(encoding="utf-8")
+    return Path(__file__).with_name("schema.sql").read_text(encoding="utf-8")
 
 
 def _encode_lsn(value: object) -> bytes:
@@ -128,8 +128,15 @@ async def connect(dsn: str, **kw: Any) -> asyncpg.Connection:
     return conn
 
 
+def schema_fingerprint(sql: str | None = None) -> str:
+    """SHA-256 of the schema text: what table ``schema_fingerprint`` records once it has been applied."""
+    import hashlib
+    return hashlib.sha256((schema_sql() if sql is None else sql).encode()).hexdigest()
+
+
 async def init_schema(db: DbLike) -> None:
-    """Apply ``schema.sql`` (idempotent) in one transaction, serialised against concurrent callers."""
+    """Apply ``schema.sql`` (idempotent) in one transaction, serialised against concurrent callers, and
+    record its fingerprint."""
     sql = schema_sql()
     if isinstance(db, asyncpg.Pool):
         async with db.acquire() as conn:
@@ -138,10 +145,26 @@ async def init_schema(db: DbLike) -> None:
         await _apply(db, sql)
 
 
+async def ensure_schema(db: DbLike) -> bool:
+    """Apply ``schema.sql`` unless the catalog already has exactly this schema (its recorded fingerprint):
+    one small query instead of the whole DDL on every short CLI command. True when it was applied."""
+    try:
+        have = await db.fetchval("SELECT sha256 FROM schema_fingerprint")
+    except asyncpg.UndefinedTableError:
+        have = None
+    if have == schema_fingerprint():
+        return False
+    await init_schema(db)
+    return True
+
+
 async def _apply(conn: Conn, sql: str) -> None:
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
         await conn.execute(sql)
+        await conn.execute("""INSERT INTO schema_fingerprint (one, sha256) VALUES (true, $1)
+                              ON CONFLICT (one) DO UPDATE SET sha256 = EXCLUDED.sha256, applied_at = now()""",
+                           schema_fingerprint(sql))
 
 
 @asynccontextmanager

@@ -110,6 +110,15 @@ def _wal_cursor_key(prefix: str) -> str:
     return f"wal:{prefix}"
 
 
+def _tl_cursor_key(prefix: str, tli: int) -> str:
+    """Newest segment number seen on an older timeline (its own resume point; see _probe_older_timelines)."""
+    return f"wal-tl:{prefix}:{tli}"
+
+
+# Older timelines probed by each incremental scan (the most recent ones; older still wait for the full scan)
+MAX_PROBED_TIMELINES = 8
+
+
 def _etag_key(key: str) -> str:
     return f"etag:{key}"
 
@@ -484,6 +493,7 @@ async def _list_wal(store: ObjectStore, src: WalSource, previous: Previous, acc:
     size = seg_size or DEFAULT_SEG_SIZE
     history_keys: list[tuple[int, str]] = []
     newest: tuple[int, int] | None = None
+    newest_by_tl: dict[int, int] = {}
     async for o in store.list_keys(src.prefix, start_after=start_after):
         rel = o.key[len(src.prefix):]
         if seg_size is None and _looks_like_segment(rel):
@@ -499,12 +509,17 @@ async def _list_wal(store: ObjectStore, src: WalSource, previous: Previous, acc:
             acc.builder.add(c.timeline, c.segno, o.key, o.last_modified, c.checksum)
             if newest is None or (c.timeline, c.segno) > newest:
                 newest = (c.timeline, c.segno)
+            if c.segno > newest_by_tl.get(c.timeline, -1):
+                newest_by_tl[c.timeline] = c.segno
         elif (c.kind is WalKind.HISTORY and c.timeline not in previous.histories) or (full and c.kind is WalKind.HISTORY):
             history_keys.append((c.timeline, o.key))
             if full:
                 acc.listed_histories.add(c.timeline)
     for tli, key in history_keys:
         await _read_history(store, tli, key, acc)
+    main_tli = newest[0] if newest is not None else _cursor_timeline(start_after)
+    await _probe_older_timelines(store, src, previous, acc, full, lookback, size, start_after, main_tli,
+                                 newest_by_tl)
     # resume point for the next incremental listing: `lookback` segments before the newest seen
     if newest is None and start_after:
         acc.cursors[ckey] = start_after
@@ -516,6 +531,55 @@ async def _list_wal(store: ObjectStore, src: WalSource, previous: Previous, acc:
             del acc.cursors[ckey]
     await _probe_missing_histories(store, src, previous, acc, full)
     return seg_size
+
+
+def _cursor_timeline(start_after: str | None) -> int | None:
+    """The timeline the main resume point is on (None: the listing starts at the beginning)."""
+    name = (start_after or "").rstrip("~").rsplit("/", 1)[-1][:24]
+    if len(name) != 24 or any(ch not in "0123456789ABCDEF" for ch in name):
+        return None
+    return int(name[:8], 16)
+
+
+async def _probe_older_timelines(store: ObjectStore, src: WalSource, previous: Previous, acc: _Acc, full: bool,
+                                 lookback: int, size: int, main_start: str | None, main_tli: int | None,
+                                 newest_by_tl: dict[int, int]) -> None:
+    """Late WAL on older timelines: an old primary that keeps archiving on timeline 1 after the switch to 2,
+    or an async archiver that delivers the last segments of a timeline late.
+
+    Keys sort by timeline, so the main incremental listing, which resumes on the newest timeline, starts
+    after every older timeline's keys. Each older timeline therefore keeps its own resume point (the newest
+    segment number seen on it) and an incremental scan probes it with one listing request from there,
+    stopping at the first key of a later timeline: one request per older timeline (at most
+    MAX_PROBED_TIMELINES, the most recent), nothing read unless something new is there. Not when the main
+    listing began before that point anyway (a full scan, a short archive): then only the resume points are
+    recorded.
+    """
+    known: dict[int, int] = dict(newest_by_tl)
+    marker = _tl_cursor_key(src.prefix, 0)[:-1]
+    for k, v in previous.cursors.items():
+        if k.startswith(marker) and k[len(marker):].isdigit() and v.isdigit():
+            t = int(k[len(marker):])
+            known[t] = max(known.get(t, -1), int(v))
+    if main_tli is None:
+        return
+    older = sorted((t for t in known if t < main_tli), reverse=True)[:MAX_PROBED_TIMELINES]
+    for tli in older:
+        resume = max(0, known[tli] - lookback)
+        start = src.prefix + src.rel_key(segment_name(tli, resume, size)) + "~" if resume else None
+        # the main listing began at or before this point (a short archive, or a full scan): already listed
+        covered = full or main_start is None or (start is not None and main_start <= start)
+        if not covered:
+            async for o in store.list_keys(src.prefix, start_after=start):
+                c = src.classify(o.key[len(src.prefix):], size)
+                if not isinstance(c, WalObject):
+                    continue
+                if c.timeline > tli:
+                    break                   # the next timeline's keys: nothing more on this one
+                if c.timeline == tli and c.kind is WalKind.SEGMENT and c.segno is not None:
+                    acc.builder.add(c.timeline, c.segno, o.key, o.last_modified, c.checksum)
+                    known[tli] = max(known[tli], c.segno)
+        acc.cursors[_tl_cursor_key(src.prefix, tli)] = str(known[tli])
 
 
 def _looks_like_segment(rel: str) -> bool:

@@ -27,10 +27,10 @@ from backup_catalog.usecases import purge
 from catalog import purges, repo
 from recovery.errors import PlanningError
 from recovery.model import InstanceRef, Storage
+from sandbox.cache import ensure_cache, load_objects, object_path
+from sandbox.s3 import MotoEndpoint, list_all
 from scheduler import runner
-from tests.realarchives.cache import ensure_cache, load_objects, object_path
 from tests.realarchives.plugin import RealArchive, fresh_archive
-from tests.realarchives.s3 import MotoEndpoint, list_all
 from tests.support.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.realtools

@@ -7,9 +7,9 @@ from typing import Any
 
 import asyncpg
 
+from backup_catalog.config import UndoConfig
 from backup_catalog.documents import iso, scan_to_dict
-from backup_catalog.settings import Settings
-from backup_catalog.usecases.purge import undo_until
+from backup_catalog.purge_rules import undo_until
 from catalog import derived, repo
 from catalog.errors import NotScanned, UnknownService
 from recovery import jsonout
@@ -42,7 +42,7 @@ def _join_objects(head: dict[str, Any], tail: str) -> str:
     return h if t == "{}" else h[:-1] + "," + t[1:]
 
 
-async def backups_body(pool: asyncpg.Pool, space: str, name: str, settings: Settings | None = None) -> str:
+async def backups_body(pool: asyncpg.Pool, space: str, name: str, settings: UndoConfig | None = None) -> str:
     """The Backups document as JSON text, every holder of the name newest first.
 
     Each instance entry is its live part (name, deletion, scan state) joined with the archive document
@@ -67,7 +67,7 @@ async def backups_body(pool: asyncpg.Pool, space: str, name: str, settings: Sett
     return _join_objects({"space_guid": space, "name": name}, '{"instances":[' + ",".join(parts) + "]}")
 
 
-async def backups_doc(pool: asyncpg.Pool, space: str, name: str, settings: Settings | None = None) -> dict[str, Any]:
+async def backups_doc(pool: asyncpg.Pool, space: str, name: str, settings: UndoConfig | None = None) -> dict[str, Any]:
     doc: dict[str, Any] = json.loads(await backups_body(pool, space, name, settings))
     return doc
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import asyncpg
 
+from backup_catalog.config import PlanConfig
 from backup_catalog.documents import iso
-from backup_catalog.settings import Settings
 from backup_catalog.usecases.snapshots import SnapshotCache, path_windows_of, snapshot_of
 from catalog import derived, repo
 from catalog.rows import InstanceRecord
@@ -31,7 +31,7 @@ def _target_from_body(body: dict[str, Any]) -> Any:
                        timeline=body.get("timeline") or "latest", exclusive=bool(body.get("exclusive")))
 
 
-async def plan_doc(pool: asyncpg.Pool, settings: Settings, space: str, body: dict[str, Any],
+async def plan_doc(pool: asyncpg.Pool, settings: PlanConfig, space: str, body: dict[str, Any],
                    *, now: datetime | None = None, cache: SnapshotCache | None = None) -> dict[str, Any]:
     """Resolve ``clone-from`` in the space at the target time and plan the recovery (or raise a refusal).
     ``cache``: the long-running service's snapshot cache (see :mod:`backup_catalog.usecases.snapshots`)."""
@@ -55,7 +55,7 @@ async def plan_doc(pool: asyncpg.Pool, settings: Settings, space: str, body: dic
                                    cache=cache)
 
 
-async def instance_plan_doc(pool: asyncpg.Pool, settings: Settings, rec: InstanceRecord, target: Target, *,
+async def instance_plan_doc(pool: asyncpg.Pool, settings: PlanConfig, rec: InstanceRecord, target: Target, *,
                             now: datetime | None = None, requested_pg: int | None = None,
                             inputs: repo.PlanInputs | None = None,
                             resolution: tuple[str, str] | None = None, inputs_given: bool = False,
@@ -82,7 +82,7 @@ async def instance_plan_doc(pool: asyncpg.Pool, settings: Settings, rec: Instanc
               "deleted_at": iso(rec.ref.deleted_at), "layout": layout.value if layout else None,
               "resolution": reason, "resolution_rule": rule}
     if rec.ref.deleted_at is not None:      # the undo period (issue 13): until when, and a warning past it
-        from backup_catalog.usecases.purge import policy_of
+        from backup_catalog.purge_rules import policy_of
         policy = policy_of(settings)
         source["undo_until"] = iso(policy.undo_until(rec.ref.deleted_at))
         if (now or datetime.now(UTC)) >= policy.undo_until(rec.ref.deleted_at):
@@ -107,7 +107,10 @@ async def _plan(pool: asyncpg.Pool, rec: InstanceRecord, target: Target, now: da
     if narrowable(target):
         if inputs is None:     # no stored windows for this scan yet: compute and store them on the way
             d, whole = await derived.refresh(pool, rec.guid)
-            return plan_recovery(whole, target, now=now, pg_version=pg(whole), windows=d.windows), whole
+            try:
+                return plan_recovery(whole, target, now=now, pg_version=pg(whole), windows=d.windows), whole
+            except WindowsUnknown:   # no window at all on the requested path: the whole-snapshot refusal
+                return plan_recovery(whole, target, now=now, pg_version=pg(whole)), whole
         try:
             plan = plan_recovery(inputs.snapshot, target, now=now, pg_version=pg(inputs.snapshot),
                                  windows=derived.parse_windows(inputs.windows_json))

@@ -33,7 +33,9 @@ from backup_catalog.purge_rules import (
     State,
     batches,
     decide,
+    policy_of,
     reused,
+    undo_until,
 )
 from backup_catalog.purge_store import S3Deleter
 from backup_catalog.settings import Settings
@@ -53,13 +55,6 @@ class PurgeBusy(PitrError):
     code = "purge_in_progress"
 
 
-def policy_of(settings: Settings) -> Policy:
-    return Policy(settings.deleted_retention_days, settings.purge_grace_hours)
-
-
-def undo_until(settings: Settings, deleted_at: datetime | None) -> datetime | None:
-    """Until when a deleted instance stays clonable (None for a live one)."""
-    return None if deleted_at is None else policy_of(settings).undo_until(deleted_at)
 
 
 def location_of(rec: InstanceRecord) -> Location:

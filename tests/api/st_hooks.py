@@ -1,5 +1,11 @@
 """Schemathesis hooks for tests/api/test_contract_fuzz.py (loaded through SCHEMATHESIS_HOOKS).
 
+A check, ``errors_are_problem_json``: every 4xx/5xx response is ``application/problem+json`` (RFC 9457)
+with ``type``, ``title``, ``status`` (equal to the HTTP status) and ``detail``. It notes each status it
+checked in ``BC_ST_PROBLEMS_SEEN`` so the test can prove it ran on real error responses.
+
+And a filter:
+
 Two known false positives are dropped, nothing else. First (issue 12): ST301 "deleted resource still
 available" for ``GET /instances/{guid}/coverage[.html]`` after ``DELETE /instances/{guid}``, which by contract
 marks the instance deleted and keeps it. Second (schemathesis issue #2898): a negative case
@@ -11,6 +17,7 @@ by tests/api/test_routes.py, so no real failure hides here.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -19,6 +26,47 @@ import schemathesis
 
 if os.environ.get("BC_ST_HOOKS_MARKER"):   # lets the test prove the hooks were loaded
     Path(os.environ["BC_ST_HOOKS_MARKER"]).write_text("loaded")
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem_violation(status: int, content_type: str, body: bytes) -> str | None:
+    """Why an error response is not an RFC 9457 problem document, or None when it is (or is no error)."""
+    if status < 400:
+        return None
+    if content_type.split(";")[0].strip().lower() != PROBLEM_JSON:
+        return f"{status} response has Content-Type {content_type!r}, not {PROBLEM_JSON}"
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return f"{status} problem body is not JSON"
+    if not isinstance(doc, dict):
+        return f"{status} problem body is not a JSON object"
+    missing = [k for k in ("type", "title", "status", "detail") if not isinstance(doc.get(k), (str, int))]
+    if missing:
+        return f"{status} problem document lacks {', '.join(missing)}"
+    if doc["status"] != status:
+        return f"problem status {doc['status']!r} differs from the HTTP status {status}"
+    return None
+
+
+def _header(headers: Any, name: str) -> str:
+    for key, value in headers.items():
+        if key.lower() == name:
+            return str(value[0] if isinstance(value, (list, tuple)) and value else value)
+    return ""
+
+
+@schemathesis.check
+def errors_are_problem_json(ctx: Any, response: Any, case: Any) -> bool | None:
+    status = int(response.status_code)
+    why = problem_violation(status, _header(response.headers, "content-type"), response.content or b"")
+    if status >= 400 and os.environ.get("BC_ST_PROBLEMS_SEEN"):
+        with open(os.environ["BC_ST_PROBLEMS_SEEN"], "a") as f:
+            f.write(f"{status} {'ok' if why is None else 'bad'}\n")
+    if why is not None:
+        raise AssertionError(why)
+    return None
 
 
 def _is_auth_header_removal(m: Any) -> bool:

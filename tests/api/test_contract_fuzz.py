@@ -1,5 +1,7 @@
 """RELIABILITY.md scenario 14: schemathesis against /openapi.json of a running server with a seeded
-catalog, bounded in time: no server errors, no schema violations, negative data rejected, auth enforced."""
+catalog, bounded in time: no server errors, no schema violations, negative data rejected, auth enforced,
+and every 4xx/5xx an application/problem+json document (the ``errors_are_problem_json`` check of
+tests/api/st_hooks.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -46,6 +48,7 @@ async def test_schemathesis_finds_no_server_errors_or_schema_violations(pool: as
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     marker = tmp_path / "hooks-loaded"
+    problems = tmp_path / "problems-seen"
     cfg = tmp_path / "schemathesis.toml"
     cfg.write_text(CONFIG)
     try:
@@ -56,6 +59,7 @@ async def test_schemathesis_finds_no_server_errors_or_schema_violations(pool: as
             "--auth", f"{OPERATOR[0]}:{OPERATOR[1]}", "--no-color",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.api.st_hooks", "BC_ST_HOOKS_MARKER": str(marker),
+                 "BC_ST_PROBLEMS_SEEN": str(problems),
                  "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))},
             cwd=tmp_path)
         out, _ = await asyncio.wait_for(proc.communicate(), timeout=240)
@@ -68,3 +72,8 @@ async def test_schemathesis_finds_no_server_errors_or_schema_violations(pool: as
     assert marker.exists(), "tests/api/st_hooks.py was not loaded"
     assert proc.returncode == 0, text[-6000:]
     assert "No operations" not in text and "passed" in text.lower(), text[-3000:]
+    # the problem+json check ran on real error responses (negative data, auth), and all of them passed
+    seen = problems.read_text().split("\n") if problems.exists() else []
+    statuses = {line.split()[0] for line in seen if line}
+    assert {"400", "401"} <= statuses, statuses
+    assert not [line for line in seen if line.endswith("bad")], seen

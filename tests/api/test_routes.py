@@ -93,35 +93,81 @@ async def test_target_outside_the_window_is_a_422_refusal(client: TestClient, po
     await seed_history(pool)
     resp, doc = await clone(client, {"clone-from": "legacy", "point-in-time": "2025-06-01T00:00:00Z"})
     assert resp.status == 422, doc
-    assert resp.headers["Content-Type"].startswith("application/json")
-    err = doc["error"]
+    assert resp.headers["Content-Type"].startswith(PROBLEM)
+    err = doc["error"]                                   # the DESIGN.md refusal, kept for existing clients
     assert err["code"] in ("target_before_window", "no_usable_backup"), err
     assert err["message"] and isinstance(err["windows"], list)
-    assert doc["status"] == 422 and doc["type"].startswith("/problems/")
+    assert_problem(resp.status, doc, 422, err["code"])
+    assert doc["detail"] == err["message"] and doc["type"] == "/problems/" + err["code"].replace("_", "-")
 
 
-@pytest.mark.parametrize("body, code", [
-    ({"clone-from": "legacy", "point-in-time": "yesterday"}, "invalid_target"),
-    ({"clone-from": "legacy", "point-in-time": "2026-01-01T12:10:00"}, "invalid_target"),    # no zone
-    ({"clone-from": "legacy", "point-in-time": "2026-13-01T12:10:00Z"}, "invalid_target"),
-    ({"clone-from": "legacy", "latest": True, "immediate": True}, "invalid_target"),
-    ({"clone-from": "legacy"}, "invalid_target"),
+# Unparseable times, LSNs and timelines, and not exactly one target: all 400 problems naming the field.
+@pytest.mark.parametrize("body, field", [
+    ({"clone-from": "legacy", "point-in-time": "yesterday-ish"}, "point-in-time"),
+    ({"clone-from": "legacy", "point-in-time": "yesterday"}, "point-in-time"),
+    ({"clone-from": "legacy", "point-in-time": "2026-01-01T12:10:00"}, "point-in-time"),    # no zone
+    ({"clone-from": "legacy", "point-in-time": "2026-13-01T12:10:00Z"}, "point-in-time"),
+    ({"clone-from": "legacy", "point-in-time": ""}, "point-in-time"),
+    ({"clone-from": "legacy", "lsn": "not-an-lsn"}, "lsn"),
+    ({"clone-from": "legacy", "lsn": "0/ZZ"}, "lsn"),
+    ({"clone-from": "legacy", "lsn": "16/B374D848/1"}, "lsn"),
+    ({"clone-from": "legacy", "latest": True, "timeline": 0}, "timeline"),
+    ({"clone-from": "legacy", "latest": True, "timeline": "newest"}, "timeline"),
+    ({"clone-from": "legacy", "latest": True, "timeline": -3}, "timeline"),
+    ({"clone-from": "legacy", "latest": True, "timeline": "5354465604"}, "timeline"),     # > 32 bits (fuzz)
+    ({"clone-from": "legacy", "latest": True, "timeline": 4294967296}, "timeline"),
+    ({"clone-from": "legacy", "latest": True, "immediate": True}, None),
+    ({"clone-from": "legacy"}, None),
+    ({"clone-from": "legacy", "latest": False}, None),
 ])
-async def test_invalid_targets_are_422_refusals(client: TestClient, pool: asyncpg.Pool, body: dict,
-                                                code: str) -> None:
+async def test_unparseable_targets_are_400_problems_naming_the_field(client: TestClient, pool: asyncpg.Pool,
+                                                                      body: dict, field: str | None) -> None:
     await seed_history(pool)
     resp, doc = await clone(client, body)
-    assert resp.status == 422, doc
-    assert doc["error"]["code"] == code
+    assert resp.headers["Content-Type"].startswith(PROBLEM), doc
+    assert_problem(resp.status, doc, 400, "invalid_request")
+    locs = [e["loc"] for e in doc["errors"]]
+    if field is None:      # a combination of fields: the message names them
+        assert "exactly one of point-in-time, lsn, latest, immediate" in json.dumps(doc["errors"]), doc
+    else:
+        assert all(loc[:1] == [field] for loc in locs), doc
+    assert "Traceback" not in json.dumps(doc)
+
+
+async def test_invalid_time_says_what_is_wrong(client: TestClient, pool: asyncpg.Pool) -> None:
+    await seed_history(pool)
+    resp, doc = await clone(client, {"clone-from": "legacy", "point-in-time": "2026-01-01T12:10:00"})
+    assert resp.status == 400 and doc["errors"][0]["loc"] == ["point-in-time"], doc
+    assert "no zone" in doc["errors"][0]["msg"] and "ambiguous" in doc["errors"][0]["msg"], doc
+    resp, doc = await clone(client, {"clone-from": "legacy", "point-in-time": "yesterday-ish"})
+    assert "not a time: 'yesterday-ish'" in doc["errors"][0]["msg"] and "ISO 8601" in doc["errors"][0]["msg"], doc
+
+
+async def test_a_target_error_from_the_planner_is_a_400_problem_naming_the_field() -> None:
+    """The planner's own input errors (CLI path, and defence in depth behind the edge validation)
+    map to the same 400 with the field named, and keep the refusal document as ``error``."""
+    from aiohttp.test_utils import make_mocked_request
+
+    from api.errors import to_response
+    from recovery.target import make_target
+    req = make_mocked_request("POST", CLONES)
+    for kw, field in (({"point-in-time": "yesterday-ish"}, ["point-in-time"]), ({"lsn": "0/ZZ"}, ["lsn"]),
+                      ({"latest": True, "timeline": "nope"}, ["timeline"])):
+        try:
+            make_target(point_in_time=kw.get("point-in-time"), lsn=kw.get("lsn"), latest=bool(kw.get("latest")),
+                        timeline=kw.get("timeline", "latest"))
+        except Exception as e:
+            resp = to_response(req, e)
+        assert resp.status == 400 and resp.content_type == PROBLEM
+        doc = json.loads(resp.text or "")
+        assert doc["code"] == "invalid_target" and doc["errors"][0]["loc"] == field, doc
+        assert doc["error"]["code"] == "invalid_target" and doc["error"]["message"] == doc["detail"]
 
 
 @pytest.mark.parametrize("body", [
-    {"clone-from": "legacy", "lsn": "not-an-lsn"},
-    {"clone-from": "legacy", "lsn": "0/ZZ"},
     {"clone-from": "legacy", "latest": True, "colour": "blue"},          # unknown field
     {"clone_from": "legacy", "latest": True},                            # underscore is not the contract
     {"clone-from": "legacy", "latest": "yes"},                           # strict booleans
-    {"clone-from": "legacy", "latest": True, "timeline": 0},
     {"clone-from": "legacy", "latest": True, "pg-version": "15"},
     {"clone-from": "", "latest": True},
     ["clone-from", "legacy"],
@@ -158,6 +204,23 @@ async def test_clone_of_a_never_scanned_instance_is_refused(client: TestClient) 
     assert resp.status == 201
     resp, doc = await clone(client, {"clone-from": "new", "latest": True})
     assert resp.status == 422 and doc["error"]["code"] == "not_scanned", doc
+
+
+async def test_clone_of_a_scanned_but_empty_archive_is_a_422_not_a_500(client: TestClient,
+                                                                       pool: asyncpg.Pool) -> None:
+    """Found by the contract fuzz: an instance whose scan found nothing has no window on any path; the
+    first plan after the scan (no stored windows yet) must refuse, not fail."""
+    from dataclasses import replace
+
+    from catalog import repo
+    from recovery.model import InstanceRef
+    from tests.api.seed import scan_result, storage
+    from tests.recovery.builders import make_snapshot
+    await repo.register_instance(pool, InstanceRef("empty", SPACE, "empty"), storage(prefix="e/"))
+    await repo.save_scan(pool, "empty", scan_result(replace(make_snapshot(), backups=(), runs=(), edges=())))
+    for _ in range(2):     # without, then with the derived view the first request stored
+        resp, doc = await clone(client, {"clone-from": "empty", "latest": True})
+        assert resp.status == 422 and doc["error"]["code"] == "no_usable_backup", doc
 
 
 # -- backups -------------------------------------------------------------------------------------
@@ -322,8 +385,9 @@ async def test_scan_route_errors(client: TestClient) -> None:
     resp = await client.post("/instances/nope/scan", headers=AS_OPERATOR)
     assert_problem(resp.status, await resp.json(content_type=None), 404, "unknown_instance")
     assert (await client.put("/instances/g-1", json=PUT_BODY, headers=AS_BROKER)).status == 201
-    resp = await client.post("/instances/g-1/scan?full=maybe", headers=AS_OPERATOR)
-    assert_problem(resp.status, await resp.json(content_type=None), 400, "invalid_query_parameter")
+    for value in ("maybe", "", "1", "yes"):        # the declared boolean: true or false, nothing guessed
+        resp = await client.post(f"/instances/g-1/scan?full={value}", headers=AS_OPERATOR)
+        assert_problem(resp.status, await resp.json(content_type=None), 400, "invalid_query_parameter")
 
 
 async def test_healthz_reports_a_dead_pool(settings) -> None:
@@ -425,3 +489,48 @@ async def test_coverage_report_json_csv_html(client: TestClient, pool: asyncpg.P
     assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/html") and A in html
     resp = await client.get("/reports/coverage?format=xml", headers=AS_OPERATOR)
     assert_problem(resp.status, await resp.json(content_type=None), 400, "invalid_query_parameter")
+
+
+# -- one error contract ----------------------------------------------------------------------------
+
+async def test_every_error_is_a_problem_document(client: TestClient, pool: asyncpg.Pool) -> None:
+    """Routing (404, 405), authentication (401, 403), a too-large body (413), domain errors (404, 409),
+    bad input (400) and refusals (422): all application/problem+json with type, title, status, detail."""
+    await seed_history(pool)
+    big = b'{"clone-from": "' + b"x" * (2 * 1024 * 1024) + b'", "latest": true}'
+    cases = [
+        ("GET", "/no/such/route", AS_OPERATOR, None, 404),
+        ("DELETE", "/healthz", AS_OPERATOR, None, 405),
+        ("GET", "/instances", None, None, 401),
+        ("GET", "/instances", AS_BROKER, None, 403),
+        ("POST", CLONES, AS_BROKER, big, 413),
+        ("POST", CLONES, AS_BROKER, b'{"clone-from": "legacy", "point-in-time": "yesterday-ish"}', 400),
+        ("POST", CLONES, AS_BROKER, b'{"clone-from": "legacy", "point-in-time": "2001-01-01T00:00Z"}', 422),
+        ("POST", CLONES, AS_BROKER, b'{"clone-from": "nobody", "latest": true}', 404),
+        ("POST", "/instances/nope/scan", AS_OPERATOR, None, 404),
+    ]
+    for method, path, headers, data, status in cases:
+        resp = await client.request(method, path, data=data,
+                                    headers={**(headers or {}), "Content-Type": "application/json"})
+        doc = await resp.json(content_type=None)
+        assert resp.status == status, (method, path, doc)
+        assert resp.headers["Content-Type"].split(";")[0] == PROBLEM, (method, path, resp.headers)
+        assert_problem(resp.status, doc, status)
+        assert isinstance(doc["title"], str) and doc["title"] and isinstance(doc["detail"], str) and doc["detail"]
+        assert doc["instance"] == path
+
+
+def test_openapi_describes_every_error_as_a_problem() -> None:
+    doc = openapi_document()
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            assert "default" in op["responses"], (method, path)
+            for status, r in op["responses"].items():
+                if status == "default" or int(status) >= 400:
+                    assert list(r["content"]) == [PROBLEM], (method, path, status)
+    clone = doc["paths"]["/spaces/{space_guid}/clones"]["post"]["responses"]
+    assert clone["422"]["content"][PROBLEM]["schema"]["$ref"].endswith("/Refusal")
+    refusal = doc["components"]["schemas"]["Refusal"]
+    assert {"type", "title", "status", "detail", "error"} <= set(refusal["required"])
+    req = doc["components"]["schemas"]["CloneRequest"]
+    assert req["properties"]["point-in-time"]["anyOf"][0]["format"] == "date-time" and len(req["oneOf"]) == 4

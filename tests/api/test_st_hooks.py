@@ -28,3 +28,16 @@ def test_only_the_reinjected_auth_header_false_positive_is_dropped() -> None:
     assert keep("ST201", [AUTH, EXTRA_QUERY], sent_auth=False) is True           # accepted without credentials
     assert keep("ST201", [EXTRA_QUERY, mutation("HEADER", ("required",), "X-Other")]) is True
     assert keep("ST202", [AUTH]) is True                                        # other checks untouched
+
+
+def test_problem_check_accepts_problems_and_rejects_the_rest() -> None:
+    from tests.api.st_hooks import problem_violation
+    good = b'{"type": "/problems/x", "title": "X", "status": 404, "detail": "no", "instance": "/a", "code": "x"}'
+    assert problem_violation(404, "application/problem+json; charset=utf-8", good) is None
+    assert problem_violation(200, "application/json", b"{}") is None
+    assert "Content-Type" in (problem_violation(404, "application/json", good) or "")
+    assert "Content-Type" in (problem_violation(500, "text/plain", b"500 Internal Server Error") or "")
+    assert "differs" in (problem_violation(400, "application/problem+json", good) or "")
+    assert "lacks detail" in (problem_violation(404, "application/problem+json",
+                                                b'{"type": "t", "title": "X", "status": 404}') or "")
+    assert "not JSON" in (problem_violation(422, "application/problem+json", b"{") or "")
