@@ -229,6 +229,37 @@ ALTER TABLE purges ADD COLUMN IF NOT EXISTS pending jsonb;
 -- at most one unfinished purge per instance: a re-run resumes it (running: crashed; failed: S3 gave up)
 CREATE UNIQUE INDEX IF NOT EXISTS purges_one_open ON purges (instance_guid) WHERE outcome IN ('running', 'failed');
 
+-- ===== Fleet reports (issue 12): coverage facts per stored scan, like derived_views (same version columns,
+-- written by the scanner after each save and by a reader that finds them missing or stale; a cache: deleting
+-- every row loses nothing). Grading (status, RPO, ages) is computed from these, the scan state, the newest
+-- drill and `now` (recovery.grading) -- no snapshot is loaded to grade the fleet.
+CREATE TABLE IF NOT EXISTS instance_facts (
+    instance_guid             text PRIMARY KEY REFERENCES instances ON DELETE CASCADE,
+    generation                bigint NOT NULL,
+    last_scan                 timestamptz,
+    backups_total             integer NOT NULL,
+    backups_restorable        integer NOT NULL,
+    newest_backup             text,
+    newest_backup_stop_time   timestamptz,
+    newest_done_unrestorable  text,
+    newest_done_stop_time     timestamptz,
+    latest_end                timestamptz,
+    latest_end_exact          boolean NOT NULL,
+    latest_end_kind           text,
+    first_recoverable         timestamptz,
+    holes_count               integer NOT NULL,
+    hole_after_newest         jsonb,
+    archive_bytes             bigint NOT NULL,
+    windows                   jsonb NOT NULL,    -- recovery.grading.window_summary, per window
+    holes                     jsonb NOT NULL,
+    corrupt                   jsonb NOT NULL DEFAULT '[]',   -- segments proven bad: timeline, segment, reason
+    computed_at               timestamptz NOT NULL DEFAULT now()
+);
+ALTER TABLE instance_facts ADD COLUMN IF NOT EXISTS corrupt jsonb NOT NULL DEFAULT '[]';
+-- the newest finished drill per instance (coverage rows, /metrics)
+CREATE INDEX IF NOT EXISTS drills_finished_by_instance
+    ON drills (instance_guid, finished_at DESC, id DESC) WHERE state IN ('passed', 'failed');
+
 INSERT INTO schema_version (version) VALUES (1) ON CONFLICT (version) DO NOTHING;
 
 -- The fingerprint (SHA-256 of this file) of the schema last applied (issue 14): short CLI commands apply

@@ -39,7 +39,9 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None, s3: Any 
                start_scheduler: bool = True, holder: str | None = None) -> web.Application:
     """The HTTP service. ``pool``/``s3`` given: used as is and not closed here (tests)."""
     metrics = ApiMetrics()
-    app = web.Application(middlewares=[metrics_middleware(metrics), error_middleware])
+    # a coverage URL with every filter and a cursor can exceed the default 8 KB request line
+    app = web.Application(middlewares=[metrics_middleware(metrics), error_middleware],
+                          handler_args={"max_line_size": 65536})
     roles = add_routes(app)
     # auth runs inside the error middleware, so 401/403 are problem documents too
     app.middlewares.append(auth_middleware(settings, roles))
@@ -160,8 +162,30 @@ def serve_workers(settings: Settings, host: str, port: int, workers: int) -> int
     """``serve --workers N``: N processes, each a whole replica (pool, scheduler, HTTP) on one port
     (SO_REUSEPORT: the kernel spreads connections). Replicas already coordinate through the catalog
     (leases, fenced saves, the run log), so workers need nothing more. SIGTERM/SIGINT stop them all
-    gracefully; if one dies, the others are stopped and its exit code returned. /metrics is per process.
+    gracefully; if one dies, the others are stopped and its exit code returned. /metrics is one set: the
+    fleet gauges come from the catalog, the process counters are summed over the workers (prometheus-client
+    multiprocess mode in a directory made here, or PROMETHEUS_MULTIPROC_DIR when set).
     """
+    import os
+    import shutil
+    import tempfile
+
+    from api.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
+
+    own_dir = None
+    if not os.environ.get(MULTIPROC_ENV):
+        own_dir = tempfile.mkdtemp(prefix="backup-catalog-metrics-")
+        os.environ[MULTIPROC_ENV] = own_dir     # inherited by the spawned workers before they import anything
+    prepare_multiprocess_dir(os.environ[MULTIPROC_ENV])
+    try:
+        return _run_workers(settings, host, port, workers)
+    finally:
+        if own_dir is not None:
+            os.environ.pop(MULTIPROC_ENV, None)
+            shutil.rmtree(own_dir, ignore_errors=True)
+
+
+def _run_workers(settings: Settings, host: str, port: int, workers: int) -> int:
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")

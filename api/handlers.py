@@ -11,10 +11,8 @@ from pydantic import TypeAdapter, ValidationError
 
 from api import keys
 from api.errors import BadRequest, NotAvailable, ScanBusy, read_json
-from api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from api.schemas import (
     CloneRequest,
-    CoverageReport,
     InstanceList,
     InstanceOut,
     InstancePatch,
@@ -24,7 +22,7 @@ from api.schemas import (
     dump,
 )
 from backup_catalog.documents import instance_to_dict
-from backup_catalog.usecases import backups, coverage, instances, plan, scan
+from backup_catalog.usecases import backups, instances, plan, scan
 from catalog.errors import NotScanned
 from recovery.errors import PlanningError
 from recovery.model import InstanceRef, Storage
@@ -126,31 +124,6 @@ async def post_scan(request: web.Request) -> web.Response:
         "instance_guid": outcome.instance_guid, "ok": outcome.ok, "code": outcome.code, "message": outcome.message,
         "full": was_full, "backups": outcome.backups, "wal_runs": outcome.wal_runs,
         "unknown_objects": outcome.unknown_objects, "issues": outcome.issues, "seconds": round(outcome.seconds, 3)}))
-
-
-async def get_coverage(request: web.Request) -> web.Response:
-    fmt = request.query.get("format", "json")
-    if fmt not in ("json", "csv"):
-        raise BadRequest("invalid_query_parameter", "format must be json or csv")
-    app = request.app
-    rows = await coverage.coverage(app[keys.POOL], app[keys.SETTINGS], cache=app[keys.SNAPSHOTS])
-    if fmt == "csv":
-        return web.Response(text=coverage.to_csv(rows), content_type="text/csv")
-    return web.json_response(dump(CoverageReport, {"instances": rows}))
-
-
-async def get_coverage_html(request: web.Request) -> web.Response:
-    app = request.app
-    rows = await coverage.coverage(app[keys.POOL], app[keys.SETTINGS], cache=app[keys.SNAPSHOTS])
-    return web.Response(text=coverage.to_html(rows), content_type="text/html")
-
-
-async def get_metrics(request: web.Request) -> web.Response:
-    m = request.app[keys.METRICS]
-    await m.collect_catalog(request.app[keys.POOL], request.app[keys.SNAPSHOTS])
-    resp = web.Response(body=m.render())
-    resp.headers["Content-Type"] = METRICS_CONTENT_TYPE
-    return resp
 
 
 # -- public ------------------------------------------------------------------------------------

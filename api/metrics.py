@@ -1,67 +1,79 @@
-"""Prometheus metrics: per-instance catalog gauges (collected from the catalog at each scrape),
-scan outcomes (recorded after each scan in this process) and HTTP request counters.
+"""Prometheus metrics: fleet gauges rendered from the catalog at each scrape (one query over the stored
+coverage facts, the scan state, the drills and the purges), plus this service's process counters (scans run,
+HTTP requests).
 
-Labels are instance GUIDs, HTTP methods, route templates and status codes only: never names typed
+``serve --workers N``: the catalog is shared, so whichever worker answers renders the same fleet gauges;
+the process counters live in prometheus-client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, set by
+``serve_workers`` for its workers) and every scrape sums them over all workers. One coherent set.
+
+Labels are instance GUIDs, HTTP methods, route templates, states and status codes only: never names typed
 by users, never credentials. Each application owns its registry (tests build many applications).
 """
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Awaitable, Callable
-from datetime import datetime
+import os
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime
 
 import asyncpg
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from backup_catalog.usecases.snapshots import SnapshotCache, snapshot_of, windows_of
-from catalog import repo
-from catalog.errors import CatalogError
-from recovery.model import BackupStatus
-from recovery.windows import holes
+from backup_catalog.settings import Settings
+from backup_catalog.usecases import coverage
+from recovery.grading import PURGE_STATES, RANK, STATUSES, purge_state
 from scheduler.runner import ScanOutcome
 
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+DRILL_STATES = ("queued", "running", "passed", "failed", "skipped")
+PURGE_OUTCOMES = ("running", "done", "refused", "failed")
 
-
-def _ts(t: datetime | None) -> float | None:
-    return t.timestamp() if t is not None else None
+# per instance, besides the coverage facts: the last passed drill; fleet totals as uncorrelated
+# subqueries (evaluated once per statement): the whole /metrics body is one statement
+_METRICS_JOINS = """LEFT JOIN (SELECT instance_guid, max(finished_at) AS t FROM drills WHERE state = 'passed'
+           GROUP BY instance_guid) dl ON dl.instance_guid = i.instance_guid"""
+_METRICS_EXTRA = """,
+       dl.t AS drill_last_ok,
+       (SELECT coalesce(json_object_agg(state, n), '{}')::text
+          FROM (SELECT state, count(*) AS n FROM drills GROUP BY state) x) AS agg_drills,
+       (SELECT coalesce(json_object_agg(outcome, json_build_array(n, b, o)), '{}')::text
+          FROM (SELECT outcome, count(*) AS n, sum(bytes_deleted) AS b, sum(objects_deleted) AS o
+                FROM purges GROUP BY outcome) x) AS agg_purges"""
 
 
 class ApiMetrics:
-    """The service's metrics in one registry."""
+    """The service's process metrics in one registry, and the fleet gauges rendered per scrape."""
 
-    def __init__(self) -> None:
+    def __init__(self, multiprocess_dir: str | None = None) -> None:
+        self.multiprocess_dir = multiprocess_dir or os.environ.get(MULTIPROC_ENV) or None
         r = self.registry = CollectorRegistry()
-        lbl = ["instance_guid"]
-        self.instances = Gauge("backup_catalog_instances", "Registered instances", ["state"], registry=r)
-        self.first_recoverable = Gauge("backup_catalog_first_recoverable_timestamp_seconds",
-                                       "Earliest recoverable time over all windows", lbl, registry=r)
-        self.last_recoverable = Gauge("backup_catalog_last_recoverable_timestamp_seconds",
-                                      "Latest recoverable time over all windows", lbl, registry=r)
-        self.newest_backup = Gauge("backup_catalog_newest_backup_timestamp_seconds",
-                                   "Stop time of the newest completed backup", lbl, registry=r)
-        self.wal_holes = Gauge("backup_catalog_wal_holes", "Missing WAL ranges between archived runs", lbl,
-                               registry=r)
-        self.last_scan = Gauge("backup_catalog_last_scan_timestamp_seconds", "End of the last successful scan",
-                               lbl, registry=r)
-        self.scan_failing = Gauge("backup_catalog_scan_failing",
-                                  "1 when the last scan attempt failed (catalog is stale)", lbl, registry=r)
+        own = None if self.multiprocess_dir else r     # multiprocess: values go to files, summed at scrape
+        if self.multiprocess_dir:
+            from prometheus_client import multiprocess
+            multiprocess.MultiProcessCollector(r, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
         self.scan_duration = Gauge("backup_catalog_scan_duration_seconds",
-                                   "Duration of the last scan run by this process", lbl, registry=r)
-        self.scan_errors = Counter("backup_catalog_scan_errors", "Failed scans run by this process",
-                                   ["instance_guid", "code"], registry=r)
-        self.scans = Counter("backup_catalog_scans", "Scans run by this process", ["result"], registry=r)
+                                   "Duration of the last scan run by this service", ["instance_guid"], registry=own,
+                                   multiprocess_mode="mostrecent")
+        self.scan_errors = Counter("backup_catalog_scan_errors", "Failed scans run by this service",
+                                   ["instance_guid", "code"], registry=own)
+        self.scans = Counter("backup_catalog_scans", "Scans run by this service", ["result"], registry=own)
         self.requests = Counter("backup_catalog_http_requests", "HTTP requests",
-                                ["method", "route", "status"], registry=r)
+                                ["method", "route", "status"], registry=own)
         self.latency = Histogram("backup_catalog_http_request_duration_seconds", "HTTP request latency",
-                                 ["route"], registry=r)
-        self._per_instance = (self.first_recoverable, self.last_recoverable, self.newest_backup, self.wal_holes,
-                              self.last_scan, self.scan_failing)
+                                 ["route"], registry=own)
 
     # -- scans -----------------------------------------------------------------------------------
     def observe_scan(self, o: ScanOutcome) -> None:
@@ -73,38 +85,137 @@ class ApiMetrics:
         if not o.ok:
             self.scan_errors.labels(o.instance_guid, o.code or "error").inc()
 
-    # -- catalog gauges --------------------------------------------------------------------------
-    async def collect_catalog(self, pool: asyncpg.Pool, cache: SnapshotCache | None = None) -> None:
-        """Refresh the per-instance gauges from the catalog (called at scrape time)."""
-        recs = await repo.list_instances(pool)
-        for g in self._per_instance:
-            g.clear()
-        self.instances.labels("live").set(sum(1 for r in recs if r.ref.deleted_at is None))
-        self.instances.labels("deleted").set(sum(1 for r in recs if r.ref.deleted_at is not None))
-        for rec in recs:
-            guid = rec.guid
-            state = await repo.load_scan_state(pool, guid)
-            self.scan_failing.labels(guid).set(1 if state.last_error_code else 0)
-            if state.last_scan is not None:
-                self.last_scan.labels(guid).set(state.last_scan.timestamp())
-            try:
-                snap = await snapshot_of(pool, guid, cache)
-            except CatalogError:   # never scanned: no windows yet
-                continue
-            wins = windows_of(guid, snap, cache)
-            firsts = [w.from_time for w in wins if w.from_time is not None]
-            lasts = [w.to_time for w in wins if w.to_time is not None]
-            if firsts:
-                self.first_recoverable.labels(guid).set(min(firsts).timestamp())
-            if lasts:
-                self.last_recoverable.labels(guid).set(max(lasts).timestamp())
-            done = [b.stop_time for b in snap.backups if b.status is BackupStatus.DONE and b.stop_time]
-            if done:
-                self.newest_backup.labels(guid).set(max(done).timestamp())
-            self.wal_holes.labels(guid).set(len(holes(snap.runs)))
+    # -- the scrape ------------------------------------------------------------------------------
+    async def render(self, pool: asyncpg.Pool, settings: Settings, *, now: datetime | None = None) -> bytes:
+        """The fleet gauges (from the catalog) followed by the process metrics."""
+        fleet = await fleet_text(pool, settings, now or datetime.now(UTC))
+        return fleet.encode() + generate_latest(self.registry)
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+
+def _esc(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _num(v: float) -> str:
+    return str(v) if isinstance(v, int) else repr(v)
+
+
+class _Family:
+    def __init__(self, name: str, kind: str, help_: str) -> None:
+        self.lines = [f"# HELP {name} {help_}", f"# TYPE {name} {kind}"]
+        self.name = name
+
+    def add(self, value: float | None, **labels: str) -> None:
+        if value is None:
+            return
+        lab = ",".join(f'{k}="{_esc(v)}"' for k, v in labels.items())
+        self.lines.append(f"{self.name}{{{lab}}} {_num(value)}" if lab else f"{self.name} {_num(value)}")
+
+    def put(self, value: float | None, labels: str) -> None:
+        """A sample with its label set already rendered (``{instance_guid="..."}``): the per-instance path."""
+        if value is not None:
+            self.lines.append(f"{self.name}{labels} {_num(value)}")
+
+
+def _ts(t: datetime | None) -> float | None:
+    return t.timestamp() if t is not None else None
+
+
+async def fleet_text(pool: asyncpg.Pool, settings: Settings, now: datetime) -> str:
+    """The fleet gauges in the Prometheus text format: one catalog statement, graded in one pass."""
+    es = await coverage.entries(pool, settings, now, extra=_METRICS_EXTRA, joins=_METRICS_JOINS,
+                                explain=False)
+    fam = {k: _Family(*v) for k, v in {
+        "instances": ("backup_catalog_instances", "gauge", "Registered instances"),
+        "status": ("backup_catalog_coverage_instances", "gauge", "Instances per coverage status"),
+        "first": ("backup_catalog_first_recoverable_timestamp_seconds", "gauge",
+                  "Earliest recoverable time over all windows"),
+        "last": ("backup_catalog_last_recoverable_timestamp_seconds", "gauge",
+                 "Latest recoverable time over all windows (the last archived commit)"),
+        "newest": ("backup_catalog_newest_backup_timestamp_seconds", "gauge",
+                   "Stop time of the newest completed backup"),
+        "holes": ("backup_catalog_wal_holes", "gauge", "Missing WAL ranges between archived runs"),
+        "scan": ("backup_catalog_last_scan_timestamp_seconds", "gauge", "End of the last successful scan"),
+        "failing": ("backup_catalog_scan_failing", "gauge", "1 when the last scan attempt failed (catalog is stale)"),
+        "grade": ("backup_catalog_coverage_status", "gauge",
+                  "Coverage status of the instance: 0 ok, 1 warning, 2 critical"),
+        "rpo": ("backup_catalog_rpo_seconds", "gauge",
+                "Seconds from the last archived commit to now (to the deletion for deleted instances)"),
+        "drill_ok": ("backup_catalog_last_successful_drill_timestamp_seconds", "gauge",
+                     "End of the instance's last passed restore drill"),
+        "drill_dur": ("backup_catalog_last_drill_duration_seconds", "gauge",
+                      "Duration of the instance's newest finished restore drill"),
+        "drill_failed": ("backup_catalog_last_drill_failed", "gauge",
+                         "1 when the instance's newest finished restore drill failed"),
+        "drills": ("backup_catalog_drills", "gauge", "Restore drills recorded in the catalog, by state"),
+        "purge_inst": ("backup_catalog_purge_instances", "gauge", "Deleted instances by purge state"),
+        "purge_due": ("backup_catalog_purge_due_bytes", "gauge",
+                      ("Archive bytes of deleted instances past their undo period, not held (estimated from "
+                      "catalogued backup sizes and WAL segments)")),
+        "purged_bytes": ("backup_catalog_purge_reclaimed_bytes_total", "counter", "Bytes deleted by purges"),
+        "purged_objects": ("backup_catalog_purge_deleted_objects_total", "counter", "Objects deleted by purges"),
+        "purges": ("backup_catalog_purges", "gauge", "Purge runs recorded in the catalog, by outcome"),
+    }.items()}
+    live = sum(1 for e in es if e.deleted_at is None)
+    fam["instances"].add(live, state="live")
+    fam["instances"].add(len(es) - live, state="deleted")
+    counts = dict.fromkeys(STATUSES, 0)
+    purge_counts = dict.fromkeys(PURGE_STATES, 0)
+    due_bytes = 0
+    grade_, failing, scan, first, last, newest, holes_, rpo, drill_failed, drill_dur, drill_ok = (
+        fam[k] for k in ("grade", "failing", "scan", "first", "last", "newest", "holes", "rpo", "drill_failed",
+                         "drill_dur", "drill_ok"))
+    for e in es:
+        g, f = e.grade, e.facts
+        assert g is not None
+        lab = f'{{instance_guid="{_esc(e.guid)}"}}'
+        counts[g.status] += 1
+        grade_.put(RANK[g.status], lab)
+        failing.put(1 if e.failing else 0, lab)
+        scan.put(_ts(e.last_scan), lab)
+        if f is not None:
+            first.put(_ts(f.first_recoverable), lab)
+            last.put(_ts(f.latest_end), lab)
+            newest.put(_ts(f.newest_done_stop_time), lab)
+            holes_.put(f.holes_count, lab)
+            rpo.put(g.rpo_seconds, lab)
+        if e.drill is not None:
+            drill_failed.put(0 if e.drill.ok else 1, lab)
+            drill_dur.put(e.drill_duration_s, lab)
+            drill_ok.put(_ts(e.record["drill_last_ok"]), lab)
+        if e.deleted_at is not None:
+            _, state = purge_state(e.deleted_at, e.hold_at, e.purged_at, settings.deleted_retention_days, now)
+            if state is not None:
+                purge_counts[state] += 1
+                if state == "due" and f is not None:
+                    due_bytes += f.archive_bytes
+    for s, n in counts.items():
+        fam["status"].add(n, status=s)
+    for s, n in purge_counts.items():
+        fam["purge_inst"].add(n, state=s)
+    fam["purge_due"].add(due_bytes)
+    drills: dict[str, int] = json.loads(es[0].record["agg_drills"]) if es else {}
+    purges: dict[str, list[int]] = json.loads(es[0].record["agg_purges"]) if es else {}
+    for s in sorted(set(DRILL_STATES) | set(drills)):
+        fam["drills"].add(drills.get(s, 0), state=s)
+    for o in sorted(set(PURGE_OUTCOMES) | set(purges)):
+        fam["purges"].add(purges.get(o, [0])[0], outcome=o)
+    fam["purged_bytes"].add(sum(v[1] or 0 for v in purges.values()))
+    fam["purged_objects"].add(sum(v[2] or 0 for v in purges.values()))
+    return "\n".join(_lines(fam.values())) + "\n"
+
+
+def _lines(families: Iterable[_Family]) -> Iterable[str]:
+    for f in families:
+        yield from f.lines
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    from api import keys
+    m: ApiMetrics = request.app[keys.METRICS]
+    resp = web.Response(body=await m.render(request.app[keys.POOL], request.app[keys.SETTINGS]))
+    resp.headers["Content-Type"] = CONTENT_TYPE
+    return resp
 
 
 def metrics_middleware(metrics: ApiMetrics) -> Callable[..., Awaitable[web.StreamResponse]]:
@@ -121,3 +232,12 @@ def metrics_middleware(metrics: ApiMetrics) -> Callable[..., Awaitable[web.Strea
         return resp
 
     return middleware
+
+
+def prepare_multiprocess_dir(path: str) -> None:
+    """Empty a multiprocess directory before the workers start (stale files from a previous run would be
+    summed into the counters)."""
+    for name in os.listdir(path):
+        if name.endswith(".db"):
+            os.unlink(os.path.join(path, name))
+

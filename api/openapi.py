@@ -41,9 +41,10 @@ def _components() -> dict[str, Any]:
     return dict(top.get("$defs", {}))
 
 
-def _error_response(status: int | None) -> dict[str, Any]:
-    """A problem+json response (``None``: the ``default`` response of every operation)."""
-    model = schemas.Refusal if status == 422 else schemas.Problem
+def _error_response(status: int | None, *, refusal: bool = True) -> dict[str, Any]:
+    """A problem+json response (``None``: the ``default`` response of every operation); 422 is the clone
+    refusal where the request has a body (plans, drills), else a plain problem."""
+    model = schemas.Refusal if status == 422 and refusal else schemas.Problem
     text = _DEFAULT_ERROR if status is None else _STATUS_TEXT.get(status, "Error")
     return {"description": text, "content": {PROBLEM_JSON: {"schema": _ref(model)}}}
 
@@ -66,7 +67,7 @@ def _operation(op: Any) -> dict[str, Any]:
     if op.path == "/reports/coverage":
         ok["content"]["text/csv"] = {"schema": {"type": "string"}}
     for status in op.errors:
-        responses[str(status)] = _error_response(status)
+        responses[str(status)] = _error_response(status, refusal=op.body is not None)
     if op.role is not Role.PUBLIC:
         responses["401"] = _error_response(401)
         if op.role is Role.OPERATOR:

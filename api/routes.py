@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from pydantic import BaseModel
 
-from api import drills, handlers, schemas
+from api import coverage, drills, handlers, metrics, schemas
 from api import purge as purge_api
 from api.auth import Role
 from api.errors import BadRequest
@@ -43,6 +43,22 @@ class Operation:
 
 _B, _O, _P = Role.BROKER, Role.OPERATOR, Role.PUBLIC
 
+_FILTER_TEXT: dict[str, object] = {"type": "string", "maxLength": 255, "pattern": "^[^\\x00-\\x1f\\x7f]*$"}
+COVERAGE_QUERY = (
+    Query("status", {"type": "string", "enum": ["", "ok", "warning", "critical"]},
+          "only instances with this status (empty: any; the HTML form sends it so)"),
+    Query("space", _FILTER_TEXT, "only instances in this space GUID"),
+    Query("org", _FILTER_TEXT, "only instances in this organization GUID"),
+    Query("name", _FILTER_TEXT, "only instances whose current name starts with this"),
+    Query("layout", {"type": "string", "enum": ["", "pgbackrest", "barman", "walg", "wale", "unknown"]},
+          "only this archive layout (unknown: never scanned; empty: any)"),
+    Query("deleted", {"type": "string", "enum": ["", "true", "false"]},
+          "true: only deleted instances; false: only live ones; empty or unset: both"),
+    Query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "rows per page"),
+    Query("cursor", {"type": "string", "maxLength": 1024}, "next_cursor of the previous page (one this report "
+          "did not hand out is a 422)"),
+)
+
 OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "/spaces/{space_guid}/services/{name}/backups", handlers.get_backups, _B,
               "Backups, WAL coverage, holes and recoverable windows of every holder of a name",
@@ -73,13 +89,21 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "/instances/{guid}/drills", drills.get_drills, _O,
               "Recorded restore drills of the instance, newest first", "listDrills",
               response=drills.DrillHistory, errors=(400, 404), tags=("operator",)),
-    Operation("GET", "/reports/coverage", handlers.get_coverage, _O, "Coverage report (JSON or CSV)",
-              "coverageReport", response=schemas.CoverageReport, errors=(400, 503),
-              query=(Query("format", {"type": "string", "enum": ["json", "csv"], "default": "json"}),),
-              tags=("operator",)),
-    Operation("GET", "/reports/coverage.html", handlers.get_coverage_html, _O, "Coverage report as an HTML page",
-              "coverageReportHtml", media="text/html", errors=(503,), tags=("operator",)),
-    Operation("GET", "/metrics", handlers.get_metrics, _O, "Prometheus metrics", "metrics",
+    Operation("GET", "/reports/coverage", coverage.get_coverage, _O,
+              "Coverage report: fleet summary and one page of instances worst first (JSON), or every "
+              "matching instance as streamed CSV (limit and cursor do not apply)", "coverageReport",
+              response=schemas.CoverageReport, errors=(400, 422, 503), query=(Query("format", {"type": "string", "enum": ["json", "csv"], "default": "json"}),
+                                        *COVERAGE_QUERY), tags=("operator",)),
+    Operation("GET", "/reports/coverage.html", coverage.get_coverage_html, _O,
+              "Coverage report as an HTML page (summary, filters, one page of rows, links to details and pages)",
+              "coverageReportHtml", media="text/html", errors=(400, 422, 503), query=COVERAGE_QUERY, tags=("operator",)),
+    Operation("GET", "/instances/{guid}/coverage", coverage.get_instance_coverage, _O,
+              "One instance's coverage with every backup", "instanceCoverage",
+              response=schemas.CoverageDetail, errors=(400, 404, 503), tags=("operator",)),
+    Operation("GET", "/instances/{guid}/coverage.html", coverage.get_instance_coverage_html, _O,
+              "One instance's coverage with every backup, as an HTML page", "instanceCoverageHtml",
+              media="text/html", errors=(400, 404, 503), tags=("operator",)),
+    Operation("GET", "/metrics", metrics.get_metrics, _O, "Prometheus metrics", "metrics",
               media="text/plain", tags=("operator",)),
     Operation("GET", "/purges", purge_api.get_purges, _O,
               "Purge dry run: deleted instances past their undo period, their exact prefixes, objects and bytes",

@@ -330,8 +330,81 @@ class ScanOutcomeOut(_Response):
     seconds: float
 
 
+class CoverageDrill(_Response):
+    id: int
+    at: str
+    ok: bool
+    target: Any = None
+    reason: str | None = None
+
+
+class CoverageRow(_Response):
+    """One instance of the coverage report (``backup_catalog.usecases.coverage.row_of``)."""
+
+    instance_guid: str
+    name: str
+    space_guid: str
+    org_guid: str | None
+    layout: str | None
+    deleted: bool
+    deleted_at: str | None
+    status: Literal["ok", "warning", "critical"]
+    reasons: list[str]
+    reference_time: str
+    newest_backup: str | None
+    newest_backup_stop_time: str | None
+    newest_backup_age_seconds: int | None
+    backups_total: int
+    backups_restorable: int
+    windows: list[dict[str, Any]]
+    holes: list[dict[str, Any]]
+    latest_window_end: str | None
+    latest_window_end_exact: bool
+    latest_window_end_kind: str | None
+    rpo_seconds: int | None
+    last_scan: str | None
+    stale_since: str | None
+    scan_errors_count: int
+    scan_errors: list[str]
+    drill: CoverageDrill | None = Field(description="the newest finished drill; null when never drilled")
+    undo_until: str | None = Field(description="deleted instances: deleted_at + DELETED_RETENTION_DAYS")
+    purge: Literal["held", "clonable", "due", "purged"] | None
+
+
+class CoverageBackup(_Response):
+    label: str
+    type: str
+    status: str
+    stop_time: str | None
+    restorable: bool
+
+
+class CoverageDetail(CoverageRow):
+    """``GET /instances/{guid}/coverage``: the row, its whole windows and every backup."""
+
+    backups: list[CoverageBackup]
+
+
+class CoverageSummary(_Response):
+    instances: int
+    ok: int
+    warning: int
+    critical: int
+    live: int
+    deleted: int
+    purge: dict[str, int]
+
+
 class CoverageReport(_Response):
-    instances: list[dict[str, Any]]
+    """A page of the coverage report: the whole fleet's summary, then matching rows worst first."""
+
+    generated_at: str
+    summary: CoverageSummary
+    filters: dict[str, str]
+    matched: int = Field(description="instances matching the filters (all pages)")
+    limit: int
+    instances: list[CoverageRow]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last page")
 
 
 class Health(_Response):

@@ -102,11 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("report", help="operator reports").add_subparsers(
         dest="report_cmd", required=True, prog=f"{p.prog} report")
-    c = rp.add_parser("coverage")
-    fmt = c.add_mutually_exclusive_group()
-    fmt.add_argument("--json", action="store_true")
-    fmt.add_argument("--csv", action="store_true")
-    fmt.add_argument("--html", metavar="FILE")
+    from backup_catalog import cmd_coverage
+    cmd_coverage.add_arguments(rp.add_parser("coverage", help="backup coverage of the fleet, worst first"))
 
     pu = sub.add_parser("purge", help="delete the archives of deleted instances whose undo period is over")
     pu.add_argument("purge_cmd", nargs="?", choices=["plan", "run"], default="plan",

@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import json
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -115,21 +113,6 @@ async def _on_catalog(settings: Settings, work: Callable[[Any], Awaitable[Any]])
         await pool.close()
 
 
-async def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
-    from backup_catalog.usecases import coverage as report
-    rows = await _on_catalog(settings, lambda pool: report.coverage(pool, settings))
-    if args.json:
-        _print_json({"instances": rows})
-    elif args.csv:
-        sys.stdout.write(report.to_csv(rows))
-    elif args.html:
-        await asyncio.to_thread(Path(args.html).write_text, report.to_html(rows), encoding="utf-8")
-        print(f"wrote {args.html}")
-    else:
-        report.print_table(rows, out)
-    return 0
-
-
 async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from api.app import run_server
     await run_server(settings, args.host, args.port)
@@ -147,6 +130,8 @@ async def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def dispatch(args: argparse.Namespace) -> Handler:
+    from backup_catalog import cmd_coverage
+    cmd_report = cmd_coverage.run
     if args.cmd == "restore":
         from backup_catalog.cmd_restore import cmd_restore
         return cmd_restore

@@ -1,185 +1,32 @@
-"""Operator coverage report: per instance, how far back and how close to now it can be restored.
+"""Operator coverage report: renderers of the coverage rows (CSV, terminal table, HTML pages).
 
-``coverage()`` reads the catalog and grades every instance ok / warning / critical against the
-``coverage_*`` thresholds in settings; ``to_csv``, ``print_table`` and ``to_html`` render those rows.
-Rows are plain JSON-ready dicts because they *are* the JSON document of ``report coverage --json``
-and ``GET /reports/coverage``.
-
-RPO is measured to the last archived commit (the end of the latest recoverable window), not to an
-object's LastModified: that is the newest point a restore can actually reach (DESIGN.md). For a
-deleted instance the clock stops at its deletion: its RPO and backup age are measured to ``deleted_at``.
+Rows and pages come from :mod:`backup_catalog.usecases.coverage` (graded from stored facts by
+:func:`recovery.grading.grade`); CLI and HTTP render the same documents. ``coverage()`` returns every
+row, worst first, for callers that want the whole fleet in memory (tests, small catalogs).
 """
 from __future__ import annotations
 
 import csv
 import html
 import io
+from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import asyncpg
 from rich.console import Console
 from rich.table import Table
 
-from backup_catalog.documents import iso, scan_to_dict
 from backup_catalog.settings import Settings
-from backup_catalog.usecases.snapshots import SnapshotCache, snapshot_of, windows_of
-from catalog import repo
-from catalog.errors import NotScanned
-from catalog.rows import InstanceRecord, ScanState
-from recovery.jsonout import window_to_dict
-from recovery.model import ArchiveSnapshot, Backup, BackupStatus
-from recovery.wal import segment_name
-from recovery.windows import CutKind, Window, holes
-
-OK, WARNING, CRITICAL = "ok", "warning", "critical"
-_RANK = {OK: 0, WARNING: 1, CRITICAL: 2}
-OVERDUE_SCANS = 3   # a live instance not scanned for this many scan intervals is reported as overdue
+from backup_catalog.usecases import coverage as usecase
+from recovery.grading import CRITICAL, OK, PURGE_STATES, WARNING, iso
+from recovery.grading import dur as _dur
 
 
-async def coverage(pool: asyncpg.Pool, settings: Settings, *, now: datetime | None = None,
-                   cache: SnapshotCache | None = None) -> list[dict[str, Any]]:
+async def coverage(pool: asyncpg.Pool, settings: Settings, *, now: datetime | None = None) -> list[dict[str, Any]]:
     """One graded row per catalogued instance (deleted ones included, marked), worst status first."""
-    now = now or datetime.now(UTC)
-    out = []
-    for rec in await repo.list_instances(pool, include_deleted=True):
-        try:
-            snap: ArchiveSnapshot | None = await snapshot_of(pool, rec.guid, cache)
-        except NotScanned:
-            snap = None
-        state = await repo.load_scan_state(pool, rec.guid)
-        out.append(instance_row(rec, snap, state, settings, now, cache))
-    return sorted(out, key=lambda r: (-_RANK[r["status"]], r["deleted_at"] is not None, r["name"], r["instance_guid"]))
-
-
-def instance_row(rec: InstanceRecord, snap: ArchiveSnapshot | None, state: ScanState | None,
-                 settings: Settings, now: datetime, cache: SnapshotCache | None = None) -> dict[str, Any]:
-    """Grade one instance (pure: the caller reads the catalog)."""
-    ref_time = rec.ref.deleted_at or now
-    windows = windows_of(rec.guid, snap, cache) if snap is not None else []
-    backups = list(snap.backups) if snap is not None else []
-    restorable = {label for w in windows for label in w.backups}
-    newest = _newest([b for b in backups if b.label in restorable])
-    newest_done = _newest([b for b in backups if b.status is BackupStatus.DONE])
-    latest = max(windows, key=_window_end_key, default=None)
-    end = latest.to_time if latest is not None else None
-    rpo = _seconds(ref_time, end)
-    age = _seconds(ref_time, newest.stop_time if newest else None)
-    hole_rows = _holes(snap, newest) if snap is not None else []
-    scan = scan_to_dict(state)
-    errors = [e["message"] for e in scan["errors"]]
-
-    reasons: list[tuple[str, str]] = []
-    live = rec.ref.deleted_at is None
-    if snap is None:
-        reasons.append((CRITICAL, "never scanned: archive layout unknown"))
-    if newest is None:
-        reasons.append((CRITICAL, "no usable backup: nothing can be restored"))
-    else:
-        _grade(reasons, "backup age", age, settings.coverage_warning_backup_age_seconds,
-               settings.coverage_critical_backup_age_seconds)
-        if end is None:
-            reasons.append((WARNING, "time of the last archived commit unknown: RPO cannot be measured"))
-        else:
-            _grade(reasons, "RPO", rpo, settings.coverage_warning_rpo_seconds, settings.coverage_critical_rpo_seconds)
-    if newest_done is not None and newest_done.label not in restorable:
-        reasons.append((WARNING, f"newest backup {newest_done.label} is not restorable (WAL missing)"))
-    if any(h["after_newest_backup"] for h in hole_rows):
-        h = next(h for h in hole_rows if h["after_newest_backup"])
-        reasons.append((WARNING, f"WAL hole after the newest backup: {h['first_missing']}..{h['last_missing']} "
-                                 f"missing on timeline {h['timeline']}"))
-    elif latest is not None and latest.end_kind is not CutKind.END:
-        reasons.append((WARNING, f"latest window ends at a WAL {latest.end_kind.value}"))
-    corrupt = [{"timeline": c.timeline, "segment": segment_name(c.timeline, c.segno, snap.seg_size),
-                "reason": c.reason} for c in snap.corrupt] if snap is not None else []
-    if corrupt:   # replay stops before it: every window through it is cut, whatever the clock says
-        more = f" (and {len(corrupt) - 1} more)" if len(corrupt) > 1 else ""
-        reasons.append((CRITICAL, f"corrupt WAL segment {corrupt[0]['segment']}{more}: {corrupt[0]['reason']}; "
-                                  "recovery cannot replay past it"))
-    if errors:
-        reasons.append((WARNING, f"{len(errors)} scan error(s): {errors[0]}"))
-    if scan.get("stale_since"):
-        reasons.append((WARNING, f"catalog stale since {scan['stale_since']} (scans failing)"))
-    elif live and state is not None and state.last_scan is not None and \
-            (now - state.last_scan).total_seconds() > OVERDUE_SCANS * settings.scan_interval_seconds:
-        reasons.append((WARNING, f"last scan {iso(state.last_scan)} is overdue"))
-    status = max((lvl for lvl, _ in reasons), key=_RANK.__getitem__, default=OK)
-
-    return {
-        "instance_guid": rec.guid, "name": rec.ref.name, "space_guid": rec.ref.space_guid,
-        "org_guid": rec.ref.org_guid, "layout": rec.layout.value if rec.layout else None,
-        "deleted": not live, "deleted_at": iso(rec.ref.deleted_at),
-        "status": status, "reasons": [msg for _, msg in reasons],
-        "reference_time": iso(ref_time),
-        "newest_backup": newest.label if newest else None,
-        "newest_backup_stop_time": iso(newest.stop_time) if newest else None,
-        "newest_backup_age_seconds": age,
-        "backups_total": len(backups), "backups_restorable": len(restorable & {b.label for b in backups}),
-        "backups": [{"label": b.label, "type": b.type.value, "status": b.status.value,
-                     "stop_time": iso(b.stop_time), "restorable": b.label in restorable}
-                    for b in sorted(backups, key=lambda b: (b.stop_time is None, b.stop_time or now, b.label))],
-        "windows": [window_to_dict(w) for w in windows],
-        "holes": hole_rows,
-        "corrupt": corrupt,
-        "latest_window_end": iso(end), "latest_window_end_exact": bool(latest and latest.to_is_exact),
-        "latest_window_end_kind": latest.end_kind.value if latest else None,
-        "rpo_seconds": rpo,
-        "last_scan": scan["last_scan"], "stale_since": scan.get("stale_since"),
-        "scan_errors_count": len(errors), "scan_errors": errors,
-    }
-
-
-def _grade(reasons: list[tuple[str, str]], what: str, value: int | None, warn: int, crit: int) -> None:
-    if value is None:
-        return
-    if value > crit:
-        reasons.append((CRITICAL, f"{what} {_dur(value)} exceeds {_dur(crit)}"))
-    elif value > warn:
-        reasons.append((WARNING, f"{what} {_dur(value)} exceeds {_dur(warn)}"))
-
-
-def _newest(backups: list[Backup]) -> Backup | None:
-    return max(backups, key=lambda b: (b.stop_time is not None, b.stop_time or datetime.min.replace(tzinfo=UTC),
-                                       b.stop_lsn.value if b.stop_lsn else -1, b.label), default=None)
-
-
-def _window_end_key(w: Window) -> tuple[bool, datetime, int]:
-    return (w.to_time is not None, w.to_time or datetime.min.replace(tzinfo=UTC), w.to_lsn.value)
-
-
-def _seconds(ref: datetime, t: datetime | None) -> int | None:
-    return None if t is None else max(0, int((ref - t).total_seconds()))
-
-
-def _holes(snap: ArchiveSnapshot, newest: Backup | None) -> list[dict[str, Any]]:
-    """Missing WAL ranges, with approximate times: after the last commit before the hole, before the
-    earliest thing known to follow it (a backup start or the next run's last commit)."""
-    S = snap.seg_size
-    edges = {(e.timeline, e.segno): e.last_commit_time for e in snap.edges if e.last_commit_time is not None}
-    run_ends = sorted((r.timeline, r.last) for r in snap.runs)
-    out = []
-    for tli, a, b in holes(snap.runs):
-        after = edges.get((tli, a - 1))
-        later = [edges[k] for k in run_ends if k[0] == tli and k[1] > b and k in edges]
-        later += [x.start_time for x in snap.backups if x.timeline == tli and x.start_time is not None
-                  and x.start_lsn is not None and x.start_lsn.segno(S) > b]
-        nb = (newest.timeline or 0, newest.start_lsn.segno(S)) if newest and newest.start_lsn else None
-        out.append({"timeline": tli, "first_missing": segment_name(tli, a, S), "last_missing": segment_name(tli, b, S),
-                    "segments": b - a + 1, "after": iso(after), "before": iso(min(later, default=None)),
-                    "after_newest_backup": nb is not None and tli >= nb[0] and b >= nb[1]})
-    return out
-
-
-def _dur(seconds: int | None) -> str:
-    """Compact duration: ``_dur(93784) == '1d 2h'``, ``_dur(125) == '2m 5s'``."""
-    if seconds is None:
-        return "-"
-    d, rem = divmod(int(seconds), 86400)
-    h, rem = divmod(rem, 3600)
-    m, s = divmod(rem, 60)
-    parts = [(d, "d"), (h, "h"), (m, "m"), (s, "s")]
-    nz = [f"{v}{u}" for v, u in parts if v]
-    return " ".join(nz[:2]) if nz else "0s"
+    return await usecase.all_rows(pool, settings, now=now)
 
 
 # -- CSV ---------------------------------------------------------------------------------------
@@ -187,22 +34,54 @@ def _dur(seconds: int | None) -> str:
 CSV_COLUMNS = ("instance_guid", "name", "space_guid", "org_guid", "layout", "deleted", "deleted_at", "status",
                "newest_backup", "newest_backup_stop_time", "newest_backup_age_seconds", "backups_total",
                "backups_restorable", "windows", "holes", "latest_window_end", "latest_window_end_exact",
-               "rpo_seconds", "last_scan", "stale_since", "scan_errors_count", "scan_errors", "reasons")
+               "rpo_seconds", "last_scan", "stale_since", "scan_errors_count", "scan_errors", "reasons",
+               "drill_at", "drill_ok", "drill_reason", "undo_until", "purge")
 
 
-def to_csv(rows: list[dict[str, Any]]) -> str:
-    """One line per instance, columns ``CSV_COLUMNS``; list cells are joined with ``; ``."""
+def csv_lines(rows: Iterable[dict[str, Any]], *, header: bool = True) -> Iterable[str]:
+    """The CSV text, one instance per line (columns ``CSV_COLUMNS``; list cells joined with ``; ``)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(CSV_COLUMNS)
+    if header:
+        w.writerow(CSV_COLUMNS)
+        yield _take(buf)
     for r in rows:
-        cells = {**r,
-                 "windows": "; ".join(f"{x['from']}..{x['to']} tl{'>'.join(map(str, x['timeline_path']))}"
-                                      for x in r["windows"]),
-                 "holes": "; ".join(f"{h['first_missing']}..{h['last_missing']}" for h in r["holes"]),
-                 "scan_errors": "; ".join(r["scan_errors"]), "reasons": "; ".join(r["reasons"])}
-        w.writerow(["" if cells.get(c) is None else _cell(cells[c]) for c in CSV_COLUMNS])
-    return buf.getvalue()
+        w.writerow(csv_cells(r))
+        yield _take(buf)
+
+
+def _take(buf: io.StringIO) -> str:
+    text = buf.getvalue()
+    buf.seek(0)
+    buf.truncate()
+    return text
+
+
+def csv_cells(r: dict[str, Any]) -> list[str]:
+    drill = r.get("drill") or {}
+    cells = {**r,
+             "windows": "; ".join(f"{x['from']}..{x['to']} tl{'>'.join(map(str, x['timeline_path']))}"
+                                  for x in r["windows"]),
+             "holes": "; ".join(f"{h['first_missing']}..{h['last_missing']}" for h in r["holes"]),
+             "scan_errors": "; ".join(r["scan_errors"]), "reasons": "; ".join(r["reasons"]),
+             "drill_at": drill.get("at"), "drill_ok": drill.get("ok"), "drill_reason": drill.get("reason")}
+    return ["" if cells.get(c) is None else _cell(cells[c]) for c in CSV_COLUMNS]
+
+
+def to_csv(rows: Iterable[dict[str, Any]]) -> str:
+    return "".join(csv_lines(rows))
+
+
+async def csv_stream(rows: AsyncIterator[dict[str, Any]], *, chunk: int = 256) -> AsyncIterator[str]:
+    """CSV text in chunks of ``chunk`` rows, as ``rows`` arrive (flat memory)."""
+    buf: list[str] = ["".join(csv_lines([], header=True))]
+    async for r in rows:
+        buf.append("".join(csv_lines([r], header=False)))
+        if len(buf) >= chunk:
+            yield "".join(buf)
+            buf = []
+    if buf:
+        yield "".join(buf)
 
 
 def _cell(v: Any) -> str:
@@ -214,7 +93,22 @@ def _cell(v: Any) -> str:
 _STYLE = {OK: "green", WARNING: "yellow", CRITICAL: "bold red"}
 
 
-def print_table(rows: list[dict[str, Any]], console: Console) -> None:
+def print_page(doc: dict[str, Any], console: Console) -> None:
+    """A page of the coverage document: the fleet summary, the rows, how to get the next page."""
+    sm = doc["summary"]
+    console.print(f"fleet: {sm['instances']} instance(s): " + ", ".join(f"{sm[s]} {s}" for s in (OK, WARNING, CRITICAL))
+                  + f"; {sm['deleted']} deleted (" + ", ".join(f"{sm['purge'][p]} {p}" for p in PURGE_STATES) + ")")
+    print_table(doc["instances"], console, totals=False)
+    shown = len(doc["instances"])
+    line = f"{shown} of {doc['matched']} matching instance(s)"
+    if doc["filters"]:
+        line += " (" + ", ".join(f"{k}={v}" for k, v in doc["filters"].items()) + ")"
+    console.print(_esc(line))
+    if doc["next_cursor"]:
+        console.print(f"next page: --cursor {doc['next_cursor']}")
+
+
+def print_table(rows: list[dict[str, Any]], console: Console, *, totals: bool = True) -> None:
     """The ``backup-catalog report coverage`` table; on narrow terminals the reasons follow the table."""
     wide = console.width >= 160
     t = Table(title="backup coverage", expand=False)
@@ -228,7 +122,8 @@ def print_table(rows: list[dict[str, Any]], console: Console) -> None:
     if wide:
         t.add_column("why", overflow="fold", ratio=1)
     for r in rows:
-        name = r["name"] + (" (deleted)" if r["deleted"] else "")
+        name = r["name"] + (f" (deleted, {r['purge']})" if r["deleted"] and r.get("purge") else
+                            " (deleted)" if r["deleted"] else "")
         end = _short(r["latest_window_end"]) if r["latest_window_end"] else "-"
         end += "" if r["latest_window_end_exact"] or not r["latest_window_end"] else " ~"
         cells = [f"[{_STYLE[r['status']]}]{r['status']}[/]", _esc(name)]
@@ -245,8 +140,9 @@ def print_table(rows: list[dict[str, Any]], console: Console) -> None:
             if r["reasons"]:
                 console.print(f"[{_STYLE[r['status']]}]{r['status']}[/] {_esc(r['name'])} ({r['instance_guid']}): "
                               + _esc("; ".join(r["reasons"])))
-    counts = {s: sum(1 for r in rows if r["status"] == s) for s in (OK, WARNING, CRITICAL)}
-    console.print(f"{len(rows)} instance(s): " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    if totals:
+        counts = {s: sum(1 for r in rows if r["status"] == s) for s in (OK, WARNING, CRITICAL)}
+        console.print(f"{len(rows)} instance(s): " + ", ".join(f"{n} {s}" for s, n in counts.items()))
 
 
 def _esc(text: str) -> str:
@@ -260,41 +156,134 @@ BAR_W, BAR_H = 380, 22
 
 _CSS = """
 body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px;color:#1d232a;background:#fff}
-h1{font-size:20px;margin:0 0 4px} .sub{color:#5b6570;margin:0 0 16px}
+h1{font-size:20px;margin:0 0 4px} .sub{color:#5b6570;margin:0 0 12px} a{color:#1f4fa3}
 table{border-collapse:collapse;width:100%} th,td{padding:6px 8px;border-bottom:1px solid #e3e7eb;text-align:left;
 vertical-align:middle} th{font-size:12px;text-transform:uppercase;letter-spacing:.04em;color:#5b6570}
 td.num,td.nw{white-space:nowrap} td.num{text-align:right} .guid{font:11px ui-monospace,monospace;color:#5b6570;white-space:nowrap}
 .badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600;color:#fff}
 .b-ok{background:#2e7d32} .b-warning{background:#ef8f00} .b-critical{background:#c62828}
 .b-deleted{background:#6b7280;margin-left:6px} tr.deleted td{opacity:.7}
-.why{font-size:12px;color:#5b6570;max-width:260px;overflow-wrap:anywhere} .legend span{margin-right:14px;font-size:12px}
+.why{font-size:12px;color:#5b6570;min-width:260px;max-width:440px;overflow-wrap:anywhere} .legend span{margin-right:14px;font-size:12px}
 .sw{display:inline-block;width:12px;height:10px;margin-right:4px;vertical-align:middle}
 svg text{font:10px system-ui,sans-serif;fill:#5b6570}
+.summary a{margin-right:12px;text-decoration:none} .summary .n{font-weight:700;font-size:16px}
+form.filters{margin:8px 0 12px;display:flex;gap:8px;flex-wrap:wrap;align-items:end}
+form.filters label{font-size:12px;color:#5b6570;display:flex;flex-direction:column}
+form.filters input,form.filters select{font:13px system-ui,sans-serif;padding:3px 4px}
+.pager{margin:10px 0;display:flex;gap:16px;align-items:center}
 """
 
+_LEGEND = ('<p class="legend"><span><i class="sw" style="background:#43a047"></i>recoverable window</span>'
+           '<span><i class="sw" style="background:#a5d6a7"></i>window end approximate (~)</span>'
+           '<span><i class="sw" style="background:#e53935"></i>WAL hole</span>'
+           '<span><i class="sw" style="background:#1f3a93;width:3px"></i>backup</span>'
+           '<span><i class="sw" style="background:#9aa4ae;width:3px"></i>backup not restorable</span>'
+           '</p>')
 
-def to_html(rows: list[dict[str, Any]], *, now: datetime | None = None) -> str:
-    """A self-contained page (inline CSS and SVG, no scripts, no external assets), one row per instance
-    with a timeline bar on a common time axis: windows green, WAL holes red, backups as ticks."""
+
+def to_html(doc: dict[str, Any] | list[dict[str, Any]], *, now: datetime | None = None,
+            detail_base: str = "../instances/") -> str:
+    """The coverage page: the fleet summary (each count links to its filter), the filter form, one page
+    of rows worst first with a timeline bar each (windows green, WAL holes red, the newest backup a tick),
+    each row linking to its detail, and links to the first and the next page. Self-contained: inline CSS
+    and SVG, no scripts, no external assets. ``doc`` is a page document (or bare rows: one page of them)."""
     now = now or datetime.now(UTC)
+    if isinstance(doc, list):
+        doc = _as_page(doc, now)
+    rows = doc["instances"]
+    filters: dict[str, str] = doc["filters"]
     t0, t1 = _axis(rows, now)
-    counts = {s: sum(1 for r in rows if r["status"] == s) for s in (OK, WARNING, CRITICAL)}
     head = "".join(f"<th>{h}</th>" for h in ("status", "service", "newest backup", "RPO", "latest end",
-                                             "last scan", f"coverage {_axis_svg(t0, t1)}", "why"))
-    body = "\n".join(_html_row(r, t0, t1) for r in rows) or '<tr><td colspan="8">no instances</td></tr>'
-    legend = ('<p class="legend"><span><i class="sw" style="background:#43a047"></i>recoverable window</span>'
-              '<span><i class="sw" style="background:#a5d6a7"></i>window end approximate (~)</span>'
-              '<span><i class="sw" style="background:#e53935"></i>WAL hole</span>'
-              '<span><i class="sw" style="background:#1f3a93;width:3px"></i>backup</span>'
-              '<span><i class="sw" style="background:#9aa4ae;width:3px"></i>backup not restorable</span>'
-              '</p>')
-    summary = ", ".join(f"{n} {s}" for s, n in counts.items())
+                                             "last scan", "drill", f"coverage {_axis_svg(t0, t1)}", "why"))
+    body = "\n".join(_html_row(r, t0, t1, detail_base) for r in rows) or \
+        '<tr><td colspan="9">no instance matches</td></tr>'
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<title>Backup coverage</title>"
             f"<style>{_CSS}</style></head><body>\n<h1>Backup coverage</h1>\n"
-            f"<p class=\"sub\">generated {_e(iso(now))} &middot; {len(rows)} instance(s): {_e(summary)}</p>\n"
-            f"{legend}\n<table id=\"coverage\"><thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody></table>\n"
-            "</body></html>\n")
+            f"<p class=\"sub\">generated {_e(iso(now))}</p>\n{_summary_html(doc['summary'])}\n"
+            f"{_filter_form(filters, doc['limit'])}\n{_pager(doc)}\n{_LEGEND}\n"
+            f"<table id=\"coverage\"><thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody></table>\n"
+            f"{_pager(doc)}\n</body></html>\n")
+
+
+def _as_page(rows: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
+    summ: dict[str, Any] = {"instances": len(rows), **{s: sum(1 for r in rows if r["status"] == s)
+                                                       for s in (OK, WARNING, CRITICAL)},
+                            "deleted": sum(1 for r in rows if r["deleted"]),
+                            "purge": {p: sum(1 for r in rows if r.get("purge") == p) for p in PURGE_STATES}}
+    summ["live"] = summ["instances"] - summ["deleted"]
+    return {"generated_at": iso(now), "summary": summ, "filters": {}, "matched": len(rows),
+            "limit": max(len(rows), 1), "instances": rows, "next_cursor": None}
+
+
+def _href(params: dict[str, Any]) -> str:
+    """A link to this page with ``params`` as its query (relative: works behind any path prefix)."""
+    q = urlencode({k: v for k, v in params.items() if v not in (None, "")})
+    return "?" + q if q else "?"
+
+
+def _summary_html(sm: dict[str, Any]) -> str:
+    parts = [f'<a class="all" href="{_e(_href({}))}"><span class="n">{sm["instances"]:,}</span> instances</a>']
+    for st in (CRITICAL, WARNING, OK):
+        parts.append(f'<a class="s-{st}" href="{_e(_href({"status": st}))}"><span class="badge b-{st}">'
+                     f'{sm[st]:,}</span> {st}</a>')
+    parts.append(f'<a class="deleted" href="{_e(_href({"deleted": "true"}))}">{sm["deleted"]:,} deleted</a>')
+    purge = ", ".join(f"{sm['purge'][p]:,} {p}" for p in PURGE_STATES)
+    return f'<p class="summary" id="summary">{"".join(parts)}<span class="guid">({_e(purge)})</span></p>'
+
+
+def _filter_form(f: dict[str, str], limit: int) -> str:
+    def select(name: str, options: tuple[str, ...]) -> str:
+        opts = "".join(f'<option value="{_e(o)}"{" selected" if f.get(name, "") == o else ""}>{_e(o or "any")}</option>'
+                       for o in ("", *options))
+        return f'<label>{name}<select name="{name}">{opts}</select></label>'
+
+    def text(name: str, label: str) -> str:
+        return f'<label>{label}<input type="text" name="{name}" value="{_e(f.get(name, ""))}" size="14"></label>'
+
+    return ('<form class="filters" method="get" action="">'
+            + select("status", (CRITICAL, WARNING, OK)) + text("space", "space") + text("org", "org")
+            + text("name", "name starts with") + select("layout", (*usecase.LAYOUTS, "unknown"))
+            + select("deleted", ("false", "true"))
+            + f'<label>per page<input type="number" name="limit" min="1" max="{usecase.MAX_LIMIT}" '
+              f'value="{limit}" size="5"></label>'
+            + '<button type="submit">filter</button>'
+            + f'<a href="{_e(_href({}))}">clear</a></form>')
+
+
+def _pager(doc: dict[str, Any]) -> str:
+    params: dict[str, Any] = dict(doc["filters"])
+    if doc["limit"] != usecase.DEFAULT_LIMIT:
+        params["limit"] = doc["limit"]
+    parts = [f'<span>{len(doc["instances"]):,} of {doc["matched"]:,} matching</span>',
+             f'<a class="first" href="{_e(_href(params))}">first page</a>']
+    if doc["next_cursor"]:
+        parts.append(f'<a class="next" rel="next" href="{_e(_href({**params, "cursor": doc["next_cursor"]}))}">'
+                     'next page &rarr;</a>')
+    return '<nav class="pager">' + "".join(parts) + "</nav>"
+
+
+def detail_html(row: dict[str, Any], *, now: datetime | None = None, list_href: str = "../../reports/coverage.html"
+                ) -> str:
+    """One instance: its grade, its timeline with every backup, and its backups."""
+    now = now or datetime.now(UTC)
+    t0, t1 = _axis([row], now)
+    why = "".join(f"<li>{_e(x)}</li>" for x in row["reasons"]) or "<li>nothing to report</li>"
+    backups = "".join(
+        f'<tr><td class="nw">{_e(b["label"])}</td><td>{_e(b["type"])}</td><td>{_e(b["status"])}</td>'
+        f'<td class="nw">{_e(b["stop_time"])}</td><td>{"yes" if b["restorable"] else "no"}</td></tr>'
+        for b in reversed(row.get("backups", [])))
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{_e(row['name'])}: backup coverage</title><style>{_CSS}</style></head><body>\n"
+            f'<p><a href="{_e(list_href)}">&larr; all instances</a></p>'
+            f'<h1>{_e(row["name"])} <span class="badge b-{_e(row["status"])}">{_e(row["status"])}</span></h1>\n'
+            f'<p class="sub">{_e(row["instance_guid"])} &middot; {_e(row["layout"] or "layout unknown")} &middot; '
+            f'space {_e(row["space_guid"])}'
+            + (f' &middot; deleted {_e(row["deleted_at"])}, undo until {_e(row["undo_until"])} ({_e(row["purge"])})'
+               if row["deleted"] else "") + "</p>\n"
+            f"<ul class=\"why\">{why}</ul>\n{_LEGEND}\n<div>{_axis_svg(t0, t1)}<br>{_bar(row, t0, t1)}</div>\n"
+            f"<h2>backups</h2><table><thead><tr><th>label</th><th>type</th><th>status</th><th>stop time</th>"
+            f"<th>restorable</th></tr></thead><tbody>{backups}</tbody></table>\n</body></html>\n")
 
 
 def _e(v: Any) -> str:
@@ -308,7 +297,8 @@ def _parse(s: str | None) -> datetime | None:
 def _axis(rows: list[dict[str, Any]], now: datetime) -> tuple[datetime, datetime]:
     times = [t for r in rows for t in (
         *(_parse(w["from"]) for w in r["windows"]), *(_parse(w["to"]) for w in r["windows"]),
-        *(_parse(b["stop_time"]) for b in r["backups"]), *(_parse(h["after"]) for h in r["holes"]))
+        *(_parse(b["stop_time"]) for b in r.get("backups", ())), _parse(r.get("newest_backup_stop_time")),
+        *(_parse(h["after"]) for h in r["holes"]))
         if t is not None]
     t0 = min(times, default=now)
     t1 = max([now, *times])
@@ -322,19 +312,19 @@ def _x(t: datetime, t0: datetime, t1: datetime) -> float:
 
 
 def _axis_svg(t0: datetime, t1: datetime) -> str:
-    parts = [f'<svg class="axis" width="{BAR_W}" height="16" viewBox="0 0 {BAR_W} 16" role="img" '
-             f'aria-label="time axis">']
+    parts = [(f'<svg class="axis" width="{BAR_W}" height="16" viewBox="0 0 {BAR_W} 16" role="img" '
+             f'aria-label="time axis">')]
     for i in range(4):
         t = datetime.fromtimestamp(t0.timestamp() + (t1 - t0).total_seconds() * i / 3, UTC)
         x = _x(t, t0, t1)
         anchor = "start" if i == 0 else "end" if i == 3 else "middle"
-        parts.append(f'<text x="{x}" y="12" text-anchor="{anchor}">{_e(t.strftime("%m-%d %H:%M"))}</text>')
+        parts.append(f'<text x="{x}" y="12" text-anchor="{anchor}">{_e(t.strftime("%Y-%m-%d"))}</text>')
     return "".join(parts) + "</svg>"
 
 
 def _bar(r: dict[str, Any], t0: datetime, t1: datetime) -> str:
-    out = [f'<svg class="bar" width="{BAR_W}" height="{BAR_H}" viewBox="0 0 {BAR_W} {BAR_H}" role="img" '
-           f'aria-label="{_e(r["name"])} coverage">',
+    out = [(f'<svg class="bar" width="{BAR_W}" height="{BAR_H}" viewBox="0 0 {BAR_W} {BAR_H}" role="img" '
+           f'aria-label="{_e(r["name"])} coverage">'),
            f'<rect x="0" y="4" width="{BAR_W}" height="{BAR_H - 8}" fill="#eef1f4"/>']
     for w in r["windows"]:
         a, b = _parse(w["from"]), _parse(w["to"]) or _parse(w["from"])
@@ -354,7 +344,11 @@ def _bar(r: dict[str, Any], t0: datetime, t1: datetime) -> str:
         tip = f"WAL hole {h['first_missing']} .. {h['last_missing']} ({h['segments']} segments)"
         out.append(f'<rect class="hole" x="{xa}" y="2" width="{max(xb - xa, 3)}" height="{BAR_H - 4}" '
                    f'fill="#e53935"><title>{_e(tip)}</title></rect>')
-    for bk in r["backups"]:
+    ticks = r.get("backups")
+    if ticks is None:   # a fleet page: only the newest restorable backup
+        ticks = [{"label": r["newest_backup"], "status": "newest", "stop_time": r["newest_backup_stop_time"],
+                  "restorable": True}] if r["newest_backup"] else []
+    for bk in ticks:
         t = _parse(bk["stop_time"])
         if t is None:
             continue
@@ -379,16 +373,30 @@ def _short_guid(guid: str) -> str:
     return guid if len(guid) <= 13 else guid[:8] + "\u2026"
 
 
-def _html_row(r: dict[str, Any], t0: datetime, t1: datetime) -> str:
+def _drill_cell(r: dict[str, Any]) -> str:
+    d = r.get("drill")
+    if not d:
+        return '<td class="nw guid">never</td>'
+    word = "passed" if d["ok"] else "FAILED"
+    return (f'<td class="nw" title="{_e(d.get("reason") or "")}">{word}'
+            f'<div class="guid">{_e(_short(d["at"]))}</div></td>')
+
+
+def _html_row(r: dict[str, Any], t0: datetime, t1: datetime, detail_base: str = "../instances/") -> str:
     deleted = (f'<span class="badge b-deleted" title="deleted at {_e(r["deleted_at"])}">deleted</span>'
                if r["deleted"] else "")
     approx = "" if r["latest_window_end_exact"] or not r["latest_window_end"] else " ~"
     why = "<br>".join(_e(x) for x in r["reasons"]) or "&mdash;"
-    gone = f'<div class="guid">deleted {_e(_short(r["deleted_at"]))}</div>' if r["deleted"] else ""
+    gone = ""
+    if r["deleted"]:
+        gone = (f'<div class="guid">deleted {_e(_short(r["deleted_at"]))}'
+                + (f' &middot; {_e(r.get("purge"))} until {_e(_short(r.get("undo_until")))}' if r.get("purge") else "")
+                + "</div>")
+    link = f'{detail_base}{quote(r["instance_guid"], safe="")}/coverage.html'
     return (f'<tr class="instance {"deleted" if r["deleted"] else "live"}" data-guid="{_e(r["instance_guid"])}" '
             f'data-status="{_e(r["status"])}">'
             f'<td><span class="badge b-{_e(r["status"])}">{_e(r["status"])}</span></td>'
-            f'<td><strong>{_e(r["name"])}</strong>{deleted}'
+            f'<td><a class="detail" href="{_e(link)}"><strong>{_e(r["name"])}</strong></a>{deleted}'
             f'<div class="guid" title="{_e(r["instance_guid"])}">{_e(_short_guid(r["instance_guid"]))} &middot; '
             f'{_e(r["layout"] or "?")}</div>{gone}</td>'
             f'<td class="nw">{_e(r["newest_backup"] or "none")}'
@@ -396,4 +404,4 @@ def _html_row(r: dict[str, Any], t0: datetime, t1: datetime) -> str:
             f'<td class="num">{_e(_dur(r["rpo_seconds"]))}</td>'
             f'<td class="num" title="{_e(r["latest_window_end"])}">{_e(_short(r["latest_window_end"]))}{approx}</td>'
             f'<td class="num" title="{_e(r["last_scan"])}">{_e(_short(r["last_scan"]))}</td>'
-            f'<td>{_bar(r, t0, t1)}</td><td class="why">{why}</td></tr>')
+            f'{_drill_cell(r)}<td>{_bar(r, t0, t1)}</td><td class="why">{why}</td></tr>')

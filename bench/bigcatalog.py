@@ -1,6 +1,11 @@
 """A large catalog inserted straight into PostgreSQL (COPY): instances with a year of daily backups,
 WAL runs split by a few holes, exact window edges, names and scan state. For query plans and indexes
 without S3. Instance ``i`` is ``big-<i>`` in space ``bench-space-<i // 100>``, named ``svc-<i>``.
+
+The year ends now, so the fleet grades as a real one would: most instances ok; every tenth archives 30
+minutes behind (RPO warning), every tenth 50 hours behind (its newest backups lack WAL: critical); every
+50th is deleted (some held, some past the undo period); every fifth has passed drills (some too old), every
+97th's newest drill failed.
 """
 from __future__ import annotations
 
@@ -12,8 +17,9 @@ from typing import Any
 import asyncpg
 
 SEG = 16 * 1024 * 1024
-T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
 DAY = 1440                      # segments a day (one a minute)
+# the catalog's year ends at the current minute (days are counted back from there)
+T0 = datetime.now(timezone.utc).replace(second=0, microsecond=0) - timedelta(days=365)
 HOLES_AT = (73, 146, 219, 292)  # days with a missing segment at 12:00
 SYSID = 7712075212762715131
 
@@ -30,27 +36,39 @@ def name(i: int) -> str:
     return f"svc-{i:06d}"
 
 
-def at(segno: int) -> datetime:
-    return T0 + timedelta(minutes=segno)
+def at(segno: int, days: int = 365) -> datetime:
+    return t0_for(days) + timedelta(minutes=segno)
 
 
 def holes(days: int) -> list[int]:
     return [d * DAY + 720 for d in HOLES_AT if d < days]
 
 
-def runs(days: int) -> list[tuple[int, int]]:
+def lag(i: int) -> int:
+    """Segments (minutes) instance ``i``'s archive ends before now."""
+    return {8: 30, 9: 3000}.get(i % 10, 0)
+
+
+def runs(days: int, lag_segments: int = 0) -> list[tuple[int, int]]:
+    end = days * DAY - lag_segments
     out, first = [], 1
     for h in holes(days):
+        if h >= end:
+            break
         out.append((first, h - 1))
         first = h + 1
-    out.append((first, days * DAY))
+    out.append((first, end))
     return out
+
+
+def t0_for(days: int) -> datetime:
+    return T0 + timedelta(days=365 - days)
 
 
 def _backups(g: str, days: int) -> Iterator[tuple[Any, ...]]:
     for d in range(days):
         s = d * DAY + 1
-        t = at(s)
+        t = at(s, days)
         yield (g, t.strftime("base_%Y%m%dT%H%M%S"), "full", "done", 1, s * SEG + 0x28, s * SEG + 0x138, t,
                t + timedelta(seconds=40), True, [], None, 2604967632, 858502390, 150020, SYSID, SEG, None,
                f"p/{g}/basebackups_005/base_{d}_backup_stop_sentinel.json")
@@ -80,20 +98,41 @@ async def build(dsn: str, instances: int, days: int = 365, *, batch: int = 250) 
                 "instance_guid", "label", "type", "status", "timeline", "start_lsn", "stop_lsn", "start_time",
                 "stop_time", "stop_time_exact", "depends_on", "parent", "size_bytes", "repo_size_bytes",
                 "pg_version", "system_id", "seg_size", "error", "metadata_key"])
-            rr = runs(days)
-            wal = [(guid(i), 1, a, b) for i in ids for a, b in rr]
+            wal = [(guid(i), 1, a, b) for i in ids for a, b in runs(days, lag(i))]
             await conn.copy_records_to_table("wal_runs", records=wal,
                                              columns=["instance_guid", "timeline", "first_segno", "last_segno"])
-            edges = [(guid(i), 1, b, at(b) + timedelta(seconds=50), b * SEG + 0x100000, True) for i in ids for _, b in rr]
+            edges = [(guid(i), 1, b, at(b, days) - timedelta(seconds=10), b * SEG + 0x100000, True)
+                     for i in ids for _, b in runs(days, lag(i))]
             await conn.copy_records_to_table("window_edges", records=edges, columns=[
                 "instance_guid", "timeline", "segno", "last_commit_time", "last_commit_lsn", "exact"])
             for k, n in (("instances", len(inst)), ("instance_names", len(names)), ("scan_state", len(state)),
                          ("backups", len(backups)), ("wal_runs", len(wal)), ("window_edges", len(edges))):
                 counts[k] += n
+        await _fleet_life(conn, instances, now)
         await conn.execute("ANALYZE")
     finally:
         await conn.close()
     return counts
+
+
+async def _fleet_life(conn: asyncpg.Connection, instances: int, now: datetime) -> None:
+    """Deletions, holds and drills (see the module docstring)."""
+    await conn.execute(
+        """UPDATE instances SET deleted_at = $1::timestamptz - make_interval(days => substr(instance_guid, 5)::int % 40),
+                  hold_at = CASE WHEN substr(instance_guid, 5)::int % 200 = 7 THEN $1::timestamptz END
+           WHERE substr(instance_guid, 5)::int % 50 = 7""", now)
+    drills: list[tuple[Any, ...]] = []
+    for i in range(0, instances, 5):
+        at_ = now - timedelta(days=i % 12, hours=3)
+        drills.append((guid(i), at_ - timedelta(minutes=5), at_ - timedelta(minutes=4), at_, "passed", "scheduled",
+                       '{"kind": "latest"}', None, 60.0 + i % 100))
+    for i in range(0, instances, 97):
+        at_ = now - timedelta(hours=1)
+        drills.append((guid(i), at_ - timedelta(minutes=5), at_ - timedelta(minutes=4), at_, "failed", "scheduled",
+                       '{"kind": "latest"}', f"replay stopped in segment 00000001000000{i % 256:02X}000000A3", 41.0))
+    await conn.copy_records_to_table("drills", records=drills, columns=[
+        "instance_guid", "requested_at", "started_at", "finished_at", "state", "trigger", "target", "reason",
+        "duration_s"])
 
 
 async def _derive_range(dsn: str, lo: int, hi: int) -> int:
@@ -136,13 +175,14 @@ async def claim_slots(dsn: str, slot: datetime) -> int:
 
 
 def targets(instances: int, days: int, n: int, seed: int = 7) -> list[tuple[str, str, str]]:
-    """(space, name, point-in-time) triples for plan requests: 03:00 on a random day (never across a hole)."""
+    """(space, name, point-in-time) triples for plan requests: 03:00 on a random day (never across a hole,
+    never past the end of a lagging archive)."""
     import random
     rnd = random.Random(seed)
     out = []
     for _ in range(n):
-        i, d = rnd.randrange(instances), rnd.randrange(days - 1)
-        t = at(d * DAY + 180)
+        i, d = rnd.randrange(instances), rnd.randrange(days - 3)
+        t = at(d * DAY + 180, days)
         out.append((space(i), name(i), t.strftime("%Y-%m-%dT%H:%M:%SZ")))
     return out
 

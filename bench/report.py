@@ -65,6 +65,22 @@ def checks(r: dict[str, Any]) -> list[dict[str, Any]]:
             ]
             if not ok:
                 out.append(_c(sec, f"{lab}: errors", v["non2xx"] + v["socket_errors"], "0", False))
+    rep = r.get("reports")
+    if rep:
+        sec = f"7 operator surfaces vs {r['catalog']['instances']:,}-instance catalog (median of 5; cold first)"
+        for key, lab in (("metrics", "GET /metrics"), ("page", "GET /reports/coverage (default page: 100)"),
+                         ("filtered", "GET /reports/coverage?status=warning&space=..."),
+                         ("html", "GET /reports/coverage.html")):
+            v = rep[key]
+            out.append(_c(sec, f"{lab}: wall", v["wall_s"], "<= 1 s", v["wall_s"] <= 1.0, "s"))
+            out.append(_c(sec, f"{lab}: first request", v["cold_s"], "", None, "s"))
+            out.append(_c(sec, f"{lab}: size", v["bytes"] / 1e6, "<= 2 MB" if key == "html" else "",
+                          (v["bytes"] <= 2_000_000) if key == "html" else None, "MB"))
+        c = rep["csv"]
+        out += [_c(sec, f"CSV of every instance ({c['rows']:,} rows, {c['bytes'] / 1e6:.1f} MB): wall", c["wall_s"],
+                   "", None, "s"),
+                _c(sec, "CSV: server RSS growth while streaming", c["rss_growth_mb"], "<= 32 MB (flat)",
+                   c["rss_growth_mb"] <= 32, "MB")]
     t = r.get("tools")
     if t:
         for tool, v in t.items():

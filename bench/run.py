@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench import archives, bigcatalog, drills, fastlist, load, report, sidebyside
+from bench import archives, bigcatalog, drills, fastlist, fleetreports, load, report, sidebyside
 from catalog import db as catalog_db
 from catalog import embedded, repo
 from recovery.model import InstanceRef, Storage
@@ -274,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="backup-catalog serve --workers (1: on 2 cores shared with wrk and PostgreSQL a second "
                         "worker only adds contention)")
     p.add_argument("--stock-moto", action="store_true", help="keep moto's O(bucket) ListObjectsV2")
-    p.add_argument("--skip", action="append", default=[], choices=["year", "fleet", "catalog", "tools", "drills"])
+    p.add_argument("--skip", action="append", default=[],
+                   choices=["year", "fleet", "catalog", "tools", "drills", "reports", "http"])
     p.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     a = p.parse_args(argv)
     year_segments = a.year_segments or (525_600 if a.full_size else 50_000)
@@ -327,7 +328,10 @@ def main(argv: list[str] | None = None) -> int:
             server = Server(env, tmp / "server.log", a.serve_workers)
             results["serve_workers"] = a.serve_workers
             server.wait_idle()
-            if "catalog" not in a.skip:
+            if "catalog" not in a.skip and "reports" not in a.skip:
+                pid = server.proc.pid if a.serve_workers == 1 else server.pids()[-1]
+                results["reports"] = fleetreports.measure(server.port, pid, log)
+            if "catalog" not in a.skip and "http" not in a.skip:
                 results["http"] = http_latency(server.port, a.catalog_instances, a.catalog_days, a.http_seconds)
             if regs is not None:
                 import base64

@@ -1,7 +1,8 @@
 """Derived views: what requests need from one stored scan, computed once instead of per request.
 
 For one instance and one stored scan (``scan_state`` generation and last_scan) the ``derived_views``
-row holds the recoverable windows per timeline path and the archive part of the Backups document. The
+row holds the recoverable windows per timeline path and the archive part of the Backups document, and the
+``instance_facts`` row the coverage facts (``recovery.grading.facts_of``) a fleet report grades from. The
 scanner refreshes it after each save; a reader that finds it missing or stale computes it from the
 catalog rows and stores it (write-through). A row is stored only while its scan is still the current one,
 so a late writer can never leave a view of an older scan behind. Like the rest of the catalog it is a
@@ -18,6 +19,7 @@ import asyncpg
 
 from catalog import repo
 from catalog.db import Db
+from recovery.grading import SnapshotFacts, facts_of
 from recovery.jsonout import archive_to_dict, windows_from_json, windows_to_json
 from recovery.model import ArchiveSnapshot
 from recovery.windows import Window, all_windows
@@ -32,6 +34,7 @@ class Derived:
     version: Version
     windows: dict[tuple[int, ...], list[Window]]
     archive: str          # JSON object text: backups, wal, holes, conflicts, windows
+    facts: SnapshotFacts | None = None
 
 
 async def stored_archive(db: Db, guid: str) -> str | None:
@@ -56,13 +59,22 @@ async def refresh(pool: asyncpg.Pool, guid: str) -> tuple[Derived, ArchiveSnapsh
     """
     version, snap = await repo.load_versioned_snapshot(pool, guid)
     windows = all_windows(snap)
-    d = Derived(version, windows, json.dumps(archive_to_dict(snap, windows), separators=(",", ":")))
+    facts = facts_of(snap, [w for ws in windows.values() for w in ws])
+    d = Derived(version, windows, json.dumps(archive_to_dict(snap, windows), separators=(",", ":")), facts)
     await store(pool, guid, d)
     return d, snap
 
 
 async def store(db: Db, guid: str, d: Derived) -> bool:
-    """Store ``d`` unless its scan is no longer the instance's current one. True when stored."""
+    """Store ``d`` (and its facts) unless its scan is no longer the instance's current one. True when stored."""
+    async with repo.transaction(db) as c:
+        stored = await _store_view(c, guid, d)
+        if stored and d.facts is not None:
+            await store_facts(c, guid, d.version, d.facts)
+    return stored
+
+
+async def _store_view(db: Db, guid: str, d: Derived) -> bool:
     gen, last_scan = d.version
     status = await db.execute(
         """INSERT INTO derived_views (instance_guid, generation, last_scan, windows, archive)
@@ -86,3 +98,58 @@ async def refresh_quietly(pool: asyncpg.Pool, guid: str) -> bool:
     except Exception as e:   # derived data must never fail a scan that has been saved
         log.warning("derived view of %s not refreshed: %s: %s", guid, type(e).__name__, e)
         return False
+
+
+# -- coverage facts (instance_facts) -------------------------------------------------------------
+
+FACT_COLUMNS = ("backups_total", "backups_restorable", "newest_backup", "newest_backup_stop_time",
+                "newest_done_unrestorable", "newest_done_stop_time", "latest_end", "latest_end_exact",
+                "latest_end_kind", "first_recoverable", "holes_count", "hole_after_newest", "archive_bytes",
+                "windows", "holes", "corrupt")
+_JSON_FACTS = ("hole_after_newest", "windows", "holes", "corrupt")
+
+# instance_facts row ``f`` of the current scan of scan_state row ``s``
+CURRENT_FACTS = ("f.instance_guid = s.instance_guid AND f.generation = s.generation "
+                 "AND f.last_scan IS NOT DISTINCT FROM s.last_scan")
+
+
+def _facts_args(f: SnapshotFacts) -> list[object]:
+    out: list[object] = []
+    for col in FACT_COLUMNS:
+        v = getattr(f, col)
+        if col in _JSON_FACTS:
+            v = None if v is None else json.dumps(list(v) if isinstance(v, tuple) else v, separators=(",", ":"))
+        out.append(v)
+    return out
+
+
+def row_to_facts(r: asyncpg.Record, *, lists: bool = True) -> SnapshotFacts:
+    """Facts from a row holding FACT_COLUMNS (``windows``/``holes`` as JSON text; skipped unless ``lists``)."""
+    h = r["hole_after_newest"]
+    return SnapshotFacts(
+        backups_total=r["backups_total"], backups_restorable=r["backups_restorable"],
+        newest_backup=r["newest_backup"], newest_backup_stop_time=r["newest_backup_stop_time"],
+        newest_done_unrestorable=r["newest_done_unrestorable"], newest_done_stop_time=r["newest_done_stop_time"],
+        latest_end=r["latest_end"], latest_end_exact=r["latest_end_exact"], latest_end_kind=r["latest_end_kind"],
+        first_recoverable=r["first_recoverable"], holes_count=r["holes_count"],
+        hole_after_newest=json.loads(h) if h else None, archive_bytes=r["archive_bytes"],
+        windows=tuple(json.loads(r["windows"])) if lists else (),
+        holes=tuple(json.loads(r["holes"])) if lists else (),
+        corrupt=tuple(json.loads(r["corrupt"])))
+
+
+async def store_facts(db: Db, guid: str, version: Version, f: SnapshotFacts) -> bool:
+    """Store the coverage facts of scan ``version`` unless it is no longer current. True when stored."""
+    gen, last_scan = version
+    cols = ", ".join(FACT_COLUMNS)
+    params = ", ".join(f"${i}" + ("::jsonb" if c in _JSON_FACTS else "") for i, c in enumerate(FACT_COLUMNS, 4))
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in FACT_COLUMNS)
+    status = await db.execute(
+        f"""INSERT INTO instance_facts (instance_guid, generation, last_scan, {cols})
+            SELECT $1, $2, $3, {params} FROM scan_state
+            WHERE instance_guid = $1 AND generation = $2 AND last_scan IS NOT DISTINCT FROM $3
+            ON CONFLICT (instance_guid) DO UPDATE
+              SET generation = EXCLUDED.generation, last_scan = EXCLUDED.last_scan, {updates},
+                  computed_at = now()""",
+        guid, gen, last_scan, *_facts_args(f))
+    return bool(status.endswith(" 1"))

@@ -41,7 +41,8 @@ from recovery.target import Target, TargetKind
 from recovery.wal import DEFAULT_SEG_SIZE, merge_runs
 
 TABLES = ("instances", "instance_names", "backups", "timelines", "wal_runs", "wal_conflicts",
-          "window_edges", "scan_state", "derived_views", "scan_leases", "scan_runs", "drills", "purges")
+          "window_edges", "scan_state", "derived_views", "scan_leases", "scan_runs", "drills", "purges",
+          "instance_facts")
 
 
 # -- scans -------------------------------------------------------------------------------------

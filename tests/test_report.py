@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import shutil
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +13,7 @@ from rich.console import Console
 
 from backup_catalog import report
 from backup_catalog.settings import Settings
+from backup_catalog.usecases import coverage
 from catalog import repo
 from recovery.lsn import Lsn
 from recovery.model import Backup, WalRun, WindowEdge
@@ -167,7 +166,7 @@ async def test_cli_table(pool: asyncpg.Pool) -> None:
     out = con.export_text()
     for r in rows:
         assert r["instance_guid"] in out
-    assert "checkout-old (deleted)" in out and "8 instance(s): 2 ok, 3 warning, 3 critical" in out
+    assert "checkout-old (deleted, clonable)" in out and "8 instance(s): 2 ok, 3 warning, 3 critical" in out
     assert "backup age 1d 6h exceeds 1d 2h" in out
 
     narrow = Console(record=True, width=80, color_system=None)
@@ -211,18 +210,23 @@ async def test_html_renders_in_headless_chromium(pool: asyncpg.Pool, tmp_path: P
     assert dom.stdout.count('<tr class="instance') == len(g)
     assert dom.stdout.count('class="window"') == sum(len(r["windows"]) for r in rows)
     assert dom.stdout.count('class="hole"') == 2
-    assert dom.stdout.count('class="backup"') == sum(len(r["backups"]) for r in rows)
+    # a fleet page marks only the newest restorable backup; the detail page has every backup
+    assert dom.stdout.count('class="backup"') == sum(1 for r in rows if r["newest_backup"])
+    assert dom.stdout.count('class="detail"') == len(g)
 
-    png = tmp_path / "coverage.png"
+    detail = await coverage.detail(pool, Settings(), g["orders"], now=NOW)
+    dpage = tmp_path / "orders.html"
+    dpage.write_text(report.detail_html(detail, now=NOW), encoding="utf-8")
+    ddom = _chromium(["--dump-dom", dpage.as_uri()], tmp_path / "profile-detail")
+    assert ddom.returncode == 0, ddom.stderr[-2000:]
+    assert ddom.stdout.count('class="backup"') == 3 and "B-orders-1" in ddom.stdout
+
+    png = tmp_path / "coverage.png"   # docs/coverage.png is written by `make docs` (scripts/docs_screenshot.py)
     shot = _chromium([f"--screenshot={png}", "--window-size=1400,900", "--hide-scrollbars", page.as_uri()],
                      tmp_path / "profile-shot")
     assert shot.returncode == 0, shot.stderr[-2000:]
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
-    docs = os.environ.get("BC_DOCS_DIR")   # `make docs` refreshes the tracked screenshot; `make test` does not
-    if docs:
-        Path(docs).mkdir(exist_ok=True)
-        shutil.copyfile(png, Path(docs) / "coverage.png")
 
 
 async def test_newest_backup_without_its_wal_is_flagged(pool: asyncpg.Pool) -> None:
@@ -232,7 +236,11 @@ async def test_newest_backup_without_its_wal_is_flagged(pool: asyncpg.Pool) -> N
     assert row["newest_backup"] == "B-pay-1" and row["backups_restorable"] == 1 and row["backups_total"] == 2
     assert row["status"] == "warning"
     assert row["reasons"] == ["newest backup B-pay-2 is not restorable (WAL missing)"]
-    assert [b["restorable"] for b in row["backups"]] == [True, False]
+    assert "backups" not in row, "per-backup lists are only on the detail"
+    detail = await coverage.detail(pool, Settings(), row["instance_guid"], now=NOW)
+    assert [b["restorable"] for b in detail["backups"]] == [True, False]
+    assert {k: v for k, v in detail.items() if k not in ("backups", "windows")} == \
+        {k: v for k, v in row.items() if k != "windows"}
 
 
 async def test_a_corrupt_segment_makes_the_instance_critical(pool: asyncpg.Pool) -> None:

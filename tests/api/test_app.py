@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import signal
 import sys
@@ -158,3 +159,61 @@ async def test_serve_workers_share_the_port_and_all_stop_on_sigterm(catalog_dsn:
             proc.kill()
             await proc.wait()
     assert all(not Path(f"/proc/{p}").exists() for p in pids)
+
+
+@pytest.mark.timeout(180)
+async def test_serve_workers_expose_one_coherent_metrics_set(catalog_dsn: str, pool: asyncpg.Pool) -> None:
+    """Requests land on either worker (SO_REUSEPORT, a new connection each); every scrape, whichever worker
+    answers it, counts all of them (multiprocess mode) and shows the same fleet gauges (the catalog)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    await repo.register_instance(pool, InstanceRef("mp-1", "space", "db"), Storage("b", "p", "auto", "main"))
+    port = free_port()
+    env = {**os.environ, "CATALOG_DSN": catalog_dsn, "S3_ENDPOINT_URL": "http://127.0.0.1:9",
+           "SCAN_INTERVAL_SECONDS": "3600", "OPERATOR_USERNAME": "op", "OPERATOR_PASSWORD": "op-pw"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    exe = Path(sys.executable).with_name("backup-catalog")
+    proc = await asyncio.create_subprocess_exec(str(exe), "serve", "--host", "127.0.0.1", "--port", str(port),
+                                                "--workers", "2", env=env, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.STDOUT)
+    auth = {"Authorization": "Basic " + base64.b64encode(b"op:op-pw").decode()}
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                async with aiohttp.ClientSession() as s, s.get(url + "/healthz") as r:
+                    if r.status == 200:
+                        break
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("server did not come up")
+        await asyncio.sleep(1.0)          # both workers listening
+
+        async def fresh_get(path: str) -> tuple[int, str]:
+            conn = aiohttp.TCPConnector(force_close=True)
+            async with aiohttp.ClientSession(connector=conn) as s, s.get(url + path, headers=auth) as r:
+                return r.status, await r.text()
+
+        async def healthz_count() -> tuple[float, dict[str, float]]:
+            status, text = await fresh_get("/metrics")
+            assert status == 200
+            samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                       for f in text_string_to_metric_families(text) for s in f.samples}
+            ok = samples.get(("backup_catalog_http_requests_total",
+                              (("method", "GET"), ("route", "/healthz"), ("status", "200"))), 0.0)
+            fleet = {k[0]: v for k, v in samples.items() if k[0].startswith("backup_catalog_instances")}
+            return ok, fleet
+
+        base, _ = await healthz_count()
+        for _ in range(30):
+            assert (await fresh_get("/healthz"))[0] == 200
+        scrapes = [await healthz_count() for _ in range(8)]
+        assert {c for c, _ in scrapes} == {base + 30}, "every scrape counts the requests of both workers"
+        assert all(f == scrapes[0][1] for _, f in scrapes)
+        await sigterm_and_wait(proc)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -294,7 +294,8 @@ async def test_lifecycle_errors(client: TestClient) -> None:
 BROKER_ROUTES = [("GET", f"/spaces/{SPACE}/services/x/backups"), ("POST", CLONES), ("PUT", "/instances/g"),
                  ("PATCH", "/instances/g"), ("DELETE", "/instances/g")]
 OPERATOR_ROUTES = [("GET", "/instances"), ("POST", "/instances/g/scan"), ("GET", "/reports/coverage"),
-                   ("GET", "/reports/coverage.html"), ("GET", "/metrics")]
+                   ("GET", "/reports/coverage.html"), ("GET", "/metrics"), ("GET", "/instances/g/coverage"),
+                   ("GET", "/instances/g/coverage.html")]
 
 
 @pytest.mark.parametrize("method, path", BROKER_ROUTES + OPERATOR_ROUTES)
