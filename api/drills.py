@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from api import keys
 from api.errors import BadRequest, NotAvailable, read_json
@@ -19,20 +19,44 @@ from backup_catalog.usecases.drill_schedule import DrillSupervisor
 from catalog import drills, repo
 from catalog.errors import UnknownInstance
 from recovery.errors import PlanningError
+from recovery.target import parse_time
 
 SUPERVISOR = web.AppKey("drill_supervisor", DrillSupervisor)
 HISTORY_LIMIT = 200
 
 
+# "latest": true excludes a point-in-time (the schema says so, so the contract fuzz generates valid bodies only)
+_NOT_BOTH: dict[str, Any] = {"if": {"properties": {"latest": {"const": True}}, "required": ["latest"]},
+                             "then": {"properties": {"point-in-time": {"type": "null"}}}}
+
+
 class DrillRequest(BaseModel):
     """Body of ``POST /instances/{guid}/drills`` (optional; empty: the newest window's end)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=False, title="DrillRequest")
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=False, title="DrillRequest",
+                              json_schema_extra=_NOT_BOTH)
 
-    point_in_time: Annotated[str, Field(max_length=64)] | None = Field(
+    point_in_time: Annotated[str, Field(max_length=64, json_schema_extra={"format": "date-time"})] | None = Field(
         default=None, alias="point-in-time", description="ISO 8601 time WITH a zone; unset: the newest window's end")
     latest: bool = False
     timeline: TimelineText | TimelineNumber = "latest"
+
+    @field_validator("point_in_time")
+    @classmethod
+    def _zoned_time(cls, v: str | None) -> str | None:
+        """A time that does not parse or has no zone is a 400 naming the field, as in a clone request."""
+        if v is not None:
+            try:
+                parse_time(v)
+            except PlanningError as e:
+                raise ValueError(e.message) from None
+        return v
+
+    @model_validator(mode="after")
+    def _not_both(self) -> DrillRequest:
+        if self.latest and self.point_in_time is not None:
+            raise ValueError("give point-in-time or latest, not both")
+        return self
 
 
 class _Out(BaseModel):
@@ -102,9 +126,8 @@ async def post_drill(request: web.Request) -> web.Response:
     guid = _guid(request)
     raw = await request.read()
     body = DrillRequest.model_validate(await read_json(request) if raw.strip() else {})
-    if body.latest and body.point_in_time is not None:    # 422, as a clone request's invalid target
-        raise PlanningError("invalid_target", "give point-in-time or latest, not both")
-    point = uc.point_from_request(body.point_in_time, body.timeline)   # a bad time: 422 (as a clone request's)
+    # a bad time, or both targets: a 400 naming the field (DrillRequest), as in a clone request
+    point = uc.point_from_request(body.point_in_time, body.timeline)
     app = request.app
     await live_instance(app[keys.POOL], guid)
     sup = app.get(SUPERVISOR)
