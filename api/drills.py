@@ -13,13 +13,11 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from api import keys
 from api.errors import BadRequest, NotAvailable, read_json
-from api.schemas import Text, TimelineNumber, TimelineText
+from api.schemas import Text, TimelineNumber, TimelineText, zoned_time
 from backup_catalog.usecases import drill as uc
 from backup_catalog.usecases.drill_schedule import DrillSupervisor
 from catalog import drills, repo
 from catalog.errors import UnknownInstance
-from recovery.errors import PlanningError
-from recovery.target import parse_time
 
 SUPERVISOR = web.AppKey("drill_supervisor", DrillSupervisor)
 HISTORY_LIMIT = 200
@@ -44,13 +42,7 @@ class DrillRequest(BaseModel):
     @field_validator("point_in_time")
     @classmethod
     def _zoned_time(cls, v: str | None) -> str | None:
-        """A time that does not parse or has no zone is a 400 naming the field, as in a clone request."""
-        if v is not None:
-            try:
-                parse_time(v)
-            except PlanningError as e:
-                raise ValueError(e.message) from None
-        return v
+        return zoned_time(v)
 
     @model_validator(mode="after")
     def _not_both(self) -> DrillRequest:

@@ -59,6 +59,16 @@ _ONE_TARGET: dict[str, Any] = {"oneOf": [
 ]}
 
 
+def zoned_time(v: str | None) -> str | None:
+    """A request's point in time must parse and carry a zone (a 400 naming the field otherwise)."""
+    if v is not None:
+        try:
+            parse_time(v)
+        except PlanningError as e:
+            raise ValueError(e.message) from None
+    return v
+
+
 class CloneRequest(_Request):
     """Body of ``POST /spaces/{space_guid}/clones``: exactly one of point-in-time, lsn, latest, immediate.
 
@@ -83,12 +93,7 @@ class CloneRequest(_Request):
     @field_validator("point_in_time")
     @classmethod
     def _zoned_time(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                parse_time(v)
-            except PlanningError as e:
-                raise ValueError(e.message) from None
-        return v
+        return zoned_time(v)
 
     @model_validator(mode="after")
     def _one_target(self) -> CloneRequest:

@@ -150,7 +150,7 @@ def expectation(doc: Mapping[str, Any], seg_size: int = DEFAULT_SEG_SIZE) -> Exp
     """
     rp = doc.get("replay")
     if isinstance(rp, dict) and rp.get("mode") in ("target", "end_of_wal"):
-        end = _lsn_or_none(rp.get("end_lsn"))
+        end = lsn_or_none(rp.get("end_lsn"))
         seg = rp.get("end_segment") if isinstance(rp.get("end_segment"), str) else None
         lct = rp.get("last_commit_time") if isinstance(rp.get("last_commit_time"), str) else None
         if rp["mode"] == "end_of_wal" and end is None:
@@ -169,7 +169,8 @@ def expectation(doc: Mapping[str, Any], seg_size: int = DEFAULT_SEG_SIZE) -> Exp
     return Expectation("end_of_wal", Lsn(seg.start_lsn.value + 1), last)
 
 
-def _lsn_or_none(v: object) -> Lsn | None:
+def lsn_or_none(v: object) -> Lsn | None:
+    """An LSN from a JSON value or a query result; None when absent or not an LSN."""
     if not isinstance(v, str):
         return None
     try:
@@ -438,7 +439,7 @@ def parse_log(lines: Iterable[str]) -> LogFacts:
         if RE_CONNECT_NOISE.search(line):
             continue
         if m := RE_REDO_DONE.search(line):
-            redo = _lsn_or_none(m.group(1))
+            redo = lsn_or_none(m.group(1))
         if m := RE_STOP.search(line):
             stop = line.strip()
         if m := RE_BAD_SEGMENT.search(line):

@@ -25,7 +25,6 @@ import asyncpg
 
 from backup_catalog.settings import Settings
 from executor import logic
-from recovery.errors import BadLsn
 from recovery.lsn import Lsn
 
 EXIT_CODES = {"bad_input": 2, "refused": 3, "restore_failed": 4}
@@ -404,7 +403,7 @@ class _Run:
         self.emit(stage="start", message=f"PostgreSQL {bindir} started (pid {self.server.pid}), replaying",
                   bytes_fetched=self.bytes)
         end = self.exp.end_lsn
-        start_lsn = _lsn(self.doc["backup"].get("stop_lsn"))
+        start_lsn = logic.lsn_or_none(self.doc["backup"].get("stop_lsn"))
         deadline = time.monotonic() + self.settings.restore_recovery_timeout_seconds
         promoted = False
         reached: Lsn | None = None
@@ -422,7 +421,7 @@ class _Run:
                                    "pg_last_xact_replay_timestamp()")
             if row is not None:
                 in_rec, lsn_text, pause, lct = row
-                reached = _lsn(lsn_text) or reached
+                reached = logic.lsn_or_none(lsn_text) or reached
                 last_commit = lct.isoformat() if lct is not None else last_commit
                 frac = None
                 if reached is not None and end is not None and start_lsn is not None and end > start_lsn:
@@ -442,7 +441,7 @@ class _Run:
             row = await self.query("SELECT pg_last_wal_replay_lsn()::text, pg_last_xact_replay_timestamp(), "
                                    "(SELECT timeline_id FROM pg_control_checkpoint())")
             if row is not None:
-                reached = _lsn(row[0]) or reached
+                reached = logic.lsn_or_none(row[0]) or reached
                 last_commit = row[1].isoformat() if row[1] is not None else last_commit
                 timeline = int(row[2])
         lines = _read_lines(self.log)
@@ -536,10 +535,3 @@ class _Run:
             raise
 
 
-def _lsn(v: object) -> Lsn | None:
-    if not isinstance(v, str):
-        return None
-    try:
-        return Lsn.parse(v)
-    except BadLsn:
-        return None
