@@ -24,7 +24,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
+from backup_catalog import report
 from backup_catalog.s3 import s3_client
 from backup_catalog.settings import Settings
 from backup_catalog.usecases import drill as uc
@@ -111,13 +112,12 @@ async def drilled(_catalog_pool: asyncpg.Pool, real_archives: Any, s3_endpoint: 
     async with s3_client(settings) as client:
         for tool in TOOLS:
             for kind in ("", "-damaged"):
-                arch = real_archives[tool]
-                if kind:
-                    arch = fresh_archive(s3_endpoint, tool)
-                    damaged[tool] = damage_last_segment(s3_endpoint, arch)
+                arch = real_archives[tool] if not kind else fresh_archive(s3_endpoint, tool)
                 guid = guids[tool + kind] = f"drill-{tool}{kind}-{run}"
                 await register_and_scan(_catalog_pool, client, settings, arch, guid, space=f"drills-{run}",
                                         name=f"{tool}{kind}")
+                if kind:   # damaged after the scan read it: what only a restore can notice (bit rot, an overwrite)
+                    damaged[tool] = damage_last_segment(s3_endpoint, arch)
     t0 = time.monotonic()
     results = await asyncio.gather(*(uc.run_drill(_catalog_pool, settings, g, holder=f"test-{k}")
                                      for k, g in guids.items()))
@@ -163,6 +163,12 @@ async def test_drill_fails_naming_the_damaged_segment(tool: str, drilled: Drille
     else:
         assert row.stage in ("recover", "verify") and row.postgres_log, row.reason
     assert_clean(drilled.root)
+    # the coverage report turns the instance critical, naming the drill
+    rows = {r["instance_guid"]: r for r in await report.coverage(_catalog_pool, drilled.settings,
+                                                                  now=datetime.now(UTC))}
+    cov = rows[drilled.guids[f"{tool}-damaged"]]
+    assert cov["status"] == "critical" and cov["drill"] is not None and cov["drill"]["ok"] is False
+    assert any(f"drill {o.id}" in r for r in cov["reasons"]), cov["reasons"]
 
 
 async def test_budget_skip_is_recorded_and_nothing_started(drilled: Drilled, _catalog_pool: asyncpg.Pool) -> None:
