@@ -97,13 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--pg-version", type=int)
     pl.add_argument("--json", action="store_true")
 
-    from backup_catalog.cmd_restore import add_parser as add_restore_parser
-    add_restore_parser(sub)
+    from backup_catalog import cli_parsers
+    cli_parsers.add_restore(sub)
 
     rp = sub.add_parser("report", help="operator reports").add_subparsers(
         dest="report_cmd", required=True, prog=f"{p.prog} report")
-    from backup_catalog import cmd_coverage
-    cmd_coverage.add_arguments(rp.add_parser("coverage", help="backup coverage of the fleet, worst first"))
+    cli_parsers.add_coverage(rp.add_parser("coverage", help="backup coverage of the fleet, worst first"))
 
     pu = sub.add_parser("purge", help="delete the archives of deleted instances whose undo period is over")
     pu.add_argument("purge_cmd", nargs="?", choices=["plan", "run"], default="plan",
@@ -117,8 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="worker processes sharing the port (SO_REUSEPORT); e.g. one per core")
 
     sub.add_parser("demo", help="one-command tour: make a real archive, scan it, answer a clone request")
-    from backup_catalog import cmd_drill
-    cmd_drill.add_parser(sub)
+    cli_parsers.add_drill(sub)
     return p
 
 

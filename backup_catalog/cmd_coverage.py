@@ -15,24 +15,6 @@ from backup_catalog.settings import Settings
 from backup_catalog.usecases import coverage
 
 
-def add_arguments(c: argparse.ArgumentParser) -> None:
-    fmt = c.add_mutually_exclusive_group()
-    fmt.add_argument("--json", action="store_true", help="the page document (as GET /reports/coverage)")
-    fmt.add_argument("--csv", action="store_true", help="every matching instance (streamed; no paging)")
-    fmt.add_argument("--html", metavar="FILE", help="write the page as HTML (as GET /reports/coverage.html)")
-    c.add_argument("--status", choices=["ok", "warning", "critical"])
-    c.add_argument("--space", help="space GUID")
-    c.add_argument("--org", help="organization GUID")
-    c.add_argument("--name", help="current name starts with")
-    c.add_argument("--layout", choices=[*coverage.LAYOUTS, "unknown"])
-    d = c.add_mutually_exclusive_group()
-    d.add_argument("--deleted", action="store_const", const=True, dest="deleted", help="only deleted instances")
-    d.add_argument("--live", action="store_const", const=False, dest="deleted", help="only live instances")
-    c.add_argument("--limit", type=int, help=f"rows per page (default {coverage.DEFAULT_LIMIT}, "
-                                             f"at most {coverage.MAX_LIMIT})")
-    c.add_argument("--cursor", help="next_cursor of the previous page")
-
-
 async def run(args: argparse.Namespace, settings: Settings) -> int:
     from backup_catalog.cli import UsageError
     filters = coverage.Filters(status=args.status, space=args.space, org=args.org, name=args.name,

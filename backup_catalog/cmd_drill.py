@@ -36,17 +36,6 @@ err = Console(stderr=True)
 out = Console()
 
 
-def add_parser(sub: Any) -> None:
-    """The ``drill`` subcommand (called from cli.build_parser)."""
-    d = sub.add_parser("drill", help="restore drill: restore an instance into scratch, verify, record, clean up")
-    d.add_argument("--instance", required=True, help="instance GUID")
-    g = d.add_mutually_exclusive_group()
-    g.add_argument("--point-in-time", help="drill this time instead of the newest window's end")
-    g.add_argument("--latest", action="store_true", help="the newest window's end (the default)")
-    d.add_argument("--timeline", default=None, help="latest (default), current or N")
-    d.add_argument("--json", action="store_true")
-    d.add_argument("--drill-id", type=int, help=argparse.SUPPRESS)     # worker of a supervised drill
-    d.add_argument("--trigger", default="manual", help=argparse.SUPPRESS)
 
 
 def _describe(ev: Any) -> tuple[str, float | None]:

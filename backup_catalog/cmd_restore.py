@@ -32,24 +32,6 @@ if TYPE_CHECKING:
 err = Console(stderr=True)
 
 
-def add_parser(sub: Any) -> None:
-    r = sub.add_parser("restore", help="execute a clone: fetch, recover, verify (into --pgdata)")
-    r.add_argument("--space", help="space of the service to clone (with --clone-from)")
-    r.add_argument("--clone-from", help="service name to clone")
-    g = r.add_mutually_exclusive_group()
-    g.add_argument("--point-in-time")
-    g.add_argument("--lsn")
-    g.add_argument("--latest", action="store_true")
-    g.add_argument("--immediate", action="store_true")
-    r.add_argument("--timeline", default="latest")
-    r.add_argument("--exclusive", action="store_true")
-    r.add_argument("--plan", metavar="FILE|-", help="a plan document from POST /spaces/{space}/clones (no catalog)")
-    r.add_argument("--pgdata", required=True, help="new or empty directory for the clone")
-    r.add_argument("--pg-bin", type=Path, help="PostgreSQL server binaries (default /usr/lib/postgresql/N/bin)")
-    r.add_argument("--keep-running", action="store_true", help="leave the promoted server running")
-    r.add_argument("--keep-failed", action="store_true", help="keep the data directory of a failed restore")
-    r.add_argument("--check-query", help="SQL run on the promoted clone; its first value is reported")
-    r.add_argument("--json", action="store_true")
 
 
 def _usage(args: argparse.Namespace) -> str | None:

@@ -18,6 +18,7 @@ import asyncpg
 from rich.console import Console
 from rich.table import Table
 
+from backup_catalog import pages
 from backup_catalog.settings import Settings
 from backup_catalog.usecases import coverage as usecase
 from recovery.grading import CRITICAL, OK, PURGE_STATES, WARNING, iso
@@ -243,9 +244,9 @@ def _filter_form(f: dict[str, str], limit: int) -> str:
 
     return ('<form class="filters" method="get" action="">'
             + select("status", (CRITICAL, WARNING, OK)) + text("space", "space") + text("org", "org")
-            + text("name", "name starts with") + select("layout", (*usecase.LAYOUTS, "unknown"))
+            + text("name", "name starts with") + select("layout", (*pages.LAYOUTS, "unknown"))
             + select("deleted", ("false", "true"))
-            + f'<label>per page<input type="number" name="limit" min="1" max="{usecase.MAX_LIMIT}" '
+            + f'<label>per page<input type="number" name="limit" min="1" max="{pages.MAX_LIMIT}" '
               f'value="{limit}" size="5"></label>'
             + '<button type="submit">filter</button>'
             + f'<a href="{_e(_href({}))}">clear</a></form>')
@@ -253,7 +254,7 @@ def _filter_form(f: dict[str, str], limit: int) -> str:
 
 def _pager(doc: dict[str, Any]) -> str:
     params: dict[str, Any] = dict(doc["filters"])
-    if doc["limit"] != usecase.DEFAULT_LIMIT:
+    if doc["limit"] != pages.DEFAULT_LIMIT:
         params["limit"] = doc["limit"]
     parts = [f'<span>{len(doc["instances"]):,} of {doc["matched"]:,} matching</span>',
              f'<a class="first" href="{_e(_href(params))}">first page</a>']

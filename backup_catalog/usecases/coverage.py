@@ -26,6 +26,7 @@ from typing import Any
 
 import asyncpg
 
+from backup_catalog.pages import DEFAULT_LIMIT, LAYOUTS, MAX_LIMIT
 from backup_catalog.settings import Settings
 from backup_catalog.usecases import snapshots
 from catalog import derived
@@ -49,9 +50,6 @@ from recovery.jsonout import window_to_dict
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LIMIT = 100
-MAX_LIMIT = 1000
-LAYOUTS = ("pgbackrest", "barman", "walg", "wale")
 WRITE_THROUGH_CONCURRENCY = 4
 
 
