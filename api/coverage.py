@@ -43,6 +43,13 @@ def _limit(request: web.Request) -> int | None:
         raise BadRequest("invalid_query_parameter", "query parameter limit must be an integer") from None
 
 
+def _cursor(request: web.Request) -> str | None:
+    raw = request.query.get("cursor")
+    if raw is not None and len(raw) > 1024:
+        raise BadRequest("invalid_query_parameter", "query parameter cursor must be at most 1024 characters")
+    return raw
+
+
 def _format(request: web.Request, allowed: tuple[str, ...]) -> str:
     fmt = request.query.get("format", allowed[0])
     if fmt not in allowed:
@@ -54,7 +61,8 @@ async def get_coverage(request: web.Request) -> web.StreamResponse:
     fmt = _format(request, ("json", "csv"))
     pool, settings = request.app[keys.POOL], request.app[keys.SETTINGS]
     filters = _filters(request)
-    coverage.check_limit(_limit(request))   # validated whatever the format
+    coverage.check_limit(_limit(request))   # validated whatever the format, as the schema declares them
+    _cursor(request)
     if fmt == "csv":            # every matching instance: limit and cursor do not apply
         resp = web.StreamResponse(headers={"Content-Type": "text/csv; charset=utf-8",
                                            "Content-Disposition": 'attachment; filename="coverage.csv"'})
@@ -83,7 +91,7 @@ async def _page(request: web.Request, filters: coverage.Filters) -> dict[str, An
     """The page document, or a 422 problem for a well-formed cursor this report did not hand out."""
     try:
         return await coverage.page(request.app[keys.POOL], request.app[keys.SETTINGS], filters,
-                                   limit=_limit(request), cursor=request.query.get("cursor"))
+                                   limit=_limit(request), cursor=_cursor(request))
     except coverage.InvalidCursor as e:
         return problem(request, 422, "Unusable cursor", str(e), e.code)
 
