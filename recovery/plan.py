@@ -300,31 +300,19 @@ def pg_major(version: int | None) -> int | None:
     return version if version < 100 else version // 10000
 
 
-def plan_recovery(snapshot: ArchiveSnapshot, target: Target, *, now: datetime,
-                  pg_version: int | None = None,
-                  windows: Mapping[tuple[int, ...], Sequence[Window]] | None = None) -> RecoveryPlan:
-    """Choose a backup and the WAL to reach ``target``, or raise PlanningError.
+@dataclass(frozen=True, slots=True)
+class TargetSettings:
+    settings: tuple[Setting, ...]
+    warnings: tuple[str, ...]
+    end_of_wal: bool
+    last: int                  # segment number replay ends in
+    timeline: str | int        # recovery_target_timeline
 
-    ``windows``: the archive's windows per path (:func:`recovery.windows.all_windows` of the *whole*
-    snapshot), when known. With them the snapshot may be narrowed to the newest candidate backups (see
-    :func:`narrowable`): the plan is the same as from the whole snapshot whenever this returns one.
-    A refusal from a narrowed snapshot is not authoritative; plan from the whole snapshot instead.
-    """
-    _check_integrity(snapshot)
-    pool = usable_backups(snapshot.backups)
-    known = windows if windows is not None and narrowable(target) else None
-    pairs, path_windows = _pairs(snapshot, target, pool, known)
-    if target.kind is TargetKind.TIME and target.time > now:
-        raise PlanningError("target_after_window",
-                            f"target {fmt_time(target.time)} is in the future (now {fmt_time(now)})",
-                            windows=tuple(path_windows))
-    if not pool:
-        incomplete = [f"{b.label} ({b.status.value})" for b in snapshot.backups]
-        raise PlanningError("no_usable_backup",
-                            "no complete backup in the archive" + (f"; incomplete or unusable: {', '.join(incomplete)}"
-                                                                   if incomplete else ""),
-                            windows=tuple(path_windows), details={"backups": incomplete})
-    r = _choose(snapshot, target, pairs, path_windows)
+
+def target_settings(snapshot: ArchiveSnapshot, target: Target, r: Reach,
+                    path_windows: Sequence[Window]) -> TargetSettings:
+    """The recovery settings a target needs once its backup and reach are chosen (or a refusal): the
+    recovery_target_* lines, the warnings they imply, and whether the plan replays to the end of WAL."""
     s = snapshot.seg_size
     b = r.backup
     assert b.stop_lsn is not None and b.start_lsn is not None
@@ -383,6 +371,40 @@ def plan_recovery(snapshot: ArchiveSnapshot, target: Target, *, now: datetime,
     settings.append(("recovery_target_timeline", tl))
     if not end_of_wal:
         settings.append(("recovery_target_action", target.action))
+    return TargetSettings(tuple(settings), tuple(warnings), end_of_wal, last, tl)
+
+
+def plan_recovery(snapshot: ArchiveSnapshot, target: Target, *, now: datetime,
+                  pg_version: int | None = None,
+                  windows: Mapping[tuple[int, ...], Sequence[Window]] | None = None) -> RecoveryPlan:
+    """Choose a backup and the WAL to reach ``target``, or raise PlanningError.
+
+    ``windows``: the archive's windows per path (:func:`recovery.windows.all_windows` of the *whole*
+    snapshot), when known. With them the snapshot may be narrowed to the newest candidate backups (see
+    :func:`narrowable`): the plan is the same as from the whole snapshot whenever this returns one.
+    A refusal from a narrowed snapshot is not authoritative; plan from the whole snapshot instead.
+    """
+    _check_integrity(snapshot)
+    pool = usable_backups(snapshot.backups)
+    known = windows if windows is not None and narrowable(target) else None
+    pairs, path_windows = _pairs(snapshot, target, pool, known)
+    if target.kind is TargetKind.TIME and target.time > now:
+        raise PlanningError("target_after_window",
+                            f"target {fmt_time(target.time)} is in the future (now {fmt_time(now)})",
+                            windows=tuple(path_windows))
+    if not pool:
+        incomplete = [f"{b.label} ({b.status.value})" for b in snapshot.backups]
+        raise PlanningError("no_usable_backup",
+                            "no complete backup in the archive" + (f"; incomplete or unusable: {', '.join(incomplete)}"
+                                                                   if incomplete else ""),
+                            windows=tuple(path_windows), details={"backups": incomplete})
+    r = _choose(snapshot, target, pairs, path_windows)
+    s = snapshot.seg_size
+    b = r.backup
+    assert b.stop_lsn is not None and b.start_lsn is not None
+    ts = target_settings(snapshot, target, r, path_windows)
+    settings, warnings = list(ts.settings), list(ts.warnings)
+    end_of_wal, last, tl = ts.end_of_wal, ts.last, ts.timeline
     major = pg_major(pg_version)
     b_major = pg_major(b.pg_version or snapshot.pg_version)
     if major is not None and b_major is not None and major != b_major:
@@ -407,5 +429,5 @@ def plan_recovery(snapshot: ArchiveSnapshot, target: Target, *, now: datetime,
                         r.end_time if end_of_wal and r.end_exact else None)
 
 
-__all__ = ["RecoveryPlan", "WindowsUnknown", "candidate_order", "fmt_time", "narrow", "narrowable", "pg_major",
-           "plan_recovery", "resolve_path"]
+__all__ = ["RecoveryPlan", "TargetSettings", "WindowsUnknown", "candidate_order", "fmt_time", "narrow", "narrowable", "pg_major",
+           "plan_recovery", "resolve_path", "target_settings"]
