@@ -291,7 +291,6 @@ class _Run:
 async def _execute(pool: asyncpg.Pool, settings: Settings, guid: str, point: DrillPoint, d: Path, root: Path,
                    budget: ScratchBudget, run: _Run, progress: Progress | None, s3: Any | None) -> drills.DrillResult:
     from backup_catalog.usecases import plan as plan_uc
-    from backup_catalog.usecases.restore import with_storage
 
     t0 = time.monotonic()
     rec = await repo.get_instance(pool, guid)
@@ -300,7 +299,7 @@ async def _execute(pool: asyncpg.Pool, settings: Settings, guid: str, point: Dri
                           code="skipped")
     target = make_target(point_in_time=point.time, latest=point.kind == "latest", timeline=point.timeline)
     try:
-        plan = await with_storage(pool, await plan_uc.instance_plan_doc(pool, settings, rec, target))
+        plan = await plan_uc.instance_plan_doc(pool, settings, rec, target)
     except NotScanned as e:
         return run.failed("plan", str(e), t0, state="skipped", code="skipped")
     except PlanningError as e:

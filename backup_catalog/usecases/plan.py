@@ -15,7 +15,7 @@ from catalog.rows import InstanceRecord
 from recovery.errors import PlanningError
 from recovery.model import ArchiveSnapshot
 from recovery.narrow import narrowable
-from recovery.plan import RecoveryPlan, WindowsUnknown, plan_recovery
+from recovery.plan import RecoveryPlan, WindowsUnknown, pg_major, plan_recovery
 from recovery.target import Target
 
 _CLONE_KEYS = {"clone-from", "point-in-time", "lsn", "latest", "immediate", "timeline", "exclusive", "pg-version"}
@@ -76,7 +76,7 @@ async def instance_plan_doc(pool: asyncpg.Pool, settings: PlanConfig, rec: Insta
     # what an executor on another host needs to fetch and replay (DESIGN.md "Executing a clone")
     storage = {"layout": layout.value if layout else None, "bucket": rec.storage.bucket,
                "prefix": rec.storage.prefix.strip("/"), "stanza": rec.stanza or rec.storage.stanza}
-    source_major = _major(rec.pg_version or snap.pg_version or plan.backup.pg_version)
+    source_major = pg_major(rec.pg_version or snap.pg_version or plan.backup.pg_version)
     reason, rule = resolution or ("instance chosen by its GUID", "guid")
     source = {"instance_guid": rec.guid, "space_guid": rec.ref.space_guid, "name": rec.ref.name,
               "deleted_at": iso(rec.ref.deleted_at), "layout": layout.value if layout else None,
@@ -102,7 +102,7 @@ async def _plan(pool: asyncpg.Pool, rec: InstanceRecord, target: Target, now: da
     None when not stored for the current scan) when that is conclusive, else from the whole snapshot (the
     result is the same; see ``recovery.narrow.narrow``). Refusals always come from the whole snapshot."""
     def pg(snap: ArchiveSnapshot) -> int:
-        return requested_pg or _major(rec.pg_version or snap.pg_version) or 15
+        return requested_pg or pg_major(rec.pg_version or snap.pg_version) or 15
 
     if narrowable(target):
         if inputs is None:     # no stored windows for this scan yet: compute and store them on the way
@@ -126,12 +126,5 @@ async def _plan(pool: asyncpg.Pool, rec: InstanceRecord, target: Target, now: da
         except WindowsUnknown:
             pass
     return plan_recovery(snap, target, now=now, pg_version=pg(snap)), snap
-
-
-def _major(v: int | None) -> int | None:
-    """server_version_num → major (150018 → 15, 90624 → 9); small numbers are majors already."""
-    if v is None:
-        return None
-    return v // 10000 if v >= 100000 else (v // 10000 if v >= 90000 else v)
 
 

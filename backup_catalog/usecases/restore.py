@@ -1,8 +1,7 @@
 """Use case: restore a clone — from the catalog (a clone request planned here) or from a plan document.
 
-Both end in :func:`executor.execute_plan`. A plan made here gains what an executor on another host needs
-when the planner did not put it in the document yet: ``storage`` (layout, bucket, prefix, stanza) from the
-catalog's instance and ``pg_version`` from the scanned archive.
+Both end in :func:`executor.execute_plan`. A plan made here already carries what an executor needs
+(``storage``, ``pg_version``, ``replay``: :func:`backup_catalog.usecases.plan.instance_plan_doc`).
 """
 from __future__ import annotations
 
@@ -14,37 +13,15 @@ from typing import Any
 import asyncpg
 
 from backup_catalog.settings import Settings
-from catalog import repo
 from executor import ProgressEvent, RestoreError, RestoreResult, execute_plan
 from recovery.errors import PlanningError
 from recovery.jsonout import refusal_to_dict
 
 
-def _major(v: int | None) -> int | None:
-    if v is None:
-        return None
-    return v // 10000 if v >= 90000 else v
-
-
-async def with_storage(pool: asyncpg.Pool, doc: dict[str, Any]) -> dict[str, Any]:
-    """``doc`` with ``storage`` and ``pg_version`` filled from the catalog where the plan lacks them."""
-    if isinstance(doc.get("storage"), dict) and doc["storage"].get("bucket") and doc.get("pg_version"):
-        return doc
-    rec = await repo.get_instance(pool, doc["source"]["instance_guid"])
-    out = dict(doc)
-    if not (isinstance(doc.get("storage"), dict) and doc["storage"].get("bucket")):
-        layout = doc["source"].get("layout") or (rec.layout.value if rec.layout else None)
-        out["storage"] = {"layout": layout, "bucket": rec.storage.bucket, "prefix": rec.storage.prefix.strip("/"),
-                          "stanza": rec.stanza or rec.storage.stanza or ("main" if layout == "pgbackrest" else None)}
-    if not doc.get("pg_version"):
-        out["pg_version"] = _major(rec.pg_version)
-    return out
-
-
 async def plan_clone(pool: asyncpg.Pool, settings: Settings, space: str, body: dict[str, Any]) -> dict[str, Any]:
     """The clone request planned (refusals raise :class:`PlanningError`), ready for an executor."""
     from backup_catalog.usecases import plan
-    return await with_storage(pool, await plan.plan_doc(pool, settings, space, body))
+    return await plan.plan_doc(pool, settings, space, body)
 
 
 async def restore_from_catalog(settings: Settings, space: str, body: dict[str, Any], pgdata: Path, *,
