@@ -110,8 +110,12 @@ def _print_result(res: RestoreResult, args: argparse.Namespace) -> None:
         out.print(f"  check query: {res.check_result}")
     for w in res.warnings:
         out.print(f"  [yellow]warning[/yellow]: {w}")
-    out.print("  " + ("the server keeps running" if res.running else
-                      "shut down cleanly; start it with pg_ctl start (archive_mode is off: configure its own archive)"))
+    out.print("  " + ("the server is running (started with the command below)" if res.running else
+                      "shut down cleanly; archive_mode is off (configure its own archive first). Start it with:"))
+    from executor.clone import shell_line
+    if res.start_command:
+        out.print(f"    {shell_line(res.start_command)}", markup=False, highlight=False, soft_wrap=True)
+        out.print(f"  then: psql -h {res.socket_dir} -p {res.port} -U postgres", markup=False, highlight=False)
 
 
 def _print_error(e: RestoreError, args: argparse.Namespace) -> None:
@@ -144,7 +148,8 @@ def _read_plan(where: str) -> str:
 async def _run(args: argparse.Namespace, settings: Settings, report: _Reporter) -> RestoreResult:
     from backup_catalog.usecases import restore as uc
     kw: dict[str, Any] = {"pg_bin": args.pg_bin, "keep_running": args.keep_running, "keep_failed": args.keep_failed,
-                          "progress": report, "check_query": args.check_query}
+                          "progress": report, "check_query": args.check_query, "port": args.port,
+                          "socket_dir": args.socket_dir, "force_clean": args.force_clean}
     pgdata = Path(args.pgdata)
     if args.plan:
         return await uc.restore_from_plan(settings, uc.load_plan(_read_plan(args.plan)), pgdata, **kw)

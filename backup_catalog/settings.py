@@ -94,6 +94,7 @@ class Settings(BaseSettings):
     restore_fetch_timeout_seconds: float = 4 * 3600.0
     restore_recovery_timeout_seconds: float = 4 * 3600.0
     restore_stop_timeout_seconds: float = 300.0
+    restore_stall_seconds: float = 30.0           # a fetch with no progress this long stops (0: never)
 
 
     @classmethod
