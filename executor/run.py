@@ -312,7 +312,13 @@ class _Run:
         self.settings, self.s3, self.path, self.keep_failed = settings, s3, path, keep_failed
         self.progress = progress or (lambda e: None)
         self.stage = "fetch"
-        self.work = Path(tempfile.mkdtemp(prefix="backup-catalog-restore-", dir=settings.restore_work_dir))
+        # the work directory (tool config, socket, server log): RESTORE_WORK_DIR (a drill: its scratch
+        # directory), else inside the data directory, so that a killed restore leaves one directory, marked
+        self.work = Path(tempfile.mkdtemp(prefix="backup-catalog-restore-", dir=settings.restore_work_dir)) \
+            if settings.restore_work_dir else pgdata / ".restore-work"
+        sock = self.work / "sock"
+        # a unix socket path is at most 107 bytes: a deep directory gets a short one of its own
+        self.sock = sock if len(str(sock)) <= 90 else Path(tempfile.mkdtemp(prefix="bc-sock-"))
         self.log = self.work / "postgres.log"
         self.fetch_proc: asyncio.subprocess.Process | None = None
         self.server: asyncio.subprocess.Process | None = None
@@ -330,12 +336,13 @@ class _Run:
 
     async def go(self, bindir: Path | None, keep_running: bool, check_query: str | None) -> RestoreResult:
         t0 = time.monotonic()
-        self.work.chmod(0o700)
-        _chown(self.work)
         if self.created:
             self.pgdata.mkdir(parents=True, mode=0o700)
         _chown(self.pgdata)
         self.pgdata.chmod(0o700)
+        self.work.mkdir(mode=0o700, exist_ok=True)
+        self.work.chmod(0o700)
+        _chown(self.work)
         self.marker_facts = {"restore_pid": os.getpid(), "host": socket.gethostname(),
                              "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                              "backup": self.doc["backup"]["label"], "work": str(self.work)}
@@ -352,6 +359,7 @@ class _Run:
         start = self.make_ready(bindir)
         lines = _read_lines(self.log)
         shutil.rmtree(self.work, ignore_errors=True)
+        shutil.rmtree(self.sock, ignore_errors=True)
         (self.pgdata / clone.MARKER).unlink(missing_ok=True)       # a verified clone, ready to start
         running = await self.start_kept(start) if keep_running else False
         self.emit(stage="done", message="restored and verified", bytes_fetched=self.bytes, replay_lsn=str(reached))
@@ -415,8 +423,10 @@ class _Run:
         cmd = logic.fetch_command(self.loc, self.doc["backup"]["label"], str(staging), self.s3,
                                   work=str(self.work))
         for sub in ("lock", "log", "spool", "sock"):
-            (self.work / sub).mkdir(mode=0o700)
+            (self.work / sub).mkdir(mode=0o700, exist_ok=True)
             _chown(self.work / sub)
+        self.sock.chmod(0o700)
+        _chown(self.sock)
         for name, text in cmd.files.items():
             p = self.work / name
             p.write_text(text)
@@ -517,7 +527,7 @@ class _Run:
     # -- recovery ------------------------------------------------------------------------------------------------
     async def recover(self, bindir: Path) -> tuple[Lsn, str | None, int]:
         self.private_port = _free_port()
-        sock = self.work / "sock"
+        sock = self.sock
         env = logic.server_env(self.loc, self.s3, work=str(self.work), caller_env=self.caller, path=self.path)
         env["HOME"] = str(self.work)
         opts = logic.server_options(port=self.private_port, socket_dir=str(sock), hba_file=str(self.work / "pg_hba.conf"))
@@ -595,7 +605,7 @@ class _Run:
     async def query(self, sql: str) -> tuple[Any, ...] | None:
         """One row over the private socket, or None while the server does not accept connections yet."""
         try:
-            conn = await asyncpg.connect(host=str(self.work / "sock"), port=self.private_port, user="postgres",
+            conn = await asyncpg.connect(host=str(self.sock), port=self.private_port, user="postgres",
                                          database="postgres", timeout=5, command_timeout=30)
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             return None
@@ -610,7 +620,7 @@ class _Run:
     async def check(self, sql: str) -> str:
         self.stage = "check"
         try:
-            conn = await asyncpg.connect(host=str(self.work / "sock"), port=self.private_port, user="postgres",
+            conn = await asyncpg.connect(host=str(self.sock), port=self.private_port, user="postgres",
                                          database="postgres", timeout=10, command_timeout=300)
             try:
                 v = await conn.fetchval(sql)
@@ -653,6 +663,7 @@ class _Run:
                             await asyncio.wait_for(proc.wait(), 10)
                     await _kill_group(proc)
             shutil.rmtree(self.work, ignore_errors=True)     # its log lines travel with the error
+            shutil.rmtree(self.sock, ignore_errors=True)
             if not self.keep_failed:
                 if self.created:
                     shutil.rmtree(self.pgdata, ignore_errors=True)

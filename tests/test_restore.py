@@ -207,39 +207,48 @@ async def test_bad_input_creates_and_touches_nothing(real_archives: Any, s3_endp
 
 async def test_endpoint_lost_mid_fetch_leaves_nothing(fresh: dict[str, Inst], s3_endpoint: Any,
                                                       catalog_dsn: str, _catalog_pool: asyncpg.Pool) -> None:
+    """The endpoint goes away mid-fetch: exit 4 at the fetch, nothing left; with --keep-failed the partial
+    directory stays for inspection, marked as what it is (not a database). An endpoint already gone is
+    found before any tool runs (exit 2, naming S3_ENDPOINT_URL)."""
     inst = fresh["barman"]
-    proxy = await FaultProxy(s3_endpoint.url, drip_suffix="data.tar.gz", drip_chunk=256 * 1024,
-                             drip_interval=0.2).start()
-    stopped = False
+    settings = restore_settings(s3_endpoint, catalog_dsn)
+    doc = await plan_clone(_catalog_pool, settings, inst.space, {"clone-from": inst.name, "immediate": True})
+    d = scratch_dir()
+    pgdata = d / "data"
     try:
-        settings = restore_settings(s3_endpoint, catalog_dsn)
-        doc = await plan_clone(_catalog_pool, settings, inst.space, {"clone-from": inst.name,
-                                                                     "immediate": True})
-        d = scratch_dir()
-        pgdata = d / "data"
-        try:
-            env = cli_env(s3_endpoint, None, endpoint_url=proxy.url)
-            t0 = time.monotonic()
-            task = asyncio.ensure_future(run_cli(env, "--plan", str(plan_file(d, doc)), "--pgdata", str(pgdata)))
-            while not task.done() and not (pgdata.exists() and any(pgdata.iterdir())):
-                await asyncio.sleep(0.05)
-            assert not task.done(), "the fetch ended before the endpoint could be lost"
-            await proxy.stop()          # the endpoint goes away mid-fetch: connection refused from now on
-            stopped = True
-            code, out, err = await task
-            DURATIONS["endpoint-lost-mid-fetch"] = time.monotonic() - t0
-            assert code == 4, (out, err[-2000:])
-            assert out["error"]["stage"] == "fetch" and "barman-cloud-restore" in out["error"]["message"]
-            assert not pgdata.exists() and no_server_on(pgdata)
-            # the same with --keep-failed: the partial directory stays for inspection
-            code, out, _ = await run_cli(env, "--plan", str(plan_file(d, doc)), "--pgdata", str(pgdata),
-                                         "--keep-failed")
-            assert code == 4 and out["error"]["stage"] == "fetch" and pgdata.is_dir()
-        finally:
-            shutil.rmtree(d, ignore_errors=True)
+        for keep in (False, True):
+            proxy = await FaultProxy(s3_endpoint.url, drip_suffix="data.tar.gz", drip_chunk=256 * 1024,
+                                     drip_interval=0.2).start()
+            stopped = False
+            try:
+                env = cli_env(s3_endpoint, None, endpoint_url=proxy.url)
+                t0 = time.monotonic()
+                more = ["--keep-failed"] if keep else []
+                task = asyncio.ensure_future(run_cli(env, "--plan", str(plan_file(d, doc)), "--pgdata", str(pgdata),
+                                                     *more))
+                while not task.done() and not (pgdata / ".restore-fetch").is_dir():
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(0.5)
+                assert not task.done(), "the fetch ended before the endpoint could be lost"
+                await proxy.stop()          # the endpoint goes away mid-fetch: connection refused from now on
+                stopped = True
+                code, out, err = await task
+                assert code == 4, (out, err[-2000:])
+                assert out["error"]["stage"] == "fetch" and "barman-cloud-restore" in out["error"]["message"]
+                assert no_server_on(pgdata)
+                if keep:
+                    assert pgdata.is_dir() and "NOT A DATABASE" in (pgdata / "RESTORE_INCOMPLETE").read_text()
+                else:
+                    DURATIONS["endpoint-lost-mid-fetch"] = time.monotonic() - t0
+                    assert not pgdata.exists()
+            finally:
+                if not stopped:
+                    await proxy.stop()
+        shutil.rmtree(pgdata)
+        code, out, _ = await run_cli(env, "--plan", str(plan_file(d, doc)), "--pgdata", str(pgdata))
+        assert code == 2 and "S3_ENDPOINT_URL" in out["error"]["message"] and not pgdata.exists(), out
     finally:
-        if not stopped:
-            await proxy.stop()
+        shutil.rmtree(d, ignore_errors=True)
 
 
 async def test_sigterm_during_recovery_leaves_no_process_and_no_directory(
