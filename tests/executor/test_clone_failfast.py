@@ -3,7 +3,7 @@ will talk to, the checks before any tool runs, and the translation of the tools'
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from executor import clone, failfast, logic
@@ -63,6 +63,7 @@ def test_ready_postgresql_conf_comments_the_source_only_settings(conf: str, comm
     assert sorted(set(live(conf)) - set(live(ready))) == sorted(commented)
 
 
+@settings(deadline=None)
 @given(st.dictionaries(st.from_regex(r"[a-z_]{1,12}", fullmatch=True),
                        st.one_of(st.integers(), st.from_regex(r"[A-Za-z0-9/._:-]{0,30}", fullmatch=True))))
 def test_marker_round_trips(facts: dict[str, object]) -> None:
