@@ -132,11 +132,11 @@ def decode_body(body: str) -> Decoded:
     events: list[S3Event] = []
     other = 0
     for n, rec in enumerate(records):
-        e = _record(rec, n)
-        if e is None:
+        ev = _record(rec, n)
+        if ev is None:
             other += 1
         else:
-            events.append(e)
+            events.append(ev)
     return Decoded(tuple(events), False, other)
 
 
