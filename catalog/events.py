@@ -42,6 +42,7 @@ class EventWrite:
     system_id: int | None = None
     keys: tuple[KeyEvent, ...] = ()
     last_event: datetime | None = None
+    resolved: tuple[str, ...] = ()      # keys read fine now: the stored scan issues about them are forgotten
 
 
 async def save_events(db: Db, guid: str, w: EventWrite, *, lease_key: str, lease_token: int) -> int:
@@ -72,6 +73,11 @@ async def save_events(db: Db, guid: str, w: EventWrite, *, lease_key: str, lease
             await _upsert_edges(c, guid, w.edges)
             await _drop_edges(c, guid, former_ends - {(e.timeline, e.segno) for e in w.edges})
             await _remember(c, guid, w.keys)
+            if w.resolved:
+                await c.execute(
+                    """UPDATE scan_state SET issues = (SELECT coalesce(jsonb_agg(i), '[]'::jsonb)
+                           FROM jsonb_array_elements(issues) i WHERE NOT coalesce(i->>'key' = ANY($2::text[]), false))
+                       WHERE instance_guid = $1""", guid, list(w.resolved))
             gen: int = await c.fetchval(
                 """UPDATE scan_state SET generation = generation + 1,
                           last_event = greatest(last_event, $2) WHERE instance_guid = $1 RETURNING generation""",

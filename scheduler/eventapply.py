@@ -107,8 +107,13 @@ async def apply_events(store: HeadStore, root: str, prev: scan_mod.Previous, pen
     edges, corrupt = await _edges(store, prev, runs, segs, known, seg_size, acc)
     times = [p.event.time for p in pending if p.event.time is not None]
     keys = tuple(key_event(p) for p in pending if p.target.kind in (Kind.SEGMENT, Kind.HISTORY, Kind.BACKUP_META))
+    bad = {i.key for i in acc.issues if i.key}
+    resolved = tuple(sorted(k for p in created if p.target.kind is Kind.BACKUP_META
+                            for k in (p.event.key, p.event.key.removesuffix(".copy"),
+                                      p.event.key.removesuffix(".copy") + ".copy") if k not in bad))
     w = EventWrite(runs=runs, edges=edges, corrupt=corrupt, histories=acc.histories, backups=write_backups,
-                   pg_version=pg_version, system_id=system_id, keys=keys, last_event=max(times, default=None))
+                   pg_version=pg_version, system_id=system_id, keys=keys, last_event=max(times, default=None),
+                   resolved=resolved)
     return Outcome(write=w, stale_removals=stale, issues=tuple(acc.issues))
 
 
