@@ -518,8 +518,8 @@ def judge(exp: Expectation, facts: LogFacts, *, promoted: bool, reached: Lsn | N
         if facts.stop is None:
             return Verdict(False, "the server promoted without reaching the plan's recovery target "
                                   f"(no 'recovery stopping' line); replay ended at {got}", seg)
-        if exp.stop is not None and (why := stop_mismatch(exp.stop, facts.stop)) is not None:
-            return Verdict(False, why, seg)
+        if exp.stop is not None and (wrong := stop_mismatch(exp.stop, facts.stop)) is not None:
+            return Verdict(False, wrong, seg)
         return Verdict(True, _strip_prefix(facts.stop))
     if exp.end_lsn is None:
         return Verdict(True, f"replayed to the end of the archived WAL at {got}")
