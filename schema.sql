@@ -1,4 +1,7 @@
--- backup-catalog: the only DDL. Idempotent: safe to apply any number of times (catalog.db.init_schema).
+-- backup-catalog: the complete CURRENT schema, what a fresh catalog gets (catalog.migrate.upgrade), which then
+-- records every migration of catalog/migrations in schema_version (it is at the highest one). An existing
+-- catalog gets the migrations instead: every schema change is made here AND as a migration file
+-- (tests/catalog/test_migrate.py checks that this file = 0001_baseline + the migrations). Keep it idempotent.
 -- Times are timestamptz; WAL positions are pg_lsn; WAL coverage is stored as merged runs of segment
 -- numbers (timeline, first_segno, last_segno), never one row per segment.
 
@@ -305,14 +308,4 @@ CREATE TABLE IF NOT EXISTS wal_index_cursors (
     next_segno     bigint NOT NULL,
     updated_at     timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (instance_guid, timeline)
-);
-
-INSERT INTO schema_version (version) VALUES (1) ON CONFLICT (version) DO NOTHING;
-
--- The fingerprint (SHA-256 of this file) of the schema last applied (issue 14): short CLI commands apply
--- this file only when it changed (catalog.db.ensure_schema). One row.
-CREATE TABLE IF NOT EXISTS schema_fingerprint (
-    one         boolean PRIMARY KEY DEFAULT true CHECK (one),
-    sha256      text NOT NULL,
-    applied_at  timestamptz NOT NULL DEFAULT now()
 );
