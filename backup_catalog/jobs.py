@@ -27,6 +27,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from backup_catalog.settings import Settings
 from backup_catalog.usecases import scan
 from catalog import repo
+from recovery.wal import DEFAULT_SEG_SIZE
 from scheduler import runner
 from scheduler.runner import ScanConfig
 
@@ -89,7 +90,8 @@ def build_jobs(pool: asyncpg.Pool, settings: Settings, s3: Any, holder: str, *,
     server drains them at shutdown); a scheduler shutdown cancels the tick, never the scans. With S3 events
     on, what each scan finds that the events had not told is reported to ``on_drift`` (objects)."""
     interval = scan_interval(settings)
-    observe = drift_observer(on_drift) if settings.event_queue_urls() and on_drift is not None else None
+    observe = (drift_observer(pool, on_drift, track=track)
+               if settings.event_queue_urls() and on_drift is not None else None)
 
     async def scan_tick() -> None:
         run = asyncio.ensure_future(scan.run_once(pool, settings, s3, holder, on_done=on_scan_done,
@@ -197,21 +199,54 @@ def add_purge(sched: AsyncIOScheduler, pool: asyncpg.Pool, settings: Settings, h
     return True
 
 
-def drift_observer(on_drift: Callable[[int], None]) -> runner.Observe:
-    """A scan observer that reports each reconcile's drift (objects the events had missed)."""
-    from scheduler.eventapply import drift
+DRIFT_GRACE_SECONDS = 120.0   # events of objects a reconcile found may still be in flight this long
+
+
+def drift_observer(pool: asyncpg.Pool, on_drift: Callable[[int], None], *, grace: float = DRIFT_GRACE_SECONDS,
+                   track: Callable[[asyncio.Future[Any]], None] | None = None) -> runner.Observe:
+    """A scan observer reporting each reconcile's drift: what it found that no event accounts for ``grace``
+    seconds later (an event still in the queue at the LIST is not drift; a lost one is)."""
+    from scheduler.eventapply import findings
 
     def observe(guid: str, prev: Any, result: Any) -> None:
-        n = drift(prev, result)
-        if n:
-            log.warning("reconcile of %s found %d object(s) the events had not told", guid, n)
-        on_drift(n)
+        f = findings(prev, result)
+        if not f:
+            on_drift(0)
+            return
+        task = asyncio.ensure_future(_drift_later(pool, guid, f, grace, on_drift))
+        if track is not None:
+            track(task)
     return observe
 
 
+async def _drift_later(pool: asyncpg.Pool, guid: str, f: Any, grace: float, on_drift: Callable[[int], None]) -> None:
+    from catalog import events as cat_events
+    from scheduler.eventapply import unexplained
+    from scheduler.eventroute import classify
+
+    await asyncio.sleep(grace)
+    try:
+        rec = await repo.get_instance(pool, guid)
+        root = rec.storage.normalized_prefix()
+        layout = rec.layout
+        assert layout is not None, "a reconciled instance has a layout"
+        seg = rec.seg_size or DEFAULT_SEG_SIZE
+        evented = [classify(layout, rec.stanza, k.key[len(root):], seg)
+                   for k in await cat_events.created_keys(pool, guid, root)]
+    except Exception:      # the catalog went away: count what was found, as a reconcile would
+        log.exception("drift check of %s", guid)
+        evented = []
+    n = unexplained(f, evented)
+    if n:
+        log.warning("reconcile of %s found %d object(s) no event had told", guid, n)
+    on_drift(n)
+
+
 async def reconcile_now(pool: asyncpg.Pool, settings: Settings, s3: Any, holder: str, *,
-                        on_scan_done: scan.OnDone | None = None,
-                        on_drift: Callable[[int], None] | None = None) -> list[runner.ScanOutcome]:
+                        on_scan_done: scan.OnDone | None = None, on_drift: Callable[[int], None] | None = None,
+                        grace: float = DRIFT_GRACE_SECONDS,
+                        track: Callable[[asyncio.Future[Any]], None] | None = None) -> list[runner.ScanOutcome]:
     """A reconcile of every live instance now (after a consumer gap), in run-log slots of its own."""
+    observe = drift_observer(pool, on_drift, grace=grace, track=track) if on_drift is not None else None
     return await scan.run_once(pool, settings, s3, holder, on_done=on_scan_done, job="reconcile", interval=1,
-                               observe=drift_observer(on_drift) if on_drift is not None else None)
+                               observe=observe)
