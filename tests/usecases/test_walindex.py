@@ -105,7 +105,7 @@ async def test_before_xid_resolves_from_the_index(env: dict[str, Any], _catalog_
     assert found is not None, "no xid of the segment resolved to commit 8"
     t = found["target"]
     assert t["kind"] == "xid" and t["inclusive"] is False and t["record_timeline"] == 1
-    assert "recovery_target_xid = '%d'" % t["value"] in found["files"]["postgresql.auto.conf"]
+    assert f"recovery_target_xid = '{t['value']}'" in found["files"]["postgresql.auto.conf"]
     assert found["replay"]["stop"] == {"kind": "before_xid", "xid": t["value"], "lsn": t["lsn"],
                                        "time": t["commit_time"]}
     assert found["backup"]["label"] == real_archives[tool].truth["scenario_backups"]["B2"]
