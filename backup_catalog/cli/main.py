@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     handler = handler_of(args.cmd)
     if args.cmd == "serve":
-        from backup_catalog.cli.serve import before_loop  # serve only: uvloop, the worker processes
-        code = before_loop(args, settings)
+        from backup_catalog.cli.serve import before_loop  # serve only: the HTTP stack, uvloop, the workers
+        code = before_loop(args, settings, _run)
         if code is not None:
             return code
     return _run(args, lambda: handler(args, settings))

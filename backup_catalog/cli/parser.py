@@ -35,7 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     dbp = sub.add_parser("db", help="catalog database").add_subparsers(
         dest="db_cmd", required=True, prog=f"{p.prog} db")
-    dbp.add_parser("init", help="create or upgrade the catalog schema (idempotent)")
+    dbp.add_parser("init", help="create or upgrade the catalog schema (idempotent)").add_argument(
+        "--json", action="store_true")
+    dbp.add_parser("upgrade", help="apply the pending schema migrations (under an advisory lock)").add_argument(
+        "--json", action="store_true")
+    dbp.add_parser("status", help="the catalog's schema version and the pending migrations "
+                                  "(exit 0 current, 1 upgrade pending)").add_argument("--json", action="store_true")
 
     ip = sub.add_parser("instances", help="registered instances").add_subparsers(
         dest="inst_cmd", required=True, prog=f"{p.prog} instances")
