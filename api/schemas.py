@@ -416,6 +416,15 @@ class Health(_Response):
     status: Literal["ok"]
 
 
+class Ready(_Response):
+    status: Literal["ready"]
+    catalog: Literal["ok"]
+    schema_version: int = Field(description="the catalog's schema version (catalog/migrations)")
+    schema_expected: int = Field(description="this release's schema version")
+    schema_pending: list[str]
+    scheduler: Literal["running", "not run by this replica"]
+
+
 def dump(model: type[_Response], doc: dict[str, Any]) -> dict[str, Any]:
     """Check a document against its response model and return it as JSON data (extra fields kept)."""
     return model.model_validate(doc).model_dump(mode="json", by_alias=True)

@@ -26,7 +26,7 @@ import uvloop
 from aiohttp import web
 
 from api import drills as drill_routes
-from api import keys
+from api import keys, ready
 from api.auth import auth_middleware
 from api.errors import error_middleware
 from api.metrics import MULTIPROC_ENV, ApiMetrics, metrics_middleware, prepare_multiprocess_dir
@@ -37,6 +37,7 @@ from backup_catalog.settings import Settings
 from backup_catalog.usecases import scan
 from backup_catalog.usecases.drill_schedule import DrillSupervisor
 from backup_catalog.usecases.snapshots import SnapshotCache
+from catalog import migrate
 from catalog.connect import open_catalog
 from scheduler.clients import s3_client
 
@@ -61,6 +62,8 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None, s3: Any 
     app[keys.HOLDER] = holder or scan.default_holder()
     app[keys.SCAN_TASKS] = set()
     app[keys.SNAPSHOTS] = SnapshotCache(settings.snapshot_cache_backups)
+    app[ready.RUNS_SCHEDULER] = start_scheduler
+    app[ready.MIGRATIONS] = migrate.load_migrations()
 
     async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
         if pool is not None:
