@@ -26,7 +26,7 @@ from typing import Any
 
 import asyncpg
 
-from backup_catalog.pages import DEFAULT_LIMIT, LAYOUTS, MAX_LIMIT
+from backup_catalog.formats.pages import DEFAULT_LIMIT, LAYOUTS, MAX_LIMIT
 from backup_catalog.settings import Settings
 from backup_catalog.usecases import snapshots
 from catalog import derived

@@ -204,7 +204,7 @@ async def test_killed_between_apply_and_delete_has_no_double_effect(pool: Any, c
 
 async def test_queue_unreachable_then_reconcile_reports_drift(pool: Any, client: Any, settings: Settings,
                                                               s3_endpoint: MotoEndpoint) -> None:
-    from backup_catalog import jobs
+    from backup_catalog.service import jobs
     guid = "ev-gap"
     bucket, prefix, rest = await _instance(pool, client, settings, s3_endpoint, "barman", guid)
     url, _ = await ev.setup_events(s3_endpoint, bucket, f"q-{bucket}", [prefix], visibility_timeout=1)

@@ -12,11 +12,11 @@ from typing import Any
 
 import asyncpg
 
-from backup_catalog import jobs
-from backup_catalog.s3 import sqs_client
+from backup_catalog.service import jobs
 from backup_catalog.settings import Settings
 from backup_catalog.usecases.event_stream import Stream
 from backup_catalog.usecases.events import Consumer, Index, Observer
+from scheduler.clients import sqs_client
 from scheduler.sqs import SqsQueue
 
 log = logging.getLogger(__name__)

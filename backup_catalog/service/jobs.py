@@ -3,7 +3,7 @@
 - ``scan_all`` every ``scan_interval_seconds``: every live instance, each under its scan lease
   (:mod:`backup_catalog.usecases.scan`, the same rule as CLI and HTTP scans);
 - ``cf_sync`` every ``cf_sync_interval_seconds`` when Cloud Foundry discovery is configured: the name
-  sync (:mod:`backup_catalog.cfsync`), one replica at a time (lease ``cf-sync``);
+  sync (:mod:`backup_catalog.cloudfoundry.namesync`), one replica at a time (lease ``cf-sync``);
 - ``drills`` every ``drill_tick_seconds`` when scheduled drills are enabled: the due restore drills
   (:mod:`backup_catalog.usecases.drill_schedule`, slots claimed in the run log, one lease per instance).
 - ``purge`` every ``purge_interval_seconds`` (0 = off, the default) when PURGE_AWS_* are set: a purge run
@@ -18,22 +18,22 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import asyncpg
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from backup_catalog.cloudfoundry import namesync as cfsync
+from backup_catalog.cloudfoundry.client import CloudController
 from backup_catalog.settings import Settings
-from backup_catalog.usecases import scan
+from backup_catalog.usecases import purge, scan
+from backup_catalog.usecases.drill_schedule import DrillSupervisor, scheduled_enabled
 from catalog import repo
 from recovery.wal import DEFAULT_SEG_SIZE
 from scheduler import runner
+from scheduler.clients import purge_s3_client
 from scheduler.runner import ScanConfig
-
-if TYPE_CHECKING:
-    from backup_catalog.cfsync import CloudController
-    from backup_catalog.usecases.drill_schedule import DrillSupervisor
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,6 @@ def add_drills(sched: AsyncIOScheduler, supervisor: DrillSupervisor, settings: S
     """Scheduled restore drills: a tick every ``drill_tick_seconds`` starts the due drills
     (:mod:`backup_catalog.usecases.drill_schedule`). Off when ``drill_enabled`` is false, or unset and this
     host has no PostgreSQL server binaries. Returns whether the job was added."""
-    from backup_catalog.usecases.drill_schedule import scheduled_enabled
     if not scheduled_enabled(settings):
         log.info("scheduled drills are off (DRILL_ENABLED, or no PostgreSQL server binaries on this host)")
         return False
@@ -137,9 +136,8 @@ def add_cf_sync(sched: AsyncIOScheduler, pool: asyncpg.Pool, settings: Settings,
     None (no job) unless ``cf_api_url`` and ``cf_discovery_bucket`` are set."""
     if not (settings.cf_api_url and settings.cf_discovery_bucket):
         return None
-    from backup_catalog import cfsync
 
-    cc = cfsync.CloudController.from_settings(settings)
+    cc = CloudController.from_settings(settings)
     bucket, root = settings.cf_discovery_bucket, settings.cf_discovery_root
 
     async def cf_tick() -> None:
@@ -173,8 +171,6 @@ def add_purge(sched: AsyncIOScheduler, pool: asyncpg.Pool, settings: Settings, h
         log.warning("purge_interval_seconds=%d but PURGE_AWS_ACCESS_KEY_ID/PURGE_AWS_SECRET_ACCESS_KEY are unset: "
                     "no scheduled purge", settings.purge_interval_seconds)
         return False
-    from backup_catalog.s3 import purge_s3_client
-    from backup_catalog.usecases import purge
 
     async def run() -> purge.Report:
         async with purge_s3_client(settings) as client:
