@@ -133,6 +133,21 @@ CREATE TABLE IF NOT EXISTS scan_state (
     requests         bigint NOT NULL DEFAULT 0
 );
 
+-- S3 event ingestion (issue 22, migration 0006): when the newest event was applied to an instance (its
+-- coverage is "fresh as of" the later of this and last_scan), and per key the newest event applied
+-- (its S3 sequencer, compared per key; keys of WAL, histories and backup metadata only). Rows older than
+-- the longest SQS retention (14 days) are pruned by the reconcile; a rescan rebuilds nothing from them.
+ALTER TABLE scan_state ADD COLUMN IF NOT EXISTS last_event timestamptz;
+CREATE TABLE IF NOT EXISTS event_keys (
+    instance_guid  text NOT NULL REFERENCES instances ON DELETE CASCADE,
+    key            text NOT NULL,
+    action         text NOT NULL CHECK (action IN ('created', 'removed')),
+    sequencer      text,                      -- NULL: the store sends none (moto, some MinIO/RGW)
+    event_time     timestamptz,
+    applied_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (instance_guid, key)
+);
+
 -- Derived from the rows above for one stored scan (generation, last_scan): the recoverable windows per
 -- timeline path and the archive part of the Backups document, so that a request does not recompute them
 -- from a year of backups. Valid only while scan_state still has the same generation and last_scan;
