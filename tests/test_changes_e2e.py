@@ -18,13 +18,13 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from backup_catalog.s3 import s3_client
 from backup_catalog.settings import Settings
 from backup_catalog.usecases import drill as drill_uc
 from backup_catalog.usecases.changes import BadRange, changes
 from backup_catalog.usecases.drill_rules import DrillPoint
 from recovery.changes import RangeTooLarge
 from sandbox.mistakes import MistakesArchive, load_mistakes
+from scheduler.clients import s3_client
 from tests.support.fixtures import register_and_scan
 from tests.support.restore import restore_environ, restore_settings, scratch_dir
 
