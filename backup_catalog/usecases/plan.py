@@ -9,8 +9,8 @@ from typing import Any
 
 import asyncpg
 
-from backup_catalog.config import PlanConfig
-from backup_catalog.documents import iso
+from backup_catalog.formats.documents import iso
+from backup_catalog.settings import PlanConfig
 from backup_catalog.usecases.snapshots import SnapshotCache, path_windows_of, snapshot_of
 from catalog import derived, repo
 from catalog.rows import InstanceRecord
@@ -92,7 +92,7 @@ async def instance_plan_doc(pool: asyncpg.Pool, settings: PlanConfig, rec: Insta
               "deleted_at": iso(rec.ref.deleted_at), "layout": layout.value if layout else None,
               "resolution": reason, "resolution_rule": rule}
     if rec.ref.deleted_at is not None:      # the undo period (issue 13): until when, and a warning past it
-        from backup_catalog.purge_rules import policy_of
+        from backup_catalog.usecases.purge_rules import policy_of
         policy = policy_of(settings)
         source["undo_until"] = iso(policy.undo_until(rec.ref.deleted_at))
         if (now or datetime.now(UTC)) >= policy.undo_until(rec.ref.deleted_at):
@@ -113,7 +113,7 @@ def _store_factory(settings: PlanConfig, bucket: str) -> Callable[[], AbstractAs
 
     @asynccontextmanager
     async def store() -> AsyncIterator[Any]:
-        from backup_catalog.s3 import s3_client
+        from scheduler.clients import s3_client
         from scheduler.storage import S3Store
         async with s3_client(settings) as client:  # type: ignore[arg-type]
             yield S3Store(client, bucket)

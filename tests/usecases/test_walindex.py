@@ -11,12 +11,12 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from backup_catalog.s3 import s3_client
 from backup_catalog.usecases import walindex as job
 from backup_catalog.usecases.restore import plan_clone
 from catalog import repo, walindex
 from recovery.errors import PlanningError
 from recovery.wal import DEFAULT_SEG_SIZE
+from scheduler.clients import s3_client
 from tests.support.fixtures import commits, make_settings, register_and_scan
 
 pytestmark = [pytest.mark.realtools, pytest.mark.asyncio(loop_scope="session")]
