@@ -27,6 +27,9 @@ CREATE TABLE IF NOT EXISTS instances (
     CONSTRAINT instances_system_id_uint64 CHECK (system_id IS NULL OR system_id BETWEEN 0 AND 18446744073709551615)
 );
 
+-- the CF service plan GUID the instance was created with (name sync, PUT /instances; migration 0003)
+ALTER TABLE instances ADD COLUMN IF NOT EXISTS service_plan_guid text;
+
 -- Name history: (space, name) held by an instance during [valid_from, valid_to).
 -- 'infinity' = still held; '-infinity' = since before the catalog knew.
 CREATE TABLE IF NOT EXISTS instance_names (
