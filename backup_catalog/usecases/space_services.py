@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 
-from backup_catalog.documents import iso
+from backup_catalog.formats.documents import iso
 from backup_catalog.settings import Settings
 from backup_catalog.usecases import coverage
 from catalog import spaces

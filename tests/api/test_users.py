@@ -18,7 +18,7 @@ import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 
-from api.app import create_app
+from backup_catalog.service.app import create_app
 from tests.api.conftest import AS_BROKER, AS_OPERATOR, make_settings
 from tests.api.seed import SPACE, B, iso, seed_history
 from tests.support.ccdouble import CloudControllerDouble
