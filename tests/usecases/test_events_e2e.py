@@ -258,7 +258,7 @@ async def test_serve_consumes_the_queue_and_says_so(pool: Any, client: Any, sett
     coverage row is fresh as of the last event, and the catalog is what a full scan builds."""
     from aiohttp.test_utils import TestClient, TestServer
 
-    from api.app import create_app
+    from backup_catalog.service.app import create_app
     from backup_catalog.usecases import coverage
     from tests.api.conftest import AS_OPERATOR
 
