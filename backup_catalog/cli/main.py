@@ -39,6 +39,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("report", "cmd_report"),
     "serve": ("serve", "cmd_serve"),
     "demo": ("demo", "cmd_demo"),
+    "events": ("events", "cmd_events"),
 }
 SHORT_LIVED = frozenset({"backups", "plan"})    # read-only, one after another at a terminal
 

@@ -113,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("demo", help="one-command tour: make a real archive, scan it, answer a clone request")
     add_drill(sub)
+    add_events(sub)
     return p
 
 
@@ -135,6 +136,17 @@ def add_restore(sub: Any) -> None:
     r.add_argument("--keep-failed", action="store_true", help="keep the data directory of a failed restore")
     r.add_argument("--check-query", help="SQL run on the promoted clone; its first value is reported")
     r.add_argument("--json", action="store_true")
+
+
+def add_events(sub: Any) -> None:
+    ep = sub.add_parser("events", help="S3 event notifications through SQS").add_subparsers(
+        dest="events_cmd", required=True)
+    s = ep.add_parser("setup", help="the bucket notification configuration and queue policy for the "
+                                    "registered prefixes (printed; applied with --apply)")
+    s.add_argument("--bucket", required=True)
+    s.add_argument("--queue-url", required=True)
+    s.add_argument("--apply", action="store_true", help="apply it (else only print it)")
+    s.add_argument("--json", action="store_true", help="(the output is one JSON document either way)")
 
 
 def add_drill(sub: Any) -> None:
