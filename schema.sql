@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS instances (
     created_at       timestamptz,                    -- NULL: existed before the catalog learned of it
     registered_at    timestamptz NOT NULL DEFAULT now(),
     deleted_at       timestamptz,
+    service_plan_guid text,                          -- the CF plan it was created with (name sync, PUT)
     CONSTRAINT instances_system_id_uint64 CHECK (system_id IS NULL OR system_id BETWEEN 0 AND 18446744073709551615)
 );
 
