@@ -368,6 +368,8 @@ class CoverageRow(_Response):
     latest_window_end_kind: str | None
     rpo_seconds: int | None
     last_scan: str | None
+    fresh_as_of: str | None = Field(default=None, description="the later of the last scan and the last S3 "
+                                    "event applied: what the catalog knew of the archive at that time")
     stale_since: str | None
     scan_errors_count: int
     scan_errors: list[str]

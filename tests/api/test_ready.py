@@ -16,7 +16,7 @@ import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 
 from api import keys
-from api.app import create_app
+from backup_catalog.service.app import create_app
 from catalog import db as catalog_db
 from catalog import embedded, migrate
 from tests.api.conftest import make_settings
