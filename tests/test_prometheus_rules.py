@@ -72,8 +72,8 @@ async def test_the_rules_read_only_metrics_that_serve_exports(pool: asyncpg.Pool
                                                               real_archives: Any, catalog_dsn: str) -> None:
     from aiohttp.test_utils import TestClient, TestServer
 
-    from api.app import create_app
-    from backup_catalog.s3 import s3_client
+    from backup_catalog.service.app import create_app
+    from scheduler.clients import s3_client
     from tests.api.conftest import AS_OPERATOR
 
     settings = make_settings(s3_endpoint, catalog_dsn, drill_enabled=True, external_url="https://catalog.example/")
@@ -184,7 +184,7 @@ async def test_a_real_prometheus_fires_drill_failed_and_window_stale_for_the_rig
         pool: asyncpg.Pool, s3_endpoint: Any, real_archives: Any, catalog_dsn: str, workdir: Path) -> None:
     t0 = time.monotonic()
     settings = make_settings(s3_endpoint, catalog_dsn)
-    from backup_catalog.s3 import s3_client
+    from scheduler.clients import s3_client
     arch = real_archives["pgbackrest"]
     async with s3_client(settings) as client:
         # its archive was written when the cache was built: its last commit is older than the 60 s RPO below
