@@ -80,6 +80,13 @@ class ApiMetrics:
         self.scans = Counter("backup_catalog_scans", "Scans run by this service", ["result"], registry=own)
         self.requests = Counter("backup_catalog_http_requests", "HTTP requests",
                                 ["method", "route", "status"], registry=own)
+        # end users (issue 19): by outcome only, never a user as a label
+        self.user_previews = Counter("backup_catalog_user_clone_previews", "Clone previews asked by signed-in "
+                                     "users, by outcome (planned, refused, invalid, unknown, error)", ["outcome"],
+                                     registry=own)
+        self.user_refusals = Counter("backup_catalog_user_refusals", "Requests of signed-in users refused, by "
+                                     "reason (token_<check>, hidden, forbidden, cc_unavailable)", ["reason"],
+                                     registry=own)
         self.latency = Histogram("backup_catalog_http_request_duration_seconds", "HTTP request latency",
                                  ["route"], registry=own)
         # S3 events (issue 22): what the consumer received and did with it, how late, and what it missed
