@@ -25,6 +25,7 @@ import asyncpg
 from aiohttp import web
 from pydantic import ValidationError
 
+from backup_catalog.usecases.access import AccessUnavailable, InvalidToken, SpaceHidden, UserForbidden
 from catalog.errors import CatalogError, CatalogUnavailable, Conflict, NotScanned, UnknownInstance, UnknownService
 from recovery.errors import ParseError, PitrError, PlanningError
 from recovery.jsonout import refusal_to_dict
@@ -43,6 +44,24 @@ class BadRequest(PitrError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class UnsupportedMediaType(BadRequest):
+    """The body is not JSON by its declared media type (HTTP 415, RFC 9110 §15.5.16)."""
+
+
+class ScanFailed(PitrError):
+    """A scan asked for by a client ran and failed: the archive's store answered badly (502) or not at all (503).
+    The problem document carries the scan outcome, so a script reads the failure from the status alone."""
+
+    def __init__(self, code: str, message: str, outcome: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.code = code
+        self.outcome = outcome
+
+
+# scan outcome codes that mean the store could not be reached in time (503); every other failure is a 502
+SCAN_UNAVAILABLE_CODES = frozenset({"storage_unavailable", "storage_timeout", "clock_skew"})
 
 
 class Unauthorized(PitrError):
@@ -65,30 +84,40 @@ class NotAvailable(PitrError):
 
 # exception class -> (HTTP status, title); the most specific class wins (checked in MRO order)
 PROBLEMS: dict[type[BaseException], tuple[int, str]] = {
+    UnsupportedMediaType: (415, "Unsupported media type"),
     BadRequest: (400, "Bad request"),
     ParseError: (400, "Bad request"),
     Unauthorized: (401, "Authentication required"),
+    InvalidToken: (401, "Invalid bearer token"),
     Forbidden: (403, "Forbidden for this role"),
+    UserForbidden: (403, "Forbidden for signed-in users"),
     UnknownService: (404, "Service instance not found"),
+    SpaceHidden: (404, "Space not found"),
     UnknownInstance: (404, "Instance not found"),
     Conflict: (409, "Conflict"),
     NotScanned: (409, "Instance not scanned yet"),
     ScanBusy: (409, "Scan in progress"),
     CatalogUnavailable: (503, "Catalog unavailable"),
     NotAvailable: (503, "Not available"),
+    AccessUnavailable: (503, "Authorization unavailable"),
     CatalogError: (500, "Catalog error"),
     PitrError: (400, "Bad request"),
 }
 
 WWW_AUTHENTICATE = 'Basic realm="backup-catalog", charset="UTF-8"'
+BEARER_CHALLENGE = 'Bearer realm="backup-catalog"'
 
 
 def problem(request: web.Request, status: int, title: str, detail: str, code: str,
             **extra: Any) -> web.Response:
     body = {"type": TYPE_BASE + code.replace("_", "-"), "title": title, "status": status, "detail": detail,
             "instance": request.path, "code": code, **extra}
-    headers = {"WWW-Authenticate": WWW_AUTHENTICATE} if status == 401 else None
-    return web.Response(status=status, text=json.dumps(body), content_type=PROBLEM_JSON, headers=headers)
+    resp = web.Response(status=status, text=json.dumps(body), content_type=PROBLEM_JSON)
+    if status == 401:   # both schemes are accepted (RFC 9110 §11.6.1: one challenge per header line)
+        resp.headers.add("WWW-Authenticate", WWW_AUTHENTICATE)
+        bearer = BEARER_CHALLENGE + (', error="invalid_token"' if code == "invalid_token" else "")
+        resp.headers.add("WWW-Authenticate", bearer)
+    return resp
 
 
 # PlanningError codes that mean "the request's target does not parse" (400), not "cannot be planned" (422)
@@ -137,7 +166,17 @@ def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
     return [{"loc": [str(p) for p in e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
 
 
+def status_of(exc: BaseException) -> int:
+    """The HTTP status an exception is answered with (500 when unmapped)."""
+    if isinstance(exc, PlanningError):
+        return 400 if exc.code in INVALID_INPUT_CODES else 422
+    mapped = _lookup(exc)
+    return mapped[0] if mapped is not None else 500
+
+
 def to_response(request: web.Request, exc: BaseException) -> web.Response:
+    if isinstance(exc, InvalidToken):   # which check failed, never which key
+        return problem(request, 401, "Invalid bearer token", str(exc), exc.code, check=exc.check)
     if isinstance(exc, PlanningError):
         return refusal(request, exc)
     if isinstance(exc, ValidationError):
@@ -158,6 +197,10 @@ def to_response(request: web.Request, exc: BaseException) -> web.Response:
         log.warning("%s %s: catalog unavailable: %s", request.method, request.path, type(exc).__name__)
         return problem(request, 503, "Catalog unavailable", "the catalog database is not reachable",
                        "catalog_unavailable")
+    if isinstance(exc, ScanFailed):
+        status = 503 if exc.code in SCAN_UNAVAILABLE_CODES else 502
+        log.warning("%s %s: scan failed: %s: %s", request.method, request.path, exc.code, exc)
+        return problem(request, status, "Scan failed", str(exc), exc.code, scan=exc.outcome)
     mapped = _lookup(exc)
     if mapped is not None and isinstance(exc, PitrError):
         status, title = mapped
@@ -185,7 +228,8 @@ async def error_middleware(request: web.Request,
 async def read_json(request: web.Request) -> Any:
     """The body as JSON, or BadRequest (never a 500) for a wrong content type or malformed JSON."""
     if request.content_type not in ("application/json", "") and not request.content_type.endswith("+json"):
-        raise BadRequest("unsupported_media_type", f"expected application/json, got {request.content_type}")
+        raise UnsupportedMediaType("unsupported_media_type",
+                                   f"expected Content-Type: application/json, got {request.content_type}")
     raw = await request.read()
     try:
         return json.loads(raw.decode("utf-8"))

@@ -20,7 +20,10 @@ _STATUS_TEXT = {200: "OK", 201: "Created", 202: "Accepted", 204: "No content",
                      "names each field",
                 401: "Unauthenticated", 403: "Forbidden for this role", 404: "Not found", 409: "Conflict",
                 422: "Clone refused: a valid request the catalog cannot plan; the problem's error member is the "
-                     "DESIGN.md refusal (code, message, windows, details)", 503: "Unavailable"}
+                     "DESIGN.md refusal (code, message, windows, details)",
+                415: "The body's Content-Type is not application/json",
+                502: "The archive's store answered with an error (the problem's scan member is the outcome)",
+                503: "Unavailable"}
 _DEFAULT_ERROR = ("Any other error (404/405 from routing, 413 body too large, 500, ...): every non-2xx response "
                   "is an RFC 9457 problem document")
 
@@ -68,6 +71,8 @@ def _operation(op: Any) -> dict[str, Any]:
         ok["content"]["text/csv"] = {"schema": {"type": "string"}}
     for status in op.errors:
         responses[str(status)] = _error_response(status, refusal=op.body is not None)
+    if op.body is not None:   # read_json: a body that is not application/json by its declared type
+        responses["415"] = _error_response(415, refusal=False)
     if op.role is not Role.PUBLIC:
         responses["401"] = _error_response(401)
         if op.role is Role.OPERATOR:
@@ -82,6 +87,10 @@ def _operation(op: Any) -> dict[str, Any]:
                               "content": {"application/json": {"schema": _ref(op.body)}}}
     doc["security"] = {Role.PUBLIC: [], Role.BROKER: [{"broker": []}, {"operator": []}],
                        Role.OPERATOR: [{"operator": []}]}[op.role]
+    if op.role is Role.BROKER and "{space_guid}" in op.path:
+        doc["security"].append({"uaa": []})      # end users: a UAA token, decided by the Cloud Controller
+        responses.setdefault("404", _error_response(404))
+        responses.setdefault("503", _error_response(503))
     return doc
 
 
@@ -93,15 +102,22 @@ def openapi_document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "backup-catalog", "version": "1",
-                 "description": "PITR catalog for PostgreSQL archives in S3: broker and operator API. "
+                 "description": "PITR catalog for PostgreSQL archives in S3: broker, operator and end-user API. "
                                 "Broker credentials may use the broker routes; operator credentials every "
-                                "route. /healthz and /openapi.json are public."},
+                                "route; end users' UAA tokens the broker routes that name a space. "
+                                "/healthz, /readyz and /openapi.json are public."},
         "paths": paths,
         "components": {
             "schemas": _components(),
             "securitySchemes": {
                 "broker": {"type": "http", "scheme": "basic", "description": "broker role"},
                 "operator": {"type": "http", "scheme": "basic", "description": "operator role"},
+                "uaa": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                        "description": "an end user's UAA access token (as `cf oauth-token` prints it): RS256, "
+                                       "audience cloud_controller, scope cloud_controller.read. The Cloud "
+                                       "Controller, asked with the same token, decides: the space visible -> read; "
+                                       "a space the user cannot see answers 404 like an unknown name; the CC "
+                                       "unreachable -> 503. A bad token is a 401 naming the failed check."},
             },
         },
     }

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from pydantic import BaseModel
 
-from api import coverage, drills, handlers, metrics, schemas
+from api import coverage, drills, handlers, metrics, ready, schemas, spaces
 from api import purge as purge_api
 from api.auth import Role
 from api.errors import BadRequest
@@ -63,6 +63,10 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "/spaces/{space_guid}/services/{name}/backups", handlers.get_backups, _B,
               "Backups, WAL coverage, holes and recoverable windows of every holder of a name",
               "getBackups", response=schemas.BackupsDoc, errors=(400, 404), tags=("broker",)),
+    Operation("GET", "/spaces/{space_guid}/services", spaces.get_space_services, _B,
+              "Every service instance the space has had (live and deleted): names, plan, windows, newest backup, "
+              "drill, undo period, and whether the caller may start an undo (can_undo)", "listSpaceServices",
+              response=spaces.SpaceServices, errors=(400, 404, 503), tags=("broker", "users")),
     Operation("POST", "/spaces/{space_guid}/clones", handlers.post_clone, _B,
               "Plan a clone of a service instance at a point in time", "planClone",
               body=schemas.CloneRequest, response=schemas.PlanDoc, errors=(400, 404, 422), tags=("broker",)),
@@ -79,7 +83,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "/instances", handlers.list_instances, _O, "All registered instances", "listInstances",
               response=schemas.InstanceList, tags=("operator",)),
     Operation("POST", "/instances/{guid}/scan", handlers.post_scan, _O, "Scan one instance's archive now",
-              "scanInstance", response=schemas.ScanOutcomeOut, errors=(400, 404, 409, 503),
+              "scanInstance", response=schemas.ScanOutcomeOut, errors=(400, 404, 409, 502, 503),
               query=(Query("full", {"type": "boolean", "default": False},
                            "full reconcile (notices deleted objects)"),), tags=("operator",)),
     Operation("POST", "/instances/{guid}/drills", drills.post_drill, _O,
@@ -118,6 +122,9 @@ OPERATIONS: tuple[Operation, ...] = (
               "unholdInstance", response=purge_api.HoldOut, errors=(400, 404), tags=("operator",)),
     Operation("GET", "/healthz", handlers.get_health, _P, "Liveness: the catalog answers", "health",
               response=schemas.Health, errors=(503,), tags=("public",)),
+    Operation("GET", "/readyz", ready.get_ready, _P, "Readiness: the catalog at this release's schema version "
+              "and, in a replica that runs the jobs, the scheduler running (503 names what is not ready)", "ready",
+              response=schemas.Ready, errors=(503,), tags=("public",)),
     Operation("GET", "/openapi.json", handlers.get_openapi, _P, "This OpenAPI document", "openapi",
               media="application/json", tags=("public",)),
 )

@@ -51,6 +51,7 @@ class Expectation:
     end_lsn: Lsn | None
     end_segment: str | None
     last_commit_time: str | None = None
+    stop: Mapping[str, Any] | None = None   # an exact target's promised stop (plan ``replay.stop``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +156,10 @@ def expectation(doc: Mapping[str, Any], seg_size: int = DEFAULT_SEG_SIZE) -> Exp
         lct = rp.get("last_commit_time") if isinstance(rp.get("last_commit_time"), str) else None
         if rp["mode"] == "end_of_wal" and end is None:
             raise PlanDocError("the plan's replay.end_lsn is missing or not an LSN")
-        return Expectation(rp["mode"], end, seg, lct)
+        stop = rp.get("stop")
+        if stop is not None and not (isinstance(stop, dict) and stop.get("kind") in STOP_KINDS):
+            raise PlanDocError(f"the plan's replay.stop is not one of {', '.join(STOP_KINDS)}")
+        return Expectation(rp["mode"], end, seg, lct, stop)
     files = doc.get("files") or {}
     text = "\n".join(str(files.get(n, "")) for n in ("postgresql.auto.conf", "recovery.conf"))
     if any(conf_key(ln) in _TARGET_KEYS for ln in text.splitlines()):
@@ -385,7 +389,11 @@ PRIVATE_HBA = "# backup-catalog restore: only the private socket, during recover
 _LSN = r"([0-9A-Fa-f]+/[0-9A-Fa-f]+)"
 _SEG = r"([0-9A-F]{24})"
 RE_REDO_DONE = re.compile(rf"redo done at {_LSN}")
-RE_STOP = re.compile(r"recovery stopping (before|after) (.*)")
+RE_STOP = re.compile(r"recovery stopping (before|after|at) (.*)")
+RE_STOP_XID = re.compile(r"recovery stopping before commit of transaction ([0-9]+), time (.+)$")
+RE_STOP_POINT = re.compile(r'recovery stopping at restore point "(.*)", time (.+)$')
+RE_STOP_LSN = re.compile(rf'recovery stopping after WAL location \(LSN\) "{_LSN}"')
+STOP_KINDS = ("before_xid", "restore_point", "after_lsn")
 RE_BAD_SEGMENT = re.compile(rf"(invalid magic number [0-9A-Fa-f]+|unexpected pageaddr {_LSN}|"
                             rf"invalid (?:info bits|page header|contrecord)[^,]*|"
                             rf"WAL file is from different database system.*?) in log segment {_SEG}")
@@ -510,6 +518,8 @@ def judge(exp: Expectation, facts: LogFacts, *, promoted: bool, reached: Lsn | N
         if facts.stop is None:
             return Verdict(False, "the server promoted without reaching the plan's recovery target "
                                   f"(no 'recovery stopping' line); replay ended at {got}", seg)
+        if exp.stop is not None and (wrong := stop_mismatch(exp.stop, facts.stop)) is not None:
+            return Verdict(False, wrong, seg)
         return Verdict(True, _strip_prefix(facts.stop))
     if exp.end_lsn is None:
         return Verdict(True, f"replayed to the end of the archived WAL at {got}")
@@ -524,6 +534,32 @@ def judge(exp: Expectation, facts: LogFacts, *, promoted: bool, reached: Lsn | N
                               f"(the archive's WAL up to {exp.end_segment or 'its end'}): segment {seg} could "
                               f"not be replayed{detail}; the commits after {got} would be missing", seg)
     return Verdict(True, f"replayed to {got} (plan: at least {exp.end_lsn})")
+
+
+def stop_mismatch(stop: Mapping[str, Any], line: str) -> str | None:
+    """Why PostgreSQL's "recovery stopping" line is not the exact stop the plan promised (None: it is).
+
+    >>> stop_mismatch({"kind": "before_xid", "xid": 748},
+    ...               "LOG:  recovery stopping before commit of transaction 748, time 2026-12-07 10:00:00.1+00")
+    >>> stop_mismatch({"kind": "restore_point", "name": "a"}, 'LOG:  recovery stopping at restore point "b", time x')
+    'recovery stopped at restore point "b", time x, not at restore point "a" as the plan promised'
+    """
+    m0 = RE_STOP.search(line)
+    said = f"{m0.group(1)} {m0.group(2)}" if m0 else line.strip()
+    kind = stop.get("kind")
+    if kind == "before_xid":
+        m = RE_STOP_XID.search(line)
+        ok = m is not None and str(m.group(1)) == str(stop.get("xid"))
+        want = f"before commit of transaction {stop.get('xid')}"
+    elif kind == "restore_point":
+        m = RE_STOP_POINT.search(line)
+        ok = m is not None and m.group(1) == stop.get("name")
+        want = f'at restore point "{stop.get("name")}"'
+    else:
+        m = RE_STOP_LSN.search(line)
+        ok = m is not None and lsn_or_none(m.group(1)) == lsn_or_none(stop.get("lsn"))
+        want = f'after WAL location {stop.get("lsn")} (restore point "{stop.get("name")}")'
+    return None if ok else f"recovery stopped {said}, not {want} as the plan promised"
 
 
 def _strip_prefix(line: str) -> str:

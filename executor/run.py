@@ -24,8 +24,8 @@ from typing import Any
 
 import asyncpg
 
-from backup_catalog.settings import Settings
 from executor import clone, failfast, guard, logic, preflight, reap
+from executor.config import RestoreConfig
 from recovery.lsn import Lsn
 
 EXIT_CODES = {"bad_input": 2, "refused": 3, "restore_failed": 4}
@@ -103,7 +103,7 @@ def _secret(v: Any) -> str | None:
     return v.get_secret_value() if v is not None else None
 
 
-def s3_access(settings: Settings) -> logic.S3Access:
+def s3_access(settings: RestoreConfig) -> logic.S3Access:
     return logic.S3Access(settings.s3_endpoint_url, _secret(settings.aws_access_key_id),
                           _secret(settings.aws_secret_access_key), settings.aws_default_region,
                           settings.s3_verify_tls, settings.s3_ca_bundle)
@@ -182,7 +182,7 @@ async def _kill_group(proc: asyncio.subprocess.Process, sig: int = signal.SIGKIL
         await asyncio.wait_for(proc.wait(), 30)
 
 
-def tool_path(settings: Settings, caller: Mapping[str, str]) -> str:
+def tool_path(settings: RestoreConfig, caller: Mapping[str, str]) -> str:
     """PATH for the tools and the server: RESTORE_TOOLS_PATH first, then the caller's PATH."""
     parts = [p for p in (settings.restore_tools_path or "").split(":") if p]
     parts += [p for p in caller.get("PATH", "/usr/bin:/bin").split(":") if p and p not in parts]
@@ -248,13 +248,14 @@ def _meaning(out: str) -> str:
 
 # -- the executor -----------------------------------------------------------------------------------------------
 
-async def execute_plan(plan: dict[str, Any], pgdata: Path, settings: Settings, *, pg_bin: Path | None = None,
+async def execute_plan(plan: dict[str, Any], pgdata: Path, settings: RestoreConfig, *, pg_bin: Path | None = None,
                        keep_running: bool = False, keep_failed: bool = False,
                        progress: Callable[[ProgressEvent], None] | None = None,
                        check_query: str | None = None,
                        environ: Mapping[str, str] | None = None, port: int = 5432, socket_dir: str | None = None,
                        force_clean: bool = False,
-                       on_server: Callable[[int, Path], Awaitable[None]] | None = None) -> RestoreResult:
+                       on_server: Callable[[int, Path], Awaitable[None]] | None = None,
+                       inspect: Callable[[Path, int], Awaitable[None]] | None = None) -> RestoreResult:
     """Restore ``plan`` into ``pgdata`` and verify it; see the module docstring and DESIGN.md.
 
     ``port``/``socket_dir``: the clone's own, written into it once it is verified (the recovery run uses a
@@ -262,7 +263,9 @@ async def execute_plan(plan: dict[str, Any], pgdata: Path, settings: Settings, *
     drill records it in its row for the reaper).
 
     ``environ`` (default ``os.environ``) is the caller's environment: its ``PATH``, and the
-    ``PGBACKREST_*``/``WALG_*``/``WALE_*``/``AWS_*`` variables passed to the tools and the server."""
+    ``PGBACKREST_*``/``WALG_*``/``WALE_*``/``AWS_*`` variables passed to the tools and the server.
+    ``inspect(socket_dir, port)`` runs against the verified server before it is shut down (drills read
+    relation maps there)."""
     if isinstance(plan, dict) and isinstance(plan.get("error"), dict):
         err = plan["error"]
         raise RestoreError("refused", "input", f"the plan was refused ({err.get('code')}): {err.get('message')}",
@@ -291,7 +294,7 @@ async def execute_plan(plan: dict[str, Any], pgdata: Path, settings: Settings, *
     run = _Run(doc, loc, exp, pgdata, created, settings, s3, path, progress, keep_failed, caller)
     run.port, run.socket_dir, run.on_server = port, socket_dir or default_socket_dir(), on_server
     try:
-        return await run.go(bindir, keep_running, check_query)
+        return await run.go(bindir, keep_running, check_query, inspect)
     except BaseException as e:
         await run.abort()
         if isinstance(e, RestoreError):
@@ -304,7 +307,7 @@ async def execute_plan(plan: dict[str, Any], pgdata: Path, settings: Settings, *
 
 class _Run:
     def __init__(self, doc: dict[str, Any], loc: logic.StorageLoc, exp: logic.Expectation, pgdata: Path,
-                 created: bool, settings: Settings, s3: logic.S3Access, path: str,
+                 created: bool, settings: RestoreConfig, s3: logic.S3Access, path: str,
                  progress: Callable[[ProgressEvent], None] | None, keep_failed: bool,
                  caller: dict[str, str]) -> None:
         self.caller = caller
@@ -334,7 +337,8 @@ class _Run:
         with contextlib.suppress(Exception):
             self.progress(ProgressEvent(**kw))
 
-    async def go(self, bindir: Path | None, keep_running: bool, check_query: str | None) -> RestoreResult:
+    async def go(self, bindir: Path | None, keep_running: bool, check_query: str | None,
+                 inspect: Callable[[Path, int], Awaitable[None]] | None = None) -> RestoreResult:
         t0 = time.monotonic()
         if self.created:
             self.pgdata.mkdir(parents=True, mode=0o700)
@@ -354,6 +358,8 @@ class _Run:
         reached, last_commit, timeline = await self.recover(bindir)
         replay_s = time.monotonic() - t1
         check = await self.check(check_query) if check_query else None
+        if inspect is not None:
+            await inspect(self.work / "sock", self.port)
         (self.work / "pgbackrest.conf").unlink(missing_ok=True)    # its credentials: not needed after promotion
         await self.shutdown()
         start = self.make_ready(bindir)

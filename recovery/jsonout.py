@@ -118,15 +118,27 @@ def windows_from_json(data: object) -> dict[tuple[int, ...], list[Window]]:
 
 
 def target_to_dict(t: Target) -> dict[str, Any]:
-    value: str | None
+    """The plan's ``target``; exact targets (xid, name) also carry what they resolved to: the record's
+    ``lsn``, its timeline (``record_timeline``) and ``commit_time`` (xid) / ``time`` (restore point)."""
+    value: str | int | None
     if isinstance(t.value, datetime):
         value = json_time(t.value)
     elif isinstance(t.value, Lsn):
         value = str(t.value)
+    elif isinstance(t.value, int | str):
+        value = t.value
     else:
         value = None
-    return {"kind": t.kind.value, "value": value, "inclusive": t.inclusive, "timeline": t.timeline,
-            "action": t.action}
+    out: dict[str, Any] = {"kind": t.kind.value, "value": value, "inclusive": t.inclusive, "timeline": t.timeline,
+                           "action": t.action}
+    if t.point is not None:
+        p = t.point
+        out["commit_time" if p.xid is not None else "time"] = json_time(p.time)
+        out["lsn"] = str(p.lsn)
+        out["record_timeline"] = p.timeline
+    if t.pick is not None:
+        out["restore_point_lsn"] = str(t.pick)
+    return out
 
 
 def to_json_value(v: object) -> Any:
@@ -150,8 +162,28 @@ def replay_to_dict(plan: RecoveryPlan) -> dict[str, Any]:
     """What replay must reach (DESIGN.md plan ``replay``): ``end_of_wal`` (no recovery target: at least
     ``end_lsn``, the last decoded commit record before the end or the last segment's first record) or
     ``target`` (``end_lsn`` the recovery stop the target implies, null when unknown, as for times)."""
-    return {"mode": "end_of_wal" if plan.end_of_wal else "target", "end_lsn": json_lsn(plan.end_lsn),
-            "end_segment": plan.last_segment, "last_commit_time": json_time(plan.last_commit_time)}
+    out: dict[str, Any] = {"mode": "end_of_wal" if plan.end_of_wal else "target", "end_lsn": json_lsn(plan.end_lsn),
+                           "end_segment": plan.last_segment, "last_commit_time": json_time(plan.last_commit_time)}
+    stop = stop_to_dict(plan)
+    if stop is not None:
+        out["stop"] = stop
+    return out
+
+
+def stop_to_dict(plan: RecoveryPlan) -> dict[str, Any] | None:
+    """The exact recovery stop an exact target promises (``replay.stop``), which the executor checks in
+    PostgreSQL's log: ``before_xid`` (``recovery stopping before commit of transaction X, time T``),
+    ``restore_point`` (``recovery stopping at restore point "N", time T``) or ``after_lsn`` (a repeated
+    restore point targeted by its LSN: ``recovery stopping after WAL location (LSN) "X/Y"``)."""
+    t = plan.target
+    if t.point is None or plan.end_of_wal:
+        return None
+    at = {"lsn": str(t.point.lsn), "time": json_time(t.point.time)}
+    if t.point.xid is not None:
+        return {"kind": "before_xid", "xid": t.point.xid, **at}
+    if plan.setting("recovery_target_lsn") is not None:
+        return {"kind": "after_lsn", "name": t.point.name, **at}
+    return {"kind": "restore_point", "name": t.point.name, **at}
 
 
 def plan_to_dict(plan: RecoveryPlan, files: Mapping[str, str], restore_command: str) -> dict[str, Any]:

@@ -33,17 +33,16 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from backup_catalog import report
-from backup_catalog.s3 import s3_client
 from backup_catalog.settings import Settings
+from backup_catalog.usecases import coverage, scratch
 from backup_catalog.usecases import drill as uc
 from backup_catalog.usecases import drill_rules as rules
-from backup_catalog.usecases import scratch
 from backup_catalog.usecases.drill_schedule import JOB, DrillSupervisor
 from catalog import drills
 from catalog.db import init_schema, open_pool
 from recovery.wal import WalSegment, segment_name
 from sandbox.s3 import free_port, wait_port
+from scheduler.clients import s3_client
 from tests.pg import _admin, _with_database
 from tests.realarchives.plugin import RealArchive, fresh_archive
 from tests.support.fixtures import register_and_scan
@@ -146,6 +145,12 @@ async def test_drill_passes_on_the_real_archive(tool: str, drilled: Drilled, _ca
     assert row.target is not None and row.target["kind"] == "latest"
     if tool == "pgbackrest":   # the plan's WAL was checked against the sha1 in the names
         assert o.checked_segments >= 2
+    # the clone's relation maps (issue 20): every database, user relations with their schema and kind
+    seen = {(r["database_name"], r["schema_name"], r["rel_name"], r["kind"]) for r in await _catalog_pool.fetch(
+        "SELECT m.database_name, e.schema_name, e.rel_name, e.kind FROM relation_maps m "
+        "JOIN relation_map_entries e ON e.map_id = m.id WHERE m.drill_id = $1", o.id)}
+    assert {("postgres", "public", "ticks", "r"), ("postgres", "public", "ticks_pkey", "i")} <= seen
+    assert not any(schema == "pg_catalog" and name == "pg_class" for _, schema, name, _ in seen)
     assert_clean(drilled.root)
 
 
@@ -164,7 +169,7 @@ async def test_drill_fails_naming_the_damaged_segment(tool: str, drilled: Drille
         assert row.stage in ("recover", "verify") and row.postgres_log, row.reason
     assert_clean(drilled.root)
     # the coverage report turns the instance critical, naming the drill
-    rows = {r["instance_guid"]: r for r in await report.coverage(_catalog_pool, drilled.settings,
+    rows = {r["instance_guid"]: r for r in await coverage.all_rows(_catalog_pool, drilled.settings,
                                                                   now=datetime.now(UTC))}
     cov = rows[drilled.guids[f"{tool}-damaged"]]
     assert cov["status"] == "critical" and cov["drill"] is not None and cov["drill"]["ok"] is False

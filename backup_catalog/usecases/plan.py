@@ -2,13 +2,15 @@
 the CLI's ``plan`` and ``POST /spaces/{space}/clones``."""
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
-from backup_catalog.config import PlanConfig
-from backup_catalog.documents import iso
+from backup_catalog.formats.documents import iso
+from backup_catalog.settings import PlanConfig
 from backup_catalog.usecases.snapshots import SnapshotCache, path_windows_of, snapshot_of
 from catalog import derived, repo
 from catalog.rows import InstanceRecord
@@ -18,7 +20,8 @@ from recovery.narrow import narrowable
 from recovery.plan import RecoveryPlan, WindowsUnknown, pg_major, plan_recovery
 from recovery.target import Target
 
-_CLONE_KEYS = {"clone-from", "point-in-time", "lsn", "latest", "immediate", "timeline", "exclusive", "pg-version"}
+_CLONE_KEYS = {"clone-from", "point-in-time", "lsn", "latest", "immediate", "timeline", "exclusive", "pg-version",
+               "before-xid", "restore-point", "restore-point-lsn"}
 
 
 def _target_from_body(body: dict[str, Any]) -> Any:
@@ -28,7 +31,9 @@ def _target_from_body(body: dict[str, Any]) -> Any:
         raise PlanningError("invalid_target", f"unknown fields: {', '.join(sorted(unknown))}")
     return make_target(point_in_time=body.get("point-in-time"), lsn=body.get("lsn"),
                        latest=bool(body.get("latest")), immediate=bool(body.get("immediate")),
-                       timeline=body.get("timeline") or "latest", exclusive=bool(body.get("exclusive")))
+                       timeline=body.get("timeline") or "latest", exclusive=bool(body.get("exclusive")),
+                       before_xid=body.get("before-xid"), restore_point=body.get("restore-point"),
+                       restore_point_lsn=body.get("restore-point-lsn"))
 
 
 async def plan_doc(pool: asyncpg.Pool, settings: PlanConfig, space: str, body: dict[str, Any],
@@ -49,7 +54,7 @@ async def plan_doc(pool: asyncpg.Pool, settings: PlanConfig, space: str, body: d
             from backup_catalog.usecases.purge import purged_refusal
             raise purged_refusal(rec)
         inputs = (await repo.load_plan_inputs(c, rec.guid, target, PLAN_CANDIDATES)
-                  if narrowable(target) else None)
+                  if narrowable(target) and not target.exact else None)
     return await instance_plan_doc(pool, settings, rec, target, now=now, requested_pg=body.get("pg-version"),
                                    inputs=inputs, resolution=(res.reason, res.rule), inputs_given=True,
                                    cache=cache)
@@ -64,7 +69,12 @@ async def instance_plan_doc(pool: asyncpg.Pool, settings: PlanConfig, rec: Insta
     from recovery.jsonout import plan_to_dict
     from recovery.render import render_files, restore_command
 
-    if not inputs_given and narrowable(target):
+    if target.exact:     # resolved from the WAL index first; planned from the whole snapshot
+        from backup_catalog.usecases.walindex import resolve_target
+        whole = await snapshot_of(pool, rec.guid, cache)
+        target = await resolve_target(pool, rec, whole, target, store=_store_factory(settings, rec.storage.bucket))
+        inputs = None
+    elif not inputs_given and narrowable(target):
         inputs = await repo.load_plan_inputs(pool, rec.guid, target, PLAN_CANDIDATES)
     plan, snap = await _plan(pool, rec, target, now or datetime.now(UTC), requested_pg, inputs, cache=cache)
     pg_version = plan.pg_version or 15
@@ -82,7 +92,7 @@ async def instance_plan_doc(pool: asyncpg.Pool, settings: PlanConfig, rec: Insta
               "deleted_at": iso(rec.ref.deleted_at), "layout": layout.value if layout else None,
               "resolution": reason, "resolution_rule": rule}
     if rec.ref.deleted_at is not None:      # the undo period (issue 13): until when, and a warning past it
-        from backup_catalog.purge_rules import policy_of
+        from backup_catalog.usecases.purge_rules import policy_of
         policy = policy_of(settings)
         source["undo_until"] = iso(policy.undo_until(rec.ref.deleted_at))
         if (now or datetime.now(UTC)) >= policy.undo_until(rec.ref.deleted_at):
@@ -93,6 +103,21 @@ async def instance_plan_doc(pool: asyncpg.Pool, settings: PlanConfig, rec: Insta
 
 
 PLAN_CANDIDATES = 4   # newest candidate backups loaded for a plan (recovery.narrow.narrow)
+
+
+def _store_factory(settings: PlanConfig, bucket: str) -> Callable[[], AbstractAsyncContextManager[Any]] | None:
+    """The archive's ObjectStore over the read-only S3 client, when ``settings`` carry the S3 credentials
+    (the service's and the full CLI's settings; the terminal-speed settings do not)."""
+    if not hasattr(settings, "aws_access_key_id"):
+        return None
+
+    @asynccontextmanager
+    async def store() -> AsyncIterator[Any]:
+        from scheduler.clients import s3_client
+        from scheduler.storage import S3Store
+        async with s3_client(settings) as client:  # type: ignore[arg-type]
+            yield S3Store(client, bucket)
+    return store
 
 
 async def _plan(pool: asyncpg.Pool, rec: InstanceRecord, target: Target, now: datetime,

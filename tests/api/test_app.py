@@ -16,11 +16,11 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from api import keys
-from api.app import create_app, drain_scans
-from backup_catalog.s3 import s3_client
+from backup_catalog.service.app import create_app, drain_scans
 from catalog import repo
 from recovery.model import InstanceRef, Storage
 from sandbox.s3 import MotoEndpoint, free_port
+from scheduler.clients import s3_client
 from tests.api.conftest import AS_OPERATOR, make_settings
 from tests.realarchives.plugin import fresh_bucket
 
@@ -75,6 +75,22 @@ async def test_manual_scan_route_on_a_real_archive(pool: asyncpg.Pool, s3_endpoi
             assert resp.status == 200 and out["ok"] and out["full"] is False and out["backups"] == 3, out
     runs = await pool.fetch("SELECT job, outcome FROM scan_runs ORDER BY id")
     assert [(r["job"], r["outcome"]) for r in runs] == [("manual", "skipped:lease_held"), ("manual", "ok")]
+
+
+async def test_a_failed_manual_scan_is_a_503_problem_not_a_200(pool: asyncpg.Pool) -> None:
+    # the store is unreachable (nothing listens on the port): a script reading the status must see the failure
+    await repo.register_instance(pool, InstanceRef("man-down", "space", "db"),
+                                 Storage("bucket", "prefix/", "pgbackrest", "main"))
+    settings = make_settings(s3_endpoint_url=f"http://127.0.0.1:{free_port()}", s3_max_attempts=1,
+                             s3_connect_timeout_seconds=1)
+    async with s3_client(settings) as s3:
+        app = create_app(settings, pool=pool, s3=s3, start_scheduler=False, holder="h")
+        async with TestClient(TestServer(app)) as c:
+            resp = await c.post("/instances/man-down/scan", headers=AS_OPERATOR)
+            body = await resp.json(content_type=None)
+    assert resp.status == 503 and resp.content_type == "application/problem+json", (resp.status, body)
+    assert body["code"] == "storage_unavailable" and body["scan"]["ok"] is False, body
+    assert body["scan"]["instance_guid"] == "man-down" and "man-down" in body["detail"]
 
 
 async def sigterm_and_wait(proc: asyncio.subprocess.Process) -> bytes:
