@@ -218,10 +218,6 @@ CREATE TABLE IF NOT EXISTS drills (
     cleanup        text,                            -- what the reaper cleaned after a dead drill
     CONSTRAINT drills_state CHECK (state IN ('queued', 'running', 'passed', 'failed', 'skipped'))
 );
--- migration 0007 (issue 24) for catalogs created before it
-ALTER TABLE drills ADD COLUMN IF NOT EXISTS server_pid integer;
-ALTER TABLE drills ADD COLUMN IF NOT EXISTS server_pgdata text;
-ALTER TABLE drills ADD COLUMN IF NOT EXISTS cleanup text;
 CREATE INDEX IF NOT EXISTS drills_by_instance ON drills (instance_guid, id DESC);
 -- never more than one drill per instance at a time
 CREATE UNIQUE INDEX IF NOT EXISTS drills_one_running ON drills (instance_guid) WHERE state = 'running';
