@@ -359,7 +359,7 @@ class _Run:
         replay_s = time.monotonic() - t1
         check = await self.check(check_query) if check_query else None
         if inspect is not None:
-            await inspect(self.work / "sock", self.port)
+            await inspect(self.sock, self.private_port)
         (self.work / "pgbackrest.conf").unlink(missing_ok=True)    # its credentials: not needed after promotion
         await self.shutdown()
         start = self.make_ready(bindir)
