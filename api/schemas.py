@@ -146,6 +146,8 @@ class InstancePut(_Request):
     organization_guid: Text | None = None
     name: Text
     storage: StorageIn
+    service_plan_guid: Text | None = Field(default=None, description="the Cloud Foundry service plan GUID the "
+                                           "instance is created with (cf-undo creates clones with the same plan)")
 
 
 class InstancePatch(_Request):

@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     if settings is None:
         return EXIT_USAGE
     handler = handler_of(args.cmd)
+    if getattr(args, "plain", False):
+        from backup_catalog.cli import render  # --plain only: the terminal renderer (rich) is needed anyway
+        render.set_plain(True)
     if args.cmd == "serve":
         from backup_catalog.cli.serve import before_loop  # serve only: the HTTP stack, uvloop, the workers
         code = before_loop(args, settings, _run)

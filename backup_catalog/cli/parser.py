@@ -115,7 +115,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("demo", help="one-command tour: make a real archive, scan it, answer a clone request")
     add_drill(sub)
     add_events(sub)
+    _add_plain(p)
     return p
+
+
+def _add_plain(p: argparse.ArgumentParser) -> None:
+    """``--plain`` on every command that prints for a person: tables as tab-separated lines, whole values."""
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _add_plain(child)
+            return
+    if not any("--plain" in a.option_strings for a in p._actions):
+        p.add_argument("--plain", action="store_true", default=argparse.SUPPRESS,
+                       help="tables as tab-separated lines (header first), nothing cut or wrapped")
 
 
 

@@ -103,7 +103,7 @@ def _print_result(res: RestoreResult, args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(res.to_json(), default=str))
     else:
-        render.print_restored(res, Console())
+        render.print_restored(res, render.console())
 
 
 def _print_error(e: RestoreError, args: argparse.Namespace) -> None:
