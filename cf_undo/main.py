@@ -66,11 +66,12 @@ def stored_api() -> str | None:
 
 
 def parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", help="one JSON document on stdout")
-    common.add_argument("--api", help="the backup catalog's URL (else BACKUP_CATALOG_URL, else 'cf-undo api')")
-    p = argparse.ArgumentParser(prog="cf-undo", description="Your databases' backups and undo, with your cf login.",
-                                parents=[common])
+    p = argparse.ArgumentParser(prog="cf-undo", description="Your databases' backups and undo, with your cf login.")
+    # --json and --api go before or after the command; the command's copies must not reset the main ones
+    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    for parser_ in (p, common):
+        parser_.add_argument("--json", action="store_true", help="one JSON document on stdout")
+        parser_.add_argument("--api", help="the backup catalog's URL (else BACKUP_CATALOG_URL, else 'cf-undo api')")
     sub = p.add_subparsers(dest="command", required=True)
     a = sub.add_parser("api", parents=[common], help="remember the backup catalog's URL")
     a.add_argument("url", nargs="?")
