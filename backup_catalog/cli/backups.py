@@ -70,6 +70,7 @@ async def cmd_backups(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
     body = {"clone-from": args.clone_from, "point-in-time": args.point_in_time, "lsn": args.lsn,
             "latest": args.latest, "immediate": args.immediate, "timeline": args.timeline,
-            "exclusive": args.exclusive, "pg-version": args.pg_version}
+            "exclusive": args.exclusive, "pg-version": args.pg_version, "before-xid": args.before_xid,
+            "restore-point": args.restore_point, "restore-point-lsn": args.restore_point_lsn}
     doc = await on_catalog(settings, lambda pool: plan.plan_doc(pool, settings, args.space, body), light=True)
     return _show(args, doc, "print_plan")

@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     cf_discovery_root: str = ""
     cf_sync_interval_seconds: int = 300
     snapshot_cache_backups: int = 20_000       # per-process snapshot cache budget, in backups (see usecases.snapshots.SnapshotCache)
+    external_url: str | None = Field(default=None, description="where operators reach this service, e.g. "
+                                     "https://backup-catalog.example (coverage links in /metrics and alerts); "
+                                     "unset: the address Prometheus scraped")
     coverage_warning_rpo_seconds: int = 15 * 60
     coverage_critical_rpo_seconds: int = 60 * 60
     coverage_warning_backup_age_seconds: int = 26 * 3600
