@@ -8,9 +8,9 @@ protocols and never import this package.
 """
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -40,6 +40,9 @@ class Settings(BaseSettings):
 
     catalog_dsn: SecretStr | None = Field(default=None, description="unset: embedded private cluster")
     s3_endpoint_url: str | None = None
+    # what serve logs (issue 23): LOG_LEVEL, and LOG_FORMAT json | text | auto (text on a terminal, else JSON lines)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["auto", "json", "text"] = "auto"
     aws_access_key_id: SecretStr | None = None
     aws_secret_access_key: SecretStr | None = None
     aws_default_region: str = "us-east-1"
@@ -59,6 +62,13 @@ class Settings(BaseSettings):
     s3_events_max_receives: int = Field(default=5, ge=1, le=1000)   # then the queue's DLQ (redrive policy)
     s3_events_receivers: int = Field(default=2, ge=1, le=32)        # receives in flight per queue
     reconcile_interval_seconds: int = Field(default=86400, ge=1)    # the LIST reconcile, with events on
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _log_words(cls, v: Any, info: Any) -> Any:   # LOG_LEVEL=info and LOG_FORMAT=JSON are meant as written
+        if not isinstance(v, str):
+            return v
+        return v.upper() if info.field_name == "log_level" else v.lower()
 
     def event_queue_urls(self) -> list[str]:
         return [u.strip() for u in (self.s3_events_queue_url or "").split(",") if u.strip()]
