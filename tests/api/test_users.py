@@ -108,6 +108,7 @@ async def test_role_matrix(users: TestClient, cc: CloudControllerDouble, user: s
         assert {i["can_undo"] for i in doc["instances"]} == {can_undo}
         deleted = next(i for i in doc["instances"] if i["instance_guid"] == B)
         assert deleted["name"] == "production" and deleted["deleted_at"] and deleted["undo_until"]
+        assert deleted["newest_backup"]["age_seconds"] > 30 * 86400, "counted to now, not to the deletion"
         legacy = next(i for i in doc["instances"] if i["instance_guid"] == "inst-a")
         assert [f["name"] for f in legacy["former_names"]] == ["production"]
         assert legacy["windows"] and legacy["newest_backup"]["label"]
