@@ -80,7 +80,8 @@ async def put_instance(request: web.Request) -> web.Response:
                       org_guid=body.organization_guid)
     st = body.storage
     storage = Storage(bucket=st.bucket, prefix=st.prefix, layout=st.layout, stanza=st.stanza)
-    created, rec = await instances.register(request.app[keys.POOL], ref, storage)
+    created, rec = await instances.register(request.app[keys.POOL], ref, storage,
+                                            service_plan_guid=body.service_plan_guid)
     return web.json_response(dump(InstanceOut, instance_to_dict(rec)), status=201 if created else 200)
 
 
@@ -120,6 +121,7 @@ async def post_scan(request: web.Request) -> web.Response:
     if outcome.code in scan.SKIPPED:
         raise ScanBusy(f"instance {guid}: {outcome.message}")
     app[keys.METRICS].observe_scan(outcome)
+    scan.log_outcome(outcome)
     doc = dump(ScanOutcomeOut, {
         "instance_guid": outcome.instance_guid, "ok": outcome.ok, "code": outcome.code, "message": outcome.message,
         "full": was_full, "backups": outcome.backups, "wal_runs": outcome.wal_runs,

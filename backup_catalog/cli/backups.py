@@ -50,7 +50,7 @@ async def cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print_json({"scans": [dataclasses.asdict(o) for o in outcomes]})
     else:
-        render.print_scans(outcomes, Console(), err)
+        render.print_scans(outcomes, render.console(), err)
     return 0 if all(o.ok for o in outcomes) else 1
 
 
@@ -59,10 +59,9 @@ def _show(args: argparse.Namespace, doc: dict[str, Any], pretty: str) -> int:
         print_json(doc)
     else:
         # only for a person at a terminal: --json never loads rich
-        from rich.console import Console
 
         from backup_catalog.cli import render
-        getattr(render, pretty)(doc, Console())
+        getattr(render, pretty)(doc, render.console())
     return 0
 
 
@@ -75,6 +74,7 @@ async def cmd_backups(args: argparse.Namespace, settings: PlanConfig) -> int:
 async def cmd_plan(args: argparse.Namespace, settings: PlanConfig) -> int:
     body = {"clone-from": args.clone_from, "point-in-time": args.point_in_time, "lsn": args.lsn,
             "latest": args.latest, "immediate": args.immediate, "timeline": args.timeline,
-            "exclusive": args.exclusive, "pg-version": args.pg_version}
+            "exclusive": args.exclusive, "pg-version": args.pg_version, "before-xid": args.before_xid,
+            "restore-point": args.restore_point, "restore-point-lsn": args.restore_point_lsn}
     doc = await on_catalog(settings, lambda pool: plan.plan_doc(pool, settings, args.space, body), light=True)
     return _show(args, doc, "print_plan")

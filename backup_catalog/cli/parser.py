@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lsn")
     g.add_argument("--latest", action="store_true")
     g.add_argument("--immediate", action="store_true")
+    add_exact_targets(pl, g)
     pl.add_argument("--timeline", default="latest")
     pl.add_argument("--exclusive", action="store_true")
     pl.add_argument("--pg-version", type=int)
@@ -114,8 +115,29 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("demo", help="one-command tour: make a real archive, scan it, answer a clone request")
     add_drill(sub)
     add_events(sub)
+    _add_plain(p)
     return p
 
+
+def _add_plain(p: argparse.ArgumentParser) -> None:
+    """``--plain`` on every command that prints for a person: tables as tab-separated lines, whole values."""
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _add_plain(child)
+            return
+    if not any("--plain" in a.option_strings for a in p._actions):
+        p.add_argument("--plain", action="store_true", default=argparse.SUPPRESS,
+                       help="tables as tab-separated lines (header first), nothing cut or wrapped")
+
+
+
+def add_exact_targets(p: Any, g: Any) -> None:
+    """The exact targets (issue 20), the backup chosen automatically from the WAL index."""
+    g.add_argument("--before-xid", metavar="XID", help="stop just before this transaction's commit")
+    g.add_argument("--restore-point", metavar="NAME", help="stop at this named restore point")
+    p.add_argument("--restore-point-lsn", metavar="LSN",
+                   help="which occurrence of a restore point name that occurs more than once (its LSN)")
 
 
 def add_restore(sub: Any) -> None:
@@ -127,6 +149,7 @@ def add_restore(sub: Any) -> None:
     g.add_argument("--lsn")
     g.add_argument("--latest", action="store_true")
     g.add_argument("--immediate", action="store_true")
+    add_exact_targets(r, g)
     r.add_argument("--timeline", default="latest")
     r.add_argument("--exclusive", action="store_true")
     r.add_argument("--plan", metavar="FILE|-", help="a plan document from POST /spaces/{space}/clones (no catalog)")

@@ -6,9 +6,9 @@ Credentials and the catalog DSN may also come from files, as container secrets a
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -39,6 +39,9 @@ class Settings(BaseSettings):
 
     catalog_dsn: SecretStr | None = Field(default=None, description="unset: embedded private cluster")
     s3_endpoint_url: str | None = None
+    # what serve logs (issue 23): LOG_LEVEL, and LOG_FORMAT json | text | auto (text on a terminal, else JSON lines)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["auto", "json", "text"] = "auto"
     aws_access_key_id: SecretStr | None = None
     aws_secret_access_key: SecretStr | None = None
     aws_default_region: str = "us-east-1"
@@ -59,6 +62,13 @@ class Settings(BaseSettings):
     s3_events_receivers: int = Field(default=2, ge=1, le=32)        # receives in flight per queue
     reconcile_interval_seconds: int = Field(default=86400, ge=1)    # the LIST reconcile, with events on
 
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _log_words(cls, v: Any, info: Any) -> Any:   # LOG_LEVEL=info and LOG_FORMAT=JSON are meant as written
+        if not isinstance(v, str):
+            return v
+        return v.upper() if info.field_name == "log_level" else v.lower()
+
     def event_queue_urls(self) -> list[str]:
         return [u.strip() for u in (self.s3_events_queue_url or "").split(",") if u.strip()]
 
@@ -69,10 +79,18 @@ class Settings(BaseSettings):
     cf_api_url: str | None = None
     cf_client_id: str | None = None
     cf_client_secret: SecretStr | None = None
+    # end users (issue 19): UAA bearer tokens, decided by the Cloud Controller with the user's own token
+    uaa_url: str | None = Field(default=None, description="unset: the CF_API_URL root document's links.uaa")
+    user_access_cache_seconds: float = Field(default=60.0, ge=0, le=60)   # CC answers per (user, space)
+    uaa_keys_refetch_seconds: float = Field(default=30.0, ge=0)   # an unknown kid refetches at most this often
+    cc_timeout_seconds: float = Field(default=10.0, gt=0)         # one request to UAA or the CC
     cf_discovery_bucket: str | None = None     # name sync: instances live under s3://bucket/root/<guid>/
     cf_discovery_root: str = ""
     cf_sync_interval_seconds: int = 300
     snapshot_cache_backups: int = 20_000       # per-process snapshot cache budget, in backups (see usecases.snapshots.SnapshotCache)
+    external_url: str | None = Field(default=None, description="where operators reach this service, e.g. "
+                                     "https://backup-catalog.example (coverage links in /metrics and alerts); "
+                                     "unset: the address Prometheus scraped")
     coverage_warning_rpo_seconds: int = 15 * 60
     coverage_critical_rpo_seconds: int = 60 * 60
     coverage_warning_backup_age_seconds: int = 26 * 3600
