@@ -81,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--name", required=True)
     b.add_argument("--json", action="store_true")
 
+    ch = sub.add_parser("changes", help="what happened between two times: transactions (destructive first) "
+                                        "and restore points, read from the archived WAL")
+    ch.add_argument("--space", required=True)
+    ch.add_argument("--name", required=True)
+    ch.add_argument("--from", dest="from_", required=True, metavar="TIME", help="ISO 8601 with a zone")
+    ch.add_argument("--to", required=True, metavar="TIME", help="ISO 8601 with a zone, after --from")
+    ch.add_argument("--json", action="store_true")
+
     pl = sub.add_parser("plan", help="plan a clone at a point in time")
     pl.add_argument("--space", required=True)
     pl.add_argument("--clone-from", required=True)

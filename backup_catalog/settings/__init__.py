@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     drill_tick_seconds: int = 60                 # how often serve looks for due drills
     drill_lease_ttl_seconds: float = 60.0        # drill lease, renewed every third of it while a drill runs
     drill_verify_checksums: bool = True          # pgBackRest: check the plan's segments against their sha1 names
+    # changes (issue 20)
+    changes_max_segments: int = Field(default=256, ge=1)   # WAL segments read per changes request at most
+    changes_mass_rows: int = Field(default=1000, ge=0)     # deleting/updating more rows of a relation is destructive
     # undo period and purge (issue 13)
     deleted_retention_days: float = Field(default=30.0, ge=0, allow_inf_nan=False)  # a deleted instance stays clonable this long
     purge_grace_hours: float = Field(default=24.0, ge=0, allow_inf_nan=False)       # between "due" and deletion
