@@ -19,7 +19,8 @@ from typing import Any
 
 from recovery.walrecords import decode_stream
 from recovery.walsummary import summarise
-from sandbox.walcorpus import PG_BIN, ensure_corpus, segments
+from sandbox.pg import PG_BIN
+from sandbox.walcorpus import ensure_corpus, segments
 
 TARGET_MB_S = 50.0
 

@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lsn")
     g.add_argument("--latest", action="store_true")
     g.add_argument("--immediate", action="store_true")
+    add_exact_targets(pl, g)
     pl.add_argument("--timeline", default="latest")
     pl.add_argument("--exclusive", action="store_true")
     pl.add_argument("--pg-version", type=int)
@@ -139,6 +140,14 @@ def _add_plain(p: argparse.ArgumentParser) -> None:
 
 
 
+def add_exact_targets(p: Any, g: Any) -> None:
+    """The exact targets (issue 20), the backup chosen automatically from the WAL index."""
+    g.add_argument("--before-xid", metavar="XID", help="stop just before this transaction's commit")
+    g.add_argument("--restore-point", metavar="NAME", help="stop at this named restore point")
+    p.add_argument("--restore-point-lsn", metavar="LSN",
+                   help="which occurrence of a restore point name that occurs more than once (its LSN)")
+
+
 def add_restore(sub: Any) -> None:
     r = sub.add_parser("restore", help="execute a clone: fetch, recover, verify (into --pgdata)")
     r.add_argument("--space", help="space of the service to clone (with --clone-from)")
@@ -148,6 +157,7 @@ def add_restore(sub: Any) -> None:
     g.add_argument("--lsn")
     g.add_argument("--latest", action="store_true")
     g.add_argument("--immediate", action="store_true")
+    add_exact_targets(r, g)
     r.add_argument("--timeline", default="latest")
     r.add_argument("--exclusive", action="store_true")
     r.add_argument("--plan", metavar="FILE|-", help="a plan document from POST /spaces/{space}/clones (no catalog)")

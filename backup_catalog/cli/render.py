@@ -126,7 +126,12 @@ def print_plan(doc: dict[str, Any], console: Console) -> None:
                   f"stop {b['stop_time']} at {b['stop_lsn']})" + (f", depends on {', '.join(b['depends_on'])}" if b["depends_on"] else ""))
     t = doc["target"]
     console.print(f"target {t['kind']} {t.get('value') or ''} (inclusive={t['inclusive']}, timeline {t['timeline']}) "
-                  f"along timeline path {doc['timeline_path']}")
+                  f"along timeline path {doc['timeline_path']}", markup=False, highlight=False)
+    if t.get("lsn"):     # an exact target: the record it resolved to
+        what = (f"commit of transaction {t['value']} at {t.get('commit_time')}" if t["kind"] == "xid"
+                else f"restore point {t['value']!r} made at {t.get('time')}")
+        console.print(f"  resolved: {what}, LSN {t['lsn']} on timeline {t.get('record_timeline')}",
+                      markup=False, highlight=False)
     w = doc["wal"]
     console.print(f"WAL {w['first_segment']} .. {w['last_segment']} ({w['segments']} segments)")
     st, r = doc.get("storage"), doc.get("replay")

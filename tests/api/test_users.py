@@ -108,6 +108,7 @@ async def test_role_matrix(users: TestClient, cc: CloudControllerDouble, user: s
         assert {i["can_undo"] for i in doc["instances"]} == {can_undo}
         deleted = next(i for i in doc["instances"] if i["instance_guid"] == B)
         assert deleted["name"] == "production" and deleted["deleted_at"] and deleted["undo_until"]
+        assert deleted["newest_backup"]["age_seconds"] > 30 * 86400, "counted to now, not to the deletion"
         legacy = next(i for i in doc["instances"] if i["instance_guid"] == "inst-a")
         assert [f["name"] for f in legacy["former_names"]] == ["production"]
         assert legacy["windows"] and legacy["newest_backup"]["label"]
@@ -266,7 +267,8 @@ async def test_audit_line_per_bearer_request_and_counters(users: TestClient, cc:
     await _preview(users, dev, {**PREVIEW, "point-in-time": iso(-500)})
     await _show(users, cc.token_for("u-stranger"))
     await _list(users, cc.token_for("u-dev", _alg="none"))
-    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "backup_catalog.audit"]
+    fields = ("user_id", "user_name", "route", "space_guid", "instance", "outcome", "status")
+    lines = [{f: getattr(r, f) for f in fields} for r in caplog.records if r.name == "backup_catalog.audit"]
     assert [(x["user_name"], x["outcome"], x["status"]) for x in lines] == [
         ("dev", "ok", 200), ("dev", "target_before_window", 422), ("stranger", "hidden", 404), (None, "token_alg", 401)]
     assert lines[0]["route"] == "/spaces/{space_guid}/clones" and lines[0]["instance"] == "production"
