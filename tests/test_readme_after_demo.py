@@ -23,7 +23,7 @@ PGDATA = Path("/tmp/first-clone")
 
 def readme_commands() -> list[str]:
     text = (ROOT / "README.md").read_text()
-    m = re.search(r"## After the demo: your first restore\n.*?```sh\n(.*?)```", text, re.S)
+    m = re.search(r"## After the demo: your first restore\n.*?```sh\n(.*?)```", text, re.DOTALL)
     assert m, "the README has no 'After the demo' section with a sh block"
     return [ln for ln in m.group(1).replace("\\\n", " ").splitlines() if ln.strip()]
 
@@ -54,7 +54,7 @@ def test_after_the_demo_commands_end_in_a_running_clone(tmp_path: Path) -> None:
         out = p.stdout + p.stderr
         assert p.returncode == 0, out[-4000:]
         assert "restored and verified" in out, out[-3000:]
-        counts = re.findall(r"^\s*(\d+)\s*$", p.stdout, re.M)      # psql's answer: the rows of the clone
+        counts = re.findall(r"^\s*(\d+)\s*$", p.stdout, re.MULTILINE)      # psql's answer: the rows of the clone
         assert counts and int(counts[-1]) > 0, p.stdout[-2000:]
         assert not (PGDATA / "recovery.signal").exists()
         auto = (PGDATA / "postgresql.auto.conf").read_text()
