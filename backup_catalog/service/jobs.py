@@ -98,7 +98,12 @@ def build_jobs(pool: asyncpg.Pool, settings: Settings, s3: Any, holder: str, *,
                                                   interval=interval, observe=observe))
         if track is not None:
             track(run)
-        await asyncio.shield(run)
+        try:
+            await asyncio.shield(run)
+        except asyncio.CancelledError:
+            # the scheduler shut down (serve stopping): the scan goes on and the server drains it; the tick
+            # ends quietly rather than as a job error with a traceback in the log
+            return
 
     jobs = Jobs(make_scheduler(scan_tick, settings, interval))
     jobs.cloud_controller = add_cf_sync(jobs.scheduler, pool, settings, s3, holder)
