@@ -117,6 +117,10 @@ class Settings(BaseSettings):
     purge_aws_secret_access_key: SecretStr | None = None
     purge_interval_seconds: int = Field(default=0, ge=0)   # 0: no scheduled purge runs in serve
     purge_batch_size: int = Field(default=1000, ge=1, le=1000)   # keys per DeleteObjects (S3 allows at most 1,000)
+    # the WAL index (issue 20): each archived segment read once for its restore points and commit summary
+    wal_index_enabled: bool = True               # serve runs the index job (where the scanner runs)
+    wal_index_bytes_per_hour: int = Field(default=8 * 2**30, ge=0)   # decompressed WAL read per replica
+    wal_index_interval_seconds: int = Field(default=60, ge=1)        # how often serve indexes what is new
     # executing a clone (issue 10): `restore`, drills
     restore_tools_path: str | None = None        # directories prepended to PATH for the tools (e.g. a venv bin)
     restore_work_dir: str | None = None          # private work dirs (tool config, socket, log); unset: temp dir
