@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("scan", help="scan archives into the catalog")
     s.add_argument("--instance")
     s.add_argument("--full", action="store_true", help="full reconcile (notices deletions)")
+    s.add_argument("--no-index", action="store_true",
+                   help="do not read the newly catalogued WAL for the WAL index (restore points, commits)")
     s.add_argument("--json", action="store_true")
 
     b = sub.add_parser("backups", help="backups, WAL coverage and windows of a service name")
@@ -120,7 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--workers", type=int, default=1,
                     help="worker processes sharing the port (SO_REUSEPORT); e.g. one per core")
 
-    sub.add_parser("demo", help="one-command tour: make a real archive, scan it, answer a clone request")
+    dm = sub.add_parser("demo", help="one-command tour: make a real archive, scan it, answer a clone request")
+    dmg = dm.add_mutually_exclusive_group()
+    dmg.add_argument("--keep", action="store_true", help="keep the local S3 running afterwards and print the "
+                     "commands (exports, space) for your first restore")
+    dmg.add_argument("--env", action="store_true", help="print the export lines for the local S3 that --keep "
+                     "left running (eval \"$(backup-catalog demo --env)\")")
+    dmg.add_argument("--stop", action="store_true", help="stop the local S3 that --keep left running")
+    dmg.add_argument("--reset", action="store_true", help="remove the embedded catalog (asks first)")
+    dm.add_argument("--yes", action="store_true", help="with --reset: do not ask")
     add_drill(sub)
     add_events(sub)
     _add_plain(p)

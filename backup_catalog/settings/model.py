@@ -80,10 +80,15 @@ class Settings(BaseSettings):
     cf_client_id: str | None = None
     cf_client_secret: SecretStr | None = None
     # end users (issue 19): UAA bearer tokens, decided by the Cloud Controller with the user's own token
-    uaa_url: str | None = Field(default=None, description="unset: the CF_API_URL root document's links.uaa")
-    user_access_cache_seconds: float = Field(default=60.0, ge=0, le=60)   # CC answers per (user, space)
-    uaa_keys_refetch_seconds: float = Field(default=30.0, ge=0)   # an unknown kid refetches at most this often
-    cc_timeout_seconds: float = Field(default=10.0, gt=0)         # one request to UAA or the CC
+    uaa_url: str | None = Field(default=None, description="the UAA that issues end users' bearer tokens; unset: "
+                                "the CF_API_URL root document's links.uaa (as the cf CLI finds it)")
+    user_access_cache_seconds: float = Field(default=60.0, ge=0, le=60, description="how long the Cloud "
+                                             "Controller's answer for a (user, space) is reused (at most 60: a "
+                                             "removed role stops working within a minute)")
+    uaa_keys_refetch_seconds: float = Field(default=30.0, ge=0, description="a token signed by a key not in the "
+                                            "cache refetches <uaa>/token_keys at most this often")
+    cc_timeout_seconds: float = Field(default=10.0, gt=0, description="timeout of one request to UAA or the Cloud "
+                                      "Controller when deciding for an end user (unreachable: 503, never an allow)")
     cf_discovery_bucket: str | None = None     # name sync: instances live under s3://bucket/root/<guid>/
     cf_discovery_root: str = ""
     cf_sync_interval_seconds: int = 300
@@ -120,6 +125,10 @@ class Settings(BaseSettings):
     purge_aws_secret_access_key: SecretStr | None = None
     purge_interval_seconds: int = Field(default=0, ge=0)   # 0: no scheduled purge runs in serve
     purge_batch_size: int = Field(default=1000, ge=1, le=1000)   # keys per DeleteObjects (S3 allows at most 1,000)
+    # the WAL index (issue 20): each archived segment read once for its restore points and commit summary
+    wal_index_enabled: bool = True               # serve runs the index job (where the scanner runs)
+    wal_index_bytes_per_hour: int = Field(default=8 * 2**30, ge=0)   # decompressed WAL read per replica
+    wal_index_interval_seconds: int = Field(default=60, ge=1)        # how often serve indexes what is new
     # executing a clone (issue 10): `restore`, drills
     restore_tools_path: str | None = None        # directories prepended to PATH for the tools (e.g. a venv bin)
     restore_work_dir: str | None = None          # private work dirs (tool config, socket, log); unset: temp dir
