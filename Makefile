@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-DEB_PACKAGES := pgbackrest stunnel4 lzop pv postgresql-15 postgresql-client-15 openssl python3-venv chromium wrk prometheus
+DEB_PACKAGES := pgbackrest stunnel4 lzop pv postgresql-15 postgresql-client-15 openssl python3-venv chromium wrk prometheus tmux
 
 .PHONY: setup debs venv tools demo lint test test-fast docs bench clean
 
@@ -35,7 +35,7 @@ demo: setup
 	$(BIN)/backup-catalog demo
 
 # Product packages checked by mypy --strict (executor/ and sandbox/ join when they exist).
-PRODUCT := $(wildcard recovery catalog scheduler api backup_catalog bench executor sandbox)
+PRODUCT := $(wildcard recovery catalog scheduler api backup_catalog bench executor sandbox cf_undo)
 # The fast lane: the pure core, the layout parsers, the catalog on a private PostgreSQL, the doctests.
 FAST := tests/recovery tests/catalog $(wildcard tests/scheduler/test_layouts_*.py) recovery catalog scheduler
 

@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("scan", help="scan archives into the catalog")
     s.add_argument("--instance")
     s.add_argument("--full", action="store_true", help="full reconcile (notices deletions)")
+    s.add_argument("--no-index", action="store_true",
+                   help="do not read the newly catalogued WAL for the WAL index (restore points, commits)")
     s.add_argument("--json", action="store_true")
 
     b = sub.add_parser("backups", help="backups, WAL coverage and windows of a service name")
