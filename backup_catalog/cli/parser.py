@@ -175,6 +175,12 @@ def add_restore(sub: Any) -> None:
     r.add_argument("--pg-bin", type=Path, help="PostgreSQL server binaries (default /usr/lib/postgresql/N/bin)")
     r.add_argument("--keep-running", action="store_true", help="leave the promoted server running")
     r.add_argument("--keep-failed", action="store_true", help="keep the data directory of a failed restore")
+    r.add_argument("--force-clean", action="store_true",
+                   help="--pgdata holds what a restore that did not finish left (its RESTORE_INCOMPLETE marker): "
+                        "stop what it left running, empty it and restore again")
+    r.add_argument("--port", type=int, default=5432, help="the clone's port, written into it (default 5432)")
+    r.add_argument("--socket-dir", help="the clone's unix_socket_directories (default /var/run/postgresql if it "
+                                        "exists, else /tmp)")
     r.add_argument("--check-query", help="SQL run on the promoted clone; its first value is reported")
     r.add_argument("--json", action="store_true")
 

@@ -8,6 +8,7 @@ have no width limit, and ``--plain`` prints every table as tab-separated lines (
 """
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -243,8 +244,12 @@ def print_restored(res: RestoreResult, out: Console) -> None:
         out.print(f"  check query: {res.check_result}")
     for w in res.warnings:
         out.print(f"  [yellow]warning[/yellow]: {w}")
-    out.print("  " + ("the server keeps running" if res.running else
-                      "shut down cleanly; start it with pg_ctl start (archive_mode is off: configure its own archive)"))
+    out.print("  " + ("the server is running (started with the command below)" if res.running else
+                      "shut down cleanly; archive_mode is off (configure its own archive first). Start it with:"))
+    if res.start_command:
+        line = " ".join(shlex.quote(a) for a in res.start_command)
+        out.print(f"    {line}", markup=False, highlight=False, soft_wrap=True)
+        out.print(f"  then: psql -h {res.socket_dir} -p {res.port} -U postgres", markup=False, highlight=False)
 
 
 def print_restore_error(e: RestoreError, err: Console) -> None:

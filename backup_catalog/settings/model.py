@@ -131,10 +131,11 @@ class Settings(BaseSettings):
     wal_index_interval_seconds: int = Field(default=60, ge=1)        # how often serve indexes what is new
     # executing a clone (issue 10): `restore`, drills
     restore_tools_path: str | None = None        # directories prepended to PATH for the tools (e.g. a venv bin)
-    restore_work_dir: str | None = None          # private work dirs (tool config, socket, log); unset: temp dir
+    restore_work_dir: str | None = None          # private work dirs (tool config, socket, log); unset: in --pgdata
     restore_fetch_timeout_seconds: float = 4 * 3600.0
     restore_recovery_timeout_seconds: float = 4 * 3600.0
     restore_stop_timeout_seconds: float = 300.0
+    restore_stall_seconds: float = 30.0           # a fetch with no progress this long stops (0: never)
 
 
     @classmethod
