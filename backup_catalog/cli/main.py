@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "scan": ("backups", "cmd_scan"),
     "backups": ("backups", "cmd_backups"),
     "plan": ("backups", "cmd_plan"),
+    "changes": ("changes", "cmd_changes"),
     "restore": ("restore", "cmd_restore"),
     "drill": ("drill", "cmd_drill"),
     "purge": ("purge", "cmd_purge"),

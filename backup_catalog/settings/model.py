@@ -115,6 +115,9 @@ class Settings(BaseSettings):
     drill_tick_seconds: int = 60                 # how often serve looks for due drills
     drill_lease_ttl_seconds: float = 60.0        # drill lease, renewed every third of it while a drill runs
     drill_verify_checksums: bool = True          # pgBackRest: check the plan's segments against their sha1 names
+    # changes (issue 20)
+    changes_max_segments: int = Field(default=256, ge=1)   # WAL segments read per changes request at most
+    changes_mass_rows: int = Field(default=1000, ge=0)     # deleting/updating more rows of a relation is destructive
     # undo period and purge (issue 13)
     deleted_retention_days: float = Field(default=light.DELETED_RETENTION_DAYS, ge=0, allow_inf_nan=False)  # a deleted instance stays clonable this long
     purge_grace_hours: float = Field(default=light.PURGE_GRACE_HOURS, ge=0, allow_inf_nan=False)       # between "due" and deletion
@@ -128,10 +131,11 @@ class Settings(BaseSettings):
     wal_index_interval_seconds: int = Field(default=60, ge=1)        # how often serve indexes what is new
     # executing a clone (issue 10): `restore`, drills
     restore_tools_path: str | None = None        # directories prepended to PATH for the tools (e.g. a venv bin)
-    restore_work_dir: str | None = None          # private work dirs (tool config, socket, log); unset: temp dir
+    restore_work_dir: str | None = None          # private work dirs (tool config, socket, log); unset: in --pgdata
     restore_fetch_timeout_seconds: float = 4 * 3600.0
     restore_recovery_timeout_seconds: float = 4 * 3600.0
     restore_stop_timeout_seconds: float = 300.0
+    restore_stall_seconds: float = 30.0           # a fetch with no progress this long stops (0: never)
 
 
     @classmethod
