@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     s3_events_max_receives: int = Field(default=5, ge=1, le=1000)   # then the queue's DLQ (redrive policy)
     s3_events_receivers: int = Field(default=2, ge=1, le=32)        # receives in flight per queue
     reconcile_interval_seconds: int = Field(default=86400, ge=1)    # the LIST reconcile, with events on
+    # the events consumer's own credentials (deploy/iam/events-consumer.json); unset: AWS_*
+    events_aws_access_key_id: SecretStr | None = None
+    events_aws_secret_access_key: SecretStr | None = None
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
