@@ -32,7 +32,8 @@ async def run_events(pool: asyncpg.Pool, settings: Settings, s3: Any, holder: st
         queues = [SqsQueue(await stack.enter_async_context(sqs_client(settings, url)), url)
                   for url in settings.event_queue_urls()]
         consumer = Consumer(pool, s3, settings, holder, Index(pool), observer,
-                            max_receives=settings.s3_events_max_receives)
+                            max_receives=settings.s3_events_max_receives,
+                            trust_sequencer=settings.s3_events_trust_sequencer)
 
         async def on_gap(url: str) -> None:
             task = asyncio.ensure_future(jobs.reconcile_now(pool, settings, s3, holder, on_drift=observer.drift))
