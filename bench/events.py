@@ -110,7 +110,6 @@ async def freshness(ep: MotoEndpoint, dsn: str, puts: int, rate: float, log: Cal
     s3sync.put_object(Bucket=bucket, Key=_key(prefix, 1), Body=b"")
     await _catalog(dsn, [(guid, bucket, prefix)], 1)
     pool = await catalog_db.open_pool(dsn)
-    settings = _settings(ep, dsn)
     put_done: dict[int, float] = {}
     seen: dict[int, float] = {}
     try:
@@ -122,10 +121,9 @@ async def freshness(ep: MotoEndpoint, dsn: str, puts: int, rate: float, log: Cal
                                            visibility_timeout=60)
             await events_setup.apply_setup(s3, sqs, plan)
             await sqs.purge_queue(QueueUrl=url)
-            consumer = Consumer(pool, s3, settings, "bench", Index(pool), NullObserver())
-            stream = Stream(consumer, [SqsQueue(sqs, url)], receivers=2, wait_seconds=2)
-            task = asyncio.create_task(stream.run())
-            await asyncio.sleep(0.5)
+            # the consumer in its own process, as serve runs it (moto, the uploader and the watcher stay here)
+            child = _spawn_consumer(dsn, ep.url, url, puts, 2, guid_prefix=guid, wait_seconds=1)
+            await asyncio.sleep(2.0)
 
             def uploader() -> None:
                 t_next = time.perf_counter()
@@ -148,9 +146,8 @@ async def freshness(ep: MotoEndpoint, dsn: str, puts: int, rate: float, log: Cal
                 last = max(last, int(end or 1))
                 await asyncio.sleep(0.01)
             th.join(timeout=5)
-            stream.stop()
-            await asyncio.wait_for(task, 10)
             wall = time.perf_counter() - t0
+            await asyncio.to_thread(_reap, child)
     finally:
         await pool.close()
     lat = sorted(seen[n] - put_done[n] for n in seen if n in put_done)
@@ -196,18 +193,8 @@ def throughput(dsn: str, s3_url: str, url: str, instances: int, events: int, rec
                log: Callable[[str], None]) -> dict[str, Any]:
     """One consumer process drains the queue: events applied per second."""
     # the consumer in its own process (as serve would run it): moto in this one does not share its GIL
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    proc = subprocess.Popen([sys.executable, "-m", "bench.events", "consume", "--dsn", dsn, "--s3", s3_url,
-                             "--queue", url, "--events", str(events), "--receivers", str(receivers)],
-                            stdout=subprocess.PIPE, text=True, env=env)
-    assert proc.stdout is not None
-    text = proc.stdout.read()
-    _, status, ru = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"bench.events consume failed: {text[-1000:]}")
-    child = json.loads(text.strip().splitlines()[-1])
+    child, child_cpu = _reap(_spawn_consumer(dsn, s3_url, url, events, receivers))
     wall, applied, ops = child["wall_s"], child["applied"], child["requests"]
-    child_cpu = ru.ru_utime + ru.ru_stime
     rate = applied / wall if wall else 0.0
     cpu_rate = 1000 / (1000 * child_cpu / max(1, applied)) if child_cpu else 0.0
     out = {"instances": instances, "events": events, "applied": applied, "receivers": receivers, "wall_s": wall,
@@ -255,7 +242,7 @@ def cost(idle_requests: int, per_event: dict[str, float], scan_interval: int = 3
                                              "(measured); reconcile daily"}
 
 
-def measure(ep: MotoEndpoint, dsn: str, *, puts: int = 1000, rate: float = 20.0, instances: int = 10_000,
+def measure(ep: MotoEndpoint, dsn: str, *, puts: int = 1000, rate: float = 5.0, instances: int = 10_000,
             events: int = 5000, receivers: int = 4, log: Callable[[str], None] = print) -> dict[str, Any]:
     fresh = asyncio.run(freshness(ep, dsn, puts, rate, log))
     url = asyncio.run(prepare_fleet(ep, dsn, instances, events, log))
@@ -267,7 +254,27 @@ def measure(ep: MotoEndpoint, dsn: str, *, puts: int = 1000, rate: float = 20.0,
     return out
 
 
-async def consume(dsn: str, s3_url: str, queue_url: str, events: int, receivers: int) -> dict[str, Any]:
+def _spawn_consumer(dsn: str, s3_url: str, queue_url: str, events: int, receivers: int, *,
+                    guid_prefix: str = "ev-", wait_seconds: int = 1) -> subprocess.Popen[str]:
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    return subprocess.Popen([sys.executable, "-m", "bench.events", "consume", "--dsn", dsn, "--s3", s3_url,
+                             "--queue", queue_url, "--events", str(events), "--receivers", str(receivers),
+                             "--guid-prefix", guid_prefix, "--wait", str(wait_seconds)],
+                            stdout=subprocess.PIPE, text=True, env=env)
+
+
+def _reap(proc: subprocess.Popen[str]) -> tuple[dict[str, Any], float]:
+    """The child's JSON line and its own CPU seconds (wait4)."""
+    assert proc.stdout is not None
+    text = proc.stdout.read()
+    _, status, ru = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"bench.events consume failed: {text[-1000:]}")
+    return json.loads(text.strip().splitlines()[-1]), ru.ru_utime + ru.ru_stime
+
+
+async def consume(dsn: str, s3_url: str, queue_url: str, events: int, receivers: int, guid_prefix: str = "ev-",
+                  wait_seconds: int = 1) -> dict[str, Any]:
     """The consumer alone (a child process): drain ``queue_url`` until ``events`` fleet events are applied."""
     from pydantic import SecretStr
     settings = Settings(catalog_dsn=SecretStr(dsn), s3_endpoint_url=s3_url, aws_access_key_id=SecretStr(ACCESS_KEY),
@@ -280,13 +287,13 @@ async def consume(dsn: str, s3_url: str, queue_url: str, events: int, receivers:
             reqs.attach(s3, "s3")
             reqs.attach(sqs, "sqs")
             stream = Stream(Consumer(pool, s3, settings, "bench", Index(pool), NullObserver()),
-                            [SqsQueue(sqs, queue_url)], receivers=receivers, wait_seconds=1)
+                            [SqsQueue(sqs, queue_url)], receivers=receivers, wait_seconds=wait_seconds)
             t0 = time.perf_counter()
             task = asyncio.create_task(stream.run())
             applied = 0
             while time.perf_counter() - t0 < 900:
                 applied = int(await pool.fetchval(
-                    "SELECT count(*) FROM event_keys WHERE starts_with(instance_guid, 'ev-')"))
+                    "SELECT count(*) FROM event_keys WHERE starts_with(instance_guid, $1)", guid_prefix))
                 if applied >= events:
                     break
                 await asyncio.sleep(0.05)
@@ -306,8 +313,11 @@ def main(argv: list[str] | None = None) -> int:
             c.add_argument(name, required=True)
         c.add_argument("--events", type=int, required=True)
         c.add_argument("--receivers", type=int, default=4)
+        c.add_argument("--guid-prefix", default="ev-")
+        c.add_argument("--wait", type=int, default=1)
         ca = c.parse_args((argv or sys.argv[1:])[1:])
-        print(json.dumps(asyncio.run(consume(ca.dsn, ca.s3, ca.queue, ca.events, ca.receivers))))
+        print(json.dumps(asyncio.run(consume(ca.dsn, ca.s3, ca.queue, ca.events, ca.receivers, ca.guid_prefix,
+                                             ca.wait))))
         return 0
     import shutil
     import tempfile
