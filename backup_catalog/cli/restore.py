@@ -36,16 +36,19 @@ err = Console(stderr=True)
 
 def _usage(args: argparse.Namespace) -> str | None:
     catalog = args.space or args.clone_from
-    targets = [args.point_in_time, args.lsn, args.latest or None, args.immediate or None]
+    targets = [args.point_in_time, args.lsn, args.latest or None, args.immediate or None, args.before_xid,
+               args.restore_point]
     if args.plan and catalog:
         return "--plan restores a plan document; --space/--clone-from plan from the catalog: give one of them"
     if not args.plan:
         if not (args.space and args.clone_from):
             return "give --space and --clone-from (and a target), or --plan FILE|-"
         if not any(targets):
-            return "give a target: --point-in-time, --lsn, --latest or --immediate"
-    elif any(targets) or args.exclusive:
-        return "a plan document carries its target: drop --point-in-time/--lsn/--latest/--immediate/--exclusive"
+            return ("give a target: --point-in-time, --lsn, --latest, --immediate, --before-xid or "
+                    "--restore-point")
+    elif any(targets) or args.exclusive or args.restore_point_lsn:
+        return ("a plan document carries its target: drop --point-in-time/--lsn/--latest/--immediate/--before-xid/"
+                "--restore-point/--exclusive")
     return None
 
 
@@ -121,13 +124,15 @@ def _read_plan(where: str) -> str:
 
 async def _run(args: argparse.Namespace, settings: Settings, report: _Reporter) -> RestoreResult:
     kw: dict[str, Any] = {"pg_bin": args.pg_bin, "keep_running": args.keep_running, "keep_failed": args.keep_failed,
-                          "progress": report, "check_query": args.check_query}
+                          "progress": report, "check_query": args.check_query, "port": args.port,
+                          "socket_dir": args.socket_dir, "force_clean": args.force_clean}
     pgdata = Path(args.pgdata)
     if args.plan:
         return await uc.restore_from_plan(settings, uc.load_plan(_read_plan(args.plan)), pgdata, **kw)
     body = {"clone-from": args.clone_from, "point-in-time": args.point_in_time, "lsn": args.lsn,
             "latest": args.latest, "immediate": args.immediate, "timeline": args.timeline,
-            "exclusive": args.exclusive}
+            "exclusive": args.exclusive, "before-xid": args.before_xid, "restore-point": args.restore_point,
+            "restore-point-lsn": args.restore_point_lsn}
     return await uc.restore_from_catalog(settings, args.space, body, pgdata, **kw)
 
 

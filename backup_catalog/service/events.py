@@ -29,7 +29,7 @@ async def run_events(pool: asyncpg.Pool, settings: Settings, s3: Any, holder: st
     """Consume ``S3_EVENTS_QUEUE_URL`` while the context is open; on exit, stop receiving, give the batch in
     hand a moment, then cancel (its messages are deleted only if committed: a cut batch comes back)."""
     async with AsyncExitStack() as stack:
-        queues = [SqsQueue(await stack.enter_async_context(sqs_client(settings, url)), url)
+        queues = [SqsQueue(await stack.enter_async_context(sqs_client(settings, url, consumer=True)), url)
                   for url in settings.event_queue_urls()]
         consumer = Consumer(pool, s3, settings, holder, Index(pool), observer,
                             max_receives=settings.s3_events_max_receives,

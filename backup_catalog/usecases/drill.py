@@ -163,9 +163,7 @@ async def begin(pool: asyncpg.Pool, settings: Settings, guid: str, *, point: Dri
     supervised worker, ``running`` for an in-process drill). :raises DrillBusy: a drill of the instance
     is active; UnknownInstance."""
     await repo.get_instance(pool, guid)
-    reaped = await drills.reap_abandoned(pool, guid)
-    if reaped:
-        log.warning("drills %s of %s were abandoned by their process; recorded as failed", reaped, guid)
+    await reap(pool, settings, guid)
     # one holder identity per drill (replica + a nonce): a second request in the same replica must find
     # the lease held, never renew it and then release it from under the running drill
     lease = LeaseHolder(pool, settings, guid, f"{holder}#{secrets.token_hex(4)}")
@@ -210,10 +208,14 @@ async def run_drill(pool: asyncpg.Pool, settings: Settings, guid: str, *, point:
     t0 = time.monotonic()
     state = _Run(point_doc(point))
     result: drills.DrillResult | None = None
+
+    async def on_server(pid: int, pgdata: Path) -> None:
+        await drills.record_server(pool, drill_id, pid, str(pgdata))
+
     try:
         result = await asyncio.wait_for(
             _execute(pool, settings, guid, point, d, root, budget or ScratchBudget(settings.drill_scratch_budget_bytes),
-                     state, progress, s3),
+                     state, progress, s3, on_server),
             timeout=settings.drill_timeout_seconds)
     except TimeoutError:
         result = state.failed("timeout", f"the drill overran its timeout of {settings.drill_timeout_seconds:g} s "
@@ -308,7 +310,8 @@ class _Run:
 
 
 async def _execute(pool: asyncpg.Pool, settings: Settings, guid: str, point: DrillPoint, d: Path, root: Path,
-                   budget: ScratchBudget, run: _Run, progress: Progress | None, s3: Any | None) -> drills.DrillResult:
+                   budget: ScratchBudget, run: _Run, progress: Progress | None, s3: Any | None,
+                   on_server: Any = None) -> drills.DrillResult:
     from backup_catalog.usecases import plan as plan_uc
 
     t0 = time.monotonic()
@@ -331,7 +334,7 @@ async def _execute(pool: asyncpg.Pool, settings: Settings, guid: str, point: Dri
     if why is not None:
         return run.failed("budget", f"not started: {why}", t0, state="skipped", code="skipped")
     try:
-        return await _restore_and_verify(settings, rec, plan, snap, d, run, progress, s3, t0)
+        return await _restore_and_verify(settings, rec, plan, snap, d, run, progress, s3, t0, on_server)
     finally:
         budget.release(need)
 
@@ -362,7 +365,8 @@ def _make_dir(d: Path) -> None:
 
 
 async def _restore_and_verify(settings: Settings, rec: Any, plan: dict[str, Any], snap: Any, d: Path, run: _Run,
-                              progress: Progress | None, s3: Any | None, t0: float) -> drills.DrillResult:
+                              progress: Progress | None, s3: Any | None, t0: float,
+                              on_server: Any = None) -> drills.DrillResult:
     from executor import RestoreError, execute_plan
 
     await asyncio.to_thread(_make_dir, d)
@@ -373,6 +377,7 @@ async def _restore_and_verify(settings: Settings, rec: Any, plan: dict[str, Any]
     in_scratch = settings.model_copy(update={"restore_work_dir": str(d)})
     restore = asyncio.create_task(execute_plan(plan, d / "pgdata", in_scratch, progress=progress,
                                                check_query=settings.drill_check_query or None,
+                                               on_server=on_server, socket_dir=str(d),
                                                inspect=run.read_relmaps))
     try:
         if checks is not None:
@@ -429,6 +434,24 @@ async def sweep_scratch(pool: asyncpg.Pool, settings: Settings) -> list[int]:
     active, upto = await drills.active_ids(pool)
     root = scratch.scratch_root(settings.drill_scratch_dir)
     return await asyncio.to_thread(scratch.sweep, root, active, upto)
+
+
+async def reap(pool: asyncpg.Pool, settings: Settings, guid: str | None = None) -> list[int]:
+    """The reaper (issue 24): finish as abandoned every active drill (of ``guid``, or of every instance)
+    whose process died — its lease expired — then stop the recovery server it recorded, remove its scratch
+    directory and record in the row what was cleaned. Called by the next drill of the instance, at ``serve``
+    start and on every scheduler tick. Returns the ids finished."""
+    root = scratch.scratch_root(settings.drill_scratch_dir)
+    gone = await drills.abandon(pool, guid)
+    for a in gone:
+        d = scratch.drill_dir(root, a.id)
+        done = await asyncio.to_thread(scratch.remove_drill_dir, d, a.server_pid)
+        if a.server_pid and not any(str(a.server_pid) in x for x in done):
+            done.insert(0, f"its server {a.server_pid} was already gone")
+        await drills.record_cleanup(pool, a.id, "; ".join(done) or "nothing was left")
+        log.warning("drill %s of %s was abandoned by its process; recorded as failed; cleaned: %s", a.id,
+                    a.instance_guid, "; ".join(done) or "nothing was left")
+    return [a.id for a in gone]
 
 
 def drill_doc(r: drills.DrillRow) -> dict[str, Any]:
