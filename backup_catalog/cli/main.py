@@ -113,7 +113,8 @@ def listed(details: dict[str, Any]) -> list[str]:
                            f"timeline {d.get('timeline')})")
     for d in details.get("nearest") or []:
         if isinstance(d, dict):
-            out.append(f"known: transaction {d.get('xid')} committed at {d.get('commit_time')}")
+            when = f" at {d['commit_time']}" if d.get("commit_time") else ""
+            out.append(f"known: transaction {d.get('xid')} committed{when}")
     return out
 
 

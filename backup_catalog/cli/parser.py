@@ -207,6 +207,8 @@ def add_drill(sub: Any) -> None:
     g = d.add_mutually_exclusive_group()
     g.add_argument("--point-in-time", help="drill this time instead of the newest window's end")
     g.add_argument("--latest", action="store_true", help="the newest window's end (the default)")
+    g.add_argument("--before-xid", metavar="XID", help="drill the clone just before this transaction's commit")
+    g.add_argument("--restore-point", metavar="NAME", help="drill the clone at this named restore point")
     d.add_argument("--timeline", default=None, help="latest (default), current or N")
     d.add_argument("--json", action="store_true")
     d.add_argument("--drill-id", type=int, help=argparse.SUPPRESS)     # worker of a supervised drill
