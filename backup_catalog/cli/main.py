@@ -43,6 +43,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("serve", "cmd_serve"),
     "demo": ("demo", "cmd_demo"),
     "events": ("events", "cmd_events"),
+    "config": ("config", "cmd_config"),
 }
 SHORT_LIVED = frozenset({"backups", "plan"})    # read-only, one after another at a terminal
 

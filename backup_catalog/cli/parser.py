@@ -133,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--yes", action="store_true", help="with --reset: do not ask")
     add_drill(sub)
     add_events(sub)
+    cfg = sub.add_parser("config", help="the settings").add_subparsers(dest="config_cmd", required=True,
+                                                                        prog=f"{p.prog} config")
+    cfg.add_parser("check", help="validate the environment's settings and print the effective ones, secrets "
+                                 "masked (exit 2 on a problem)").add_argument("--json", action="store_true")
     _add_plain(p)
     return p
 
