@@ -169,6 +169,10 @@ async def test_json_clone_failed_platform_exit_4_and_refusals(world: World) -> N
     code, out, _ = await run_plain(env, "list", "--json")
     doc = json.loads(out)
     assert code == 0 and [i["name"] for i in doc["instances"]] == ["legacy"], "deleted ones need --deleted"
+    code, out, _ = await run_plain(env, "list", "--deleted", "--space", "dev-space", "--json")
+    assert code == 0 and [i["name"] for i in json.loads(out)["instances"]] == ["legacy", "production"]
+    code, out, _ = await run_plain(env, "list", "--space", "someone-elses", "--json")
+    assert code == 2 and "no space named" in json.loads(out)["error"]["message"]
 
     code, out, _ = await run_plain(env, "clone", "nothing-here", "--as", "x", "--latest", "--yes", "--json")
     assert code == 3 and json.loads(out)["error"]["code"] == "unknown_service"

@@ -41,16 +41,29 @@ async def cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
         with Progress(TextColumn("scanning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=err, disable=not show, transient=True) as prog:
             task = prog.add_task("scan", total=len(guids))
-            return await scan.scan_listed(pool, settings, guids, full=args.full,
+            outs = await scan.scan_listed(pool, settings, guids, full=args.full,
                                           on_done=lambda o: prog.advance(task))
+        if settings.wal_index_enabled and settings.wal_index_bytes_per_hour > 0 and not args.no_index:
+            # the WAL index follows the scan (issue 20): what was just catalogued, within the hourly budget
+            from backup_catalog.usecases import walindex
+            done = [o.instance_guid for o in outs if o.ok]
+            indexed.extend(await walindex.index_listed(pool, settings, done, scan.default_holder()))
+        return outs
 
     err = Console(stderr=True)
+    indexed: list[Any] = []
     outcomes = await on_catalog(settings, work)
     outcomes.sort(key=lambda o: o.instance_guid)
     if args.json:
-        print_json({"scans": [dataclasses.asdict(o) for o in outcomes]})
+        print_json({"scans": [dataclasses.asdict(o) for o in outcomes],
+                    "wal_index": [dataclasses.asdict(o) for o in sorted(indexed, key=lambda o: o.instance_guid)]})
     else:
         render.print_scans(outcomes, render.console(), err)
+        for o in indexed:
+            what = (f"skipped ({o.skipped})" if o.skipped else
+                    f"{o.indexed} segment(s) read, {o.restore_points} restore point(s)")
+            err.print(f"WAL index {o.instance_guid}: {what}, {o.lag} segment(s) still to read"
+                      + (f"; {len(o.problems)} unreadable" if o.problems else ""), markup=False, highlight=False)
     return 0 if all(o.ok for o in outcomes) else 1
 
 

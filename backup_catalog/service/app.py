@@ -113,7 +113,13 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None, s3: Any 
     async def drills_ctx(app: web.Application) -> AsyncIterator[None]:
         sup = DrillSupervisor(app[keys.POOL], settings, app[keys.HOLDER])
         app[drill_routes.SUPERVISOR] = sup
+        # the reaper: at start and every DRILL_TICK_SECONDS, what dead drills left (issue 24)
+        reaper = asyncio.create_task(sup.reap_forever()) if start_scheduler else None
         yield
+        if reaper is not None:
+            reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reaper
         await sup.shutdown(SHUTDOWN_GRACE_SECONDS)   # workers record their drills and clean up
 
     async def scans_ctx(app: web.Application) -> AsyncIterator[None]:

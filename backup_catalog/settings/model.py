@@ -60,7 +60,12 @@ class Settings(BaseSettings):
     s3_events_queue_url: str | None = Field(default=None, description="SQS queue URL(s), comma-separated")
     s3_events_max_receives: int = Field(default=5, ge=1, le=1000)   # then the queue's DLQ (redrive policy)
     s3_events_receivers: int = Field(default=2, ge=1, le=32)        # receives in flight per queue
+    s3_events_trust_sequencer: bool = True    # false: order per key is not taken from the events' sequencers
+                                              # (stores whose sequencers are not ordered per key, e.g. MinIO)
     reconcile_interval_seconds: int = Field(default=86400, ge=1)    # the LIST reconcile, with events on
+    # the events consumer's own credentials (deploy/iam/events-consumer.json); unset: AWS_*
+    events_aws_access_key_id: SecretStr | None = None
+    events_aws_secret_access_key: SecretStr | None = None
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
@@ -80,10 +85,15 @@ class Settings(BaseSettings):
     cf_client_id: str | None = None
     cf_client_secret: SecretStr | None = None
     # end users (issue 19): UAA bearer tokens, decided by the Cloud Controller with the user's own token
-    uaa_url: str | None = Field(default=None, description="unset: the CF_API_URL root document's links.uaa")
-    user_access_cache_seconds: float = Field(default=60.0, ge=0, le=60)   # CC answers per (user, space)
-    uaa_keys_refetch_seconds: float = Field(default=30.0, ge=0)   # an unknown kid refetches at most this often
-    cc_timeout_seconds: float = Field(default=10.0, gt=0)         # one request to UAA or the CC
+    uaa_url: str | None = Field(default=None, description="the UAA that issues end users' bearer tokens; unset: "
+                                "the CF_API_URL root document's links.uaa (as the cf CLI finds it)")
+    user_access_cache_seconds: float = Field(default=60.0, ge=0, le=60, description="how long the Cloud "
+                                             "Controller's answer for a (user, space) is reused (at most 60: a "
+                                             "removed role stops working within a minute)")
+    uaa_keys_refetch_seconds: float = Field(default=30.0, ge=0, description="a token signed by a key not in the "
+                                            "cache refetches <uaa>/token_keys at most this often")
+    cc_timeout_seconds: float = Field(default=10.0, gt=0, description="timeout of one request to UAA or the Cloud "
+                                      "Controller when deciding for an end user (unreachable: 503, never an allow)")
     cf_discovery_bucket: str | None = None     # name sync: instances live under s3://bucket/root/<guid>/
     cf_discovery_root: str = ""
     cf_sync_interval_seconds: int = 300
@@ -110,6 +120,9 @@ class Settings(BaseSettings):
     drill_tick_seconds: int = 60                 # how often serve looks for due drills
     drill_lease_ttl_seconds: float = 60.0        # drill lease, renewed every third of it while a drill runs
     drill_verify_checksums: bool = True          # pgBackRest: check the plan's segments against their sha1 names
+    # changes (issue 20)
+    changes_max_segments: int = Field(default=256, ge=1)   # WAL segments read per changes request at most
+    changes_mass_rows: int = Field(default=1000, ge=0)     # deleting/updating more rows of a relation is destructive
     # undo period and purge (issue 13)
     deleted_retention_days: float = Field(default=light.DELETED_RETENTION_DAYS, ge=0, allow_inf_nan=False)  # a deleted instance stays clonable this long
     purge_grace_hours: float = Field(default=light.PURGE_GRACE_HOURS, ge=0, allow_inf_nan=False)       # between "due" and deletion
@@ -117,12 +130,17 @@ class Settings(BaseSettings):
     purge_aws_secret_access_key: SecretStr | None = None
     purge_interval_seconds: int = Field(default=0, ge=0)   # 0: no scheduled purge runs in serve
     purge_batch_size: int = Field(default=1000, ge=1, le=1000)   # keys per DeleteObjects (S3 allows at most 1,000)
+    # the WAL index (issue 20): each archived segment read once for its restore points and commit summary
+    wal_index_enabled: bool = True               # serve runs the index job (where the scanner runs)
+    wal_index_bytes_per_hour: int = Field(default=8 * 2**30, ge=0)   # decompressed WAL read per replica
+    wal_index_interval_seconds: int = Field(default=60, ge=1)        # how often serve indexes what is new
     # executing a clone (issue 10): `restore`, drills
     restore_tools_path: str | None = None        # directories prepended to PATH for the tools (e.g. a venv bin)
-    restore_work_dir: str | None = None          # private work dirs (tool config, socket, log); unset: temp dir
+    restore_work_dir: str | None = None          # private work dirs (tool config, socket, log); unset: in --pgdata
     restore_fetch_timeout_seconds: float = 4 * 3600.0
     restore_recovery_timeout_seconds: float = 4 * 3600.0
     restore_stop_timeout_seconds: float = 300.0
+    restore_stall_seconds: float = 30.0           # a fetch with no progress this long stops (0: never)
 
 
     @classmethod

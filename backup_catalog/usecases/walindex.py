@@ -189,6 +189,15 @@ async def run_once(pool: asyncpg.Pool, settings: WalIndexConfig, client: Any, ho
     return out
 
 
+async def index_listed(pool: asyncpg.Pool, settings: Any, guids: Sequence[str], holder: str, *,
+                       mass_rows: int = CHANGES_MASS_ROWS) -> list[IndexOutcome]:
+    """One index pass over ``guids`` with this process's own S3 client and a fresh budget (the CLI's ``scan``)."""
+    from scheduler.clients import s3_client
+    async with s3_client(settings) as client:
+        return await run_once(pool, settings, client, holder, Budget(settings.wal_index_bytes_per_hour),
+                              guids=guids, mass_rows=mass_rows)
+
+
 # -- exact targets at plan time ---------------------------------------------------------------------
 
 async def commits_in(store: ObjectStore, rec: InstanceRecord, segments: Sequence[SegmentSummary],
@@ -219,7 +228,15 @@ async def resolve_target(pool: asyncpg.Pool, rec: InstanceRecord, snap: ArchiveS
     path = resolve_path(snap, target.timeline)
     if target.kind is TargetKind.NAME:
         points = await walindex.restore_points(pool, rec.guid)
-        return replace(target, point=resolve_restore_point(points, target.name, path, target.pick))
+        try:
+            return replace(target, point=resolve_restore_point(points, target.name, path, target.pick))
+        except PlanningError as e:
+            lag = await walindex.unindexed_segments(pool, rec.guid) if e.code == "restore_point_unknown" else 0
+            if lag:      # the point may be in WAL the index has not read yet: say so
+                e.message += f"; {lag} archived segment(s) are not indexed yet"
+                e.args = (e.message,)
+                e.details["unindexed_segments"] = lag
+            raise
     xid = target.xid
     sums = await walindex.summaries_for_xid(pool, rec.guid, xid)
     cands = xid_segments(sums, xid, path, snap.seg_size)

@@ -298,3 +298,40 @@ async def test_openapi_documents_both_security_schemes(users: TestClient) -> Non
     op = doc["paths"]["/spaces/{space_guid}/services"]["get"]
     assert {"uaa": []} in op["security"] and {"broker": []} in op["security"]
     assert {"uaa": []} not in doc["paths"]["/instances/{guid}"]["put"]["security"]
+
+
+async def test_keys_are_refetched_when_old_and_a_withdrawn_key_stops_verifying(cc: CloudControllerDouble) -> None:
+    """The verifier alone, on a clock the test moves: after KEYS_MAX_AGE_SECONDS the key set is fetched again;
+    a UAA that cannot answer then does not lock users out; a key UAA withdrew stops verifying."""
+    import aiohttp
+
+    from api.uaa import KEYS_MAX_AGE_SECONDS, TokenVerifier
+    from backup_catalog.usecases.access import InvalidToken
+    now = [1000.0]
+    async with aiohttp.ClientSession() as http:
+        v = TokenVerifier(lambda: http, uaa_url=None, cf_api_url=cc.url, refetch_seconds=30, clock=lambda: now[0])
+        old = cc.token_for("u-dev")
+        assert (await v.verify(old)).user_name == "dev" and v.key_fetches == 1
+        now[0] += KEYS_MAX_AGE_SECONDS
+        fetches = cc.requests["keys"]
+        cc.fail_next(1, 503)                     # the UAA is out at the moment the set is due
+        assert (await v.verify(old)).user_name == "dev", "old keys keep working while UAA is out"
+        assert cc.requests["keys"] == fetches + 1
+        cc.uaa.rotate(keep_old=False)            # UAA withdraws key-1
+        now[0] += 31
+        with pytest.raises(InvalidToken) as e:
+            await v.verify(old)
+        assert e.value.check == "kid" and v.key_fetches == 2
+        assert (await v.verify(cc.token_for("u-dev"))).user_id == "u-dev"
+
+
+async def test_uaa_url_setting_wins_over_the_cc_root_document(pool: asyncpg.Pool, cc: CloudControllerDouble) -> None:
+    await seed_history(pool)
+    app = create_app(make_settings(cf_api_url=cc.url, uaa_url=cc.uaa_url), pool=pool, start_scheduler=False)
+    async with TestClient(TestServer(app)) as c:
+        assert (await _list(c, cc.token_for("u-dev")))[0] == 200
+        assert cc.requests["root"] == 0 and cc.requests["keys"] == 1
+    app = create_app(make_settings(cf_api_url=cc.url), pool=pool, start_scheduler=False)
+    async with TestClient(TestServer(app)) as c:
+        assert (await _list(c, cc.token_for("u-dev")))[0] == 200
+        assert cc.requests["root"] == 1, "links.uaa of the CC's root document, as the cf CLI finds it"
