@@ -130,24 +130,6 @@ async def connect(dsn: str, **kw: Any) -> asyncpg.Connection:
     return conn
 
 
-async def init_schema(db: DbLike) -> None:
-    """Create the catalog (``schema.sql``) or upgrade it to the newest schema version (:mod:`catalog.migrate`),
-    serialised against concurrent callers.
-
-    :raises catalog.migrate.SchemaTooNew: the catalog was upgraded by a newer release.
-    """
-    from catalog import migrate
-    await migrate.upgrade(db)
-
-
-async def ensure_schema(db: DbLike) -> bool:
-    """Like :func:`init_schema`, but one small query when the catalog is already current (short CLI
-    commands). True when something was applied."""
-    from catalog import migrate
-    result = await migrate.ensure_current(db)
-    return result is not None and (result.created or bool(result.applied))
-
-
 @asynccontextmanager
 async def transaction(db: Db) -> AsyncIterator[Conn]:
     """A connection inside a transaction (a savepoint when ``db`` is already in one)."""
