@@ -29,7 +29,7 @@ def test_anchors_bound_the_range_with_slack() -> None:
     r = segments_for(TL1, runs, SEG, anchors, at(10), at(20))
     assert r.files == tuple((1, n) for n in range(10, 21)) and r.missing == ()  # 12 is within the 1 s slack
     assert segments_for(TL1, runs, SEG, [], at(10), at(20)).files[0] == (1, 1)  # nothing known: everything
-    with pytest.raises(RangeTooLarge, match="needs 11 WAL segments .*000000010000000000000014") as e:
+    with pytest.raises(RangeTooLarge, match=r"needs 11 WAL segments .*000000010000000000000014") as e:
         segments_for(TL1, runs, SEG, anchors, at(10), at(20), limit=10)
     assert (e.value.code, e.value.need, e.value.limit) == ("range_too_large", 11, 10)
 
