@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEB_PACKAGES := pgbackrest stunnel4 lzop pv postgresql-15 postgresql-client-15 openssl python3-venv chromium wrk prometheus tmux
 
-.PHONY: setup debs venv tools demo lint test test-fast docs docs-cli bench clean
+.PHONY: setup debs venv tools demo lint test test-fast docs docs-cli docs-settings bench clean
 
 setup: debs venv tools
 
@@ -62,6 +62,9 @@ docs: setup
 # Refresh docs/cli.md from the command line's parser (tests/test_cli_reference.py fails when it drifts).
 docs-cli: venv
 	$(BIN)/python -m backup_catalog.cli.reference > docs/cli.md
+
+docs-settings: venv
+	$(BIN)/python -m backup_catalog.settings.reference > docs/settings.md
 
 clean:
 	rm -rf $(VENV) .tools .cache

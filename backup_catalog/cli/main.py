@@ -43,6 +43,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("serve", "cmd_serve"),
     "demo": ("demo", "cmd_demo"),
     "events": ("events", "cmd_events"),
+    "config": ("config", "cmd_config"),
 }
 SHORT_LIVED = frozenset({"backups", "plan"})    # read-only, one after another at a terminal
 
@@ -112,7 +113,8 @@ def listed(details: dict[str, Any]) -> list[str]:
                            f"timeline {d.get('timeline')})")
     for d in details.get("nearest") or []:
         if isinstance(d, dict):
-            out.append(f"known: transaction {d.get('xid')} committed at {d.get('commit_time')}")
+            when = f" at {d['commit_time']}" if d.get("commit_time") else ""
+            out.append(f"known: transaction {d.get('xid')} committed{when}")
     return out
 
 

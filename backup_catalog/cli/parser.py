@@ -133,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--yes", action="store_true", help="with --reset: do not ask")
     add_drill(sub)
     add_events(sub)
+    cfg = sub.add_parser("config", help="the settings").add_subparsers(dest="config_cmd", required=True,
+                                                                        prog=f"{p.prog} config")
+    cfg.add_parser("check", help="validate the environment's settings and print the effective ones, secrets "
+                                 "masked (exit 2 on a problem)").add_argument("--json", action="store_true")
     _add_plain(p)
     return p
 
@@ -203,6 +207,8 @@ def add_drill(sub: Any) -> None:
     g = d.add_mutually_exclusive_group()
     g.add_argument("--point-in-time", help="drill this time instead of the newest window's end")
     g.add_argument("--latest", action="store_true", help="the newest window's end (the default)")
+    g.add_argument("--before-xid", metavar="XID", help="drill the clone just before this transaction's commit")
+    g.add_argument("--restore-point", metavar="NAME", help="drill the clone at this named restore point")
     d.add_argument("--timeline", default=None, help="latest (default), current or N")
     d.add_argument("--json", action="store_true")
     d.add_argument("--drill-id", type=int, help=argparse.SUPPRESS)     # worker of a supervised drill

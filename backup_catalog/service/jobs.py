@@ -45,7 +45,8 @@ CF_SYNC_JOB_ID = "cf_sync"
 DRILLS_JOB_ID = "drills"
 
 
-def make_scheduler(job: Callable[[], Any], settings: ScanConfig, interval_s: int | None = None) -> AsyncIOScheduler:
+def make_scheduler(job: Callable[[], Any], settings: ScanConfig, interval_s: int | None = None, *,
+                   run_now: bool = True) -> AsyncIOScheduler:
     """An AsyncIOScheduler with ``scan_all`` every ``interval_s`` (default ``scan_interval_seconds``; with S3
     events on, ``reconcile_interval_seconds``), not yet started.
 
@@ -58,7 +59,8 @@ def make_scheduler(job: Callable[[], Any], settings: ScanConfig, interval_s: int
     sched = AsyncIOScheduler(timezone=timezone.utc)
     sched.add_job(job, IntervalTrigger(seconds=interval, start_date=start, timezone=timezone.utc), id=JOB_ID,
                   name="scan all instances", max_instances=1, coalesce=True,
-                  misfire_grace_time=max(1, interval // 2), next_run_time=now + timedelta(seconds=1))
+                  misfire_grace_time=max(1, interval // 2),
+                  next_run_time=now + timedelta(seconds=1) if run_now else start)
     return sched
 
 
@@ -108,7 +110,8 @@ def build_jobs(pool: asyncpg.Pool, settings: Settings, s3: Any, holder: str, *,
             # ends quietly rather than as a job error with a traceback in the log
             return
 
-    jobs = Jobs(make_scheduler(scan_tick, settings, interval))
+    # with events on, the consumer's start is a gap: it runs the start-up reconcile (events_service)
+    jobs = Jobs(make_scheduler(scan_tick, settings, interval, run_now=not settings.event_queue_urls()))
     jobs.cloud_controller = add_cf_sync(jobs.scheduler, pool, settings, s3, holder)
     if drills is not None:
         add_drills(jobs.scheduler, drills, settings)

@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     s3_events_queue_url: str | None = Field(default=None, description="SQS queue URL(s), comma-separated")
     s3_events_max_receives: int = Field(default=5, ge=1, le=1000)   # then the queue's DLQ (redrive policy)
     s3_events_receivers: int = Field(default=2, ge=1, le=32)        # receives in flight per queue
+    s3_events_trust_sequencer: bool = True    # false: order per key is not taken from the events' sequencers
+                                              # (stores whose sequencers are not ordered per key, e.g. MinIO)
     reconcile_interval_seconds: int = Field(default=86400, ge=1)    # the LIST reconcile, with events on
     # the events consumer's own credentials (deploy/iam/events-consumer.json); unset: AWS_*
     events_aws_access_key_id: SecretStr | None = None

@@ -34,7 +34,7 @@ from backup_catalog.usecases import scratch
 from backup_catalog.usecases.drill_rules import LATEST, DrillPoint
 
 __all__ = ["LATEST", "DrillBusy", "DrillOutcome", "DrillPoint", "ScratchBudget", "begin", "run_drill"]
-from catalog import drills, leases, repo
+from catalog import drills, leases, repo, tracing
 from catalog.errors import CatalogError, Conflict, NotScanned
 from recovery.errors import PlanningError
 from recovery.jsonout import json_time
@@ -100,11 +100,19 @@ class ScratchBudget:
 
 def point_doc(point: DrillPoint) -> dict[str, Any]:
     """The requested target, recorded until the plan's own target document replaces it."""
-    return {"kind": point.kind, "value": json_time(point.time), "timeline": point.timeline, "why": point.why}
+    value: Any = point.xid if point.kind == "xid" else point.name if point.kind == "name" else json_time(point.time)
+    return {"kind": point.kind, "value": value, "timeline": point.timeline, "why": point.why}
 
 
-def point_from_request(point_in_time: str | None, timeline: str | int | None = None) -> DrillPoint:
-    """CLI/HTTP request -> point (validated: a bad time raises PlanningError ``invalid_target``)."""
+def point_from_request(point_in_time: str | None, timeline: str | int | None = None, *,
+                       before_xid: object = None, restore_point: object = None) -> DrillPoint:
+    """CLI/HTTP request -> point (validated: a bad time, xid or name raises PlanningError ``invalid_target``)."""
+    if before_xid is not None or restore_point is not None:
+        t = make_target(point_in_time=point_in_time, before_xid=before_xid, restore_point=restore_point,
+                        timeline=timeline or "latest")
+        if t.kind.value == "xid":
+            return DrillPoint("xid", None, t.timeline, "requested", xid=t.xid)
+        return DrillPoint("name", None, t.timeline, "requested", name=t.name)
     if point_in_time is None:
         if timeline not in (None, "latest"):
             return DrillPoint("latest", None, timeline if isinstance(timeline, int) else str(timeline),
@@ -182,6 +190,7 @@ async def begin(pool: asyncpg.Pool, settings: Settings, guid: str, *, point: Dri
     return drill_id, lease
 
 
+@tracing.traced("drill", lambda a: {"instance.guid": a.get("guid"), "drill.trigger": a.get("trigger")})
 async def run_drill(pool: asyncpg.Pool, settings: Settings, guid: str, *, point: DrillPoint = LATEST,
                     trigger: str = "manual", holder: str | None = None, drill_id: int | None = None,
                     budget: ScratchBudget | None = None, progress: Progress | None = None,
@@ -319,7 +328,7 @@ async def _execute(pool: asyncpg.Pool, settings: Settings, guid: str, point: Dri
     if rec.ref.deleted_at is not None:
         return run.failed("plan", f"instance {guid} is deleted; drills prove live instances", t0, state="skipped",
                           code="skipped")
-    target = make_target(point_in_time=point.time, latest=point.kind == "latest", timeline=point.timeline)
+    target = make_target(**point.target_kwargs())
     try:
         plan = await plan_uc.instance_plan_doc(pool, settings, rec, target)
     except NotScanned as e:
@@ -352,7 +361,7 @@ async def scratch_need(pool: asyncpg.Pool, settings: Settings, guid: str, point:
     from backup_catalog.usecases import plan as plan_uc
     try:
         rec = await repo.get_instance(pool, guid)
-        target = make_target(point_in_time=point.time, latest=point.kind == "latest", timeline=point.timeline)
+        target = make_target(**point.target_kwargs())
         plan = await plan_uc.instance_plan_doc(pool, settings, rec, target)
         return _need(plan, await repo.load_snapshot(pool, guid))
     except (PlanningError, CatalogError):

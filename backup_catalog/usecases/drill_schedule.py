@@ -217,6 +217,10 @@ class DrillSupervisor:
         argv = [*self.worker_argv, "drill", "--instance", guid, "--drill-id", str(drill_id), "--json"]
         if point.kind == "time" and point.time is not None:
             argv += ["--point-in-time", point.time.isoformat()]
+        if point.xid is not None:
+            argv += ["--before-xid", str(point.xid)]
+        if point.name is not None:
+            argv += ["--restore-point", point.name]
         if point.timeline != "latest":
             argv += ["--timeline", str(point.timeline)]
         env = {**os.environ, **settings_env(self.settings)}

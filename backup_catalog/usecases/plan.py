@@ -12,7 +12,7 @@ import asyncpg
 from backup_catalog.formats.documents import iso
 from backup_catalog.settings import PlanConfig
 from backup_catalog.usecases.snapshots import SnapshotCache, path_windows_of, snapshot_of
-from catalog import derived, repo
+from catalog import derived, repo, tracing
 from catalog.rows import InstanceRecord
 from recovery.errors import PlanningError
 from recovery.model import ArchiveSnapshot
@@ -36,6 +36,7 @@ def _target_from_body(body: dict[str, Any]) -> Any:
                        restore_point_lsn=body.get("restore-point-lsn"))
 
 
+@tracing.traced("plan", lambda a: {"space.guid": a.get("space"), "clone_from": (a.get("body") or {}).get("clone-from")})
 async def plan_doc(pool: asyncpg.Pool, settings: PlanConfig, space: str, body: dict[str, Any],
                    *, now: datetime | None = None, cache: SnapshotCache | None = None) -> dict[str, Any]:
     """Resolve ``clone-from`` in the space at the target time and plan the recovery (or raise a refusal).
@@ -105,17 +106,20 @@ async def instance_plan_doc(pool: asyncpg.Pool, settings: PlanConfig, rec: Insta
 PLAN_CANDIDATES = 4   # newest candidate backups loaded for a plan (recovery.narrow.narrow)
 
 
-def _store_factory(settings: PlanConfig, bucket: str) -> Callable[[], AbstractAsyncContextManager[Any]] | None:
-    """The archive's ObjectStore over the read-only S3 client, when ``settings`` carry the S3 credentials
-    (the service's and the full CLI's settings; the terminal-speed settings do not)."""
-    if not hasattr(settings, "aws_access_key_id"):
-        return None
+def _store_factory(settings: PlanConfig, bucket: str) -> Callable[[], AbstractAsyncContextManager[Any]]:
+    """The archive's ObjectStore over the read-only S3 client (a before-xid target reads segments). The
+    terminal-speed settings of ``plan`` carry no S3 credentials: then the full settings are loaded from the
+    environment, only when a segment is read."""
 
     @asynccontextmanager
     async def store() -> AsyncIterator[Any]:
         from scheduler.clients import s3_client
         from scheduler.storage import S3Store
-        async with s3_client(settings) as client:  # type: ignore[arg-type]
+        full: Any = settings
+        if not hasattr(settings, "aws_access_key_id"):
+            from backup_catalog.settings import load_settings
+            full = load_settings()
+        async with s3_client(full) as client:
             yield S3Store(client, bucket)
     return store
 

@@ -323,3 +323,15 @@ async def test_keys_are_refetched_when_old_and_a_withdrawn_key_stops_verifying(c
             await v.verify(old)
         assert e.value.check == "kid" and v.key_fetches == 2
         assert (await v.verify(cc.token_for("u-dev"))).user_id == "u-dev"
+
+
+async def test_uaa_url_setting_wins_over_the_cc_root_document(pool: asyncpg.Pool, cc: CloudControllerDouble) -> None:
+    await seed_history(pool)
+    app = create_app(make_settings(cf_api_url=cc.url, uaa_url=cc.uaa_url), pool=pool, start_scheduler=False)
+    async with TestClient(TestServer(app)) as c:
+        assert (await _list(c, cc.token_for("u-dev")))[0] == 200
+        assert cc.requests["root"] == 0 and cc.requests["keys"] == 1
+    app = create_app(make_settings(cf_api_url=cc.url), pool=pool, start_scheduler=False)
+    async with TestClient(TestServer(app)) as c:
+        assert (await _list(c, cc.token_for("u-dev")))[0] == 200
+        assert cc.requests["root"] == 1, "links.uaa of the CC's root document, as the cf CLI finds it"

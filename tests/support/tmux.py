@@ -10,7 +10,7 @@ import os
 import re
 import shutil
 import subprocess
-import uuid
+import tempfile
 from collections.abc import Mapping
 
 
@@ -18,14 +18,15 @@ class Tmux:
     def __init__(self, env: Mapping[str, str], *, width: int = 180, height: int = 60) -> None:
         if shutil.which("tmux") is None:
             raise RuntimeError("tmux is not installed (make setup installs it)")
-        self.socket = f"bc-test-{uuid.uuid4().hex[:8]}"
+        self._dir = tempfile.mkdtemp(prefix="bc-tmux-")
+        self.socket = os.path.join(self._dir, "socket")      # private, removed with the server
         self.session = "t"
         self._env = dict(env)
         self._size = (width, height)
         self._marks = 0
 
     def _tmux(self, *args: str) -> str:
-        return subprocess.run(["tmux", "-L", self.socket, *args], check=True, capture_output=True, text=True).stdout
+        return subprocess.run(["tmux", "-S", self.socket, *args], check=True, capture_output=True, text=True).stdout
 
     def __enter__(self) -> Tmux:
         env_args = [a for k, v in self._env.items() for a in ("-e", f"{k}={v}")]
@@ -37,7 +38,8 @@ class Tmux:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True)
+        subprocess.run(["tmux", "-S", self.socket, "kill-server"], capture_output=True)
+        shutil.rmtree(self._dir, ignore_errors=True)
 
     def screen(self) -> str:
         return self._tmux("capture-pane", "-p", "-J", "-S", "-5000", "-t", self.session)
