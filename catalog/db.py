@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from catalog import tracing
 from catalog.errors import CatalogUnavailable
 from recovery.lsn import Lsn
 
@@ -103,6 +104,7 @@ async def open_pool(dsn: str, **kw: Any) -> asyncpg.Pool:
 
     async def init(conn: asyncpg.Connection) -> None:
         await register_codecs(conn)
+        tracing.instrument_connection(conn)
         if user_init is not None:
             await user_init(conn)
 
@@ -124,6 +126,7 @@ async def connect(dsn: str, **kw: Any) -> asyncpg.Connection:
     except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
         raise unavailable(dsn, exc) from None
     await register_codecs(conn)
+    tracing.instrument_connection(conn)
     return conn
 
 

@@ -103,7 +103,7 @@ async def test_the_drop_is_listed_first_named_with_its_xid(tool: str, scenario: 
     assert first["commit_time"] == drop["commit_time"].replace("+00:00", "Z")
     assert "public.orders" in {d["name"] for d in first["dropped"]}
     assert {"public.orders_pkey"} <= {d["name"] for d in first["dropped"]}
-    assert first["why"][0].startswith("dropped or truncated public.")
+    assert first["why"] == ["dropped public.orders (and 3 index/TOAST files)"]
     destructive = [t for t in txs if t["destructive"]]
     assert [t["xid"] for t in destructive] == [drop["xid"], delete["xid"], truncate["xid"]]
     (rows,) = destructive[1]["rows"]
@@ -111,6 +111,7 @@ async def test_the_drop_is_listed_first_named_with_its_xid(tool: str, scenario: 
                     "inserted": 0, "updated": 0, "deleted": truth["counts_before"]["customers"]}
     assert destructive[1]["why"] == [f"deleted {truth['counts_before']['customers']} rows of public.customers"]
     assert {d["name"] for d in destructive[2]["dropped"]} >= {"public.items", "public.items_pkey"}
+    assert destructive[2]["why"] == ["truncated or rewrote public.items (and 3 index/TOAST files)"]
     # the load's commits follow, by commit LSN; several share the drop's millisecond
     rest = txs[3:]
     assert [t["commit_lsn"] for t in rest] == sorted((t["commit_lsn"] for t in rest), key=_lsn)
@@ -214,3 +215,20 @@ async def _http_checks(scenario: Scenario, client: TestClient) -> None:  # type:
     assert body["need"] > 2 and body["limit"] == 2
     r = await client.get(f"/spaces/{scenario.space}/services/nobody/changes", params=q, headers=AS_BROKER)
     assert r.status == 404
+
+
+async def test_the_wal_index_narrows_what_is_read(scenario: Scenario, _catalog_pool: asyncpg.Pool) -> None:
+    """Indexed segments are anchors too: never more is read, and the answer is the same."""
+    from backup_catalog.usecases.walindex import index_listed
+    from catalog import walindex
+
+    truth = scenario.archives["pgbackrest"].truth
+    drop, _, truncate = truth["mistakes"]
+    start, end = when(drop["commit_time"]) - timedelta(seconds=1), when(truncate["commit_time"]) + timedelta(seconds=1)
+    plain = await _changes(scenario, _catalog_pool, "pgbackrest", start, end)
+    await index_listed(_catalog_pool, scenario.settings, [f"{scenario.space}-pgbackrest"], "changes-e2e")
+    summaries = await walindex.summaries_around(_catalog_pool, f"{scenario.space}-pgbackrest", start, end)
+    assert summaries, "the index job stored no segment summaries"
+    indexed = await _changes(scenario, _catalog_pool, "pgbackrest", start, end)
+    assert 1 <= indexed["segments_read"] <= plain["segments_read"]
+    assert indexed["transactions"] == plain["transactions"] and indexed["transactions"][0]["xid"] == drop["xid"]
