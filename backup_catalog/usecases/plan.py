@@ -12,7 +12,7 @@ import asyncpg
 from backup_catalog.formats.documents import iso
 from backup_catalog.settings import PlanConfig
 from backup_catalog.usecases.snapshots import SnapshotCache, path_windows_of, snapshot_of
-from catalog import derived, repo
+from catalog import derived, repo, tracing
 from catalog.rows import InstanceRecord
 from recovery.errors import PlanningError
 from recovery.model import ArchiveSnapshot
@@ -36,6 +36,7 @@ def _target_from_body(body: dict[str, Any]) -> Any:
                        restore_point_lsn=body.get("restore-point-lsn"))
 
 
+@tracing.traced("plan", lambda a: {"space.guid": a.get("space"), "clone_from": (a.get("body") or {}).get("clone-from")})
 async def plan_doc(pool: asyncpg.Pool, settings: PlanConfig, space: str, body: dict[str, Any],
                    *, now: datetime | None = None, cache: SnapshotCache | None = None) -> dict[str, Any]:
     """Resolve ``clone-from`` in the space at the target time and plan the recovery (or raise a refusal).

@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 
 from backup_catalog.settings import Settings
+from catalog import tracing
 from catalog.connect import open_catalog
 from executor import ProgressEvent, RestoreError, RestoreResult, execute_plan
 from recovery.errors import PlanningError
@@ -25,6 +26,7 @@ async def plan_clone(pool: asyncpg.Pool, settings: Settings, space: str, body: d
     return await plan.plan_doc(pool, settings, space, body)
 
 
+@tracing.traced("restore", lambda a: {"space.guid": a.get("space"), "clone_from": (a.get("body") or {}).get("clone-from")})
 async def restore_from_catalog(settings: Settings, space: str, body: dict[str, Any], pgdata: Path, *,
                                pool: asyncpg.Pool | None = None, **kw: Any) -> RestoreResult:
     """Plan ``body`` (clone-from + target) in ``space`` and execute it. A refusal raises
@@ -56,6 +58,7 @@ def load_plan(text: str) -> dict[str, Any]:
     return doc
 
 
+@tracing.traced("restore", lambda a: {"instance.guid": (a.get("plan") or {}).get("instance_guid")})
 async def restore_from_plan(settings: Settings, plan: dict[str, Any], pgdata: Path, *,
                             pg_bin: Path | None = None, keep_running: bool = False, keep_failed: bool = False,
                             progress: Callable[[ProgressEvent], None] | None = None,
