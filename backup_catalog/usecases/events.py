@@ -50,7 +50,7 @@ EVENTS_LEASE_TTL = 30.0
 
 
 class Observer(Protocol):
-    """Where the consumer's counts go (``api.metrics.ApiMetrics`` implements it)."""
+    """Where the consumer's counts go (``backup_catalog.api.metrics.ApiMetrics`` implements it)."""
 
     def event(self, what: str, reason: str) -> None: ...          # received|applied|ignored|dropped
     def lag(self, seconds: float) -> None: ...
