@@ -366,3 +366,22 @@ async def test_two_replicas_consume_one_queue(pool: Any, client: Any, settings: 
     assert all(r.total("received") > 0 for r in recs), [r.counts for r in recs]     # both took a share
     assert sum(r.total("received") for r in recs) >= len(rest)
     assert ev.view(await repo.load_snapshot(pool, guid)) == await _full_scan_view(pool, client, settings, guid)
+
+
+async def test_events_for_an_instance_never_scanned_run_its_first_scan(pool: Any, client: Any, settings: Settings,
+                                                                       s3_endpoint: MotoEndpoint) -> None:
+    guid = "ev-first"
+    truth = load_truth(ensure_cache())["barman"]
+    bucket = f"events-first-{next(_seq)}-{s3_endpoint.port}"
+    s3_endpoint.ensure_bucket(bucket)
+    await repo.register_instance(pool, InstanceRef(guid, "space-ev", guid), Storage(bucket, truth["prefix"], "auto", None))
+    url, _ = await ev.setup_events(s3_endpoint, bucket, f"q-{bucket}", [truth["prefix"]])
+    objs = ev.in_write_order("barman")
+    ev.upload(s3_endpoint, bucket, "barman", objs)
+    rec = Recorder()
+    async with ev.aio_clients(s3_endpoint) as (_s3, sqs):
+        await ev.drain(Consumer(pool, client, settings, "test-holder", Index(pool), rec), SqsQueue(sqs, url))
+    assert rec.counts[("applied", "reconcile")] >= 1 and not rec.errors, (rec.counts, rec.errors)
+    got = ev.view(await repo.load_snapshot(pool, guid))
+    assert len(got.backups) == 3
+    assert got == await _full_scan_view(pool, client, settings, guid)
