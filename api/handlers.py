@@ -65,12 +65,11 @@ async def post_clone(request: web.Request) -> web.Response:
     space = path_param(request, "space_guid")
     req = CloneRequest.model_validate(await read_json(request))
     try:
-        doc = await plan.plan_doc(request.app[keys.POOL], request.app[keys.SETTINGS], space, req.as_body(),
+        doc = await plan.plan_doc(request.app[keys.POOL], request.app[keys.SETTINGS], space, req.request,
                                   cache=request.app[keys.SNAPSHOTS])
     except NotScanned as e:
         raise PlanningError("not_scanned", f"{e}: nothing can be planned before its archive is scanned") from None
-    # built by recovery.jsonout from typed values; tests check it against PlanDoc (not re-validated per request)
-    return web.json_response(doc)
+    return web.json_response(doc.to_json())
 
 
 async def put_instance(request: web.Request) -> web.Response:

@@ -34,7 +34,7 @@ class Operation:
     body: type[BaseModel] | None = None
     body_optional: bool = False                       # no body at all is accepted (defaults)
     ok: int = 200
-    response: type[BaseModel] | None = None          # JSON body of the success status
+    response: type | None = None          # JSON body of the success status (a model or a document type)
     media: str | None = None                          # non-JSON success body (text/csv, text/html, ...)
     errors: tuple[int, ...] = ()
     query: tuple[Query, ...] = ()

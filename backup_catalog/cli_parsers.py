@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backup_catalog import pages
+
+if TYPE_CHECKING:
+    from recovery.target import CloneRequest
 
 
 def add_restore(sub: Any) -> None:
@@ -58,3 +61,12 @@ def add_coverage(c: argparse.ArgumentParser) -> None:
     c.add_argument("--limit", type=int, help=f"rows per page (default {pages.DEFAULT_LIMIT}, "
                                              f"at most {pages.MAX_LIMIT})")
     c.add_argument("--cursor", help="next_cursor of the previous page")
+
+
+def clone_request(args: argparse.Namespace) -> CloneRequest:
+    """The clone arguments (``plan``, ``restore``) parsed, once, into the core's request.
+    :raises PlanningError: ``invalid_target`` naming what is wrong."""
+    from recovery.target import CloneRequest, make_target  # lazy: building the parser imports nothing more
+    target = make_target(point_in_time=args.point_in_time, lsn=args.lsn, latest=args.latest,
+                         immediate=args.immediate, timeline=args.timeline, exclusive=args.exclusive)
+    return CloneRequest(args.clone_from, target, getattr(args, "pg_version", None))

@@ -102,7 +102,7 @@ def _print_result(res: RestoreResult, args: argparse.Namespace) -> None:
         return
     out = Console()
     out.print(f"[green]restored and verified[/green]: {res.pgdata}")
-    out.print(f"  backup {res.backup.get('label')} -> timeline {res.timeline}; replay reached {res.reached_lsn}"
+    out.print(f"  backup {res.backup.label} -> timeline {res.timeline}; replay reached {res.reached_lsn}"
               f", last commit {res.last_commit_time or 'unknown'}")
     out.print(f"  {res.bytes_fetched / 2**20:.1f} MiB fetched in {res.fetch_s:.1f}s, replay {res.replay_s:.1f}s, "
               f"total {res.duration_s:.1f}s")
@@ -142,16 +142,20 @@ def _read_plan(where: str) -> str:
 
 
 async def _run(args: argparse.Namespace, settings: Settings, report: _Reporter) -> RestoreResult:
+    from backup_catalog.cli_parsers import clone_request
     from backup_catalog.usecases import restore as uc
+    from executor import RestoreError
+    from recovery.errors import PlanningError
     kw: dict[str, Any] = {"pg_bin": args.pg_bin, "keep_running": args.keep_running, "keep_failed": args.keep_failed,
                           "progress": report, "check_query": args.check_query}
     pgdata = Path(args.pgdata)
     if args.plan:
         return await uc.restore_from_plan(settings, uc.load_plan(_read_plan(args.plan)), pgdata, **kw)
-    body = {"clone-from": args.clone_from, "point-in-time": args.point_in_time, "lsn": args.lsn,
-            "latest": args.latest, "immediate": args.immediate, "timeline": args.timeline,
-            "exclusive": args.exclusive}
-    return await uc.restore_from_catalog(settings, args.space, body, pgdata, **kw)
+    try:
+        request = clone_request(args)
+    except PlanningError as e:
+        raise RestoreError("bad_input", "input", f"{e.code}: {e.message}") from None
+    return await uc.restore_from_catalog(settings, args.space, request, pgdata, **kw)
 
 
 async def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:

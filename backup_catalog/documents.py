@@ -11,6 +11,8 @@ from recovery.jsonout import json_time
 if TYPE_CHECKING:    # rich only for the terminal tables: `backups --json` and `plan --json` never import it
     from rich.console import Console
 
+    from recovery.plandoc import PlanDoc
+
 iso = json_time
 
 
@@ -62,30 +64,25 @@ def print_backups(doc: dict[str, Any], console: Console) -> None:
                 console.print(f"  [yellow]scan issue {e['code']}[/yellow]: {e['message']}")
 
 
-def print_plan(doc: dict[str, Any], console: Console) -> None:
-    src, b = doc["source"], doc["backup"]
-    console.print(f"[bold]clone of[/bold] {src['name']} (instance {src['instance_guid']}"
-                  f"{', deleted ' + src['deleted_at'] if src['deleted_at'] else ''}): {src.get('resolution', '')}")
-    console.print(f"base backup [bold]{b['label']}[/bold] ({b['type']}, timeline {b['timeline']}, "
-                  f"stop {b['stop_time']} at {b['stop_lsn']})" + (f", depends on {', '.join(b['depends_on'])}" if b["depends_on"] else ""))
-    t = doc["target"]
-    console.print(f"target {t['kind']} {t.get('value') or ''} (inclusive={t['inclusive']}, timeline {t['timeline']}) "
-                  f"along timeline path {doc['timeline_path']}")
-    w = doc["wal"]
-    console.print(f"WAL {w['first_segment']} .. {w['last_segment']} ({w['segments']} segments)")
-    st, r = doc.get("storage"), doc.get("replay")
-    if st:
-        where = f"s3://{st['bucket']}/{st['prefix']}" + (f" {st['stanza']}" if st.get("stanza") else "")
-        console.print(f"archive {st['layout']} {where}, PostgreSQL {doc.get('pg_version') or 'unknown'}",
-                      markup=False, highlight=False)
-    if r:
-        reach = (f"replay to the end of WAL, at least {r['end_lsn']} (segment {r['end_segment']})"
-                 if r["mode"] == "end_of_wal" else
-                 "replay to the target" + (f", stopping at {r['end_lsn']}" if r["end_lsn"] else ""))
-        last = f"; last commit {r['last_commit_time']}" if r.get("last_commit_time") else ""
-        console.print(reach + last, markup=False, highlight=False)
-    for name, text in doc["files"].items():
+def print_plan(doc: PlanDoc, console: Console) -> None:
+    src, b, t, w, st, r = doc.source, doc.backup, doc.target, doc.wal, doc.storage, doc.replay
+    console.print(f"[bold]clone of[/bold] {src.name} (instance {src.instance_guid}"
+                  f"{', deleted ' + src.deleted_at if src.deleted_at else ''}): {src.resolution or ''}")
+    console.print(f"base backup [bold]{b.label}[/bold] ({b.type}, timeline {b.timeline}, "
+                  f"stop {b.stop_time} at {b.stop_lsn})" + (f", depends on {', '.join(b.depends_on)}" if b.depends_on else ""))
+    console.print(f"target {t.kind} {t.value or ''} (inclusive={t.inclusive}, timeline {t.timeline}) "
+                  f"along timeline path {list(doc.timeline_path)}")
+    console.print(f"WAL {w.first_segment} .. {w.last_segment} ({w.segments} segments)")
+    where = f"s3://{st.bucket}/{st.prefix}" + (f" {st.stanza}" if st.stanza else "")
+    console.print(f"archive {st.layout} {where}, PostgreSQL {doc.pg_version or 'unknown'}",
+                  markup=False, highlight=False)
+    reach = (f"replay to the end of WAL, at least {r.end_lsn} (segment {r.end_segment})"
+             if r.mode == "end_of_wal" else
+             "replay to the target" + (f", stopping at {r.end_lsn}" if r.end_lsn else ""))
+    last = f"; last commit {r.last_commit_time}" if r.last_commit_time else ""
+    console.print(reach + last, markup=False, highlight=False)
+    for name, text in doc.files.items():
         console.print(f"[dim]--- {name}[/dim]")
         console.print(text or "(empty)", markup=False, highlight=False)
-    for warn in doc.get("warnings", []):
+    for warn in doc.warnings:
         console.print(f"[yellow]warning:[/yellow] {warn}")

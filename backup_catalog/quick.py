@@ -14,11 +14,12 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from backup_catalog import envfiles
 
 COMMANDS = ("backups", "plan")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +67,7 @@ def _float(name: str, default: float) -> float:
     return v
 
 
-async def _on_catalog(settings: QuickSettings, work: Callable[[Any], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+async def _on_catalog(settings: QuickSettings, work: Callable[[Any], Awaitable[T]]) -> T:
     from catalog import db as catalog_db
     if settings.catalog_dsn is not None:
         dsn = settings.catalog_dsn.get_secret_value()
@@ -81,9 +82,9 @@ async def _on_catalog(settings: QuickSettings, work: Callable[[Any], Awaitable[d
         await pool.close()
 
 
-def _show(args: argparse.Namespace, doc: dict[str, Any], pretty: str) -> int:
+def _show(args: argparse.Namespace, doc: Any, pretty: str) -> int:
     if args.json:
-        print(json.dumps(doc, default=str))
+        print(json.dumps(doc.to_json() if hasattr(doc, "to_json") else doc, default=str))
     else:
         from rich.console import Console
 
@@ -99,11 +100,10 @@ async def cmd_backups(args: argparse.Namespace, settings: QuickSettings) -> int:
 
 
 async def cmd_plan(args: argparse.Namespace, settings: QuickSettings) -> int:
+    from backup_catalog.cli_parsers import clone_request
     from backup_catalog.usecases import plan
-    body = {"clone-from": args.clone_from, "point-in-time": args.point_in_time, "lsn": args.lsn,
-            "latest": args.latest, "immediate": args.immediate, "timeline": args.timeline,
-            "exclusive": args.exclusive, "pg-version": args.pg_version}
-    doc = await _on_catalog(settings, lambda pool: plan.plan_doc(pool, settings, args.space, body))
+    request = clone_request(args)
+    doc = await _on_catalog(settings, lambda pool: plan.plan_doc(pool, settings, args.space, request))
     return _show(args, doc, "print_plan")
 
 

@@ -1,4 +1,4 @@
-"""The executor's pure parts (no I/O): what a plan asks for, the tools' fetch command lines, the settings
+"""The executor's pure parts (no I/O): where a plan's archive is, the tools' fetch command lines, the settings
 written into a fetched data directory, and the verdict read from PostgreSQL's log.
 
 Everything here is a function of its arguments, so it is tested exhaustively without a tool or a server;
@@ -13,15 +13,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from recovery.errors import BadLsn, BadWalName
+from recovery.errors import BadLsn
 from recovery.lsn import Lsn
+from recovery.plandoc import PlanDoc, PlanDocError, PlanReplay, conf_key
 from recovery.wal import DEFAULT_SEG_SIZE, WalSegment
-
-LAYOUTS = ("pgbackrest", "barman", "wale", "walg")
-Mode = Literal["target", "end_of_wal"]
 
 # recovery settings a fetched backup may carry (postgresql.auto.conf, e.g. written by the tool's own
 # restore or left by the source): commented out so only the plan's settings apply
@@ -31,26 +28,12 @@ RECOVERY_KEYS = ("restore_command", "recovery_target", "recovery_end_command", "
 PASSTHROUGH_PREFIXES = ("PGBACKREST_", "WALG_", "WALE_")
 
 
-class PlanDocError(ValueError):
-    """The document is not an executable plan; the message names what is wrong."""
-
-
 @dataclass(frozen=True, slots=True)
 class StorageLoc:
     layout: str
     bucket: str
     prefix: str
     stanza: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Expectation:
-    """What replay must reach: a recovery stop (target) or at least ``end_lsn`` (end of WAL)."""
-
-    mode: Mode
-    end_lsn: Lsn | None
-    end_segment: str | None
-    last_commit_time: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,98 +58,14 @@ class Command:
     label: str = ""
 
 
-# -- the plan document ----------------------------------------------------------------------------------
+# -- the plan document (read by recovery.plandoc.PlanDoc.from_json) -------------------------------------------
 
-def check_plan(doc: object) -> dict[str, Any]:
-    """The plan as a dict, or :class:`PlanDocError` naming the first missing/ill-typed member.
-
-    >>> check_plan([])
-    Traceback (most recent call last):
-    ...
-    executor.logic.PlanDocError: a plan is a JSON object, got list
-    """
-    if not isinstance(doc, dict):
-        raise PlanDocError(f"a plan is a JSON object, got {type(doc).__name__}")
-    backup = doc.get("backup")
-    if not isinstance(backup, dict) or not isinstance(backup.get("label"), str) or not backup["label"]:
-        raise PlanDocError("the plan has no backup.label")
-    files = doc.get("files")
-    if not isinstance(files, dict) or not files or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
-        raise PlanDocError("the plan has no files (file name -> text)")
-    for name in files:
-        if name not in ("postgresql.auto.conf", "recovery.signal", "recovery.conf", "standby.signal"):
-            raise PlanDocError(f"the plan's files name {name!r}, which a plan never writes")
-    if not isinstance(doc.get("target"), dict):
-        raise PlanDocError("the plan has no target")
-    path = doc.get("timeline_path")
-    if not isinstance(path, list) or not path or not all(isinstance(t, int) and t > 0 for t in path):
-        raise PlanDocError("the plan has no timeline_path")
-    wal = doc.get("wal")
-    if not isinstance(wal, dict) or not isinstance(wal.get("last_segment"), str):
-        raise PlanDocError("the plan has no wal.last_segment")
-    storage_of(doc)
-    return doc
-
-
-def storage_of(doc: Mapping[str, Any], fallback: StorageLoc | None = None) -> StorageLoc:
-    """The archive the plan restores from: the plan's ``storage`` member, else ``fallback`` (the catalog's
-    instance storage), else — for barman-cloud — the ``s3://bucket/prefix`` in its restore_command."""
-    st = doc.get("storage")
-    if isinstance(st, dict) and st.get("bucket"):
-        layout = str(st.get("layout") or (doc.get("source") or {}).get("layout") or "")
-        if layout not in LAYOUTS:
-            raise PlanDocError(f"the plan's storage layout {layout!r} is not one of {', '.join(LAYOUTS)}")
-        return StorageLoc(layout, str(st["bucket"]), str(st.get("prefix") or "").strip("/"),
-                          str(st["stanza"]) if st.get("stanza") else None)
-    if fallback is not None:
-        return fallback
-    layout = str((doc.get("source") or {}).get("layout") or "")
-    if layout == "barman":
-        m = re.search(r"s3://([^/\s']+)/?(\S*)\s+(\S+)\s+%f", str(doc.get("restore_command") or ""))
-        if m:
-            return StorageLoc("barman", m.group(1), m.group(2).strip("/"), m.group(3))
-    raise PlanDocError("the plan has no storage member (bucket, prefix, stanza): ask a newer service "
-                       "for the plan, or restore from the catalog (--space/--clone-from)")
-
-
-def pg_version_of(doc: Mapping[str, Any]) -> int | None:
-    v = doc.get("pg_version")
-    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
-
-
-_TARGET_KEYS = frozenset({"recovery_target", "recovery_target_time", "recovery_target_lsn", "recovery_target_xid",
-                          "recovery_target_name"})
-
-
-def expectation(doc: Mapping[str, Any], seg_size: int = DEFAULT_SEG_SIZE) -> Expectation:
-    """What replay must reach, from the plan's ``replay`` member; without it (older plans): a recovery stop
-    when the plan's files set a recovery target, else end of WAL reaching into ``wal.last_segment``.
-
-    >>> e = expectation({"files": {"postgresql.auto.conf": "restore_command = 'x'\\n"},
-    ...                  "wal": {"last_segment": "00000002000000000000000A"}})
-    >>> e.mode, str(e.end_lsn), e.end_segment
-    ('end_of_wal', '0/A000001', '00000002000000000000000A')
-    """
-    rp = doc.get("replay")
-    if isinstance(rp, dict) and rp.get("mode") in ("target", "end_of_wal"):
-        end = lsn_or_none(rp.get("end_lsn"))
-        seg = rp.get("end_segment") if isinstance(rp.get("end_segment"), str) else None
-        lct = rp.get("last_commit_time") if isinstance(rp.get("last_commit_time"), str) else None
-        if rp["mode"] == "end_of_wal" and end is None:
-            raise PlanDocError("the plan's replay.end_lsn is missing or not an LSN")
-        return Expectation(rp["mode"], end, seg, lct)
-    files = doc.get("files") or {}
-    text = "\n".join(str(files.get(n, "")) for n in ("postgresql.auto.conf", "recovery.conf"))
-    if any(conf_key(ln) in _TARGET_KEYS for ln in text.splitlines()):
-        return Expectation("target", None, None)
-    last = str((doc.get("wal") or {}).get("last_segment") or "")
-    try:
-        seg = WalSegment.from_name(last, seg_size)
-    except BadWalName:
-        raise PlanDocError(f"the plan's wal.last_segment {last!r} is not a segment name") from None
-    # replay must get into the last segment (its first record ends past the page header)
-    return Expectation("end_of_wal", Lsn(seg.start_lsn.value + 1), last)
+def storage_of(doc: PlanDoc) -> StorageLoc:
+    """The archive the plan restores from."""
+    st = doc.storage
+    if st.layout is None:
+        raise PlanDocError("the plan's storage.layout is unknown (the archive was never scanned)")
+    return StorageLoc(st.layout.value, st.bucket, st.prefix, st.stanza)
 
 
 def lsn_or_none(v: object) -> Lsn | None:
@@ -307,13 +206,6 @@ def passthrough(caller_env: Mapping[str, str]) -> dict[str, str]:
 
 
 # -- settings written after the fetch ------------------------------------------------------------------------
-
-def conf_key(line: str) -> str:
-    s = line.strip()
-    if not s or s.startswith("#") or "=" not in s:
-        return ""
-    return s.split("=", 1)[0].strip().lower()
-
 
 def neutralize_recovery(text: str) -> str:
     """Comment out recovery settings (and archive_mode) a fetched backup carries in a configuration file.
@@ -486,15 +378,15 @@ def stopped_segment(facts: LogFacts, reached: Lsn | None, timeline_path: Sequenc
     return None
 
 
-def judge(exp: Expectation, facts: LogFacts, *, promoted: bool, reached: Lsn | None,
+def judge(exp: PlanReplay, facts: LogFacts, *, promoted: bool, reached: Lsn | None,
           timeline_path: Sequence[int], seg_size: int = DEFAULT_SEG_SIZE) -> Verdict:
     """Did replay reach what the plan promised?
 
     - target: the server promoted and logged a recovery stop;
-    - end of WAL: the server promoted and replay reached at least ``exp.end_lsn`` (the end of the last
+    - end of WAL: the server promoted and replay reached at least ``exp.end`` (the end of the last
       replayed record, else the "redo done at" LSN).
 
-    >>> e = Expectation("end_of_wal", Lsn.parse("0/7000001"), "000000020000000000000007")
+    >>> e = PlanReplay("end_of_wal", "0/7000001", "000000020000000000000007", None)
     >>> f = parse_log(["LOG:  unexpected pageaddr 0/6000000 in log segment 000000020000000000000007, offset 0"])
     >>> v = judge(e, f, promoted=True, reached=Lsn.parse("0/7000000"), timeline_path=[1, 2])
     >>> v.ok, v.segment
@@ -511,19 +403,20 @@ def judge(exp: Expectation, facts: LogFacts, *, promoted: bool, reached: Lsn | N
             return Verdict(False, "the server promoted without reaching the plan's recovery target "
                                   f"(no 'recovery stopping' line); replay ended at {got}", seg)
         return Verdict(True, _strip_prefix(facts.stop))
-    if exp.end_lsn is None:
+    end = exp.end
+    if end is None:
         return Verdict(True, f"replayed to the end of the archived WAL at {got}")
     if got is None:
         return Verdict(False, "could not tell how far replay got (no replay LSN, no 'redo done' line)", seg)
     # an end LSN at a segment boundary (the start of the plan's last segment) is reached only by replaying a
     # record of that segment: a switch record before it ends exactly at the boundary
-    short = got <= exp.end_lsn if exp.end_lsn.value % seg_size == 0 else got < exp.end_lsn
+    short = got <= end if end.value % seg_size == 0 else got < end
     if short:
         detail = f"; PostgreSQL: {_strip_prefix(facts.bad_segments[-1][1])}" if facts.bad_segments else ""
-        return Verdict(False, f"replay stopped short at {got}, before {exp.end_lsn} which the plan promised "
+        return Verdict(False, f"replay stopped short at {got}, before {end} which the plan promised "
                               f"(the archive's WAL up to {exp.end_segment or 'its end'}): segment {seg} could "
                               f"not be replayed{detail}; the commits after {got} would be missing", seg)
-    return Verdict(True, f"replayed to {got} (plan: at least {exp.end_lsn})")
+    return Verdict(True, f"replayed to {got} (plan: at least {end})")
 
 
 def _strip_prefix(line: str) -> str:

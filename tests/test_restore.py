@@ -31,6 +31,7 @@ from sandbox.archives import RealArchive, fresh_archive
 from sandbox.pg import PG_BIN, as_postgres
 from sandbox.s3 import list_all
 from sandbox.tool_barman import TOOLS_BIN
+from tests.support.clones import clone_request
 from tests.support.faultproxy import FaultProxy
 from tests.support.fixtures import on_path, register_and_scan
 from tests.support.restore import (
@@ -214,8 +215,8 @@ async def test_endpoint_lost_mid_fetch_leaves_nothing(fresh: dict[str, Inst], s3
     stopped = False
     try:
         settings = restore_settings(s3_endpoint, catalog_dsn)
-        doc = await plan_clone(_catalog_pool, settings, inst.space, {"clone-from": inst.name,
-                                                                     "immediate": True})
+        doc = (await plan_clone(_catalog_pool, settings, inst.space,
+                                clone_request({"clone-from": inst.name, "immediate": True}))).to_json()
         d = scratch_dir()
         pgdata = d / "data"
         try:

@@ -18,6 +18,7 @@ from backup_catalog.usecases.drill_rules import (
     plan_segments,
 )
 from recovery.model import ArchiveSnapshot, WalKind, WalObject
+from recovery.plandoc import PlanDoc
 from recovery.timeline import TimelinePath
 from recovery.wal import WalSegment
 from scheduler.layouts.pgbackrest import classify_archive_key
@@ -42,13 +43,13 @@ class ChecksumReport:
         return self.mismatches[0] if self.mismatches else None
 
 
-def segments_of_plan(plan: dict[str, Any], snapshot: ArchiveSnapshot) -> list[str]:
+def segments_of_plan(plan: PlanDoc, snapshot: ArchiveSnapshot) -> list[str]:
     """The segment names a recovery along the plan's timeline path restores, first..last."""
     s = snapshot.seg_size
-    path_tlis = list(plan["timeline_path"])
-    path = TimelinePath.build(path_tlis[-1], snapshot.histories.get(path_tlis[-1], ()))
-    first = WalSegment.from_name(plan["wal"]["first_segment"], s).segno
-    last = WalSegment.from_name(plan["wal"]["last_segment"], s).segno
+    tli = plan.timeline_path[-1]
+    path = TimelinePath.build(tli, snapshot.histories.get(tli, ()))
+    first = WalSegment.from_name(plan.wal.first_segment or plan.wal.last_segment, s).segno
+    last = WalSegment.from_name(plan.wal.last_segment, s).segno
     return plan_segments(path, first, last, s)
 
 

@@ -2,8 +2,8 @@
 the CLI's ``plan`` and ``POST /spaces/{space}/clones``."""
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
 
 import asyncpg
 
@@ -16,41 +16,28 @@ from recovery.errors import PlanningError
 from recovery.model import ArchiveSnapshot
 from recovery.narrow import narrowable
 from recovery.plan import RecoveryPlan, WindowsUnknown, pg_major, plan_recovery
-from recovery.target import Target
-
-_CLONE_KEYS = {"clone-from", "point-in-time", "lsn", "latest", "immediate", "timeline", "exclusive", "pg-version"}
-
-
-def _target_from_body(body: dict[str, Any]) -> Any:
-    from recovery.target import make_target
-    unknown = set(body) - _CLONE_KEYS
-    if unknown:
-        raise PlanningError("invalid_target", f"unknown fields: {', '.join(sorted(unknown))}")
-    return make_target(point_in_time=body.get("point-in-time"), lsn=body.get("lsn"),
-                       latest=bool(body.get("latest")), immediate=bool(body.get("immediate")),
-                       timeline=body.get("timeline") or "latest", exclusive=bool(body.get("exclusive")))
+from recovery.plandoc import PlanDoc, PlanSource, PlanStorage, plan_document
+from recovery.target import CloneRequest, Target, TargetKind
 
 
-async def plan_doc(pool: asyncpg.Pool, settings: PlanConfig, space: str, body: dict[str, Any],
-                   *, now: datetime | None = None, cache: SnapshotCache | None = None) -> dict[str, Any]:
-    """Resolve ``clone-from`` in the space at the target time and plan the recovery (or raise a refusal).
-    ``cache``: the long-running service's snapshot cache (see :mod:`backup_catalog.usecases.snapshots`)."""
-    from recovery.target import TargetKind
-
-    name = body.get("clone-from")
-    if not isinstance(name, str) or not name:
+async def plan_doc(pool: asyncpg.Pool, settings: PlanConfig, space: str, request: CloneRequest,
+                   *, now: datetime | None = None, cache: SnapshotCache | None = None) -> PlanDoc:
+    """Resolve ``request.clone_from`` in the space at the target time and plan the recovery (or raise a
+    refusal). ``cache``: the long-running service's snapshot cache (see
+    :mod:`backup_catalog.usecases.snapshots`)."""
+    target = request.target
+    if not request.clone_from:
         raise PlanningError("invalid_target", "clone-from must name a service instance")
-    target = _target_from_body(body)
     at = target.time if target.kind is TargetKind.TIME else None
     async with pool.acquire() as c:     # one connection for the common path: resolve, narrowed load
-        res = await repo.resolve_name(c, space, name, at)
+        res = await repo.resolve_name(c, space, request.clone_from, at)
         rec = res.record
         if rec.purge_policy is not None or rec.purged_at is not None:
             from backup_catalog.usecases.purge import purged_refusal
             raise purged_refusal(rec)
         inputs = (await repo.load_plan_inputs(c, rec.guid, target, PLAN_CANDIDATES)
                   if narrowable(target) else None)
-    return await instance_plan_doc(pool, settings, rec, target, now=now, requested_pg=body.get("pg-version"),
+    return await instance_plan_doc(pool, settings, rec, target, now=now, requested_pg=request.pg_version,
                                    inputs=inputs, resolution=(res.reason, res.rule), inputs_given=True,
                                    cache=cache)
 
@@ -59,37 +46,37 @@ async def instance_plan_doc(pool: asyncpg.Pool, settings: PlanConfig, rec: Insta
                             now: datetime | None = None, requested_pg: int | None = None,
                             inputs: repo.PlanInputs | None = None,
                             resolution: tuple[str, str] | None = None, inputs_given: bool = False,
-                            cache: SnapshotCache | None = None) -> dict[str, Any]:
+                            cache: SnapshotCache | None = None) -> PlanDoc:
     """The plan document for one instance, chosen by its GUID (drills); ``plan_doc`` after name resolution."""
-    from recovery.jsonout import plan_to_dict
     from recovery.render import render_files, restore_command
 
     if not inputs_given and narrowable(target):
         inputs = await repo.load_plan_inputs(pool, rec.guid, target, PLAN_CANDIDATES)
-    plan, snap = await _plan(pool, rec, target, now or datetime.now(UTC), requested_pg, inputs, cache=cache)
+    now = now or datetime.now(UTC)
+    plan, snap = await _plan(pool, rec, target, now, requested_pg, inputs, cache=cache)
     pg_version = plan.pg_version or 15
     layout = rec.layout or snap.layout
+    stanza = rec.stanza or rec.storage.stanza
     cmd = restore_command(layout, bucket=rec.storage.bucket, prefix=rec.storage.prefix.strip("/"),
-                          stanza=rec.stanza or rec.storage.stanza or "main", endpoint_url=settings.s3_endpoint_url)
-    files = render_files(plan, cmd, pg_version)
-    doc = plan_to_dict(plan, files, cmd)
+                          stanza=stanza or "main", endpoint_url=settings.s3_endpoint_url)
     # what an executor on another host needs to fetch and replay (DESIGN.md "Executing a clone")
-    storage = {"layout": layout.value if layout else None, "bucket": rec.storage.bucket,
-               "prefix": rec.storage.prefix.strip("/"), "stanza": rec.stanza or rec.storage.stanza}
-    source_major = pg_major(rec.pg_version or snap.pg_version or plan.backup.pg_version)
+    storage = PlanStorage(layout, rec.storage.bucket, rec.storage.prefix.strip("/"), stanza)
     reason, rule = resolution or ("instance chosen by its GUID", "guid")
-    source = {"instance_guid": rec.guid, "space_guid": rec.ref.space_guid, "name": rec.ref.name,
-              "deleted_at": iso(rec.ref.deleted_at), "layout": layout.value if layout else None,
-              "resolution": reason, "resolution_rule": rule}
+    source = PlanSource(rec.guid, rec.ref.space_guid, rec.ref.name, iso(rec.ref.deleted_at), layout, reason,
+                        rule)  # type: ignore[arg-type]  # rule: one of resolve_name's rules
+    warnings: list[str] = []
     if rec.ref.deleted_at is not None:      # the undo period (issue 13): until when, and a warning past it
         from backup_catalog.purge_rules import policy_of
         policy = policy_of(settings)
-        source["undo_until"] = iso(policy.undo_until(rec.ref.deleted_at))
-        if (now or datetime.now(UTC)) >= policy.undo_until(rec.ref.deleted_at):
-            doc["warnings"] = [*doc.get("warnings", []), (
-                f"the undo period of deleted instance {rec.guid} ended at {source['undo_until']}: its archive may "
-                f"be purged from {iso(policy.delete_after(rec.ref.deleted_at))} on (policy {policy.name})")]
-    return {"source": source, "storage": storage, "pg_version": source_major, **doc}
+        undo_until = policy.undo_until(rec.ref.deleted_at)
+        source = replace(source, undo_until=iso(undo_until))
+        if now >= undo_until:
+            warnings.append(
+                f"the undo period of deleted instance {rec.guid} ended at {iso(undo_until)}: its archive may "
+                f"be purged from {iso(policy.delete_after(rec.ref.deleted_at))} on (policy {policy.name})")
+    doc = plan_document(plan, files=render_files(plan, cmd, pg_version), restore_command=cmd, source=source,
+                        storage=storage, pg_version=pg_major(rec.pg_version or snap.pg_version or plan.backup.pg_version))
+    return replace(doc, warnings=(*doc.warnings, *warnings))
 
 
 PLAN_CANDIDATES = 4   # newest candidate backups loaded for a plan (recovery.narrow.narrow)

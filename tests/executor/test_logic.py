@@ -8,79 +8,127 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from executor import logic
-from executor.logic import Expectation, PlanDocError, S3Access, StorageLoc
+from executor.logic import S3Access, StorageLoc
 from recovery.lsn import Lsn
+from recovery.plandoc import PlanDoc, PlanDocError, PlanReplay
 
 S3 = S3Access("http://127.0.0.1:9000", "AK", "SK", "eu-west-1")
 PGBR = StorageLoc("pgbackrest", "bkt", "pgbackrest", "main")
 
 
-def plan(**over: Any) -> dict[str, Any]:
+def raw_plan(**over: Any) -> dict[str, Any]:
+    """A plan document as JSON data (the catalog's plans carry every member; see tests/recovery/test_render)."""
     doc: dict[str, Any] = {
-        "source": {"instance_guid": "g", "layout": "pgbackrest"},
-        "backup": {"label": "20260101-000000F", "stop_lsn": "0/3000050"},
-        "target": {"kind": "latest"}, "timeline_path": [1, 2],
-        "wal": {"first_segment": "000000010000000000000003", "last_segment": "00000002000000000000000A"},
+        "source": {"instance_guid": "g", "space_guid": "s", "name": "orders", "deleted_at": None,
+                   "layout": "pgbackrest", "resolution": "r", "resolution_rule": "current_holder"},
+        "storage": {"layout": "pgbackrest", "bucket": "bkt", "prefix": "/pgbackrest/", "stanza": "main"},
+        "pg_version": 15,
+        "backup": {"label": "20260101-000000F", "type": "full", "status": "done", "timeline": 1,
+                   "start_lsn": "0/3000028", "stop_lsn": "0/3000050", "start_time": "2026-01-01T00:00:00Z",
+                   "stop_time": "2026-01-01T00:01:00Z", "depends_on": []},
+        "target": {"kind": "latest", "value": None, "inclusive": True, "timeline": "latest", "action": "promote"},
+        "timeline_path": [1, 2],
+        "wal": {"first_segment": "000000010000000000000003", "last_segment": "00000002000000000000000A",
+                "segments": 8},
+        "window": {"earliest": "2026-01-01T00:01:00Z", "latest": "2026-01-01T01:00:00Z", "latest_is_exact": True,
+                   "earliest_lsn": "0/3000050", "latest_lsn": "0/A000120"},
+        "end_of_wal": True,
+        "replay": {"mode": "end_of_wal", "end_lsn": "0/A000120", "end_segment": "00000002000000000000000A",
+                   "last_commit_time": None},
+        "restore_command": "pgbackrest --stanza=main archive-get %f \"%p\"",
         "files": {"postgresql.auto.conf": "restore_command = 'x'\nrecovery_target_timeline = 'latest'\n",
                   "recovery.signal": ""},
-        "storage": {"layout": "pgbackrest", "bucket": "bkt", "prefix": "/pgbackrest/", "stanza": "main"},
-        "restore_command": "pgbackrest --stanza=main archive-get %f \"%p\"",
+        "warnings": [],
     }
     doc.update(over)
-    return doc
+    return {k: v for k, v in doc.items() if v is not DROP}
 
 
-# -- the plan document --------------------------------------------------------------------------------------
+DROP = object()
 
-def test_a_plan_passes() -> None:
-    assert logic.check_plan(plan())["backup"]["label"] == "20260101-000000F"
+
+def plan(**over: Any) -> PlanDoc:
+    return PlanDoc.from_json(raw_plan(**over))
+
+
+# -- the plan document, read through recovery.plandoc.PlanDoc ----------------------------------------------------
+
+def test_a_plan_reads_and_writes_back() -> None:
+    p = plan()
+    assert p.backup.label == "20260101-000000F" and p.storage.prefix == "pgbackrest"
+    assert p.to_json() == {**raw_plan(), "storage": {**raw_plan()["storage"], "prefix": "pgbackrest"}}
 
 
 @pytest.mark.parametrize(("over", "words"), [
-    ({"backup": None}, "backup.label"), ({"backup": {"label": ""}}, "backup.label"),
-    ({"files": {}}, "files"), ({"files": {"postgresql.auto.conf": 3}}, "files"),
-    ({"files": {"../etc/passwd": "x"}}, "never writes"), ({"target": "latest"}, "target"),
+    ({"backup": None}, "backup is not an object"), ({"backup": {"label": ""}}, "backup.type"),
+    ({"backup": {**raw_plan()["backup"], "label": ""}}, "backup.label"),
+    ({"files": {}}, "files"), ({"files": {"postgresql.auto.conf": 3}}, "files.postgresql.auto.conf"),
+    ({"files": {"../etc/passwd": "x"}}, "never writes"), ({"target": "latest"}, "target is not an object"),
+    ({"target": {**raw_plan()["target"], "kind": "soon"}}, "target.kind 'soon' is not one of time, lsn"),
     ({"timeline_path": []}, "timeline_path"), ({"timeline_path": [0]}, "timeline_path"),
-    ({"wal": {}}, "wal.last_segment"), ({"storage": None, "source": {"layout": "pgbackrest"}}, "storage"),
-    ({"storage": {"layout": "tarball", "bucket": "b"}}, "layout"),
+    ({"timeline_path": ["1"]}, r"timeline_path\[0\]"),
+    ({"wal": {}}, "wal.last_segment"), ({"wal": {"last_segment": "xyz", "segments": 1}}, "segment name"),
+    ({"storage": None, "source": {"layout": "pgbackrest"}}, "storage"),
+    ({"storage": {"layout": "tarball", "bucket": "b", "prefix": "", "stanza": None}}, "storage.layout 'tarball'"),
+    ({"pg_version": "15"}, "pg_version '15' is not an integer"), ({"pg_version": True}, "pg_version"),
+    ({"pg_version": 0}, "pg_version"),
+    ({"backup": {**raw_plan()["backup"], "stop_lsn": "0-3"}}, "backup.stop_lsn '0-3' is not an LSN"),
+    ({"backup": {**raw_plan()["backup"], "stop_time": "yesterday"}}, "backup.stop_time"),
+    ({"replay": {"mode": "end_of_wal", "end_lsn": "nope", "end_segment": None, "last_commit_time": None}},
+     "replay.end_lsn"),
+    ({"replay": {"mode": "end_of_wal", "end_lsn": None, "end_segment": None, "last_commit_time": None}},
+     "replay.end_lsn"),
+    ({"replay": {"mode": "sometime"}}, "replay.mode"), ({"end_of_wal": "yes"}, "end_of_wal"),
+    ({"restore_command": DROP}, "no restore_command"),
 ])
 def test_what_is_not_a_plan_is_named(over: dict[str, Any], words: str) -> None:
     with pytest.raises(PlanDocError, match=words):
-        logic.check_plan(plan(**over))
+        plan(**over)
 
 
-@pytest.mark.parametrize("doc", [None, 1, "plan", [plan()]])
+@pytest.mark.parametrize("doc", [None, 1, "plan", [raw_plan()]])
 def test_non_objects_are_not_plans(doc: object) -> None:
     with pytest.raises(PlanDocError, match="JSON object"):
-        logic.check_plan(doc)
+        PlanDoc.from_json(doc)
 
 
-def test_storage_member_fallback_and_barman_restore_command() -> None:
+@given(st.dictionaries(st.sampled_from(sorted(raw_plan())),
+                       st.none() | st.booleans() | st.integers() | st.text(max_size=5) | st.lists(st.integers()),
+                       max_size=6))
+@settings(max_examples=200, deadline=None)
+def test_garbage_members_are_a_plan_doc_error_never_a_crash(over: dict[str, Any]) -> None:
+    try:
+        plan(**over)
+    except PlanDocError as e:
+        assert str(e).startswith(("the plan", "a plan"))
+
+
+def test_storage_from_an_older_plan() -> None:
     assert logic.storage_of(plan()) == StorageLoc("pgbackrest", "bkt", "pgbackrest", "main")
-    fb = StorageLoc("pgbackrest", "other", "p", "s")
-    assert logic.storage_of(plan(storage=None), fb) == fb
-    doc = plan(storage=None, source={"layout": "barman"},
+    doc = plan(storage=None, source={**raw_plan()["source"], "layout": "barman"},
                restore_command="barman-cloud-wal-restore --endpoint-url http://h:1 --no-partial s3://b/x/y main %f %p")
     assert logic.storage_of(doc) == StorageLoc("barman", "b", "x/y", "main")
     with pytest.raises(PlanDocError, match="no storage member"):
-        logic.storage_of(plan(storage=None))
+        plan(storage=None)
+    assert plan(storage={"layout": None, "bucket": "b", "prefix": "p", "stanza": None}).storage.layout == "pgbackrest"
+    with pytest.raises(PlanDocError, match=r"storage\.layout is unknown"):
+        logic.storage_of(plan(storage={"layout": None, "bucket": "b", "prefix": "p", "stanza": None},
+                              source={**raw_plan()["source"], "layout": None}))
 
 
 def test_pg_version() -> None:
-    assert logic.pg_version_of(plan(pg_version=15)) == 15
-    for bad in (None, "15", True, 0, -1):
-        assert logic.pg_version_of(plan(pg_version=bad)) is None
+    assert plan(pg_version=15).pg_version == 15
+    assert plan(pg_version=None).pg_version is None and plan(pg_version=DROP).pg_version is None
 
 
 # -- what replay must reach ------------------------------------------------------------------------------------
 
-def test_expectation_from_replay_member() -> None:
-    e = logic.expectation(plan(replay={"mode": "end_of_wal", "end_lsn": "0/A000120",
-                                       "end_segment": "00000002000000000000000A", "last_commit_time": "t"}))
-    assert e == Expectation("end_of_wal", Lsn.parse("0/A000120"), "00000002000000000000000A", "t")
-    assert logic.expectation(plan(replay={"mode": "target", "end_lsn": None})).mode == "target"
-    with pytest.raises(PlanDocError, match="end_lsn"):
-        logic.expectation(plan(replay={"mode": "end_of_wal", "end_lsn": "nope"}))
+def test_replay_member() -> None:
+    e = plan(replay={"mode": "end_of_wal", "end_lsn": "0/A000120", "end_segment": "00000002000000000000000A",
+                     "last_commit_time": "t"}).replay
+    assert (e.mode, e.end, e.end_segment, e.last_commit_time) == (
+        "end_of_wal", Lsn.parse("0/A000120"), "00000002000000000000000A", "t")
+    assert plan(replay={"mode": "target", "end_lsn": None}).replay.mode == "target"
 
 
 @pytest.mark.parametrize(("line", "mode"), [
@@ -90,18 +138,18 @@ def test_expectation_from_replay_member() -> None:
     ("recovery_target_timeline = 'latest'", "end_of_wal"), ("recovery_target_action = 'promote'", "end_of_wal"),
     ("recovery_target_inclusive = 'false'", "end_of_wal"), ("# recovery_target_time = 'x'", "end_of_wal"),
 ])
-def test_expectation_without_replay_member(line: str, mode: str) -> None:
-    e = logic.expectation(plan(files={"postgresql.auto.conf": f"restore_command = 'x'\n{line}\n",
-                                      "recovery.signal": ""}))
-    assert e.mode == mode
+def test_replay_of_an_older_plan_from_its_files(line: str, mode: str) -> None:
+    p = plan(replay=DROP, end_of_wal=DROP, files={"postgresql.auto.conf": f"restore_command = 'x'\n{line}\n",
+                                                  "recovery.signal": ""})
+    assert p.replay.mode == mode and p.end_of_wal == (mode == "end_of_wal")
     if mode == "end_of_wal":
-        assert e.end_lsn == Lsn.parse("0/A000001") and e.end_segment == "00000002000000000000000A"
+        assert p.replay.end == Lsn.parse("0/A000001") and p.replay.end_segment == "00000002000000000000000A"
 
 
-def test_expectation_reads_recovery_conf_and_rejects_bad_segment() -> None:
-    assert logic.expectation(plan(files={"recovery.conf": "recovery_target_lsn = '0/1'\n"})).mode == "target"
+def test_replay_of_an_older_plan_reads_recovery_conf_and_rejects_bad_segment() -> None:
+    assert plan(replay=DROP, files={"recovery.conf": "recovery_target_lsn = '0/1'\n"}).replay.mode == "target"
     with pytest.raises(PlanDocError, match="segment name"):
-        logic.expectation(plan(wal={"last_segment": "xyz"}))
+        plan(replay=DROP, wal={"first_segment": None, "last_segment": "xyz", "segments": 1})
 
 
 # -- fetch command lines ------------------------------------------------------------------------------------------
@@ -273,7 +321,7 @@ def test_stop_lines_and_severe() -> None:
 
 
 def test_judge_end_of_wal() -> None:
-    exp = Expectation("end_of_wal", Lsn.parse("0/A000001"), "00000002000000000000000A")
+    exp = PlanReplay("end_of_wal", "0/A000001", "00000002000000000000000A", None)
     ok = logic.judge(exp, logic.parse_log(LATEST_OK), promoted=True, reached=Lsn.parse("0/B000000"),
                      timeline_path=[1, 2])
     assert ok.ok and "0/B000000" in ok.message
@@ -292,16 +340,16 @@ def test_judge_end_of_wal() -> None:
 
 
 def test_an_end_lsn_at_a_segment_boundary_needs_a_record_of_that_segment() -> None:
-    exp = Expectation("end_of_wal", Lsn.parse("0/A000000"), "00000002000000000000000A")
+    exp = PlanReplay("end_of_wal", "0/A000000", "00000002000000000000000A", None)
     facts = logic.parse_log(DAMAGED)
     assert not logic.judge(exp, facts, promoted=True, reached=Lsn.parse("0/A000000"), timeline_path=[1, 2]).ok
     assert logic.judge(exp, facts, promoted=True, reached=Lsn.parse("0/A000028"), timeline_path=[1, 2]).ok
-    inner = Expectation("end_of_wal", Lsn.parse("0/A000120"), None)
+    inner = PlanReplay("end_of_wal", "0/A000120", None, None)
     assert logic.judge(inner, facts, promoted=True, reached=Lsn.parse("0/A000120"), timeline_path=[1, 2]).ok
 
 
 def test_judge_target() -> None:
-    exp = Expectation("target", None, None)
+    exp = PlanReplay("target", None, None, None)
     stop = [PREFIX + "LOG:  recovery stopping before commit of transaction 9, time 2026-01-01 00:00:00+00"]
     assert logic.judge(exp, logic.parse_log(stop), promoted=True, reached=Lsn(1), timeline_path=[1]).ok
     v = logic.judge(exp, logic.parse_log(LATEST_OK), promoted=True, reached=Lsn(1), timeline_path=[1])
@@ -320,7 +368,7 @@ def test_our_connection_attempts_are_not_the_failure() -> None:
     f = logic.parse_log(noise + TARGET_FATAL + noise)
     assert f.severe == (TARGET_FATAL[2].strip(),)
     assert logic.relevant_log(noise + DAMAGED + noise) == [ln.rstrip() for ln in DAMAGED]
-    v = logic.judge(Expectation("target", None, None), logic.parse_log(noise), promoted=False, reached=None,
+    v = logic.judge(PlanReplay("target", None, None, None), logic.parse_log(noise), promoted=False, reached=None,
                     timeline_path=[1])
     assert "stopped before it promoted" in v.message
 
@@ -336,7 +384,7 @@ def test_relevant_log_and_next_segment() -> None:
 @given(st.lists(st.text(max_size=200), max_size=30))
 def test_parse_log_never_raises(lines: list[str]) -> None:
     f = logic.parse_log(lines)
-    logic.judge(Expectation("end_of_wal", Lsn(1), None), f, promoted=True, reached=None, timeline_path=[1])
+    logic.judge(PlanReplay("end_of_wal", "0/1", None, None), f, promoted=True, reached=None, timeline_path=[1])
 
 
 @settings(max_examples=100, deadline=None)

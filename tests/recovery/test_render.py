@@ -2,13 +2,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
 from recovery.errors import PlanningError
-from recovery.jsonout import plan_to_dict, refusal_to_dict, window_to_dict
+from recovery.jsonout import refusal_to_dict, window_to_dict
 from recovery.model import Layout
 from recovery.plan import RecoveryPlan, plan_recovery
+from recovery.plandoc import PlanDoc, PlanSource, PlanStorage, plan_document
 from recovery.render import conf_time, quote, render_files, restore_command
 from recovery.target import make_target
 from tests.recovery.builders import NOW, at, forked_snapshot, holed_snapshot, make_snapshot
@@ -111,6 +113,15 @@ def test_unknown_version_uses_the_plans_version() -> None:
     assert set(render_files(replace(p, pg_version=10), PGBR)) == {"recovery.conf"}
 
 
+SOURCE = PlanSource("g", "s", "orders", None, Layout.PGBACKREST, "instance chosen by its GUID", "guid")
+STORAGE = PlanStorage(Layout.PGBACKREST, "b", "pgbackrest", "main")
+
+
+def plan_to_dict(p: RecoveryPlan, files: dict[str, str], cmd: str) -> dict[str, Any]:
+    doc = plan_document(p, files=files, restore_command=cmd, source=SOURCE, storage=STORAGE, pg_version=15)
+    return doc.to_json()
+
+
 def test_plan_to_dict_matches_contract() -> None:
     p = _plan({"point_in_time": "2026-01-01T12:10:00.5+00:00"}, holed_snapshot())
     files = render_files(p, PGBR, 15)
@@ -129,7 +140,10 @@ def test_plan_to_dict_matches_contract() -> None:
     assert d["files"] == files and d["restore_command"] == PGBR and d["warnings"] == []
     assert d["replay"] == {"mode": "target", "end_lsn": None, "end_segment": "000000010000000000000005",
                            "last_commit_time": None}
-    json.dumps(d)
+    assert list(d) == ["source", "storage", "pg_version", "backup", "target", "timeline_path", "wal", "window",
+                       "end_of_wal", "replay", "restore_command", "files", "warnings"]
+    assert "undo_until" not in d["source"]     # deleted instances only
+    assert PlanDoc.from_json(json.loads(json.dumps(d))).to_json() == d
 
 
 def test_plan_to_dict_replay_member() -> None:

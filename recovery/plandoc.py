@@ -1,0 +1,424 @@
+"""The plan document (DESIGN.md "Plan JSON"): ONE frozen type that the planner returns, the API serialises
+(its OpenAPI schema is generated from these classes), and the executor reads.
+
+``PlanDoc.to_json()`` is the JSON exactly as the contract spells it (member order included);
+``PlanDoc.from_json(data)`` reads it back, and anything that is not a plan is a :class:`PlanDocError` that
+names the member (``backup.label``, ``replay.end_lsn``, ...). Both walk the dataclass fields, so a member
+added here is serialised, parsed and documented at once. Pure: no I/O.
+
+Annotated metadata (:class:`Text`) carries a member's description and pattern; the schema generator reads
+it through its ``__get_pydantic_json_schema__`` hook, ``from_json`` through ``check``.
+"""
+from __future__ import annotations
+
+import re
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, fields, is_dataclass
+from enum import Enum
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+from recovery.errors import BadLsn, BadWalName
+from recovery.lsn import Lsn
+from recovery.model import Backup, Layout
+from recovery.plan import RecoveryPlan, fmt_time
+from recovery.target import Target, TargetKind
+from recovery.wal import DEFAULT_SEG_SIZE, WalSegment
+
+
+class PlanDocError(ValueError):
+    """The document is not a plan; the message names the member that is wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """A text member's description and the rule its value follows (``pattern``, and ``check`` for
+    ``from_json``: raises ValueError on a bad value)."""
+
+    description: str = ""
+    pattern: str | None = None
+    check: Callable[[str], object] | None = None
+
+    def __get_pydantic_json_schema__(self, schema: Any, handler: Any) -> dict[str, Any]:
+        out: dict[str, Any] = dict(handler(schema))
+        if self.description:
+            out["description"] = self.description
+        if self.pattern:
+            out["pattern"] = self.pattern
+        return out
+
+
+def _time(v: str) -> None:
+    from datetime import datetime
+    if not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)", v):
+        raise ValueError("is not an ISO 8601 time with a zone")
+    datetime.fromisoformat(v)
+
+
+def _segment(v: str) -> None:
+    if not re.fullmatch(r"[0-9A-F]{24}", v):
+        raise ValueError("is not a WAL segment name")
+
+
+LSN = Text("PostgreSQL LSN, hex 'X/Y'", r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$", Lsn.parse)
+TIME = Text("UTC time, ISO 8601 (YYYY-MM-DDTHH:MM:SS[.ffffff]Z)", None, _time)
+SEGMENT = Text("WAL segment file name", r"^[0-9A-F]{24}$", _segment)
+LsnText = Annotated[str, LSN]
+TimeText = Annotated[str, TIME]
+SegmentText = Annotated[str, SEGMENT]
+
+
+# -- the members -----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class PlanSource:
+    """The service instance the clone is made from, and how its name was resolved."""
+
+    instance_guid: str
+    space_guid: str
+    name: str
+    deleted_at: TimeText | None
+    layout: Layout | None
+    resolution: str | None
+    resolution_rule: Literal["held_at_time", "most_recent_holder", "current_holder", "guid"] | None
+    undo_until: TimeText | None = None   # deleted instances only (absent otherwise)
+
+
+@dataclass(frozen=True, slots=True)
+class PlanStorage:
+    """Where the archive is, as detected by the scanner: enough for an executor on another host."""
+
+    layout: Layout | None
+    bucket: str
+    prefix: Annotated[str, Text("the tool's repository root in the bucket, without leading or trailing '/'")]
+    stanza: Annotated[str, Text("pgBackRest stanza or barman-cloud server name")] | None
+
+
+@dataclass(frozen=True, slots=True)
+class PlanBackup:
+    """The base backup the clone starts from (``depends_on``: the labels it needs restored with it)."""
+
+    label: str
+    type: str
+    status: str
+    timeline: int | None
+    start_lsn: LsnText | None
+    stop_lsn: LsnText | None
+    start_time: TimeText | None
+    stop_time: TimeText | None
+    depends_on: tuple[str, ...]
+
+    @classmethod
+    def of(cls, b: Backup) -> PlanBackup:
+        return cls(b.label, b.type.value, b.status.value, b.timeline, _lsn(b.start_lsn), _lsn(b.stop_lsn),
+                   _tm(b.start_time), _tm(b.stop_time), tuple(b.depends_on))
+
+
+@dataclass(frozen=True, slots=True)
+class PlanTarget:
+    """The recovery target as asked (``value``: the time or LSN as text, null for latest and immediate)."""
+
+    kind: TargetKind
+    value: str | None
+    inclusive: bool
+    timeline: str | int
+    action: str
+
+    @classmethod
+    def of(cls, t: Target) -> PlanTarget:
+        from datetime import datetime
+        value = fmt_time(t.value) if isinstance(t.value, datetime) else None if t.value is None else str(t.value)
+        return cls(t.kind, value, t.inclusive, t.timeline, t.action)
+
+
+@dataclass(frozen=True, slots=True)
+class PlanWal:
+    first_segment: SegmentText | None
+    last_segment: SegmentText
+    segments: int
+
+
+@dataclass(frozen=True, slots=True)
+class PlanWindow:
+    """The recoverable window the plan's backup lies in."""
+
+    earliest: TimeText | None
+    latest: TimeText | None
+    latest_is_exact: bool
+    earliest_lsn: LsnText
+    latest_lsn: LsnText
+
+
+@dataclass(frozen=True, slots=True)
+class PlanReplay:
+    """What replay must reach, for an executor to verify the restore."""
+
+    mode: Annotated[Literal["target", "end_of_wal"], Text(
+        "target: stop at the recovery target; end_of_wal: no recovery target, replay all WAL the plan's path "
+        "holds (latest, a time after the last archived commit)")]
+    end_lsn: Annotated[str, Text(
+        "end_of_wal: the LSN replay must at least reach (the last decoded commit record before the end, or the "
+        "last segment's first record position, its start + 40, whichever is later); target: the recovery stop "
+        "the target implies (the LSN, or the backup's stop for immediate), null when not known (times)",
+        LSN.pattern, LSN.check)] | None
+    end_segment: Annotated[str, Text("the last WAL segment replay needs", SEGMENT.pattern, SEGMENT.check)] | None
+    last_commit_time: Annotated[str, Text("end_of_wal: the last archived commit's time, when decoded")] | None
+
+    @property
+    def end(self) -> Lsn | None:
+        return None if self.end_lsn is None else Lsn.parse(self.end_lsn)
+
+
+PLAN_FILES = ("postgresql.auto.conf", "recovery.signal", "recovery.conf", "standby.signal")
+
+
+@dataclass(frozen=True, slots=True)
+class PlanDoc:
+    """The recovery plan of a clone (DESIGN.md plan JSON)."""
+
+    source: PlanSource
+    storage: PlanStorage
+    pg_version: Annotated[int, Text("the source's PostgreSQL major version, from the catalog")] | None
+    backup: PlanBackup
+    target: PlanTarget
+    timeline_path: tuple[int, ...]
+    wal: PlanWal
+    window: PlanWindow
+    end_of_wal: bool
+    replay: PlanReplay
+    restore_command: str
+    files: Mapping[str, str]
+    warnings: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return document_json(self)
+
+    @classmethod
+    def from_json(cls, data: object) -> PlanDoc:
+        """:raises PlanDocError: ``data`` is not a plan (the message names the member)."""
+        if not isinstance(data, dict):
+            raise PlanDocError(f"a plan is a JSON object, got {type(data).__name__}")
+        doc = _read(cls, _compat(data), "")
+        _check(doc)
+        return doc
+
+
+def plan_document(plan: RecoveryPlan, *, files: Mapping[str, str], restore_command: str, source: PlanSource,
+                  storage: PlanStorage, pg_version: int | None) -> PlanDoc:
+    """The document of a plan the planner made, with the files rendered for it."""
+    w = plan.window
+    replay = PlanReplay("end_of_wal" if plan.end_of_wal else "target", _lsn(plan.end_lsn), plan.last_segment,
+                        _tm(plan.last_commit_time))
+    return PlanDoc(
+        source=source, storage=storage, pg_version=pg_version, backup=PlanBackup.of(plan.backup),
+        target=PlanTarget.of(plan.target), timeline_path=tuple(plan.timeline_path),
+        wal=PlanWal(plan.first_segment, plan.last_segment, plan.segments),
+        window=PlanWindow(_tm(w.from_time), _tm(w.to_time), w.to_is_exact, str(w.from_lsn), str(w.to_lsn)),
+        end_of_wal=plan.end_of_wal, replay=replay, restore_command=restore_command, files=dict(files),
+        warnings=tuple(plan.warnings))
+
+
+def _lsn(v: Lsn | None) -> str | None:
+    return None if v is None else str(v)
+
+
+def _tm(v: Any) -> str | None:
+    return None if v is None else fmt_time(v)
+
+
+# -- serialising and reading ------------------------------------------------------------------------------------
+
+def document_json(doc: object) -> dict[str, Any]:
+    """A member of the document (a dataclass above) as JSON data."""
+    out = _dump(doc)
+    assert isinstance(out, dict)
+    return out
+
+
+def _dump(v: object) -> Any:
+    if is_dataclass(v) and not isinstance(v, type):
+        out: dict[str, Any] = {}
+        for f in fields(v):
+            x = getattr(v, f.name)
+            if x is None and f.default is None:     # optional members are absent, not null (undo_until)
+                continue
+            out[f.name] = _dump(x)
+        return out
+    if isinstance(v, Enum):
+        return v.value
+    if isinstance(v, tuple | list):
+        return [_dump(x) for x in v]
+    if isinstance(v, Mapping):
+        return {k: _dump(x) for k, x in v.items()}
+    return v
+
+
+T = TypeVar("T")
+
+
+def _name(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _read(cls: type[T], data: Mapping[str, Any], path: str) -> T:
+    kw: dict[str, Any] = {}
+    hints = get_type_hints(cls, include_extras=True)
+    for f in fields(cls):   # type: ignore[arg-type]
+        where = _name(path, f.name)
+        if f.name not in data:
+            if f.default is MISSING and not _nullable(hints[f.name]):
+                raise PlanDocError(f"the plan has no {where}")
+            if f.default is MISSING:     # a nullable member may be absent (plans made before it existed)
+                kw[f.name] = None
+            continue
+        kw[f.name] = _value(hints[f.name], data[f.name], where)
+    return cls(**kw)
+
+
+def _nullable(tp: Any) -> bool:
+    return get_origin(tp) in (Union, types.UnionType) and type(None) in get_args(tp)
+
+
+def _value(tp: Any, v: object, where: str) -> Any:
+    origin = get_origin(tp)
+    if origin is Annotated:
+        base, *meta = get_args(tp)
+        out = _value(base, v, where)
+        for m in meta:
+            if isinstance(m, Text) and m.check is not None and out is not None:
+                try:
+                    m.check(out)
+                except (ValueError, BadLsn, BadWalName) as e:
+                    raise PlanDocError(f"the plan's {where} {out!r} {_why(e, m)}") from None
+        return out
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if v is None:
+            if type(None) in args:
+                return None
+            raise PlanDocError(f"the plan's {where} is null")
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _value(a, v, where)
+            except PlanDocError as e:
+                errors.append(str(e))
+        raise PlanDocError(errors[0] if len(errors) == 1 else f"the plan's {where} {v!r} is not valid")
+    if origin is Literal:
+        if v not in get_args(tp):
+            raise PlanDocError(f"the plan's {where} {v!r} is not one of {', '.join(map(str, get_args(tp)))}")
+        return v
+    if origin is tuple:
+        if not isinstance(v, list):
+            raise PlanDocError(f"the plan's {where} is not a list")
+        item = get_args(tp)[0]
+        return tuple(_value(item, x, f"{where}[{i}]") for i, x in enumerate(v))
+    if origin in (Mapping, dict, typing.Mapping) or tp is Mapping:
+        if not isinstance(v, dict):
+            raise PlanDocError(f"the plan's {where} is not an object")
+        _, vt = get_args(tp)
+        return {str(k): _value(vt, x, f"{where}.{k}") for k, x in v.items()}
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        try:
+            return tp(v)
+        except ValueError:
+            raise PlanDocError(f"the plan's {where} {v!r} is not one of "
+                               f"{', '.join(str(m.value) for m in tp)}") from None
+    if isinstance(tp, type) and is_dataclass(tp):
+        if not isinstance(v, dict):
+            raise PlanDocError(f"the plan's {where} is not an object")
+        return _read(tp, v, where)
+    if tp is bool:
+        if not isinstance(v, bool):
+            raise PlanDocError(f"the plan's {where} is not true or false")
+        return v
+    if tp is int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise PlanDocError(f"the plan's {where} {v!r} is not an integer")
+        return v
+    if tp is str:
+        if not isinstance(v, str):
+            raise PlanDocError(f"the plan's {where} {v!r} is not a string")
+        return v
+    raise TypeError(f"plan member {where}: no reader for {tp!r}")   # a programming error, not input
+
+
+def _why(e: Exception, m: Text) -> str:
+    return {LSN.check: "is not an LSN", SEGMENT.check: "is not a segment name"}.get(m.check, str(e))
+
+
+def _check(doc: PlanDoc) -> None:
+    """What the types do not say: a plan restores a named backup along a timeline path and writes only the
+    recovery files."""
+    if not doc.backup.label:
+        raise PlanDocError("the plan has no backup.label")
+    if not doc.files:
+        raise PlanDocError("the plan has no files (file name -> text)")
+    for name in doc.files:
+        if name not in PLAN_FILES:
+            raise PlanDocError(f"the plan's files name {name!r}, which a plan never writes")
+    if not doc.timeline_path or not all(t > 0 for t in doc.timeline_path):
+        raise PlanDocError("the plan has no timeline_path (positive timeline IDs)")
+    if doc.pg_version is not None and doc.pg_version <= 0:
+        raise PlanDocError(f"the plan's pg_version {doc.pg_version} is not a PostgreSQL major version")
+    if doc.replay.mode == "end_of_wal" and doc.replay.end_lsn is None:
+        raise PlanDocError("the plan's replay.end_lsn is missing or not an LSN")
+
+
+# -- plans made before a member existed ---------------------------------------------------------------------
+
+_TARGET_KEYS = frozenset({"recovery_target", "recovery_target_time", "recovery_target_lsn", "recovery_target_xid",
+                          "recovery_target_name"})
+
+
+def conf_key(line: str) -> str:
+    """The setting a postgresql.conf line sets ('' for comments and blank lines)."""
+    s = line.strip()
+    if not s or s.startswith("#") or "=" not in s:
+        return ""
+    return s.split("=", 1)[0].strip().lower()
+
+
+def _compat(data: dict[str, Any]) -> dict[str, Any]:
+    """A plan from an older service, completed: ``storage`` (barman-cloud: from its restore_command),
+    ``storage.layout`` (from ``source.layout``), ``replay`` and ``end_of_wal`` (from the files and
+    ``wal.last_segment``)."""
+    out = dict(data)
+    source: dict[str, Any] = data["source"] if isinstance(data.get("source"), dict) else {}
+    st = data.get("storage")
+    if isinstance(st, dict) and st.get("layout") is None and source.get("layout"):
+        out["storage"] = {**st, "layout": source["layout"]}
+    if st is None:
+        m = re.search(r"s3://([^/\s']+)/?(\S*)\s+(\S+)\s+%f", str(data.get("restore_command") or ""))
+        if source.get("layout") != "barman" or not m:
+            raise PlanDocError("the plan has no storage member (bucket, prefix, stanza): ask a newer service "
+                               "for the plan, or restore from the catalog (--space/--clone-from)")
+        out["storage"] = {"layout": "barman", "bucket": m.group(1), "prefix": m.group(2).strip("/"),
+                          "stanza": m.group(3)}
+    if isinstance(out.get("storage"), dict) and isinstance(out["storage"].get("prefix"), str):
+        out["storage"] = {**out["storage"], "prefix": out["storage"]["prefix"].strip("/")}
+    if "replay" not in data:
+        out["replay"] = _replay_of_files(data)
+    if "end_of_wal" not in data and isinstance(out["replay"], dict):
+        out["end_of_wal"] = out["replay"].get("mode") == "end_of_wal"
+    return out
+
+
+def _replay_of_files(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A recovery stop when the plan's files set a recovery target, else end of WAL reaching into
+    ``wal.last_segment`` (its first record ends past the page header)."""
+    files: dict[str, Any] = data["files"] if isinstance(data.get("files"), dict) else {}
+    text = "\n".join(str(files.get(n, "")) for n in ("postgresql.auto.conf", "recovery.conf"))
+    if any(conf_key(ln) in _TARGET_KEYS for ln in text.splitlines()):
+        return {"mode": "target", "end_lsn": None, "end_segment": None, "last_commit_time": None}
+    wal: dict[str, Any] = data["wal"] if isinstance(data.get("wal"), dict) else {}
+    last = str(wal.get("last_segment") or "")
+    try:
+        seg = WalSegment.from_name(last, DEFAULT_SEG_SIZE)
+    except BadWalName:
+        raise PlanDocError(f"the plan's wal.last_segment {last!r} is not a segment name") from None
+    return {"mode": "end_of_wal", "end_lsn": str(Lsn(seg.start_lsn.value + 1)), "end_segment": last,
+            "last_commit_time": None}
