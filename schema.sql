@@ -1,4 +1,7 @@
--- backup-catalog: the only DDL. Idempotent: safe to apply any number of times (catalog.db.init_schema).
+-- backup-catalog: the complete CURRENT schema, what a fresh catalog gets (catalog.migrate.upgrade), which then
+-- records every migration of catalog/migrations in schema_version (it is at the highest one). An existing
+-- catalog gets the migrations instead: every schema change is made here AND as a migration file
+-- (tests/catalog/test_migrate.py checks that this file = 0001_baseline + the migrations). Keep it idempotent.
 -- Times are timestamptz; WAL positions are pg_lsn; WAL coverage is stored as merged runs of segment
 -- numbers (timeline, first_segno, last_segno), never one row per segment.
 
@@ -128,6 +131,21 @@ CREATE TABLE IF NOT EXISTS scan_state (
     issues           jsonb NOT NULL DEFAULT '[]',
     generation       bigint NOT NULL DEFAULT 0,
     requests         bigint NOT NULL DEFAULT 0
+);
+
+-- S3 event ingestion (issue 22, migration 0006): when the newest event was applied to an instance (its
+-- coverage is "fresh as of" the later of this and last_scan), and per key the newest event applied
+-- (its S3 sequencer, compared per key; keys of WAL, histories and backup metadata only). Rows older than
+-- the longest SQS retention (14 days) are pruned by the reconcile; a rescan rebuilds nothing from them.
+ALTER TABLE scan_state ADD COLUMN IF NOT EXISTS last_event timestamptz;
+CREATE TABLE IF NOT EXISTS event_keys (
+    instance_guid  text NOT NULL REFERENCES instances ON DELETE CASCADE,
+    key            text NOT NULL,
+    action         text NOT NULL CHECK (action IN ('created', 'removed')),
+    sequencer      text,                      -- NULL: the store sends none (moto, some MinIO/RGW)
+    event_time     timestamptz,
+    applied_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (instance_guid, key)
 );
 
 -- Derived from the rows above for one stored scan (generation, last_scan): the recoverable windows per
@@ -260,12 +278,49 @@ ALTER TABLE instance_facts ADD COLUMN IF NOT EXISTS corrupt jsonb NOT NULL DEFAU
 CREATE INDEX IF NOT EXISTS drills_finished_by_instance
     ON drills (instance_guid, finished_at DESC, id DESC) WHERE state IN ('passed', 'failed');
 
-INSERT INTO schema_version (version) VALUES (1) ON CONFLICT (version) DO NOTHING;
-
--- The fingerprint (SHA-256 of this file) of the schema last applied (issue 14): short CLI commands apply
--- this file only when it changed (catalog.db.ensure_schema). One row.
-CREATE TABLE IF NOT EXISTS schema_fingerprint (
-    one         boolean PRIMARY KEY DEFAULT true CHECK (one),
-    sha256      text NOT NULL,
-    applied_at  timestamptz NOT NULL DEFAULT now()
+-- ===== WAL index (issue 20): each archived segment read once, after the scan catalogued it, by the index job
+-- (backup_catalog.usecases.walindex). What it keeps is rebuilt by reading the WAL again: a cache of WAL facts.
+-- Per segment (the file's timeline and number): its commit records in compact form -- count, first and last
+-- by WAL order (time, xid), the lowest and highest xid (a before-xid target reads only the segments whose
+-- range holds the xid) -- and how many of its transactions were destructive; `problem` when it could not be
+-- read; `carry_*` the start of a record crossing into the next segment (decoding that segment finishes it).
+CREATE TABLE IF NOT EXISTS wal_segment_summaries (
+    instance_guid      text NOT NULL REFERENCES instances ON DELETE CASCADE,
+    timeline           integer NOT NULL,
+    segno              bigint NOT NULL,
+    object_key         text NOT NULL,
+    commits            integer NOT NULL DEFAULT 0,
+    first_commit_time  timestamptz,
+    last_commit_time   timestamptz,
+    first_xid          bigint,
+    last_xid           bigint,
+    min_xid            bigint,
+    max_xid            bigint,
+    destructive        integer NOT NULL DEFAULT 0,
+    problem            text,
+    carry_lsn          pg_lsn,
+    carry_total        integer,
+    carry_head         bytea,
+    indexed_at         timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (instance_guid, timeline, segno)
+);
+-- Named restore points (XLOG_RESTORE_POINT records): a restore-point target needs no WAL reading at plan time.
+CREATE TABLE IF NOT EXISTS wal_restore_points (
+    instance_guid  text NOT NULL REFERENCES instances ON DELETE CASCADE,
+    timeline       integer NOT NULL,
+    lsn            pg_lsn NOT NULL,
+    name           text NOT NULL,
+    point_time     timestamptz NOT NULL,
+    segno          bigint NOT NULL,
+    PRIMARY KEY (instance_guid, timeline, lsn)
+);
+-- Resume point per instance and timeline: every present segment below `next_segno` is indexed. A hole keeps
+-- the cursor before it (a late segment filling it is indexed when it arrives); later segments are indexed
+-- anyway. The lag metric counts the archived segments from the cursor on.
+CREATE TABLE IF NOT EXISTS wal_index_cursors (
+    instance_guid  text NOT NULL REFERENCES instances ON DELETE CASCADE,
+    timeline       integer NOT NULL,
+    next_segno     bigint NOT NULL,
+    updated_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (instance_guid, timeline)
 );

@@ -80,7 +80,8 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None, s3: Any 
 
         periodic = jobs.build_jobs(app[keys.POOL], settings, app[keys.S3], app[keys.HOLDER],
                                    drills=app[drill_routes.SUPERVISOR],
-                                   on_scan_done=app[keys.METRICS].observe_scan, track=track)
+                                   on_scan_done=app[keys.METRICS].observe_scan, track=track,
+                                   on_drift=app[keys.METRICS].drift)
         app[keys.SCHEDULER] = periodic.scheduler
         periodic.start()
         yield
@@ -103,7 +104,25 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None, s3: Any 
     app.cleanup_ctx.append(drills_ctx)       # drills stop after the scheduler, before scans, S3 and the pool
     if start_scheduler:
         app.cleanup_ctx.append(scheduler_ctx)
+        if settings.event_queue_urls():
+            app.cleanup_ctx.append(events_ctx(settings))   # stops first: no batch outlives the pool
     return app
+
+
+def events_ctx(settings: Settings) -> Any:
+    """The S3 event consumer (``S3_EVENTS_QUEUE_URL``): one task per receive in flight; a gap reconciles."""
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        from backup_catalog.events_service import run_events
+        tasks = app[keys.SCAN_TASKS]
+
+        def track(t: asyncio.Future[Any]) -> None:     # a reconcile after a gap: drained like the scans
+            tasks.add(t)
+            t.add_done_callback(tasks.discard)
+
+        async with run_events(app[keys.POOL], settings, app[keys.S3], app[keys.HOLDER], app[keys.METRICS],
+                              track=track):
+            yield
+    return ctx
 
 
 async def drain_scans(tasks: set[asyncio.Task[Any]], grace: float) -> None:

@@ -45,6 +45,24 @@ class BadRequest(PitrError):
         self.code = code
 
 
+class UnsupportedMediaType(BadRequest):
+    """The body is not JSON by its declared media type (HTTP 415, RFC 9110 §15.5.16)."""
+
+
+class ScanFailed(PitrError):
+    """A scan asked for by a client ran and failed: the archive's store answered badly (502) or not at all (503).
+    The problem document carries the scan outcome, so a script reads the failure from the status alone."""
+
+    def __init__(self, code: str, message: str, outcome: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.code = code
+        self.outcome = outcome
+
+
+# scan outcome codes that mean the store could not be reached in time (503); every other failure is a 502
+SCAN_UNAVAILABLE_CODES = frozenset({"storage_unavailable", "storage_timeout", "clock_skew"})
+
+
 class Unauthorized(PitrError):
     code = "unauthorized"
 
@@ -65,6 +83,7 @@ class NotAvailable(PitrError):
 
 # exception class -> (HTTP status, title); the most specific class wins (checked in MRO order)
 PROBLEMS: dict[type[BaseException], tuple[int, str]] = {
+    UnsupportedMediaType: (415, "Unsupported media type"),
     BadRequest: (400, "Bad request"),
     ParseError: (400, "Bad request"),
     Unauthorized: (401, "Authentication required"),
@@ -158,6 +177,10 @@ def to_response(request: web.Request, exc: BaseException) -> web.Response:
         log.warning("%s %s: catalog unavailable: %s", request.method, request.path, type(exc).__name__)
         return problem(request, 503, "Catalog unavailable", "the catalog database is not reachable",
                        "catalog_unavailable")
+    if isinstance(exc, ScanFailed):
+        status = 503 if exc.code in SCAN_UNAVAILABLE_CODES else 502
+        log.warning("%s %s: scan failed: %s: %s", request.method, request.path, exc.code, exc)
+        return problem(request, status, "Scan failed", str(exc), exc.code, scan=exc.outcome)
     mapped = _lookup(exc)
     if mapped is not None and isinstance(exc, PitrError):
         status, title = mapped
@@ -185,7 +208,8 @@ async def error_middleware(request: web.Request,
 async def read_json(request: web.Request) -> Any:
     """The body as JSON, or BadRequest (never a 500) for a wrong content type or malformed JSON."""
     if request.content_type not in ("application/json", "") and not request.content_type.endswith("+json"):
-        raise BadRequest("unsupported_media_type", f"expected application/json, got {request.content_type}")
+        raise UnsupportedMediaType("unsupported_media_type",
+                                   f"expected Content-Type: application/json, got {request.content_type}")
     raw = await request.read()
     try:
         return json.loads(raw.decode("utf-8"))

@@ -10,7 +10,7 @@ from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
 from api import keys
-from api.errors import BadRequest, NotAvailable, ScanBusy, read_json
+from api.errors import BadRequest, NotAvailable, ScanBusy, ScanFailed, read_json
 from api.schemas import (
     CloneRequest,
     InstanceList,
@@ -119,10 +119,13 @@ async def post_scan(request: web.Request) -> web.Response:
     if outcome.code in scan.SKIPPED:
         raise ScanBusy(f"instance {guid}: {outcome.message}")
     app[keys.METRICS].observe_scan(outcome)
-    return web.json_response(dump(ScanOutcomeOut, {
+    doc = dump(ScanOutcomeOut, {
         "instance_guid": outcome.instance_guid, "ok": outcome.ok, "code": outcome.code, "message": outcome.message,
         "full": was_full, "backups": outcome.backups, "wal_runs": outcome.wal_runs,
-        "unknown_objects": outcome.unknown_objects, "issues": outcome.issues, "seconds": round(outcome.seconds, 3)}))
+        "unknown_objects": outcome.unknown_objects, "issues": outcome.issues, "seconds": round(outcome.seconds, 3)})
+    if not outcome.ok:   # a failed scan is never a 2xx: 502/503 problem carrying the outcome
+        raise ScanFailed(outcome.code or "scan_failed", f"instance {guid}: scan failed: {outcome.message}", doc)
+    return web.json_response(doc)
 
 
 # -- public ------------------------------------------------------------------------------------

@@ -74,6 +74,16 @@ class ApiMetrics:
                                 ["method", "route", "status"], registry=own)
         self.latency = Histogram("backup_catalog_http_request_duration_seconds", "HTTP request latency",
                                  ["route"], registry=own)
+        # S3 events (issue 22): what the consumer received and did with it, how late, and what it missed
+        self.events = Counter("backup_catalog_events", "S3 events by what the consumer did with them "
+                              "(received, applied, ignored, dropped) and why", ["outcome", "reason"], registry=own)
+        self.event_lag = Histogram("backup_catalog_event_queue_lag_seconds", "Now minus the event's time, "
+                                   "at receipt", registry=own,
+                                   buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600))
+        self.event_errors = Counter("backup_catalog_event_consumer_errors", "Event consumer errors",
+                                    ["kind"], registry=own)
+        self.event_drift = Counter("backup_catalog_event_drift_objects", "Objects a reconcile (LIST) found "
+                                   "that the events had not told the catalog (target 0)", registry=own)
 
     # -- scans -----------------------------------------------------------------------------------
     def observe_scan(self, o: ScanOutcome) -> None:
@@ -84,6 +94,19 @@ class ApiMetrics:
         self.scan_duration.labels(o.instance_guid).set(o.seconds)
         if not o.ok:
             self.scan_errors.labels(o.instance_guid, o.code or "error").inc()
+
+    # -- S3 events (backup_catalog.usecases.events.Observer) ---------------------------------------
+    def event(self, what: str, reason: str) -> None:
+        self.events.labels(what, reason).inc()
+
+    def lag(self, seconds: float) -> None:
+        self.event_lag.observe(seconds)
+
+    def consumer_error(self, kind: str) -> None:
+        self.event_errors.labels(kind).inc()
+
+    def drift(self, objects: int) -> None:
+        self.event_drift.inc(objects)
 
     # -- the scrape ------------------------------------------------------------------------------
     async def render(self, pool: asyncpg.Pool, settings: Settings, *, now: datetime | None = None) -> bytes:

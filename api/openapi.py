@@ -19,7 +19,10 @@ _STATUS_TEXT = {200: "OK", 201: "Created", 202: "Accepted", 204: "No content",
                      "names each field",
                 401: "Unauthenticated", 403: "Forbidden for this role", 404: "Not found", 409: "Conflict",
                 422: "Clone refused: a valid request the catalog cannot plan; the problem's error member is the "
-                     "DESIGN.md refusal (code, message, windows, details)", 503: "Unavailable"}
+                     "DESIGN.md refusal (code, message, windows, details)",
+                415: "The body's Content-Type is not application/json",
+                502: "The archive's store answered with an error (the problem's scan member is the outcome)",
+                503: "Unavailable"}
 _DEFAULT_ERROR = ("Any other error (404/405 from routing, 413 body too large, 500, ...): every non-2xx response "
                   "is an RFC 9457 problem document")
 
@@ -68,6 +71,8 @@ def _operation(op: Any) -> dict[str, Any]:
         ok["content"]["text/csv"] = {"schema": {"type": "string"}}
     for status in op.errors:
         responses[str(status)] = _error_response(status, refusal=op.body is not None)
+    if op.body is not None:   # read_json: a body that is not application/json by its declared type
+        responses["415"] = _error_response(415, refusal=False)
     if op.role is not Role.PUBLIC:
         responses["401"] = _error_response(401)
         if op.role is Role.OPERATOR:

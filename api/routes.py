@@ -79,7 +79,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "/instances", handlers.list_instances, _O, "All registered instances", "listInstances",
               response=schemas.InstanceList, tags=("operator",)),
     Operation("POST", "/instances/{guid}/scan", handlers.post_scan, _O, "Scan one instance's archive now",
-              "scanInstance", response=schemas.ScanOutcomeOut, errors=(400, 404, 409, 503),
+              "scanInstance", response=schemas.ScanOutcomeOut, errors=(400, 404, 409, 502, 503),
               query=(Query("full", {"type": "boolean", "default": False},
                            "full reconcile (notices deleted objects)"),), tags=("operator",)),
     Operation("POST", "/instances/{guid}/drills", drills.post_drill, _O,

@@ -18,7 +18,7 @@ from recovery.errors import PitrError, PlanningError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
 _USAGE_CODES = {"unknown_service", "unknown_instance", "invalid_target", "invalid_lsn", "bad_input", "conflict",
-                "invalid_name", "usage"}
+                "invalid_name", "usage", "schema_newer"}
 
 
 class UsageError(PitrError):
@@ -43,7 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     dbp = sub.add_parser("db", help="catalog database").add_subparsers(
         dest="db_cmd", required=True, prog=f"{p.prog} db")
-    dbp.add_parser("init", help="create or upgrade the catalog schema (idempotent)")
+    dbp.add_parser("init", help="create or upgrade the catalog schema (idempotent)").add_argument(
+        "--json", action="store_true")
+    dbp.add_parser("upgrade", help="apply the pending schema migrations (under an advisory lock)").add_argument(
+        "--json", action="store_true")
+    dbp.add_parser("status", help="the catalog's schema version and the pending migrations "
+                                  "(exit 0 current, 1 upgrade pending)").add_argument("--json", action="store_true")
 
     ip = sub.add_parser("instances", help="registered instances").add_subparsers(
         dest="inst_cmd", required=True, prog=f"{p.prog} instances")
@@ -154,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     from backup_catalog import commands
     handler = commands.dispatch(args)
     if args.cmd == "serve":
+        # the schema upgraded (once, under the advisory lock) before any worker starts; a newer one refused
+        rc = _run(args, lambda: commands.cmd_db_upgrade_quietly(args, settings))
+        if rc != 0:
+            return rc
         # uvloop (libuv) for the long-running service: socket I/O is most of a request's CPU time
         import uvloop
         uvloop.install()

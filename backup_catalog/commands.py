@@ -26,11 +26,39 @@ def _print_json(doc: Any) -> None:
     print(json.dumps(doc, default=str))
 
 
-async def cmd_db_init(args: argparse.Namespace, settings: Settings) -> int:
-    async def nothing(pool: Any) -> None:
-        return None
-    await _on_catalog(settings, nothing)
-    print("catalog schema is up to date")
+async def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    """``db init`` / ``db upgrade`` (the same: create or upgrade) and ``db status`` (reads only)."""
+    from catalog import migrate
+    pool = await service.open_catalog(settings, upgrade=False)
+    try:
+        if args.db_cmd == "status":
+            status = await migrate.read_status(pool)
+        else:
+            result = await migrate.upgrade(pool)
+    finally:
+        await pool.close()
+    if args.db_cmd != "status":
+        if args.json:
+            _print_json(result.to_dict())
+        else:
+            print(result.describe())
+        return 0
+    if status.newer:
+        raise migrate.too_new(status)
+    doc = status.to_dict()
+    if args.json:
+        _print_json(doc)
+    else:
+        print(f"schema version: {doc['version'] if doc['version'] is not None else 'none (empty catalog)'}"
+              f" (this release: {doc['head']})")
+        print("pending: " + (", ".join(m.label for m in status.pending) or "nothing"))
+    return 0 if doc["up_to_date"] else 1
+
+
+async def cmd_db_upgrade_quietly(args: argparse.Namespace, settings: Settings) -> int:
+    """What ``serve`` runs before it starts: the upgrade (logged), or the refusal of a newer schema."""
+    pool = await service.open_catalog(settings)
+    await pool.close()
     return 0
 
 
@@ -135,7 +163,7 @@ def dispatch(args: argparse.Namespace) -> Handler:
     if args.cmd == "restore":
         from backup_catalog.cmd_restore import cmd_restore
         return cmd_restore
-    table: dict[str, Handler] = {"db": cmd_db_init, "instances": cmd_instances, "scan": cmd_scan,
+    table: dict[str, Handler] = {"db": cmd_db, "instances": cmd_instances, "scan": cmd_scan,
                                  "report": cmd_report,
                                  "serve": cmd_serve, "demo": cmd_demo, "purge": cmd_purge}
     if args.cmd == "drill":

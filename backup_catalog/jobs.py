@@ -27,6 +27,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from backup_catalog.settings import Settings
 from backup_catalog.usecases import scan
 from catalog import repo
+from scheduler import runner
 from scheduler.runner import ScanConfig
 
 if TYPE_CHECKING:
@@ -40,13 +41,14 @@ CF_SYNC_JOB_ID = "cf_sync"
 DRILLS_JOB_ID = "drills"
 
 
-def make_scheduler(job: Callable[[], Any], settings: ScanConfig) -> AsyncIOScheduler:
-    """An AsyncIOScheduler with ``scan_all`` every ``scan_interval_seconds`` (not yet started).
+def make_scheduler(job: Callable[[], Any], settings: ScanConfig, interval_s: int | None = None) -> AsyncIOScheduler:
+    """An AsyncIOScheduler with ``scan_all`` every ``interval_s`` (default ``scan_interval_seconds``; with S3
+    events on, ``reconcile_interval_seconds``), not yet started.
 
     The trigger starts on an interval boundary so ticks fall at the start of their slot; one tick
     at a time (``max_instances=1``) and missed ticks coalesce into one.
     """
-    interval = max(1, int(settings.scan_interval_seconds))
+    interval = max(1, int(interval_s or settings.scan_interval_seconds))
     now = datetime.now(timezone.utc)
     start = scan.slot_for(now, interval) + timedelta(seconds=interval)
     sched = AsyncIOScheduler(timezone=timezone.utc)
@@ -73,19 +75,30 @@ class Jobs:
             await self.cloud_controller.close()
 
 
+def scan_interval(settings: Settings) -> int:
+    """The per-instance poll's interval: ``scan_interval_seconds``, or with S3 events on (the LIST is then
+    the reconciler) ``reconcile_interval_seconds``."""
+    return settings.reconcile_interval_seconds if settings.event_queue_urls() else settings.scan_interval_seconds
+
+
 def build_jobs(pool: asyncpg.Pool, settings: Settings, s3: Any, holder: str, *,
                on_scan_done: scan.OnDone | None = None,
                track: Callable[[asyncio.Future[Any]], None] | None = None,
-               drills: DrillSupervisor | None = None) -> Jobs:
+               drills: DrillSupervisor | None = None, on_drift: Callable[[int], None] | None = None) -> Jobs:
     """Every periodic job of ``serve`` in one scheduler. ``track`` receives each tick's scan task (the
-    server drains them at shutdown); a scheduler shutdown cancels the tick, never the scans."""
+    server drains them at shutdown); a scheduler shutdown cancels the tick, never the scans. With S3 events
+    on, what each scan finds that the events had not told is reported to ``on_drift`` (objects)."""
+    interval = scan_interval(settings)
+    observe = drift_observer(on_drift) if settings.event_queue_urls() and on_drift is not None else None
+
     async def scan_tick() -> None:
-        run = asyncio.ensure_future(scan.run_once(pool, settings, s3, holder, on_done=on_scan_done))
+        run = asyncio.ensure_future(scan.run_once(pool, settings, s3, holder, on_done=on_scan_done,
+                                                  interval=interval, observe=observe))
         if track is not None:
             track(run)
         await asyncio.shield(run)
 
-    jobs = Jobs(make_scheduler(scan_tick, settings))
+    jobs = Jobs(make_scheduler(scan_tick, settings, interval))
     jobs.cloud_controller = add_cf_sync(jobs.scheduler, pool, settings, s3, holder)
     if drills is not None:
         add_drills(jobs.scheduler, drills, settings)
@@ -182,3 +195,23 @@ def add_purge(sched: AsyncIOScheduler, pool: asyncpg.Pool, settings: Settings, h
                   name="purge the archives of deleted instances past their undo period", max_instances=1,
                   coalesce=True, next_run_time=datetime.now(timezone.utc) + timedelta(seconds=first_in))
     return True
+
+
+def drift_observer(on_drift: Callable[[int], None]) -> runner.Observe:
+    """A scan observer that reports each reconcile's drift (objects the events had missed)."""
+    from scheduler.eventapply import drift
+
+    def observe(guid: str, prev: Any, result: Any) -> None:
+        n = drift(prev, result)
+        if n:
+            log.warning("reconcile of %s found %d object(s) the events had not told", guid, n)
+        on_drift(n)
+    return observe
+
+
+async def reconcile_now(pool: asyncpg.Pool, settings: Settings, s3: Any, holder: str, *,
+                        on_scan_done: scan.OnDone | None = None,
+                        on_drift: Callable[[int], None] | None = None) -> list[runner.ScanOutcome]:
+    """A reconcile of every live instance now (after a consumer gap), in run-log slots of its own."""
+    return await scan.run_once(pool, settings, s3, holder, on_done=on_scan_done, job="reconcile", interval=1,
+                               observe=drift_observer(on_drift) if on_drift is not None else None)

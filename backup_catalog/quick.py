@@ -4,7 +4,7 @@ An operator at a terminal runs them one after another, so they start like a smal
 two settings they use (``CATALOG_DSN`` / ``CATALOG_DSN_FILE``, ``S3_ENDPOINT_URL``) straight from the
 environment by the same rules as :class:`~backup_catalog.settings.Settings` (:mod:`backup_catalog.envfiles`),
 without importing pydantic, rich (only for the tables, not for ``--json``), aiohttp or botocore; and they
-apply the catalog schema only when its fingerprint changed (:func:`catalog.db.ensure_schema`).
+upgrade the catalog schema only when a migration is pending (:func:`catalog.db.ensure_schema`).
 ``make bench`` measures them beside ``pgbackrest info`` (bench/sidebyside.py).
 """
 from __future__ import annotations

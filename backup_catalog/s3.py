@@ -5,6 +5,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from botocore.config import Config
+
 from backup_catalog.settings import Settings
 from recovery.errors import PitrError
 from scheduler.storage import make_session, s3_config
@@ -47,4 +49,19 @@ async def _client(settings: Settings, key: str | None, secret: str | None) -> As
     # TLS verification is on unless S3_VERIFY_TLS=false; S3_CA_BUNDLE trusts a private endpoint's CA
     verify: bool | str = settings.s3_verify_tls and (settings.s3_ca_bundle or True)
     async with session.client("s3", endpoint_url=settings.s3_endpoint_url, config=cfg, verify=verify) as client:
+        yield client
+
+
+@asynccontextmanager
+async def sqs_client(settings: Settings, queue_url: str) -> AsyncIterator[Any]:
+    """The events consumer's SQS client (AWS_* credentials: receive, delete, get attributes), for the
+    endpoint and region the queue URL implies (``scheduler.sqs.endpoint_for``)."""
+    from scheduler.sqs import endpoint_for, region_for
+    session = make_session(_secret(settings.aws_access_key_id), _secret(settings.aws_secret_access_key),
+                           region_for(queue_url, settings.aws_default_region))
+    cfg = Config(retries={"mode": "standard", "total_max_attempts": settings.s3_max_attempts},
+                 connect_timeout=settings.s3_connect_timeout_seconds,
+                 read_timeout=max(settings.s3_read_timeout_seconds, 30.0))   # above the 20 s long poll
+    verify: bool | str = settings.s3_verify_tls and (settings.s3_ca_bundle or True)
+    async with session.client("sqs", endpoint_url=endpoint_for(queue_url), config=cfg, verify=verify) as client:
         yield client

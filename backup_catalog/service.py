@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -9,20 +10,36 @@ import asyncpg
 
 from backup_catalog.settings import Settings
 from catalog import db as catalog_db
+from catalog import migrate
 
 if TYPE_CHECKING:
     from scheduler.runner import ScanOutcome
 
+log = logging.getLogger(__name__)
 
-async def open_catalog(settings: Settings) -> asyncpg.Pool:
-    """Pool on CATALOG_DSN, or on the embedded private cluster (started on demand); schema applied."""
+
+async def open_catalog(settings: Settings, *, upgrade: bool = True) -> asyncpg.Pool:
+    """Pool on CATALOG_DSN, or on the embedded private cluster (started on demand); with ``upgrade``, the
+    schema created or upgraded to this release's (:mod:`catalog.migrate`, under its advisory lock).
+
+    :raises catalog.migrate.SchemaTooNew: a newer release upgraded the catalog.
+    """
     if settings.catalog_dsn is not None:
         dsn = settings.catalog_dsn.get_secret_value()
     else:
         from catalog import embedded
         dsn = await asyncio.to_thread(embedded.ensure_cluster)
     pool = await catalog_db.open_pool(dsn)
-    await catalog_db.init_schema(pool)
+    if upgrade:
+        try:
+            result = await migrate.ensure_current(pool)
+        except BaseException:
+            await pool.close()
+            raise
+        if result is not None and result.applied:
+            log.warning("%s", result.describe())     # an upgrade is worth a line in any log
+        elif result is not None:
+            log.info("%s", result.describe())
     return pool
 
 

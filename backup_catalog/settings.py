@@ -51,6 +51,15 @@ class Settings(BaseSettings):
     scan_interval_seconds: int = 300
     full_scan_every: int = 12          # every Nth scheduled scan of an instance is a full reconcile
     scan_lookback_segments: int = 32   # StartAfter lookback for out-of-order async archivers
+    # S3 event notifications through SQS (issue 22); unset: polling only, as before
+    s3_events_queue_url: str | None = Field(default=None, description="SQS queue URL(s), comma-separated")
+    s3_events_max_receives: int = Field(default=5, ge=1, le=1000)   # then the queue's DLQ (redrive policy)
+    s3_events_receivers: int = Field(default=2, ge=1, le=32)        # receives in flight per queue
+    reconcile_interval_seconds: int = Field(default=86400, ge=1)    # the LIST reconcile, with events on
+
+    def event_queue_urls(self) -> list[str]:
+        return [u.strip() for u in (self.s3_events_queue_url or "").split(",") if u.strip()]
+
     broker_username: str = DEFAULT_BROKER[0]
     broker_password: SecretStr = SecretStr(DEFAULT_BROKER[1])
     operator_username: str = DEFAULT_OPERATOR[0]

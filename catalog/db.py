@@ -16,11 +16,10 @@ from recovery.lsn import Lsn
 Conn = asyncpg.Connection | PoolConnectionProxy   # a connection, or what Pool.acquire() yields
 Db = asyncpg.Pool | Conn
 DbLike = Db
-_SCHEMA_LOCK = 0x6263_6174_616C_6F67 & 0x7FFF_FFFF_FFFF_FFFF  # "bcatalog": serialises concurrent init_schema
 
 
 def schema_sql() -> str:
-    """The catalog DDL (``schema.sql``, shipped as package data of ``catalog``)."""
+    """The complete current catalog DDL (``schema.sql``, shipped as package data of ``catalog``)."""
     return Path(__file__).with_name("schema.sql").read_text(encoding="utf-8")
 
 
@@ -128,43 +127,22 @@ async def connect(dsn: str, **kw: Any) -> asyncpg.Connection:
     return conn
 
 
-def schema_fingerprint(sql: str | None = None) -> str:
-    """SHA-256 of the schema text: what table ``schema_fingerprint`` records once it has been applied."""
-    import hashlib
-    return hashlib.sha256((schema_sql() if sql is None else sql).encode()).hexdigest()
-
-
 async def init_schema(db: DbLike) -> None:
-    """Apply ``schema.sql`` (idempotent) in one transaction, serialised against concurrent callers, and
-    record its fingerprint."""
-    sql = schema_sql()
-    if isinstance(db, asyncpg.Pool):
-        async with db.acquire() as conn:
-            await _apply(conn, sql)
-    else:
-        await _apply(db, sql)
+    """Create the catalog (``schema.sql``) or upgrade it to the newest schema version (:mod:`catalog.migrate`),
+    serialised against concurrent callers.
+
+    :raises catalog.migrate.SchemaTooNew: the catalog was upgraded by a newer release.
+    """
+    from catalog import migrate
+    await migrate.upgrade(db)
 
 
 async def ensure_schema(db: DbLike) -> bool:
-    """Apply ``schema.sql`` unless the catalog already has exactly this schema (its recorded fingerprint):
-    one small query instead of the whole DDL on every short CLI command. True when it was applied."""
-    try:
-        have = await db.fetchval("SELECT sha256 FROM schema_fingerprint")
-    except asyncpg.UndefinedTableError:
-        have = None
-    if have == schema_fingerprint():
-        return False
-    await init_schema(db)
-    return True
-
-
-async def _apply(conn: Conn, sql: str) -> None:
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
-        await conn.execute(sql)
-        await conn.execute("""INSERT INTO schema_fingerprint (one, sha256) VALUES (true, $1)
-                              ON CONFLICT (one) DO UPDATE SET sha256 = EXCLUDED.sha256, applied_at = now()""",
-                           schema_fingerprint(sql))
+    """Like :func:`init_schema`, but one small query when the catalog is already current (short CLI
+    commands). True when something was applied."""
+    from catalog import migrate
+    result = await migrate.ensure_current(db)
+    return result is not None and (result.created or bool(result.applied))
 
 
 @asynccontextmanager

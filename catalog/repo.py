@@ -38,7 +38,7 @@ from catalog.snapshots import wal_runs as wal_runs
 
 TABLES = ("instances", "instance_names", "backups", "timelines", "wal_runs", "wal_conflicts",
           "window_edges", "scan_state", "derived_views", "scan_leases", "scan_runs", "drills", "purges",
-          "instance_facts")
+          "instance_facts", "wal_segment_summaries", "wal_restore_points", "wal_index_cursors")
 
 
 async def table_counts(db: Db) -> dict[str, int]:

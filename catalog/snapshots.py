@@ -105,6 +105,8 @@ async def load_plan_inputs(db: Db, guid: str, target: Target, k: int) -> PlanInp
         cond, args = ("stop_time <= $2" if target.inclusive else "stop_time < $2"), [target.time]
     elif target.kind is TargetKind.LSN:
         cond, args = "stop_lsn <= $2", [target.lsn]
+    elif target.exact:      # the resolved commit or restore point record (recovery.narrow.is_candidate)
+        cond, args = "stop_lsn <= $2", [target.resolved.lsn]
     else:
         cond, args = "true", []
     r = await db.fetchrow(f"""

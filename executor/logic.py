@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from recovery.errors import BadLsn
 from recovery.lsn import Lsn
-from recovery.plandoc import PlanDoc, PlanDocError, PlanReplay, conf_key
+from recovery.plandoc import PlanDoc, PlanDocError, PlanReplay, PlanStop, conf_key
 from recovery.wal import DEFAULT_SEG_SIZE, WalSegment
 
 # recovery settings a fetched backup may carry (postgresql.auto.conf, e.g. written by the tool's own
@@ -277,7 +277,10 @@ PRIVATE_HBA = "# backup-catalog restore: only the private socket, during recover
 _LSN = r"([0-9A-Fa-f]+/[0-9A-Fa-f]+)"
 _SEG = r"([0-9A-F]{24})"
 RE_REDO_DONE = re.compile(rf"redo done at {_LSN}")
-RE_STOP = re.compile(r"recovery stopping (before|after) (.*)")
+RE_STOP = re.compile(r"recovery stopping (before|after|at) (.*)")
+RE_STOP_XID = re.compile(r"recovery stopping before commit of transaction ([0-9]+), time (.+)$")
+RE_STOP_POINT = re.compile(r'recovery stopping at restore point "(.*)", time (.+)$')
+RE_STOP_LSN = re.compile(rf'recovery stopping after WAL location \(LSN\) "{_LSN}"')
 RE_BAD_SEGMENT = re.compile(rf"(invalid magic number [0-9A-Fa-f]+|unexpected pageaddr {_LSN}|"
                             rf"invalid (?:info bits|page header|contrecord)[^,]*|"
                             rf"WAL file is from different database system.*?) in log segment {_SEG}")
@@ -402,6 +405,8 @@ def judge(exp: PlanReplay, facts: LogFacts, *, promoted: bool, reached: Lsn | No
         if facts.stop is None:
             return Verdict(False, "the server promoted without reaching the plan's recovery target "
                                   f"(no 'recovery stopping' line); replay ended at {got}", seg)
+        if exp.stop is not None and (wrong := stop_mismatch(exp.stop, facts.stop)) is not None:
+            return Verdict(False, wrong, seg)
         return Verdict(True, _strip_prefix(facts.stop))
     end = exp.end
     if end is None:
@@ -417,6 +422,32 @@ def judge(exp: PlanReplay, facts: LogFacts, *, promoted: bool, reached: Lsn | No
                               f"(the archive's WAL up to {exp.end_segment or 'its end'}): segment {seg} could "
                               f"not be replayed{detail}; the commits after {got} would be missing", seg)
     return Verdict(True, f"replayed to {got} (plan: at least {end})")
+
+
+def stop_mismatch(stop: PlanStop, line: str) -> str | None:
+    """Why PostgreSQL's "recovery stopping" line is not the exact stop the plan promised (None: it is).
+
+    >>> stop_mismatch(PlanStop(kind="before_xid", xid=748, lsn=None, time=None),
+    ...               "LOG:  recovery stopping before commit of transaction 748, time 2026-12-07 10:00:00.1+00")
+    >>> stop_mismatch(PlanStop(kind="restore_point", name="a", lsn=None, time=None),
+    ...               'LOG:  recovery stopping at restore point "b", time x')
+    'recovery stopped at restore point "b", time x, not at restore point "a" as the plan promised'
+    """
+    m0 = RE_STOP.search(line)
+    said = f"{m0.group(1)} {m0.group(2)}" if m0 else line.strip()
+    if stop.kind == "before_xid":
+        m = RE_STOP_XID.search(line)
+        ok = m is not None and int(m.group(1)) == stop.xid
+        want = f"before commit of transaction {stop.xid}"
+    elif stop.kind == "restore_point":
+        m = RE_STOP_POINT.search(line)
+        ok = m is not None and m.group(1) == stop.name
+        want = f'at restore point "{stop.name}"'
+    else:
+        m = RE_STOP_LSN.search(line)
+        ok = m is not None and lsn_or_none(m.group(1)) == lsn_or_none(stop.lsn)
+        want = f'after WAL location {stop.lsn} (restore point "{stop.name}")'
+    return None if ok else f"recovery stopped {said}, not {want} as the plan promised"
 
 
 def _strip_prefix(line: str) -> str:

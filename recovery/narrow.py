@@ -20,6 +20,8 @@ def is_candidate(b: Backup, target: Target) -> bool:
         return b.stop_time <= target.time if target.inclusive else b.stop_time < target.time
     if target.kind is TargetKind.LSN:
         return b.stop_lsn <= target.lsn
+    if target.exact:      # the commit or restore point record must follow the backup's consistency point
+        return b.stop_lsn <= target.resolved.lsn
     return True
 
 

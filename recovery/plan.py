@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 from recovery.errors import BadHistory, PlanningError
+from recovery.exact import by_lsn
 from recovery.lsn import Lsn
 from recovery.model import ArchiveSnapshot, Backup, Layout
 from recovery.narrow import backup_key, candidate_order, is_candidate, narrow, narrowable
@@ -275,6 +276,10 @@ def _describe(target: Target) -> str:
         return fmt_time(target.time) + ("" if target.inclusive else " (exclusive)")
     if target.kind is TargetKind.LSN:
         return str(target.lsn) + ("" if target.inclusive else " (exclusive)")
+    if target.kind is TargetKind.XID:
+        return f"before transaction {target.value}" + (f" (commit at {target.point.lsn})" if target.point else "")
+    if target.kind is TargetKind.NAME:
+        return f"restore point {target.value!r}" + (f" (at {target.point.lsn})" if target.point else "")
     return target.kind.value
 
 
@@ -336,6 +341,8 @@ def target_settings(snapshot: ArchiveSnapshot, target: Target, r: Reach,
         settings.append(("recovery_target_lsn", target.lsn))
         if not target.inclusive:
             settings.append(("recovery_target_inclusive", False))
+    elif target.exact:
+        last = _exact_settings(snapshot, target, r, path_windows, settings, warnings)
     elif target.kind is TargetKind.LATEST:
         if r.cut.kind is not CutKind.END:
             warnings.append(_cut_warning(r, snapshot))
@@ -372,6 +379,35 @@ def target_settings(snapshot: ArchiveSnapshot, target: Target, r: Reach,
     if not end_of_wal:
         settings.append(("recovery_target_action", target.action))
     return TargetSettings(tuple(settings), tuple(warnings), end_of_wal, last, tl)
+
+
+def _exact_settings(snapshot: ArchiveSnapshot, target: Target, r: Reach, path_windows: Sequence[Window],
+                    settings: list[Setting], warnings: list[str]) -> int:
+    """recovery_target_xid (not inclusive) or recovery_target_name (or, for a later occurrence of a repeated
+    name, recovery_target_lsn inclusive: see :func:`recovery.exact.by_lsn`); returns the last segment."""
+    point = target.resolved
+    if not r.path.on_path(point.timeline, point.lsn):
+        raise PlanningError("invalid_target", f"target {_describe(target)} is on timeline {point.timeline}, "
+                            f"not on timeline path {list(r.path.tlis)}", windows=tuple(path_windows))
+    if point.lsn >= r.end_lsn:
+        if r.cut.kind is CutKind.END:
+            raise PlanningError("target_after_window",
+                                f"target {_describe(target)} is after the end of archived WAL on timeline path "
+                                f"{list(r.path.tlis)} ({r.end_lsn})", windows=tuple(path_windows))
+        raise _cut_refusal(r, snapshot, path_windows, f"target {_describe(target)} cannot be reached")
+    assert r.backup.start_lsn is not None
+    if target.kind is TargetKind.XID:
+        settings.append(("recovery_target_xid", str(target.xid)))
+        settings.append(("recovery_target_inclusive", False))
+    elif by_lsn(point, r.backup.start_lsn):
+        settings.append(("recovery_target_lsn", point.lsn))
+        warnings.append(f"restore point {target.name!r} also occurs earlier in the WAL replayed from backup "
+                        f"{r.backup.label} (at {', '.join(str(e) for e in point.earlier)}), where "
+                        f"recovery_target_name would stop; this occurrence is targeted by its LSN {point.lsn} "
+                        "(recovery stops right after the restore point record)")
+    else:
+        settings.append(("recovery_target_name", target.name))
+    return point.lsn.segno(snapshot.seg_size)
 
 
 def plan_recovery(snapshot: ArchiveSnapshot, target: Target, *, now: datetime,
@@ -421,6 +457,8 @@ def plan_recovery(snapshot: ArchiveSnapshot, target: Target, *, now: datetime,
         end_lsn = b.stop_lsn
     elif target.kind is TargetKind.LSN:
         end_lsn = target.lsn
+    elif target.exact:
+        end_lsn = target.resolved.lsn    # the commit (stop before it) or restore point record (stop after it)
     else:
         end_lsn = None        # the last commit at or before a time target is not known here
     return RecoveryPlan(b, replace(target, timeline=tl), r.path.tlis, _seg(r.path, r.first_segment, s), _seg(r.path, last, s),

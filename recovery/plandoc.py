@@ -117,19 +117,64 @@ class PlanBackup:
 
 @dataclass(frozen=True, slots=True)
 class PlanTarget:
-    """The recovery target as asked (``value``: the time or LSN as text, null for latest and immediate)."""
+    """The recovery target as asked (``value``: the time or LSN as text, the xid, the restore point's name;
+    null for latest and immediate). Exact targets (xid, name) also carry what they resolved to: the
+    record's ``lsn``, its timeline (``record_timeline``) and ``commit_time`` (xid) / ``time`` (restore
+    point); ``restore_point_lsn`` is the occurrence asked for."""
 
     kind: TargetKind
-    value: str | None
+    value: str | int | None
     inclusive: bool
     timeline: str | int
     action: str
+    commit_time: TimeText | None = None
+    time: TimeText | None = None
+    lsn: LsnText | None = None
+    record_timeline: int | None = None
+    restore_point_lsn: LsnText | None = None
 
     @classmethod
     def of(cls, t: Target) -> PlanTarget:
         from datetime import datetime
-        value = fmt_time(t.value) if isinstance(t.value, datetime) else None if t.value is None else str(t.value)
-        return cls(t.kind, value, t.inclusive, t.timeline, t.action)
+        value: str | int | None
+        if isinstance(t.value, datetime):
+            value = fmt_time(t.value)
+        elif isinstance(t.value, Lsn):
+            value = str(t.value)
+        else:
+            value = t.value
+        p = t.point
+        return cls(t.kind, value, t.inclusive, t.timeline, t.action,
+                   commit_time=_tm(p.time) if p is not None and p.xid is not None else None,
+                   time=_tm(p.time) if p is not None and p.xid is None else None,
+                   lsn=_lsn(p.lsn) if p is not None else None, record_timeline=p.timeline if p is not None else None,
+                   restore_point_lsn=_lsn(t.pick))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlanStop:
+    """The exact recovery stop an exact target promises, which the executor checks in PostgreSQL's log:
+    ``before_xid`` (``recovery stopping before commit of transaction X, time T``), ``restore_point``
+    (``recovery stopping at restore point "N", time T``) or ``after_lsn`` (a repeated restore point
+    targeted by its LSN: ``recovery stopping after WAL location (LSN) "X/Y"``)."""
+
+    kind: Literal["before_xid", "restore_point", "after_lsn"]
+    xid: int | None = None
+    name: str | None = None
+    lsn: LsnText | None
+    time: TimeText | None
+
+    @classmethod
+    def of(cls, plan: RecoveryPlan) -> PlanStop | None:
+        t = plan.target
+        if t.point is None or plan.end_of_wal:
+            return None
+        at = {"lsn": str(t.point.lsn), "time": _tm(t.point.time)}
+        if t.point.xid is not None:
+            return cls(kind="before_xid", xid=t.point.xid, **at)
+        if plan.setting("recovery_target_lsn") is not None:
+            return cls(kind="after_lsn", name=t.point.name, **at)
+        return cls(kind="restore_point", name=t.point.name, **at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +209,7 @@ class PlanReplay:
         LSN.pattern, LSN.check)] | None
     end_segment: Annotated[str, Text("the last WAL segment replay needs", SEGMENT.pattern, SEGMENT.check)] | None
     last_commit_time: Annotated[str, Text("end_of_wal: the last archived commit's time, when decoded")] | None
+    stop: PlanStop | None = None      # exact targets only (absent otherwise)
 
     @property
     def end(self) -> Lsn | None:
@@ -209,7 +255,7 @@ def plan_document(plan: RecoveryPlan, *, files: Mapping[str, str], restore_comma
     """The document of a plan the planner made, with the files rendered for it."""
     w = plan.window
     replay = PlanReplay("end_of_wal" if plan.end_of_wal else "target", _lsn(plan.end_lsn), plan.last_segment,
-                        _tm(plan.last_commit_time))
+                        _tm(plan.last_commit_time), PlanStop.of(plan))
     return PlanDoc(
         source=source, storage=storage, pg_version=pg_version, backup=PlanBackup.of(plan.backup),
         target=PlanTarget.of(plan.target), timeline_path=tuple(plan.timeline_path),

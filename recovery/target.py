@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from enum import StrEnum
 
 from recovery.errors import BadLsn, PlanningError
+from recovery.exact import ExactPoint, parse_point_name, parse_xid
 from recovery.lsn import Lsn
 
 TimelineRequest = str | int   # "latest" | "current" | N
@@ -21,17 +22,44 @@ class TargetKind(StrEnum):
     LSN = "lsn"
     LATEST = "latest"         # replay all archived WAL on the path
     IMMEDIATE = "immediate"   # stop at the backup's consistency point
+    XID = "xid"               # stop before the commit of a transaction (recovery_target_xid, not inclusive)
+    NAME = "name"             # stop at a named restore point (recovery_target_name)
 
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """What to recover to. ``value`` is a UTC datetime (time), an Lsn (lsn) or None."""
+    """What to recover to. ``value`` is a UTC datetime (time), an Lsn (lsn), the xid (xid), the restore
+    point's name (name) or None. Exact targets (xid, name) are planned once ``point`` is resolved from the
+    WAL index (:mod:`recovery.exact`); ``pick`` is the requested occurrence (restore-point-lsn)."""
 
     kind: TargetKind
-    value: datetime | Lsn | None = None
+    value: datetime | Lsn | int | str | None = None
     inclusive: bool = True
     timeline: TimelineRequest = "latest"
     action: str = "promote"
+    point: ExactPoint | None = None
+    pick: Lsn | None = None
+
+    @property
+    def exact(self) -> bool:
+        return self.kind in (TargetKind.XID, TargetKind.NAME)
+
+    @property
+    def resolved(self) -> ExactPoint:
+        if self.point is None:
+            raise PlanningError("invalid_target", f"the {self.kind.value} target {self.value!r} is not resolved "
+                                "to a WAL position (the WAL index was not consulted)")
+        return self.point
+
+    @property
+    def xid(self) -> int:
+        assert isinstance(self.value, int) and self.kind is TargetKind.XID
+        return self.value
+
+    @property
+    def name(self) -> str:
+        assert isinstance(self.value, str) and self.kind is TargetKind.NAME
+        return self.value
 
     @property
     def time(self) -> datetime:
@@ -101,17 +129,44 @@ def parse_timeline(value: object) -> TimelineRequest:
     return n
 
 
+def _lsn_of(value: str | Lsn) -> Lsn:
+    if isinstance(value, Lsn):
+        return value
+    try:
+        return Lsn.parse(value)
+    except BadLsn as e:
+        raise PlanningError("invalid_target", str(e)) from None
+
+
 def make_target(point_in_time: str | datetime | None = None, lsn: str | Lsn | None = None,
                 latest: bool = False, immediate: bool = False, timeline: object = "latest",
-                exclusive: bool = False) -> Target:
-    """Validate a request: exactly one of time, LSN, latest, immediate."""
+                exclusive: bool = False, before_xid: object = None, restore_point: object = None,
+                restore_point_lsn: str | Lsn | None = None) -> Target:
+    """Validate a request: exactly one of time, LSN, latest, immediate, before-xid, restore-point."""
     given = [name for name, on in (("point-in-time", point_in_time is not None), ("lsn", lsn is not None),
-                                   ("latest", bool(latest)), ("immediate", bool(immediate))) if on]
+                                   ("latest", bool(latest)), ("immediate", bool(immediate)),
+                                   ("before-xid", before_xid is not None),
+                                   ("restore-point", restore_point is not None)) if on]
     if len(given) != 1:
         what = ", ".join(given) if given else "none"
         raise PlanningError("invalid_target",
-                            f"give exactly one of point-in-time, lsn, latest, immediate (got {what})")
+                            "give exactly one of point-in-time, lsn, latest, immediate, before-xid, restore-point "
+                            f"(got {what})")
+    if restore_point_lsn is not None and restore_point is None:
+        raise PlanningError("invalid_target", "restore-point-lsn picks an occurrence of a restore-point target")
     tl = parse_timeline(timeline)
+    if before_xid is not None or restore_point is not None:
+        if exclusive:
+            raise PlanningError("invalid_target", "exclusive does not apply to before-xid (never inclusive) or "
+                                "restore-point (recovery stops right after it)")
+        if tl == "current":
+            raise PlanningError("invalid_target", "timeline current does not apply to before-xid and "
+                                "restore-point targets: their timeline is the one the WAL record is on "
+                                "(give latest or the timeline number)")
+        if before_xid is not None:
+            return Target(TargetKind.XID, parse_xid(before_xid), False, tl)
+        pick = _lsn_of(restore_point_lsn) if restore_point_lsn is not None else None
+        return Target(TargetKind.NAME, parse_point_name(restore_point), True, tl, pick=pick)
     if point_in_time is not None:
         if isinstance(point_in_time, datetime):
             if point_in_time.tzinfo is None or point_in_time.utcoffset() is None:
@@ -121,14 +176,7 @@ def make_target(point_in_time: str | datetime | None = None, lsn: str | Lsn | No
             when = parse_time(point_in_time)
         return Target(TargetKind.TIME, when, not exclusive, tl)
     if lsn is not None:
-        if isinstance(lsn, Lsn):
-            pos = lsn
-        else:
-            try:
-                pos = Lsn.parse(lsn)
-            except BadLsn as e:
-                raise PlanningError("invalid_target", str(e)) from None
-        return Target(TargetKind.LSN, pos, not exclusive, tl)
+        return Target(TargetKind.LSN, _lsn_of(lsn), not exclusive, tl)
     if exclusive:
         raise PlanningError("invalid_target", "exclusive applies only to point-in-time and LSN targets")
     if latest:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -10,6 +11,7 @@ import asyncpg
 
 from catalog import derived, repo
 from catalog.errors import NotScanned
+from catalog.scanresult import ScanResult
 from recovery.model import Layout
 from scheduler.scan import Previous, ScanFailed, scan_archive
 from scheduler.storage import S3Store
@@ -53,9 +55,12 @@ async def previous_of(pool: asyncpg.Pool, guid: str, rec: Any, *, full: bool) ->
                     cursors=dict(state.cursors or {}) if state else {})
 
 
+Observe = Callable[[str, Previous, ScanResult], None]   # (guid, what the catalog held, what the scan found)
+
+
 async def scan_instance(pool: asyncpg.Pool, client: Any, guid: str, *, full: bool, settings: ScanConfig,
                         expected_generation: int | None = None, lease_key: str | None = None,
-                        lease_token: int | None = None) -> ScanOutcome:
+                        lease_token: int | None = None, observe: Observe | None = None) -> ScanOutcome:
     """Scan one instance and store the result in one transaction; on failure keep the previous generation.
 
     Fenced save (``catalog.repo.save_scan``): with ``expected_generation`` another writer's save in the
@@ -83,6 +88,8 @@ async def scan_instance(pool: asyncpg.Pool, client: Any, guid: str, *, full: boo
                            seconds=asyncio.get_running_loop().time() - t0)
     await repo.save_scan(pool, guid, result, expected_generation=expected_generation, lease_key=lease_key,
                          lease_token=lease_token)
+    if observe is not None:
+        observe(guid, prev, result)
     await derived.refresh_quietly(pool, guid)   # windows and the Backups document of this scan, for requests
     return ScanOutcome(guid, True, None, "ok", backups=len(result.backups or ()), wal_runs=len(result.wal_runs),
                        unknown_objects=result.unknown_objects, issues=len(result.issues), requests=store.requests,

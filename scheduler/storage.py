@@ -184,6 +184,15 @@ class S3Store:
         assert last is not None
         raise last
 
+    async def head(self, key: str) -> ObjectInfo | None:
+        """HEAD one key: its size, LastModified and ETag, or None when it does not exist (events: a removal
+        without a sequencer is confirmed this way before it changes the catalog)."""
+        try:
+            r = await self._call(self._c.head_object, Bucket=self.bucket, Key=key, _key=key)
+        except NotFound:
+            return None
+        return ObjectInfo(key, int(r.get("ContentLength", 0)), r["LastModified"], str(r.get("ETag", "")).strip('"'))
+
     async def _call(self, fn: Any, _key: str | None = None, **kw: Any) -> Any:
         self.requests += 1
         try:

@@ -32,7 +32,7 @@ import asyncpg
 from catalog import repo
 from catalog.errors import CatalogError, Conflict
 from catalog.rows import ScanState
-from scheduler.runner import ScanConfig, ScanOutcome, scan_instance
+from scheduler.runner import Observe, ScanConfig, ScanOutcome, scan_instance
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def _skipped(guid: str, code: str, message: str) -> ScanOutcome:
 
 async def scan_with_lease(pool: asyncpg.Pool, settings: ScanConfig, client: Any, guid: str, holder: str, *,
                           job: str, slot: datetime, full: bool | None = None,
-                          now: datetime | None = None) -> tuple[ScanOutcome, bool]:
+                          now: datetime | None = None, observe: Observe | None = None) -> tuple[ScanOutcome, bool]:
     """Claim the slot, take the instance's lease, scan, record. Returns the outcome and whether the
     scan was full. ``full`` None: decided by :func:`full_due` at ``now``. Never raises for a scan
     failure (the outcome says it).
@@ -101,7 +101,8 @@ async def scan_with_lease(pool: asyncpg.Pool, settings: ScanConfig, client: Any,
         is_full = full_due(state, now or datetime.now(timezone.utc), settings) if full is None else full
         try:
             o = await scan_instance(pool, client, guid, full=is_full, settings=settings,
-                                    expected_generation=state.generation, lease_key=key, lease_token=token)
+                                    expected_generation=state.generation, lease_key=key, lease_token=token,
+                                    observe=observe)
         except Conflict as e:   # fenced: another writer saved since we started; we wrote nothing
             log.warning("scan of %s fenced: %s", guid, e)
             o = ScanOutcome(guid, False, "fenced", str(e))
@@ -127,9 +128,14 @@ async def _finish(pool: asyncpg.Pool, job: str, slot: datetime, guid: str, holde
 
 async def run_once(pool: asyncpg.Pool, settings: ScanConfig, client: Any, holder: str, *,
                    now: datetime | None = None, on_done: OnDone | None = None,
-                   concurrency: int = 4) -> list[ScanOutcome]:
-    """One tick of ``scan_all``: every live instance, each under its lease; failures stay per instance."""
-    slot = slot_for(now or datetime.now(timezone.utc), settings.scan_interval_seconds)
+                   concurrency: int = 4, job: str = SCHEDULED, interval: int | None = None,
+                   observe: Observe | None = None) -> list[ScanOutcome]:
+    """One tick of ``scan_all``: every live instance, each under its lease; failures stay per instance.
+
+    ``interval``: the tick interval the slot is floored to (default ``scan_interval_seconds``; with S3
+    events on, ``reconcile_interval_seconds``); ``job``: the run-log name (``reconcile`` for the run after a
+    consumer gap, with its own slots); ``observe`` sees each saved scan (drift)."""
+    slot = slot_for(now or datetime.now(timezone.utc), interval or settings.scan_interval_seconds)
     guids = [r.guid for r in await repo.list_instances(pool, include_deleted=False)]
     sem = asyncio.Semaphore(max(1, concurrency))
     out: list[ScanOutcome] = []
@@ -137,8 +143,8 @@ async def run_once(pool: asyncpg.Pool, settings: ScanConfig, client: Any, holder
     async def one(guid: str) -> None:
         async with sem:
             try:
-                o, _ = await scan_with_lease(pool, settings, client, guid, holder, job=SCHEDULED, slot=slot,
-                                              now=now)
+                o, _ = await scan_with_lease(pool, settings, client, guid, holder, job=job, slot=slot,
+                                              now=now, observe=observe)
             except (CatalogError, asyncpg.PostgresError, OSError) as e:   # lease/run-log I/O failed
                 log.warning("scan of %s not run: %s", guid, type(e).__name__)
                 o = ScanOutcome(guid, False, "catalog_unavailable", str(e))

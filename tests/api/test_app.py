@@ -77,6 +77,22 @@ async def test_manual_scan_route_on_a_real_archive(pool: asyncpg.Pool, s3_endpoi
     assert [(r["job"], r["outcome"]) for r in runs] == [("manual", "skipped:lease_held"), ("manual", "ok")]
 
 
+async def test_a_failed_manual_scan_is_a_503_problem_not_a_200(pool: asyncpg.Pool) -> None:
+    # the store is unreachable (nothing listens on the port): a script reading the status must see the failure
+    await repo.register_instance(pool, InstanceRef("man-down", "space", "db"),
+                                 Storage("bucket", "prefix/", "pgbackrest", "main"))
+    settings = make_settings(s3_endpoint_url=f"http://127.0.0.1:{free_port()}", s3_max_attempts=1,
+                             s3_connect_timeout_seconds=1)
+    async with s3_client(settings) as s3:
+        app = create_app(settings, pool=pool, s3=s3, start_scheduler=False, holder="h")
+        async with TestClient(TestServer(app)) as c:
+            resp = await c.post("/instances/man-down/scan", headers=AS_OPERATOR)
+            body = await resp.json(content_type=None)
+    assert resp.status == 503 and resp.content_type == "application/problem+json", (resp.status, body)
+    assert body["code"] == "storage_unavailable" and body["scan"]["ok"] is False, body
+    assert body["scan"]["instance_guid"] == "man-down" and "man-down" in body["detail"]
+
+
 async def sigterm_and_wait(proc: asyncio.subprocess.Process) -> bytes:
     """SIGTERM a serve process, wait for it, and check it exited 0; returns its output."""
     proc.send_signal(signal.SIGTERM)

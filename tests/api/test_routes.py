@@ -188,6 +188,17 @@ async def test_malformed_json_is_400(client: TestClient, pool: asyncpg.Pool, raw
     assert_problem(resp.status, doc, 400, "invalid_json")
 
 
+@pytest.mark.parametrize("ctype", ["application/x-www-form-urlencoded", "text/plain", "application/xml"])
+async def test_a_wrong_media_type_is_415_naming_the_expected_one(client: TestClient, pool: asyncpg.Pool,
+                                                                ctype: str) -> None:
+    # curl -d without -H sends application/x-www-form-urlencoded: HTTP's answer is 415, not 400
+    resp = await client.post(CLONES, data=b'{"clone-from": "legacy", "latest": true}',
+                             headers={**AS_BROKER, "Content-Type": ctype})
+    doc = await resp.json(content_type=None)
+    assert_problem(resp.status, doc, 415, "unsupported_media_type")
+    assert "application/json" in doc["detail"] and ctype in doc["detail"]
+
+
 async def test_lsn_target_plans(client: TestClient, pool: asyncpg.Pool) -> None:
     await seed_history(pool)
     resp, doc = await clone(client, {"clone-from": "legacy", "lsn": "0/5000000", "timeline": "current",

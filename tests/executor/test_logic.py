@@ -393,3 +393,38 @@ def test_neutralized_text_sets_no_recovery_setting(text: str) -> None:
     out = logic.neutralize_recovery(text)
     keys = [logic.conf_key(ln) for ln in out.splitlines()]
     assert not any(k.startswith(logic.RECOVERY_KEYS) or k == "archive_mode" for k in keys)
+
+
+XID_STOP = "LOG:  recovery stopping before commit of transaction 748, time 2026-12-07 10:00:00.123456+00"
+POINT_STOP = 'LOG:  recovery stopping at restore point "before-migration", time 2026-12-07 10:00:00.5+00'
+LSN_STOP = 'LOG:  recovery stopping after WAL location (LSN) "0/7000200"'
+
+
+@pytest.mark.parametrize("stop, line, ok, needle", [
+    ({"kind": "before_xid", "xid": 748}, XID_STOP, True, "transaction 748"),
+    ({"kind": "before_xid", "xid": 749}, XID_STOP, False, "not before commit of transaction 749"),
+    ({"kind": "before_xid", "xid": 748},
+     "LOG:  recovery stopping before abort of transaction 748, time 2026-12-07 10:00:00+00", False, "abort"),
+    ({"kind": "before_xid", "xid": 748}, POINT_STOP, False, "at restore point"),
+    ({"kind": "restore_point", "name": "before-migration"}, POINT_STOP, True, "before-migration"),
+    ({"kind": "restore_point", "name": "before"}, POINT_STOP, False, 'not at restore point "before"'),
+    ({"kind": "restore_point", "name": "x"}, XID_STOP, False, "before commit of transaction 748"),
+    ({"kind": "after_lsn", "lsn": "0/7000200", "name": "n"}, LSN_STOP, True, "0/7000200"),
+    ({"kind": "after_lsn", "lsn": "0/7000300", "name": "n"}, LSN_STOP, False, "not after WAL location 0/7000300"),
+])
+def test_judge_exact_stop(stop: dict[str, object], line: str, ok: bool, needle: str) -> None:
+    full = {"lsn": None, "time": "2026-12-07T10:00:00Z", **stop}
+    exp = plan(replay={"mode": "target", "end_lsn": "0/7000200", "end_segment": None, "last_commit_time": None,
+                       "stop": full}).replay
+    v = logic.judge(exp, logic.parse_log([PREFIX + line]), promoted=True, reached=Lsn(1), timeline_path=[1])
+    assert v.ok is ok and needle in v.message
+
+
+def test_a_restore_point_stop_is_a_recovery_stop() -> None:
+    assert logic.parse_log([PREFIX + POINT_STOP]).reached_target
+
+
+def test_replay_stop_must_be_known() -> None:
+    with pytest.raises(PlanDocError, match=r"replay\.stop\.kind 'sometime' is not one of before_xid"):
+        plan(replay={"mode": "target", "end_lsn": None, "end_segment": None, "last_commit_time": None,
+                     "stop": {"kind": "sometime", "lsn": None, "time": None}})

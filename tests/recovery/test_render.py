@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from typing import Any
 
 import pytest
 
@@ -10,10 +9,10 @@ from recovery.errors import PlanningError
 from recovery.jsonout import refusal_to_dict, window_to_dict
 from recovery.model import Layout
 from recovery.plan import RecoveryPlan, plan_recovery
-from recovery.plandoc import PlanDoc, PlanSource, PlanStorage, plan_document
+from recovery.plandoc import PlanDoc
 from recovery.render import conf_time, quote, render_files, restore_command
 from recovery.target import make_target
-from tests.recovery.builders import NOW, at, forked_snapshot, holed_snapshot, make_snapshot
+from tests.recovery.builders import NOW, at, forked_snapshot, holed_snapshot, make_snapshot, plan_to_dict
 
 PGBR = 'pgbackrest --stanza=main archive-get %f "%p"'
 
@@ -111,15 +110,6 @@ def test_unknown_version_uses_the_plans_version() -> None:
     p = _plan({"latest": True})
     assert set(render_files(p, PGBR)) == {"postgresql.auto.conf", "recovery.signal"}
     assert set(render_files(replace(p, pg_version=10), PGBR)) == {"recovery.conf"}
-
-
-SOURCE = PlanSource("g", "s", "orders", None, Layout.PGBACKREST, "instance chosen by its GUID", "guid")
-STORAGE = PlanStorage(Layout.PGBACKREST, "b", "pgbackrest", "main")
-
-
-def plan_to_dict(p: RecoveryPlan, files: dict[str, str], cmd: str) -> dict[str, Any]:
-    doc = plan_document(p, files=files, restore_command=cmd, source=SOURCE, storage=STORAGE, pg_version=15)
-    return doc.to_json()
 
 
 def test_plan_to_dict_matches_contract() -> None:

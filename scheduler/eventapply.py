@@ -1,0 +1,290 @@
+"""Apply a batch of S3 events to one instance with the scanner's own readers: no listing.
+
+Given what the catalog holds (``Previous``, as for an incremental scan) and the events that passed the
+per-key verdict, this reads only what the events name:
+
+- a new WAL segment joins the runs; when it ends a run (or lies within the edge reader's reach of a run's
+  end, ``EDGE_REACH`` segments) the run end's commit time is read (``scheduler.edges``), walking back over
+  the segment keys events taught (``known``) and, past them, the edge the catalog had;
+- a new history file is read (``scan._read_history``);
+- a backup's metadata (pgBackRest ``backup.info`` / a manifest, barman ``backup.info``, a WAL-G/WAL-E stop
+  sentinel), or payload of a backup the catalog lacks, re-reads that metadata with the scan's parsers: the
+  targeted scan of the backup prefix, by GET, without LIST;
+- a removal (confirmed by HEAD when the event has no sequencer), or a second object for a segment the
+  catalog already has (duplicates are the full scan's to compare), asks for a full reconcile of the instance.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Protocol
+
+from catalog.events import EventWrite, KeyEvent
+from catalog.scanresult import ScanIssue, ScanResult, WalConflict
+from recovery.errors import ParseError
+from recovery.model import Backup, BackupStatus, BackupType, Layout, WalRun, WindowEdge
+from recovery.wal import DEFAULT_SEG_SIZE, merge_runs
+from scheduler import edges as edge_mod
+from scheduler import scan as scan_mod
+from scheduler.eventroute import Kind, Target
+from scheduler.layouts import barman as bm
+from scheduler.layouts import pgbackrest as pbr
+from scheduler.layouts import wale, walg
+from scheduler.s3events import Action, S3Event
+from scheduler.storage import NotFound, ObjectInfo, ObjectStore
+from scheduler.walscan import RunTail
+
+EDGE_REACH = 8     # the scan's edge reader walks back over the last 8 segments of a run (walscan.RunTail)
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """One event to apply, with its key relative to the instance and what that key is."""
+
+    event: S3Event
+    rel: str
+    target: Target
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    write: EventWrite | None = None
+    reconcile: str | None = None      # why a full scan of the instance is needed instead
+    stale_removals: int = 0           # removals the store contradicts (the object is there): ignored
+    issues: tuple[ScanIssue, ...] = ()
+
+
+class HeadStore(ObjectStore, Protocol):
+    async def head(self, key: str) -> ObjectInfo | None: ...
+
+
+def _lm(t: datetime | None) -> datetime | None:
+    """An event time as a listing's LastModified (whole seconds)."""
+    return t.replace(microsecond=0) if t is not None else None
+
+
+def key_event(p: Pending) -> KeyEvent:
+    e = p.event
+    return KeyEvent(e.key, e.action.value, e.sequencer, e.time)
+
+
+async def apply_events(store: HeadStore, root: str, prev: scan_mod.Previous, pending: Sequence[Pending],
+                       known: Mapping[tuple[int, int], tuple[str, datetime | None]],
+                       classify_rel: Callable[[str], Target]) -> Outcome:
+    """The effects of ``pending`` on one instance (``root``: its normalized prefix). ``known``: segment keys
+    events taught earlier, by (timeline, segno); ``classify_rel``: a relative key's meaning."""
+    assert prev.layout is not None, "an instance never scanned gets a full scan, not events"
+    stale = 0
+    for p in pending:
+        if p.event.action is not Action.REMOVED or p.target.kind in (Kind.IGNORED, Kind.FOREIGN,
+                                                                      Kind.BACKUP_PAYLOAD):
+            continue
+        if p.event.sequencer is None and await store.head(p.event.key) is not None:
+            stale += 1            # no sequencer and the object is there: an old removal, or re-created since
+            continue
+        return Outcome(reconcile=f"{p.event.key} was removed", stale_removals=stale)
+    created = [p for p in pending if p.event.action is Action.CREATED]
+    seg_size = prev.seg_size or DEFAULT_SEG_SIZE
+    segs: dict[tuple[int, int], tuple[str, datetime | None]] = {}
+    for p in created:
+        t = p.target
+        if t.kind is not Kind.SEGMENT or t.timeline is None or t.segno is None:
+            continue
+        k = (t.timeline, t.segno)
+        if k in segs or _covered(prev.runs, k):
+            same = segs.get(k, known.get(k, ("",)))[0] == p.event.key
+            if same or (k not in segs and k not in known and await _copies(store, root, p, classify_rel) <= 1):
+                continue            # the same object again (a re-PUT, or the one a scan listed): nothing new
+            return Outcome(reconcile=f"a second object for segment {k}: {p.event.key}", stale_removals=stale)
+        segs[k] = (p.event.key, _lm(p.event.time))
+    acc = scan_mod._Acc()
+    for p in created:
+        if p.target.kind is Kind.HISTORY and p.target.timeline is not None:
+            await scan_mod._read_history(store, p.target.timeline, p.event.key, acc)
+    write_backups, pg_version, system_id = await _backups(store, root, prev, created, acc)
+    runs = merge_runs(WalRun(t, n, n) for t, n in segs)
+    edges, corrupt = await _edges(store, prev, runs, segs, known, seg_size, acc)
+    times = [p.event.time for p in pending if p.event.time is not None]
+    keys = tuple(key_event(p) for p in pending if p.target.kind in (Kind.SEGMENT, Kind.HISTORY, Kind.BACKUP_META))
+    bad = {i.key for i in acc.issues if i.key}
+    resolved = tuple(sorted(k for p in created if p.target.kind is Kind.BACKUP_META
+                            for k in (p.event.key, p.event.key.removesuffix(".copy"),
+                                      p.event.key.removesuffix(".copy") + ".copy") if k not in bad))
+    w = EventWrite(runs=runs, edges=edges, corrupt=corrupt, histories=acc.histories, backups=write_backups,
+                   pg_version=pg_version, system_id=system_id, keys=keys, last_event=max(times, default=None),
+                   resolved=resolved)
+    return Outcome(write=w, stale_removals=stale, issues=tuple(acc.issues))
+
+
+async def _copies(store: ObjectStore, root: str, p: Pending, classify_rel: Callable[[str], Target]) -> int:
+    """How many objects hold the segment ``p`` names (one listing of that segment's name, only when a scan,
+    not an event, taught the catalog the segment): 2 or more are duplicates, which the full scan compares."""
+    cut = p.event.key.rfind("/") + 1
+    name = p.event.key[cut:cut + 24]
+    n = 0
+    async for o in store.list_keys(p.event.key[:cut] + name):
+        t = classify_rel(o.key[len(root):])
+        n += t.kind is Kind.SEGMENT and (t.timeline, t.segno) == (p.target.timeline, p.target.segno)
+    return n
+
+
+def _covered(runs: Sequence[WalRun], k: tuple[int, int]) -> bool:
+    return any(r.timeline == k[0] and r.first <= k[1] <= r.last for r in runs)
+
+
+async def _edges(store: ObjectStore, prev: scan_mod.Previous, new: Sequence[WalRun],
+                 segs: Mapping[tuple[int, int], tuple[str, datetime | None]],
+                 known: Mapping[tuple[int, int], tuple[str, datetime | None]], seg_size: int,
+                 acc: scan_mod._Acc) -> tuple[tuple[WindowEdge, ...], tuple[WalConflict, ...]]:
+    """Edges of the runs whose end is new or within reach of a new segment, read as a scan reads them."""
+    if not new:
+        return (), ()
+    keys = {**known, **segs}
+    merged = merge_runs((*prev.runs, *new))
+    prev_edges = {(e.timeline, e.segno): e for e in prev.edges}
+    system_ids = frozenset(b.system_id for b in prev.backups if b.system_id)
+    checks = edge_mod.SegmentChecks(prev.layout, system_ids)
+    edges: list[WindowEdge] = []
+    corrupt: list[WalConflict] = []
+    for r in merged:
+        if not any(t == r.timeline and r.last - EDGE_REACH < n <= r.last for t, n in segs):
+            continue
+        if (r.timeline, r.last) not in keys:
+            continue                                  # the end predates events: its stored edge stands
+        recent: list[tuple[int, str, datetime | None]] = []
+        n = r.last
+        while n >= r.first and len(recent) < EDGE_REACH and (r.timeline, n) in keys:
+            key, lm = keys[(r.timeline, n)]
+            recent.insert(0, (n, key, lm))
+            n -= 1
+        tail = RunTail(r.timeline, r.first, r.last, recent[-1][1], recent[-1][2])
+        tail.recent.clear()
+        tail.recent.extend(recent)
+        found = await edge_mod.decode_edges(store, [tail], [r], (), seg_size, acc.issues, checks=checks)
+        for e in found.edges:
+            edges.append(_before_chain(e, recent[0][0], r, prev_edges, seg_size))
+        corrupt.extend(found.corrupt)
+    return tuple(edges), tuple(corrupt)
+
+
+def _before_chain(e: WindowEdge, first_read: int, run: WalRun, prev_edges: Mapping[tuple[int, int], WindowEdge],
+                  seg_size: int) -> WindowEdge:
+    """No commit in the segments events taught: the last commit before them is the catalog's edge at the
+    segment before the chain, as long as a scan's reader (the run's last EDGE_REACH segments) reaches it."""
+    if e.exact or e.segno != run.last or first_read <= run.first:
+        return e
+    before = prev_edges.get((run.timeline, first_read - 1))
+    if before is None or not before.exact or before.last_commit_lsn is None:
+        return e
+    if before.last_commit_lsn.value // seg_size <= run.last - EDGE_REACH:
+        return e
+    return replace(before, segno=run.last)
+
+
+async def _backups(store: ObjectStore, root: str, prev: scan_mod.Previous, created: Sequence[Pending],
+                   acc: scan_mod._Acc) -> tuple[tuple[Backup, ...] | None, int | None, int | None]:
+    """The backup set after these events (None: unchanged), with pg_version and system_id when read."""
+    have = {b.label: b for b in prev.backups}
+    metas = [p for p in created if p.target.kind is Kind.BACKUP_META]
+    unknown = {p.target.label for p in created if p.target.kind is Kind.BACKUP_PAYLOAD
+               and p.target.label is not None and p.target.label not in have}
+    if not metas and not unknown:
+        return None, None, None
+    out = dict(have)
+    pg_version = system_id = None
+    if prev.layout is Layout.PGBACKREST:
+        bdir = f"{root}backup/{prev.stanza}/"
+        labels = {p.target.label for p in metas if p.target.label is not None} | unknown
+        registered: set[str] = {label for label, b in have.items() if b.status is not BackupStatus.RUNNING}
+        if any(p.target.label is None for p in metas):
+            info, _raced = await scan_mod._read_info(store, bdir + "backup.info", pbr.parse_backup_info, acc)
+            if info is not None:
+                registered = {b.label for b in info.backups}
+                out = {label: b for label, b in out.items() if b.status is BackupStatus.RUNNING
+                       and label not in registered}
+                out.update({b.label: b for b in info.backups})
+                pg_version, system_id = info.pg_version, info.system_id
+        for label in sorted(labels - registered):
+            out[label] = await scan_mod._pgbackrest_unregistered(store, f"{bdir}{label}/", label, acc)
+    elif prev.layout is Layout.BARMAN:
+        base = f"{root}{prev.stanza}/base/"
+        for p in metas:
+            label = p.target.label or ""
+            try:
+                text = (await store.read(p.event.key)).decode("utf-8", "replace")
+                out[label] = bm.parse_backup_info(text, label, p.event.key)
+            except NotFound:
+                acc.issue("not_found_race", p.event.key, "backup.info created, then gone before it was read")
+            except ParseError as e:
+                acc.issue("metadata_error", p.event.key, str(e))
+                out[label] = Backup(label=label, type=BackupType.FULL, status=BackupStatus.FAILED, timeline=None,
+                                    start_lsn=None, stop_lsn=None, start_time=None, stop_time=None,
+                                    error=f"unreadable backup.info: {e}")
+        for label in sorted(unknown - {p.target.label for p in metas}):
+            info_key = f"{base}{label}/backup.info"
+            try:
+                text = (await store.read(info_key)).decode("utf-8", "replace")
+                out[label] = bm.parse_backup_info(text, label, info_key)
+            except (NotFound, ParseError):
+                out[label] = Backup(label=label, type=BackupType.FULL, status=BackupStatus.RUNNING, timeline=None,
+                                    start_lsn=None, stop_lsn=None, start_time=None, stop_time=None,
+                                    error="no backup.info: in progress or crashed")
+    else:
+        mod = walg if prev.layout is Layout.WALG else wale
+        for p in metas:
+            label = p.target.label or ""
+            try:
+                b: Backup = mod.parse_sentinel(await store.read(p.event.key), label, p.event.key)
+            except NotFound:
+                acc.issue("not_found_race", p.event.key, "sentinel created, then gone before it was read")
+                continue
+            except ParseError as e:
+                acc.issue("metadata_error", p.event.key, str(e))
+                b = Backup(label=label, type=BackupType.FULL, status=BackupStatus.FAILED, timeline=None,
+                           start_lsn=None, stop_lsn=None, start_time=None, stop_time=None,
+                           error=f"unreadable sentinel: {e}", metadata_key=p.event.key)
+            if b.stop_time is None:
+                b = replace(b, stop_time=_lm(p.event.time), stop_time_exact=False)
+            out[label] = replace(b, metadata_key=p.event.key)
+        for label in sorted(unknown - {p.target.label for p in metas}):
+            out[label] = Backup(label=label, type=BackupType.FULL, status=BackupStatus.RUNNING, timeline=None,
+                                start_lsn=None, stop_lsn=None, start_time=None, stop_time=None,
+                                error="no stop sentinel: in progress, failed or abandoned")
+    backups = tuple(out.values())
+    return backups, pg_version, system_id
+
+
+
+
+def drift(prev: scan_mod.Previous, result: ScanResult) -> int:
+    """Objects a reconcile scan found that events had not told the catalog: segments, histories and
+    backups new or changed, and (full scans) those gone. 0 for an instance's first scan.
+
+    >>> from datetime import datetime, timezone
+    >>> from catalog.scanresult import WalMode
+    >>> t = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    >>> p = scan_mod.Previous(layout=Layout.BARMAN, runs=(WalRun(1, 1, 5),))
+    >>> drift(p, ScanResult(Layout.BARMAN, False, t, t, wal_runs=(WalRun(1, 4, 7),)))
+    2
+    >>> drift(p, ScanResult(Layout.BARMAN, True, t, t, wal_runs=(WalRun(1, 2, 5),), wal_mode=WalMode.REPLACE))
+    1
+    """
+    if prev.layout is None:
+        return 0
+    n = sum(1 for r in result.wal_runs for s in range(r.first, r.last + 1) if not _covered(prev.runs, (r.timeline, s)))
+    if result.full:
+        n += sum(1 for r in prev.runs for s in range(r.first, r.last + 1)
+                 if not _covered(result.wal_runs, (r.timeline, s)))
+    n += len(set(result.histories) - set(prev.histories))
+    if result.backups is not None:
+        def sig(b: Backup) -> tuple[object, ...]:
+            return (b.status, b.stop_lsn, b.type)
+        old = {b.label: sig(b) for b in prev.backups}
+        new = {b.label: sig(b) for b in result.backups}
+        n += sum(1 for label, s in new.items() if old.get(label) != s)
+        n += sum(1 for label in old if label not in new)
+    return n
+
+
+__all__ = ["EDGE_REACH", "HeadStore", "Outcome", "Pending", "apply_events", "drift", "key_event"]
