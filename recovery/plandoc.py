@@ -169,12 +169,12 @@ class PlanStop:
         t = plan.target
         if t.point is None or plan.end_of_wal:
             return None
-        at = {"lsn": str(t.point.lsn), "time": _tm(t.point.time)}
+        lsn, time = str(t.point.lsn), _tm(t.point.time)
         if t.point.xid is not None:
-            return cls(kind="before_xid", xid=t.point.xid, **at)
-        if plan.setting("recovery_target_lsn") is not None:
-            return cls(kind="after_lsn", name=t.point.name, **at)
-        return cls(kind="restore_point", name=t.point.name, **at)
+            return cls(kind="before_xid", xid=t.point.xid, lsn=lsn, time=time)
+        kind: Literal["after_lsn", "restore_point"] = (
+            "after_lsn" if plan.setting("recovery_target_lsn") is not None else "restore_point")
+        return cls(kind=kind, name=t.point.name, lsn=lsn, time=time)
 
 
 @dataclass(frozen=True, slots=True)

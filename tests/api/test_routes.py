@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestClient
 from api.openapi import openapi_document
 from api.routes import OPERATIONS
 from api.schemas import BackupsDoc, PlanDoc, dump
+from recovery.model import Layout
 from tests.api.conftest import AS_BROKER, AS_OPERATOR, BROKER, OPERATOR, basic
 from tests.api.seed import OTHER_SPACE, SPACE, A, B, iso, seed_history
 
@@ -62,7 +63,10 @@ async def test_plan_carries_storage_version_and_replay_for_an_executor(client: T
                              "last_commit_time": None}
     schema = openapi_document()["components"]["schemas"]
     assert {"storage", "pg_version", "replay"} <= set(schema["PlanDoc"]["required"])
-    assert set(schema["PlanReplay"]["properties"]) == {"mode", "end_lsn", "end_segment", "last_commit_time"}
+    assert set(schema["PlanReplay"]["properties"]) == {"mode", "end_lsn", "end_segment", "last_commit_time", "stop"}
+    assert "stop" not in schema["PlanReplay"]["required"]        # exact targets only
+    assert schema["PlanStorage"]["properties"]["layout"]["anyOf"][0] == {"$ref": "#/components/schemas/Layout"}
+    assert schema["Layout"]["enum"] == [m.value for m in Layout]
 
 
 async def test_renamed_instance_found_by_its_new_name_now(client: TestClient, pool: asyncpg.Pool) -> None:
