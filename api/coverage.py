@@ -10,7 +10,7 @@ from pydantic import TypeAdapter, ValidationError
 from api import keys
 from api.errors import BadRequest, problem
 from api.schemas import CoverageDetail, CoverageReport, Text, dump
-from backup_catalog import report
+from backup_catalog.formats import report
 from backup_catalog.usecases import coverage
 
 _TEXT: TypeAdapter[str] = TypeAdapter(Text)

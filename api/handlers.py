@@ -21,7 +21,7 @@ from api.schemas import (
     Text,
     dump,
 )
-from backup_catalog.documents import instance_to_dict
+from backup_catalog.formats.documents import instance_to_dict
 from backup_catalog.usecases import backups, instances, plan, scan
 from catalog.errors import NotScanned
 from recovery.errors import PlanningError

@@ -100,7 +100,7 @@ def openapi_document() -> dict[str, Any]:
         "info": {"title": "backup-catalog", "version": "1",
                  "description": "PITR catalog for PostgreSQL archives in S3: broker and operator API. "
                                 "Broker credentials may use the broker routes; operator credentials every "
-                                "route. /healthz and /openapi.json are public."},
+                                "route. /healthz, /readyz and /openapi.json are public."},
         "paths": paths,
         "components": {
             "schemas": _components(),

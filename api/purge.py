@@ -1,6 +1,6 @@
 """HTTP handlers of the undo period and purge (operator): ``GET /purges`` (dry run), ``POST /purges`` (run),
 ``POST/DELETE /instances/{guid}/hold``; the broker's ``DELETE /instances/{guid}`` answers ``undo_until``
-(api.handlers). The scheduled purge of ``serve`` is a job in backup_catalog.jobs.
+(api.handlers). The scheduled purge of ``serve`` is a job in backup_catalog.service.jobs.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from api import keys
 from api.errors import PROBLEMS, NotAvailable, read_json
 from api.handlers import path_param
 from api.schemas import _Request, _Response, dump
-from backup_catalog.s3 import PurgeNotConfigured, purge_s3_client
 from backup_catalog.usecases import purge
+from scheduler.clients import PurgeNotConfigured, purge_s3_client
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from pydantic import BaseModel
 
-from api import coverage, drills, handlers, metrics, schemas
+from api import coverage, drills, handlers, metrics, ready, schemas
 from api import purge as purge_api
 from api.auth import Role
 from api.errors import BadRequest
@@ -118,6 +118,9 @@ OPERATIONS: tuple[Operation, ...] = (
               "unholdInstance", response=purge_api.HoldOut, errors=(400, 404), tags=("operator",)),
     Operation("GET", "/healthz", handlers.get_health, _P, "Liveness: the catalog answers", "health",
               response=schemas.Health, errors=(503,), tags=("public",)),
+    Operation("GET", "/readyz", ready.get_ready, _P, "Readiness: the catalog at this release's schema version "
+              "and, in a replica that runs the jobs, the scheduler running (503 names what is not ready)", "ready",
+              response=schemas.Ready, errors=(503,), tags=("public",)),
     Operation("GET", "/openapi.json", handlers.get_openapi, _P, "This OpenAPI document", "openapi",
               media="application/json", tags=("public",)),
 )

@@ -307,6 +307,8 @@ class CoverageRow(_Response):
     latest_window_end_kind: str | None
     rpo_seconds: int | None
     last_scan: str | None
+    fresh_as_of: str | None = Field(default=None, description="the later of the last scan and the last S3 "
+                                    "event applied: what the catalog knew of the archive at that time")
     stale_since: str | None
     scan_errors_count: int
     scan_errors: list[str]
@@ -353,6 +355,15 @@ class CoverageReport(_Response):
 
 class Health(_Response):
     status: Literal["ok"]
+
+
+class Ready(_Response):
+    status: Literal["ready"]
+    catalog: Literal["ok"]
+    schema_version: int = Field(description="the catalog's schema version (catalog/migrations)")
+    schema_expected: int = Field(description="this release's schema version")
+    schema_pending: list[str]
+    scheduler: Literal["running", "not run by this replica"]
 
 
 def dump(model: type[_Response], doc: dict[str, Any]) -> dict[str, Any]:

@@ -83,10 +83,10 @@ def drill_settings(ep: MotoEndpoint, dsn: str, root: Path) -> Settings:
 
 
 async def _drill(settings: Settings, guid: str) -> tuple[float, Any, dict[str, Any]]:
-    from backup_catalog import service
     from backup_catalog.usecases import drill
     from catalog import drills
-    pool = await service.open_catalog(settings)
+    from catalog.connect import open_catalog
+    pool = await open_catalog(settings)
     try:
         t0 = time.perf_counter()
         o = await drill.run_drill(pool, settings, guid, holder="bench")
@@ -158,7 +158,7 @@ def main() -> int:
             regs = sidebyside.upload(ep)
 
             async def setup() -> None:
-                from backup_catalog.s3 import s3_client
+                from scheduler.clients import s3_client
                 from scheduler.runner import scan_instance
                 pool = await catalog_db.open_pool(dsn)
                 await catalog_db.init_schema(pool)

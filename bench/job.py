@@ -4,8 +4,8 @@ peak RSS are the client's alone (moto serves from the parent process). Prints on
 parent's ``wait4`` maxrss, includes the parent's peak: see ``own_peak_rss_mb``).
 
 Modes: ``list`` (bare paginated ListObjectsV2 with the scanner's aioboto3 client), ``scan`` (one
-instance through ``service.scan_instance``: listing, parsing, catalog save), ``many`` (a scheduler pass:
-``service.scan_many``). Configuration from the environment (CATALOG_DSN, S3_ENDPOINT_URL, AWS_*).
+instance through ``scheduler.runner.scan_instance``: listing, parsing, catalog save), ``many`` (a scheduler pass:
+``backup_catalog.usecases.scan.scan_listed``). Configuration from the environment (CATALOG_DSN, S3_ENDPOINT_URL, AWS_*).
 """
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ import resource
 import time
 from typing import Any
 
-from backup_catalog import service
-from backup_catalog.s3 import s3_client
 from backup_catalog.settings import Settings
+from backup_catalog.usecases.scan import scan_listed
 from catalog import db as catalog_db
 from scheduler import runner
+from scheduler.clients import s3_client
 
 
 def own_peak_rss_mb() -> float:
@@ -73,7 +73,7 @@ async def scan_fleet(settings: Settings, guids: list[str], full: bool, concurren
     pool = await catalog_db.open_pool(dsn, min_size=1, max_size=concurrency + 2)
     try:
         t0, c0 = time.perf_counter(), time.process_time()
-        outs = await service.scan_many(pool, settings, guids, full=full, concurrency=concurrency)
+        outs = await scan_listed(pool, settings, guids, full=full, concurrency=concurrency)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     finally:
         await pool.close()

@@ -15,19 +15,10 @@ from typing import Any, TypeAlias
 from catalog.errors import Conflict
 from catalog.leases import check_lease
 from recovery.exact import RestorePoint, SegmentSummary
-from recovery.lsn import Lsn
 from recovery.model import WalRun
+from recovery.walrecords import Carry
 
 Db: TypeAlias = Any     # asyncpg.Pool | asyncpg.Connection (asyncpg ships no types)
-
-
-@dataclass(frozen=True, slots=True)
-class Carry:
-    """The start of a record that crosses into the next segment (what the decoder hands to the next scan)."""
-
-    lsn: Lsn
-    total_len: int
-    head: bytes
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,8 +23,8 @@ from typing import Any
 
 import asyncpg
 
-from backup_catalog.settings import Settings
 from executor import logic
+from executor.config import RestoreConfig
 from recovery.lsn import Lsn
 from recovery.plandoc import PlanBackup, PlanDoc, PlanDocError, PlanReplay, PlanTarget, document_json
 
@@ -99,7 +99,7 @@ def _secret(v: Any) -> str | None:
     return v.get_secret_value() if v is not None else None
 
 
-def s3_access(settings: Settings) -> logic.S3Access:
+def s3_access(settings: RestoreConfig) -> logic.S3Access:
     return logic.S3Access(settings.s3_endpoint_url, _secret(settings.aws_access_key_id),
                           _secret(settings.aws_secret_access_key), settings.aws_default_region,
                           settings.s3_verify_tls, settings.s3_ca_bundle)
@@ -161,7 +161,7 @@ async def _kill_group(proc: asyncio.subprocess.Process, sig: int = signal.SIGKIL
         await asyncio.wait_for(proc.wait(), 30)
 
 
-def tool_path(settings: Settings, caller: Mapping[str, str]) -> str:
+def tool_path(settings: RestoreConfig, caller: Mapping[str, str]) -> str:
     """PATH for the tools and the server: RESTORE_TOOLS_PATH first, then the caller's PATH."""
     parts = [p for p in (settings.restore_tools_path or "").split(":") if p]
     parts += [p for p in caller.get("PATH", "/usr/bin:/bin").split(":") if p and p not in parts]
@@ -202,7 +202,7 @@ def _check_pgdata(pgdata: Path) -> bool:
 
 # -- the executor -----------------------------------------------------------------------------------------------
 
-async def execute_plan(plan: PlanDoc, pgdata: Path, settings: Settings, *, pg_bin: Path | None = None,
+async def execute_plan(plan: PlanDoc, pgdata: Path, settings: RestoreConfig, *, pg_bin: Path | None = None,
                        keep_running: bool = False, keep_failed: bool = False,
                        progress: Callable[[ProgressEvent], None] | None = None,
                        check_query: str | None = None,
@@ -244,7 +244,7 @@ async def execute_plan(plan: PlanDoc, pgdata: Path, settings: Settings, *, pg_bi
 
 class _Run:
     def __init__(self, doc: PlanDoc, loc: logic.StorageLoc, exp: PlanReplay, pgdata: Path,
-                 created: bool, settings: Settings, s3: logic.S3Access, path: str,
+                 created: bool, settings: RestoreConfig, s3: logic.S3Access, path: str,
                  progress: Callable[[ProgressEvent], None] | None, keep_failed: bool,
                  caller: dict[str, str]) -> None:
         self.caller = caller

@@ -257,34 +257,68 @@ async def _backups(store: ObjectStore, root: str, prev: scan_mod.Previous, creat
 
 
 
-def drift(prev: scan_mod.Previous, result: ScanResult) -> int:
-    """Objects a reconcile scan found that events had not told the catalog: segments, histories and
-    backups new or changed, and (full scans) those gone. 0 for an instance's first scan.
+@dataclass(frozen=True, slots=True)
+class Findings:
+    """What a reconcile scan found that the catalog did not hold: candidates for drift. Objects found new
+    are drift only if no event for them arrives within a grace period (events may be in flight);
+    objects gone (full scans) are drift at once."""
+
+    segments: frozenset[tuple[int, int]] = frozenset()
+    histories: frozenset[int] = frozenset()
+    backups: frozenset[str] = frozenset()
+    gone: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.segments or self.histories or self.backups or self.gone)
+
+
+def findings(prev: scan_mod.Previous, result: ScanResult) -> Findings:
+    """Segments, histories and backups new or changed, and (full scans) how many are gone. Nothing for an
+    instance's first scan.
 
     >>> from datetime import datetime, timezone
     >>> from catalog.scanresult import WalMode
     >>> t = datetime(2026, 1, 1, tzinfo=timezone.utc)
     >>> p = scan_mod.Previous(layout=Layout.BARMAN, runs=(WalRun(1, 1, 5),))
-    >>> drift(p, ScanResult(Layout.BARMAN, False, t, t, wal_runs=(WalRun(1, 4, 7),)))
-    2
-    >>> drift(p, ScanResult(Layout.BARMAN, True, t, t, wal_runs=(WalRun(1, 2, 5),), wal_mode=WalMode.REPLACE))
+    >>> sorted(findings(p, ScanResult(Layout.BARMAN, False, t, t, wal_runs=(WalRun(1, 4, 7),))).segments)
+    [(1, 6), (1, 7)]
+    >>> findings(p, ScanResult(Layout.BARMAN, True, t, t, wal_runs=(WalRun(1, 2, 5),), wal_mode=WalMode.REPLACE)).gone
     1
     """
     if prev.layout is None:
-        return 0
-    n = sum(1 for r in result.wal_runs for s in range(r.first, r.last + 1) if not _covered(prev.runs, (r.timeline, s)))
+        return Findings()
+    segs = frozenset((r.timeline, s) for r in result.wal_runs for s in range(r.first, r.last + 1)
+                     if not _covered(prev.runs, (r.timeline, s)))
+    gone = 0
     if result.full:
-        n += sum(1 for r in prev.runs for s in range(r.first, r.last + 1)
-                 if not _covered(result.wal_runs, (r.timeline, s)))
-    n += len(set(result.histories) - set(prev.histories))
+        gone += sum(1 for r in prev.runs for s in range(r.first, r.last + 1)
+                    if not _covered(result.wal_runs, (r.timeline, s)))
+    labels: frozenset[str] = frozenset()
     if result.backups is not None:
         def sig(b: Backup) -> tuple[object, ...]:
             return (b.status, b.stop_lsn, b.type)
         old = {b.label: sig(b) for b in prev.backups}
         new = {b.label: sig(b) for b in result.backups}
-        n += sum(1 for label, s in new.items() if old.get(label) != s)
-        n += sum(1 for label in old if label not in new)
-    return n
+        labels = frozenset(label for label, s in new.items() if old.get(label) != s)
+        gone += sum(1 for label in old if label not in new)
+    return Findings(segs, frozenset(set(result.histories) - set(prev.histories)), labels, gone)
 
 
-__all__ = ["EDGE_REACH", "HeadStore", "Outcome", "Pending", "apply_events", "drift", "key_event"]
+def unexplained(f: Findings, evented: Sequence[Target]) -> int:
+    """Drift: the findings no event (applied since, per ``evented``: the meanings of the keys events
+    created) accounts for.
+
+    >>> unexplained(Findings(frozenset({(1, 6), (1, 7)}), frozenset(), frozenset({"b1"}), 1),
+    ...             [Target(Kind.SEGMENT, 1, 6), Target(Kind.BACKUP_META, label="b1")])
+    2
+    """
+    segs = {(t.timeline, t.segno) for t in evented if t.kind is Kind.SEGMENT}
+    tlis = {t.timeline for t in evented if t.kind is Kind.HISTORY}
+    labels = {t.label for t in evented if t.kind in (Kind.BACKUP_META, Kind.BACKUP_PAYLOAD)}
+    pgbackrest_info = any(t.kind is Kind.BACKUP_META and t.label is None for t in evented)
+    return (len(f.segments - segs) + len(f.histories - tlis) + f.gone
+            + (0 if pgbackrest_info else len(f.backups - labels)))
+
+
+__all__ = ["EDGE_REACH", "Findings", "HeadStore", "Outcome", "Pending", "apply_events", "findings", "key_event",
+           "unexplained"]

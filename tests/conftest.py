@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from backup_catalog.s3 import s3_client
 from backup_catalog.settings import Settings
+from scheduler.clients import s3_client
 from tests.support.fixtures import make_settings
 
 pytest_plugins = ["tests.pg", "tests.realarchives.plugin"]

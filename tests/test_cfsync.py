@@ -12,13 +12,14 @@ import pytest
 import pytest_asyncio
 from pydantic import SecretStr
 
-from backup_catalog import cfsync
-from backup_catalog.cfsync import CloudController, CloudControllerError, discover, sync_once
-from backup_catalog.s3 import s3_client
+from backup_catalog.cloudfoundry import namesync as cfsync
+from backup_catalog.cloudfoundry.client import CloudController, CloudControllerError
+from backup_catalog.cloudfoundry.namesync import discover, sync_once
 from backup_catalog.settings import Settings
 from catalog import repo
 from catalog.errors import UnknownService
 from sandbox.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoEndpoint
+from scheduler.clients import s3_client
 from scheduler.storage import S3Store
 from tests.support.ccdouble import CloudControllerDouble
 from tests.support.fixtures import make_settings
@@ -238,7 +239,7 @@ async def test_service_scheduler_runs_name_sync(pool: asyncpg.Pool, settings: Se
     """`backup-catalog serve`'s scheduler discovers new GUIDs and names them from the Cloud Controller."""
     from aiohttp.test_utils import TestServer
 
-    from api.app import create_app
+    from backup_catalog.service.app import create_app
 
     put(moto, root, G3)
     ccd.add(G3, "billing", SPACE)

@@ -33,17 +33,16 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from backup_catalog import report
-from backup_catalog.s3 import s3_client
 from backup_catalog.settings import Settings
+from backup_catalog.usecases import coverage, scratch
 from backup_catalog.usecases import drill as uc
 from backup_catalog.usecases import drill_rules as rules
-from backup_catalog.usecases import scratch
 from backup_catalog.usecases.drill_schedule import JOB, DrillSupervisor
 from catalog import drills
 from catalog.db import init_schema, open_pool
 from recovery.wal import WalSegment, segment_name
 from sandbox.s3 import free_port, wait_port
+from scheduler.clients import s3_client
 from tests.pg import _admin, _with_database
 from tests.realarchives.plugin import RealArchive, fresh_archive
 from tests.support.fixtures import register_and_scan
@@ -164,7 +163,7 @@ async def test_drill_fails_naming_the_damaged_segment(tool: str, drilled: Drille
         assert row.stage in ("recover", "verify") and row.postgres_log, row.reason
     assert_clean(drilled.root)
     # the coverage report turns the instance critical, naming the drill
-    rows = {r["instance_guid"]: r for r in await report.coverage(_catalog_pool, drilled.settings,
+    rows = {r["instance_guid"]: r for r in await coverage.all_rows(_catalog_pool, drilled.settings,
                                                                   now=datetime.now(UTC))}
     cov = rows[drilled.guids[f"{tool}-damaged"]]
     assert cov["status"] == "critical" and cov["drill"] is not None and cov["drill"]["ok"] is False

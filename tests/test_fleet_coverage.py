@@ -18,10 +18,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from api.app import create_app
-from backup_catalog import service
+from backup_catalog.service.app import create_app
 from backup_catalog.settings import Settings
 from backup_catalog.usecases import coverage
+from backup_catalog.usecases.scan import scan_listed
 from catalog import repo
 from recovery.grading import DrillFact, GradeInput, SnapshotFacts, grade
 from recovery.model import WalRun
@@ -48,7 +48,7 @@ async def assert_same_as_snapshot_grading(pool: asyncpg.Pool, settings: Settings
     new = await coverage.all_rows(pool, settings, now=now)
     assert [r["instance_guid"] for r in new] == [r["instance_guid"] for r in old]
     for o, n in zip(old, new, strict=True):
-        assert {k: v for k, v in n.items() if k not in ("drill", "undo_until", "purge")} == _comparable(o), \
+        assert {k: v for k, v in n.items() if k not in ("drill", "undo_until", "purge", "fresh_as_of")} == _comparable(o), \
             o["name"]
     return len(old)
 
@@ -76,7 +76,7 @@ async def test_real_archives_grade_as_before(pool: asyncpg.Pool, real_archives: 
                                      storage(bucket=a.bucket, prefix=a.prefix, stanza=a.stanza), existed_before=True)
         guids.append(g)
     await repo.register_instance(pool, ref("real-never", "never-scanned", space="real"), storage(bucket="nowhere"))
-    outcomes = await service.scan_many(pool, settings, guids, full=True)
+    outcomes = await scan_listed(pool, settings, guids, full=True)
     assert all(o.ok for o in outcomes), outcomes
     await repo.delete_instance(pool, "real-walg")
     assert await pool.fetchval("SELECT count(*) FROM instance_facts") == 4   # written by the scans

@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from backup_catalog.documents import iso
+from backup_catalog.formats.documents import iso
 from backup_catalog.settings import Settings
 from backup_catalog.usecases import backups
 from backup_catalog.usecases import plan as plans

@@ -30,7 +30,6 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from backup_catalog.s3 import s3_client
 from backup_catalog.usecases import backups
 from backup_catalog.usecases.restore import plan_clone, restore_from_catalog
 from catalog import repo
@@ -41,6 +40,7 @@ from recovery.target import parse_time
 from recovery.wal import WalSegment, segment_name
 from sandbox.archives import RealArchive, fresh_archive
 from sandbox.s3 import list_all
+from scheduler.clients import s3_client
 from tests.support.clones import clone_request
 from tests.support.fixtures import (
     Row,

@@ -19,7 +19,6 @@ import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
-from backup_catalog.s3 import PurgeNotConfigured, purge_s3_client, s3_client
 from backup_catalog.settings import Settings
 from backup_catalog.usecases import backups as views_backups
 from backup_catalog.usecases import plan as views_plan
@@ -30,6 +29,7 @@ from recovery.model import InstanceRef, Storage
 from sandbox.cache import ensure_cache, load_objects, object_path
 from sandbox.s3 import MotoEndpoint, list_all
 from scheduler import runner
+from scheduler.clients import PurgeNotConfigured, purge_s3_client, s3_client
 from tests.realarchives.plugin import RealArchive, fresh_archive
 from tests.support.clones import clone_request
 from tests.support.faultproxy import FaultProxy
@@ -349,7 +349,7 @@ async def test_scanner_and_api_never_delete_only_the_purge_credentials_do(
         pool: asyncpg.Pool, s3_endpoint: MotoEndpoint, catalog_dsn: str) -> None:
     from aiohttp.test_utils import TestClient, TestServer
 
-    from api.app import create_app
+    from backup_catalog.service.app import create_app
     from tests.api.conftest import basic
 
     async with proxy_to(s3_endpoint.url) as proxy:
@@ -420,8 +420,8 @@ async def test_serve_runs_scheduled_purges_under_the_lease_with_structured_log_l
 
     from aiohttp.test_utils import TestClient, TestServer
 
-    from api.app import create_app
-    from backup_catalog import jobs
+    from backup_catalog.service import jobs
+    from backup_catalog.service.app import create_app
 
     assert not jobs.add_purge(None, pool, cfg, "h")                                   # type: ignore[arg-type]
     assert not jobs.add_purge(None, pool, cfg.model_copy(update={"purge_interval_seconds": 60,  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""The pure purge rules (backup_catalog.purge_rules): undo period, grace, exact prefixes, overlap, hold, reuse."""
+"""The pure purge rules (backup_catalog.usecases.purge_rules): undo period, grace, exact prefixes, overlap, hold, reuse."""
 from __future__ import annotations
 
 import itertools
@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from backup_catalog.purge_rules import (
+from backup_catalog.usecases.purge_rules import (
     Location,
     Policy,
     State,

@@ -11,7 +11,8 @@ import asyncpg
 import pytest
 from rich.console import Console
 
-from backup_catalog import report
+from backup_catalog.cli import render
+from backup_catalog.formats import report
 from backup_catalog.settings import Settings
 from backup_catalog.usecases import coverage
 from catalog import repo
@@ -82,7 +83,7 @@ async def fleet(pool: asyncpg.Pool) -> dict[str, str]:
 
 
 async def rows_by_name(pool: asyncpg.Pool) -> dict[str, dict]:
-    return {r["name"]: r for r in await report.coverage(pool, Settings(), now=NOW)}
+    return {r["name"]: r for r in await coverage.all_rows(pool, Settings(), now=NOW)}
 
 
 async def test_statuses(pool: asyncpg.Pool) -> None:
@@ -122,14 +123,14 @@ async def test_statuses(pool: asyncpg.Pool) -> None:
     assert gone["deleted"] is True and gone["deleted_at"] == "2026-03-10T00:00:00Z"
     assert gone["rpo_seconds"] == 5 * 60, "a deleted instance's RPO is measured to its deletion"
 
-    order = [r["status"] for r in await report.coverage(pool, Settings(), now=NOW)]
+    order = [r["status"] for r in await coverage.all_rows(pool, Settings(), now=NOW)]
     assert order == sorted(order, key={"critical": 0, "warning": 1, "ok": 2}.__getitem__)
 
 
 async def test_thresholds_come_from_settings(pool: asyncpg.Pool) -> None:
     await fleet(pool)
     strict = Settings(coverage_warning_rpo_seconds=60, coverage_critical_rpo_seconds=200)
-    rows = {r["name"]: r for r in await report.coverage(pool, strict, now=NOW)}
+    rows = {r["name"]: r for r in await coverage.all_rows(pool, strict, now=NOW)}
     assert rows["orders"]["status"] == "critical"        # RPO 4 min > 200 s
     assert rows["orders"]["reasons"] == ["RPO 4m exceeds 3m 20s"]
 
@@ -146,7 +147,7 @@ async def test_never_scanned_and_overdue(pool: asyncpg.Pool) -> None:
 
 async def test_csv_parses_back(pool: asyncpg.Pool) -> None:
     g = await fleet(pool)
-    rows = await report.coverage(pool, Settings(), now=NOW)
+    rows = await coverage.all_rows(pool, Settings(), now=NOW)
     text = report.to_csv(rows)
     parsed = list(csv.DictReader(io.StringIO(text)))
     assert tuple(parsed[0].keys()) == report.CSV_COLUMNS
@@ -160,9 +161,9 @@ async def test_csv_parses_back(pool: asyncpg.Pool) -> None:
 
 async def test_cli_table(pool: asyncpg.Pool) -> None:
     await fleet(pool)
-    rows = await report.coverage(pool, Settings(), now=NOW)
+    rows = await coverage.all_rows(pool, Settings(), now=NOW)
     con = Console(record=True, width=260, color_system=None)
-    report.print_table(rows, con)
+    render.print_table(rows, con)
     out = con.export_text()
     for r in rows:
         assert r["instance_guid"] in out
@@ -170,7 +171,7 @@ async def test_cli_table(pool: asyncpg.Pool) -> None:
     assert "backup age 1d 6h exceeds 1d 2h" in out
 
     narrow = Console(record=True, width=80, color_system=None)
-    report.print_table(rows, narrow)
+    render.print_table(rows, narrow)
     lines = narrow.export_text().splitlines()
     assert max(len(x) for x in lines) <= 80
     assert any(x.startswith("warning reports (11111111-0000-4000-8000-000000000004): backup age") for x in lines)
@@ -180,7 +181,7 @@ async def test_html_escapes_names(pool: asyncpg.Pool) -> None:
     evil = '<script>alert("x")</script>&'
     await add(pool, "33333333-0000-4000-8000-000000000001", evil, [bk("<b>label</b>", 2, ago(1))], [(2, 5)],
               [edge(5, ago(minutes=1))])
-    page = report.to_html(await report.coverage(pool, Settings(), now=NOW), now=NOW)
+    page = report.to_html(await coverage.all_rows(pool, Settings(), now=NOW), now=NOW)
     assert "<script" not in page and "<b>" not in page
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;" in page
     assert "&lt;b&gt;label&lt;/b&gt;" in page
@@ -199,7 +200,7 @@ async def test_html_renders_in_headless_chromium(pool: asyncpg.Pool, tmp_path: P
     if not CHROMIUM.exists():
         missing("/usr/bin/chromium is absent (Debian package chromium; `make setup` installs it)")
     g = await fleet(pool)
-    rows = await report.coverage(pool, Settings(), now=NOW)
+    rows = await coverage.all_rows(pool, Settings(), now=NOW)
     page = tmp_path / "coverage.html"
     page.write_text(report.to_html(rows, now=NOW), encoding="utf-8")
 

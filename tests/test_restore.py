@@ -24,13 +24,13 @@ import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 
-from backup_catalog.s3 import s3_client
 from backup_catalog.usecases.restore import plan_clone
 from recovery.wal import WalSegment
 from sandbox.archives import RealArchive, fresh_archive
 from sandbox.pg import PG_BIN, as_postgres
 from sandbox.s3 import list_all
 from sandbox.tool_barman import TOOLS_BIN
+from scheduler.clients import s3_client
 from tests.support.clones import clone_request
 from tests.support.faultproxy import FaultProxy
 from tests.support.fixtures import on_path, register_and_scan
@@ -287,7 +287,7 @@ async def test_plan_over_http_restores_without_catalog_dsn(fresh: dict[str, Inst
     """The broker's flow: POST /spaces/{space}/clones on the service, then `restore --plan -` on the host that
     will own the clone (no CATALOG_DSN there). barman: its plan names bucket and prefix in its restore_command
     (a plan with a `storage` member works for every layout)."""
-    from api.app import create_app
+    from backup_catalog.service.app import create_app
     from tests.api.conftest import AS_BROKER
     from tests.api.conftest import make_settings as api_settings
 

@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from backup_catalog.envfiles import (
+from backup_catalog.settings import Settings
+from backup_catalog.settings.files import (
     SettingsFileError,
     file_values,
     read_setting_file,
     setting,
 )
-from backup_catalog.settings import Settings
 from sandbox.s3 import free_port
 
 CRED_VARS = ("BROKER_USERNAME", "BROKER_PASSWORD", "OPERATOR_USERNAME", "OPERATOR_PASSWORD")

@@ -33,8 +33,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from backup_catalog import report
-from backup_catalog.s3 import s3_client
+from backup_catalog.usecases import coverage
 from backup_catalog.usecases.backups import backups_doc
 from backup_catalog.usecases.plan import plan_doc
 from catalog import repo
@@ -49,6 +48,7 @@ from sandbox.pg import as_postgres, make_postgres_dir
 from sandbox.tool_barman import TOOLS_BIN, aws_env
 from sandbox.tool_pgbackrest import pgbackrest_conf, write_conf
 from scheduler import runner
+from scheduler.clients import s3_client
 from scheduler.scan import scan_archive
 from scheduler.storage import S3Store
 from tests.realarchives.plugin import RealArchive, fresh_archive
@@ -332,7 +332,7 @@ async def test_segment_holding_its_predecessors_bytes_cuts_the_window(
     assert e.code == "wal_corrupt" and e.details["segment"] == victim and why in e.message
     assert e.details["horizon_time"] == c15.time
 
-    rows = {r["instance_guid"]: r for r in await report.coverage(env.pool, env.settings, now=datetime.now(UTC))}
+    rows = {r["instance_guid"]: r for r in await coverage.all_rows(env.pool, env.settings, now=datetime.now(UTC))}
     row = rows[inst.guid]
     assert row["status"] == "critical" and row["latest_window_end_kind"] == "corrupt"
     assert any(victim in x and "recovery cannot replay past it" in x for x in row["reasons"]), row["reasons"]

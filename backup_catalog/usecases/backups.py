@@ -7,9 +7,9 @@ from typing import Any
 
 import asyncpg
 
-from backup_catalog.config import UndoConfig
-from backup_catalog.documents import iso, scan_to_dict
-from backup_catalog.purge_rules import undo_until
+from backup_catalog.formats.documents import iso, scan_to_dict
+from backup_catalog.settings import UndoConfig
+from backup_catalog.usecases.purge_rules import undo_until
 from catalog import derived, repo
 from catalog.errors import NotScanned, UnknownService
 from recovery import jsonout

@@ -26,7 +26,7 @@ from typing import Any
 
 import asyncpg
 
-from backup_catalog.pages import DEFAULT_LIMIT, LAYOUTS, MAX_LIMIT
+from backup_catalog.formats.pages import DEFAULT_LIMIT, LAYOUTS, MAX_LIMIT
 from backup_catalog.settings import Settings
 from backup_catalog.usecases import snapshots
 from catalog import derived
@@ -76,6 +76,7 @@ SELECT i.instance_guid, coalesce(n.name, '') AS name, i.space_guid, i.org_guid, 
        coalesce(i.detected_layout, CASE WHEN i.layout IN ('pgbackrest', 'barman', 'walg', 'wale')
                                         THEN i.layout END) AS layout,
        s.last_scan, s.stale_since, s.last_error_code IS NOT NULL AS failing,
+       greatest(s.last_scan, s.last_event) AS fresh_as_of,
        (nullif(s.last_error, '') IS NOT NULL)::int + coalesce(e.n, 0) AS errors_n,
        coalesce(nullif(s.last_error, ''), e.first) AS errors_first,
        f.instance_guid IS NOT NULL AS has_facts, {_FACTS}, f.hole_after_newest::text AS hole_after_newest,
@@ -357,7 +358,7 @@ def row_of(e: Entry, settings: Settings, now: datetime) -> dict[str, Any]:
         "windows": list(f.windows), "holes": list(f.holes), "corrupt": list(f.corrupt),
         "latest_window_end": iso(f.latest_end), "latest_window_end_exact": f.latest_end_exact,
         "latest_window_end_kind": f.latest_end_kind, "rpo_seconds": g.rpo_seconds,
-        "last_scan": iso(e.last_scan), "stale_since": iso(e.stale_since),
+        "last_scan": iso(e.last_scan), "fresh_as_of": iso(e.record["fresh_as_of"]), "stale_since": iso(e.stale_since),
         "scan_errors_count": e.errors_n, "scan_errors": list(e.errors),
         "drill": e.drill.to_dict() if e.drill else None,
         "undo_until": iso(until), "purge": purge,

@@ -392,8 +392,8 @@ async def _restore_and_verify(settings: Settings, rec: Any, plan: PlanDoc, snap:
 
 
 async def _checksums(settings: Settings, rec: Any, plan: PlanDoc, snap: Any, s3: Any | None) -> Any:
-    from backup_catalog.s3 import s3_client
     from backup_catalog.usecases.checksums import segments_of_plan, verify_pgbackrest
+    from scheduler.clients import s3_client
 
     segments = segments_of_plan(plan, snap)
     stanza = rec.stanza or rec.storage.stanza or "main"

@@ -3,7 +3,7 @@
 
 A consumer gap (a receive failing: queue unreachable, access denied; and the start of the process, whose
 predecessor may have lost messages to retention) calls ``on_gap`` once the queue answers again: ``serve``
-runs a reconcile of every instance then (``backup_catalog.jobs``), whose findings count as drift.
+runs a reconcile of every instance then (``backup_catalog.service.jobs``), whose findings count as drift.
 """
 from __future__ import annotations
 

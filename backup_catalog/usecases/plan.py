@@ -2,13 +2,16 @@
 the CLI's ``plan`` and ``POST /spaces/{space}/clones``."""
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 
-from backup_catalog.config import PlanConfig
-from backup_catalog.documents import iso
+from backup_catalog.formats.documents import iso
+from backup_catalog.settings import PlanConfig
 from backup_catalog.usecases.snapshots import SnapshotCache, path_windows_of, snapshot_of
 from catalog import derived, repo
 from catalog.rows import InstanceRecord
@@ -36,7 +39,7 @@ async def plan_doc(pool: asyncpg.Pool, settings: PlanConfig, space: str, request
             from backup_catalog.usecases.purge import purged_refusal
             raise purged_refusal(rec)
         inputs = (await repo.load_plan_inputs(c, rec.guid, target, PLAN_CANDIDATES)
-                  if narrowable(target) else None)
+                  if narrowable(target) and not target.exact else None)
     return await instance_plan_doc(pool, settings, rec, target, now=now, requested_pg=request.pg_version,
                                    inputs=inputs, resolution=(res.reason, res.rule), inputs_given=True,
                                    cache=cache)
@@ -50,7 +53,12 @@ async def instance_plan_doc(pool: asyncpg.Pool, settings: PlanConfig, rec: Insta
     """The plan document for one instance, chosen by its GUID (drills); ``plan_doc`` after name resolution."""
     from recovery.render import render_files, restore_command
 
-    if not inputs_given and narrowable(target):
+    if target.exact:     # resolved from the WAL index first; planned from the whole snapshot
+        from backup_catalog.usecases.walindex import resolve_target
+        whole = await snapshot_of(pool, rec.guid, cache)
+        target = await resolve_target(pool, rec, whole, target, store=_store_factory(settings, rec.storage.bucket))
+        inputs = None
+    elif not inputs_given and narrowable(target):
         inputs = await repo.load_plan_inputs(pool, rec.guid, target, PLAN_CANDIDATES)
     now = now or datetime.now(UTC)
     plan, snap = await _plan(pool, rec, target, now, requested_pg, inputs, cache=cache)
@@ -66,7 +74,7 @@ async def instance_plan_doc(pool: asyncpg.Pool, settings: PlanConfig, rec: Insta
                         rule)  # type: ignore[arg-type]  # rule: one of resolve_name's rules
     warnings: list[str] = []
     if rec.ref.deleted_at is not None:      # the undo period (issue 13): until when, and a warning past it
-        from backup_catalog.purge_rules import policy_of
+        from backup_catalog.usecases.purge_rules import policy_of
         policy = policy_of(settings)
         undo_until = policy.undo_until(rec.ref.deleted_at)
         source = replace(source, undo_until=iso(undo_until))
@@ -115,3 +123,18 @@ async def _plan(pool: asyncpg.Pool, rec: InstanceRecord, target: Target, now: da
     return plan_recovery(snap, target, now=now, pg_version=pg(snap)), snap
 
 
+
+
+def _store_factory(settings: PlanConfig, bucket: str) -> Callable[[], AbstractAsyncContextManager[Any]] | None:
+    """The archive's ObjectStore over the read-only S3 client, when ``settings`` carry the S3 credentials
+    (the service's and the full CLI's settings; the terminal-speed settings do not)."""
+    if not hasattr(settings, "aws_access_key_id"):
+        return None
+
+    @asynccontextmanager
+    async def store() -> AsyncIterator[Any]:
+        from scheduler.clients import s3_client
+        from scheduler.storage import S3Store
+        async with s3_client(settings) as client:  # type: ignore[arg-type]
+            yield S3Store(client, bucket)
+    return store

@@ -2,7 +2,7 @@
 and purge"), shared by the CLI (``backup-catalog purge``) and the HTTP API (``GET/POST /purges``).
 
 ``plan`` is the dry run: every deleted instance whose undo period is over, its exact prefixes, objects and
-bytes, and whether a run would delete it now (pure rules: :mod:`backup_catalog.purge_rules`). ``run`` does
+bytes, and whether a run would delete it now (pure rules: :mod:`backup_catalog.usecases.purge_rules`). ``run`` does
 it with the purge's own S3 client, one instance at a time, under the ``purge`` lease:
 
 1. list its prefixes and refuse when anything there was written after the deletion (in use again);
@@ -26,7 +26,8 @@ from typing import Any
 
 import asyncpg
 
-from backup_catalog.purge_rules import (
+from backup_catalog.settings import Settings
+from backup_catalog.usecases.purge_rules import (
     Decision,
     Location,
     Policy,
@@ -37,11 +38,10 @@ from backup_catalog.purge_rules import (
     reused,
     undo_until,
 )
-from backup_catalog.purge_store import S3Deleter
-from backup_catalog.settings import Settings
 from catalog import leases, purges, repo
 from catalog.rows import InstanceRecord
 from recovery.errors import PitrError, PlanningError
+from scheduler.deleter import S3Deleter
 from scheduler.storage import ObjectInfo, S3Store, StorageError
 
 log = logging.getLogger(__name__)

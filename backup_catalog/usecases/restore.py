@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 
 from backup_catalog.settings import Settings
+from catalog.connect import open_catalog
 from executor import ProgressEvent, RestoreError, RestoreResult, execute_plan
 from recovery.errors import PlanningError
 from recovery.jsonout import refusal_to_dict
@@ -30,9 +31,8 @@ async def restore_from_catalog(settings: Settings, space: str, request: CloneReq
                                pool: asyncpg.Pool | None = None, **kw: Any) -> RestoreResult:
     """Plan ``request`` in ``space`` and execute it. A refusal raises
     :class:`RestoreError` ``refused`` carrying the refusal document; nothing is created."""
-    from backup_catalog import service
     own = pool is None
-    p = pool if pool is not None else await service.open_catalog(settings)
+    p = pool if pool is not None else await open_catalog(settings)
     try:
         try:
             doc = await plan_clone(p, settings, space, request)

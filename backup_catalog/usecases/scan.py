@@ -29,9 +29,11 @@ from typing import Any
 
 import asyncpg
 
+from backup_catalog.settings import Settings
 from catalog import repo
 from catalog.errors import CatalogError, Conflict
 from catalog.rows import ScanState
+from scheduler.clients import s3_client
 from scheduler.runner import Observe, ScanConfig, ScanOutcome, scan_instance
 
 log = logging.getLogger(__name__)
@@ -188,3 +190,10 @@ async def scan_many(pool: asyncpg.Pool, settings: ScanConfig, client: Any, guids
 
     await asyncio.gather(*(one(g) for g in guids))
     return out
+
+
+async def scan_listed(pool: asyncpg.Pool, settings: Settings, guids: list[str], *, full: bool,
+                      on_done: OnDone | None = None, concurrency: int = 8) -> list[ScanOutcome]:
+    """:func:`scan_many` with this process's own read-only S3 client (the CLI's ``scan``, the bench)."""
+    async with s3_client(settings) as client:
+        return await scan_many(pool, settings, client, guids, full=full, on_done=on_done, concurrency=concurrency)

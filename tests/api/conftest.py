@@ -10,7 +10,7 @@ import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 
-from api.app import create_app
+from backup_catalog.service.app import create_app
 from backup_catalog.settings import Settings
 from tests.support.fixtures import BROKER, OPERATOR
 from tests.support.fixtures import make_settings as _make_settings

@@ -16,11 +16,11 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from api import keys
-from api.app import create_app, drain_scans
-from backup_catalog.s3 import s3_client
+from backup_catalog.service.app import create_app, drain_scans
 from catalog import repo
 from recovery.model import InstanceRef, Storage
 from sandbox.s3 import MotoEndpoint, free_port
+from scheduler.clients import s3_client
 from tests.api.conftest import AS_OPERATOR, make_settings
 from tests.realarchives.plugin import fresh_bucket
 

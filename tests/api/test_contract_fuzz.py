@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from api.app import create_app
+from backup_catalog.service.app import create_app
 from sandbox.s3 import MotoEndpoint, free_port
 from tests.api.conftest import OPERATOR, make_settings
 from tests.api.seed import seed_history

@@ -7,7 +7,7 @@ import asyncpg
 import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 
-from api.app import create_app
+from backup_catalog.service.app import create_app
 from sandbox.s3 import MotoEndpoint
 from tests.api.conftest import AS_BROKER, AS_OPERATOR, make_settings
 from tests.realarchives.plugin import fresh_bucket

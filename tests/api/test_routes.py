@@ -409,7 +409,7 @@ async def test_healthz_reports_a_dead_pool(settings) -> None:
     import asyncpg as apg
     from aiohttp.test_utils import TestServer
 
-    from api.app import create_app
+    from backup_catalog.service.app import create_app
 
     class DeadPool:
         async def fetchval(self, *a: object) -> None:
@@ -424,7 +424,7 @@ async def test_unexpected_errors_are_a_500_problem_without_internals(settings,
                                                                       caplog: pytest.LogCaptureFixture) -> None:
     from aiohttp.test_utils import TestServer
 
-    from api.app import create_app
+    from backup_catalog.service.app import create_app
 
     class BrokenPool:
         async def fetch(self, *a: object) -> None:

@@ -7,7 +7,7 @@ import re
 import pytest
 from rich.console import Console
 
-from backup_catalog import cmd_restore
+from backup_catalog.cli import restore as cmd_restore
 from executor import ProgressEvent
 
 EVENTS = [ProgressEvent("fetch", "pgBackRest restore --type=none", 0),

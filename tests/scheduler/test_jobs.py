@@ -12,13 +12,13 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from backup_catalog import jobs
-from backup_catalog.s3 import s3_client
+from backup_catalog.service import jobs
 from backup_catalog.settings import Settings
 from backup_catalog.usecases import scan as scans
 from catalog import repo
 from recovery.model import InstanceRef, Storage
 from sandbox.s3 import MotoEndpoint
+from scheduler.clients import s3_client
 from tests.realarchives.plugin import fresh_bucket
 from tests.support.fixtures import make_settings
 

@@ -8,11 +8,11 @@ import pytest
 import pytest_asyncio
 from pydantic import SecretStr
 
-from backup_catalog.s3 import s3_client
 from backup_catalog.settings import Settings
 from catalog import repo
 from recovery.model import InstanceRef, Storage
 from scheduler import runner
+from scheduler.clients import s3_client
 from tests.support.faultproxy import FaultProxy
 from tests.support.fixtures import make_settings
 

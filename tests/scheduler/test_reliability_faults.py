@@ -20,8 +20,7 @@ import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
-from backup_catalog import jobs
-from backup_catalog.s3 import s3_client
+from backup_catalog.service import jobs
 from backup_catalog.settings import Settings
 from backup_catalog.usecases import scan as scans
 from catalog import repo
@@ -29,6 +28,7 @@ from catalog.db import open_pool
 from recovery.model import ArchiveSnapshot, BackupStatus, InstanceRef, Storage
 from sandbox.s3 import MotoEndpoint
 from scheduler import runner
+from scheduler.clients import s3_client
 from scheduler.storage import S3Store, StorageError
 from tests.realarchives.plugin import fresh_bucket
 from tests.support.faultproxy import FaultProxy
@@ -380,7 +380,7 @@ async def test_request_time_too_skewed_is_clock_skew_not_access_denied(
 async def test_sentinel_credentials_never_appear_in_api_bodies_metrics_or_logs(
         pool: asyncpg.Pool, proxy: FaultProxy, catalog_dsn: str, real_archives: Any,
         caplog: pytest.LogCaptureFixture) -> None:
-    from api.app import create_app
+    from backup_catalog.service.app import create_app
 
     arch = real_archives["walg"]
     await repo.register_instance(pool, InstanceRef("g-cred", "sp", "cred"), Storage(arch.bucket, arch.prefix))

@@ -5,13 +5,13 @@ from typing import Any
 
 import pytest
 
-from backup_catalog.s3 import s3_client
 from backup_catalog.settings import Settings
 from backup_catalog.usecases import backups
 from catalog import repo
 from recovery.model import BackupStatus, InstanceRef, Storage
 from recovery.wal import WalSegment
 from scheduler import runner
+from scheduler.clients import s3_client
 from tests.realarchives.plugin import fresh_archive
 
 pytestmark = pytest.mark.realtools

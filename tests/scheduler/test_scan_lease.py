@@ -19,12 +19,12 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from backup_catalog.s3 import s3_client
 from backup_catalog.settings import Settings
 from backup_catalog.usecases import scan as scans
 from catalog import repo
 from recovery.model import ArchiveSnapshot, InstanceRef, Storage
 from sandbox.s3 import MotoEndpoint
+from scheduler.clients import s3_client
 from tests.support.faultproxy import FaultProxy
 from tests.support.fixtures import make_settings
 

@@ -27,7 +27,6 @@ import pytest
 import pytest_asyncio
 import zstandard
 
-from backup_catalog.s3 import s3_client
 from backup_catalog.settings import Settings
 from catalog import repo
 from recovery.errors import PlanningError
@@ -38,6 +37,7 @@ from recovery.wal import WalSegment
 from sandbox.cache import ensure_cache, load_objects, load_truth, upload_objects
 from sandbox.s3 import MotoEndpoint
 from scheduler import runner
+from scheduler.clients import s3_client
 from tests.support.faultproxy import FaultProxy
 from tests.support.fixtures import make_settings
 

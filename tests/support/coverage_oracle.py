@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from backup_catalog.documents import iso, scan_to_dict
+from backup_catalog.formats.documents import iso, scan_to_dict
 from backup_catalog.settings import Settings
 from backup_catalog.usecases import snapshots as views
 from catalog import repo

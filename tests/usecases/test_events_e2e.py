@@ -204,7 +204,7 @@ async def test_killed_between_apply_and_delete_has_no_double_effect(pool: Any, c
 
 async def test_queue_unreachable_then_reconcile_reports_drift(pool: Any, client: Any, settings: Settings,
                                                               s3_endpoint: MotoEndpoint) -> None:
-    from backup_catalog import jobs
+    from backup_catalog.service import jobs
     guid = "ev-gap"
     bucket, prefix, rest = await _instance(pool, client, settings, s3_endpoint, "barman", guid)
     url, _ = await ev.setup_events(s3_endpoint, bucket, f"q-{bucket}", [prefix], visibility_timeout=1)
@@ -223,7 +223,8 @@ async def test_queue_unreachable_then_reconcile_reports_drift(pool: Any, client:
                 consumer = Consumer(pool, client, settings, "test-holder", Index(pool), rec)
 
                 async def on_gap(_url: str) -> None:
-                    outs = await jobs.reconcile_now(pool, settings, client, "test-holder", on_drift=rec.drift)
+                    outs = await jobs.reconcile_now(pool, settings, client, "test-holder", on_drift=rec.drift,
+                                                    grace=0.0)
                     reconciles.append(len(outs))
 
                 stream = Stream(consumer, [SqsQueue(psqs, proxied)], receivers=2, wait_seconds=1, on_gap=on_gap,
@@ -248,4 +249,40 @@ async def test_queue_unreachable_then_reconcile_reports_drift(pool: Any, client:
                          and ".history" not in o.key)
     assert rec.drifted >= truth_segments > 0, (rec.drifted, truth_segments)
     assert rec.total("received") == 0
+    assert ev.view(await repo.load_snapshot(pool, guid)) == await _full_scan_view(pool, client, settings, guid)
+
+
+async def test_serve_consumes_the_queue_and_says_so(pool: Any, client: Any, settings: Settings,
+                                                    s3_endpoint: MotoEndpoint) -> None:
+    """``serve`` with S3_EVENTS_QUEUE_URL: the consumer runs beside the API, /metrics counts the events, the
+    coverage row is fresh as of the last event, and the catalog is what a full scan builds."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from backup_catalog.service.app import create_app
+    from backup_catalog.usecases import coverage
+    from tests.api.conftest import AS_OPERATOR
+
+    guid = "ev-serve"
+    bucket, prefix, rest = await _instance(pool, client, settings, s3_endpoint, "barman", guid)
+    url, _ = await ev.setup_events(s3_endpoint, bucket, f"q-{bucket}", [prefix], visibility_timeout=5)
+    live = settings.model_copy(update={"s3_events_queue_url": url, "reconcile_interval_seconds": 86400})
+    app = create_app(live, pool=pool, s3=client, start_scheduler=True, holder="serve-1")
+    async with TestClient(TestServer(app)) as http:
+        ev.upload(s3_endpoint, bucket, "barman", rest)
+        text = ""
+        for _ in range(150):
+            text = await (await http.get("/metrics", headers=AS_OPERATOR)).text()
+            if ev.queue_depth(s3_endpoint, url) == 0 and 'backup_catalog_events_total{outcome="applied"' in text:
+                break
+            await asyncio.sleep(0.2)
+        assert ev.queue_depth(s3_endpoint, url) == 0
+        line = 'backup_catalog_events_total{outcome="received",reason="created"} '
+        received = float(text.split(line, 1)[1].split()[0])
+        assert received >= len(rest), text      # a batch left for a while (lease held by a scan) is received again
+        assert "backup_catalog_event_queue_lag_seconds_count" in text
+        assert "backup_catalog_event_drift_objects_total 0.0" in text
+    (row,) = [r for r in await coverage.all_rows(pool, live) if r["instance_guid"] == guid]
+    state = await repo.load_scan_state(pool, guid)
+    assert row["fresh_as_of"] is not None and state.last_scan is not None
+    assert row["fresh_as_of"] >= state.last_scan.isoformat().replace("+00:00", "Z")[:19]
     assert ev.view(await repo.load_snapshot(pool, guid)) == await _full_scan_view(pool, client, settings, guid)

@@ -12,11 +12,11 @@ from typing import Any
 
 import asyncpg
 
-from backup_catalog import jobs
-from backup_catalog.s3 import sqs_client
+from backup_catalog.service import jobs
 from backup_catalog.settings import Settings
 from backup_catalog.usecases.event_stream import Stream
 from backup_catalog.usecases.events import Consumer, Index, Observer
+from scheduler.clients import sqs_client
 from scheduler.sqs import SqsQueue
 
 log = logging.getLogger(__name__)
@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 async def run_events(pool: asyncpg.Pool, settings: Settings, s3: Any, holder: str, observer: Observer, *,
                      track: Callable[[asyncio.Future[Any]], Any] | None = None,
                      wait_seconds: int = 20) -> AsyncIterator[Stream]:
-    """Consume ``S3_EVENTS_QUEUE_URL`` while the context is open; on exit, stop receiving and let the
-    batch in hand finish (its messages are deleted only if committed)."""
+    """Consume ``S3_EVENTS_QUEUE_URL`` while the context is open; on exit, stop receiving, give the batch in
+    hand a moment, then cancel (its messages are deleted only if committed: a cut batch comes back)."""
     async with AsyncExitStack() as stack:
         queues = [SqsQueue(await stack.enter_async_context(sqs_client(settings, url)), url)
                   for url in settings.event_queue_urls()]
@@ -47,9 +47,9 @@ async def run_events(pool: asyncpg.Pool, settings: Settings, s3: Any, holder: st
         try:
             yield stream
         finally:
-            stream.stop()
+            stream.stop()     # a long poll in flight is cancelled; a batch cut short is applied again later
             try:
-                await asyncio.wait_for(asyncio.shield(task), timeout=wait_seconds + 5)
+                await asyncio.wait_for(asyncio.shield(task), timeout=2.0)
             except TimeoutError:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -13,7 +13,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -24,10 +24,12 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from backup_catalog.cli import render
+from backup_catalog.cli.common import clone_request
 from backup_catalog.settings import Settings
-
-if TYPE_CHECKING:
-    from executor import ProgressEvent, RestoreError, RestoreResult
+from backup_catalog.usecases import restore as uc
+from executor import ProgressEvent, RestoreError, RestoreResult
+from recovery.errors import PlanningError
 
 err = Console(stderr=True)
 
@@ -99,40 +101,18 @@ class _Reporter:
 def _print_result(res: RestoreResult, args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(res.to_json(), default=str))
-        return
-    out = Console()
-    out.print(f"[green]restored and verified[/green]: {res.pgdata}")
-    out.print(f"  backup {res.backup.label} -> timeline {res.timeline}; replay reached {res.reached_lsn}"
-              f", last commit {res.last_commit_time or 'unknown'}")
-    out.print(f"  {res.bytes_fetched / 2**20:.1f} MiB fetched in {res.fetch_s:.1f}s, replay {res.replay_s:.1f}s, "
-              f"total {res.duration_s:.1f}s")
-    if res.check_result is not None:
-        out.print(f"  check query: {res.check_result}")
-    for w in res.warnings:
-        out.print(f"  [yellow]warning[/yellow]: {w}")
-    out.print("  " + ("the server keeps running" if res.running else
-                      "shut down cleanly; start it with pg_ctl start (archive_mode is off: configure its own archive)"))
+    else:
+        render.print_restored(res, Console())
 
 
 def _print_error(e: RestoreError, args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(e.to_json(), default=str))
-        return
-    err.print(f"[red]restore {'refused' if e.code == 'refused' else 'failed'}[/red] ({e.code}, {e.stage}): "
-              f"{e.message}", highlight=False)
-    if e.segment:
-        err.print(f"  segment: {e.segment}", highlight=False)
-    if e.refusal is not None:
-        for w in e.refusal.get("error", {}).get("windows", []):
-            err.print(f"  recoverable: timeline path {w['timeline_path']}: {w['from']} .. {w['to']}", highlight=False)
-    if e.postgres_log:
-        err.print("  PostgreSQL log:", highlight=False)
-        for ln in e.postgres_log[-20:]:
-            err.print(f"    {ln}", highlight=False, markup=False)
+    else:
+        render.print_restore_error(e, err)
 
 
 def _read_plan(where: str) -> str:
-    from executor import RestoreError
     try:
         return sys.stdin.read() if where == "-" else Path(where).read_text()
     except OSError as e:
@@ -142,10 +122,6 @@ def _read_plan(where: str) -> str:
 
 
 async def _run(args: argparse.Namespace, settings: Settings, report: _Reporter) -> RestoreResult:
-    from backup_catalog.cli_parsers import clone_request
-    from backup_catalog.usecases import restore as uc
-    from executor import RestoreError
-    from recovery.errors import PlanningError
     kw: dict[str, Any] = {"pg_bin": args.pg_bin, "keep_running": args.keep_running, "keep_failed": args.keep_failed,
                           "progress": report, "check_query": args.check_query}
     pgdata = Path(args.pgdata)
@@ -159,7 +135,6 @@ async def _run(args: argparse.Namespace, settings: Settings, report: _Reporter) 
 
 
 async def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
-    from executor import RestoreError
     problem = _usage(args)
     if problem:
         _print_error(RestoreError("bad_input", "input", problem), args)

@@ -1,8 +1,8 @@
-"""Operator coverage report: renderers of the coverage rows (CSV, terminal table, HTML pages).
+"""Operator coverage report: the CSV and HTML renderings of the coverage rows and pages (pure).
 
 Rows and pages come from :mod:`backup_catalog.usecases.coverage` (graded from stored facts by
-:func:`recovery.grading.grade`); CLI and HTTP render the same documents. ``coverage()`` returns every
-row, worst first, for callers that want the whole fleet in memory (tests, small catalogs).
+:func:`recovery.grading.grade`); CLI and HTTP render the same documents. The terminal table is the CLI's
+(:mod:`backup_catalog.cli.render`).
 """
 from __future__ import annotations
 
@@ -14,21 +14,9 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
-import asyncpg
-from rich.console import Console
-from rich.table import Table
-
-from backup_catalog import pages
-from backup_catalog.settings import Settings
-from backup_catalog.usecases import coverage as usecase
+from backup_catalog.formats import pages
 from recovery.grading import CRITICAL, OK, PURGE_STATES, WARNING, iso
 from recovery.grading import dur as _dur
-
-
-async def coverage(pool: asyncpg.Pool, settings: Settings, *, now: datetime | None = None) -> list[dict[str, Any]]:
-    """One graded row per catalogued instance (deleted ones included, marked), worst status first."""
-    return await usecase.all_rows(pool, settings, now=now)
-
 
 # -- CSV ---------------------------------------------------------------------------------------
 
@@ -87,68 +75,6 @@ async def csv_stream(rows: AsyncIterator[dict[str, Any]], *, chunk: int = 256) -
 
 def _cell(v: Any) -> str:
     return ("true" if v else "false") if isinstance(v, bool) else str(v)
-
-
-# -- terminal ----------------------------------------------------------------------------------
-
-_STYLE = {OK: "green", WARNING: "yellow", CRITICAL: "bold red"}
-
-
-def print_page(doc: dict[str, Any], console: Console) -> None:
-    """A page of the coverage document: the fleet summary, the rows, how to get the next page."""
-    sm = doc["summary"]
-    console.print(f"fleet: {sm['instances']} instance(s): " + ", ".join(f"{sm[s]} {s}" for s in (OK, WARNING, CRITICAL))
-                  + f"; {sm['deleted']} deleted (" + ", ".join(f"{sm['purge'][p]} {p}" for p in PURGE_STATES) + ")")
-    print_table(doc["instances"], console, totals=False)
-    shown = len(doc["instances"])
-    line = f"{shown} of {doc['matched']} matching instance(s)"
-    if doc["filters"]:
-        line += " (" + ", ".join(f"{k}={v}" for k, v in doc["filters"].items()) + ")"
-    console.print(_esc(line))
-    if doc["next_cursor"]:
-        console.print(f"next page: --cursor {doc['next_cursor']}")
-
-
-def print_table(rows: list[dict[str, Any]], console: Console, *, totals: bool = True) -> None:
-    """The ``backup-catalog report coverage`` table; on narrow terminals the reasons follow the table."""
-    wide = console.width >= 160
-    t = Table(title="backup coverage", expand=False)
-    t.add_column("status", no_wrap=True)
-    t.add_column("name", overflow="fold")
-    if wide:
-        t.add_column("instance", no_wrap=True)
-        t.add_column("layout", no_wrap=True)
-    for col in ("newest backup", "age", "RPO", "latest end", "holes", "last scan"):
-        t.add_column(col, overflow="fold", justify="right" if col in ("age", "RPO", "holes") else "left")
-    if wide:
-        t.add_column("why", overflow="fold", ratio=1)
-    for r in rows:
-        name = r["name"] + (f" (deleted, {r['purge']})" if r["deleted"] and r.get("purge") else
-                            " (deleted)" if r["deleted"] else "")
-        end = _short(r["latest_window_end"]) if r["latest_window_end"] else "-"
-        end += "" if r["latest_window_end_exact"] or not r["latest_window_end"] else " ~"
-        cells = [f"[{_STYLE[r['status']]}]{r['status']}[/]", _esc(name)]
-        if wide:
-            cells += [r["instance_guid"], r["layout"] or "-"]
-        cells += [_esc(r["newest_backup"] or "-"), _dur(r["newest_backup_age_seconds"]), _dur(r["rpo_seconds"]), end,
-                  str(len(r["holes"])), _short(r["last_scan"]) if r["last_scan"] else "never"]
-        if wide:
-            cells.append(_esc("; ".join(r["reasons"])))
-        t.add_row(*cells)
-    console.print(t)
-    if not wide:
-        for r in rows:
-            if r["reasons"]:
-                console.print(f"[{_STYLE[r['status']]}]{r['status']}[/] {_esc(r['name'])} ({r['instance_guid']}): "
-                              + _esc("; ".join(r["reasons"])))
-    if totals:
-        counts = {s: sum(1 for r in rows if r["status"] == s) for s in (OK, WARNING, CRITICAL)}
-        console.print(f"{len(rows)} instance(s): " + ", ".join(f"{n} {s}" for s, n in counts.items()))
-
-
-def _esc(text: str) -> str:
-    from rich.markup import escape
-    return escape(text)
 
 
 # -- HTML --------------------------------------------------------------------------------------
@@ -365,7 +291,7 @@ def _bar(r: dict[str, Any], t0: datetime, t1: datetime) -> str:
     return "".join(out) + "</svg>"
 
 
-def _short(ts: str | None) -> str:
+def short_time(ts: str | None) -> str:
     """``2026-03-10T11:58:00Z`` -> ``2026-03-10 11:58Z`` (the full value goes in a tooltip)."""
     return "-" if not ts else ts[:10] + " " + ts[11:16] + "Z"
 
@@ -380,7 +306,7 @@ def _drill_cell(r: dict[str, Any]) -> str:
         return '<td class="nw guid">never</td>'
     word = "passed" if d["ok"] else "FAILED"
     return (f'<td class="nw" title="{_e(d.get("reason") or "")}">{word}'
-            f'<div class="guid">{_e(_short(d["at"]))}</div></td>')
+            f'<div class="guid">{_e(short_time(d["at"]))}</div></td>')
 
 
 def _html_row(r: dict[str, Any], t0: datetime, t1: datetime, detail_base: str = "../instances/") -> str:
@@ -390,8 +316,8 @@ def _html_row(r: dict[str, Any], t0: datetime, t1: datetime, detail_base: str = 
     why = "<br>".join(_e(x) for x in r["reasons"]) or "&mdash;"
     gone = ""
     if r["deleted"]:
-        gone = (f'<div class="guid">deleted {_e(_short(r["deleted_at"]))}'
-                + (f' &middot; {_e(r.get("purge"))} until {_e(_short(r.get("undo_until")))}' if r.get("purge") else "")
+        gone = (f'<div class="guid">deleted {_e(short_time(r["deleted_at"]))}'
+                + (f' &middot; {_e(r.get("purge"))} until {_e(short_time(r.get("undo_until")))}' if r.get("purge") else "")
                 + "</div>")
     link = f'{detail_base}{quote(r["instance_guid"], safe="")}/coverage.html'
     return (f'<tr class="instance {"deleted" if r["deleted"] else "live"}" data-guid="{_e(r["instance_guid"])}" '
@@ -403,6 +329,6 @@ def _html_row(r: dict[str, Any], t0: datetime, t1: datetime, detail_base: str = 
             f'<td class="nw">{_e(r["newest_backup"] or "none")}'
             f'<div class="guid">{_e(_dur(r["newest_backup_age_seconds"]))} old</div></td>'
             f'<td class="num">{_e(_dur(r["rpo_seconds"]))}</td>'
-            f'<td class="num" title="{_e(r["latest_window_end"])}">{_e(_short(r["latest_window_end"]))}{approx}</td>'
-            f'<td class="num" title="{_e(r["last_scan"])}">{_e(_short(r["last_scan"]))}</td>'
+            f'<td class="num" title="{_e(r["latest_window_end"])}">{_e(short_time(r["latest_window_end"]))}{approx}</td>'
+            f'<td class="num" title="{_e(r["last_scan"])}">{_e(short_time(r["last_scan"]))}</td>'
             f'{_drill_cell(r)}<td>{_bar(r, t0, t1)}</td><td class="why">{why}</td></tr>')

@@ -1,7 +1,9 @@
-"""The aiohttp application: resources in ``cleanup_ctx`` (G8), middlewares, routes; and ``serve``.
+"""The service's composition root: the aiohttp application (the HTTP API of :mod:`api` with its resources,
+middlewares and routes), and ``serve``.
 
-Resources, each a plain async generator (startup before ``yield``, cleanup after, in reverse order):
-the asyncpg pool (``service.open_catalog``), the S3 client, the periodic jobs (``backup_catalog.jobs``). Shutdown stops
+Resources in ``cleanup_ctx`` (G8), each a plain async generator (startup before ``yield``, cleanup after, in
+reverse order): the asyncpg pool (:func:`catalog.connect.open_catalog`), the S3 client, the drill
+supervisor, the periodic jobs (:mod:`backup_catalog.service.jobs`). Shutdown stops
 the scheduler, gives running scans ``SHUTDOWN_GRACE_SECONDS`` to finish, then cancels them; a
 cancelled scan saves nothing (one transaction), so the catalog keeps the previous generation.
 """
@@ -11,24 +13,33 @@ import asyncio
 import contextlib
 import gc
 import logging
+import multiprocessing
+import os
+import shutil
 import signal
+import tempfile
 from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import uvloop
 from aiohttp import web
 
 from api import drills as drill_routes
-from api import keys
+from api import keys, ready
 from api.auth import auth_middleware
 from api.errors import error_middleware
-from api.metrics import ApiMetrics, metrics_middleware
+from api.metrics import MULTIPROC_ENV, ApiMetrics, metrics_middleware, prepare_multiprocess_dir
 from api.routes import add_routes, query_middleware
-from backup_catalog import jobs, service
-from backup_catalog.s3 import s3_client
+from backup_catalog.service import jobs
+from backup_catalog.service.events import run_events
 from backup_catalog.settings import Settings
 from backup_catalog.usecases import scan
+from backup_catalog.usecases.drill_schedule import DrillSupervisor
 from backup_catalog.usecases.snapshots import SnapshotCache
+from catalog import migrate
+from catalog.connect import open_catalog
+from scheduler.clients import s3_client
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +62,15 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None, s3: Any 
     app[keys.HOLDER] = holder or scan.default_holder()
     app[keys.SCAN_TASKS] = set()
     app[keys.SNAPSHOTS] = SnapshotCache(settings.snapshot_cache_backups)
+    app[ready.RUNS_SCHEDULER] = start_scheduler
+    app[ready.MIGRATIONS] = migrate.load_migrations()
 
     async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
         if pool is not None:
             app[keys.POOL] = pool
             yield
             return
-        own = await service.open_catalog(settings)
+        own = await open_catalog(settings)
         app[keys.POOL] = own
         yield
         await own.close()
@@ -88,7 +101,6 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None, s3: Any 
         await periodic.stop()
 
     async def drills_ctx(app: web.Application) -> AsyncIterator[None]:
-        from backup_catalog.usecases.drill_schedule import DrillSupervisor
         sup = DrillSupervisor(app[keys.POOL], settings, app[keys.HOLDER])
         app[drill_routes.SUPERVISOR] = sup
         yield
@@ -112,7 +124,6 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None, s3: Any 
 def events_ctx(settings: Settings) -> Any:
     """The S3 event consumer (``S3_EVENTS_QUEUE_URL``): one task per receive in flight; a gap reconciles."""
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        from backup_catalog.events_service import run_events
         tasks = app[keys.SCAN_TASKS]
 
         def track(t: asyncio.Future[Any]) -> None:     # a reconcile after a gap: drained like the scans
@@ -171,7 +182,6 @@ async def run_server(settings: Settings, host: str, port: int, *, reuse_port: bo
 
 
 def _worker(settings: Settings, host: str, port: int) -> None:
-    import uvloop
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s[%(process)d]: %(message)s")
     uvloop.install()
     asyncio.run(run_server(settings, host, port, reuse_port=True))
@@ -185,12 +195,6 @@ def serve_workers(settings: Settings, host: str, port: int, workers: int) -> int
     fleet gauges come from the catalog, the process counters are summed over the workers (prometheus-client
     multiprocess mode in a directory made here, or PROMETHEUS_MULTIPROC_DIR when set).
     """
-    import os
-    import shutil
-    import tempfile
-
-    from api.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
-
     own_dir = None
     if not os.environ.get(MULTIPROC_ENV):
         own_dir = tempfile.mkdtemp(prefix="backup-catalog-metrics-")
@@ -205,8 +209,6 @@ def serve_workers(settings: Settings, host: str, port: int, workers: int) -> int
 
 
 def _run_workers(settings: Settings, host: str, port: int, workers: int) -> int:
-    import multiprocessing
-
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_worker, args=(settings, host, port), name=f"serve-{i}") for i in range(workers)]
     for p in procs:

@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import tempfile
@@ -23,12 +24,13 @@ from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
-from backup_catalog import documents, service
-from backup_catalog.s3 import s3_client
+from backup_catalog.cli import render
+from backup_catalog.formats import documents
 from backup_catalog.settings import Settings
 from backup_catalog.usecases import backups, plan
 from backup_catalog.usecases.restore import restore_from_catalog
 from catalog import repo
+from catalog.connect import open_catalog
 from executor import RestoreError
 from recovery.errors import PlanningError
 from recovery.jsonout import refusal_to_dict
@@ -37,6 +39,7 @@ from recovery.target import CloneRequest, make_target
 from sandbox.cache import ensure_cache, load_objects, load_truth, object_path
 from sandbox.s3 import MotoEndpoint
 from scheduler import runner
+from scheduler.clients import s3_client
 
 console = Console()
 
@@ -63,7 +66,7 @@ def _secret(v: Any) -> str | None:
     return v.get_secret_value() if v is not None else None
 
 
-async def run(settings: Settings) -> int:
+async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     moto = None
     if not settings.s3_endpoint_url:
         moto = MotoEndpoint().start()
@@ -79,7 +82,7 @@ async def run(settings: Settings) -> int:
         n = _upload(settings, cache_dir, "pgbackrest", truth["bucket"])
         console.print(f"archive: s3://{truth['bucket']}/{truth['prefix']} ({n} objects written by "
                       f"{truth['tool_version']}, stanza {truth['stanza']})")
-        pool = await service.open_catalog(settings)
+        pool = await open_catalog(settings)
         environ = dict(os.environ)
         if moto is not None:     # pgBackRest speaks TLS only: the local endpoint's TLS front, named as
             environ.update({"PGBACKREST_REPO1_STORAGE_PORT": str(moto.tls_port),   # pgBackRest defines
@@ -107,7 +110,7 @@ async def _tour(pool: Any, settings: Settings, truth: dict[str, Any], environ: d
         console.print(f"[red]scan failed ({outcome.code}): {outcome.message}[/red]")
         return 1
     console.rule(f"backup-catalog backups --space {SPACE} --name production")
-    documents.print_backups(await backups.backups_doc(pool, SPACE, "production"), console)
+    render.print_backups(await backups.backups_doc(pool, SPACE, "production"), console)
 
     console.rule("the user deletes production (cf delete-service production)")
     await repo.delete_instance(pool, GUID)
@@ -120,7 +123,7 @@ async def _tour(pool: Any, settings: Settings, truth: dict[str, Any], environ: d
     body = CloneRequest("production", make_target(point_in_time=target))
     console.rule(f"cf create-service ... -c '{{\"clone-from\":\"production\",\"point-in-time\":\"{target}\"}}'")
     doc = await plan.plan_doc(pool, settings, SPACE, body)
-    documents.print_plan(doc, console)
+    render.print_plan(doc, console)
     asked = [(i, 1) for i in sorted(truth["restored_ids_at_fork"])] + \
         [(c["id"], 2) for c in tl2 if c["commit_time"] <= a["commit_time"]]
     if await _restore(pool, settings, SPACE, body, environ, asked, str(target), b) != 0:

@@ -2,7 +2,7 @@
 
 The scanner and the API read through :class:`scheduler.storage.S3Store`, which has no delete operation and
 is built from the read-only credentials; this class is built only by the purge use case from
-``PURGE_AWS_*`` (``backup_catalog.s3.purge_s3_client``).
+``PURGE_AWS_*`` (:func:`scheduler.clients.purge_s3_client`).
 """
 from __future__ import annotations
 

@@ -1,11 +1,14 @@
-"""Settings from the environment (pydantic-settings); names as in DESIGN.md.
+"""The product's settings, in one place: read from the environment (pydantic-settings; names as in
+DESIGN.md) into :class:`Settings`, and the narrow protocols the use cases declare they read.
 
 Credentials and the catalog DSN may also come from files, as container secrets are mounted:
-``BROKER_PASSWORD_FILE=/run/secrets/broker-password`` (see :mod:`backup_catalog.envfiles`).
+``BROKER_PASSWORD_FILE=/run/secrets/broker-password`` (see :mod:`backup_catalog.settings.files`).
+The adapters below the use cases (catalog/, scheduler/, executor/) declare their own small config
+protocols and never import this package.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import Field, SecretStr
 from pydantic.fields import FieldInfo
@@ -15,7 +18,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from backup_catalog.envfiles import file_values
+from backup_catalog.settings.files import file_values
 
 # the built-in credentials: fine on loopback (a laptop, the demo), refused by `serve` on any other address
 DEFAULT_BROKER = ("broker", "broker")
@@ -23,7 +26,7 @@ DEFAULT_OPERATOR = ("operator", "operator")
 
 
 class FileSettingsSource(PydanticBaseSettingsSource):
-    """``NAME_FILE`` variables (:data:`backup_catalog.envfiles.FILE_SETTINGS`): the file's content is the value."""
+    """``NAME_FILE`` variables (:data:`backup_catalog.settings.files.FILE_SETTINGS`): the file's content is the value."""
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         return None, field_name, False      # unused: __call__ reads every file setting at once
@@ -126,3 +129,34 @@ class Settings(BaseSettings):
 
 def load_settings() -> Settings:
     return Settings()
+
+
+# -- what the use cases read (Settings satisfies every one) ------------------------------------------
+
+
+class Secret(Protocol):
+    def get_secret_value(self) -> str: ...
+
+
+class CatalogConfig(Protocol):
+    """Where the catalog is (None: the embedded private cluster)."""
+
+    @property
+    def catalog_dsn(self) -> Secret | None: ...
+
+
+class UndoConfig(Protocol):
+    """The undo period of deleted instances (DELETED_RETENTION_DAYS, PURGE_GRACE_HOURS)."""
+
+    @property
+    def deleted_retention_days(self) -> float: ...
+
+    @property
+    def purge_grace_hours(self) -> float: ...
+
+
+class PlanConfig(CatalogConfig, UndoConfig, Protocol):
+    """What planning a clone reads: the S3 endpoint written into the restore command."""
+
+    @property
+    def s3_endpoint_url(self) -> str | None: ...

@@ -1,15 +1,49 @@
-"""S3 client lifecycle from settings (the only place that touches credentials)."""
+"""S3 client lifecycle from the settings (the only place that touches credentials): the read-only client
+of the scanner and the API, and the purge's own write client.
+
+The product's Settings satisfy :class:`S3Settings`; this module does not import them.
+"""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 
 from botocore.config import Config
 
-from backup_catalog.settings import Settings
 from recovery.errors import PitrError
 from scheduler.storage import make_session, s3_config
+
+
+class _Secret(Protocol):
+    def get_secret_value(self) -> str: ...
+
+
+class S3Settings(Protocol):
+    """What building an S3 client reads (AWS_*, PURGE_AWS_*, S3_*)."""
+
+    @property
+    def s3_endpoint_url(self) -> str | None: ...
+    @property
+    def aws_access_key_id(self) -> _Secret | None: ...
+    @property
+    def aws_secret_access_key(self) -> _Secret | None: ...
+    @property
+    def purge_aws_access_key_id(self) -> _Secret | None: ...
+    @property
+    def purge_aws_secret_access_key(self) -> _Secret | None: ...
+    @property
+    def aws_default_region(self) -> str: ...
+    @property
+    def s3_verify_tls(self) -> bool: ...
+    @property
+    def s3_ca_bundle(self) -> str | None: ...
+    @property
+    def s3_max_attempts(self) -> int: ...
+    @property
+    def s3_connect_timeout_seconds(self) -> float: ...
+    @property
+    def s3_read_timeout_seconds(self) -> float: ...
 
 
 def _secret(v: Any) -> str | None:
@@ -17,7 +51,7 @@ def _secret(v: Any) -> str | None:
 
 
 @asynccontextmanager
-async def s3_client(settings: Settings) -> AsyncIterator[Any]:
+async def s3_client(settings: S3Settings) -> AsyncIterator[Any]:
     """The read-only client of the scanner and the API (AWS_*): nothing built on it ever deletes."""
     async with _client(settings, _secret(settings.aws_access_key_id), _secret(settings.aws_secret_access_key)) as c:
         yield c
@@ -28,7 +62,7 @@ class PurgeNotConfigured(PitrError):
 
 
 @asynccontextmanager
-async def purge_s3_client(settings: Settings) -> AsyncIterator[Any]:
+async def purge_s3_client(settings: S3Settings) -> AsyncIterator[Any]:
     """The purge's own write client (PURGE_AWS_*), the only credentials that ever delete.
     :raises PurgeNotConfigured: they are not set."""
     key, secret = _secret(settings.purge_aws_access_key_id), _secret(settings.purge_aws_secret_access_key)
@@ -42,7 +76,7 @@ async def purge_s3_client(settings: Settings) -> AsyncIterator[Any]:
 
 
 @asynccontextmanager
-async def _client(settings: Settings, key: str | None, secret: str | None) -> AsyncIterator[Any]:
+async def _client(settings: S3Settings, key: str | None, secret: str | None) -> AsyncIterator[Any]:
     session = make_session(key, secret, settings.aws_default_region)
     cfg = s3_config(max_attempts=settings.s3_max_attempts, connect_timeout=settings.s3_connect_timeout_seconds,
                     read_timeout=settings.s3_read_timeout_seconds)
@@ -53,7 +87,7 @@ async def _client(settings: Settings, key: str | None, secret: str | None) -> As
 
 
 @asynccontextmanager
-async def sqs_client(settings: Settings, queue_url: str) -> AsyncIterator[Any]:
+async def sqs_client(settings: S3Settings, queue_url: str) -> AsyncIterator[Any]:
     """The events consumer's SQS client (AWS_* credentials: receive, delete, get attributes), for the
     endpoint and region the queue URL implies (``scheduler.sqs.endpoint_for``)."""
     from scheduler.sqs import endpoint_for, region_for

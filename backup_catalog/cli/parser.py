@@ -1,4 +1,6 @@
-"""The `backup-catalog` command line (contract in DESIGN.md).
+"""The `backup-catalog` command line's grammar (contract in DESIGN.md): every subcommand's arguments, and
+nothing of their handlers (rich, pydantic, the executor), so that parsing costs nothing for the
+terminal-speed commands.
 
 Exit codes: 0 success; 2 usage/bad input; 3 plan refused; 1 other errors. With --json stdout holds exactly
 one JSON document (success or error).
@@ -6,23 +8,13 @@ one JSON document (success or error).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import logging
 import sys
-from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any, NoReturn
 
-from backup_catalog.envfiles import SettingsFileError
-from recovery.errors import PitrError, PlanningError
-
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
-_USAGE_CODES = {"unknown_service", "unknown_instance", "invalid_target", "invalid_lsn", "bad_input", "conflict",
-                "invalid_name", "usage", "schema_newer"}
-
-
-class UsageError(PitrError):
-    code = "usage"
+from backup_catalog.cli.common import EXIT_USAGE
+from backup_catalog.formats import pages
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--name", required=True)
     a.add_argument("--bucket", required=True)
     a.add_argument("--prefix", required=True)
-    a.add_argument("--layout", default="auto", choices=["auto", "pgbackrest", "barman", "walg", "wale"])
+    a.add_argument("--layout", default="auto", choices=["auto", *pages.LAYOUTS])
     a.add_argument("--stanza")
     a.add_argument("--org")
     a.add_argument("--json", action="store_true")
@@ -102,12 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--pg-version", type=int)
     pl.add_argument("--json", action="store_true")
 
-    from backup_catalog import cli_parsers
-    cli_parsers.add_restore(sub)
+    add_restore(sub)
 
     rp = sub.add_parser("report", help="operator reports").add_subparsers(
         dest="report_cmd", required=True, prog=f"{p.prog} report")
-    cli_parsers.add_coverage(rp.add_parser("coverage", help="backup coverage of the fleet, worst first"))
+    add_coverage(rp.add_parser("coverage", help="backup coverage of the fleet, worst first"))
 
     pu = sub.add_parser("purge", help="delete the archives of deleted instances whose undo period is over")
     pu.add_argument("purge_cmd", nargs="?", choices=["plan", "run"], default="plan",
@@ -121,95 +112,57 @@ def build_parser() -> argparse.ArgumentParser:
                     help="worker processes sharing the port (SO_REUSEPORT); e.g. one per core")
 
     sub.add_parser("demo", help="one-command tour: make a real archive, scan it, answer a clone request")
-    cli_parsers.add_drill(sub)
+    add_drill(sub)
     return p
 
 
-def _emit_error(args: argparse.Namespace, code: str, message: str, extra: dict[str, Any] | None = None) -> None:
-    if getattr(args, "json", False):
-        print(json.dumps({"error": {"code": code, "message": message, **(extra or {})}}, default=str))
-    else:
-        print(f"error ({code}): {message}", file=sys.stderr)
+
+def add_restore(sub: Any) -> None:
+    r = sub.add_parser("restore", help="execute a clone: fetch, recover, verify (into --pgdata)")
+    r.add_argument("--space", help="space of the service to clone (with --clone-from)")
+    r.add_argument("--clone-from", help="service name to clone")
+    g = r.add_mutually_exclusive_group()
+    g.add_argument("--point-in-time")
+    g.add_argument("--lsn")
+    g.add_argument("--latest", action="store_true")
+    g.add_argument("--immediate", action="store_true")
+    r.add_argument("--timeline", default="latest")
+    r.add_argument("--exclusive", action="store_true")
+    r.add_argument("--plan", metavar="FILE|-", help="a plan document from POST /spaces/{space}/clones (no catalog)")
+    r.add_argument("--pgdata", required=True, help="new or empty directory for the clone")
+    r.add_argument("--pg-bin", type=Path, help="PostgreSQL server binaries (default /usr/lib/postgresql/N/bin)")
+    r.add_argument("--keep-running", action="store_true", help="leave the promoted server running")
+    r.add_argument("--keep-failed", action="store_true", help="keep the data directory of a failed restore")
+    r.add_argument("--check-query", help="SQL run on the promoted clone; its first value is reported")
+    r.add_argument("--json", action="store_true")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
-    if args.cmd in ("backups", "plan"):
-        return _quick(args)
-    from pydantic import ValidationError
-
-    from backup_catalog.settings import load_settings
-    try:
-        settings = load_settings()
-    except ValidationError as e:
-        _emit_error(args, "bad_settings", "invalid settings in the environment: " + "; ".join(
-            f"{'.'.join(map(str, err['loc'])).upper()}: {err['msg']}" for err in e.errors()))
-        return EXIT_USAGE
-    except SettingsFileError as e:
-        _emit_error(args, "bad_settings", f"invalid settings in the environment: {e}")
-        return EXIT_USAGE
-    if args.cmd == "serve":
-        from backup_catalog.listen import refusal
-        why = refusal(args.host, args.port, settings.default_credentials())
-        if why is not None:
-            _emit_error(args, "default_credentials", why)
-            return EXIT_USAGE
-    from backup_catalog import commands
-    handler = commands.dispatch(args)
-    if args.cmd == "serve":
-        # the schema upgraded (once, under the advisory lock) before any worker starts; a newer one refused
-        rc = _run(args, lambda: commands.cmd_db_upgrade_quietly(args, settings))
-        if rc != 0:
-            return rc
-        # uvloop (libuv) for the long-running service: socket I/O is most of a request's CPU time
-        import uvloop
-        uvloop.install()
-        if args.workers > 1:
-            from api.app import serve_workers
-            return serve_workers(settings, args.host, args.port, args.workers)
-    return _run(args, lambda: handler(args, settings))
+def add_drill(sub: Any) -> None:
+    """The ``drill`` subcommand (called from cli.build_parser)."""
+    d = sub.add_parser("drill", help="restore drill: restore an instance into scratch, verify, record, clean up")
+    d.add_argument("--instance", required=True, help="instance GUID")
+    g = d.add_mutually_exclusive_group()
+    g.add_argument("--point-in-time", help="drill this time instead of the newest window's end")
+    g.add_argument("--latest", action="store_true", help="the newest window's end (the default)")
+    d.add_argument("--timeline", default=None, help="latest (default), current or N")
+    d.add_argument("--json", action="store_true")
+    d.add_argument("--drill-id", type=int, help=argparse.SUPPRESS)     # worker of a supervised drill
+    d.add_argument("--trigger", default="manual", help=argparse.SUPPRESS)
 
 
-def _quick(args: argparse.Namespace) -> int:
-    """``backups`` and ``plan``: the terminal-speed path (backup_catalog.quick: no pydantic, no rich for --json)."""
-    import gc
-    gc.disable()      # a short-lived command frees everything at exit; collections during imports only cost time
-    from backup_catalog import quick
-    try:
-        settings = quick.QuickSettings.from_env()
-    except SettingsFileError as e:
-        _emit_error(args, "bad_settings", f"invalid settings in the environment: {e}")
-        return EXIT_USAGE
-    handler = quick.dispatch(args)
-    return _run(args, lambda: handler(args, settings))
-
-
-def _run(args: argparse.Namespace, work: Callable[[], Coroutine[Any, Any, int]]) -> int:
-    """Run a command, turning its errors into the CLI contract (exit code; one JSON document with --json)."""
-    try:
-        return asyncio.run(work())
-    except KeyboardInterrupt:
-        return 130
-    except PlanningError as e:
-        from recovery.jsonout import refusal_to_dict
-        doc = refusal_to_dict(e)
-        if args.json:
-            print(json.dumps(doc, default=str))
-        else:
-            print(f"refused ({e.code}): {e.message}", file=sys.stderr)
-            for w in doc["error"].get("windows", []):
-                print(f"  recoverable: timeline path {w['timeline_path']}: {w['from']} .. {w['to']}", file=sys.stderr)
-        return EXIT_USAGE if e.code in _USAGE_CODES else EXIT_REFUSED
-    except PitrError as e:
-        code = getattr(e, "code", "error")
-        _emit_error(args, code, str(e))
-        return EXIT_USAGE if code in _USAGE_CODES else EXIT_ERROR
-    except OSError as e:
-        _emit_error(args, "os_error", str(e))
-        return EXIT_ERROR
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+def add_coverage(c: argparse.ArgumentParser) -> None:
+    fmt = c.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="the page document (as GET /reports/coverage)")
+    fmt.add_argument("--csv", action="store_true", help="every matching instance (streamed; no paging)")
+    fmt.add_argument("--html", metavar="FILE", help="write the page as HTML (as GET /reports/coverage.html)")
+    c.add_argument("--status", choices=["ok", "warning", "critical"])
+    c.add_argument("--space", help="space GUID")
+    c.add_argument("--org", help="organization GUID")
+    c.add_argument("--name", help="current name starts with")
+    c.add_argument("--layout", choices=[*pages.LAYOUTS, "unknown"])
+    d = c.add_mutually_exclusive_group()
+    d.add_argument("--deleted", action="store_const", const=True, dest="deleted", help="only deleted instances")
+    d.add_argument("--live", action="store_const", const=False, dest="deleted", help="only live instances")
+    c.add_argument("--limit", type=int, help=f"rows per page (default {pages.DEFAULT_LIMIT}, "
+                                             f"at most {pages.MAX_LIMIT})")
+    c.add_argument("--cursor", help="next_cursor of the previous page")

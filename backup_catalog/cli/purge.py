@@ -10,7 +10,6 @@ import json
 import sys
 from typing import Any
 
-from rich import filesize
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -21,19 +20,19 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from backup_catalog import service
+from backup_catalog.cli import render
 from backup_catalog.settings import Settings
 from backup_catalog.usecases import purge
+from backup_catalog.usecases.scan import default_holder
+from catalog.connect import open_catalog
+from scheduler.clients import purge_s3_client, s3_client
 
 err = Console(stderr=True)
 out = Console()
 
 
 async def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
-    from backup_catalog.s3 import purge_s3_client, s3_client
-    from backup_catalog.usecases.scan import default_holder
-
-    pool = await service.open_catalog(settings)
+    pool = await open_catalog(settings)
     try:
         if args.purge_cmd == "run":
             show = sys.stderr.isatty() and not args.json
@@ -60,27 +59,7 @@ async def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps(doc))
     else:
-        print_report(doc, out)
+        render.print_purge(doc, out)
     return 1 if report.failed else 0
 
 
-def print_report(doc: dict[str, Any], console: Console) -> None:
-    what = "dry run" if doc["dry_run"] else "run"
-    console.print(f"purge {what} at {doc['at']} (policy {doc['policy']})", highlight=False)
-    if not doc["instances"]:
-        console.print("nothing is due: no deleted instance is past its undo period")
-        return
-    style = {"due": "bold", "deleted": "green", "grace": "cyan", "refused": "yellow", "failed": "red"}
-    for e in doc["instances"]:
-        console.print(f"\n[{style.get(e['state'], '')}]{e['state']}[/]  instance {e['instance_guid']} "
-                      f"(last named {e['name']!r} in space {e['space_guid']}, {e['layout'] or 'layout unknown'}): "
-                      f"{e['objects']} object(s), {filesize.decimal(e['bytes'])}; undo period ended {e['undo_until']}",
-                      highlight=False, soft_wrap=True)
-        for p in e["prefixes"]:
-            console.print(f"  s3://{e['bucket']}/{p}", highlight=False, soft_wrap=True)
-        if e["reason"]:
-            console.print(f"  reason: {e['reason']}", highlight=False, soft_wrap=True)
-        if e["objects_deleted"]:
-            console.print(f"  deleted {e['objects_deleted']} object(s), {filesize.decimal(e['bytes_deleted'])}")
-    if not doc["dry_run"]:
-        console.print(f"\ndeleted {doc['objects_deleted']} object(s), {filesize.decimal(doc['bytes_deleted'])}")

@@ -3,7 +3,7 @@
 - ``scan_all`` every ``scan_interval_seconds``: every live instance, each under its scan lease
   (:mod:`backup_catalog.usecases.scan`, the same rule as CLI and HTTP scans);
 - ``cf_sync`` every ``cf_sync_interval_seconds`` when Cloud Foundry discovery is configured: the name
-  sync (:mod:`backup_catalog.cfsync`), one replica at a time (lease ``cf-sync``);
+  sync (:mod:`backup_catalog.cloudfoundry.namesync`), one replica at a time (lease ``cf-sync``);
 - ``drills`` every ``drill_tick_seconds`` when scheduled drills are enabled: the due restore drills
   (:mod:`backup_catalog.usecases.drill_schedule`, slots claimed in the run log, one lease per instance).
 - ``purge`` every ``purge_interval_seconds`` (0 = off, the default) when PURGE_AWS_* are set: a purge run
@@ -18,21 +18,22 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import asyncpg
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from backup_catalog.cloudfoundry import namesync as cfsync
+from backup_catalog.cloudfoundry.client import CloudController
 from backup_catalog.settings import Settings
-from backup_catalog.usecases import scan
+from backup_catalog.usecases import purge, scan
+from backup_catalog.usecases.drill_schedule import DrillSupervisor, scheduled_enabled
 from catalog import repo
+from recovery.wal import DEFAULT_SEG_SIZE
 from scheduler import runner
+from scheduler.clients import purge_s3_client
 from scheduler.runner import ScanConfig
-
-if TYPE_CHECKING:
-    from backup_catalog.cfsync import CloudController
-    from backup_catalog.usecases.drill_schedule import DrillSupervisor
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,8 @@ def build_jobs(pool: asyncpg.Pool, settings: Settings, s3: Any, holder: str, *,
     server drains them at shutdown); a scheduler shutdown cancels the tick, never the scans. With S3 events
     on, what each scan finds that the events had not told is reported to ``on_drift`` (objects)."""
     interval = scan_interval(settings)
-    observe = drift_observer(on_drift) if settings.event_queue_urls() and on_drift is not None else None
+    observe = (drift_observer(pool, on_drift, track=track)
+               if settings.event_queue_urls() and on_drift is not None else None)
 
     async def scan_tick() -> None:
         run = asyncio.ensure_future(scan.run_once(pool, settings, s3, holder, on_done=on_scan_done,
@@ -110,7 +112,6 @@ def add_drills(sched: AsyncIOScheduler, supervisor: DrillSupervisor, settings: S
     """Scheduled restore drills: a tick every ``drill_tick_seconds`` starts the due drills
     (:mod:`backup_catalog.usecases.drill_schedule`). Off when ``drill_enabled`` is false, or unset and this
     host has no PostgreSQL server binaries. Returns whether the job was added."""
-    from backup_catalog.usecases.drill_schedule import scheduled_enabled
     if not scheduled_enabled(settings):
         log.info("scheduled drills are off (DRILL_ENABLED, or no PostgreSQL server binaries on this host)")
         return False
@@ -135,9 +136,8 @@ def add_cf_sync(sched: AsyncIOScheduler, pool: asyncpg.Pool, settings: Settings,
     None (no job) unless ``cf_api_url`` and ``cf_discovery_bucket`` are set."""
     if not (settings.cf_api_url and settings.cf_discovery_bucket):
         return None
-    from backup_catalog import cfsync
 
-    cc = cfsync.CloudController.from_settings(settings)
+    cc = CloudController.from_settings(settings)
     bucket, root = settings.cf_discovery_bucket, settings.cf_discovery_root
 
     async def cf_tick() -> None:
@@ -171,8 +171,6 @@ def add_purge(sched: AsyncIOScheduler, pool: asyncpg.Pool, settings: Settings, h
         log.warning("purge_interval_seconds=%d but PURGE_AWS_ACCESS_KEY_ID/PURGE_AWS_SECRET_ACCESS_KEY are unset: "
                     "no scheduled purge", settings.purge_interval_seconds)
         return False
-    from backup_catalog.s3 import purge_s3_client
-    from backup_catalog.usecases import purge
 
     async def run() -> purge.Report:
         async with purge_s3_client(settings) as client:
@@ -197,21 +195,54 @@ def add_purge(sched: AsyncIOScheduler, pool: asyncpg.Pool, settings: Settings, h
     return True
 
 
-def drift_observer(on_drift: Callable[[int], None]) -> runner.Observe:
-    """A scan observer that reports each reconcile's drift (objects the events had missed)."""
-    from scheduler.eventapply import drift
+DRIFT_GRACE_SECONDS = 120.0   # events of objects a reconcile found may still be in flight this long
+
+
+def drift_observer(pool: asyncpg.Pool, on_drift: Callable[[int], None], *, grace: float = DRIFT_GRACE_SECONDS,
+                   track: Callable[[asyncio.Future[Any]], None] | None = None) -> runner.Observe:
+    """A scan observer reporting each reconcile's drift: what it found that no event accounts for ``grace``
+    seconds later (an event still in the queue at the LIST is not drift; a lost one is)."""
+    from scheduler.eventapply import findings
 
     def observe(guid: str, prev: Any, result: Any) -> None:
-        n = drift(prev, result)
-        if n:
-            log.warning("reconcile of %s found %d object(s) the events had not told", guid, n)
-        on_drift(n)
+        f = findings(prev, result)
+        if not f:
+            on_drift(0)
+            return
+        task = asyncio.ensure_future(_drift_later(pool, guid, f, grace, on_drift))
+        if track is not None:
+            track(task)
     return observe
 
 
+async def _drift_later(pool: asyncpg.Pool, guid: str, f: Any, grace: float, on_drift: Callable[[int], None]) -> None:
+    from catalog import events as cat_events
+    from scheduler.eventapply import unexplained
+    from scheduler.eventroute import classify
+
+    await asyncio.sleep(grace)
+    try:
+        rec = await repo.get_instance(pool, guid)
+        root = rec.storage.normalized_prefix()
+        layout = rec.layout
+        assert layout is not None, "a reconciled instance has a layout"
+        seg = rec.seg_size or DEFAULT_SEG_SIZE
+        evented = [classify(layout, rec.stanza, k.key[len(root):], seg)
+                   for k in await cat_events.created_keys(pool, guid, root)]
+    except Exception:      # the catalog went away: count what was found, as a reconcile would
+        log.exception("drift check of %s", guid)
+        evented = []
+    n = unexplained(f, evented)
+    if n:
+        log.warning("reconcile of %s found %d object(s) no event had told", guid, n)
+    on_drift(n)
+
+
 async def reconcile_now(pool: asyncpg.Pool, settings: Settings, s3: Any, holder: str, *,
-                        on_scan_done: scan.OnDone | None = None,
-                        on_drift: Callable[[int], None] | None = None) -> list[runner.ScanOutcome]:
+                        on_scan_done: scan.OnDone | None = None, on_drift: Callable[[int], None] | None = None,
+                        grace: float = DRIFT_GRACE_SECONDS,
+                        track: Callable[[asyncio.Future[Any]], None] | None = None) -> list[runner.ScanOutcome]:
     """A reconcile of every live instance now (after a consumer gap), in run-log slots of its own."""
+    observe = drift_observer(pool, on_drift, grace=grace, track=track) if on_drift is not None else None
     return await scan.run_once(pool, settings, s3, holder, on_done=on_scan_done, job="reconcile", interval=1,
-                               observe=drift_observer(on_drift) if on_drift is not None else None)
+                               observe=observe)

@@ -21,7 +21,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from backup_catalog.config import UndoConfig
+    from backup_catalog.settings import UndoConfig
 
 
 class State(StrEnum):

@@ -10,16 +10,18 @@ from pathlib import Path
 
 from rich.console import Console
 
-from backup_catalog import report, service
+from backup_catalog.cli import render
+from backup_catalog.cli.common import UsageError
+from backup_catalog.formats import report
 from backup_catalog.settings import Settings
 from backup_catalog.usecases import coverage
+from catalog.connect import open_catalog
 
 
-async def run(args: argparse.Namespace, settings: Settings) -> int:
-    from backup_catalog.cli import UsageError
+async def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     filters = coverage.Filters(status=args.status, space=args.space, org=args.org, name=args.name,
                                layout=args.layout, deleted=args.deleted)
-    pool = await service.open_catalog(settings)
+    pool = await open_catalog(settings)
     try:
         if args.csv:
             async for chunk in report.csv_stream(coverage.stream(pool, settings, filters)):
@@ -36,5 +38,5 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         await asyncio.to_thread(Path(args.html).write_text, report.to_html(doc), encoding="utf-8")
         print(f"wrote {args.html}")
     else:
-        report.print_page(doc, Console())
+        render.print_page(doc, Console())
     return 0

@@ -2,8 +2,7 @@
 ``NAME=value`` (the convention of the official postgres and many other images).
 
 Pure and import-light (no pydantic): :class:`backup_catalog.settings.Settings` reads these through a
-pydantic-settings source, and the terminal-speed commands read ``CATALOG_DSN`` through the same rule
-without loading pydantic at all.
+pydantic-settings source.
 
 Rules: names are case-insensitive like every setting; giving both ``NAME`` and ``NAME_FILE`` is an
 error (which one wins would be a guess); the file's content is the value, less one trailing line

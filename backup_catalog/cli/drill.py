@@ -26,10 +26,11 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from backup_catalog import service
+from backup_catalog.cli import render
 from backup_catalog.settings import Settings
 from backup_catalog.usecases import drill as uc
 from backup_catalog.usecases.drill_rules import human
+from catalog.connect import open_catalog
 
 EXIT_PASSED, EXIT_COULD_NOT_RUN, EXIT_FAILED = 0, 1, 4
 err = Console(stderr=True)
@@ -52,7 +53,7 @@ def _describe(ev: Any) -> tuple[str, float | None]:
 
 async def cmd_drill(args: argparse.Namespace, settings: Settings) -> int:
     point = uc.point_from_request(args.point_in_time, _timeline(args.timeline))
-    pool = await service.open_catalog(settings)
+    pool = await open_catalog(settings)
     recorded: list[uc.DrillOutcome] = []
     task: asyncio.Task[uc.DrillOutcome] | None = None
     try:
@@ -91,7 +92,10 @@ async def cmd_drill(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_COULD_NOT_RUN
     finally:
         await pool.close()
-    _show(args, outcome)
+    if args.json:
+        print(json.dumps(outcome.to_json(), default=str))
+    else:
+        render.print_drill(outcome, out)
     if outcome.state == "passed":
         return EXIT_PASSED
     return EXIT_FAILED if outcome.state == "failed" else EXIT_COULD_NOT_RUN
@@ -126,23 +130,3 @@ def _error(args: argparse.Namespace, code: str, message: str) -> None:
         err.print(f"error ({code}): {message}", markup=False)
 
 
-def _show(args: argparse.Namespace, o: uc.DrillOutcome) -> None:
-    if args.json:
-        print(json.dumps(o.to_json(), default=str))
-        return
-    t = o.target or {}
-    what = f"{t.get('kind', '?')} {t.get('value') or ''}".strip()
-    label = (o.backup or {}).get("label", "-")
-    if o.ok:
-        r = o.reached or {}
-        out.print(f"[green]drill {o.id} passed[/green]: instance {o.instance_guid}, target {what}, backup {label}, "
-                  f"reached {r.get('lsn')} (last commit {r.get('last_commit_time')}) in {o.duration_s:.1f} s"
-                  + (f"; {o.checked_segments} segment checksums verified" if o.checked_segments else ""))
-        return
-    e = o.error or {}
-    colour = "red" if o.state == "failed" else "yellow"
-    out.print(f"[{colour}]drill {o.id} {o.state}[/{colour}]: instance {o.instance_guid}, target {what}, "
-              f"backup {label}", highlight=False)
-    out.print(f"  {e.get('message')}", markup=False, highlight=False)
-    for line in (e.get("postgres_log") or [])[-10:]:
-        out.print(f"  | {line}", markup=False, highlight=False)

@@ -1,0 +1,113 @@
+"""The `backup-catalog` command line (contract in DESIGN.md): parse, read the settings, run one command.
+
+Exit codes: 0 success; 2 usage/bad input; 3 plan refused; 1 other errors. With --json stdout holds exactly
+one JSON document (success or error).
+
+Start-up speed: a command module is imported only when its command runs (:data:`COMMANDS`), and each
+imports what only it needs (rich, botocore, aiohttp, the executor) itself, so ``backups --json`` and
+``plan --json`` load asyncpg and the planner and little else.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from backup_catalog.cli.common import EXIT_ERROR, EXIT_REFUSED, EXIT_USAGE, USAGE_CODES, emit_error, print_json
+from backup_catalog.cli.parser import build_parser
+from recovery.errors import PitrError, PlanningError
+
+if TYPE_CHECKING:
+    from backup_catalog.settings import Settings
+
+Handler = Callable[[argparse.Namespace, "Settings"], Coroutine[Any, Any, int]]
+
+# command -> (module of backup_catalog.cli, handler); the module is imported when its command runs
+COMMANDS: dict[str, tuple[str, str]] = {
+    "db": ("db", "cmd_db"),
+    "instances": ("instances", "cmd_instances"),
+    "scan": ("backups", "cmd_scan"),
+    "backups": ("backups", "cmd_backups"),
+    "plan": ("backups", "cmd_plan"),
+    "restore": ("restore", "cmd_restore"),
+    "drill": ("drill", "cmd_drill"),
+    "purge": ("purge", "cmd_purge"),
+    "report": ("report", "cmd_report"),
+    "serve": ("serve", "cmd_serve"),
+    "demo": ("demo", "cmd_demo"),
+}
+SHORT_LIVED = frozenset({"backups", "plan"})    # read-only, one after another at a terminal
+
+
+def handler_of(cmd: str) -> Handler:
+    module, name = COMMANDS[cmd]
+    handler: Handler = getattr(importlib.import_module(f"backup_catalog.cli.{module}"), name)
+    return handler
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if args.cmd in SHORT_LIVED:
+        import gc
+        gc.disable()  # a short-lived command frees everything at exit; collections during imports only cost time
+    settings = _settings(args)
+    if settings is None:
+        return EXIT_USAGE
+    handler = handler_of(args.cmd)
+    if args.cmd == "serve":
+        from backup_catalog.cli.serve import before_loop  # serve only: the HTTP stack, uvloop, the workers
+        code = before_loop(args, settings, _run)
+        if code is not None:
+            return code
+    return _run(args, lambda: handler(args, settings))
+
+
+def _settings(args: argparse.Namespace) -> Settings | None:
+    """The settings from the environment, or None after printing why they are unusable."""
+    from pydantic import ValidationError  # pydantic with the settings only: parsing and usage errors skip it
+
+    from backup_catalog.settings import load_settings
+    from backup_catalog.settings.files import SettingsFileError
+    try:
+        return load_settings()
+    except ValidationError as e:
+        emit_error(args, "bad_settings", "invalid settings in the environment: " + "; ".join(
+            f"{'.'.join(map(str, err['loc'])).upper()}: {err['msg']}" for err in e.errors()))
+    except SettingsFileError as e:
+        emit_error(args, "bad_settings", f"invalid settings in the environment: {e}")
+    return None
+
+
+def _run(args: argparse.Namespace, work: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    """Run a command, turning its errors into the CLI contract (exit code; one JSON document with --json)."""
+    try:
+        return asyncio.run(work())
+    except KeyboardInterrupt:
+        return 130
+    except PlanningError as e:
+        from recovery.jsonout import refusal_to_dict
+        doc = refusal_to_dict(e)
+        if args.json:
+            print_json(doc)
+        else:
+            print(f"refused ({e.code}): {e.message}", file=sys.stderr)
+            for w in doc["error"].get("windows", []):
+                print(f"  recoverable: timeline path {w['timeline_path']}: {w['from']} .. {w['to']}", file=sys.stderr)
+        return EXIT_USAGE if e.code in USAGE_CODES else EXIT_REFUSED
+    except PitrError as e:
+        code = getattr(e, "code", "error")
+        emit_error(args, code, str(e))
+        return EXIT_USAGE if code in USAGE_CODES else EXIT_ERROR
+    except OSError as e:
+        emit_error(args, "os_error", str(e))
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
