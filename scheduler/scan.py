@@ -115,6 +115,8 @@ def _tl_cursor_key(prefix: str, tli: int) -> str:
     return f"wal-tl:{prefix}:{tli}"
 
 
+HISTORY_MAX = 1 << 20    # a timeline history file: a line per earlier timeline
+
 # Older timelines probed by each incremental scan (the most recent ones; older still wait for the full scan)
 MAX_PROBED_TIMELINES = 8
 
@@ -602,7 +604,7 @@ async def _read_history(store: ObjectStore, tli: int, key: str, acc: _Acc) -> No
     try:
         data = await store.read(key)
         codec = key.rsplit(".", 1)[-1] if not key.endswith(".history") else None
-        text = decompress(data, codec).decode("utf-8")
+        text = decompress(data, codec, max_size=HISTORY_MAX).decode("utf-8")
         acc.histories[tli] = parse_history(text)
     except NotFound:
         acc.issue("not_found_race", key, "history file vanished after listing")

@@ -11,16 +11,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from backup_catalog.usecases.drill_rules import (
-    UnreadableSegment,
-    checksum_matches,
-    decompress,
-    plan_segments,
-)
+from backup_catalog.usecases.drill_rules import checksum_matches, plan_segments
 from recovery.model import ArchiveSnapshot, WalKind, WalObject
 from recovery.plandoc import PlanDoc
 from recovery.timeline import TimelinePath
 from recovery.wal import WalSegment
+from scheduler.layouts.common import DecompressError, decompress
 from scheduler.layouts.pgbackrest import classify_archive_key
 from scheduler.storage import S3Store
 
@@ -83,8 +79,8 @@ async def verify_pgbackrest(client: Any, bucket: str, prefix: str, stanza: str, 
                 data = await store.read(key)
             n += len(data)
             try:
-                ok = await asyncio.to_thread(_matches, data, w)
-            except UnreadableSegment as e:
+                ok = await asyncio.to_thread(_matches, data, w, seg_size)
+            except DecompressError as e:     # an encrypted repository, or damage: named, not a mismatch
                 unread.append(f"segment {name} ({key}) not verified: {e}")
                 continue
             if not ok:
@@ -98,6 +94,6 @@ async def verify_pgbackrest(client: Any, bucket: str, prefix: str, stanza: str, 
                           mismatches=mismatches, notes=tuple(notes))
 
 
-def _matches(data: bytes, w: WalObject) -> bool:
+def _matches(data: bytes, w: WalObject, seg_size: int) -> bool:
     assert w.checksum is not None
-    return checksum_matches(decompress(data, w.compression), w.checksum)
+    return checksum_matches(decompress(data, w.compression, max_size=seg_size), w.checksum)
