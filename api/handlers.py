@@ -78,7 +78,7 @@ async def put_instance(request: web.Request) -> web.Response:
     ref = InstanceRef(instance_guid=guid, space_guid=body.space_guid, name=body.name,
                       org_guid=body.organization_guid)
     st = body.storage
-    storage = Storage(bucket=st.bucket, prefix=st.prefix, layout=st.layout, stanza=st.stanza)
+    storage = Storage(bucket=st.bucket, prefix=st.prefix, layout=str(st.layout), stanza=st.stanza)
     created, rec = await instances.register(request.app[keys.POOL], ref, storage)
     return web.json_response(dump(InstanceOut, instance_to_dict(rec)), status=201 if created else 200)
 

@@ -12,6 +12,7 @@ from api import coverage, drills, handlers, metrics, ready, schemas
 from api import purge as purge_api
 from api.auth import Role
 from api.errors import BadRequest
+from recovery.model import Layout
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -50,7 +51,7 @@ COVERAGE_QUERY = (
     Query("space", _FILTER_TEXT, "only instances in this space GUID"),
     Query("org", _FILTER_TEXT, "only instances in this organization GUID"),
     Query("name", _FILTER_TEXT, "only instances whose current name starts with this"),
-    Query("layout", {"type": "string", "enum": ["", "pgbackrest", "barman", "walg", "wale", "unknown"]},
+    Query("layout", {"type": "string", "enum": ["", *(m.value for m in Layout), "unknown"]},
           "only this archive layout (unknown: never scanned; empty: any)"),
     Query("deleted", {"type": "string", "enum": ["", "true", "false"]},
           "true: only deleted instances; false: only live ones; empty or unset: both"),

@@ -12,6 +12,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr,
 from recovery import plandoc
 from recovery import target as core
 from recovery.errors import PlanningError
+from recovery.model import Layout
 from recovery.target import make_target, parse_time
 
 # Identifiers and names: printable, no control characters (PostgreSQL text refuses NUL).
@@ -118,7 +119,8 @@ class CloneRequest(_Request):
 class StorageIn(_Request):
     bucket: Annotated[str, Field(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.\-]*[a-z0-9]$")]
     prefix: Annotated[str, Field(max_length=1024, pattern=r"^[^\x00-\x1f\x7f]*$")] = ""
-    layout: Literal["auto", "pgbackrest", "barman", "walg", "wale"] = "auto"
+    # the Layout enum's values (its schema, generated), or auto (detected by the first scan)
+    layout: Literal["auto"] | Annotated[Layout, Field(strict=False)] = "auto"
     stanza: Text | None = None
 
 

@@ -1,24 +1,22 @@
-"""The executor's pure parts (no I/O): where a plan's archive is, the tools' fetch command lines, the settings
-written into a fetched data directory, and the verdict read from PostgreSQL's log.
+"""The executor's pure parts (no I/O): where a plan's archive is, the settings written into a fetched data
+directory, and the verdict read from PostgreSQL's log. The tools' command lines are the layouts' own
+(:mod:`scheduler.layouts`).
 
 Everything here is a function of its arguments, so it is tested exhaustively without a tool or a server;
 :mod:`executor.run` is the thin adapter that runs these command lines and reads the log.
-
-WAL-G is not installable on this machine: its command lines are built from its documented CLI
-(``wal-g backup-fetch PGDATA NAME`` with ``WALG_S3_PREFIX``, ``AWS_ENDPOINT``, ``AWS_S3_FORCE_PATH_STYLE``,
-``AWS_REGION``) and tested as command lines only.
 """
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from dataclasses import dataclass
 
 from recovery.errors import BadLsn
 from recovery.lsn import Lsn
 from recovery.plandoc import PlanDoc, PlanDocError, PlanReplay, PlanStop, conf_key
 from recovery.wal import DEFAULT_SEG_SIZE, WalSegment
+from scheduler.layouts import spec_of
+from scheduler.layouts.spec import Command, S3Access, StorageLoc, aws_env
 
 # recovery settings a fetched backup may carry (postgresql.auto.conf, e.g. written by the tool's own
 # restore or left by the source): commented out so only the plan's settings apply
@@ -28,36 +26,6 @@ RECOVERY_KEYS = ("restore_command", "recovery_target", "recovery_end_command", "
 PASSTHROUGH_PREFIXES = ("PGBACKREST_", "WALG_", "WALE_")
 
 
-@dataclass(frozen=True, slots=True)
-class StorageLoc:
-    layout: str
-    bucket: str
-    prefix: str
-    stanza: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class S3Access:
-    """The S3 side of the settings, as the tools need it."""
-
-    endpoint_url: str | None = None
-    access_key: str | None = None
-    secret_key: str | None = None
-    region: str = "us-east-1"
-    verify_tls: bool = True
-    ca_bundle: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Command:
-    """One tool invocation: argv, the environment it adds, and files to write first (name -> text)."""
-
-    argv: tuple[str, ...]
-    env: Mapping[str, str] = field(default_factory=dict)
-    files: Mapping[str, str] = field(default_factory=dict)
-    label: str = ""
-
-
 # -- the plan document (read by recovery.plandoc.PlanDoc.from_json) -------------------------------------------
 
 def storage_of(doc: PlanDoc) -> StorageLoc:
@@ -65,7 +33,7 @@ def storage_of(doc: PlanDoc) -> StorageLoc:
     st = doc.storage
     if st.layout is None:
         raise PlanDocError("the plan's storage.layout is unknown (the archive was never scanned)")
-    return StorageLoc(st.layout.value, st.bucket, st.prefix, st.stanza)
+    return StorageLoc(st.layout, st.bucket, st.prefix, st.stanza)
 
 
 def lsn_or_none(v: object) -> Lsn | None:
@@ -78,105 +46,21 @@ def lsn_or_none(v: object) -> Lsn | None:
         return None
 
 
-# -- fetch command lines -----------------------------------------------------------------------------------
-
-def pgbackrest_conf(loc: StorageLoc, s3: S3Access, *, pgdata: str, work: str) -> str:
-    """A private pgbackrest.conf for the plan's repository (options in the file, so ``PGBACKREST_*``
-    environment variables win, as pgBackRest defines: command line > environment > config file).
-
-    >>> print(pgbackrest_conf(StorageLoc("pgbackrest", "b", "pgbackrest", "main"),
-    ...       S3Access("https://s3.example:9000", "K", "S"), pgdata="/d", work="/w"))  # doctest: +ELLIPSIS
-    [global]
-    repo1-type=s3
-    repo1-s3-bucket=b
-    repo1-path=/pgbackrest
-    repo1-s3-region=us-east-1
-    repo1-s3-endpoint=s3.example
-    repo1-storage-port=9000
-    repo1-s3-uri-style=path
-    repo1-s3-key=K
-    repo1-s3-key-secret=S
-    lock-path=/w/lock
-    ...
-    [main]
-    pg1-path=/d
-    <BLANKLINE>
-    """
-    lines = ["[global]", "repo1-type=s3", f"repo1-s3-bucket={loc.bucket}", f"repo1-path=/{loc.prefix}",
-             f"repo1-s3-region={s3.region}"]
-    if s3.endpoint_url:
-        u = urlsplit(s3.endpoint_url)
-        lines.append(f"repo1-s3-endpoint={u.hostname}")
-        if u.port:
-            lines.append(f"repo1-storage-port={u.port}")
-        lines.append("repo1-s3-uri-style=path")
-    else:
-        lines.append(f"repo1-s3-endpoint=s3.{s3.region}.amazonaws.com")
-    if s3.access_key and s3.secret_key:
-        lines += [f"repo1-s3-key={s3.access_key}", f"repo1-s3-key-secret={s3.secret_key}"]
-    if not s3.verify_tls:
-        lines.append("repo1-storage-verify-tls=n")
-    if s3.ca_bundle:
-        lines.append(f"repo1-storage-ca-file={s3.ca_bundle}")
-    lines += [f"lock-path={work}/lock", f"log-path={work}/log", f"spool-path={work}/spool",
-              "log-level-console=warn", "log-level-stderr=error", "log-level-file=off", "archive-async=n",
-              "", f"[{loc.stanza or 'main'}]", f"pg1-path={pgdata}"]
-    return "\n".join(lines) + "\n"
-
-
-def aws_env(s3: S3Access) -> dict[str, str]:
-    env = {"AWS_DEFAULT_REGION": s3.region, "AWS_REGION": s3.region}
-    if s3.access_key and s3.secret_key:
-        env["AWS_ACCESS_KEY_ID"] = s3.access_key
-        env["AWS_SECRET_ACCESS_KEY"] = s3.secret_key
-    if s3.ca_bundle:
-        env["AWS_CA_BUNDLE"] = s3.ca_bundle
-    if s3.endpoint_url:     # for a restore_command without --endpoint-url (boto3 reads these)
-        env["AWS_ENDPOINT_URL"] = env["AWS_ENDPOINT_URL_S3"] = s3.endpoint_url
-    return env
-
+# -- fetch command lines (the layout's module: scheduler.layouts) ---------------------------------------
 
 def fetch_command(loc: StorageLoc, label: str, pgdata: str, s3: S3Access, *, work: str) -> Command:
     """The layout's real tool restoring backup ``label`` (and what it depends on) into ``pgdata``.
 
-    >>> c = fetch_command(StorageLoc("barman", "b", "barman", "main"), "20260101T000000", "/d",
+    >>> from recovery.model import Layout
+    >>> c = fetch_command(StorageLoc(Layout.BARMAN, "b", "barman", "main"), "20260101T000000", "/d",
     ...                   S3Access("http://127.0.0.1:9000"), work="/w")
     >>> c.argv
     ('barman-cloud-restore', '--endpoint-url', 'http://127.0.0.1:9000', 's3://b/barman', 'main', '20260101T000000', '/d')
     """
-    url = f"s3://{loc.bucket}/{loc.prefix}" if loc.prefix else f"s3://{loc.bucket}"
-    if loc.layout == "pgbackrest":
-        # the derived config is named by PGBACKREST_CONFIG (a caller's own PGBACKREST_* variables, that one
-        # included, win as pgBackRest defines); the destination is on the command line, so nothing can move it
-        conf = f"{work}/pgbackrest.conf"
-        return Command(("pgbackrest", f"--stanza={loc.stanza or 'main'}", f"--set={label}", "--type=none",
-                        f"--pg1-path={pgdata}", "restore"),
-                       env={"PGBACKREST_CONFIG": conf},
-                       files={"pgbackrest.conf": pgbackrest_conf(loc, s3, pgdata=pgdata, work=work)},
-                       label="pgBackRest restore --type=none")
-    if loc.layout == "barman":
-        if not loc.stanza:
-            raise PlanDocError("a barman-cloud restore needs the server name (storage.stanza)")
-        ep = ("--endpoint-url", s3.endpoint_url) if s3.endpoint_url else ()
-        return Command(("barman-cloud-restore", *ep, url, loc.stanza, label, pgdata), env=aws_env(s3),
-                       label="barman-cloud-restore")
-    if loc.layout == "wale":
-        env = {**aws_env(s3), "WALE_S3_PREFIX": url}
-        if s3.endpoint_url:
-            u = urlsplit(s3.endpoint_url)
-            env["WALE_S3_ENDPOINT"] = f"{u.scheme}+path://{u.hostname}:{u.port or (443 if u.scheme == 'https' else 80)}"
-        return Command(("wal-e", "backup-fetch", pgdata, label), env=env, label="WAL-E backup-fetch")
-    if loc.layout == "walg":
-        # built from WAL-G's documented CLI; WAL-G is not installable here (see module docstring)
-        env = {**aws_env(s3), "WALG_S3_PREFIX": url}
-        if s3.endpoint_url:
-            env["AWS_ENDPOINT"] = s3.endpoint_url
-            env["AWS_S3_FORCE_PATH_STYLE"] = "true"
-        if s3.ca_bundle:
-            env["WALG_S3_CA_CERT_FILE"] = s3.ca_bundle
-        return Command(("wal-g", "backup-fetch", pgdata, label), env=env,
-                       label="WAL-G backup-fetch (command line from its documented CLI; not installed here)")
-    raise PlanDocError(f"no fetch for layout {loc.layout!r}")
+    try:
+        return spec_of(loc.layout).fetch_command(loc, label, pgdata, s3, work)
+    except ValueError as e:     # LayoutArgumentError, or not a layout
+        raise PlanDocError(str(e)) from None
 
 
 def server_env(loc: StorageLoc, s3: S3Access, *, work: str, caller_env: Mapping[str, str],
@@ -192,8 +76,7 @@ def server_env(loc: StorageLoc, s3: S3Access, *, work: str, caller_env: Mapping[
     """
     env = {"PATH": path, "LANG": "C.UTF-8", "TZ": "UTC"}
     env.update(aws_env(s3))
-    if loc.layout == "pgbackrest":
-        env["PGBACKREST_CONFIG"] = f"{work}/pgbackrest.conf"
+    env.update(spec_of(loc.layout).server_env(work))
     for k, v in caller_env.items():
         if k.startswith("AWS_") and k not in env and not k.startswith("AWS_ENDPOINT_URL"):
             env[k] = v

@@ -27,6 +27,7 @@ from executor import logic
 from executor.config import RestoreConfig
 from recovery.lsn import Lsn
 from recovery.plandoc import PlanBackup, PlanDoc, PlanDocError, PlanReplay, PlanTarget, document_json
+from scheduler.layouts.spec import S3Access, StorageLoc
 
 EXIT_CODES = {"bad_input": 2, "refused": 3, "restore_failed": 4}
 
@@ -99,8 +100,8 @@ def _secret(v: Any) -> str | None:
     return v.get_secret_value() if v is not None else None
 
 
-def s3_access(settings: RestoreConfig) -> logic.S3Access:
-    return logic.S3Access(settings.s3_endpoint_url, _secret(settings.aws_access_key_id),
+def s3_access(settings: RestoreConfig) -> S3Access:
+    return S3Access(settings.s3_endpoint_url, _secret(settings.aws_access_key_id),
                           _secret(settings.aws_secret_access_key), settings.aws_default_region,
                           settings.s3_verify_tls, settings.s3_ca_bundle)
 
@@ -243,8 +244,8 @@ async def execute_plan(plan: PlanDoc, pgdata: Path, settings: RestoreConfig, *, 
 
 
 class _Run:
-    def __init__(self, doc: PlanDoc, loc: logic.StorageLoc, exp: PlanReplay, pgdata: Path,
-                 created: bool, settings: RestoreConfig, s3: logic.S3Access, path: str,
+    def __init__(self, doc: PlanDoc, loc: StorageLoc, exp: PlanReplay, pgdata: Path,
+                 created: bool, settings: RestoreConfig, s3: S3Access, path: str,
                  progress: Callable[[ProgressEvent], None] | None, keep_failed: bool,
                  caller: dict[str, str]) -> None:
         self.caller = caller

@@ -12,7 +12,7 @@ import asyncpg
 
 from backup_catalog.formats.documents import iso
 from backup_catalog.settings import PlanConfig
-from backup_catalog.usecases.snapshots import SnapshotCache, path_windows_of, snapshot_of
+from backup_catalog.usecases.snapshots import SnapshotCache, snapshot_of, whole_inputs
 from catalog import derived, repo
 from catalog.rows import InstanceRecord
 from recovery.errors import PlanningError
@@ -20,7 +20,10 @@ from recovery.model import ArchiveSnapshot
 from recovery.narrow import narrowable
 from recovery.plan import RecoveryPlan, WindowsUnknown, pg_major, plan_recovery
 from recovery.plandoc import PlanDoc, PlanSource, PlanStorage, plan_document
+from recovery.render import render_files
 from recovery.target import CloneRequest, Target, TargetKind
+from scheduler.layouts import spec_of
+from scheduler.layouts.spec import LayoutArgumentError, StorageLoc
 
 
 async def plan_doc(pool: asyncpg.Pool, settings: PlanConfig, space: str, request: CloneRequest,
@@ -51,8 +54,6 @@ async def instance_plan_doc(pool: asyncpg.Pool, settings: PlanConfig, rec: Insta
                             resolution: tuple[str, str] | None = None, inputs_given: bool = False,
                             cache: SnapshotCache | None = None) -> PlanDoc:
     """The plan document for one instance, chosen by its GUID (drills); ``plan_doc`` after name resolution."""
-    from recovery.render import render_files, restore_command
-
     if target.exact:     # resolved from the WAL index first; planned from the whole snapshot
         from backup_catalog.usecases.walindex import resolve_target
         whole = await snapshot_of(pool, rec.guid, cache)
@@ -65,10 +66,9 @@ async def instance_plan_doc(pool: asyncpg.Pool, settings: PlanConfig, rec: Insta
     pg_version = plan.pg_version or 15
     layout = rec.layout or snap.layout
     stanza = rec.stanza or rec.storage.stanza
-    cmd = restore_command(layout, bucket=rec.storage.bucket, prefix=rec.storage.prefix.strip("/"),
-                          stanza=stanza or "main", endpoint_url=settings.s3_endpoint_url)
     # what an executor on another host needs to fetch and replay (DESIGN.md "Executing a clone")
     storage = PlanStorage(layout, rec.storage.bucket, rec.storage.prefix.strip("/"), stanza)
+    cmd = _restore_command(storage, settings.s3_endpoint_url)
     reason, rule = resolution or ("instance chosen by its GUID", "guid")
     source = PlanSource(rec.guid, rec.ref.space_guid, rec.ref.name, iso(rec.ref.deleted_at), layout, reason,
                         rule)  # type: ignore[arg-type]  # rule: one of resolve_name's rules
@@ -87,42 +87,48 @@ async def instance_plan_doc(pool: asyncpg.Pool, settings: PlanConfig, rec: Insta
     return replace(doc, warnings=(*doc.warnings, *warnings))
 
 
+def _restore_command(st: PlanStorage, endpoint_url: str | None) -> str:
+    """The layout's restore_command for the plan's archive (:mod:`scheduler.layouts`)."""
+    if st.layout is None:
+        raise PlanningError("unsupported_layout", "the archive's layout is unknown: no restore_command")
+    loc = StorageLoc(st.layout, st.bucket, st.prefix, st.stanza or "main")
+    try:
+        return spec_of(st.layout).restore_command(loc, endpoint_url)
+    except LayoutArgumentError as e:
+        raise PlanningError("unsupported_layout", str(e)) from None
+
+
 PLAN_CANDIDATES = 4   # newest candidate backups loaded for a plan (recovery.narrow.narrow)
 
 
 async def _plan(pool: asyncpg.Pool, rec: InstanceRecord, target: Target, now: datetime,
-                requested_pg: int | None, inputs: repo.PlanInputs | None,
+                requested_pg: int | None, narrowed: repo.PlanInputs | None,
                 cache: SnapshotCache | None = None) -> tuple[RecoveryPlan, ArchiveSnapshot]:
-    """Plan from the newest candidates and the stored windows (``inputs``, from ``repo.load_plan_inputs``;
-    None when not stored for the current scan) when that is conclusive, else from the whole snapshot (the
-    result is the same; see ``recovery.narrow.narrow``). Refusals always come from the whole snapshot."""
+    """One path: the narrowed inputs (the newest candidates and the stored windows, from
+    ``repo.load_plan_inputs``) decide when they are conclusive; otherwise the whole snapshot and its
+    windows (:func:`whole_inputs`) do. The result is the same either way (``recovery.narrow``); refusals
+    always come from the whole snapshot."""
     def pg(snap: ArchiveSnapshot) -> int:
         return requested_pg or pg_major(rec.pg_version or snap.pg_version) or 15
 
-    if narrowable(target):
-        if inputs is None:     # no stored windows for this scan yet: compute and store them on the way
-            d, whole = await derived.refresh(pool, rec.guid)
-            try:
-                return plan_recovery(whole, target, now=now, pg_version=pg(whole), windows=d.windows), whole
-            except WindowsUnknown:   # no window at all on the requested path: the whole-snapshot refusal
-                return plan_recovery(whole, target, now=now, pg_version=pg(whole)), whole
-        try:
-            plan = plan_recovery(inputs.snapshot, target, now=now, pg_version=pg(inputs.snapshot),
-                                 windows=derived.parse_windows(inputs.windows_json))
-            if plan.backup.label in inputs.prefix:
-                return plan, inputs.snapshot
-        except (PlanningError, WindowsUnknown, ValueError):
-            pass
-    snap = await snapshot_of(pool, rec.guid, cache)
-    if cache is not None and narrowable(target):     # the whole snapshot's windows, once per generation
-        try:
-            return plan_recovery(snap, target, now=now, pg_version=pg(snap),
-                                 windows=path_windows_of(rec.guid, snap, cache)), snap
-        except WindowsUnknown:
-            pass
-    return plan_recovery(snap, target, now=now, pg_version=pg(snap)), snap
+    if narrowed is not None:
+        plan = _conclusive(narrowed, target, now, pg(narrowed.snapshot))
+        if plan is not None:
+            return plan, narrowed.snapshot
+    snap, windows = await whole_inputs(pool, rec.guid, cache)
+    return plan_recovery(snap, target, now=now, pg_version=pg(snap), windows=windows), snap
 
 
+def _conclusive(inputs: repo.PlanInputs, target: Target, now: datetime, pg_version: int) -> RecoveryPlan | None:
+    """The plan from the newest candidates when it is the whole snapshot's (it chose a backup of the
+    prefix); None when the candidates alone cannot tell: a refusal, a path the stored windows lack,
+    unreadable stored windows, a backup outside the prefix."""
+    try:
+        plan = plan_recovery(inputs.snapshot, target, now=now, pg_version=pg_version, narrowed=True,
+                             windows=derived.parse_windows(inputs.windows_json))
+    except (PlanningError, WindowsUnknown, ValueError):
+        return None
+    return plan if plan.backup.label in inputs.prefix else None
 
 
 def _store_factory(settings: PlanConfig, bucket: str) -> Callable[[], AbstractAsyncContextManager[Any]] | None:

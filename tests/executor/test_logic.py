@@ -11,6 +11,7 @@ from executor import logic
 from executor.logic import S3Access, StorageLoc
 from recovery.lsn import Lsn
 from recovery.plandoc import PlanDoc, PlanDocError, PlanReplay
+from scheduler.layouts import pgbackrest as pbr
 
 S3 = S3Access("http://127.0.0.1:9000", "AK", "SK", "eu-west-1")
 PGBR = StorageLoc("pgbackrest", "bkt", "pgbackrest", "main")
@@ -168,12 +169,12 @@ def test_pgbackrest_fetch_is_type_none_with_a_private_config() -> None:
 
 
 def test_pgbackrest_conf_variants() -> None:
-    conf = logic.pgbackrest_conf(PGBR, S3Access(None, None, None, "us-east-2", False, "/ca.pem"),
+    conf = pbr.pgbackrest_conf(PGBR, S3Access(None, None, None, "us-east-2", False, "/ca.pem"),
                                  pgdata="/d", work="/w").splitlines()
     assert "repo1-s3-endpoint=s3.us-east-2.amazonaws.com" in conf
     assert "repo1-storage-verify-tls=n" in conf and "repo1-storage-ca-file=/ca.pem" in conf
     assert not any(ln.startswith(("repo1-s3-key", "repo1-s3-uri-style", "repo1-storage-port")) for ln in conf)
-    other = logic.pgbackrest_conf(StorageLoc("pgbackrest", "b", "", None), S3, pgdata="/d", work="/w")
+    other = pbr.pgbackrest_conf(StorageLoc("pgbackrest", "b", "", None), S3, pgdata="/d", work="/w")
     assert "repo1-path=/" in other.splitlines() and "[main]" in other.splitlines()
 
 
