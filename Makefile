@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-DEB_PACKAGES := pgbackrest stunnel4 lzop pv postgresql-15 postgresql-client-15 openssl python3-venv chromium wrk
+DEB_PACKAGES := pgbackrest stunnel4 lzop pv postgresql-15 postgresql-client-15 openssl python3-venv chromium wrk prometheus
 
 .PHONY: setup debs venv tools demo lint test test-fast docs bench clean
 

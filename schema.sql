@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS instances (
     created_at       timestamptz,                    -- NULL: existed before the catalog learned of it
     registered_at    timestamptz NOT NULL DEFAULT now(),
     deleted_at       timestamptz,
+    service_plan_guid text,                          -- the CF plan it was created with (name sync, PUT)
     CONSTRAINT instances_system_id_uint64 CHECK (system_id IS NULL OR system_id BETWEEN 0 AND 18446744073709551615)
 );
 
@@ -323,4 +324,29 @@ CREATE TABLE IF NOT EXISTS wal_index_cursors (
     next_segno     bigint NOT NULL,
     updated_at     timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (instance_guid, timeline)
+);
+
+-- ===== Relation maps (issue 20, 0004): what each passed drill saw in its clone, per database: relation file
+-- number -> (OID, schema, name, kind) from pg_class JOIN pg_namespace (user relations and rewritten catalogs),
+-- as of the clone's last replayed commit (`as_of`; `taken_at`: when the drill ran). `changes` names a file
+-- from the newest map as of before the change (recovery.relnames). Kept as long as the drill's row.
+CREATE TABLE IF NOT EXISTS relation_maps (
+    id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    instance_guid  text NOT NULL REFERENCES instances ON DELETE CASCADE,
+    drill_id       bigint NOT NULL REFERENCES drills ON DELETE CASCADE,
+    database_oid   bigint NOT NULL,
+    database_name  text NOT NULL,
+    as_of          timestamptz NOT NULL,
+    taken_at       timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (drill_id, database_oid)
+);
+CREATE INDEX IF NOT EXISTS relation_maps_by_instance ON relation_maps (instance_guid, database_oid, as_of DESC);
+CREATE TABLE IF NOT EXISTS relation_map_entries (
+    map_id       bigint NOT NULL REFERENCES relation_maps ON DELETE CASCADE,
+    relfilenode  bigint NOT NULL,
+    rel_oid      bigint NOT NULL,
+    schema_name  text NOT NULL,
+    rel_name     text NOT NULL,
+    kind         text NOT NULL,   -- pg_class.relkind
+    PRIMARY KEY (map_id, relfilenode)
 );

@@ -25,6 +25,7 @@ import asyncpg
 from aiohttp import web
 from pydantic import ValidationError
 
+from backup_catalog.usecases.access import AccessUnavailable, InvalidToken, SpaceHidden, UserForbidden
 from catalog.errors import CatalogError, CatalogUnavailable, Conflict, NotScanned, UnknownInstance, UnknownService
 from recovery.errors import ParseError, PitrError, PlanningError
 from recovery.jsonout import refusal_to_dict
@@ -87,27 +88,36 @@ PROBLEMS: dict[type[BaseException], tuple[int, str]] = {
     BadRequest: (400, "Bad request"),
     ParseError: (400, "Bad request"),
     Unauthorized: (401, "Authentication required"),
+    InvalidToken: (401, "Invalid bearer token"),
     Forbidden: (403, "Forbidden for this role"),
+    UserForbidden: (403, "Forbidden for signed-in users"),
     UnknownService: (404, "Service instance not found"),
+    SpaceHidden: (404, "Space not found"),
     UnknownInstance: (404, "Instance not found"),
     Conflict: (409, "Conflict"),
     NotScanned: (409, "Instance not scanned yet"),
     ScanBusy: (409, "Scan in progress"),
     CatalogUnavailable: (503, "Catalog unavailable"),
     NotAvailable: (503, "Not available"),
+    AccessUnavailable: (503, "Authorization unavailable"),
     CatalogError: (500, "Catalog error"),
     PitrError: (400, "Bad request"),
 }
 
 WWW_AUTHENTICATE = 'Basic realm="backup-catalog", charset="UTF-8"'
+BEARER_CHALLENGE = 'Bearer realm="backup-catalog"'
 
 
 def problem(request: web.Request, status: int, title: str, detail: str, code: str,
             **extra: Any) -> web.Response:
     body = {"type": TYPE_BASE + code.replace("_", "-"), "title": title, "status": status, "detail": detail,
             "instance": request.path, "code": code, **extra}
-    headers = {"WWW-Authenticate": WWW_AUTHENTICATE} if status == 401 else None
-    return web.Response(status=status, text=json.dumps(body), content_type=PROBLEM_JSON, headers=headers)
+    resp = web.Response(status=status, text=json.dumps(body), content_type=PROBLEM_JSON)
+    if status == 401:   # both schemes are accepted (RFC 9110 §11.6.1: one challenge per header line)
+        resp.headers.add("WWW-Authenticate", WWW_AUTHENTICATE)
+        bearer = BEARER_CHALLENGE + (', error="invalid_token"' if code == "invalid_token" else "")
+        resp.headers.add("WWW-Authenticate", bearer)
+    return resp
 
 
 # PlanningError codes that mean "the request's target does not parse" (400), not "cannot be planned" (422)
@@ -156,7 +166,17 @@ def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
     return [{"loc": [str(p) for p in e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
 
 
+def status_of(exc: BaseException) -> int:
+    """The HTTP status an exception is answered with (500 when unmapped)."""
+    if isinstance(exc, PlanningError):
+        return 400 if exc.code in INVALID_INPUT_CODES else 422
+    mapped = _lookup(exc)
+    return mapped[0] if mapped is not None else 500
+
+
 def to_response(request: web.Request, exc: BaseException) -> web.Response:
+    if isinstance(exc, InvalidToken):   # which check failed, never which key
+        return problem(request, 401, "Invalid bearer token", str(exc), exc.code, check=exc.check)
     if isinstance(exc, PlanningError):
         return refusal(request, exc)
     if isinstance(exc, ValidationError):

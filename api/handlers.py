@@ -79,7 +79,8 @@ async def put_instance(request: web.Request) -> web.Response:
                       org_guid=body.organization_guid)
     st = body.storage
     storage = Storage(bucket=st.bucket, prefix=st.prefix, layout=str(st.layout), stanza=st.stanza)
-    created, rec = await instances.register(request.app[keys.POOL], ref, storage)
+    created, rec = await instances.register(request.app[keys.POOL], ref, storage,
+                                            service_plan_guid=body.service_plan_guid)
     return web.json_response(dump(InstanceOut, instance_to_dict(rec)), status=201 if created else 200)
 
 

@@ -6,8 +6,11 @@ HTTP requests).
 the process counters live in prometheus-client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, set by
 ``serve_workers`` for its workers) and every scrape sums them over all workers. One coherent set.
 
-Labels are instance GUIDs, HTTP methods, route templates, states and status codes only: never names typed
-by users, never credentials. Each application owns its registry (tests build many applications).
+Labels are instance GUIDs, HTTP methods, route templates, states and status codes; never credentials. The
+names (space GUID, service name) and the coverage page's URL are in one info series per instance,
+``backup_catalog_instance_info``, which alerting rules join on ``instance_guid`` to name the instance
+(deploy/prometheus/). The catalog being unreachable is ``backup_catalog_catalog_up 0`` (the process metrics
+are still served). Each application owns its registry (tests build many applications).
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
+from urllib.parse import quote
 
 import asyncpg
 from aiohttp import web
@@ -30,6 +34,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from backup_catalog.settings import Settings
 from backup_catalog.usecases import coverage
+from backup_catalog.usecases.drill_schedule import scheduled_enabled
+from catalog.errors import CatalogError
 from recovery.grading import PURGE_STATES, RANK, STATUSES, purge_state
 from scheduler.runner import ScanOutcome
 
@@ -44,9 +50,11 @@ PURGE_OUTCOMES = ("running", "done", "refused", "failed")
 # per instance, besides the coverage facts: the last passed drill; fleet totals as uncorrelated
 # subqueries (evaluated once per statement): the whole /metrics body is one statement
 _METRICS_JOINS = """LEFT JOIN (SELECT instance_guid, max(finished_at) AS t FROM drills WHERE state = 'passed'
-           GROUP BY instance_guid) dl ON dl.instance_guid = i.instance_guid"""
+           GROUP BY instance_guid) dl ON dl.instance_guid = i.instance_guid
+LEFT JOIN LATERAL (SELECT p.outcome FROM purges p WHERE p.instance_guid = i.instance_guid
+                   ORDER BY p.id DESC LIMIT 1) lp ON true"""
 _METRICS_EXTRA = """,
-       dl.t AS drill_last_ok,
+       dl.t AS drill_last_ok, i.registered_at AS registered_at, lp.outcome AS last_purge_outcome,
        (SELECT coalesce(json_object_agg(state, n), '{}')::text
           FROM (SELECT state, count(*) AS n FROM drills GROUP BY state) x) AS agg_drills,
        (SELECT coalesce(json_object_agg(outcome, json_build_array(n, b, o)), '{}')::text
@@ -72,6 +80,13 @@ class ApiMetrics:
         self.scans = Counter("backup_catalog_scans", "Scans run by this service", ["result"], registry=own)
         self.requests = Counter("backup_catalog_http_requests", "HTTP requests",
                                 ["method", "route", "status"], registry=own)
+        # end users (issue 19): by outcome only, never a user as a label
+        self.user_previews = Counter("backup_catalog_user_clone_previews", "Clone previews asked by signed-in "
+                                     "users, by outcome (planned, refused, invalid, unknown, error)", ["outcome"],
+                                     registry=own)
+        self.user_refusals = Counter("backup_catalog_user_refusals", "Requests of signed-in users refused, by "
+                                     "reason (token_<check>, hidden, forbidden, cc_unavailable)", ["reason"],
+                                     registry=own)
         self.latency = Histogram("backup_catalog_http_request_duration_seconds", "HTTP request latency",
                                  ["route"], registry=own)
         # S3 events (issue 22): what the consumer received and did with it, how late, and what it missed
@@ -109,10 +124,18 @@ class ApiMetrics:
         self.event_drift.inc(objects)
 
     # -- the scrape ------------------------------------------------------------------------------
-    async def render(self, pool: asyncpg.Pool, settings: Settings, *, now: datetime | None = None) -> bytes:
-        """The fleet gauges (from the catalog) followed by the process metrics."""
-        fleet = await fleet_text(pool, settings, now or datetime.now(UTC))
-        return fleet.encode() + generate_latest(self.registry)
+    async def render(self, pool: asyncpg.Pool, settings: Settings, *, now: datetime | None = None,
+                     base_url: str = "") -> bytes:
+        """The fleet gauges (from the catalog; ``catalog_up 0`` without them when it cannot be read) followed by
+        the process metrics. ``base_url``: where operators reach this service (the coverage page links)."""
+        try:
+            fleet, up = await fleet_text(pool, settings, now or datetime.now(UTC), base_url), 1
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, CatalogError) as e:
+            log.warning("fleet metrics not rendered: catalog unreachable (%s)", type(e).__name__)
+            fleet, up = "", 0
+        cat = _Family("backup_catalog_catalog_up", "gauge", "1 when the catalog database answered this scrape")
+        cat.add(up)
+        return (fleet + "\n".join(cat.lines) + "\n").encode() + generate_latest(self.registry)
 
 
 def _esc(v: str) -> str:
@@ -144,7 +167,7 @@ def _ts(t: datetime | None) -> float | None:
     return t.timestamp() if t is not None else None
 
 
-async def fleet_text(pool: asyncpg.Pool, settings: Settings, now: datetime) -> str:
+async def fleet_text(pool: asyncpg.Pool, settings: Settings, now: datetime, base_url: str = "") -> str:
     """The fleet gauges in the Prometheus text format: one catalog statement, graded in one pass."""
     es = await coverage.entries(pool, settings, now, extra=_METRICS_EXTRA, joins=_METRICS_JOINS,
                                 explain=False)
@@ -178,7 +201,26 @@ async def fleet_text(pool: asyncpg.Pool, settings: Settings, now: datetime) -> s
         "purged_bytes": ("backup_catalog_purge_reclaimed_bytes_total", "counter", "Bytes deleted by purges"),
         "purged_objects": ("backup_catalog_purge_deleted_objects_total", "counter", "Objects deleted by purges"),
         "purges": ("backup_catalog_purges", "gauge", "Purge runs recorded in the catalog, by outcome"),
+        # issue 21: what the alerting rules (deploy/prometheus/) need besides the above
+        "info": ("backup_catalog_instance_info", "gauge", "1 per instance: its space, current name, whether it "
+                 "is deleted, and its coverage page (join on instance_guid to name an instance)"),
+        "registered": ("backup_catalog_instance_registered_timestamp_seconds", "gauge",
+                       "When the catalog registered the instance"),
+        "hole_new": ("backup_catalog_wal_hole_after_newest_backup", "gauge",
+                     "1 when WAL is missing after the newest backup (point-in-time recovery past it is cut)"),
+        "corrupt": ("backup_catalog_corrupt_wal_segments", "gauge",
+                    "WAL segments proven corrupt (recovery cannot replay past the first)"),
+        "last_purge": ("backup_catalog_last_purge", "gauge", "1 for the outcome of the instance's newest purge run"),
+        "rpo_warn": ("backup_catalog_rpo_warning_threshold_seconds", "gauge", "COVERAGE_WARNING_RPO_SECONDS"),
+        "rpo_crit": ("backup_catalog_rpo_critical_threshold_seconds", "gauge", "COVERAGE_CRITICAL_RPO_SECONDS"),
+        "drill_age": ("backup_catalog_drill_warning_age_seconds", "gauge",
+                      "DRILL_WARNING_AGE_SECONDS (only while scheduled drills are on in this replica)"),
     }.items()}
+    fam["rpo_warn"].add(settings.coverage_warning_rpo_seconds)
+    fam["rpo_crit"].add(settings.coverage_critical_rpo_seconds)
+    if scheduled_enabled(settings):
+        fam["drill_age"].add(settings.drill_warning_age_seconds)
+    base = base_url.rstrip("/")
     live = sum(1 for e in es if e.deleted_at is None)
     fam["instances"].add(live, state="live")
     fam["instances"].add(len(es) - live, state="deleted")
@@ -192,6 +234,12 @@ async def fleet_text(pool: asyncpg.Pool, settings: Settings, now: datetime) -> s
         g, f = e.grade, e.facts
         assert g is not None
         lab = f'{{instance_guid="{_esc(e.guid)}"}}'
+        fam["info"].add(1, instance_guid=e.guid, space_guid=e.space_guid, name=e.name,
+                        deleted="true" if e.deleted_at is not None else "false",
+                        coverage_url=f"{base}/instances/{quote(e.guid, safe='')}/coverage.html")
+        fam["registered"].put(_ts(e.record["registered_at"]), lab)
+        if e.record["last_purge_outcome"] is not None:
+            fam["last_purge"].add(1, instance_guid=e.guid, outcome=e.record["last_purge_outcome"])
         counts[g.status] += 1
         grade_.put(RANK[g.status], lab)
         failing.put(1 if e.failing else 0, lab)
@@ -201,6 +249,8 @@ async def fleet_text(pool: asyncpg.Pool, settings: Settings, now: datetime) -> s
             last.put(_ts(f.latest_end), lab)
             newest.put(_ts(f.newest_done_stop_time), lab)
             holes_.put(f.holes_count, lab)
+            fam["hole_new"].put(0 if f.hole_after_newest is None else 1, lab)
+            fam["corrupt"].put(len(f.corrupt), lab)
             rpo.put(g.rpo_seconds, lab)
         if e.drill is not None:
             drill_failed.put(0 if e.drill.ok else 1, lab)
@@ -236,7 +286,9 @@ def _lines(families: Iterable[_Family]) -> Iterable[str]:
 async def get_metrics(request: web.Request) -> web.Response:
     from api import keys
     m: ApiMetrics = request.app[keys.METRICS]
-    resp = web.Response(body=await m.render(request.app[keys.POOL], request.app[keys.SETTINGS]))
+    settings = request.app[keys.SETTINGS]
+    base = settings.external_url or f"{request.scheme}://{request.host}"
+    resp = web.Response(body=await m.render(request.app[keys.POOL], settings, base_url=base))
     resp.headers["Content-Type"] = CONTENT_TYPE
     return resp
 

@@ -87,6 +87,10 @@ def _operation(op: Any) -> dict[str, Any]:
                               "content": {"application/json": {"schema": _ref(op.body)}}}
     doc["security"] = {Role.PUBLIC: [], Role.BROKER: [{"broker": []}, {"operator": []}],
                        Role.OPERATOR: [{"operator": []}]}[op.role]
+    if op.role is Role.BROKER and "{space_guid}" in op.path:
+        doc["security"].append({"uaa": []})      # end users: a UAA token, decided by the Cloud Controller
+        responses.setdefault("404", _error_response(404))
+        responses.setdefault("503", _error_response(503))
     return doc
 
 
@@ -98,15 +102,22 @@ def openapi_document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "backup-catalog", "version": "1",
-                 "description": "PITR catalog for PostgreSQL archives in S3: broker and operator API. "
+                 "description": "PITR catalog for PostgreSQL archives in S3: broker, operator and end-user API. "
                                 "Broker credentials may use the broker routes; operator credentials every "
-                                "route. /healthz, /readyz and /openapi.json are public."},
+                                "route; end users' UAA tokens the broker routes that name a space. "
+                                "/healthz, /readyz and /openapi.json are public."},
         "paths": paths,
         "components": {
             "schemas": _components(),
             "securitySchemes": {
                 "broker": {"type": "http", "scheme": "basic", "description": "broker role"},
                 "operator": {"type": "http", "scheme": "basic", "description": "operator role"},
+                "uaa": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                        "description": "an end user's UAA access token (as `cf oauth-token` prints it): RS256, "
+                                       "audience cloud_controller, scope cloud_controller.read. The Cloud "
+                                       "Controller, asked with the same token, decides: the space visible -> read; "
+                                       "a space the user cannot see answers 404 like an unknown name; the CC "
+                                       "unreachable -> 503. A bad token is a 401 naming the failed check."},
             },
         },
     }

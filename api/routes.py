@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from pydantic import BaseModel
 
-from api import coverage, drills, handlers, metrics, ready, schemas
+from api import coverage, drills, handlers, metrics, ready, schemas, spaces
 from api import purge as purge_api
 from api.auth import Role
 from api.errors import BadRequest
@@ -64,6 +64,10 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "/spaces/{space_guid}/services/{name}/backups", handlers.get_backups, _B,
               "Backups, WAL coverage, holes and recoverable windows of every holder of a name",
               "getBackups", response=schemas.BackupsDoc, errors=(400, 404), tags=("broker",)),
+    Operation("GET", "/spaces/{space_guid}/services", spaces.get_space_services, _B,
+              "Every service instance the space has had (live and deleted): names, plan, windows, newest backup, "
+              "drill, undo period, and whether the caller may start an undo (can_undo)", "listSpaceServices",
+              response=spaces.SpaceServices, errors=(400, 404, 503), tags=("broker", "users")),
     Operation("POST", "/spaces/{space_guid}/clones", handlers.post_clone, _B,
               "Plan a clone of a service instance at a point in time", "planClone",
               body=schemas.CloneRequest, response=schemas.PlanDoc, errors=(400, 404, 422), tags=("broker",)),

@@ -31,6 +31,10 @@ def _integral(v: Any) -> Any:
 
 
 TimelineNumber = Annotated[int, Field(ge=1, le=0xFFFFFFFF), BeforeValidator(_integral)]
+Xid = Annotated[int, Field(ge=3, le=0xFFFFFFFF, description="a committed transaction's id (xid)"),
+                BeforeValidator(_integral)]
+PointName = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[^\x00]+$",
+                                 description="a restore point's name (pg_create_restore_point)")]
 PgMajor = Annotated[int, Field(ge=9, le=99), BeforeValidator(_integral)]
 
 
@@ -49,16 +53,26 @@ class _Response(BaseModel):
 # and rules the three others out, so the branches exclude each other by construction.
 _NO_TIME, _NO_LSN = {"point-in-time": {"type": "null"}}, {"lsn": {"type": "null"}}
 _NO_LATEST, _NO_IMMEDIATE = {"latest": {"const": False}}, {"immediate": {"const": False}}
+_NO_XID, _NO_POINT = {"before-xid": {"type": "null"}}, {"restore-point": {"type": "null"}}
+_NO_EXACT = {**_NO_XID, **_NO_POINT, "restore-point-lsn": {"type": "null"}}
+# exact targets (issue 20): never exclusive, on "latest" or a numbered timeline (their record's)
+_EXACT = {"exclusive": {"const": False}, "timeline": {"not": {"const": "current"}}}
 _ONE_TARGET: dict[str, Any] = {"oneOf": [
     {"required": ["point-in-time"],
-     "properties": {"point-in-time": {"type": "string"}, **_NO_LSN, **_NO_LATEST, **_NO_IMMEDIATE}},
-    {"required": ["lsn"], "properties": {"lsn": {"type": "string"}, **_NO_TIME, **_NO_LATEST, **_NO_IMMEDIATE}},
+     "properties": {"point-in-time": {"type": "string"}, **_NO_LSN, **_NO_LATEST, **_NO_IMMEDIATE, **_NO_EXACT}},
+    {"required": ["lsn"], "properties": {"lsn": {"type": "string"}, **_NO_TIME, **_NO_LATEST, **_NO_IMMEDIATE,
+                                         **_NO_EXACT}},
     {"required": ["latest"], "properties": {"latest": {"const": True}, "exclusive": {"const": False},
-                                            **_NO_TIME, **_NO_LSN, **_NO_IMMEDIATE}},
+                                            **_NO_TIME, **_NO_LSN, **_NO_IMMEDIATE, **_NO_EXACT}},
     # immediate stops at the backup's consistency point on its own timeline: no timeline number
     {"required": ["immediate"], "properties": {"immediate": {"const": True}, "exclusive": {"const": False},
                                                "timeline": {"enum": ["latest", "current"]},
-                                               **_NO_TIME, **_NO_LSN, **_NO_LATEST}},
+                                               **_NO_TIME, **_NO_LSN, **_NO_LATEST, **_NO_EXACT}},
+    {"required": ["before-xid"], "properties": {"before-xid": {"type": "integer"}, **_EXACT, **_NO_TIME, **_NO_LSN,
+                                                **_NO_LATEST, **_NO_IMMEDIATE, **_NO_POINT,
+                                                "restore-point-lsn": {"type": "null"}}},
+    {"required": ["restore-point"], "properties": {"restore-point": {"type": "string"}, **_EXACT, **_NO_TIME,
+                                                   **_NO_LSN, **_NO_LATEST, **_NO_IMMEDIATE, **_NO_XID}},
 ]}
 
 
@@ -73,7 +87,8 @@ def zoned_time(v: str | None) -> str | None:
 
 
 class CloneRequest(_Request):
-    """Body of ``POST /spaces/{space_guid}/clones``: exactly one of point-in-time, lsn, latest, immediate.
+    """Body of ``POST /spaces/{space_guid}/clones``: exactly one of point-in-time, lsn, latest, immediate,
+    before-xid, restore-point (``restore-point-lsn`` picks one occurrence of a repeated restore point).
 
     Every value is checked here, at the edge: a time that does not parse or has no zone, a malformed
     LSN, a bad timeline or not exactly one target is a 400 problem whose ``errors[].loc`` names the field.
@@ -92,6 +107,12 @@ class CloneRequest(_Request):
     timeline: TimelineText | TimelineNumber = "latest"
     exclusive: bool = False
     pg_version: PgMajor | None = Field(default=None, alias="pg-version")
+    before_xid: Xid | None = Field(default=None, alias="before-xid",
+                                   description="stop just before this transaction's commit (not inclusive)")
+    restore_point: PointName | None = Field(default=None, alias="restore-point",
+                                            description="stop at this named restore point")
+    restore_point_lsn: LsnText | None = Field(default=None, alias="restore-point-lsn",
+                                              description="the occurrence of a repeated restore point, by its LSN")
     _request: core.CloneRequest | None = PrivateAttr(default=None)
 
     @field_validator("point_in_time")
@@ -103,7 +124,9 @@ class CloneRequest(_Request):
     def _one_target(self) -> CloneRequest:
         try:   # parsed here, once, into the core's request
             target = make_target(point_in_time=self.point_in_time, lsn=self.lsn, latest=self.latest,
-                                 immediate=self.immediate, timeline=self.timeline, exclusive=self.exclusive)
+                                 immediate=self.immediate, timeline=self.timeline, exclusive=self.exclusive,
+                                 before_xid=self.before_xid, restore_point=self.restore_point,
+                                 restore_point_lsn=self.restore_point_lsn)
         except PlanningError as e:
             raise ValueError(e.message) from None
         self._request = core.CloneRequest(self.clone_from, target, self.pg_version)
@@ -131,6 +154,8 @@ class InstancePut(_Request):
     organization_guid: Text | None = None
     name: Text
     storage: StorageIn
+    service_plan_guid: Text | None = Field(default=None, description="the Cloud Foundry service plan GUID the "
+                                           "instance is created with (cf-undo creates clones with the same plan)")
 
 
 class InstancePatch(_Request):

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench import archives, bigcatalog, drills, fastlist, fleetreports, load, report, sidebyside
+from bench import archives, bigcatalog, drills, events, fastlist, fleetreports, load, report, sidebyside
 from catalog import db as catalog_db
 from catalog import embedded, repo
 from recovery.model import InstanceRef, Storage
@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
                         "worker only adds contention)")
     p.add_argument("--stock-moto", action="store_true", help="keep moto's O(bucket) ListObjectsV2")
     p.add_argument("--skip", action="append", default=[],
-                   choices=["year", "fleet", "catalog", "tools", "drills", "reports", "http"])
+                   choices=["year", "fleet", "catalog", "tools", "drills", "reports", "http", "events"])
     p.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     a = p.parse_args(argv)
     year_segments = a.year_segments or (525_600 if a.full_size else 50_000)
@@ -313,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
                     job(env, "scan", "--guid", r["guid"], "--full")
                 if "drills" not in a.skip:    # before the server and the big catalog: restores want the CPU
                     results["drills"] = drills.measure(ep, dsn, regs)
+            if "events" not in a.skip:    # S3 events (issue 22): its own instances, before the big catalog
+                results["events"] = events.measure(ep, dsn, log=log, **events.SIZES["full" if a.full_size else "default"])
             if "catalog" not in a.skip:
                 t0 = time.perf_counter()
                 counts = asyncio.run(bigcatalog.build(dsn, a.catalog_instances, a.catalog_days))

@@ -110,8 +110,13 @@ async def applied_keys(db: Db, guid: str, keys: Iterable[str]) -> dict[str, KeyE
     return {r["key"]: KeyEvent(r["key"], r["action"], r["sequencer"], r["event_time"]) for r in rows}
 
 
-async def created_keys(db: Db, guid: str, under: str = "") -> list[KeyEvent]:
-    """Keys created (newest event) under ``under``: the WAL keys events taught, for edge reads."""
+async def created_keys(db: Db, guid: str, under: str = "", *, like: Sequence[str] = ()) -> list[KeyEvent]:
+    """Keys created (newest event) under ``under`` (and matching one of the ``like`` patterns, if given):
+    the WAL keys events taught, for edge reads."""
+    if like:
+        rows = await db.fetch("SELECT key, action, sequencer, event_time FROM event_keys WHERE instance_guid = $1 "
+                              "AND action = 'created' AND key LIKE ANY($2::text[])", guid, list(like))
+        return [KeyEvent(r["key"], r["action"], r["sequencer"], r["event_time"]) for r in rows]
     rows = await db.fetch("SELECT key, action, sequencer, event_time FROM event_keys WHERE instance_guid = $1 "
                           "AND action = 'created' AND starts_with(key, $2)", guid, under)
     return [KeyEvent(r["key"], r["action"], r["sequencer"], r["event_time"]) for r in rows]

@@ -16,7 +16,7 @@ import signal
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -207,11 +207,14 @@ async def execute_plan(plan: PlanDoc, pgdata: Path, settings: RestoreConfig, *, 
                        keep_running: bool = False, keep_failed: bool = False,
                        progress: Callable[[ProgressEvent], None] | None = None,
                        check_query: str | None = None,
-                       environ: Mapping[str, str] | None = None) -> RestoreResult:
+                       environ: Mapping[str, str] | None = None,
+                       inspect: Callable[[Path, int], Awaitable[None]] | None = None) -> RestoreResult:
     """Restore ``plan`` into ``pgdata`` and verify it; see the module docstring and DESIGN.md.
 
     ``environ`` (default ``os.environ``) is the caller's environment: its ``PATH``, and the
-    ``PGBACKREST_*``/``WALG_*``/``WALE_*``/``AWS_*`` variables passed to the tools and the server."""
+    ``PGBACKREST_*``/``WALG_*``/``WALE_*``/``AWS_*`` variables passed to the tools and the server.
+    ``inspect(socket_dir, port)`` runs against the verified server before it is shut down (drills read
+    relation maps there)."""
     exp = plan.replay
     try:
         loc = logic.storage_of(plan)
@@ -232,7 +235,7 @@ async def execute_plan(plan: PlanDoc, pgdata: Path, settings: RestoreConfig, *, 
     created = _check_pgdata(pgdata)
     run = _Run(doc, loc, exp, pgdata, created, settings, s3, path, progress, keep_failed, caller)
     try:
-        return await run.go(bindir, keep_running, check_query)
+        return await run.go(bindir, keep_running, check_query, inspect)
     except BaseException as e:
         await run.abort()
         if isinstance(e, RestoreError):
@@ -265,7 +268,8 @@ class _Run:
         with contextlib.suppress(Exception):
             self.progress(ProgressEvent(**kw))
 
-    async def go(self, bindir: Path | None, keep_running: bool, check_query: str | None) -> RestoreResult:
+    async def go(self, bindir: Path | None, keep_running: bool, check_query: str | None,
+                 inspect: Callable[[Path, int], Awaitable[None]] | None = None) -> RestoreResult:
         t0 = time.monotonic()
         self.work.chmod(0o700)
         _chown(self.work)
@@ -280,6 +284,8 @@ class _Run:
         reached, last_commit, timeline = await self.recover(bindir)
         replay_s = time.monotonic() - t1
         check = await self.check(check_query) if check_query else None
+        if inspect is not None:
+            await inspect(self.work / "sock", self.port)
         (self.work / "pgbackrest.conf").unlink(missing_ok=True)    # its credentials: not needed after promotion
         if keep_running:
             self.kept_running = True

@@ -59,6 +59,33 @@ class HeadStore(ObjectStore, Protocol):
     async def head(self, key: str) -> ObjectInfo | None: ...
 
 
+def neighbour_patterns(p: Pending, seg_size: int, reach: int = EDGE_REACH) -> list[str]:
+    r"""LIKE patterns for the keys of the ``reach`` segments up to ``p``'s (whatever the suffix: a pgBackRest
+    SHA-1, a compression): where the edge reader may walk back to.
+
+    >>> neighbour_patterns(Pending(S3Event("b", "x/wals/0000000100000001/000000010000000100000000.gz",
+    ...                                     Action.CREATED, "", None, None), "", Target(Kind.SEGMENT, 1, 256)),
+    ...                    16 << 20, 2)
+    ['x/wals/0000000100000001/000000010000000100000000%', 'x/wals/0000000100000000/0000000100000000000000FF%']
+    >>> neighbour_patterns(Pending(S3Event("b", "y/wal_005/000000010000000000000002.lz4", Action.CREATED, "",
+    ...                                     None, None), "", Target(Kind.SEGMENT, 1, 2)), 16 << 20, 2)
+    ['y/wal\\_005/000000010000000000000002%', 'y/wal\\_005/000000010000000000000001%']
+    """
+    from recovery.wal import segment_name
+    assert p.target.timeline is not None and p.target.segno is not None
+    key = p.event.key
+    cut = key.rfind("/") + 1
+    name = key[cut:cut + 24]
+    head = key[:cut]
+    hashed = len(head) > 17 and head[-17:-1] == name[:16]
+    out = []
+    for n in range(p.target.segno, max(-1, p.target.segno - reach), -1):
+        other = segment_name(p.target.timeline, n, seg_size)
+        d = head[:-17] + other[:16] + "/" if hashed else head
+        out.append(d.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + other + "%")
+    return out
+
+
 def _lm(t: datetime | None) -> datetime | None:
     """An event time as a listing's LastModified (whole seconds)."""
     return t.replace(microsecond=0) if t is not None else None

@@ -145,6 +145,12 @@ async def test_drill_passes_on_the_real_archive(tool: str, drilled: Drilled, _ca
     assert row.target is not None and row.target["kind"] == "latest"
     if tool == "pgbackrest":   # the plan's WAL was checked against the sha1 in the names
         assert o.checked_segments >= 2
+    # the clone's relation maps (issue 20): every database, user relations with their schema and kind
+    seen = {(r["database_name"], r["schema_name"], r["rel_name"], r["kind"]) for r in await _catalog_pool.fetch(
+        "SELECT m.database_name, e.schema_name, e.rel_name, e.kind FROM relation_maps m "
+        "JOIN relation_map_entries e ON e.map_id = m.id WHERE m.drill_id = $1", o.id)}
+    assert {("postgres", "public", "ticks", "r"), ("postgres", "public", "ticks_pkey", "i")} <= seen
+    assert not any(schema == "pg_catalog" and name == "pg_class" for _, schema, name, _ in seen)
     assert_clean(drilled.root)
 
 

@@ -46,7 +46,7 @@ async def cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print_json({"scans": [dataclasses.asdict(o) for o in outcomes]})
     else:
-        render.print_scans(outcomes, Console(), err)
+        render.print_scans(outcomes, render.console(), err)
     return 0 if all(o.ok for o in outcomes) else 1
 
 
@@ -55,10 +55,9 @@ def _show(args: argparse.Namespace, doc: Any, pretty: str) -> int:
         print_json(doc)
     else:
         # only for a person at a terminal: --json never loads rich
-        from rich.console import Console
 
         from backup_catalog.cli import render
-        getattr(render, pretty)(doc, Console())
+        getattr(render, pretty)(doc, render.console())
     return 0
 
 

@@ -34,7 +34,7 @@ from catalog.connect import open_catalog
 
 EXIT_PASSED, EXIT_COULD_NOT_RUN, EXIT_FAILED = 0, 1, 4
 err = Console(stderr=True)
-out = Console()
+out = render.console()
 
 
 

@@ -5,7 +5,6 @@ import argparse
 from typing import Any
 
 import asyncpg
-from rich.console import Console
 
 from backup_catalog.cli import render
 from backup_catalog.cli.common import on_catalog, print_json
@@ -22,7 +21,7 @@ async def cmd_instances(args: argparse.Namespace, settings: Settings) -> int:
         if args.json:
             print_json({"instances": rows})
         else:
-            render.print_instances(rows, Console())
+            render.print_instances(rows, render.console())
         return 0
     doc = await on_catalog(settings, lambda pool: _change(pool, args, settings))
     if args.json:

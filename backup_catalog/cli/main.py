@@ -39,6 +39,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("report", "cmd_report"),
     "serve": ("serve", "cmd_serve"),
     "demo": ("demo", "cmd_demo"),
+    "events": ("events", "cmd_events"),
 }
 SHORT_LIVED = frozenset({"backups", "plan"})    # read-only, one after another at a terminal
 
@@ -60,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     if settings is None:
         return EXIT_USAGE
     handler = handler_of(args.cmd)
+    if getattr(args, "plain", False):
+        from backup_catalog.cli import render  # --plain only: the terminal renderer (rich) is needed anyway
+        render.set_plain(True)
     if args.cmd == "serve":
         from backup_catalog.cli.serve import before_loop  # serve only: the HTTP stack, uvloop, the workers
         code = before_loop(args, settings, _run)
@@ -84,6 +88,24 @@ def _settings(args: argparse.Namespace) -> Settings | None:
     return None
 
 
+def listed(details: dict[str, Any]) -> list[str]:
+    """What an exact-target refusal lists (restore points known or repeated, the nearest known xids).
+
+    >>> listed({"nearest": [{"xid": 747, "commit_time": "2026-12-07T10:00:00Z"}]})
+    ['known: transaction 747 committed at 2026-12-07T10:00:00Z']
+    """
+    out = []
+    for key, what in (("occurrences", "occurrence"), ("known", "known"), ("elsewhere", "off this path")):
+        for d in details.get(key) or []:
+            if isinstance(d, dict) and "name" in d:
+                out.append(f"{what}: restore point {d['name']!r} at {d.get('time')} (LSN {d.get('lsn')}, "
+                           f"timeline {d.get('timeline')})")
+    for d in details.get("nearest") or []:
+        if isinstance(d, dict):
+            out.append(f"known: transaction {d.get('xid')} committed at {d.get('commit_time')}")
+    return out
+
+
 def _run(args: argparse.Namespace, work: Callable[[], Coroutine[Any, Any, int]]) -> int:
     """Run a command, turning its errors into the CLI contract (exit code; one JSON document with --json)."""
     try:
@@ -99,6 +121,8 @@ def _run(args: argparse.Namespace, work: Callable[[], Coroutine[Any, Any, int]])
             print(f"refused ({e.code}): {e.message}", file=sys.stderr)
             for w in doc["error"].get("windows", []):
                 print(f"  recoverable: timeline path {w['timeline_path']}: {w['from']} .. {w['to']}", file=sys.stderr)
+            for line in listed(doc["error"].get("details") or {}):
+                print(f"  {line}", file=sys.stderr)
         return EXIT_USAGE if e.code in USAGE_CODES else EXIT_REFUSED
     except PitrError as e:
         code = getattr(e, "code", "error")

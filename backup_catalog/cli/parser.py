@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lsn")
     g.add_argument("--latest", action="store_true")
     g.add_argument("--immediate", action="store_true")
+    add_exact_targets(pl, g)
     pl.add_argument("--timeline", default="latest")
     pl.add_argument("--exclusive", action="store_true")
     pl.add_argument("--pg-version", type=int)
@@ -113,8 +114,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("demo", help="one-command tour: make a real archive, scan it, answer a clone request")
     add_drill(sub)
+    add_events(sub)
+    _add_plain(p)
     return p
 
+
+def _add_plain(p: argparse.ArgumentParser) -> None:
+    """``--plain`` on every command that prints for a person: tables as tab-separated lines, whole values."""
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _add_plain(child)
+            return
+    if not any("--plain" in a.option_strings for a in p._actions):
+        p.add_argument("--plain", action="store_true", default=argparse.SUPPRESS,
+                       help="tables as tab-separated lines (header first), nothing cut or wrapped")
+
+
+
+def add_exact_targets(p: Any, g: Any) -> None:
+    """The exact targets (issue 20), the backup chosen automatically from the WAL index."""
+    g.add_argument("--before-xid", metavar="XID", help="stop just before this transaction's commit")
+    g.add_argument("--restore-point", metavar="NAME", help="stop at this named restore point")
+    p.add_argument("--restore-point-lsn", metavar="LSN",
+                   help="which occurrence of a restore point name that occurs more than once (its LSN)")
 
 
 def add_restore(sub: Any) -> None:
@@ -126,6 +149,7 @@ def add_restore(sub: Any) -> None:
     g.add_argument("--lsn")
     g.add_argument("--latest", action="store_true")
     g.add_argument("--immediate", action="store_true")
+    add_exact_targets(r, g)
     r.add_argument("--timeline", default="latest")
     r.add_argument("--exclusive", action="store_true")
     r.add_argument("--plan", metavar="FILE|-", help="a plan document from POST /spaces/{space}/clones (no catalog)")
@@ -135,6 +159,17 @@ def add_restore(sub: Any) -> None:
     r.add_argument("--keep-failed", action="store_true", help="keep the data directory of a failed restore")
     r.add_argument("--check-query", help="SQL run on the promoted clone; its first value is reported")
     r.add_argument("--json", action="store_true")
+
+
+def add_events(sub: Any) -> None:
+    ep = sub.add_parser("events", help="S3 event notifications through SQS").add_subparsers(
+        dest="events_cmd", required=True)
+    s = ep.add_parser("setup", help="the bucket notification configuration and queue policy for the "
+                                    "registered prefixes (printed; applied with --apply)")
+    s.add_argument("--bucket", required=True)
+    s.add_argument("--queue-url", required=True)
+    s.add_argument("--apply", action="store_true", help="apply it (else only print it)")
+    s.add_argument("--json", action="store_true", help="(the output is one JSON document either way)")
 
 
 def add_drill(sub: Any) -> None:

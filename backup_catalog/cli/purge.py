@@ -28,7 +28,7 @@ from catalog.connect import open_catalog
 from scheduler.clients import purge_s3_client, s3_client
 
 err = Console(stderr=True)
-out = Console()
+out = render.console()
 
 
 async def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:

@@ -2,7 +2,9 @@
 the documents themselves, in the command modules). rich is imported only here and in the progress
 displays, so ``backups --json`` and ``plan --json`` never load it.
 
-Each function takes the document (or result) and the console to print on.
+Each function takes the document (or result) and the console to print on. Output is for reading and for
+copying: GUIDs, labels and segment names are never cut; on a terminal tables use its full width, piped they
+have no width limit, and ``--plain`` prints every table as tab-separated lines (:func:`console`, :func:`emit`).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from rich import filesize
 from rich.console import Console
 from rich.markup import escape as _esc
 from rich.table import Table
+from rich.text import Text
 
 from backup_catalog.formats.report import short_time
 from recovery.grading import CRITICAL, OK, PURGE_STATES, WARNING
@@ -25,6 +28,48 @@ if TYPE_CHECKING:
     from scheduler.runner import ScanOutcome
 
 
+# -- consoles and tables ----------------------------------------------------------------------------
+
+PIPE_WIDTH = 4096       # piped output: wide enough that no table or line is ever wrapped or cut
+
+
+class _Mode:
+    plain = False       # --plain: tables as tab-separated lines (set once, by main, before any output)
+
+
+def set_plain(on: bool) -> None:
+    _Mode.plain = on
+
+
+def console(*, stderr: bool = False) -> Console:
+    """A console for a person's output: the terminal's own width, or no practical limit when piped."""
+    c = Console(stderr=stderr)
+    if not c.is_terminal:
+        c = Console(stderr=stderr, width=PIPE_WIDTH, no_color=True)
+    return c
+
+
+def emit(table: Table, out: Console, *, whole: Sequence[str] = ()) -> None:
+    """Print a table. Columns named in ``whole`` (GUIDs, labels, segments) never wrap and are never cut: they
+    are at least as wide as their widest cell. ``--plain``: header and rows as tab-separated lines."""
+    if _Mode.plain:
+        rows = [[Text.from_markup(str(c.header)).plain for c in table.columns]]
+        cells = [[_plain_cell(v) for v in c.cells] for c in table.columns]
+        rows += [list(r) for r in zip(*cells)] if cells else []
+        for r in rows:   # written as is: rich would expand the tabs
+            print("\t".join(v.replace("\t", " ").replace("\n", " ") for v in r), file=out.file)
+        return
+    for col in table.columns:
+        if str(col.header) in whole:
+            col.no_wrap, col.overflow = True, "ignore"
+            col.min_width = max([len(_plain_cell(v)) for v in col.cells] + [len(str(col.header))])
+    out.print(table)
+
+
+def _plain_cell(v: Any) -> str:
+    return v.plain if isinstance(v, Text) else Text.from_markup(str(v)).plain
+
+
 # -- instances, scan, backups, plan ----------------------------------------------------------------
 
 def print_instances(rows: Sequence[dict[str, Any]], out: Console) -> None:
@@ -32,7 +77,7 @@ def print_instances(rows: Sequence[dict[str, Any]], out: Console) -> None:
     for r in rows:
         t.add_row(r["instance_guid"], r["space_guid"], r["name"], r["layout"] or "auto",
                   f"{r['bucket']}/{r['prefix']}", r["deleted_at"] or "")
-    out.print(t)
+    emit(t, out, whole=("instance", "space"))
 
 
 def print_scans(outcomes: Sequence[ScanOutcome], out: Console, err: Console) -> None:
@@ -40,7 +85,7 @@ def print_scans(outcomes: Sequence[ScanOutcome], out: Console, err: Console) -> 
     for o in outcomes:
         t.add_row(o.instance_guid, "ok" if o.ok else f"[red]{o.code}[/red]", str(o.backups),
                   str(o.wal_runs), str(o.unknown_objects), str(o.issues), str(o.requests), f"{o.seconds:.2f}")
-    out.print(t)
+    emit(t, out, whole=("instance",))
     for o in outcomes:
         if not o.ok:
             err.print(f"[red]{o.instance_guid}[/red]: {o.message}")
@@ -59,13 +104,13 @@ def print_backups(doc: dict[str, Any], console: Console) -> None:
         for b in inst["backups"]:
             t.add_row(b["label"], b["type"], b["status"], str(b["timeline"]), b["start_lsn"] or "", b["stop_lsn"] or "",
                       b["stop_time"] or "", ",".join(b["depends_on"]))
-        console.print(t)
+        emit(t, console, whole=("label", "start lsn", "stop lsn", "stop time", "depends on"))
         w = Table("timeline", "first segment", "last segment", "segments")
         for r in inst["wal"]:
             w.add_row(str(r["timeline"]), r["first_segment"], r["last_segment"], str(r["segments"]))
         for h in inst["holes"]:
             w.add_row(str(h["timeline"]), f"[red]missing {h['first_missing']}[/red]", f"[red]{h['last_missing']}[/red]", "")
-        console.print(w)
+        emit(w, console, whole=("first segment", "last segment"))
         for win in inst["windows"]:
             exact = "" if win["to_is_exact"] else " (approximate end)"
             console.print(f"  recoverable on timeline path {win['timeline_path']}: {win['from']} .. {win['to']}{exact}")
@@ -81,7 +126,12 @@ def print_plan(doc: PlanDoc, console: Console) -> None:
     console.print(f"base backup [bold]{b.label}[/bold] ({b.type}, timeline {b.timeline}, "
                   f"stop {b.stop_time} at {b.stop_lsn})" + (f", depends on {', '.join(b.depends_on)}" if b.depends_on else ""))
     console.print(f"target {t.kind} {t.value or ''} (inclusive={t.inclusive}, timeline {t.timeline}) "
-                  f"along timeline path {list(doc.timeline_path)}")
+                  f"along timeline path {list(doc.timeline_path)}", markup=False, highlight=False)
+    if t.lsn:     # an exact target: the record it resolved to
+        what = (f"commit of transaction {t.value} at {t.commit_time}" if t.kind == "xid"
+                else f"restore point {t.value!r} made at {t.time}")
+        console.print(f"  resolved: {what}, LSN {t.lsn} on timeline {t.record_timeline}",
+                      markup=False, highlight=False)
     console.print(f"WAL {w.first_segment} .. {w.last_segment} ({w.segments} segments)")
     where = f"s3://{st.bucket}/{st.prefix}" + (f" {st.stanza}" if st.stanza else "")
     console.print(f"archive {st.layout} {where}, PostgreSQL {doc.pg_version or 'unknown'}",
@@ -120,10 +170,10 @@ def print_page(doc: dict[str, Any], console: Console) -> None:
 
 def print_table(rows: list[dict[str, Any]], console: Console, *, totals: bool = True) -> None:
     """The ``backup-catalog report coverage`` table; on narrow terminals the reasons follow the table."""
-    wide = console.width >= 160
-    t = Table(title="backup coverage", expand=False)
+    wide = _Mode.plain or console.width >= 160
+    t = Table(title=None if _Mode.plain else "backup coverage", expand=False)
     t.add_column("status", no_wrap=True)
-    t.add_column("name", overflow="fold")
+    t.add_column("name", overflow="fold", min_width=min(24, max([len(r["name"]) for r in rows] + [4])))
     if wide:
         t.add_column("instance", no_wrap=True)
         t.add_column("layout", no_wrap=True)
@@ -144,7 +194,7 @@ def print_table(rows: list[dict[str, Any]], console: Console, *, totals: bool = 
         if wide:
             cells.append(_esc("; ".join(r["reasons"])))
         t.add_row(*cells)
-    console.print(t)
+    emit(t, console, whole=("instance", "newest backup", "latest end", "last scan"))
     if not wide:
         for r in rows:
             if r["reasons"]:

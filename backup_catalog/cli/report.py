@@ -8,8 +8,6 @@ import json
 import sys
 from pathlib import Path
 
-from rich.console import Console
-
 from backup_catalog.cli import render
 from backup_catalog.cli.common import UsageError
 from backup_catalog.formats import report
@@ -38,5 +36,5 @@ async def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
         await asyncio.to_thread(Path(args.html).write_text, report.to_html(doc), encoding="utf-8")
         print(f"wrote {args.html}")
     else:
-        render.print_page(doc, Console())
+        render.print_page(doc, render.console())
     return 0

@@ -38,16 +38,19 @@ err = Console(stderr=True)
 
 def _usage(args: argparse.Namespace) -> str | None:
     catalog = args.space or args.clone_from
-    targets = [args.point_in_time, args.lsn, args.latest or None, args.immediate or None]
+    targets = [args.point_in_time, args.lsn, args.latest or None, args.immediate or None, args.before_xid,
+               args.restore_point]
     if args.plan and catalog:
         return "--plan restores a plan document; --space/--clone-from plan from the catalog: give one of them"
     if not args.plan:
         if not (args.space and args.clone_from):
             return "give --space and --clone-from (and a target), or --plan FILE|-"
         if not any(targets):
-            return "give a target: --point-in-time, --lsn, --latest or --immediate"
-    elif any(targets) or args.exclusive:
-        return "a plan document carries its target: drop --point-in-time/--lsn/--latest/--immediate/--exclusive"
+            return ("give a target: --point-in-time, --lsn, --latest, --immediate, --before-xid or "
+                    "--restore-point")
+    elif any(targets) or args.exclusive or args.restore_point_lsn:
+        return ("a plan document carries its target: drop --point-in-time/--lsn/--latest/--immediate/--before-xid/"
+                "--restore-point/--exclusive")
     return None
 
 
@@ -102,7 +105,7 @@ def _print_result(res: RestoreResult, args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(res.to_json(), default=str))
     else:
-        render.print_restored(res, Console())
+        render.print_restored(res, render.console())
 
 
 def _print_error(e: RestoreError, args: argparse.Namespace) -> None:

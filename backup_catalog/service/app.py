@@ -31,6 +31,7 @@ from api.auth import auth_middleware
 from api.errors import error_middleware
 from api.metrics import MULTIPROC_ENV, ApiMetrics, metrics_middleware, prepare_multiprocess_dir
 from api.routes import add_routes, query_middleware
+from api.userauth import UserAuth
 from backup_catalog.service import jobs
 from backup_catalog.service.events import run_events
 from backup_catalog.settings import Settings
@@ -54,8 +55,10 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None, s3: Any 
     app = web.Application(middlewares=[metrics_middleware(metrics), error_middleware],
                           handler_args={"max_line_size": 65536})
     roles = add_routes(app)
+    users = UserAuth(settings, on_refusal=lambda reason: metrics.user_refusals.labels(reason).inc(),
+                     on_preview=lambda outcome: metrics.user_previews.labels(outcome).inc())
     # auth runs inside the error middleware, so 401/403 are problem documents too
-    app.middlewares.append(auth_middleware(settings, roles))
+    app.middlewares.append(auth_middleware(settings, roles, users))
     app.middlewares.append(query_middleware())
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = metrics
@@ -110,6 +113,11 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None, s3: Any 
         yield
         await drain_scans(app[keys.SCAN_TASKS], SHUTDOWN_GRACE_SECONDS)
 
+    async def users_ctx(app: web.Application) -> AsyncIterator[None]:
+        yield
+        await users.close()      # the HTTP session that asks UAA and the Cloud Controller
+
+    app.cleanup_ctx.append(users_ctx)
     app.cleanup_ctx.append(pool_ctx)
     app.cleanup_ctx.append(s3_ctx)
     app.cleanup_ctx.append(scans_ctx)        # cleaned up after the scheduler, before S3 and the pool

@@ -70,10 +70,18 @@ class Settings(BaseSettings):
     cf_api_url: str | None = None
     cf_client_id: str | None = None
     cf_client_secret: SecretStr | None = None
+    # end users (issue 19): UAA bearer tokens, decided by the Cloud Controller with the user's own token
+    uaa_url: str | None = Field(default=None, description="unset: the CF_API_URL root document's links.uaa")
+    user_access_cache_seconds: float = Field(default=60.0, ge=0, le=60)   # CC answers per (user, space)
+    uaa_keys_refetch_seconds: float = Field(default=30.0, ge=0)   # an unknown kid refetches at most this often
+    cc_timeout_seconds: float = Field(default=10.0, gt=0)         # one request to UAA or the CC
     cf_discovery_bucket: str | None = None     # name sync: instances live under s3://bucket/root/<guid>/
     cf_discovery_root: str = ""
     cf_sync_interval_seconds: int = 300
     snapshot_cache_backups: int = 20_000       # per-process snapshot cache budget, in backups (see usecases.snapshots.SnapshotCache)
+    external_url: str | None = Field(default=None, description="where operators reach this service, e.g. "
+                                     "https://backup-catalog.example (coverage links in /metrics and alerts); "
+                                     "unset: the address Prometheus scraped")
     coverage_warning_rpo_seconds: int = 15 * 60
     coverage_critical_rpo_seconds: int = 60 * 60
     coverage_warning_backup_age_seconds: int = 26 * 3600

@@ -230,7 +230,8 @@ async def run_drill(pool: asyncpg.Pool, settings: Settings, guid: str, *, point:
         assert result is not None
         if result.duration_s is None:
             result = _with_duration(result, time.monotonic() - t0)
-        cleanup = asyncio.ensure_future(_finish(pool, settings, guid, drill_id, d, result, lease))
+        maps = state.relmaps if result.state == "passed" else []
+        cleanup = asyncio.ensure_future(_finish(pool, settings, guid, drill_id, d, result, lease, maps))
         try:
             await asyncio.shield(cleanup)
         except asyncio.CancelledError:
@@ -248,13 +249,20 @@ def _with_duration(r: drills.DrillResult, duration: float) -> drills.DrillResult
 
 
 async def _finish(pool: asyncpg.Pool, settings: Settings, guid: str, drill_id: int, d: Path,
-                  result: drills.DrillResult, lease: LeaseHolder | None) -> None:
-    """Remove the scratch directory, then record (one UPDATE), prune the history, release the lease."""
+                  result: drills.DrillResult, lease: LeaseHolder | None, maps: list[Any] | None = None) -> None:
+    """Remove the scratch directory, then record (one UPDATE) with the clone's relation maps, prune the
+    history, release the lease."""
     try:
         await asyncio.to_thread(scratch.remove_drill_dir, d)
         if not await drills.finish(pool, drill_id, result):
             log.warning("drill %s was already finished (abandoned?); its result %s is not recorded",
                         drill_id, result.state)
+        elif maps:
+            from catalog import relmaps
+            try:
+                await relmaps.save(pool, guid, drill_id, maps)
+            except (asyncpg.PostgresError, OSError) as e:
+                log.warning("relation maps of drill %s not stored: %s", drill_id, e)
         await drills.prune(pool, guid, settings.drill_history_per_instance)
     finally:
         if lease is not None:
@@ -271,6 +279,17 @@ class _Run:
         self.reached: dict[str, Any] | None = None
         self.error: dict[str, Any] | None = None
         self.checked = 0
+        self.relmaps: list[Any] = []
+
+    async def read_relmaps(self, sock: Path, port: int) -> None:
+        """The verified clone's relation maps (issue 20), stored when the drill passes; never fails it."""
+        from backup_catalog.usecases.relmaps import read_clone
+        stop = (self.backup or {}).get("stop_time")
+        try:
+            fallback = datetime.fromisoformat(stop) if isinstance(stop, str) else now()
+            self.relmaps = await read_clone(sock, port, fallback)
+        except (OSError, TimeoutError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+            log.warning("relation maps not read from the drill's clone: %s", e)
 
     def failed(self, stage: str, message: str, t0: float | None = None, *, segment: str | None = None,
                postgres_log: list[str] | None = None, code: str = "drill_failed",
@@ -354,7 +373,8 @@ async def _restore_and_verify(settings: Settings, rec: Any, plan: PlanDoc, snap:
     # the executor's work directory (tool config, socket, server log) lives in the drill's directory too
     in_scratch = settings.model_copy(update={"restore_work_dir": str(d)})
     restore = asyncio.create_task(execute_plan(plan, d / "pgdata", in_scratch, progress=progress,
-                                               check_query=settings.drill_check_query or None))
+                                               check_query=settings.drill_check_query or None,
+                                               inspect=run.read_relmaps))
     try:
         if checks is not None:
             try:

@@ -33,7 +33,7 @@ from recovery.errors import PitrError
 from recovery.model import Layout
 from recovery.wal import DEFAULT_SEG_SIZE
 from scheduler import runner
-from scheduler.eventapply import Pending, apply_events, key_event
+from scheduler.eventapply import Pending, apply_events, key_event, neighbour_patterns
 from scheduler.eventroute import Applied, Kind, PrefixIndex, Verdict, classify, verdict
 from scheduler.s3events import Action, BadEventMessage, S3Event, decode_body
 from scheduler.sqs import Message
@@ -217,8 +217,10 @@ class Consumer:
             return True, False
         root = rec.storage.normalized_prefix()
         known: dict[tuple[int, int], tuple[str, datetime | None]] = {}
-        if any(p.target.kind is Kind.SEGMENT for p in pending):
-            for k in await cat_events.created_keys(self.pool, guid, root):
+        patterns = sorted({pat for p in pending if p.target.kind is Kind.SEGMENT
+                           for pat in neighbour_patterns(p, seg_size)})
+        if patterns:
+            for k in await cat_events.created_keys(self.pool, guid, root, like=patterns):
                 t = meaning(k.key[len(root):])
                 if t.kind is Kind.SEGMENT and t.timeline is not None and t.segno is not None:
                     lm = k.event_time.replace(microsecond=0) if k.event_time else None

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncpg
 
-from catalog import repo
+from catalog import repo, spaces
 from catalog.errors import Conflict
 from catalog.rows import InstanceRecord
 from recovery.model import InstanceRef, Storage
 
 
-async def register(pool: asyncpg.Pool, ref: InstanceRef, storage: Storage) -> tuple[bool, InstanceRecord]:
-    """Register the instance or update its storage; returns (newly created, the stored record)."""
+async def register(pool: asyncpg.Pool, ref: InstanceRef, storage: Storage, *,
+                   service_plan_guid: str | None = None) -> tuple[bool, InstanceRecord]:
+    """Register the instance or update its storage (and the CF service plan it was created with, when
+    given); returns (newly created, the stored record)."""
     created = await repo.register_instance(pool, ref, storage)
+    await spaces.set_service_plan(pool, ref.instance_guid, service_plan_guid)
     return created, await repo.get_instance(pool, ref.instance_guid)
 
 

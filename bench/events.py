@@ -1,0 +1,344 @@
+"""S3 events bench (issue 22): freshness, consumer throughput, requests and cost per instance per day.
+
+(a) freshness: one WAL-G instance in moto with notifications to SQS (moto delivers them in process); segment
+    PUTs at a steady pace; the product's consumer (``Stream``, 2 receives in flight, long polling) runs beside
+    them; a watcher reads the instance's run end in the catalog every 10 ms. Freshness of a segment = the
+    first time the catalog's run end reaches it minus the end of its PUT. The polling design's figure is the
+    scan interval (expected half of it, worst all of it), beside it.
+(b) throughput: ``instances`` instances registered (as after a scan), every one's WAL prefix in one bucket;
+    ``events`` S3 event messages (one record each, as S3 sends them, for segments that exist) queued, then one
+    consumer process drains the queue; events applied per second (wall), and how many replicas 1,667/s (100,000
+    instances archiving a segment a minute) needs at that rate.
+(c) requests per instance per day and cost at 100,000 instances at list prices: polling (the requests of an
+    incremental scan with nothing new, measured, every ``scan_interval``) vs events (measured per event:
+    S3 GETs, SQS receives and deletes; one event per segment, a segment a minute; plus the daily reconcile).
+
+Moto is the store and the queue here, on the same 2 cores as the consumer and PostgreSQL: wall figures are
+upper bounds for a real S3/SQS, request counts are exact.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import aioboto3
+
+from backup_catalog.settings import Settings
+from backup_catalog.usecases import events_setup
+from backup_catalog.usecases.event_stream import Stream
+from backup_catalog.usecases.events import Consumer, Index, NullObserver
+from catalog import db as catalog_db
+from recovery.wal import DEFAULT_SEG_SIZE, segment_name
+from sandbox.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoEndpoint
+from scheduler import runner
+from scheduler.sqs import SqsQueue
+
+# list prices (us-east-1, standard): S3 LIST/PUT $0.005 per 1,000, GET/HEAD $0.0004 per 1,000; SQS standard
+# $0.40 per million requests (each 64 KB of payload is one request; S3 -> SQS deliveries are SendMessage)
+PRICE = {"s3_list": 0.005 / 1000, "s3_get": 0.0004 / 1000, "sqs": 0.40 / 1_000_000}
+FLEET = 100_000
+SEGMENTS_PER_DAY = 1440             # one segment a minute
+NEEDED_RATE = FLEET * SEGMENTS_PER_DAY / 86400   # 1,667 events/s
+
+
+# ``make bench`` (default), ``--full-size``, and the smoke size (``python -m bench.events --tiny``)
+SIZES: dict[str, dict[str, Any]] = {"tiny": {"puts": 50, "instances": 200, "events": 200},
+                                    "default": {"puts": 1000, "instances": 10_000, "events": 2000},
+                                    "full": {"puts": 1000, "instances": 10_000, "events": 10_000}}
+
+
+def _session() -> aioboto3.Session:
+    return aioboto3.Session(aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, region_name=REGION)
+
+
+def _key(prefix: str, segno: int) -> str:
+    return f"{prefix}/wal_005/{segment_name(1, segno, DEFAULT_SEG_SIZE)}.lz4"
+
+
+class Requests:
+    """Requests by service and operation, counted at the botocore layer (what AWS bills)."""
+
+    def __init__(self) -> None:
+        self.ops: dict[str, int] = {}
+
+    def attach(self, client: Any, service: str) -> None:
+        def on(model: Any, **_: Any) -> None:
+            k = f"{service}:{model.name}"
+            self.ops[k] = self.ops.get(k, 0) + 1
+        client.meta.events.register(f"before-call.{service}", on)
+
+
+async def _catalog(dsn: str, rows: list[tuple[str, str, str]], runs_upto: int) -> None:
+    """Instances as after a scan (layout known, one WAL run), inserted in bulk."""
+    pool = await catalog_db.open_pool(dsn)
+    try:
+        now = datetime.now(timezone.utc)
+        async with pool.acquire() as c, c.transaction():
+            await c.executemany(
+                "INSERT INTO instances (instance_guid, space_guid, bucket, prefix, layout, detected_layout, seg_size,"
+                " registered_at) VALUES ($1, 'bench-events', $2, $3, 'walg', 'walg', $4, $5)",
+                [(g, b, p, DEFAULT_SEG_SIZE, now) for g, b, p in rows])
+            await c.executemany("INSERT INTO scan_state (instance_guid, last_scan, last_full_scan) VALUES ($1, $2, $2)",
+                                [(g, now) for g, _, _ in rows])
+            await c.executemany("INSERT INTO wal_runs (instance_guid, timeline, first_segno, last_segno) "
+                                "VALUES ($1, 1, 1, $2)", [(g, runs_upto) for g, _, _ in rows])
+    finally:
+        await pool.close()
+
+
+def _settings(ep: MotoEndpoint, dsn: str, **kw: Any) -> Settings:
+    from pydantic import SecretStr
+    return Settings(catalog_dsn=SecretStr(dsn), s3_endpoint_url=ep.url, aws_access_key_id=SecretStr(ACCESS_KEY),
+                    aws_secret_access_key=SecretStr(SECRET_KEY), **kw)
+
+
+async def freshness(ep: MotoEndpoint, dsn: str, puts: int, rate: float, log: Callable[[str], None]) -> dict[str, Any]:
+    bucket, prefix, guid = "bench-events-fresh", "fresh/walg", "bench-fresh"
+    ep.ensure_bucket(bucket)
+    s3sync = ep.client()
+    s3sync.put_object(Bucket=bucket, Key=_key(prefix, 1), Body=b"")
+    await _catalog(dsn, [(guid, bucket, prefix)], 1)
+    pool = await catalog_db.open_pool(dsn)
+    settings = _settings(ep, dsn)
+    put_done: dict[int, float] = {}
+    seen: dict[int, float] = {}
+    try:
+        async with _session().client("s3", endpoint_url=ep.url) as s3, \
+                _session().client("sqs", endpoint_url=ep.url) as sqs:
+            url = (await sqs.create_queue(QueueName="bench-fresh"))["QueueUrl"]
+            attrs, existing = await events_setup.read_current(s3, sqs, bucket, url)
+            plan = events_setup.plan_setup(bucket, url, attrs, [prefix], existing, max_receives=5,
+                                           visibility_timeout=60)
+            await events_setup.apply_setup(s3, sqs, plan)
+            await sqs.purge_queue(QueueUrl=url)
+            consumer = Consumer(pool, s3, settings, "bench", Index(pool), NullObserver())
+            stream = Stream(consumer, [SqsQueue(sqs, url)], receivers=2, wait_seconds=2)
+            task = asyncio.create_task(stream.run())
+            await asyncio.sleep(0.5)
+
+            def uploader() -> None:
+                t_next = time.perf_counter()
+                for n in range(2, puts + 2):
+                    t_next += 1.0 / rate
+                    s3sync.put_object(Bucket=bucket, Key=_key(prefix, n), Body=b"")
+                    put_done[n] = time.perf_counter()
+                    time.sleep(max(0.0, t_next - time.perf_counter()))
+
+            th = threading.Thread(target=uploader, daemon=True)
+            t0 = time.perf_counter()
+            th.start()
+            last = 1
+            deadline = time.perf_counter() + puts / rate + 120
+            while last < puts + 1 and time.perf_counter() < deadline:
+                end = await pool.fetchval("SELECT max(last_segno) FROM wal_runs WHERE instance_guid = $1", guid)
+                now = time.perf_counter()
+                for n in range(last + 1, int(end or 1) + 1):
+                    seen[n] = now
+                last = max(last, int(end or 1))
+                await asyncio.sleep(0.01)
+            th.join(timeout=5)
+            stream.stop()
+            await asyncio.wait_for(task, 10)
+            wall = time.perf_counter() - t0
+    finally:
+        await pool.close()
+    lat = sorted(seen[n] - put_done[n] for n in seen if n in put_done)
+    q = statistics.quantiles(lat, n=100) if len(lat) >= 2 else lat * 99
+    out = {"puts": puts, "rate_per_s": rate, "seen": len(lat), "p50_s": q[49], "p99_s": q[98], "max_s": lat[-1],
+           "wall_s": wall, "polling_interval_s": 300, "polling_expected_s": 150, "target_p99_s": 5.0}
+    log(f"events freshness: {json.dumps(out)}")
+    return out
+
+
+async def prepare_fleet(ep: MotoEndpoint, dsn: str, instances: int, events: int,
+                        log: Callable[[str], None]) -> str:
+    """``instances`` registered, ``events`` segments stored and their S3 event messages queued; the queue URL."""
+    from moto.core.models import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+    bucket = "bench-events-fleet"
+    ep.ensure_bucket(bucket)
+    be = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
+    rows = [(f"ev-{i:06d}", bucket, f"fleet/{i:06d}") for i in range(instances)]
+    t0 = time.perf_counter()
+    await _catalog(dsn, rows, 100)
+    msgs: list[str] = []
+    now = datetime.now(timezone.utc)
+    for k in range(events):
+        g, _, p = rows[k % instances]
+        segno = 101 + k // instances
+        key = _key(p, segno)
+        be.put_object(bucket, key, b"")              # the object exists (no notification configured here)
+        msgs.append(json.dumps({"Records": [{
+            "eventVersion": "2.1", "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+            "eventTime": (now + timedelta(milliseconds=k)).isoformat().replace("+00:00", "Z"),
+            "s3": {"bucket": {"name": bucket}, "object": {"key": key, "size": 0, "sequencer": f"{k + 1:016X}"}}}]}))
+    log(f"events throughput: {instances} instances, {events} events prepared in {time.perf_counter() - t0:.0f}s")
+    async with _session().client("sqs", endpoint_url=ep.url) as sqs:
+        url = (await sqs.create_queue(QueueName="bench-fleet"))["QueueUrl"]
+        for i in range(0, len(msgs), 10):
+            await sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": str(n), "MessageBody": b}
+                                                                 for n, b in enumerate(msgs[i:i + 10])])
+    return str(url)
+
+
+def throughput(dsn: str, s3_url: str, url: str, instances: int, events: int, receivers: int,
+               log: Callable[[str], None]) -> dict[str, Any]:
+    """One consumer process drains the queue: events applied per second."""
+    # the consumer in its own process (as serve would run it): moto in this one does not share its GIL
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.Popen([sys.executable, "-m", "bench.events", "consume", "--dsn", dsn, "--s3", s3_url,
+                             "--queue", url, "--events", str(events), "--receivers", str(receivers)],
+                            stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    text = proc.stdout.read()
+    _, status, ru = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"bench.events consume failed: {text[-1000:]}")
+    child = json.loads(text.strip().splitlines()[-1])
+    wall, applied, ops = child["wall_s"], child["applied"], child["requests"]
+    child_cpu = ru.ru_utime + ru.ru_stime
+    rate = applied / wall if wall else 0.0
+    cpu_rate = 1000 / (1000 * child_cpu / max(1, applied)) if child_cpu else 0.0
+    out = {"instances": instances, "events": events, "applied": applied, "receivers": receivers, "wall_s": wall,
+           "consumer_cpu_s": child_cpu, "consumer_cpu_ms_per_event": 1000 * child_cpu / max(1, applied),
+           "events_per_s": rate, "events_per_cpu_s": cpu_rate, "target_per_s": 1000,
+           "needed_at_100k_per_s": NEEDED_RATE,
+           "replicas_for_100k": (int(NEEDED_RATE // rate) + 1) if rate else None,
+           "cores_for_100k_cpu_bound": (int(NEEDED_RATE // cpu_rate) + 1) if cpu_rate else None,
+           "requests": dict(sorted(ops.items())),
+           "requests_per_event": {k: v / max(1, applied) for k, v in sorted(ops.items())}}
+    log(f"events throughput: {json.dumps(out)}")
+    return out
+
+
+async def idle_scan_requests(ep: MotoEndpoint, dsn: str) -> int:
+    """Requests of one incremental scan with nothing new (the polling design's cost per tick)."""
+    guid = "bench-fresh"
+    pool = await catalog_db.open_pool(dsn)
+    try:
+        async with _session().client("s3", endpoint_url=ep.url) as s3:
+            o = await runner.scan_instance(pool, s3, guid, full=False, settings=_settings(ep, dsn))
+            o = await runner.scan_instance(pool, s3, guid, full=False, settings=_settings(ep, dsn))
+            return o.requests
+    finally:
+        await pool.close()
+
+
+def cost(idle_requests: int, per_event: dict[str, float], scan_interval: int = 300) -> dict[str, Any]:
+    """Requests per instance per day and the daily bill at 100,000 instances, both designs."""
+    polls = 86400 / scan_interval
+    poll = {"s3_list": polls * idle_requests, "s3_get": float(SEGMENTS_PER_DAY) / 1}   # edges read per new run end
+    poll["s3_get"] = min(poll["s3_get"], polls)       # a scan reads the run end once per tick at most
+    ev_get = per_event.get("s3:GetObject", 0.0) + per_event.get("s3:HeadObject", 0.0)
+    ev_sqs = 1.0 + per_event.get("sqs:ReceiveMessage", 0.0) + per_event.get("sqs:DeleteMessageBatch", 0.0)
+    events = {"s3_list": float(idle_requests),        # the daily reconcile
+              "s3_get": SEGMENTS_PER_DAY * ev_get, "sqs": SEGMENTS_PER_DAY * ev_sqs}
+
+    def bill(r: dict[str, float]) -> float:
+        return FLEET * sum(PRICE[k] * v for k, v in r.items())
+    return {"per_instance_per_day": {"polling": poll, "events": events},
+            "requests_per_instance_per_day": {"polling": sum(poll.values()), "events": sum(events.values())},
+            "usd_per_day_at_100k": {"polling": round(bill(poll), 2), "events": round(bill(events), 2)},
+            "prices": PRICE, "assumptions": f"{SEGMENTS_PER_DAY} segments/instance/day; scan every {scan_interval}s; "
+                                             "SQS requests: S3's SendMessage + the consumer's receive/delete per event "
+                                             "(measured); reconcile daily"}
+
+
+def measure(ep: MotoEndpoint, dsn: str, *, puts: int = 1000, rate: float = 20.0, instances: int = 10_000,
+            events: int = 5000, receivers: int = 4, log: Callable[[str], None] = print) -> dict[str, Any]:
+    fresh = asyncio.run(freshness(ep, dsn, puts, rate, log))
+    url = asyncio.run(prepare_fleet(ep, dsn, instances, events, log))
+    thr = throughput(dsn, ep.url, url, instances, events, receivers, log)
+    idle = asyncio.run(idle_scan_requests(ep, dsn))
+    out = {"freshness": fresh, "throughput": thr, "idle_scan_requests": idle,
+           "cost": cost(idle, thr["requests_per_event"])}
+    log(f"events cost: {json.dumps(out['cost'])}")
+    return out
+
+
+async def consume(dsn: str, s3_url: str, queue_url: str, events: int, receivers: int) -> dict[str, Any]:
+    """The consumer alone (a child process): drain ``queue_url`` until ``events`` fleet events are applied."""
+    from pydantic import SecretStr
+    settings = Settings(catalog_dsn=SecretStr(dsn), s3_endpoint_url=s3_url, aws_access_key_id=SecretStr(ACCESS_KEY),
+                        aws_secret_access_key=SecretStr(SECRET_KEY))
+    reqs = Requests()
+    pool = await catalog_db.open_pool(dsn, max_size=8)
+    try:
+        async with _session().client("s3", endpoint_url=s3_url) as s3, \
+                _session().client("sqs", endpoint_url=s3_url) as sqs:
+            reqs.attach(s3, "s3")
+            reqs.attach(sqs, "sqs")
+            stream = Stream(Consumer(pool, s3, settings, "bench", Index(pool), NullObserver()),
+                            [SqsQueue(sqs, queue_url)], receivers=receivers, wait_seconds=1)
+            t0 = time.perf_counter()
+            task = asyncio.create_task(stream.run())
+            applied = 0
+            while time.perf_counter() - t0 < 900:
+                applied = int(await pool.fetchval(
+                    "SELECT count(*) FROM event_keys WHERE starts_with(instance_guid, 'ev-')"))
+                if applied >= events:
+                    break
+                await asyncio.sleep(0.05)
+            wall = time.perf_counter() - t0
+            stream.stop()
+            await asyncio.wait_for(task, 10)
+    finally:
+        await pool.close()
+    return {"wall_s": wall, "applied": applied, "requests": reqs.ops}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.events [--tiny]``: the events bench alone, on a private catalog cluster and moto."""
+    if (argv is None and len(sys.argv) > 1 and sys.argv[1] == "consume") or (argv and argv[0] == "consume"):
+        c = argparse.ArgumentParser(prog="bench.events consume")
+        for name in ("--dsn", "--s3", "--queue"):
+            c.add_argument(name, required=True)
+        c.add_argument("--events", type=int, required=True)
+        c.add_argument("--receivers", type=int, default=4)
+        ca = c.parse_args((argv or sys.argv[1:])[1:])
+        print(json.dumps(asyncio.run(consume(ca.dsn, ca.s3, ca.queue, ca.events, ca.receivers))))
+        return 0
+    import shutil
+    import tempfile
+
+    from catalog import embedded
+    p = argparse.ArgumentParser(prog="bench.events")
+    p.add_argument("--tiny", action="store_true", help="bench-smoke size: 50 PUTs, 200 instances, 200 events")
+    p.add_argument("--out", type=Path)
+    a = p.parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-events-", dir="/tmp"))
+    tmp.chmod(0o755)
+    try:
+        dsn = embedded.ensure_cluster(tmp / "pg")
+
+        async def init() -> None:
+            pool = await catalog_db.open_pool(dsn)
+            await catalog_db.init_schema(pool)
+            await pool.close()
+        asyncio.run(init())
+        with MotoEndpoint() as ep:
+            kw = SIZES["tiny" if a.tiny else "default"]
+            out = measure(ep, dsn, log=lambda m: print(m, file=sys.stderr, flush=True), **kw)
+    finally:
+        embedded.stop_cluster(tmp / "pg")
+        shutil.rmtree(tmp, ignore_errors=True)
+    text = json.dumps(out, indent=1, default=str)
+    if a.out:
+        a.out.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,147 @@
+"""``changes`` on real archives (issue 20 "Must show"): the mistakes scenario (sandbox/mistakes.py) written
+by pgBackRest and barman-cloud from PostgreSQL 15, scanned, drilled at a time before the drop (the drill's
+relation maps name the tables), then asked what happened around the mistakes.
+
+A pgbench load inserts into ``ledger`` on 4 connections throughout, so several commits share the drop's
+millisecond: ``changes`` still lists the drop first, with its xid, and names public.orders.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+import pytest_asyncio
+
+from backup_catalog.settings import Settings
+from backup_catalog.usecases import drill as drill_uc
+from backup_catalog.usecases.changes import BadRange, changes
+from backup_catalog.usecases.drill_rules import DrillPoint
+from recovery.changes import RangeTooLarge
+from sandbox.mistakes import MistakesArchive, load_mistakes
+from scheduler.clients import s3_client
+from tests.support.fixtures import register_and_scan
+from tests.support.restore import restore_environ, restore_settings, scratch_dir
+
+pytestmark = pytest.mark.realtools
+TOOLS = ("pgbackrest", "barman")
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    settings: Settings
+    space: str
+    archives: dict[str, MistakesArchive]
+    drills: dict[str, drill_uc.DrillOutcome]
+
+
+def when(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+@pytest.fixture(scope="module")
+def pgbackrest_env(s3_endpoint: Any) -> Iterator[None]:
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(restore_environ(s3_endpoint))
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def scenario(_catalog_pool: asyncpg.Pool, s3_endpoint: Any, catalog_dsn: str,
+                   pgbackrest_env: None) -> AsyncIterator[Scenario]:
+    root = scratch_dir("changes-e2e-")
+    settings = restore_settings(s3_endpoint, catalog_dsn, drill_scratch_dir=str(root), drill_timeout_seconds=240)
+    space = f"undo-{uuid.uuid4().hex[:8]}"
+    archives, outcomes = {}, {}
+    async with s3_client(settings) as client:
+        for tool in TOOLS:
+            arch = archives[tool] = load_mistakes(s3_endpoint, tool, bucket=f"{space}-{tool}")
+            await register_and_scan(_catalog_pool, client, settings, arch, f"{space}-{tool}", space=space, name=tool)
+    for tool, arch in archives.items():
+        drop = when(arch.truth["mistakes"][0]["commit_time"])
+        point = DrillPoint("time", drop - timedelta(milliseconds=1500))  # the load starts 1 s before the drop
+        outcomes[tool] = await drill_uc.run_drill(_catalog_pool, settings, f"{space}-{tool}", point=point,
+                                                  holder="changes-e2e")
+    yield Scenario(settings, space, archives, outcomes)
+    import shutil
+    shutil.rmtree(root, ignore_errors=True)
+
+
+async def _changes(s: Scenario, pool: asyncpg.Pool, tool: str, start: datetime, end: datetime,
+                   **kw: Any) -> dict[str, Any]:
+    async with s3_client(s.settings) as client:
+        return await changes(pool, client, s.space, tool, start, end, **kw)
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+async def test_the_drop_is_listed_first_named_with_its_xid(tool: str, scenario: Scenario,
+                                                           _catalog_pool: asyncpg.Pool) -> None:
+    assert scenario.drills[tool].ok, scenario.drills[tool].error
+    truth = scenario.archives[tool].truth
+    drop, delete, truncate = truth["mistakes"]
+    doc = await _changes(scenario, _catalog_pool, tool, when(drop["commit_time"]) - timedelta(seconds=1),
+                         when(truncate["commit_time"]) + timedelta(seconds=1))
+    txs = doc["transactions"]
+    first = txs[0]
+    assert (first["xid"], first["destructive"], first["database_oid"]) == (drop["xid"], True, truth["db_oid"])
+    assert first["commit_time"] == drop["commit_time"].replace("+00:00", "Z")
+    assert "public.orders" in {d["name"] for d in first["dropped"]}
+    assert {"public.orders_pkey"} <= {d["name"] for d in first["dropped"]}
+    assert first["why"][0].startswith("dropped or truncated public.")
+    destructive = [t for t in txs if t["destructive"]]
+    assert [t["xid"] for t in destructive] == [drop["xid"], delete["xid"], truncate["xid"]]
+    (rows,) = destructive[1]["rows"]
+    assert rows == {"relation": {"relfilenode": rows["relation"]["relfilenode"], "name": "public.customers"},
+                    "inserted": 0, "updated": 0, "deleted": truth["counts_before"]["customers"]}
+    assert destructive[1]["why"] == [f"deleted {truth['counts_before']['customers']} rows of public.customers"]
+    assert {d["name"] for d in destructive[2]["dropped"]} >= {"public.items", "public.items_pkey"}
+    # the load's commits follow, by commit LSN; several share the drop's millisecond
+    rest = txs[3:]
+    assert [t["commit_lsn"] for t in rest] == sorted((t["commit_lsn"] for t in rest), key=_lsn)
+    same_ms = [t for t in rest if t["commit_time"][:23] == first["commit_time"][:23]]
+    assert len(same_ms) >= 1 and truth["ledger_commits_in_drop_millisecond"] >= 1
+    assert all(t["rows"][0]["relation"]["name"] == "public.ledger" for t in rest if t["rows"])
+    assert doc["segments_read"] >= 1 and doc["timeline_path"] == [1] and doc["restore_points"] == []
+
+
+def _lsn(text: str) -> int:
+    hi, lo = text.split("/")
+    return (int(hi, 16) << 32) | int(lo, 16)
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+async def test_restore_points_are_listed(tool: str, scenario: Scenario, _catalog_pool: asyncpg.Pool) -> None:
+    truth = scenario.archives[tool].truth
+    points = truth["restore_points"]
+    doc = await _changes(scenario, _catalog_pool, tool, when(points[0]["approx_time"]) - timedelta(seconds=2),
+                         when(points[-1]["approx_time"]) + timedelta(seconds=2))
+    # each backup tool writes its own restore point during a backup (B2 is in the range)
+    own = {"pgbackrest": "pgBackRest Archive Check", "barman": f"barman_{truth['B2']}"}[tool]
+    tools_own = [p for p in doc["restore_points"] if p["name"] == own]
+    assert len(tools_own) == 1
+    got = [p for p in doc["restore_points"] if p not in tools_own]
+    assert [(p["name"], p["timeline"]) for p in got] == [(p["name"], 1) for p in points], doc["restore_points"]
+    for p, t in zip(got, points, strict=True):  # pg_create_restore_point returns the record's end
+        assert 0 < _lsn(t["lsn"]) - _lsn(p["lsn"]) <= 128
+    assert not any(t["destructive"] for t in doc["transactions"])
+
+
+async def test_a_range_needing_too_many_segments_is_refused(scenario: Scenario, _catalog_pool: asyncpg.Pool) -> None:
+    truth = scenario.archives["pgbackrest"].truth
+    drop = when(truth["mistakes"][0]["commit_time"])
+    with pytest.raises(RangeTooLarge, match=r"the range needs \d+ WAL segments") as exc:
+        await _changes(scenario, _catalog_pool, "pgbackrest", drop - timedelta(hours=1), drop + timedelta(hours=1),
+                       max_segments=1)
+    assert exc.value.code == "range_too_large" and exc.value.need > 1
+    with pytest.raises(BadRange, match="must be after"):
+        await _changes(scenario, _catalog_pool, "pgbackrest", drop, drop - timedelta(seconds=1))
