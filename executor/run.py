@@ -25,8 +25,9 @@ import asyncpg
 
 from executor import logic
 from executor.config import RestoreConfig
+from recovery.docjson import document_json
 from recovery.lsn import Lsn
-from recovery.plandoc import PlanBackup, PlanDoc, PlanDocError, PlanReplay, PlanTarget, document_json
+from recovery.plandoc import PlanBackup, PlanDoc, PlanDocError, PlanReplay, PlanTarget
 from scheduler.layouts.spec import S3Access, StorageLoc
 
 EXIT_CODES = {"bad_input": 2, "refused": 3, "restore_failed": 4}

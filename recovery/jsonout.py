@@ -8,11 +8,12 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from recovery.docjson import document_json
 from recovery.errors import PlanningError
 from recovery.lsn import Lsn
 from recovery.model import ArchiveSnapshot, Backup
 from recovery.plan import fmt_time
-from recovery.plandoc import PlanBackup, document_json
+from recovery.plandoc import PlanBackup
 from recovery.wal import segment_name
 from recovery.windows import CutKind, Window, holes
 

@@ -3,23 +3,29 @@
 
 ``PlanDoc.to_json()`` is the JSON exactly as the contract spells it (member order included);
 ``PlanDoc.from_json(data)`` reads it back, and anything that is not a plan is a :class:`PlanDocError` that
-names the member (``backup.label``, ``replay.end_lsn``, ...). Both walk the dataclass fields, so a member
-added here is serialised, parsed and documented at once. Pure: no I/O.
-
-Annotated metadata (:class:`Text`) carries a member's description and pattern; the schema generator reads
-it through its ``__get_pydantic_json_schema__`` hook, ``from_json`` through ``check``.
+names the member (``backup.label``, ``replay.end_lsn``, ...). Both walk the dataclass fields
+(:mod:`recovery.docjson`), so a member added here is serialised, parsed and documented at once: a new
+target kind is a value of ``TargetKind`` (and its resolved members here, optional). Pure: no I/O.
 """
 from __future__ import annotations
 
 import re
-import types
-import typing
-from collections.abc import Callable, Mapping
-from dataclasses import MISSING, dataclass, fields, is_dataclass
-from enum import Enum
-from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
-from recovery.errors import BadLsn, BadWalName
+from recovery.docjson import (
+    LSN,
+    SEGMENT,
+    DocumentError,
+    LsnText,
+    SegmentText,
+    Text,
+    TimeText,
+    document_json,
+    read_document,
+)
+from recovery.errors import BadWalName
 from recovery.lsn import Lsn
 from recovery.model import Backup, Layout
 from recovery.plan import RecoveryPlan, fmt_time
@@ -27,46 +33,8 @@ from recovery.target import Target, TargetKind
 from recovery.wal import DEFAULT_SEG_SIZE, WalSegment
 
 
-class PlanDocError(ValueError):
+class PlanDocError(DocumentError):
     """The document is not a plan; the message names the member that is wrong."""
-
-
-@dataclass(frozen=True, slots=True)
-class Text:
-    """A text member's description and the rule its value follows (``pattern``, and ``check`` for
-    ``from_json``: raises ValueError on a bad value)."""
-
-    description: str = ""
-    pattern: str | None = None
-    check: Callable[[str], object] | None = None
-
-    def __get_pydantic_json_schema__(self, schema: Any, handler: Any) -> dict[str, Any]:
-        out: dict[str, Any] = dict(handler(schema))
-        if self.description:
-            out["description"] = self.description
-        if self.pattern:
-            out["pattern"] = self.pattern
-        return out
-
-
-def _time(v: str) -> None:
-    from datetime import datetime
-    if not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)", v):
-        raise ValueError("is not an ISO 8601 time with a zone")
-    datetime.fromisoformat(v)
-
-
-def _segment(v: str) -> None:
-    if not re.fullmatch(r"[0-9A-F]{24}", v):
-        raise ValueError("is not a WAL segment name")
-
-
-LSN = Text("PostgreSQL LSN, hex 'X/Y'", r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$", Lsn.parse)
-TIME = Text("UTC time, ISO 8601 (YYYY-MM-DDTHH:MM:SS[.ffffff]Z)", None, _time)
-SEGMENT = Text("WAL segment file name", r"^[0-9A-F]{24}$", _segment)
-LsnText = Annotated[str, LSN]
-TimeText = Annotated[str, TIME]
-SegmentText = Annotated[str, SEGMENT]
 
 
 # -- the members -----------------------------------------------------------------------------------------
@@ -245,7 +213,10 @@ class PlanDoc:
         """:raises PlanDocError: ``data`` is not a plan (the message names the member)."""
         if not isinstance(data, dict):
             raise PlanDocError(f"a plan is a JSON object, got {type(data).__name__}")
-        doc = _read(cls, _compat(data), "")
+        try:
+            doc = read_document(cls, _compat(data), what="the plan")
+        except DocumentError as e:
+            raise PlanDocError(str(e)) from None
         _check(doc)
         return doc
 
@@ -271,129 +242,6 @@ def _lsn(v: Lsn | None) -> str | None:
 
 def _tm(v: Any) -> str | None:
     return None if v is None else fmt_time(v)
-
-
-# -- serialising and reading ------------------------------------------------------------------------------------
-
-def document_json(doc: object) -> dict[str, Any]:
-    """A member of the document (a dataclass above) as JSON data."""
-    out = _dump(doc)
-    assert isinstance(out, dict)
-    return out
-
-
-def _dump(v: object) -> Any:
-    if is_dataclass(v) and not isinstance(v, type):
-        out: dict[str, Any] = {}
-        for f in fields(v):
-            x = getattr(v, f.name)
-            if x is None and f.default is None:     # optional members are absent, not null (undo_until)
-                continue
-            out[f.name] = _dump(x)
-        return out
-    if isinstance(v, Enum):
-        return v.value
-    if isinstance(v, tuple | list):
-        return [_dump(x) for x in v]
-    if isinstance(v, Mapping):
-        return {k: _dump(x) for k, x in v.items()}
-    return v
-
-
-T = TypeVar("T")
-
-
-def _name(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _read(cls: type[T], data: Mapping[str, Any], path: str) -> T:
-    kw: dict[str, Any] = {}
-    hints = get_type_hints(cls, include_extras=True)
-    for f in fields(cls):   # type: ignore[arg-type]
-        where = _name(path, f.name)
-        if f.name not in data:
-            if f.default is MISSING and not _nullable(hints[f.name]):
-                raise PlanDocError(f"the plan has no {where}")
-            if f.default is MISSING:     # a nullable member may be absent (plans made before it existed)
-                kw[f.name] = None
-            continue
-        kw[f.name] = _value(hints[f.name], data[f.name], where)
-    return cls(**kw)
-
-
-def _nullable(tp: Any) -> bool:
-    return get_origin(tp) in (Union, types.UnionType) and type(None) in get_args(tp)
-
-
-def _value(tp: Any, v: object, where: str) -> Any:
-    origin = get_origin(tp)
-    if origin is Annotated:
-        base, *meta = get_args(tp)
-        out = _value(base, v, where)
-        for m in meta:
-            if isinstance(m, Text) and m.check is not None and out is not None:
-                try:
-                    m.check(out)
-                except (ValueError, BadLsn, BadWalName) as e:
-                    raise PlanDocError(f"the plan's {where} {out!r} {_why(e, m)}") from None
-        return out
-    if origin in (Union, types.UnionType):
-        args = get_args(tp)
-        if v is None:
-            if type(None) in args:
-                return None
-            raise PlanDocError(f"the plan's {where} is null")
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _value(a, v, where)
-            except PlanDocError as e:
-                errors.append(str(e))
-        raise PlanDocError(errors[0] if len(errors) == 1 else f"the plan's {where} {v!r} is not valid")
-    if origin is Literal:
-        if v not in get_args(tp):
-            raise PlanDocError(f"the plan's {where} {v!r} is not one of {', '.join(map(str, get_args(tp)))}")
-        return v
-    if origin is tuple:
-        if not isinstance(v, list):
-            raise PlanDocError(f"the plan's {where} is not a list")
-        item = get_args(tp)[0]
-        return tuple(_value(item, x, f"{where}[{i}]") for i, x in enumerate(v))
-    if origin in (Mapping, dict, typing.Mapping) or tp is Mapping:
-        if not isinstance(v, dict):
-            raise PlanDocError(f"the plan's {where} is not an object")
-        _, vt = get_args(tp)
-        return {str(k): _value(vt, x, f"{where}.{k}") for k, x in v.items()}
-    if isinstance(tp, type) and issubclass(tp, Enum):
-        try:
-            return tp(v)
-        except ValueError:
-            raise PlanDocError(f"the plan's {where} {v!r} is not one of "
-                               f"{', '.join(str(m.value) for m in tp)}") from None
-    if isinstance(tp, type) and is_dataclass(tp):
-        if not isinstance(v, dict):
-            raise PlanDocError(f"the plan's {where} is not an object")
-        return _read(tp, v, where)
-    if tp is bool:
-        if not isinstance(v, bool):
-            raise PlanDocError(f"the plan's {where} is not true or false")
-        return v
-    if tp is int:
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise PlanDocError(f"the plan's {where} {v!r} is not an integer")
-        return v
-    if tp is str:
-        if not isinstance(v, str):
-            raise PlanDocError(f"the plan's {where} {v!r} is not a string")
-        return v
-    raise TypeError(f"plan member {where}: no reader for {tp!r}")   # a programming error, not input
-
-
-def _why(e: Exception, m: Text) -> str:
-    return {LSN.check: "is not an LSN", SEGMENT.check: "is not a segment name"}.get(m.check, str(e))
 
 
 def _check(doc: PlanDoc) -> None:

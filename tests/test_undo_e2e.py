@@ -32,9 +32,9 @@ import pytest_asyncio
 from backup_catalog.usecases import walindex as job
 from backup_catalog.usecases.restore import plan_clone, restore_from_catalog
 from catalog import walindex
+from recovery.docjson import document_json
 from recovery.errors import PlanningError
 from recovery.lsn import Lsn
-from recovery.plandoc import document_json
 from recovery.target import CloneRequest
 from recovery.walrecords import RowChange, decode_stream
 from recovery.walsummary import summarise

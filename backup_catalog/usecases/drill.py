@@ -36,9 +36,10 @@ from backup_catalog.usecases.drill_rules import LATEST, DrillPoint
 __all__ = ["LATEST", "DrillBusy", "DrillOutcome", "DrillPoint", "ScratchBudget", "begin", "run_drill"]
 from catalog import drills, leases, repo
 from catalog.errors import CatalogError, Conflict, NotScanned
+from recovery.docjson import document_json
 from recovery.errors import PlanningError
 from recovery.jsonout import json_time
-from recovery.plandoc import PlanDoc, document_json
+from recovery.plandoc import PlanDoc
 from recovery.target import make_target
 
 log = logging.getLogger(__name__)
