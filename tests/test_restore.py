@@ -171,7 +171,7 @@ async def test_bad_input_creates_and_touches_nothing(real_archives: Any, s3_endp
         assert [p.name for p in full.iterdir()] == ["PG_VERSION"] and (full / "PG_VERSION").read_text() == "precious\n"
         # what is not a plan: exit 2, nothing created
         for bad, words in (("{not json", "not JSON"), ("[1, 2]", "not a JSON object"),
-                           ({"hello": "world"}, "the plan has no source"), ({**good, "files": {"../x": ""}}, "never writes"),
+                           ({"hello": "world"}, "the plan has no storage member"), ({**good, "files": {"../x": ""}}, "never writes"),
                            ({**good, "backup": {**good["backup"], "stop_lsn": "0-3"}}, "backup.stop_lsn '0-3' is not an LSN")):
             code, doc, _ = await run_cli(env, "--plan", str(plan_file(d, bad)), "--pgdata", str(d / "new"))
             assert code == 2 and words in doc["error"]["message"], doc

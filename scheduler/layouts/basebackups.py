@@ -9,8 +9,9 @@ from dataclasses import replace
 from typing import Any
 
 from recovery.errors import ParseError
-from recovery.model import Backup, BackupStatus, BackupType
+from recovery.model import Backup, BackupStatus, BackupType, Storage
 from recovery.wal import DEFAULT_SEG_SIZE
+from scheduler.layouts.spec import ScanFn
 from scheduler.scanning import Acc, LayoutScan, Previous, WalSource, bounded_gather, etag_key, flat_key, list_wal
 from scheduler.storage import NotFound, ObjectInfo, ObjectStore
 
@@ -66,6 +67,15 @@ async def scan_005(parse_sentinel: Callable[[bytes, str, str], Backup], classify
     pg_version = next((b.pg_version for b in backups if b.pg_version), None)
     system_id = next((b.system_id for b in backups if b.system_id), None)
     return LayoutScan(None, seg_size or DEFAULT_SEG_SIZE, tuple(backups), pg_version, system_id)
+
+
+def scanner(parse_sentinel: Callable[[bytes, str, str], Backup],
+            classify_wal_key: Callable[[str, int], Any]) -> ScanFn:
+    """The layout's ``scan``: :func:`scan_005` with its sentinel parser and WAL key classification."""
+    async def scan(store: ObjectStore, storage: Storage, previous: Previous, root: str, acc: Acc, full: bool,
+                   lookback: int) -> LayoutScan:
+        return await scan_005(parse_sentinel, classify_wal_key, store, previous, root, acc, full, lookback)
+    return scan
 
 
 def purge_prefixes(root: str, stanza: str | None) -> tuple[str, ...]:

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from recovery.errors import MetadataError, ParseError
 from recovery.lsn import Lsn
-from recovery.model import Backup, BackupStatus, BackupType, Layout, Storage, WalObject
+from recovery.model import Backup, BackupStatus, BackupType, Layout, WalObject
 from recovery.wal import DEFAULT_SEG_SIZE, WalSegment
 from scheduler.layouts import basebackups
 from scheduler.layouts.common import (
@@ -26,8 +26,6 @@ from scheduler.layouts.common import (
 )
 from scheduler.layouts.spec import Command, LayoutSpec, S3Access, StorageLoc, aws_env, by_content
 from scheduler.layouts.walg import load_json
-from scheduler.scanning import Acc, LayoutScan, Previous
-from scheduler.storage import ObjectStore
 
 SEG_SIZE = DEFAULT_SEG_SIZE      # hard-coded in WAL-E
 NAME_RE = re.compile(r"^base_(?P<seg>[0-9A-F]{24})_(?P<off>\d{8})$")
@@ -127,9 +125,7 @@ def classify_basebackup_key(rel: str) -> MetaObject | ForeignObject:
 
 # --- scan and restore ------------------------------------------------------------------------------------
 
-async def scan(store: ObjectStore, storage: Storage, previous: Previous, root: str, acc: Acc, full: bool,
-               lookback: int) -> LayoutScan:
-    return await basebackups.scan_005(parse_sentinel, classify_wal_key, store, previous, root, acc, full, lookback)
+scan = basebackups.scanner(parse_sentinel, classify_wal_key)
 
 
 def fetch_command(loc: StorageLoc, label: str, pgdata: str, s3: S3Access, work: str) -> Command:

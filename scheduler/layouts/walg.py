@@ -22,7 +22,7 @@ from typing import Any
 
 from recovery.errors import MetadataError
 from recovery.lsn import Lsn
-from recovery.model import Backup, BackupStatus, BackupType, Layout, Storage, WalKind, WalObject
+from recovery.model import Backup, BackupStatus, BackupType, Layout, WalKind, WalObject
 from scheduler.layouts import basebackups
 from scheduler.layouts.common import (
     ALLOWED,
@@ -34,8 +34,6 @@ from scheduler.layouts.common import (
     wal_object,
 )
 from scheduler.layouts.spec import Command, LayoutSpec, S3Access, StorageLoc, aws_env, by_content
-from scheduler.scanning import Acc, LayoutScan, Previous
-from scheduler.storage import ObjectStore
 
 NAME_RE = re.compile(r"^base_(?P<start>[0-9A-F]{24})(?:_D_(?P<parent>[0-9A-F]{24}))?$")
 
@@ -267,9 +265,7 @@ def classify_basebackup_key(rel: str) -> MetaObject | ForeignObject:
 
 # --- scan and restore ------------------------------------------------------------------------------------
 
-async def scan(store: ObjectStore, storage: Storage, previous: Previous, root: str, acc: Acc, full: bool,
-               lookback: int) -> LayoutScan:
-    return await basebackups.scan_005(parse_sentinel, classify_wal_key, store, previous, root, acc, full, lookback)
+scan = basebackups.scanner(parse_sentinel, classify_wal_key)
 
 
 def fetch_command(loc: StorageLoc, label: str, pgdata: str, s3: S3Access, work: str) -> Command:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import importlib
 import inspect
 from pathlib import Path
 
@@ -24,8 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_every_layout_has_a_module_with_every_capability(layout: Layout) -> None:
     spec = spec_of(layout)
     assert isinstance(spec, LayoutSpec) and spec.layout is layout and spec.tool
-    module = inspect.getmodule(spec.scan)
-    assert module is not None and module.__name__ == f"scheduler.layouts.{layout.value}"
+    assert importlib.import_module(f"scheduler.layouts.{layout.value}").LAYOUT is spec    # its own module
     for cap in LayoutSpec.CAPABILITIES:
         assert callable(getattr(spec, cap)), (layout, cap)
     assert inspect.iscoroutinefunction(spec.scan)
