@@ -3,9 +3,9 @@ SHELL := /bin/bash
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-DEB_PACKAGES := pgbackrest stunnel4 lzop pv postgresql-15 postgresql-client-15 openssl python3-venv chromium wrk prometheus
+DEB_PACKAGES := pgbackrest stunnel4 lzop pv postgresql-15 postgresql-client-15 openssl python3-venv chromium wrk prometheus tmux
 
-.PHONY: setup debs venv tools demo lint test test-fast docs bench clean
+.PHONY: setup debs venv tools demo lint test test-fast docs docs-cli docs-settings bench clean
 
 setup: debs venv tools
 
@@ -35,7 +35,7 @@ demo: setup
 	$(BIN)/backup-catalog demo
 
 # Product packages checked by mypy --strict (executor/ and sandbox/ join when they exist).
-PRODUCT := $(wildcard recovery catalog scheduler api backup_catalog bench executor sandbox)
+PRODUCT := $(wildcard recovery catalog scheduler api backup_catalog bench executor sandbox cf_undo)
 # The fast lane: the pure core, the layout parsers, the catalog on a private PostgreSQL, the doctests.
 FAST := tests/recovery tests/catalog $(wildcard tests/scheduler/test_layouts_*.py) recovery catalog scheduler
 
@@ -58,6 +58,13 @@ bench: setup
 # 10,000-instance catalog as `serve` answers it, in headless Chromium (`make test` never writes docs/).
 docs: setup
 	$(BIN)/python -m bench.docs
+
+# Refresh docs/cli.md from the command line's parser (tests/test_cli_reference.py fails when it drifts).
+docs-cli: venv
+	$(BIN)/python -m backup_catalog.cli.reference > docs/cli.md
+
+docs-settings: venv
+	$(BIN)/python -m backup_catalog.settings.reference > docs/settings.md
 
 clean:
 	rm -rf $(VENV) .tools .cache

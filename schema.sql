@@ -213,6 +213,9 @@ CREATE TABLE IF NOT EXISTS drills (
     duration_s     double precision,
     bytes_fetched  bigint,
     postgres_log   jsonb NOT NULL DEFAULT '[]',
+    server_pid     integer,                         -- the recovery server the drill started (issue 24) ...
+    server_pgdata  text,                            -- ... and its data directory: what the reaper stops
+    cleanup        text,                            -- what the reaper cleaned after a dead drill
     CONSTRAINT drills_state CHECK (state IN ('queued', 'running', 'passed', 'failed', 'skipped'))
 );
 CREATE INDEX IF NOT EXISTS drills_by_instance ON drills (instance_guid, id DESC);

@@ -199,7 +199,6 @@ def to_response(request: web.Request, exc: BaseException) -> web.Response:
                        "catalog_unavailable")
     if isinstance(exc, ScanFailed):
         status = 503 if exc.code in SCAN_UNAVAILABLE_CODES else 502
-        log.warning("%s %s: scan failed: %s: %s", request.method, request.path, exc.code, exc)
         return problem(request, status, "Scan failed", str(exc), exc.code, scan=exc.outcome)
     mapped = _lookup(exc)
     if mapped is not None and isinstance(exc, PitrError):

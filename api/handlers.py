@@ -120,6 +120,7 @@ async def post_scan(request: web.Request) -> web.Response:
     if outcome.code in scan.SKIPPED:
         raise ScanBusy(f"instance {guid}: {outcome.message}")
     app[keys.METRICS].observe_scan(outcome)
+    scan.log_outcome(outcome)
     doc = dump(ScanOutcomeOut, {
         "instance_guid": outcome.instance_guid, "ok": outcome.ok, "code": outcome.code, "message": outcome.message,
         "full": was_full, "backups": outcome.backups, "wal_runs": outcome.wal_runs,

@@ -52,9 +52,14 @@ PURGE_OUTCOMES = ("running", "done", "refused", "failed")
 _METRICS_JOINS = """LEFT JOIN (SELECT instance_guid, max(finished_at) AS t FROM drills WHERE state = 'passed'
            GROUP BY instance_guid) dl ON dl.instance_guid = i.instance_guid
 LEFT JOIN LATERAL (SELECT p.outcome FROM purges p WHERE p.instance_guid = i.instance_guid
-                   ORDER BY p.id DESC LIMIT 1) lp ON true"""
+                   ORDER BY p.id DESC LIMIT 1) lp ON true
+LEFT JOIN (SELECT r.instance_guid, sum(greatest(0, r.last_segno - greatest(r.first_segno,
+                  coalesce(c.next_segno, 0)) + 1)) AS lag
+           FROM wal_runs r LEFT JOIN wal_index_cursors c ON c.instance_guid = r.instance_guid AND c.timeline = r.timeline
+           GROUP BY r.instance_guid) wl ON wl.instance_guid = i.instance_guid"""
 _METRICS_EXTRA = """,
-       dl.t AS drill_last_ok, i.registered_at AS registered_at, lp.outcome AS last_purge_outcome,
+       dl.t AS drill_last_ok,
+       wl.lag AS wal_index_lag, i.registered_at AS registered_at, lp.outcome AS last_purge_outcome,
        (SELECT coalesce(json_object_agg(state, n), '{}')::text
           FROM (SELECT state, count(*) AS n FROM drills GROUP BY state) x) AS agg_drills,
        (SELECT coalesce(json_object_agg(outcome, json_build_array(n, b, o)), '{}')::text
@@ -213,6 +218,8 @@ async def fleet_text(pool: asyncpg.Pool, settings: Settings, now: datetime, base
         "last_purge": ("backup_catalog_last_purge", "gauge", "1 for the outcome of the instance's newest purge run"),
         "rpo_warn": ("backup_catalog_rpo_warning_threshold_seconds", "gauge", "COVERAGE_WARNING_RPO_SECONDS"),
         "rpo_crit": ("backup_catalog_rpo_critical_threshold_seconds", "gauge", "COVERAGE_CRITICAL_RPO_SECONDS"),
+        "wal_lag": ("backup_catalog_wal_index_lag_segments", "gauge",
+                    "Archived WAL segments the WAL index has not read yet (from each timeline's cursor on)"),
         "drill_age": ("backup_catalog_drill_warning_age_seconds", "gauge",
                       "DRILL_WARNING_AGE_SECONDS (only while scheduled drills are on in this replica)"),
     }.items()}
@@ -252,6 +259,8 @@ async def fleet_text(pool: asyncpg.Pool, settings: Settings, now: datetime, base
             fam["hole_new"].put(0 if f.hole_after_newest is None else 1, lab)
             fam["corrupt"].put(len(f.corrupt), lab)
             rpo.put(g.rpo_seconds, lab)
+        if e.deleted_at is None and e.record["wal_index_lag"] is not None:
+            fam["wal_lag"].put(int(e.record["wal_index_lag"]), lab)
         if e.drill is not None:
             drill_failed.put(0 if e.drill.ok else 1, lab)
             drill_dur.put(e.drill_duration_s, lab)

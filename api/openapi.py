@@ -56,7 +56,7 @@ def _operation(op: Any) -> dict[str, Any]:
     params = [{"name": name, "in": "path", "required": True,
                "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"^[^\x00-\x1f\x7f]+$"}}
               for name in re.findall(r"{(\w+)}", op.path)]
-    params += [{"name": q.name, "in": "query", "required": False, "schema": q.schema,
+    params += [{"name": q.name, "in": "query", "required": q.required, "schema": q.schema,
                 **({"description": q.description} if q.description else {})} for q in op.query]
     ok: dict[str, Any] = {"description": _STATUS_TEXT.get(op.ok, "OK")}
     if op.response is not None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from pydantic import BaseModel
 
-from api import coverage, drills, handlers, metrics, ready, schemas, spaces
+from api import changes, coverage, drills, handlers, metrics, ready, schemas, spaces
 from api import purge as purge_api
 from api.auth import Role
 from api.errors import BadRequest
@@ -22,6 +22,7 @@ class Query:
     name: str
     schema: dict[str, object]
     description: str = ""
+    required: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,15 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "/spaces/{space_guid}/services/{name}/backups", handlers.get_backups, _B,
               "Backups, WAL coverage, holes and recoverable windows of every holder of a name",
               "getBackups", response=schemas.BackupsDoc, errors=(400, 404), tags=("broker",)),
+    Operation("GET", "/spaces/{space_guid}/services/{name}/changes", changes.get_changes, _B,
+              "What happened between two times: the transactions committed (xid, commit time and LSN, relations "
+              "dropped, rows per relation; destructive ones first) and the restore points, read from the "
+              "archived WAL", "getChanges", response=changes.ChangesDoc, errors=(400, 404, 409, 422, 503),
+              query=(Query("from", {"type": "string", "format": "date-time", "maxLength": 64},
+                           "start of the range: ISO 8601 with a zone", required=True),
+                     Query("to", {"type": "string", "format": "date-time", "maxLength": 64},
+                           "end of the range: ISO 8601 with a zone, after from", required=True)),
+              tags=("broker",)),
     Operation("GET", "/spaces/{space_guid}/services", spaces.get_space_services, _B,
               "Every service instance the space has had (live and deleted): names, plan, windows, newest backup, "
               "drill, undo period, and whether the caller may start an undo (can_undo)", "listSpaceServices",

@@ -28,6 +28,7 @@ from backup_catalog.usecases.access import (
 
 ALGORITHM = "RS256"
 LEEWAY_SECONDS = 30.0   # clock skew tolerated on exp/nbf (the contract allows at most 60 s)
+KEYS_MAX_AGE_SECONDS = 3600.0   # the key set is refetched when older (a key UAA withdrew stops verifying)
 
 # PyJWT's failure -> (check, what to say); the most specific class first
 _CHECKS: tuple[tuple[type[Exception], str, str], ...] = (
@@ -66,7 +67,8 @@ class TokenVerifier:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._clock = clock
         self._keys: dict[str, Any] = {}
-        self._fetched_at: float | None = None
+        self._fetched_at: float | None = None     # the last attempt (the refetch limit counts attempts)
+        self._keys_at: float | None = None        # the last successful fetch
         self._lock = asyncio.Lock()
         self.key_fetches = 0
 
@@ -98,14 +100,26 @@ class TokenVerifier:
 
     # -- adapters --------------------------------------------------------------------------------
     async def _key(self, kid: str) -> Any:
-        if kid in self._keys:
+        if kid in self._keys and not self._stale():
             return self._keys[kid]
+        if kid in self._keys:     # stale: refresh, but a UAA that cannot answer now does not lock users out
+            async with self._lock:
+                if self._stale():
+                    try:
+                        await self._fetch_keys()
+                    except AccessUnavailable:
+                        pass     # keep verifying with the keys fetched last; retried after the refetch interval
         async with self._lock:
             if kid not in self._keys and may_refetch_keys(self._clock(), self._fetched_at, self._refetch):
                 await self._fetch_keys()
         if kid not in self._keys:
             raise InvalidToken("kid", "the token is signed by a key this platform's UAA does not publish")
         return self._keys[kid]
+
+    def _stale(self) -> bool:
+        """The key set is older than its max age, and a fetch may be tried (the last attempt is not recent)."""
+        return (self._keys_at is not None and self._clock() - self._keys_at >= KEYS_MAX_AGE_SECONDS
+                and may_refetch_keys(self._clock(), self._fetched_at, self._refetch))
 
     async def _fetch_keys(self) -> None:
         uaa = await self.uaa_url()
@@ -121,6 +135,7 @@ class TokenVerifier:
                 continue     # a key we cannot use is as good as absent
         self.key_fetches += 1
         self._keys = keys    # rotation: keys the UAA no longer publishes stop verifying
+        self._keys_at = self._clock()
 
     async def _discover(self) -> str:
         if self._cf_api is None:

@@ -159,7 +159,9 @@ class UserAuth:
             "method": request.method, "route": resource.canonical if resource is not None else request.path,
             "space_guid": space, "instance": info.get("name") or info.get("guid") or await _clone_from(request),
             "outcome": outcome, "status": status, "duration_ms": round(seconds * 1000, 1)}
-        audit.info(json.dumps(line, separators=(",", ":")))
+        # one line: readable text, and the fields as members of serve's JSON log lines (service/logs.py)
+        audit.info("user %s (%s) %s %s space=%s instance=%s: %s %d", line["user_name"], line["user_id"],
+                   request.method, line["route"], space, line["instance"], outcome, status, extra=line)
 
 
 CLONES_ROUTE = "/spaces/{space_guid}/clones"

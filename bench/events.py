@@ -22,9 +22,11 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -110,7 +112,6 @@ async def freshness(ep: MotoEndpoint, dsn: str, puts: int, rate: float, log: Cal
     s3sync.put_object(Bucket=bucket, Key=_key(prefix, 1), Body=b"")
     await _catalog(dsn, [(guid, bucket, prefix)], 1)
     pool = await catalog_db.open_pool(dsn)
-    settings = _settings(ep, dsn)
     put_done: dict[int, float] = {}
     seen: dict[int, float] = {}
     try:
@@ -122,10 +123,14 @@ async def freshness(ep: MotoEndpoint, dsn: str, puts: int, rate: float, log: Cal
                                            visibility_timeout=60)
             await events_setup.apply_setup(s3, sqs, plan)
             await sqs.purge_queue(QueueUrl=url)
-            consumer = Consumer(pool, s3, settings, "bench", Index(pool), NullObserver())
-            stream = Stream(consumer, [SqsQueue(sqs, url)], receivers=2, wait_seconds=2)
-            task = asyncio.create_task(stream.run())
-            await asyncio.sleep(0.5)
+            # the consumer in its own process, as serve runs it (moto, the uploader and the watcher stay here)
+            ready = Path(tempfile.mkdtemp(prefix="bench-events-ready-", dir="/tmp")) / "ready"
+            child = _spawn_consumer(dsn, ep.url, url, puts, 2, guid_prefix=guid, wait_seconds=1, ready=str(ready))
+            for _ in range(600):                     # the consumer is up and polling
+                if ready.exists():
+                    break
+                await asyncio.sleep(0.05)
+            shutil.rmtree(ready.parent, ignore_errors=True)
 
             def uploader() -> None:
                 t_next = time.perf_counter()
@@ -148,14 +153,15 @@ async def freshness(ep: MotoEndpoint, dsn: str, puts: int, rate: float, log: Cal
                 last = max(last, int(end or 1))
                 await asyncio.sleep(0.01)
             th.join(timeout=5)
-            stream.stop()
-            await asyncio.wait_for(task, 10)
             wall = time.perf_counter() - t0
+            done, _cpu = await asyncio.to_thread(_reap, child)
     finally:
         await pool.close()
     lat = sorted(seen[n] - put_done[n] for n in seen if n in put_done)
     q = statistics.quantiles(lat, n=100) if len(lat) >= 2 else lat * 99
+    sqs_ops = {k: v / max(1, len(lat)) for k, v in done["requests"].items() if k.startswith("sqs:")}
     out = {"puts": puts, "rate_per_s": rate, "seen": len(lat), "p50_s": q[49], "p99_s": q[98], "max_s": lat[-1],
+           "sqs_requests_per_event": sqs_ops,
            "wall_s": wall, "polling_interval_s": 300, "polling_expected_s": 150, "target_p99_s": 5.0}
     log(f"events freshness: {json.dumps(out)}")
     return out
@@ -163,7 +169,9 @@ async def freshness(ep: MotoEndpoint, dsn: str, puts: int, rate: float, log: Cal
 
 async def prepare_fleet(ep: MotoEndpoint, dsn: str, instances: int, events: int,
                         log: Callable[[str], None]) -> str:
-    """``instances`` registered, ``events`` segments stored and their S3 event messages queued; the queue URL."""
+    """``instances`` registered, ``events`` segments stored and their S3 event messages written to a file
+    (one body a line); its path. Moto's SQS (a linear scan and a deep copy of the queue per receive) would be
+    what is measured: the consumer is fed the bodies directly, in batches of 10, as receives deliver them."""
     from moto.core.models import DEFAULT_ACCOUNT_ID
     from moto.s3.models import s3_backends
     bucket = "bench-events-fleet"
@@ -184,30 +192,18 @@ async def prepare_fleet(ep: MotoEndpoint, dsn: str, instances: int, events: int,
             "eventTime": (now + timedelta(milliseconds=k)).isoformat().replace("+00:00", "Z"),
             "s3": {"bucket": {"name": bucket}, "object": {"key": key, "size": 0, "sequencer": f"{k + 1:016X}"}}}]}))
     log(f"events throughput: {instances} instances, {events} events prepared in {time.perf_counter() - t0:.0f}s")
-    async with _session().client("sqs", endpoint_url=ep.url) as sqs:
-        url = (await sqs.create_queue(QueueName="bench-fleet"))["QueueUrl"]
-        for i in range(0, len(msgs), 10):
-            await sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": str(n), "MessageBody": b}
-                                                                 for n, b in enumerate(msgs[i:i + 10])])
-    return str(url)
+    path = Path(tempfile.mkdtemp(prefix="bench-events-msgs-", dir="/tmp")) / "messages.jsonl"
+    path.write_text("\n".join(msgs) + "\n")
+    return str(path)
 
 
-def throughput(dsn: str, s3_url: str, url: str, instances: int, events: int, receivers: int,
+def throughput(dsn: str, s3_url: str, path: str, instances: int, events: int, receivers: int,
                log: Callable[[str], None]) -> dict[str, Any]:
-    """One consumer process drains the queue: events applied per second."""
+    """One consumer process applies every message: events applied per second."""
     # the consumer in its own process (as serve would run it): moto in this one does not share its GIL
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    proc = subprocess.Popen([sys.executable, "-m", "bench.events", "consume", "--dsn", dsn, "--s3", s3_url,
-                             "--queue", url, "--events", str(events), "--receivers", str(receivers)],
-                            stdout=subprocess.PIPE, text=True, env=env)
-    assert proc.stdout is not None
-    text = proc.stdout.read()
-    _, status, ru = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"bench.events consume failed: {text[-1000:]}")
-    child = json.loads(text.strip().splitlines()[-1])
+    child, child_cpu = _reap(_spawn_consumer(dsn, s3_url, path, events, receivers, direct=True))
+    shutil.rmtree(Path(path).parent, ignore_errors=True)
     wall, applied, ops = child["wall_s"], child["applied"], child["requests"]
-    child_cpu = ru.ru_utime + ru.ru_stime
     rate = applied / wall if wall else 0.0
     cpu_rate = 1000 / (1000 * child_cpu / max(1, applied)) if child_cpu else 0.0
     out = {"instances": instances, "events": events, "applied": applied, "receivers": receivers, "wall_s": wall,
@@ -235,13 +231,16 @@ async def idle_scan_requests(ep: MotoEndpoint, dsn: str) -> int:
         await pool.close()
 
 
-def cost(idle_requests: int, per_event: dict[str, float], scan_interval: int = 300) -> dict[str, Any]:
+def cost(idle_requests: int, per_event: dict[str, float], sqs_per_event: dict[str, float],
+         scan_interval: int = 300) -> dict[str, Any]:
     """Requests per instance per day and the daily bill at 100,000 instances, both designs."""
     polls = 86400 / scan_interval
     poll = {"s3_list": polls * idle_requests, "s3_get": float(SEGMENTS_PER_DAY) / 1}   # edges read per new run end
     poll["s3_get"] = min(poll["s3_get"], polls)       # a scan reads the run end once per tick at most
     ev_get = per_event.get("s3:GetObject", 0.0) + per_event.get("s3:HeadObject", 0.0)
-    ev_sqs = 1.0 + per_event.get("sqs:ReceiveMessage", 0.0) + per_event.get("sqs:DeleteMessageBatch", 0.0)
+    # S3's SendMessage, plus the consumer's receives and deletes per event as measured at low traffic (one
+    # instance: few messages per receive, the upper bound; at fleet rates receives fill to 10: about 0.2)
+    ev_sqs = 1.0 + sqs_per_event.get("sqs:ReceiveMessage", 0.2) + sqs_per_event.get("sqs:DeleteMessageBatch", 0.0)
     events = {"s3_list": float(idle_requests),        # the daily reconcile
               "s3_get": SEGMENTS_PER_DAY * ev_get, "sqs": SEGMENTS_PER_DAY * ev_sqs}
 
@@ -255,19 +254,75 @@ def cost(idle_requests: int, per_event: dict[str, float], scan_interval: int = 3
                                              "(measured); reconcile daily"}
 
 
-def measure(ep: MotoEndpoint, dsn: str, *, puts: int = 1000, rate: float = 20.0, instances: int = 10_000,
+def measure(ep: MotoEndpoint, dsn: str, *, puts: int = 1000, rate: float = 5.0, instances: int = 10_000,
             events: int = 5000, receivers: int = 4, log: Callable[[str], None] = print) -> dict[str, Any]:
     fresh = asyncio.run(freshness(ep, dsn, puts, rate, log))
-    url = asyncio.run(prepare_fleet(ep, dsn, instances, events, log))
-    thr = throughput(dsn, ep.url, url, instances, events, receivers, log)
+    path = asyncio.run(prepare_fleet(ep, dsn, instances, events, log))
+    thr = throughput(dsn, ep.url, path, instances, events, receivers, log)
     idle = asyncio.run(idle_scan_requests(ep, dsn))
     out = {"freshness": fresh, "throughput": thr, "idle_scan_requests": idle,
-           "cost": cost(idle, thr["requests_per_event"])}
+           "cost": cost(idle, thr["requests_per_event"], fresh["sqs_requests_per_event"])}
     log(f"events cost: {json.dumps(out['cost'])}")
     return out
 
 
-async def consume(dsn: str, s3_url: str, queue_url: str, events: int, receivers: int) -> dict[str, Any]:
+def _spawn_consumer(dsn: str, s3_url: str, queue_url: str, events: int, receivers: int, *,
+                    guid_prefix: str = "ev-", wait_seconds: int = 1, direct: bool = False,
+                    ready: str = "") -> subprocess.Popen[str]:
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    return subprocess.Popen([sys.executable, "-m", "bench.events", "consume", "--dsn", dsn, "--s3", s3_url,
+                             "--queue", queue_url, "--events", str(events), "--receivers", str(receivers),
+                             "--guid-prefix", guid_prefix, "--wait", str(wait_seconds), "--ready", ready]
+                            + (["--direct"] if direct else []),
+                            stdout=subprocess.PIPE, text=True, env=env)
+
+
+def _reap(proc: subprocess.Popen[str]) -> tuple[dict[str, Any], float]:
+    """The child's JSON line and its own CPU seconds (wait4)."""
+    assert proc.stdout is not None
+    text = proc.stdout.read()
+    _, status, ru = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"bench.events consume failed: {text[-1000:]}")
+    return json.loads(text.strip().splitlines()[-1]), ru.ru_utime + ru.ru_stime
+
+
+async def consume_direct(dsn: str, s3_url: str, bodies: list[str], receivers: int) -> dict[str, Any]:
+    """The consumer alone, fed the message ``bodies`` in batches of 10, ``receivers`` at a time."""
+    from pydantic import SecretStr
+
+    from scheduler.sqs import Message
+    settings = Settings(catalog_dsn=SecretStr(dsn), s3_endpoint_url=s3_url, aws_access_key_id=SecretStr(ACCESS_KEY),
+                        aws_secret_access_key=SecretStr(SECRET_KEY))
+    batches = [[Message(str(i + n), f"r{i + n}", b, 1, None) for n, b in enumerate(bodies[i:i + 10])]
+               for i in range(0, len(bodies), 10)]
+    reqs = Requests()
+    pool = await catalog_db.open_pool(dsn, max_size=8)
+    applied = 0
+    try:
+        async with _session().client("s3", endpoint_url=s3_url) as s3:
+            reqs.attach(s3, "s3")
+            consumer = Consumer(pool, s3, settings, "bench", Index(pool), NullObserver())
+            await consumer.index.refresh(force=True)
+            queue = asyncio.Queue[list[Message]]()
+            for b in batches:
+                queue.put_nowait(b)
+
+            async def worker() -> None:
+                nonlocal applied
+                while not queue.empty():
+                    res = await consumer.process(queue.get_nowait())
+                    applied += len(res.delete)
+            t0 = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(receivers)))
+            wall = time.perf_counter() - t0
+    finally:
+        await pool.close()
+    return {"wall_s": wall, "applied": applied, "requests": reqs.ops}
+
+
+async def consume(dsn: str, s3_url: str, queue_url: str, events: int, receivers: int, guid_prefix: str = "ev-",
+                  wait_seconds: int = 1, ready: str = "") -> dict[str, Any]:
     """The consumer alone (a child process): drain ``queue_url`` until ``events`` fleet events are applied."""
     from pydantic import SecretStr
     settings = Settings(catalog_dsn=SecretStr(dsn), s3_endpoint_url=s3_url, aws_access_key_id=SecretStr(ACCESS_KEY),
@@ -280,13 +335,16 @@ async def consume(dsn: str, s3_url: str, queue_url: str, events: int, receivers:
             reqs.attach(s3, "s3")
             reqs.attach(sqs, "sqs")
             stream = Stream(Consumer(pool, s3, settings, "bench", Index(pool), NullObserver()),
-                            [SqsQueue(sqs, queue_url)], receivers=receivers, wait_seconds=1)
+                            [SqsQueue(sqs, queue_url)], receivers=receivers, wait_seconds=wait_seconds)
             t0 = time.perf_counter()
             task = asyncio.create_task(stream.run())
+            await asyncio.sleep(0.2)
+            if ready:
+                await asyncio.to_thread(Path(ready).touch)
             applied = 0
             while time.perf_counter() - t0 < 900:
                 applied = int(await pool.fetchval(
-                    "SELECT count(*) FROM event_keys WHERE starts_with(instance_guid, 'ev-')"))
+                    "SELECT count(*) FROM event_keys WHERE starts_with(instance_guid, $1)", guid_prefix))
                 if applied >= events:
                     break
                 await asyncio.sleep(0.05)
@@ -306,12 +364,18 @@ def main(argv: list[str] | None = None) -> int:
             c.add_argument(name, required=True)
         c.add_argument("--events", type=int, required=True)
         c.add_argument("--receivers", type=int, default=4)
+        c.add_argument("--guid-prefix", default="ev-")
+        c.add_argument("--wait", type=int, default=1)
+        c.add_argument("--direct", action="store_true", help="--queue is a file of message bodies")
+        c.add_argument("--ready", default="", help="a file to create once polling")
         ca = c.parse_args((argv or sys.argv[1:])[1:])
-        print(json.dumps(asyncio.run(consume(ca.dsn, ca.s3, ca.queue, ca.events, ca.receivers))))
+        if ca.direct:
+            bodies = [b for b in Path(ca.queue).read_text().splitlines() if b]
+            print(json.dumps(asyncio.run(consume_direct(ca.dsn, ca.s3, bodies, ca.receivers))))
+        else:
+            print(json.dumps(asyncio.run(consume(ca.dsn, ca.s3, ca.queue, ca.events, ca.receivers, ca.guid_prefix,
+                                                 ca.wait, ca.ready))))
         return 0
-    import shutil
-    import tempfile
-
     from catalog import embedded
     p = argparse.ArgumentParser(prog="bench.events")
     p.add_argument("--tiny", action="store_true", help="bench-smoke size: 50 PUTs, 200 instances, 200 events")

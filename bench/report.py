@@ -51,6 +51,9 @@ def checks(r: dict[str, Any]) -> list[dict[str, Any]]:
         f = y["footprint"]
         out += [_c("3 catalog footprint (instance-year)", f"{t} rows", v, "wal_runs = runs (4)" if t == "wal_runs" else "",
                    (v == 4) if t == "wal_runs" else None) for t, v in f.items()]
+    if r.get("walrecords"):
+        from bench.walrecords import checks as wal_checks
+        out += wal_checks(r["walrecords"], _c)
     h = r.get("http")
     if h:
         for k, v in h.items():

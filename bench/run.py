@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench import archives, bigcatalog, drills, events, fastlist, fleetreports, load, report, sidebyside
+from bench import archives, bigcatalog, drills, events, fastlist, fleetreports, load, report, sidebyside, walrecords
 from catalog import db as catalog_db
 from catalog import embedded, repo
 from recovery.model import InstanceRef, Storage
@@ -275,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
                         "worker only adds contention)")
     p.add_argument("--stock-moto", action="store_true", help="keep moto's O(bucket) ListObjectsV2")
     p.add_argument("--skip", action="append", default=[],
-                   choices=["year", "fleet", "catalog", "tools", "drills", "reports", "http", "events"])
+                   choices=["year", "fleet", "catalog", "tools", "drills", "reports", "http", "events",
+                            "walrecords"])
     p.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     a = p.parse_args(argv)
     year_segments = a.year_segments or (525_600 if a.full_size else 50_000)
@@ -293,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
                                "args": {k: str(v) for k, v in vars(a).items()}}
     server: Server | None = None
     try:
+        if "walrecords" not in a.skip:   # the WAL record decoder beside pg_waldump (bench/walrecords.py)
+            results["walrecords"] = walrecords.measure(log)
         log(f"embedded catalog cluster under {base}")
         dsn = embedded.ensure_cluster(base)
         asyncio.run(_init(dsn))

@@ -50,6 +50,19 @@ class DrillRow:
     duration_s: float | None = None
     bytes_fetched: int | None = None
     postgres_log: tuple[str, ...] = ()
+    server_pid: int | None = None
+    server_pgdata: str | None = None
+    cleanup: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Abandoned:
+    """A drill just finished as abandoned, with the recovery server it recorded (for the reaper)."""
+
+    id: int
+    instance_guid: str
+    server_pid: int | None
+    server_pgdata: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +85,7 @@ class DrillResult:
 
 _COLS = ("id, instance_guid, state, trigger, requested_at, started_at, finished_at, holder, target::text AS target, "
          "backup_label, stage, reason, segment, reached_lsn, fetch_s, replay_s, duration_s, bytes_fetched, "
-         "postgres_log::text AS postgres_log")
+         "postgres_log::text AS postgres_log, server_pid, server_pgdata, cleanup")
 
 
 def row_to_drill(r: asyncpg.Record) -> DrillRow:
@@ -82,7 +95,8 @@ def row_to_drill(r: asyncpg.Record) -> DrillRow:
                     backup_label=r["backup_label"], stage=r["stage"], reason=r["reason"], segment=r["segment"],
                     reached_lsn=r["reached_lsn"], fetch_s=r["fetch_s"], replay_s=r["replay_s"],
                     duration_s=r["duration_s"], bytes_fetched=r["bytes_fetched"],
-                    postgres_log=tuple(json.loads(r["postgres_log"] or "[]")))
+                    postgres_log=tuple(json.loads(r["postgres_log"] or "[]")), server_pid=r["server_pid"],
+                    server_pgdata=r["server_pgdata"], cleanup=r["cleanup"])
 
 
 async def create(db: Db, guid: str, *, trigger: str, holder: str, target: Mapping[str, Any] | None,
@@ -131,6 +145,11 @@ async def finish(db: Db, drill_id: int, result: DrillResult) -> bool:
 async def reap_abandoned(db: Db, guid: str | None = None) -> list[int]:
     """Finish as failed (stage ``abandoned``) every active drill whose holder no longer holds the
     instance's drill lease: its process died without recording. Returns the ids."""
+    return [a.id for a in await abandon(db, guid)]
+
+
+async def abandon(db: Db, guid: str | None = None) -> list[Abandoned]:
+    """:func:`reap_abandoned`, returning what the reaper needs to clean (the recorded server)."""
     rows = await db.fetch(
         """UPDATE drills d SET state = 'failed', finished_at = clock_timestamp(), stage = 'abandoned',
                started_at = coalesce(d.started_at, d.requested_at),
@@ -140,8 +159,19 @@ async def reap_abandoned(db: Db, guid: str | None = None) -> list[int]:
              AND NOT EXISTS (SELECT 1 FROM scan_leases l
                              WHERE l.key = 'drill:' || d.instance_guid AND l.holder = d.holder
                                AND l.expires_at > clock_timestamp())
-           RETURNING d.id""", guid)
-    return [r["id"] for r in rows]
+           RETURNING d.id, d.instance_guid, d.server_pid, d.server_pgdata""", guid)
+    return [Abandoned(r["id"], r["instance_guid"], r["server_pid"], r["server_pgdata"]) for r in rows]
+
+
+async def record_server(db: Db, drill_id: int, pid: int, pgdata: str) -> None:
+    """The recovery server a running drill started (what the reaper stops if the drill's process dies)."""
+    await db.execute("UPDATE drills SET server_pid = $2, server_pgdata = $3 WHERE id = $1", drill_id, pid, pgdata)
+
+
+async def record_cleanup(db: Db, drill_id: int, cleanup: str) -> None:
+    """What was cleaned after a drill whose process died (appended: several reapers may each find a part)."""
+    await db.execute("""UPDATE drills SET cleanup = CASE WHEN cleanup IS NULL THEN $2 ELSE cleanup || '; ' || $2 END
+                        WHERE id = $1""", drill_id, cleanup)
 
 
 async def get(db: Db, drill_id: int) -> DrillRow | None:

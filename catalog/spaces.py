@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from catalog.db import Db
-from catalog.errors import UnknownInstance
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,12 +21,12 @@ class NameSpan:
 
 
 async def set_service_plan(db: Db, guid: str, plan_guid: str | None) -> None:
-    """Record the CF service plan GUID of an instance (None leaves what is recorded)."""
+    """Record the CF service plan GUID of an instance (None leaves what is recorded; the same one writes
+    nothing, so the name sync may call it every round)."""
     if plan_guid is None:
         return
-    done = await db.execute("UPDATE instances SET service_plan_guid = $2 WHERE instance_guid = $1", guid, plan_guid)
-    if done == "UPDATE 0":
-        raise UnknownInstance(guid)
+    await db.execute("""UPDATE instances SET service_plan_guid = $2
+                        WHERE instance_guid = $1 AND service_plan_guid IS DISTINCT FROM $2""", guid, plan_guid)
 
 
 async def service_plans(db: Db, guids: Sequence[str]) -> dict[str, str | None]:

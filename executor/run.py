@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -23,7 +24,7 @@ from typing import Any
 
 import asyncpg
 
-from executor import logic
+from executor import clone, failfast, guard, logic, preflight, reap
 from executor.config import RestoreConfig
 from recovery.docjson import document_json
 from recovery.lsn import Lsn
@@ -84,6 +85,9 @@ class RestoreResult:
     check_result: str | None = None
     postgres_log: list[str] = field(default_factory=list)
     running: bool = False
+    start_command: list[str] = field(default_factory=list)
+    port: int | None = None
+    socket_dir: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"state": "restored", "pgdata": str(self.pgdata), "backup": document_json(self.backup),
@@ -92,7 +96,9 @@ class RestoreResult:
                 "reached": {"lsn": self.reached_lsn, "last_commit_time": self.last_commit_time},
                 "duration_s": round(self.duration_s, 3), "fetch_s": round(self.fetch_s, 3),
                 "replay_s": round(self.replay_s, 3), "bytes_fetched": self.bytes_fetched,
-                "running": self.running, "check_result": self.check_result, "warnings": list(self.warnings)}
+                "running": self.running, "check_result": self.check_result, "warnings": list(self.warnings),
+                "start_command": clone.shell_line(self.start_command) if self.start_command else None,
+                "port": self.port, "socket_dir": self.socket_dir}
 
 
 # -- helpers ------------------------------------------------------------------------------------------------
@@ -154,6 +160,23 @@ def _read_lines(p: Path) -> list[str]:
         return []
 
 
+def _dies_with_us(sig: int) -> Callable[[], None]:
+    """A ``preexec_fn``: the child gets ``sig`` when this process (the thread that forks: asyncio's loop
+    thread) dies, also by SIGKILL (Linux ``PR_SET_PDEATHSIG``; set after the drop to ``postgres``)."""
+    def pre() -> None:
+        guard.set_pdeathsig(sig)
+    return pre
+
+
+def guarded(argv: list[str]) -> list[str]:
+    """``argv`` run under :mod:`executor.guard` (as ``postgres`` when we are root): the tool and every process
+    it starts die with this process. The guard's own process group is the tool's: killing it kills all."""
+    head = [sys.executable, "-I", guard.__file__, str(os.getpid())]
+    if _as_root():
+        head += ["--user", "postgres"]
+    return [*head, "--", *argv]
+
+
 async def _kill_group(proc: asyncio.subprocess.Process, sig: int = signal.SIGKILL) -> None:
     if proc.returncode is not None:
         return
@@ -189,17 +212,42 @@ def find_pg_bin(pg_version: int | None, pg_bin: Path | None) -> Path:
     return d
 
 
-def _check_pgdata(pgdata: Path) -> bool:
-    """True when ``pgdata`` must be created; raises bad_input when it exists and is not an empty directory."""
+def _check_pgdata(pgdata: Path, force_clean: bool = False) -> bool:
+    """True when ``pgdata`` must be created; raises bad_input when it exists and is not an empty directory
+    (``force_clean``: unless it is what a restore that did not finish left, named by its marker: then what
+    that restore left running is stopped and the directory emptied)."""
     if not pgdata.exists() and not pgdata.is_symlink():
         return True
     if not pgdata.is_dir():
         raise RestoreError("bad_input", "input", f"--pgdata {pgdata} exists and is not a directory; nothing "
                            "was touched")
     if any(pgdata.iterdir()):
+        if (pgdata / clone.MARKER).is_file():
+            if force_clean:
+                reap.clean_failed_restore(pgdata)
+                return False
+            raise RestoreError("bad_input", "input", f"--pgdata {pgdata} is what a restore that did not finish "
+                               f"left ({pgdata / clone.MARKER} says so); nothing was touched: add --force-clean "
+                               "to remove it and restore again, or name a new directory")
         raise RestoreError("bad_input", "input", f"--pgdata {pgdata} is not empty; nothing in it was touched "
-                           "(name a new or empty directory)")
+                           "(name a new or empty directory)" + (" — --force-clean only removes what a restore "
+                           f"that did not finish left, marked by a {clone.MARKER} file" if force_clean else ""))
     return False
+
+
+def default_socket_dir() -> str:
+    """Where a clone started with plain ``pg_ctl start`` puts its socket: Debian's socket directory (owned
+    by ``postgres``, where psql looks first) when it exists, else ``/tmp``."""
+    d = Path("/var/run/postgresql")
+    return str(d) if d.is_dir() else "/tmp"
+
+
+def _meaning(out: str) -> str:
+    """A tool's output for an error message: what it means in the product's settings (when known), then
+    its last lines."""
+    tail = " | ".join([ln for ln in out.splitlines() if ln.strip()][-12:]) or "no output"
+    meaning = failfast.translate(out)
+    return f": {meaning}. The tool said: {tail}" if meaning else f": {tail}"
 
 
 # -- the executor -----------------------------------------------------------------------------------------------
@@ -208,9 +256,15 @@ async def execute_plan(plan: PlanDoc, pgdata: Path, settings: RestoreConfig, *, 
                        keep_running: bool = False, keep_failed: bool = False,
                        progress: Callable[[ProgressEvent], None] | None = None,
                        check_query: str | None = None,
-                       environ: Mapping[str, str] | None = None,
+                       environ: Mapping[str, str] | None = None, port: int = 5432, socket_dir: str | None = None,
+                       force_clean: bool = False,
+                       on_server: Callable[[int, Path], Awaitable[None]] | None = None,
                        inspect: Callable[[Path, int], Awaitable[None]] | None = None) -> RestoreResult:
     """Restore ``plan`` into ``pgdata`` and verify it; see the module docstring and DESIGN.md.
+
+    ``port``/``socket_dir``: the clone's own, written into it once it is verified (the recovery run uses a
+    private socket and no TCP). ``on_server(pid, pgdata)`` is awaited when the recovery server started (a
+    drill records it in its row for the reaper).
 
     ``environ`` (default ``os.environ``) is the caller's environment: its ``PATH``, and the
     ``PGBACKREST_*``/``WALG_*``/``WALE_*``/``AWS_*`` variables passed to the tools and the server.
@@ -233,8 +287,12 @@ async def execute_plan(plan: PlanDoc, pgdata: Path, settings: RestoreConfig, *, 
     if shutil.which(cmd.argv[0], path=path) is None:
         raise RestoreError("bad_input", "input", f"{cmd.argv[0]} ({cmd.label}) is not installed or not on PATH "
                            "(RESTORE_TOOLS_PATH adds directories)")
-    created = _check_pgdata(pgdata)
+    problem = await preflight.check(loc.layout, s3, caller, max(2.0, settings.s3_connect_timeout_seconds))
+    if problem is not None:
+        raise RestoreError("bad_input", "input", problem)
+    created = _check_pgdata(pgdata, force_clean)
     run = _Run(doc, loc, exp, pgdata, created, settings, s3, path, progress, keep_failed, caller)
+    run.port, run.socket_dir, run.on_server = port, socket_dir or default_socket_dir(), on_server
     try:
         return await run.go(bindir, keep_running, check_query, inspect)
     except BaseException as e:
@@ -257,13 +315,23 @@ class _Run:
         self.settings, self.s3, self.path, self.keep_failed = settings, s3, path, keep_failed
         self.progress = progress or (lambda e: None)
         self.stage = "fetch"
-        self.work = Path(tempfile.mkdtemp(prefix="backup-catalog-restore-", dir=settings.restore_work_dir))
+        # the work directory (tool config, socket, server log): RESTORE_WORK_DIR (a drill: its scratch
+        # directory), else inside the data directory, so that a killed restore leaves one directory, marked
+        self.work = Path(tempfile.mkdtemp(prefix="backup-catalog-restore-", dir=settings.restore_work_dir)) \
+            if settings.restore_work_dir else pgdata / ".restore-work"
+        sock = self.work / "sock"
+        # a unix socket path is at most 107 bytes: a deep directory gets a short one of its own
+        self.sock = sock if len(str(sock)) <= 90 else Path(tempfile.mkdtemp(prefix="bc-sock-"))
         self.log = self.work / "postgres.log"
         self.fetch_proc: asyncio.subprocess.Process | None = None
         self.server: asyncio.subprocess.Process | None = None
         self.bytes = 0
         self.warnings: list[str] = []
         self.kept_running = False
+        self.port = 5432                  # the clone's own (recovery: self.private_port)
+        self.socket_dir = "/tmp"
+        self.on_server: Callable[[int, Path], Awaitable[None]] | None = None
+        self.marker_facts: dict[str, object] = {}
 
     def emit(self, **kw: Any) -> None:
         with contextlib.suppress(Exception):
@@ -272,12 +340,17 @@ class _Run:
     async def go(self, bindir: Path | None, keep_running: bool, check_query: str | None,
                  inspect: Callable[[Path, int], Awaitable[None]] | None = None) -> RestoreResult:
         t0 = time.monotonic()
-        self.work.chmod(0o700)
-        _chown(self.work)
         if self.created:
             self.pgdata.mkdir(parents=True, mode=0o700)
         _chown(self.pgdata)
         self.pgdata.chmod(0o700)
+        self.work.mkdir(mode=0o700, exist_ok=True)
+        self.work.chmod(0o700)
+        _chown(self.work)
+        self.marker_facts = {"restore_pid": os.getpid(), "host": socket.gethostname(),
+                             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                             "backup": self.doc.backup.label, "work": str(self.work)}
+        self.mark()
         await self.fetch()
         fetch_s = time.monotonic() - t0
         bindir = self.prepare(bindir)
@@ -286,31 +359,80 @@ class _Run:
         replay_s = time.monotonic() - t1
         check = await self.check(check_query) if check_query else None
         if inspect is not None:
-            await inspect(self.work / "sock", self.port)
+            await inspect(self.sock, self.private_port)
         (self.work / "pgbackrest.conf").unlink(missing_ok=True)    # its credentials: not needed after promotion
-        if keep_running:
-            self.kept_running = True
-            self.warnings.append(f"the server keeps running (pid {self.server.pid if self.server else '?'}) on "
-                                 f"the socket in {self.work / 'sock'} port {self.port}; its log is {self.log}")
-        else:
-            await self.shutdown()
+        await self.shutdown()
+        start = self.make_ready(bindir)
         lines = _read_lines(self.log)
-        if not keep_running:
-            shutil.rmtree(self.work, ignore_errors=True)
+        shutil.rmtree(self.work, ignore_errors=True)
+        shutil.rmtree(self.sock, ignore_errors=True)
+        (self.pgdata / clone.MARKER).unlink(missing_ok=True)       # a verified clone, ready to start
+        running = await self.start_kept(start) if keep_running else False
         self.emit(stage="done", message="restored and verified", bytes_fetched=self.bytes, replay_lsn=str(reached))
         return RestoreResult(self.pgdata, self.doc.backup, self.doc.target, timeline, str(reached),
                              last_commit, time.monotonic() - t0, fetch_s, replay_s, self.bytes,
                              [*self.doc.warnings, *self.warnings], check,
-                             logic.relevant_log(lines), keep_running)
+                             logic.relevant_log(lines), running, start, self.port, self.socket_dir)
+
+    def mark(self, **facts: object) -> None:
+        """(Re)write the marker: this directory is a restore in progress, not a database."""
+        self.marker_facts.update(facts)
+        p = self.pgdata / clone.MARKER
+        p.write_text(clone.marker_text(self.marker_facts))
+        _chown(p)
+
+    def make_ready(self, bindir: Path) -> list[str]:
+        """After a clean shutdown: the clone's own settings (recovery ones removed, its port and socket
+        directory, no source-only settings); returns the one command that starts it."""
+        d = self.pgdata
+        auto = d / "postgresql.auto.conf"
+        auto.write_text(clone.ready_auto_conf(auto.read_text(errors="replace") if auto.exists() else "",
+                                              port=self.port, socket_dir=self.socket_dir))
+        conf = d / "postgresql.conf"
+        if conf.is_file():
+            text = conf.read_text(errors="replace")
+            ready = clone.ready_postgresql_conf(text)
+            if ready != text:
+                conf.write_text(ready)
+        logdir = d / "log"
+        logdir.mkdir(exist_ok=True)
+        for p in (auto, conf, logdir):
+            if p.exists():
+                _chown(p)
+        return clone.start_command(str(bindir / "pg_ctl"), str(d), logfile=str(logdir / "pg_ctl-start.log"),
+                                   as_root=_as_root())
+
+    async def start_kept(self, argv: list[str]) -> bool:
+        """``--keep-running``: start the clone with its own start command (a server of its own, not tied to
+        this process). A failure to start is a warning: the clone is verified and stays."""
+        self.stage = "start"
+        proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                                                    cwd="/", start_new_session=True)
+        out, _ = await proc.communicate()
+        if proc.returncode == 0:
+            self.warnings.append(f"the server keeps running: port {self.port}, socket directory {self.socket_dir}")
+            return True
+        tail = " | ".join(_read_lines(self.pgdata / "log" / "pg_ctl-start.log")[-5:]) or out.decode(errors="replace")
+        self.warnings.append(f"the clone is restored and verified, but it did not start ({clone.shell_line(argv)} "
+                             f"exited {proc.returncode}): {tail}")
+        return False
 
     # -- fetch -------------------------------------------------------------------------------------------------
     async def fetch(self) -> None:
         self.stage = "fetch"
-        cmd = logic.fetch_command(self.loc, self.doc.backup.label, str(self.pgdata), self.s3,
+        # the tool fetches into a directory of its own inside pgdata, beside the marker (the tools want an
+        # empty destination); moved into place once complete
+        staging = self.pgdata / clone.FETCH_DIR
+        staging.mkdir(mode=0o700)
+        _chown(staging)
+        cmd = logic.fetch_command(self.loc, self.doc.backup.label, str(staging), self.s3,
                                   work=str(self.work))
         for sub in ("lock", "log", "spool", "sock"):
-            (self.work / sub).mkdir(mode=0o700)
+            (self.work / sub).mkdir(mode=0o700, exist_ok=True)
             _chown(self.work / sub)
+        self.sock.chmod(0o700)
+        _chown(self.sock)
         for name, text in cmd.files.items():
             p = self.work / name
             p.write_text(text)
@@ -325,12 +447,13 @@ class _Run:
         argv[0] = shutil.which(argv[0], path=self.path) or argv[0]
         self.emit(stage="fetch", message=f"{cmd.label}: backup {self.doc.backup.label}")
         self.fetch_proc = await asyncio.create_subprocess_exec(
-            *argv, env=env, cwd=str(self.work), stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
-            **_owner_kwargs())
+            *guarded(argv), env=env, cwd=str(self.work), stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
         assert self.fetch_proc.stdout is not None
         reader = asyncio.ensure_future(self.fetch_proc.stdout.read())
         deadline = time.monotonic() + self.settings.restore_fetch_timeout_seconds
+        stall = self.settings.restore_stall_seconds
+        last_change, last_bytes = time.monotonic(), -1
         while self.fetch_proc.returncode is None:
             try:
                 await asyncio.wait_for(asyncio.shield(self.fetch_proc.wait()), 1.0)
@@ -338,18 +461,34 @@ class _Run:
                 pass
             self.bytes = await asyncio.to_thread(_dir_bytes, self.pgdata)
             self.emit(stage="fetch", message=cmd.label, bytes_fetched=self.bytes)
-            if time.monotonic() > deadline and self.fetch_proc.returncode is None:
+            now = time.monotonic()
+            if self.bytes != last_bytes:
+                last_change, last_bytes = now, self.bytes
+            why = None
+            if now > deadline:
+                why = (f"{cmd.label} did not finish within {self.settings.restore_fetch_timeout_seconds:.0f}s "
+                       "(RESTORE_FETCH_TIMEOUT_SECONDS)")
+            elif stall > 0 and now - last_change > stall:
+                why = (f"{cmd.label} made no progress for {stall:g} s ({self.bytes} bytes fetched; "
+                       "RESTORE_STALL_SECONDS): the S3 endpoint stopped sending")
+            if why is not None and self.fetch_proc.returncode is None:
                 await _kill_group(self.fetch_proc)
-                reader.cancel()
-                raise RestoreError("restore_failed", "fetch", f"{cmd.label} did not finish within "
-                                   f"{self.settings.restore_fetch_timeout_seconds:.0f}s (RESTORE_FETCH_TIMEOUT_SECONDS)")
+                out = (await reader).decode(errors="replace")
+                raise RestoreError("restore_failed", "fetch", why + _meaning(out))
         out = (await reader).decode(errors="replace")
         self.bytes = await asyncio.to_thread(_dir_bytes, self.pgdata)
         if self.fetch_proc.returncode != 0:
-            tail = [ln for ln in out.splitlines() if ln.strip()][-12:]
             raise RestoreError("restore_failed", "fetch", f"{cmd.label} of backup {self.doc.backup.label} from "
-                               f"s3://{self.loc.bucket}/{self.loc.prefix} exited {self.fetch_proc.returncode}: "
-                               + (" | ".join(tail) or "no output"))
+                               f"s3://{self.loc.bucket}/{self.loc.prefix} exited {self.fetch_proc.returncode}"
+                               + _meaning(out))
+        for entry in list(staging.iterdir()):
+            os.rename(entry, self.pgdata / entry.name)
+        staging.rmdir()
+        # the tool's files as the server's restore_command uses them: naming the data directory itself
+        final = logic.fetch_command(self.loc, self.doc.backup.label, str(self.pgdata), self.s3,
+                                    work=str(self.work))
+        for name, text in final.files.items():
+            (self.work / name).write_text(text)
 
     # -- settings --------------------------------------------------------------------------------------------
     def prepare(self, bindir: Path | None) -> Path:
@@ -393,19 +532,25 @@ class _Run:
 
     # -- recovery ------------------------------------------------------------------------------------------------
     async def recover(self, bindir: Path) -> tuple[Lsn, str | None, int]:
-        self.port = _free_port()
-        sock = self.work / "sock"
+        self.private_port = _free_port()
+        sock = self.sock
         env = logic.server_env(self.loc, self.s3, work=str(self.work), caller_env=self.caller, path=self.path)
         env["HOME"] = str(self.work)
-        opts = logic.server_options(port=self.port, socket_dir=str(sock), hba_file=str(self.work / "pg_hba.conf"))
+        opts = logic.server_options(port=self.private_port, socket_dir=str(sock), hba_file=str(self.work / "pg_hba.conf"))
         logf = _open_log(self.log)
         try:
             self.server = await asyncio.create_subprocess_exec(
                 str(bindir / "postgres"), "-D", str(self.pgdata), *opts, env=env, cwd=str(self.work),
                 stdin=asyncio.subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True,
-                **_owner_kwargs())
+                preexec_fn=_dies_with_us(signal.SIGQUIT), **_owner_kwargs())
         finally:
             logf.close()
+        self.mark(server_pid=self.server.pid, server_pgdata=str(self.pgdata))
+        if self.on_server is not None:
+            try:
+                await self.on_server(self.server.pid, self.pgdata)
+            except Exception as e:     # the marker and pdeathsig still hold; recording is a second net
+                self.warnings.append(f"the recovery server could not be recorded: {type(e).__name__}: {e}")
         self.emit(stage="start", message=f"PostgreSQL {bindir} started (pid {self.server.pid}), replaying",
                   bytes_fetched=self.bytes)
         end = self.exp.end
@@ -466,7 +611,7 @@ class _Run:
     async def query(self, sql: str) -> tuple[Any, ...] | None:
         """One row over the private socket, or None while the server does not accept connections yet."""
         try:
-            conn = await asyncpg.connect(host=str(self.work / "sock"), port=self.port, user="postgres",
+            conn = await asyncpg.connect(host=str(self.sock), port=self.private_port, user="postgres",
                                          database="postgres", timeout=5, command_timeout=30)
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             return None
@@ -481,7 +626,7 @@ class _Run:
     async def check(self, sql: str) -> str:
         self.stage = "check"
         try:
-            conn = await asyncpg.connect(host=str(self.work / "sock"), port=self.port, user="postgres",
+            conn = await asyncpg.connect(host=str(self.sock), port=self.private_port, user="postgres",
                                          database="postgres", timeout=10, command_timeout=300)
             try:
                 v = await conn.fetchval(sql)
@@ -524,6 +669,7 @@ class _Run:
                             await asyncio.wait_for(proc.wait(), 10)
                     await _kill_group(proc)
             shutil.rmtree(self.work, ignore_errors=True)     # its log lines travel with the error
+            shutil.rmtree(self.sock, ignore_errors=True)
             if not self.keep_failed:
                 if self.created:
                     shutil.rmtree(self.pgdata, ignore_errors=True)

@@ -171,9 +171,9 @@ def nearest_xids(xid: int, summaries: Iterable[SegmentSummary], commits: Iterabl
     for s in summaries:
         if not summary_on_path(path, s, seg_size):
             continue
-        for x, t in ((s.first_xid, s.first_time), (s.last_xid, s.last_time)):
+        for x, t in ((s.first_xid, s.first_time), (s.last_xid, s.last_time), (s.min_xid, None), (s.max_xid, None)):
             if x is not None and known.get(x) is None:
-                known[x] = t
+                known[x] = t      # the lowest and highest of a segment committed there, at a time not kept
     near = sorted(known, key=lambda x: (abs(x - xid), x))[:n]
     return [{"xid": x, "commit_time": known[x]} for x in sorted(near)]
 

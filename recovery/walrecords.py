@@ -22,6 +22,7 @@ import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 from recovery.lsn import Lsn
 from recovery.walreader import (
@@ -55,9 +56,11 @@ _RLOC = struct.Struct("<III")  # RelFileLocator: spcOid, dbOid, relNumber
 _EPOCH_2000 = datetime(2000, 1, 1, tzinfo=UTC)
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class RelFile:
-    """A relation file locator: tablespace, database and relation file number (not an OID)."""
+class RelFile(NamedTuple):
+    """A relation file locator: tablespace, database and relation file number (not an OID).
+
+    A NamedTuple, not a dataclass: one is made and hashed per row change, and tuples do that in C.
+    """
 
     spc: int
     db: int
@@ -256,7 +259,14 @@ def _row_op(rec: bytes | memoryview, rmid: int, info: int, compressed: int,
             if found is None:
                 return None
             op, rows = found, 1
-        first, main_len = _blocks(rec, compressed)
+        tot = len(rec)
+        # fast path: block 0 alone, no image, its locator, then short main data (most heap records)
+        if tot > 46 and rec[24] == 0 and not rec[25] & 0x90 and rec[44] == 255 and \
+                46 + _U16.unpack_from(rec, 26)[0] + rec[45] == tot:
+            first: tuple[int, int, int] | None = _RLOC.unpack_from(rec, 28)
+            main_len = rec[45]
+        else:
+            first, main_len = _blocks(rec, compressed)
         if first is None:
             return None
         main = len(rec) - main_len

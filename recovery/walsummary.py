@@ -97,8 +97,9 @@ class Summariser:
         rows = tuple(RowCount(rel, *c) for rel, c in sorted(counts.items()))
         # a commit names its database only when it has invalidations or dropped files: else take the
         # database of the files it touched (a transaction writes in one database; 0 is shared catalogs)
-        db = x.db_oid if x.db_oid is not None else next(
-            (f.db for f in (*x.dropped, *created, *(r.rel for r in rows)) if f.db), None)
+        db = x.db_oid
+        if db is None:
+            db = next((r.rel.db for r in rows if r.rel.db), None) or next((f.db for f in created if f.db), None)
         self._done.append(Transaction(
             xid=x.xid, kind=x.kind, commit_time=x.time, commit_lsn=x.lsn, end_lsn=x.end_lsn, db_oid=db,
             subxacts=x.subxacts, dropped=x.dropped, created=tuple(created), rows=rows,

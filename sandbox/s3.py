@@ -108,11 +108,19 @@ class MotoEndpoint:
 
     @property
     def tls_port(self) -> int:
-        """Port of the TLS front (self-signed, SAN IP:127.0.0.1), started on first use."""
+        """Port of the TLS front (self-signed, SAN IP:127.0.0.1 and DNS:127.0.0.1 — pgBackRest matches names
+        only), started on first use."""
         if self._tls_port is None:
             self.start_tls()
         assert self._tls_port is not None
         return self._tls_port
+
+    @property
+    def cert_path(self) -> Path:
+        """The TLS front's certificate (self-signed for IP 127.0.0.1: also the CA bundle that trusts it)."""
+        self.start_tls()
+        assert self._tls_dir is not None
+        return self._tls_dir / "cert.pem"
 
     @property
     def tls_url(self) -> str:
@@ -132,7 +140,7 @@ class MotoEndpoint:
         self._tls_dir = d
         subprocess.run(
             ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-             "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+             "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:127.0.0.1",
              "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem")],
             check=True, capture_output=True,
         )

@@ -33,6 +33,10 @@ class S3Settings(Protocol):
     @property
     def purge_aws_secret_access_key(self) -> _Secret | None: ...
     @property
+    def events_aws_access_key_id(self) -> _Secret | None: ...
+    @property
+    def events_aws_secret_access_key(self) -> _Secret | None: ...
+    @property
     def aws_default_region(self) -> str: ...
     @property
     def s3_verify_tls(self) -> bool: ...
@@ -87,12 +91,16 @@ async def _client(settings: S3Settings, key: str | None, secret: str | None) -> 
 
 
 @asynccontextmanager
-async def sqs_client(settings: S3Settings, queue_url: str) -> AsyncIterator[Any]:
-    """The events consumer's SQS client (AWS_* credentials: receive, delete, get attributes), for the
-    endpoint and region the queue URL implies (``scheduler.sqs.endpoint_for``)."""
+async def sqs_client(settings: S3Settings, queue_url: str, *, consumer: bool = False) -> AsyncIterator[Any]:
+    """An SQS client for the endpoint and region the queue URL implies (``scheduler.sqs.endpoint_for``).
+    ``consumer``: the events consumer's (receive, delete, change visibility, get attributes), with the
+    EVENTS_AWS_* credentials when they are set (deploy/iam/events-consumer.json), else AWS_*; otherwise
+    (``events setup``, run by an administrator) AWS_*."""
     from scheduler.sqs import endpoint_for, region_for
-    session = make_session(_secret(settings.aws_access_key_id), _secret(settings.aws_secret_access_key),
-                           region_for(queue_url, settings.aws_default_region))
+    key, secret = settings.aws_access_key_id, settings.aws_secret_access_key
+    if consumer and settings.events_aws_access_key_id is not None:
+        key, secret = settings.events_aws_access_key_id, settings.events_aws_secret_access_key
+    session = make_session(_secret(key), _secret(secret), region_for(queue_url, settings.aws_default_region))
     cfg = Config(retries={"mode": "standard", "total_max_attempts": settings.s3_max_attempts},
                  connect_timeout=settings.s3_connect_timeout_seconds,
                  read_timeout=max(settings.s3_read_timeout_seconds, 30.0))   # above the 20 s long poll

@@ -16,7 +16,7 @@ from backup_catalog.cloudfoundry import namesync as cfsync
 from backup_catalog.cloudfoundry.client import CloudController, CloudControllerError
 from backup_catalog.cloudfoundry.namesync import discover, sync_once
 from backup_catalog.settings import Settings
-from catalog import repo
+from catalog import repo, spaces
 from catalog.errors import UnknownService
 from sandbox.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoEndpoint
 from scheduler.clients import s3_client
@@ -107,9 +107,14 @@ async def test_new_guid_registered_with_cc_name(pool: asyncpg.Pool, settings: Se
     assert (await repo.resolve_name(pool, SPACE, "orders", datetime(2000, 1, 1, tzinfo=UTC))).record.guid == G1
     assert ccd.requests["token"] == 1 and ccd.requests["root"] == 1
 
+    assert (await spaces.service_plans(pool, [G1])) == {G1: "plan-1"}, "the plan cf-undo clones with"
+
     again = await run(pool, settings, s3, root, cc)   # idempotent
     assert again.unchanged == (G1,) and again.registered == () and again.renamed == ()
     assert ccd.requests["token"] == 1, "the token is reused while valid"
+    ccd.instances[G1].plan_guid = "plan-2"            # a plan update in CF is recorded on the next round
+    await run(pool, settings, s3, root, cc)
+    assert (await spaces.service_plans(pool, [G1])) == {G1: "plan-2"}
 
 
 async def test_rename_in_cc_is_a_rename_in_catalog(pool: asyncpg.Pool, settings: Settings, s3: Any,

@@ -7,7 +7,10 @@ millisecond: ``changes`` still lists the drop first, with its xid, and names pub
 """
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -17,7 +20,9 @@ from typing import Any
 import asyncpg
 import pytest
 import pytest_asyncio
+from aiohttp.test_utils import TestClient, TestServer
 
+from backup_catalog.service.app import create_app
 from backup_catalog.settings import Settings
 from backup_catalog.usecases import drill as drill_uc
 from backup_catalog.usecases.changes import BadRange, changes
@@ -25,6 +30,7 @@ from backup_catalog.usecases.drill_rules import DrillPoint
 from recovery.changes import RangeTooLarge
 from sandbox.mistakes import MistakesArchive, load_mistakes
 from scheduler.clients import s3_client
+from tests.api.conftest import AS_BROKER
 from tests.support.fixtures import register_and_scan
 from tests.support.restore import restore_environ, restore_settings, scratch_dir
 
@@ -145,3 +151,66 @@ async def test_a_range_needing_too_many_segments_is_refused(scenario: Scenario, 
     assert exc.value.code == "range_too_large" and exc.value.need > 1
     with pytest.raises(BadRange, match="must be after"):
         await _changes(scenario, _catalog_pool, "pgbackrest", drop, drop - timedelta(seconds=1))
+
+
+def test_cli_changes_json_text_and_exit_codes(scenario: Scenario, catalog_dsn: str, s3_endpoint: Any) -> None:
+    """``changes --json`` prints the document; the text form lists the drop first; bad times exit 2, a range
+    too large exits 3 naming how many segments it needs."""
+    truth = scenario.archives["barman"].truth
+    drop = when(truth["mistakes"][0]["commit_time"])
+    env = {**os.environ, "CATALOG_DSN": catalog_dsn, "S3_ENDPOINT_URL": s3_endpoint.url,
+           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    cli = [sys.executable, "-m", "backup_catalog.cli", "changes", "--space", scenario.space, "--name", "barman"]
+    around = ["--from", (drop - timedelta(seconds=1)).isoformat(), "--to", (drop + timedelta(seconds=1)).isoformat()]
+    p = subprocess.run([*cli, *around, "--json"], env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    assert doc["transactions"][0]["xid"] == truth["mistakes"][0]["xid"]
+    p = subprocess.run([*cli, *around], env={**env, "COLUMNS": "200"}, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    first = next(line for line in p.stdout.splitlines() if line.lstrip().startswith("!"))
+    assert str(truth["mistakes"][0]["xid"]) in first and "public.orders" in first
+    p = subprocess.run([*cli, "--from", "yesterday", "--to", "2026-01-01T00:00Z", "--json"], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and json.loads(p.stdout)["error"]["code"] == "invalid_target"
+    p = subprocess.run([*cli, "--from", "2026-01-02T00:00Z", "--to", "2026-01-01T00:00Z", "--json"], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and json.loads(p.stdout)["error"]["code"] == "invalid_range"
+    p = subprocess.run([*cli, *around, "--json"], env={**env, "CHANGES_MAX_SEGMENTS": "1"}, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode in (0, 3)  # one segment may be enough around the drop
+    wide = ["--from", (drop - timedelta(hours=1)).isoformat(), "--to", (drop + timedelta(hours=1)).isoformat()]
+    p = subprocess.run([*cli, *wide, "--json"], env={**env, "CHANGES_MAX_SEGMENTS": "1"}, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 3 and json.loads(p.stdout)["error"]["code"] == "range_too_large", p.stdout
+
+
+async def test_http_changes(scenario: Scenario, _catalog_pool: asyncpg.Pool) -> None:
+    app = create_app(scenario.settings.model_copy(update={"changes_max_segments": 2}), pool=_catalog_pool,
+                     start_scheduler=False, holder="changes-e2e")
+    async with TestClient(TestServer(app)) as client:
+        await _http_checks(scenario, client)
+
+
+async def _http_checks(scenario: Scenario, client: TestClient) -> None:  # type: ignore[type-arg]
+    truth = scenario.archives["pgbackrest"].truth
+    drop = when(truth["mistakes"][0]["commit_time"])
+    url = f"/spaces/{scenario.space}/services/pgbackrest/changes"
+    q = {"from": (drop - timedelta(seconds=1)).isoformat(), "to": (drop + timedelta(seconds=1)).isoformat()}
+    r = await client.get(url, params=q, headers=AS_BROKER)
+    assert r.status == 200, await r.text()
+    doc = await r.json()
+    assert doc["transactions"][0]["xid"] == truth["mistakes"][0]["xid"] and doc["from"].endswith("Z")
+    assert (await client.get(url, params=q)).status == 401
+    for bad, status, code in [({"from": "yesterday", "to": q["to"]}, 400, "invalid_query_parameter"),
+                              ({"to": q["to"]}, 400, "invalid_query_parameter"),
+                              ({"from": q["to"], "to": q["from"]}, 422, "invalid_range"),
+                              ({"from": (drop - timedelta(hours=2)).isoformat(), "to": q["to"]}, 422,
+                               "range_too_large")]:
+        r = await client.get(url, params=bad, headers=AS_BROKER)
+        body = await r.json()
+        assert (r.status, body["code"]) == (status, code), body
+        assert r.content_type == "application/problem+json"
+    assert body["need"] > 2 and body["limit"] == 2
+    r = await client.get(f"/spaces/{scenario.space}/services/nobody/changes", params=q, headers=AS_BROKER)
+    assert r.status == 404

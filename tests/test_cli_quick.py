@@ -1,6 +1,6 @@
-"""The terminal-speed commands `backups` and `plan`: same documents, only the imports they use (no rich for
---json, no S3 client, no HTTP stack, no scheduler), the schema applied only when it changed. (Timings are in
-`make bench`, beside `pgbackrest info`.)"""
+"""The terminal-speed commands `backups` and `plan`: same documents, only the imports they use (no pydantic,
+no rich for --json, no S3 client, no HTTP stack, no scheduler), the schema applied only when it changed.
+(Timings are in `make bench`, beside `pgbackrest info`.)"""
 from __future__ import annotations
 
 import json
@@ -15,7 +15,7 @@ import asyncpg
 from catalog import db as catalog_db
 from tests.api.seed import SPACE, seed_history
 
-HEAVY = ("rich", "aiohttp", "botocore", "aioboto3", "apscheduler", "moto")
+HEAVY = ("pydantic", "pydantic_settings", "rich", "aiohttp", "botocore", "aioboto3", "apscheduler", "moto")
 
 PROBE = """
 import json, sys

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -28,7 +27,7 @@ from backup_catalog.usecases.restore import plan_clone
 from recovery.wal import WalSegment
 from sandbox.archives import RealArchive, fresh_archive
 from sandbox.pg import PG_BIN, as_postgres
-from sandbox.s3 import list_all
+from sandbox.s3 import free_port, list_all
 from sandbox.tool_barman import TOOLS_BIN
 from scheduler.clients import s3_client
 from tests.support.clones import clone_request
@@ -208,39 +207,49 @@ async def test_bad_input_creates_and_touches_nothing(real_archives: Any, s3_endp
 
 async def test_endpoint_lost_mid_fetch_leaves_nothing(fresh: dict[str, Inst], s3_endpoint: Any,
                                                       catalog_dsn: str, _catalog_pool: asyncpg.Pool) -> None:
+    """The endpoint goes away mid-fetch: exit 4 at the fetch, nothing left; with --keep-failed the partial
+    directory stays for inspection, marked as what it is (not a database). An endpoint already gone is
+    found before any tool runs (exit 2, naming S3_ENDPOINT_URL)."""
     inst = fresh["barman"]
-    proxy = await FaultProxy(s3_endpoint.url, drip_suffix="data.tar.gz", drip_chunk=256 * 1024,
-                             drip_interval=0.2).start()
-    stopped = False
+    settings = restore_settings(s3_endpoint, catalog_dsn)
+    doc = (await plan_clone(_catalog_pool, settings, inst.space,
+                            clone_request({"clone-from": inst.name, "immediate": True}))).to_json()
+    d = scratch_dir()
+    pgdata = d / "data"
     try:
-        settings = restore_settings(s3_endpoint, catalog_dsn)
-        doc = (await plan_clone(_catalog_pool, settings, inst.space,
-                                clone_request({"clone-from": inst.name, "immediate": True}))).to_json()
-        d = scratch_dir()
-        pgdata = d / "data"
-        try:
-            env = cli_env(s3_endpoint, None, endpoint_url=proxy.url)
-            t0 = time.monotonic()
-            task = asyncio.ensure_future(run_cli(env, "--plan", str(plan_file(d, doc)), "--pgdata", str(pgdata)))
-            while not task.done() and not (pgdata.exists() and any(pgdata.iterdir())):
-                await asyncio.sleep(0.05)
-            assert not task.done(), "the fetch ended before the endpoint could be lost"
-            await proxy.stop()          # the endpoint goes away mid-fetch: connection refused from now on
-            stopped = True
-            code, out, err = await task
-            DURATIONS["endpoint-lost-mid-fetch"] = time.monotonic() - t0
-            assert code == 4, (out, err[-2000:])
-            assert out["error"]["stage"] == "fetch" and "barman-cloud-restore" in out["error"]["message"]
-            assert not pgdata.exists() and no_server_on(pgdata)
-            # the same with --keep-failed: the partial directory stays for inspection
-            code, out, _ = await run_cli(env, "--plan", str(plan_file(d, doc)), "--pgdata", str(pgdata),
-                                         "--keep-failed")
-            assert code == 4 and out["error"]["stage"] == "fetch" and pgdata.is_dir()
-        finally:
-            shutil.rmtree(d, ignore_errors=True)
+        for keep in (False, True):
+            proxy = await FaultProxy(s3_endpoint.url, drip_suffix="data.tar.gz", drip_chunk=256 * 1024,
+                                     drip_interval=0.2).start()
+            stopped = False
+            try:
+                env = cli_env(s3_endpoint, None, endpoint_url=proxy.url)
+                t0 = time.monotonic()
+                more = ["--keep-failed"] if keep else []
+                task = asyncio.ensure_future(run_cli(env, "--plan", str(plan_file(d, doc)), "--pgdata", str(pgdata),
+                                                     *more))
+                while not task.done() and not (pgdata / ".restore-fetch").is_dir():
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(0.5)
+                assert not task.done(), "the fetch ended before the endpoint could be lost"
+                await proxy.stop()          # the endpoint goes away mid-fetch: connection refused from now on
+                stopped = True
+                code, out, err = await task
+                assert code == 4, (out, err[-2000:])
+                assert out["error"]["stage"] == "fetch" and "barman-cloud-restore" in out["error"]["message"]
+                assert no_server_on(pgdata)
+                if keep:
+                    assert pgdata.is_dir() and "NOT A DATABASE" in (pgdata / "RESTORE_INCOMPLETE").read_text()
+                else:
+                    DURATIONS["endpoint-lost-mid-fetch"] = time.monotonic() - t0
+                    assert not pgdata.exists()
+            finally:
+                if not stopped:
+                    await proxy.stop()
+        shutil.rmtree(pgdata)
+        code, out, _ = await run_cli(env, "--plan", str(plan_file(d, doc)), "--pgdata", str(pgdata))
+        assert code == 2 and "S3_ENDPOINT_URL" in out["error"]["message"] and not pgdata.exists(), out
     finally:
-        if not stopped:
-            await proxy.stop()
+        shutil.rmtree(d, ignore_errors=True)
 
 
 async def test_sigterm_during_recovery_leaves_no_process_and_no_directory(
@@ -307,7 +316,9 @@ async def test_plan_over_http_restores_without_catalog_dsn(fresh: dict[str, Inst
     d = scratch_dir()
     try:
         t0 = time.monotonic()
+        port = free_port()
         code, doc, err = await run_cli(env, "--plan", "-", "--pgdata", str(d / "data"), "--keep-running",
+                                       "--port", str(port), "--socket-dir", "/tmp",
                                        "--check-query", "SELECT count(*) FROM ticks", stdin=plan)
         DURATIONS["plan-over-http"] = time.monotonic() - t0
         assert code == 0, (doc, err[-2000:])
@@ -318,9 +329,13 @@ async def test_plan_over_http_restores_without_catalog_dsn(fresh: dict[str, Inst
             assert f'restore stage="{stage}"' in err, err[-3000:]
         status = as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(d / "data"), "status"], check=False)
         assert status.returncode == 0, "--keep-running: the promoted server is running"
+        # started with its own start command: its own port and socket, on which it answers
+        assert doc["port"] == port and doc["start_command"].endswith(" start")
+        q = await asyncio.to_thread(subprocess.run, ["psql", "-X", "-At", "-h", "/tmp", "-p", str(port), "-U",
+                                    "postgres", "-c", "SELECT pg_is_in_recovery()"], capture_output=True, text=True,
+                                    check=False)
+        assert q.stdout.strip() == "f", q.stderr
         as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(d / "data"), "-m", "fast", "-w", "stop"])
-        [work] = {m for w in doc["warnings"] for m in re.findall(r"/\S*backup-catalog-restore-[^/\s]+", w)}
-        shutil.rmtree(work)     # the running server's socket directory and log, named in the warning
         rows = await asyncio.to_thread(start_and_read, d / "data")
         stop = arch.truth["scenario_backups"]["B3"]
         assert rows and rows == [c.row for c in on_path(arch, (1, 2)) if c.id <= 15], (rows, stop)
@@ -335,3 +350,42 @@ async def _report_durations() -> AsyncIterator[None]:
     if out:
         Path(out).write_text(json.dumps({"seconds": {k: round(v, 1) for k, v in DURATIONS.items()},
                                          "errors": ERRORS}, indent=1))
+
+
+async def test_restored_clone_starts_with_the_printed_command_alone(
+        real_archives: Any, s3_endpoint: Any, catalog_dsn: str, _catalog_pool: asyncpg.Pool) -> None:
+    """Issue 23 item 4: the clone's own settings are written once it is verified (no recovery settings, its
+    port and socket directory, no fsync = off, archive off), and the printed command alone starts it."""
+    arch = real_archives["pgbackrest"]
+    space, guid = f"ready-{uuid.uuid4().hex[:8]}", f"ready-{uuid.uuid4().hex[:8]}"
+    settings = restore_settings(s3_endpoint, catalog_dsn)
+    async with s3_client(settings) as client:
+        await register_and_scan(_catalog_pool, client, settings, arch, guid, space=space, name="prod")
+    d = scratch_dir()
+    pgdata, port = d / "data", free_port()
+    try:
+        code, doc, err = await run_cli(cli_env(s3_endpoint, catalog_dsn), "--space", space, "--clone-from", "prod",
+                                       "--latest", "--pgdata", str(pgdata), "--port", str(port), "--socket-dir",
+                                       "/tmp")
+        assert code == 0, (doc, err[-2000:])
+        auto = (pgdata / "postgresql.auto.conf").read_text()
+        live = [ln for ln in auto.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+        assert not [ln for ln in live if ln.startswith(("restore_command", "recovery_target"))], auto
+        assert f"port = {port}" in live and "unix_socket_directories = '/tmp'" in live, auto
+        assert not (pgdata / "RESTORE_INCOMPLETE").exists() and not (pgdata / "recovery.signal").exists()
+        # the printed command, as printed, through a shell: nothing else
+        start = await asyncio.to_thread(subprocess.run, doc["start_command"], shell=True, capture_output=True,
+                                        text=True, timeout=120, check=False, cwd="/")
+        assert start.returncode == 0, (doc["start_command"], start.stdout, start.stderr)
+        try:
+            q = await asyncio.to_thread(
+                subprocess.run, ["psql", "-X", "-At", "-h", "/tmp", "-p", str(port), "-U", "postgres", "-c",
+                                 "SELECT pg_is_in_recovery(), current_setting('fsync'), "
+                                 "current_setting('archive_mode'), (SELECT count(*) FROM ticks)"],
+                capture_output=True, text=True, check=False, timeout=60)
+            rec, fsync, archive, ticks = q.stdout.strip().split("|")
+            assert (rec, fsync, archive) == ("f", "on", "off") and int(ticks) > 0, (q.stdout, q.stderr)
+        finally:
+            as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "stop"], check=False)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)

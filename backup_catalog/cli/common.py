@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
 USAGE_CODES = frozenset({"unknown_service", "unknown_instance", "invalid_target", "invalid_lsn", "bad_input",
-                         "conflict", "invalid_name", "usage", "schema_newer"})
+                         "conflict", "invalid_name", "usage", "schema_newer", "invalid_range"})
 T = TypeVar("T")
 
 

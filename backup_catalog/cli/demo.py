@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import tempfile
 import uuid
@@ -51,7 +52,8 @@ def _upload(settings: Settings, cache_dir: Path, tool: str, bucket: str) -> int:
     s3 = boto3.client("s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.aws_default_region,
                       aws_access_key_id=_secret(settings.aws_access_key_id) or "demo",
                       aws_secret_access_key=_secret(settings.aws_secret_access_key) or "demo",
-                      config=Config(s3={"addressing_style": "path"}), verify=settings.s3_verify_tls)
+                      config=Config(s3={"addressing_style": "path"}),
+                      verify=(settings.s3_ca_bundle or True) if settings.s3_verify_tls else False)
     try:
         s3.create_bucket(Bucket=bucket)
     except s3.exceptions.BucketAlreadyOwnedByYou:
@@ -66,7 +68,30 @@ def _secret(v: Any) -> str | None:
     return v.get_secret_value() if v is not None else None
 
 
+def kept_dir() -> Path:
+    """Where ``demo --keep`` keeps its local S3's state (beside the embedded catalog; reachable by postgres)."""
+    from catalog.embedded import default_base
+    return default_base().parent / "demo-s3"
+
+
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    if getattr(args, "stop", False):
+        from sandbox import s3serve
+        stopped = s3serve.stop(kept_dir())
+        console.print("the demo's local S3 is stopped" if stopped else "no local S3 of the demo is running")
+        return 0
+    if getattr(args, "reset", False):
+        return _reset(args, settings)
+    if getattr(args, "env", False):
+        envfile = kept_dir() / "env.sh"
+        from sandbox import s3serve
+        if s3serve.read_state(kept_dir()) is None or not envfile.exists():
+            print("echo 'no local S3 of the demo is running: run backup-catalog demo --keep first' >&2; false")
+            return 1
+        print(envfile.read_text(), end="")
+        return 0
+    if getattr(args, "keep", False):
+        return await _keep(settings)
     moto = None
     if not settings.s3_endpoint_url:
         moto = MotoEndpoint().start()
@@ -88,7 +113,7 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
             environ.update({"PGBACKREST_REPO1_STORAGE_PORT": str(moto.tls_port),   # pgBackRest defines
                             "PGBACKREST_REPO1_STORAGE_VERIFY_TLS": "n"})
         try:
-            return await _tour(pool, settings, truth, environ)
+            return 0 if await _tour(pool, settings, truth, environ) is not None else 1
         finally:
             await pool.close()
     finally:
@@ -96,7 +121,8 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
             moto.stop()
 
 
-async def _tour(pool: Any, settings: Settings, truth: dict[str, Any], environ: dict[str, str]) -> int:
+async def _tour(pool: Any, settings: Settings, truth: dict[str, Any], environ: dict[str, str]) -> str | None:
+    """The tour; the space GUID of its (deleted) ``production`` when every step went as shown, else None."""
     # a fresh space and instance per run, so repeated demos never disturb each other's name history
     SPACE, GUID = str(uuid.uuid4()), str(uuid.uuid4())
     commits = truth["commits"]
@@ -108,7 +134,7 @@ async def _tour(pool: Any, settings: Settings, truth: dict[str, Any], environ: d
         outcome = await runner.scan_instance(pool, client, GUID, full=True, settings=settings)
     if not outcome.ok:
         console.print(f"[red]scan failed ({outcome.code}): {outcome.message}[/red]")
-        return 1
+        return None
     console.rule(f"backup-catalog backups --space {SPACE} --name production")
     render.print_backups(await backups.backups_doc(pool, SPACE, "production"), console)
 
@@ -127,7 +153,7 @@ async def _tour(pool: Any, settings: Settings, truth: dict[str, Any], environ: d
     asked = [(i, 1) for i in sorted(truth["restored_ids_at_fork"])] + \
         [(c["id"], 2) for c in tl2 if c["commit_time"] <= a["commit_time"]]
     if await _restore(pool, settings, SPACE, body, environ, asked, str(target), b) != 0:
-        return 1
+        return None
 
     console.rule("and a request the archive cannot serve")
     try:
@@ -136,6 +162,73 @@ async def _tour(pool: Any, settings: Settings, truth: dict[str, Any], environ: d
     except PlanningError as e:
         err = refusal_to_dict(e)["error"]
         console.print(f"refused [bold]{err['code']}[/bold]: {err['message']}")
+    return SPACE
+
+
+async def _keep(settings: Settings) -> int:
+    """``demo --keep``: the tour against a local S3 that keeps running, then the commands to go on with."""
+    from sandbox import s3serve
+    d = kept_dir()
+    with console.status("starting the local S3 (moto server with a TLS front) that outlives the demo"):
+        state = s3serve.ensure(d)
+    settings = settings.model_copy(update={"s3_endpoint_url": state["tls_url"], "s3_ca_bundle": state["ca_bundle"],
+                                           "aws_access_key_id": SecretStr("demo"),
+                                           "aws_secret_access_key": SecretStr("demo")})
+    console.print(f"[dim]local S3 endpoint: {state['tls_url']} (CA {state['ca_bundle']}; pid {state['pid']})[/dim]")
+    with console.status("building a real archive with PostgreSQL 15, pgBackRest and barman-cloud "
+                        "(first run only, about 2 minutes)"):
+        cache_dir = ensure_cache()
+    truth = load_truth(cache_dir)["pgbackrest"]
+    n = _upload(settings, cache_dir, "pgbackrest", truth["bucket"])
+    console.print(f"archive: s3://{truth['bucket']}/{truth['prefix']} ({n} objects written by "
+                  f"{truth['tool_version']}, stanza {truth['stanza']})")
+    pool = await open_catalog(settings)
+    try:
+        space = await _tour(pool, settings, truth, dict(os.environ))
+    finally:
+        await pool.close()
+    if space is None:
+        return 1
+    env = {"S3_ENDPOINT_URL": state["tls_url"], "S3_CA_BUNDLE": state["ca_bundle"], "AWS_ACCESS_KEY_ID": "demo",
+           "AWS_SECRET_ACCESS_KEY": "demo", "DEMO_SPACE": space}
+    if settings.catalog_dsn is not None:
+        env["CATALOG_DSN"] = settings.catalog_dsn.get_secret_value()
+    envfile = d / "env.sh"
+    envfile.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))
+    console.rule("after the demo: your first restore")
+    console.print("The local S3 keeps running (stop it with [bold]backup-catalog demo --stop[/bold]). In this shell:",
+                  highlight=False)
+    lines = ['eval "$(backup-catalog demo --env)"      # or:', *(f"export {k}={shlex.quote(v)}" for k, v in env.items()),
+             'backup-catalog backups --space "$DEMO_SPACE" --name production',
+             'backup-catalog restore --space "$DEMO_SPACE" --clone-from production --latest '
+             "--pgdata /tmp/first-clone --port 5433 --socket-dir /tmp --keep-running",
+             "psql -h /tmp -p 5433 -U postgres -c 'SELECT count(*) FROM ticks'"]
+    for ln in lines:
+        print(ln)
+    return 0
+
+
+def _reset(args: argparse.Namespace, settings: Settings) -> int:
+    """``demo --reset``: remove the embedded catalog (every instance, name history, drill) after asking."""
+    import sys
+
+    from catalog import embedded
+    if settings.catalog_dsn is not None:
+        console.print("[red]demo --reset clears only the embedded catalog; CATALOG_DSN is set[/red]")
+        return 2
+    base = embedded.default_base()
+    if not getattr(args, "yes", False):
+        if not sys.stdin.isatty():
+            console.print(f"[red]demo --reset removes {base} and everything the embedded catalog holds: "
+                          "confirm on a terminal or pass --yes[/red]")
+            return 2
+        answer = input(f"remove the embedded catalog at {base} (every instance, name history, drill)? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            console.print("nothing removed")
+            return 0
+    embedded.stop_cluster(base)
+    shutil.rmtree(base, ignore_errors=True)
+    console.print(f"the embedded catalog at {base} is removed; the next command creates an empty one")
     return 0
 
 

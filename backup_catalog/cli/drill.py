@@ -52,7 +52,8 @@ def _describe(ev: Any) -> tuple[str, float | None]:
 
 
 async def cmd_drill(args: argparse.Namespace, settings: Settings) -> int:
-    point = uc.point_from_request(args.point_in_time, _timeline(args.timeline))
+    point = uc.point_from_request(args.point_in_time, _timeline(args.timeline), before_xid=args.before_xid,
+                                  restore_point=args.restore_point)
     pool = await open_catalog(settings)
     recorded: list[uc.DrillOutcome] = []
     task: asyncio.Task[uc.DrillOutcome] | None = None

@@ -4,7 +4,8 @@ Exit codes: 0 success; 2 usage/bad input; 3 plan refused; 1 other errors. With -
 one JSON document (success or error).
 
 Start-up speed: a command module is imported only when its command runs (:data:`COMMANDS`), and each
-imports what only it needs (rich, botocore, aiohttp, the executor) itself, so ``backups --json`` and
+imports what only it needs (rich, botocore, aiohttp, the executor) itself; ``backups`` and ``plan`` read
+their four settings without pydantic (:mod:`backup_catalog.settings.light`), so ``backups --json`` and
 ``plan --json`` load asyncpg and the planner and little else.
 """
 from __future__ import annotations
@@ -15,16 +16,17 @@ import importlib
 import logging
 import sys
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from backup_catalog.cli.common import EXIT_ERROR, EXIT_REFUSED, EXIT_USAGE, USAGE_CODES, emit_error, print_json
 from backup_catalog.cli.parser import build_parser
 from recovery.errors import PitrError, PlanningError
 
 if TYPE_CHECKING:
-    from backup_catalog.settings import Settings
+    from backup_catalog.settings import PlanConfig, Settings
 
-Handler = Callable[[argparse.Namespace, "Settings"], Coroutine[Any, Any, int]]
+# a command's handler takes the Settings, or for the SHORT_LIVED ones what they read (PlanConfig)
+Handler = Callable[[argparse.Namespace, Any], Coroutine[Any, Any, int]]
 
 # command -> (module of backup_catalog.cli, handler); the module is imported when its command runs
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -33,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "scan": ("backups", "cmd_scan"),
     "backups": ("backups", "cmd_backups"),
     "plan": ("backups", "cmd_plan"),
+    "changes": ("changes", "cmd_changes"),
     "restore": ("restore", "cmd_restore"),
     "drill": ("drill", "cmd_drill"),
     "purge": ("purge", "cmd_purge"),
@@ -40,6 +43,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("serve", "cmd_serve"),
     "demo": ("demo", "cmd_demo"),
     "events": ("events", "cmd_events"),
+    "config": ("config", "cmd_config"),
 }
 SHORT_LIVED = frozenset({"backups", "plan"})    # read-only, one after another at a terminal
 
@@ -66,18 +70,25 @@ def main(argv: list[str] | None = None) -> int:
         render.set_plain(True)
     if args.cmd == "serve":
         from backup_catalog.cli.serve import before_loop  # serve only: the HTTP stack, uvloop, the workers
-        code = before_loop(args, settings, _run)
+        code = before_loop(args, cast("Settings", settings), _run)   # not SHORT_LIVED: a Settings
         if code is not None:
             return code
     return _run(args, lambda: handler(args, settings))
 
 
-def _settings(args: argparse.Namespace) -> Settings | None:
+def _settings(args: argparse.Namespace) -> Settings | PlanConfig | None:
     """The settings from the environment, or None after printing why they are unusable."""
-    from pydantic import ValidationError  # pydantic with the settings only: parsing and usage errors skip it
+    from backup_catalog.settings.files import SettingsFileError
+    if args.cmd in SHORT_LIVED:
+        from backup_catalog.settings.light import plan_settings
+        try:
+            return plan_settings()
+        except SettingsFileError as e:
+            emit_error(args, "bad_settings", f"invalid settings in the environment: {e}")
+            return None
+    from pydantic import ValidationError  # with Settings only: parsing, backups and plan never load pydantic
 
     from backup_catalog.settings import load_settings
-    from backup_catalog.settings.files import SettingsFileError
     try:
         return load_settings()
     except ValidationError as e:
@@ -102,7 +113,8 @@ def listed(details: dict[str, Any]) -> list[str]:
                            f"timeline {d.get('timeline')})")
     for d in details.get("nearest") or []:
         if isinstance(d, dict):
-            out.append(f"known: transaction {d.get('xid')} committed at {d.get('commit_time')}")
+            when = f" at {d['commit_time']}" if d.get("commit_time") else ""
+            out.append(f"known: transaction {d.get('xid')} committed{when}")
     return out
 
 

@@ -74,12 +74,22 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("scan", help="scan archives into the catalog")
     s.add_argument("--instance")
     s.add_argument("--full", action="store_true", help="full reconcile (notices deletions)")
+    s.add_argument("--no-index", action="store_true",
+                   help="do not read the newly catalogued WAL for the WAL index (restore points, commits)")
     s.add_argument("--json", action="store_true")
 
     b = sub.add_parser("backups", help="backups, WAL coverage and windows of a service name")
     b.add_argument("--space", required=True)
     b.add_argument("--name", required=True)
     b.add_argument("--json", action="store_true")
+
+    ch = sub.add_parser("changes", help="what happened between two times: transactions (destructive first) "
+                                        "and restore points, read from the archived WAL")
+    ch.add_argument("--space", required=True)
+    ch.add_argument("--name", required=True)
+    ch.add_argument("--from", dest="from_", required=True, metavar="TIME", help="ISO 8601 with a zone")
+    ch.add_argument("--to", required=True, metavar="TIME", help="ISO 8601 with a zone, after --from")
+    ch.add_argument("--json", action="store_true")
 
     pl = sub.add_parser("plan", help="plan a clone at a point in time")
     pl.add_argument("--space", required=True)
@@ -112,9 +122,21 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--workers", type=int, default=1,
                     help="worker processes sharing the port (SO_REUSEPORT); e.g. one per core")
 
-    sub.add_parser("demo", help="one-command tour: make a real archive, scan it, answer a clone request")
+    dm = sub.add_parser("demo", help="one-command tour: make a real archive, scan it, answer a clone request")
+    dmg = dm.add_mutually_exclusive_group()
+    dmg.add_argument("--keep", action="store_true", help="keep the local S3 running afterwards and print the "
+                     "commands (exports, space) for your first restore")
+    dmg.add_argument("--env", action="store_true", help="print the export lines for the local S3 that --keep "
+                     "left running (eval \"$(backup-catalog demo --env)\")")
+    dmg.add_argument("--stop", action="store_true", help="stop the local S3 that --keep left running")
+    dmg.add_argument("--reset", action="store_true", help="remove the embedded catalog (asks first)")
+    dm.add_argument("--yes", action="store_true", help="with --reset: do not ask")
     add_drill(sub)
     add_events(sub)
+    cfg = sub.add_parser("config", help="the settings").add_subparsers(dest="config_cmd", required=True,
+                                                                        prog=f"{p.prog} config")
+    cfg.add_parser("check", help="validate the environment's settings and print the effective ones, secrets "
+                                 "masked (exit 2 on a problem)").add_argument("--json", action="store_true")
     _add_plain(p)
     return p
 
@@ -157,6 +179,12 @@ def add_restore(sub: Any) -> None:
     r.add_argument("--pg-bin", type=Path, help="PostgreSQL server binaries (default /usr/lib/postgresql/N/bin)")
     r.add_argument("--keep-running", action="store_true", help="leave the promoted server running")
     r.add_argument("--keep-failed", action="store_true", help="keep the data directory of a failed restore")
+    r.add_argument("--force-clean", action="store_true",
+                   help="--pgdata holds what a restore that did not finish left (its RESTORE_INCOMPLETE marker): "
+                        "stop what it left running, empty it and restore again")
+    r.add_argument("--port", type=int, default=5432, help="the clone's port, written into it (default 5432)")
+    r.add_argument("--socket-dir", help="the clone's unix_socket_directories (default /var/run/postgresql if it "
+                                        "exists, else /tmp)")
     r.add_argument("--check-query", help="SQL run on the promoted clone; its first value is reported")
     r.add_argument("--json", action="store_true")
 
@@ -179,6 +207,8 @@ def add_drill(sub: Any) -> None:
     g = d.add_mutually_exclusive_group()
     g.add_argument("--point-in-time", help="drill this time instead of the newest window's end")
     g.add_argument("--latest", action="store_true", help="the newest window's end (the default)")
+    g.add_argument("--before-xid", metavar="XID", help="drill the clone just before this transaction's commit")
+    g.add_argument("--restore-point", metavar="NAME", help="drill the clone at this named restore point")
     d.add_argument("--timeline", default=None, help="latest (default), current or N")
     d.add_argument("--json", action="store_true")
     d.add_argument("--drill-id", type=int, help=argparse.SUPPRESS)     # worker of a supervised drill

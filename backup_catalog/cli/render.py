@@ -8,6 +8,7 @@ have no width limit, and ``--plain`` prints every table as tab-separated lines (
 """
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -239,8 +240,12 @@ def print_restored(res: RestoreResult, out: Console) -> None:
         out.print(f"  check query: {res.check_result}")
     for w in res.warnings:
         out.print(f"  [yellow]warning[/yellow]: {w}")
-    out.print("  " + ("the server keeps running" if res.running else
-                      "shut down cleanly; start it with pg_ctl start (archive_mode is off: configure its own archive)"))
+    out.print("  " + ("the server is running (started with the command below)" if res.running else
+                      "shut down cleanly; archive_mode is off (configure its own archive first). Start it with:"))
+    if res.start_command:
+        line = " ".join(shlex.quote(a) for a in res.start_command)
+        out.print(f"    {line}", markup=False, highlight=False, soft_wrap=True)
+        out.print(f"  then: psql -h {res.socket_dir} -p {res.port} -U postgres", markup=False, highlight=False)
 
 
 def print_restore_error(e: RestoreError, err: Console) -> None:
@@ -274,3 +279,35 @@ def print_drill(o: DrillOutcome, out: Console) -> None:
     out.print(f"  {e.get('message')}", markup=False, highlight=False)
     for line in (e.get("postgres_log") or [])[-10:]:
         out.print(f"  | {line}", markup=False, highlight=False)
+
+
+# -- changes -----------------------------------------------------------------------------------------
+
+CHANGES_SHOWN = 20   # ordinary transactions printed; --json lists them all
+
+
+def _rel(r: dict[str, Any]) -> str:
+    return r["name"] or f"relation file {r['relfilenode']} (no name known)"
+
+
+def print_changes(doc: dict[str, Any], out: Console) -> None:
+    txs = doc["transactions"]
+    bad = [t for t in txs if t["destructive"]]
+    out.print(f"[bold]{len(txs)}[/bold] transactions committed from {doc['from']} to {doc['to']} "
+              f"(instance {doc['instance_guid']}, timeline path {doc['timeline_path']}, "
+              f"{doc['segments_read']} WAL segments read); [bold]{len(bad)} destructive[/bold]")
+    table = Table("", "xid", "commit time", "commit LSN", "TL", "what it did", box=None, pad_edge=False)
+    shown = bad + [t for t in txs if not t["destructive"]][:CHANGES_SHOWN]
+    for t in shown:
+        did = list(t["why"]) if t["destructive"] else []
+        did += [f"{_rel(r['relation'])}: +{r['inserted']} ~{r['updated']} -{r['deleted']}"
+                for r in t["rows"] if not t["destructive"] or not any(_rel(r["relation"]) in w for w in t["why"])]
+        table.add_row("[red]![/red]" if t["destructive"] else "", str(t["xid"]), t["commit_time"], t["commit_lsn"],
+                      str(t["timeline"]), _esc("; ".join(did) or "(no user rows)"))
+    emit(table, out, whole=("xid", "commit time", "commit LSN"))
+    if len(shown) < len(txs):
+        out.print(f"... and {len(txs) - len(shown)} more (--json lists them all)")
+    for p in doc["restore_points"]:
+        out.print(f"restore point [bold]{_esc(p['name'])}[/bold] at {p['time']} ({p['lsn']}, timeline {p['timeline']})")
+    for note in doc["notes"]:
+        out.print(f"[dim]note: {_esc(note)}[/dim]")

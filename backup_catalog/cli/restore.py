@@ -126,7 +126,8 @@ def _read_plan(where: str) -> str:
 
 async def _run(args: argparse.Namespace, settings: Settings, report: _Reporter) -> RestoreResult:
     kw: dict[str, Any] = {"pg_bin": args.pg_bin, "keep_running": args.keep_running, "keep_failed": args.keep_failed,
-                          "progress": report, "check_query": args.check_query}
+                          "progress": report, "check_query": args.check_query, "port": args.port,
+                          "socket_dir": args.socket_dir, "force_clean": args.force_clean}
     pgdata = Path(args.pgdata)
     if args.plan:
         return await uc.restore_from_plan(settings, uc.load_plan(_read_plan(args.plan)), pgdata, **kw)

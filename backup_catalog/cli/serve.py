@@ -9,6 +9,7 @@ import uvloop
 
 from backup_catalog.cli.common import EXIT_USAGE, emit_error
 from backup_catalog.cli.db import upgrade_quietly
+from backup_catalog.service import logs
 from backup_catalog.service.app import run_server, serve_workers
 from backup_catalog.service.listen import refusal
 from backup_catalog.settings import Settings
@@ -20,6 +21,7 @@ def before_loop(args: argparse.Namespace, settings: Settings, run: Run) -> int |
     """What ``serve`` does before its event loop: refuse built-in credentials off loopback, upgrade the schema
     (once, under the advisory lock, before any worker starts; a newer one refused), install uvloop, and with
     ``--workers N`` run the worker processes. An exit code, or None: go on with :func:`cmd_serve`."""
+    logs.configure("DEBUG" if args.verbose else settings.log_level, settings.log_format)
     why = refusal(args.host, args.port, settings.default_credentials())
     if why is not None:
         emit_error(args, "default_credentials", why)

@@ -48,6 +48,7 @@ class CfInstance:
     name: str
     space_guid: str
     org_guid: str | None = None
+    plan_guid: str | None = None     # relationships.service_plan (managed instances)
 
 
 class CloudController:
@@ -105,8 +106,10 @@ class CloudController:
         if doc is None:
             return None
         try:
+            plan = ((doc["relationships"].get("service_plan") or {}).get("data") or {}).get("guid")
             return CfInstance(guid=doc.get("guid", guid), name=str(doc["name"]),
-                              space_guid=str(doc["relationships"]["space"]["data"]["guid"]))
+                              space_guid=str(doc["relationships"]["space"]["data"]["guid"]),
+                              plan_guid=str(plan) if plan else None)
         except (KeyError, TypeError) as e:
             raise CloudControllerError(f"unexpected service instance document for {guid}: missing {e}") from None
 

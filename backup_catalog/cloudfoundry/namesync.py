@@ -21,7 +21,7 @@ import asyncpg
 
 from backup_catalog.cloudfoundry.client import CfInstance, CloudController, CloudControllerError
 from backup_catalog.settings import Settings
-from catalog import repo
+from catalog import repo, spaces
 from catalog.errors import Conflict
 from catalog.rows import InstanceRecord
 from recovery.model import InstanceRef, Storage
@@ -116,7 +116,7 @@ async def sync_once(pool: asyncpg.Pool, settings: Settings, store_or_client: Any
         if cf is None:
             await _gone(pool, guid, rec, acc)
             continue
-        cf = CfInstance(cf.guid, cf.name, cf.space_guid, orgs.get(cf.space_guid))
+        cf = CfInstance(cf.guid, cf.name, cf.space_guid, orgs.get(cf.space_guid), cf.plan_guid)
         if not await _apply(pool, rec, cf, bucket, root, acc, final=False):
             retry.append((rec, cf))
     for first, cf in retry:   # e.g. two instances swapping names: the second pass sees the first one moved
@@ -172,6 +172,7 @@ async def _apply(pool: asyncpg.Pool, rec: InstanceRecord | None, cf: CfInstance,
                 acc.unchanged.append(cf.guid)
         else:
             acc.unchanged.append(cf.guid)
+        await spaces.set_service_plan(pool, cf.guid, cf.plan_guid)   # cf-undo clones with the same plan
         return True
     except Conflict as e:
         if final:

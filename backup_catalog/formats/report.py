@@ -79,7 +79,8 @@ def _cell(v: Any) -> str:
 
 # -- HTML --------------------------------------------------------------------------------------
 
-BAR_W, BAR_H = 380, 22
+BAR_W, BAR_H = 260, 22       # the page fits 1280 px with the bar and the reasons visible (tests/test_report_page.py)
+MIN_WINDOW_W = 6             # a window shorter than this many pixels is drawn this wide, centred on itself
 
 _CSS = """
 body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px;color:#1d232a;background:#fff}
@@ -90,7 +91,10 @@ td.num,td.nw{white-space:nowrap} td.num{text-align:right} .guid{font:11px ui-mon
 .badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600;color:#fff}
 .b-ok{background:#2e7d32} .b-warning{background:#ef8f00} .b-critical{background:#c62828}
 .b-deleted{background:#6b7280;margin-left:6px} tr.deleted td{opacity:.7}
-.why{font-size:12px;color:#5b6570;min-width:260px;max-width:440px;overflow-wrap:anywhere} .legend span{margin-right:14px;font-size:12px}
+.why{font-size:12px;color:#5b6570;min-width:160px;max-width:300px;overflow-wrap:anywhere}
+td.label{font-size:12px;min-width:120px;max-width:150px} .space{font:11px ui-monospace,monospace;color:#8a4b00}
+.guid.wrap{white-space:normal} td.when{white-space:nowrap;text-align:right;font-size:13px}
+td.service{max-width:300px} .legend span{margin-right:14px;font-size:12px}
 .sw{display:inline-block;width:12px;height:10px;margin-right:4px;vertical-align:middle}
 svg text{font:10px system-ui,sans-serif;fill:#5b6570}
 .summary a{margin-right:12px;text-decoration:none} .summary .n{font-weight:700;font-size:16px}
@@ -120,9 +124,10 @@ def to_html(doc: dict[str, Any] | list[dict[str, Any]], *, now: datetime | None 
     rows = doc["instances"]
     filters: dict[str, str] = doc["filters"]
     t0, t1 = _axis(rows, now)
+    shared = _shared_names(rows)
     head = "".join(f"<th>{h}</th>" for h in ("status", "service", "newest backup", "RPO", "latest end",
                                              "last scan", "drill", f"coverage {_axis_svg(t0, t1)}", "why"))
-    body = "\n".join(_html_row(r, t0, t1, detail_base) for r in rows) or \
+    body = "\n".join(_html_row(r, t0, t1, detail_base, show_space=r["name"] in shared) for r in rows) or \
         '<tr><td colspan="9">no instance matches</td></tr>'
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<title>Backup coverage</title>"
@@ -238,15 +243,38 @@ def _x(t: datetime, t0: datetime, t1: datetime) -> float:
     return round(min(max(f, 0.0), 1.0) * BAR_W, 1)
 
 
+def axis_format(span_seconds: float) -> str:
+    """How the axis labels a span: dates for weeks, date and time under three days, times under three hours
+    (so that no two labels of a short span read the same).
+
+    >>> [axis_format(s) for s in (30 * 86400, 2 * 86400, 3600)]
+    ['%Y-%m-%d', '%m-%d %H:%M', '%H:%M:%S']
+    """
+    if span_seconds < 3 * 3600:
+        return "%H:%M:%S"
+    if span_seconds < 3 * 86400:
+        return "%m-%d %H:%M"
+    return "%Y-%m-%d"
+
+
 def _axis_svg(t0: datetime, t1: datetime) -> str:
     parts = [(f'<svg class="axis" width="{BAR_W}" height="16" viewBox="0 0 {BAR_W} 16" role="img" '
              f'aria-label="time axis">')]
+    fmt = axis_format((t1 - t0).total_seconds())
     for i in range(4):
         t = datetime.fromtimestamp(t0.timestamp() + (t1 - t0).total_seconds() * i / 3, UTC)
         x = _x(t, t0, t1)
         anchor = "start" if i == 0 else "end" if i == 3 else "middle"
-        parts.append(f'<text x="{x}" y="12" text-anchor="{anchor}">{_e(t.strftime("%Y-%m-%d"))}</text>')
+        parts.append(f'<text x="{x}" y="12" text-anchor="{anchor}">{_e(t.strftime(fmt))}</text>')
     return "".join(parts) + "</svg>"
+
+
+def _shared_names(rows: list[dict[str, Any]]) -> set[str]:
+    """Names that more than one row of the page carries (their rows show the space, which tells them apart)."""
+    seen: dict[str, int] = {}
+    for r in rows:
+        seen[r["name"]] = seen.get(r["name"], 0) + 1
+    return {n for n, c in seen.items() if c > 1}
 
 
 def _bar(r: dict[str, Any], t0: datetime, t1: datetime) -> str:
@@ -258,9 +286,13 @@ def _bar(r: dict[str, Any], t0: datetime, t1: datetime) -> str:
         if a is None or b is None:
             continue
         xa, xb = _x(a, t0, t1), _x(b, t0, t1)
+        if xb - xa < MIN_WINDOW_W:     # a short window stays visible beside a backup tick drawn on it
+            mid = (xa + xb) / 2
+            xa = round(min(max(mid - MIN_WINDOW_W / 2, 0.0), BAR_W - MIN_WINDOW_W), 1)
+            xb = xa + MIN_WINDOW_W
         fill = "#43a047" if w["to_is_exact"] else "#a5d6a7"
         tip = f"window {w['from']} .. {w['to']} timeline path {w['timeline_path']}"
-        out.append(f'<rect class="window" x="{xa}" y="4" width="{max(xb - xa, 2)}" height="{BAR_H - 8}" '
+        out.append(f'<rect class="window" x="{xa}" y="4" width="{round(xb - xa, 1)}" height="{BAR_H - 8}" '
                    f'fill="{fill}"><title>{_e(tip)}</title></rect>')
     for h in r["holes"]:
         a, b = _parse(h["after"]), _parse(h["before"])
@@ -282,7 +314,7 @@ def _bar(r: dict[str, Any], t0: datetime, t1: datetime) -> str:
         x = _x(t, t0, t1)
         color = "#1f3a93" if bk["restorable"] else "#9aa4ae"
         out.append(f'<line class="backup" x1="{x}" x2="{x}" y1="1" y2="{BAR_H - 1}" stroke="{color}" '
-                   f'stroke-width="2"><title>{_e(bk["label"] + " " + bk["status"] + " " + str(bk["stop_time"]))}'
+                   f'stroke-width="1.5"><title>{_e(bk["label"] + " " + bk["status"] + " " + str(bk["stop_time"]))}'
                    f'</title></line>')
     if r["deleted_at"]:
         x = _x(_parse(r["deleted_at"]), t0, t1)  # type: ignore[arg-type]
@@ -300,6 +332,16 @@ def _short_guid(guid: str) -> str:
     return guid if len(guid) <= 13 else guid[:8] + "\u2026"
 
 
+def _breakable(label: str) -> str:
+    """A backup label that may break after its separators (pgBackRest's ``F_`` between full and incremental)."""
+    return "".join(_e(c) + ("<wbr>" if c in "_-" else "") for c in label)
+
+
+def _when(ts: str | None) -> str:
+    """A time on two short lines (date, then time): the columns stay narrow and every digit stays visible."""
+    return "-" if not ts else f"{_e(ts[:10])}<br>{_e(ts[11:16])}Z"
+
+
 def _drill_cell(r: dict[str, Any]) -> str:
     d = r.get("drill")
     if not d:
@@ -309,26 +351,29 @@ def _drill_cell(r: dict[str, Any]) -> str:
             f'<div class="guid">{_e(short_time(d["at"]))}</div></td>')
 
 
-def _html_row(r: dict[str, Any], t0: datetime, t1: datetime, detail_base: str = "../instances/") -> str:
+def _html_row(r: dict[str, Any], t0: datetime, t1: datetime, detail_base: str = "../instances/", *,
+              show_space: bool = False) -> str:
     deleted = (f'<span class="badge b-deleted" title="deleted at {_e(r["deleted_at"])}">deleted</span>'
                if r["deleted"] else "")
     approx = "" if r["latest_window_end_exact"] or not r["latest_window_end"] else " ~"
     why = "<br>".join(_e(x) for x in r["reasons"]) or "&mdash;"
     gone = ""
     if r["deleted"]:
-        gone = (f'<div class="guid">deleted {_e(short_time(r["deleted_at"]))}'
+        gone = (f'<div class="guid wrap">deleted {_e(short_time(r["deleted_at"]))}'
                 + (f' &middot; {_e(r.get("purge"))} until {_e(short_time(r.get("undo_until")))}' if r.get("purge") else "")
                 + "</div>")
+    space = (f'<div class="space" title="this name is held by several instances on the page">space '
+             f'{_e(r["space_guid"])}</div>' if show_space else "")
     link = f'{detail_base}{quote(r["instance_guid"], safe="")}/coverage.html'
     return (f'<tr class="instance {"deleted" if r["deleted"] else "live"}" data-guid="{_e(r["instance_guid"])}" '
             f'data-status="{_e(r["status"])}">'
             f'<td><span class="badge b-{_e(r["status"])}">{_e(r["status"])}</span></td>'
-            f'<td><a class="detail" href="{_e(link)}"><strong>{_e(r["name"])}</strong></a>{deleted}'
+            f'<td class="service"><a class="detail" href="{_e(link)}"><strong>{_e(r["name"])}</strong></a>{deleted}'
             f'<div class="guid" title="{_e(r["instance_guid"])}">{_e(_short_guid(r["instance_guid"]))} &middot; '
-            f'{_e(r["layout"] or "?")}</div>{gone}</td>'
-            f'<td class="nw">{_e(r["newest_backup"] or "none")}'
+            f'{_e(r["layout"] or "?")}</div>{space}{gone}</td>'
+            f'<td class="label">{_breakable(r["newest_backup"] or "none")}'
             f'<div class="guid">{_e(_dur(r["newest_backup_age_seconds"]))} old</div></td>'
             f'<td class="num">{_e(_dur(r["rpo_seconds"]))}</td>'
-            f'<td class="num" title="{_e(r["latest_window_end"])}">{_e(short_time(r["latest_window_end"]))}{approx}</td>'
-            f'<td class="num" title="{_e(r["last_scan"])}">{_e(short_time(r["last_scan"]))}</td>'
+            f'<td class="when" title="{_e(r["latest_window_end"])}">{_when(r["latest_window_end"])}{approx}</td>'
+            f'<td class="when" title="{_e(r["last_scan"])}">{_when(r["last_scan"])}</td>'
             f'{_drill_cell(r)}<td>{_bar(r, t0, t1)}</td><td class="why">{why}</td></tr>')

@@ -32,7 +32,7 @@ from api.errors import error_middleware
 from api.metrics import MULTIPROC_ENV, ApiMetrics, metrics_middleware, prepare_multiprocess_dir
 from api.routes import add_routes, query_middleware
 from api.userauth import UserAuth
-from backup_catalog.service import jobs
+from backup_catalog.service import jobs, logs
 from backup_catalog.service.events import run_events
 from backup_catalog.settings import Settings
 from backup_catalog.usecases import scan
@@ -87,6 +87,10 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None, s3: Any 
             app[keys.S3] = client
             yield
 
+    def scan_done(outcome: Any) -> None:
+        metrics.observe_scan(outcome)
+        scan.log_outcome(outcome)
+
     async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
         tasks = app[keys.SCAN_TASKS]
 
@@ -96,7 +100,7 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None, s3: Any 
 
         periodic = jobs.build_jobs(app[keys.POOL], settings, app[keys.S3], app[keys.HOLDER],
                                    drills=app[drill_routes.SUPERVISOR],
-                                   on_scan_done=app[keys.METRICS].observe_scan, track=track,
+                                   on_scan_done=scan_done, track=track,
                                    on_drift=app[keys.METRICS].drift)
         app[keys.SCHEDULER] = periodic.scheduler
         periodic.start()
@@ -106,7 +110,13 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None, s3: Any 
     async def drills_ctx(app: web.Application) -> AsyncIterator[None]:
         sup = DrillSupervisor(app[keys.POOL], settings, app[keys.HOLDER])
         app[drill_routes.SUPERVISOR] = sup
+        # the reaper: at start and every DRILL_TICK_SECONDS, what dead drills left (issue 24)
+        reaper = asyncio.create_task(sup.reap_forever()) if start_scheduler else None
         yield
+        if reaper is not None:
+            reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reaper
         await sup.shutdown(SHUTDOWN_GRACE_SECONDS)   # workers record their drills and clean up
 
     async def scans_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -161,15 +171,21 @@ async def drain_scans(tasks: set[asyncio.Task[Any]], grace: float) -> None:
             log.error("scan task ended with %s", type(t.exception()).__name__)
 
 
-async def run_server(settings: Settings, host: str, port: int, *, reuse_port: bool = False) -> None:
+async def run_server(settings: Settings, host: str, port: int, *, reuse_port: bool = False,
+                     workers: int = 1) -> None:
     """``backup-catalog serve``: serve until SIGTERM/SIGINT, then shut down gracefully."""
     app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False)
+    runner = web.AppRunner(app, handle_signals=False, access_log_class=logs.AccessLogger)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
         await site.start()
-        log.info("serving on http://%s:%d", host, port)
+        sched = app.get(keys.SCHEDULER)
+        periodic = {j.id: logs.every(j.trigger) for j in sched.get_jobs()} if sched else {}
+        if settings.event_queue_urls():
+            periodic["s3_events"] = f"{len(settings.event_queue_urls())} queue(s)"
+        dsn = settings.catalog_dsn.get_secret_value() if settings.catalog_dsn else None
+        logs.startup_line(host, port, workers, periodic, logs.catalog_of(dsn))
         # Everything imported and built at startup lives as long as the process: move it out of the
         # collector's generations so full collections only traverse what requests create (shorter pauses).
         gc.collect()
@@ -179,20 +195,28 @@ async def run_server(settings: Settings, host: str, port: int, *, reuse_port: bo
         # Young collections stay as frequent as by default; full ones come 100x less often.
         gc.set_threshold(700, 10, 1000)
         stop = asyncio.Event()
+        got: list[str] = []
+
+        def on_signal(sig: signal.Signals) -> None:
+            got.append(sig.name)
+            stop.set()
+
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
+                loop.add_signal_handler(sig, on_signal, sig)
         await stop.wait()
-        log.info("shutting down")
+        log.info("shutting down (%s): draining scans and drills", got[0] if got else "stop",
+                 extra={"event": "stopping", "signal": got[0] if got else None})
     finally:
         await runner.cleanup()
+    log.info("stopped", extra={"event": "stopped"})
 
 
-def _worker(settings: Settings, host: str, port: int) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s[%(process)d]: %(message)s")
+def _worker(settings: Settings, host: str, port: int, workers: int) -> None:
+    logs.configure(settings.log_level, settings.log_format)
     uvloop.install()
-    asyncio.run(run_server(settings, host, port, reuse_port=True))
+    asyncio.run(run_server(settings, host, port, reuse_port=True, workers=workers))
 
 
 def serve_workers(settings: Settings, host: str, port: int, workers: int) -> int:
@@ -218,7 +242,7 @@ def serve_workers(settings: Settings, host: str, port: int, workers: int) -> int
 
 def _run_workers(settings: Settings, host: str, port: int, workers: int) -> int:
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(settings, host, port), name=f"serve-{i}") for i in range(workers)]
+    procs = [ctx.Process(target=_worker, args=(settings, host, port, workers), name=f"serve-{i}") for i in range(workers)]
     for p in procs:
         p.start()
     stopping = False

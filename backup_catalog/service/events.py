@@ -29,18 +29,20 @@ async def run_events(pool: asyncpg.Pool, settings: Settings, s3: Any, holder: st
     """Consume ``S3_EVENTS_QUEUE_URL`` while the context is open; on exit, stop receiving, give the batch in
     hand a moment, then cancel (its messages are deleted only if committed: a cut batch comes back)."""
     async with AsyncExitStack() as stack:
-        queues = [SqsQueue(await stack.enter_async_context(sqs_client(settings, url)), url)
+        queues = [SqsQueue(await stack.enter_async_context(sqs_client(settings, url, consumer=True)), url)
                   for url in settings.event_queue_urls()]
         consumer = Consumer(pool, s3, settings, holder, Index(pool), observer,
-                            max_receives=settings.s3_events_max_receives)
+                            max_receives=settings.s3_events_max_receives,
+                            trust_sequencer=settings.s3_events_trust_sequencer)
 
         async def on_gap(url: str) -> None:
-            task = asyncio.ensure_future(jobs.reconcile_now(pool, settings, s3, holder, on_drift=observer.drift))
+            task = asyncio.ensure_future(jobs.reconcile_now(pool, settings, s3, holder, on_drift=observer.drift,
+                                                            track=track))
             if track is not None:
                 track(task)
 
         stream = Stream(consumer, queues, receivers=settings.s3_events_receivers, wait_seconds=wait_seconds,
-                        on_gap=on_gap)
+                        on_gap=on_gap, start_as_gap=True)
         task = asyncio.create_task(stream.run(), name="s3-events")
         log.info("consuming S3 events from %d queue(s), %d receive(s) in flight each", len(queues),
                  settings.s3_events_receivers)

@@ -8,6 +8,9 @@
   (:mod:`backup_catalog.usecases.drill_schedule`, slots claimed in the run log, one lease per instance).
 - ``purge`` every ``purge_interval_seconds`` (0 = off, the default) when PURGE_AWS_* are set: a purge run
   (:mod:`backup_catalog.usecases.purge`), one replica at a time (lease ``purge``).
+- ``wal_index`` every ``wal_index_interval_seconds`` when ``wal_index_enabled`` (the default): the WAL index
+  job (:mod:`backup_catalog.usecases.walindex`), each instance under its scan lease, within
+  ``wal_index_bytes_per_hour``.
 
 A job failure is logged and never stops the scheduler.
 """
@@ -42,7 +45,8 @@ CF_SYNC_JOB_ID = "cf_sync"
 DRILLS_JOB_ID = "drills"
 
 
-def make_scheduler(job: Callable[[], Any], settings: ScanConfig, interval_s: int | None = None) -> AsyncIOScheduler:
+def make_scheduler(job: Callable[[], Any], settings: ScanConfig, interval_s: int | None = None, *,
+                   run_now: bool = True) -> AsyncIOScheduler:
     """An AsyncIOScheduler with ``scan_all`` every ``interval_s`` (default ``scan_interval_seconds``; with S3
     events on, ``reconcile_interval_seconds``), not yet started.
 
@@ -55,7 +59,8 @@ def make_scheduler(job: Callable[[], Any], settings: ScanConfig, interval_s: int
     sched = AsyncIOScheduler(timezone=timezone.utc)
     sched.add_job(job, IntervalTrigger(seconds=interval, start_date=start, timezone=timezone.utc), id=JOB_ID,
                   name="scan all instances", max_instances=1, coalesce=True,
-                  misfire_grace_time=max(1, interval // 2), next_run_time=now + timedelta(seconds=1))
+                  misfire_grace_time=max(1, interval // 2),
+                  next_run_time=now + timedelta(seconds=1) if run_now else start)
     return sched
 
 
@@ -98,14 +103,53 @@ def build_jobs(pool: asyncpg.Pool, settings: Settings, s3: Any, holder: str, *,
                                                   interval=interval, observe=observe))
         if track is not None:
             track(run)
-        await asyncio.shield(run)
+        try:
+            await asyncio.shield(run)
+        except asyncio.CancelledError:
+            # the scheduler shut down (serve stopping): the scan goes on and the server drains it; the tick
+            # ends quietly rather than as a job error with a traceback in the log
+            return
 
-    jobs = Jobs(make_scheduler(scan_tick, settings, interval))
+    # with events on, the consumer's start is a gap: it runs the start-up reconcile (events_service)
+    jobs = Jobs(make_scheduler(scan_tick, settings, interval, run_now=not settings.event_queue_urls()))
     jobs.cloud_controller = add_cf_sync(jobs.scheduler, pool, settings, s3, holder)
     if drills is not None:
         add_drills(jobs.scheduler, drills, settings)
     add_purge(jobs.scheduler, pool, settings, holder, track)
+    add_wal_index(jobs.scheduler, pool, settings, s3, holder, track)
     return jobs
+
+
+WAL_INDEX_JOB_ID = "wal_index"
+
+
+def add_wal_index(sched: AsyncIOScheduler, pool: asyncpg.Pool, settings: Settings, s3: Any, holder: str,
+                  track: Callable[[asyncio.Future[Any]], None] | None = None) -> bool:
+    """The WAL index job (issue 20), beside the scans it follows. One budget per replica, kept across ticks.
+    Returns whether the job was added (off: WAL_INDEX_ENABLED=false or WAL_INDEX_BYTES_PER_HOUR=0)."""
+    from backup_catalog.usecases import walindex
+    if not settings.wal_index_enabled or settings.wal_index_bytes_per_hour <= 0:
+        log.info("the WAL index job is off (WAL_INDEX_ENABLED / WAL_INDEX_BYTES_PER_HOUR)")
+        return False
+    budget = walindex.Budget(settings.wal_index_bytes_per_hour)
+
+    async def index_tick() -> None:
+        run = asyncio.ensure_future(walindex.run_once(pool, settings, s3, holder, budget))
+        if track is not None:
+            track(run)
+        try:
+            out = await asyncio.shield(run)
+        except Exception:   # the catalog may be briefly unavailable: the next tick resumes from the cursors
+            log.exception("WAL index tick failed")
+            return
+        done = [o for o in out if o.indexed]
+        if done:
+            log.info("WAL index: %s", ", ".join(f"{o.instance_guid} +{o.indexed} (lag {o.lag})" for o in done))
+
+    sched.add_job(index_tick, "interval", seconds=settings.wal_index_interval_seconds, id=WAL_INDEX_JOB_ID,
+                  name="WAL index", max_instances=1, coalesce=True,
+                  next_run_time=datetime.now(timezone.utc) + timedelta(seconds=5))
+    return True
 
 
 def add_drills(sched: AsyncIOScheduler, supervisor: DrillSupervisor, settings: Settings) -> bool:

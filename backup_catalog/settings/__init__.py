@@ -1,142 +1,31 @@
-"""The product's settings, in one place: read from the environment (pydantic-settings; names as in
-DESIGN.md) into :class:`Settings`, and the narrow protocols the use cases declare they read.
+"""The product's settings, in one place: :class:`Settings` (pydantic-settings, :mod:`.model`; names as in
+DESIGN.md), ``NAME_FILE`` secrets (:mod:`.files`), the terminal-speed reading of the few settings
+``backups`` and ``plan`` use (:mod:`.light`), and the narrow protocols the use cases declare they read.
 
-Credentials and the catalog DSN may also come from files, as container secrets are mounted:
-``BROKER_PASSWORD_FILE=/run/secrets/broker-password`` (see :mod:`backup_catalog.settings.files`).
-The adapters below the use cases (catalog/, scheduler/, executor/) declare their own small config
+Importing this package costs nothing: ``Settings`` and ``load_settings`` are loaded (with pydantic) on first
+use. The adapters below the use cases (catalog/, scheduler/, executor/) declare their own small config
 protocols and never import this package.
 """
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from pydantic import Field, SecretStr
-from pydantic.fields import FieldInfo
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-)
+if TYPE_CHECKING:
+    from backup_catalog.settings.model import DEFAULT_BROKER, DEFAULT_OPERATOR, Settings, load_settings
 
-from backup_catalog.settings.files import file_values
-
-# the built-in credentials: fine on loopback (a laptop, the demo), refused by `serve` on any other address
-DEFAULT_BROKER = ("broker", "broker")
-DEFAULT_OPERATOR = ("operator", "operator")
+_LAZY = frozenset({"Settings", "load_settings", "DEFAULT_BROKER", "DEFAULT_OPERATOR", "FileSettingsSource"})
 
 
-class FileSettingsSource(PydanticBaseSettingsSource):
-    """``NAME_FILE`` variables (:data:`backup_catalog.settings.files.FILE_SETTINGS`): the file's content is the value."""
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False      # unused: __call__ reads every file setting at once
-
-    def __call__(self) -> dict[str, Any]:
-        return file_values()
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        # pydantic is ~140 ms of start-up: only the commands that use Settings load it (not backups/plan)
+        from backup_catalog.settings import model
+        return getattr(model, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
-
-    catalog_dsn: SecretStr | None = Field(default=None, description="unset: embedded private cluster")
-    s3_endpoint_url: str | None = None
-    aws_access_key_id: SecretStr | None = None
-    aws_secret_access_key: SecretStr | None = None
-    aws_default_region: str = "us-east-1"
-    s3_verify_tls: bool = True
-    s3_ca_bundle: str | None = Field(default=None, description="PEM file of the CA of a private S3 endpoint "
-                                     "(TLS verification stays on; unset: the system trust store)")
-    s3_max_attempts: int = 5
-    s3_connect_timeout_seconds: float = 5.0
-    s3_read_timeout_seconds: float = 20.0
-    scan_deadline_seconds: float = 300.0
-    scan_lease_ttl_seconds: float | None = None   # unset: scan_deadline_seconds + 60 (longer than any scan)
-    scan_interval_seconds: int = 300
-    full_scan_every: int = 12          # every Nth scheduled scan of an instance is a full reconcile
-    scan_lookback_segments: int = 32   # StartAfter lookback for out-of-order async archivers
-    # S3 event notifications through SQS (issue 22); unset: polling only, as before
-    s3_events_queue_url: str | None = Field(default=None, description="SQS queue URL(s), comma-separated")
-    s3_events_max_receives: int = Field(default=5, ge=1, le=1000)   # then the queue's DLQ (redrive policy)
-    s3_events_receivers: int = Field(default=2, ge=1, le=32)        # receives in flight per queue
-    reconcile_interval_seconds: int = Field(default=86400, ge=1)    # the LIST reconcile, with events on
-
-    def event_queue_urls(self) -> list[str]:
-        return [u.strip() for u in (self.s3_events_queue_url or "").split(",") if u.strip()]
-
-    broker_username: str = DEFAULT_BROKER[0]
-    broker_password: SecretStr = SecretStr(DEFAULT_BROKER[1])
-    operator_username: str = DEFAULT_OPERATOR[0]
-    operator_password: SecretStr = SecretStr(DEFAULT_OPERATOR[1])
-    cf_api_url: str | None = None
-    cf_client_id: str | None = None
-    cf_client_secret: SecretStr | None = None
-    # end users (issue 19): UAA bearer tokens, decided by the Cloud Controller with the user's own token
-    uaa_url: str | None = Field(default=None, description="unset: the CF_API_URL root document's links.uaa")
-    user_access_cache_seconds: float = Field(default=60.0, ge=0, le=60)   # CC answers per (user, space)
-    uaa_keys_refetch_seconds: float = Field(default=30.0, ge=0)   # an unknown kid refetches at most this often
-    cc_timeout_seconds: float = Field(default=10.0, gt=0)         # one request to UAA or the CC
-    cf_discovery_bucket: str | None = None     # name sync: instances live under s3://bucket/root/<guid>/
-    cf_discovery_root: str = ""
-    cf_sync_interval_seconds: int = 300
-    snapshot_cache_backups: int = 20_000       # per-process snapshot cache budget, in backups (see usecases.snapshots.SnapshotCache)
-    external_url: str | None = Field(default=None, description="where operators reach this service, e.g. "
-                                     "https://backup-catalog.example (coverage links in /metrics and alerts); "
-                                     "unset: the address Prometheus scraped")
-    coverage_warning_rpo_seconds: int = 15 * 60
-    coverage_critical_rpo_seconds: int = 60 * 60
-    coverage_warning_backup_age_seconds: int = 26 * 3600
-    coverage_critical_backup_age_seconds: int = 50 * 3600
-
-    # restore drills (issue 11)
-    drill_interval_seconds: int = 24 * 3600      # each live instance drilled about this often (jittered)
-    drill_concurrency: int = 1                   # drills at a time per serve process
-    drill_scratch_dir: str | None = None         # unset: a temp dir
-    drill_scratch_budget_bytes: int = 20 * 2**30 # a drill that would not fit is skipped with a reason
-    drill_timeout_seconds: float = 3600.0        # a drill that overruns is killed and recorded failed
-    drill_check_query: str = "select count(*) from pg_class"
-    drill_history_per_instance: int = 50
-    drill_warning_age_seconds: int = 8 * 24 * 3600
-    drill_enabled: bool | None = None            # scheduled drills in serve; unset: on when PostgreSQL server
-                                                 # binaries are installed (pg_ctl found), off otherwise
-    drill_tick_seconds: int = 60                 # how often serve looks for due drills
-    drill_lease_ttl_seconds: float = 60.0        # drill lease, renewed every third of it while a drill runs
-    drill_verify_checksums: bool = True          # pgBackRest: check the plan's segments against their sha1 names
-    # undo period and purge (issue 13)
-    deleted_retention_days: float = Field(default=30.0, ge=0, allow_inf_nan=False)  # a deleted instance stays clonable this long
-    purge_grace_hours: float = Field(default=24.0, ge=0, allow_inf_nan=False)       # between "due" and deletion
-    purge_aws_access_key_id: SecretStr | None = None      # the only credentials that ever delete
-    purge_aws_secret_access_key: SecretStr | None = None
-    purge_interval_seconds: int = Field(default=0, ge=0)   # 0: no scheduled purge runs in serve
-    purge_batch_size: int = Field(default=1000, ge=1, le=1000)   # keys per DeleteObjects (S3 allows at most 1,000)
-    # executing a clone (issue 10): `restore`, drills
-    restore_tools_path: str | None = None        # directories prepended to PATH for the tools (e.g. a venv bin)
-    restore_work_dir: str | None = None          # private work dirs (tool config, socket, log); unset: temp dir
-    restore_fetch_timeout_seconds: float = 4 * 3600.0
-    restore_recovery_timeout_seconds: float = 4 * 3600.0
-    restore_stop_timeout_seconds: float = 300.0
-
-
-    @classmethod
-    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-                                   env_settings: PydanticBaseSettingsSource,
-                                   dotenv_settings: PydanticBaseSettingsSource,
-                                   file_secret_settings: PydanticBaseSettingsSource,
-                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # NAME and NAME_FILE together are refused by the file source, so their order does not matter
-        return init_settings, env_settings, FileSettingsSource(settings_cls), dotenv_settings, file_secret_settings
-
-    def default_credentials(self) -> list[str]:
-        """The roles whose password is still the built-in one."""
-        out = []
-        if self.broker_password.get_secret_value() == DEFAULT_BROKER[1]:
-            out.append("broker")
-        if self.operator_password.get_secret_value() == DEFAULT_OPERATOR[1]:
-            out.append("operator")
-        return out
-
-
-def load_settings() -> Settings:
-    return Settings()
+__all__ = ["DEFAULT_BROKER", "DEFAULT_OPERATOR", "CatalogConfig", "PlanConfig", "Secret", "Settings", "UndoConfig",
+           "load_settings"]
 
 
 # -- what the use cases read (Settings satisfies every one) ------------------------------------------

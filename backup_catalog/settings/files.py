@@ -19,6 +19,7 @@ FILE_SETTINGS = (
     "catalog_dsn",
     "aws_access_key_id", "aws_secret_access_key",
     "purge_aws_access_key_id", "purge_aws_secret_access_key",
+    "events_aws_access_key_id", "events_aws_secret_access_key",
     "broker_username", "broker_password",
     "operator_username", "operator_password",
     "cf_client_id", "cf_client_secret",

@@ -44,6 +44,8 @@ def check_range(start: datetime, end: datetime) -> None:
         raise BadRange("--from and --to need a zone (Z or an offset such as +02:00)")
     if end <= start:
         raise BadRange(f"--to ({end.isoformat()}) must be after --from ({start.isoformat()})")
+    if start.year < 1900 or end.year > 9000:
+        raise BadRange("--from and --to must lie between the years 1900 and 9000")
 
 
 def _path(snap: ArchiveSnapshot) -> TimelinePath:

@@ -102,11 +102,19 @@ class ScratchBudget:
 
 def point_doc(point: DrillPoint) -> dict[str, Any]:
     """The requested target, recorded until the plan's own target document replaces it."""
-    return {"kind": point.kind, "value": json_time(point.time), "timeline": point.timeline, "why": point.why}
+    value: Any = point.xid if point.kind == "xid" else point.name if point.kind == "name" else json_time(point.time)
+    return {"kind": point.kind, "value": value, "timeline": point.timeline, "why": point.why}
 
 
-def point_from_request(point_in_time: str | None, timeline: str | int | None = None) -> DrillPoint:
-    """CLI/HTTP request -> point (validated: a bad time raises PlanningError ``invalid_target``)."""
+def point_from_request(point_in_time: str | None, timeline: str | int | None = None, *,
+                       before_xid: object = None, restore_point: object = None) -> DrillPoint:
+    """CLI/HTTP request -> point (validated: a bad time, xid or name raises PlanningError ``invalid_target``)."""
+    if before_xid is not None or restore_point is not None:
+        t = make_target(point_in_time=point_in_time, before_xid=before_xid, restore_point=restore_point,
+                        timeline=timeline or "latest")
+        if t.kind.value == "xid":
+            return DrillPoint("xid", None, t.timeline, "requested", xid=t.xid)
+        return DrillPoint("name", None, t.timeline, "requested", name=t.name)
     if point_in_time is None:
         if timeline not in (None, "latest"):
             return DrillPoint("latest", None, timeline if isinstance(timeline, int) else str(timeline),
@@ -165,9 +173,7 @@ async def begin(pool: asyncpg.Pool, settings: Settings, guid: str, *, point: Dri
     supervised worker, ``running`` for an in-process drill). :raises DrillBusy: a drill of the instance
     is active; UnknownInstance."""
     await repo.get_instance(pool, guid)
-    reaped = await drills.reap_abandoned(pool, guid)
-    if reaped:
-        log.warning("drills %s of %s were abandoned by their process; recorded as failed", reaped, guid)
+    await reap(pool, settings, guid)
     # one holder identity per drill (replica + a nonce): a second request in the same replica must find
     # the lease held, never renew it and then release it from under the running drill
     lease = LeaseHolder(pool, settings, guid, f"{holder}#{secrets.token_hex(4)}")
@@ -212,10 +218,14 @@ async def run_drill(pool: asyncpg.Pool, settings: Settings, guid: str, *, point:
     t0 = time.monotonic()
     state = _Run(point_doc(point))
     result: drills.DrillResult | None = None
+
+    async def on_server(pid: int, pgdata: Path) -> None:
+        await drills.record_server(pool, drill_id, pid, str(pgdata))
+
     try:
         result = await asyncio.wait_for(
             _execute(pool, settings, guid, point, d, root, budget or ScratchBudget(settings.drill_scratch_budget_bytes),
-                     state, progress, s3),
+                     state, progress, s3, on_server),
             timeout=settings.drill_timeout_seconds)
     except TimeoutError:
         result = state.failed("timeout", f"the drill overran its timeout of {settings.drill_timeout_seconds:g} s "
@@ -310,7 +320,8 @@ class _Run:
 
 
 async def _execute(pool: asyncpg.Pool, settings: Settings, guid: str, point: DrillPoint, d: Path, root: Path,
-                   budget: ScratchBudget, run: _Run, progress: Progress | None, s3: Any | None) -> drills.DrillResult:
+                   budget: ScratchBudget, run: _Run, progress: Progress | None, s3: Any | None,
+                   on_server: Any = None) -> drills.DrillResult:
     from backup_catalog.usecases import plan as plan_uc
 
     t0 = time.monotonic()
@@ -318,7 +329,7 @@ async def _execute(pool: asyncpg.Pool, settings: Settings, guid: str, point: Dri
     if rec.ref.deleted_at is not None:
         return run.failed("plan", f"instance {guid} is deleted; drills prove live instances", t0, state="skipped",
                           code="skipped")
-    target = make_target(point_in_time=point.time, latest=point.kind == "latest", timeline=point.timeline)
+    target = make_target(**point.target_kwargs())
     try:
         plan = await plan_uc.instance_plan_doc(pool, settings, rec, target)
     except NotScanned as e:
@@ -333,7 +344,7 @@ async def _execute(pool: asyncpg.Pool, settings: Settings, guid: str, point: Dri
     if why is not None:
         return run.failed("budget", f"not started: {why}", t0, state="skipped", code="skipped")
     try:
-        return await _restore_and_verify(settings, rec, plan, snap, d, run, progress, s3, t0)
+        return await _restore_and_verify(settings, rec, plan, snap, d, run, progress, s3, t0, on_server)
     finally:
         budget.release(need)
 
@@ -351,7 +362,7 @@ async def scratch_need(pool: asyncpg.Pool, settings: Settings, guid: str, point:
     from backup_catalog.usecases import plan as plan_uc
     try:
         rec = await repo.get_instance(pool, guid)
-        target = make_target(point_in_time=point.time, latest=point.kind == "latest", timeline=point.timeline)
+        target = make_target(**point.target_kwargs())
         plan = await plan_uc.instance_plan_doc(pool, settings, rec, target)
         return _need(plan, await repo.load_snapshot(pool, guid))
     except (PlanningError, CatalogError):
@@ -364,7 +375,8 @@ def _make_dir(d: Path) -> None:
 
 
 async def _restore_and_verify(settings: Settings, rec: Any, plan: PlanDoc, snap: Any, d: Path, run: _Run,
-                              progress: Progress | None, s3: Any | None, t0: float) -> drills.DrillResult:
+                              progress: Progress | None, s3: Any | None, t0: float,
+                              on_server: Any = None) -> drills.DrillResult:
     from executor import RestoreError, execute_plan
 
     await asyncio.to_thread(_make_dir, d)
@@ -375,6 +387,7 @@ async def _restore_and_verify(settings: Settings, rec: Any, plan: PlanDoc, snap:
     in_scratch = settings.model_copy(update={"restore_work_dir": str(d)})
     restore = asyncio.create_task(execute_plan(plan, d / "pgdata", in_scratch, progress=progress,
                                                check_query=settings.drill_check_query or None,
+                                               on_server=on_server, socket_dir=str(d),
                                                inspect=run.read_relmaps))
     try:
         if checks is not None:
@@ -430,6 +443,24 @@ async def sweep_scratch(pool: asyncpg.Pool, settings: Settings) -> list[int]:
     active, upto = await drills.active_ids(pool)
     root = scratch.scratch_root(settings.drill_scratch_dir)
     return await asyncio.to_thread(scratch.sweep, root, active, upto)
+
+
+async def reap(pool: asyncpg.Pool, settings: Settings, guid: str | None = None) -> list[int]:
+    """The reaper (issue 24): finish as abandoned every active drill (of ``guid``, or of every instance)
+    whose process died — its lease expired — then stop the recovery server it recorded, remove its scratch
+    directory and record in the row what was cleaned. Called by the next drill of the instance, at ``serve``
+    start and on every scheduler tick. Returns the ids finished."""
+    root = scratch.scratch_root(settings.drill_scratch_dir)
+    gone = await drills.abandon(pool, guid)
+    for a in gone:
+        d = scratch.drill_dir(root, a.id)
+        done = await asyncio.to_thread(scratch.remove_drill_dir, d, a.server_pid)
+        if a.server_pid and not any(str(a.server_pid) in x for x in done):
+            done.insert(0, f"its server {a.server_pid} was already gone")
+        await drills.record_cleanup(pool, a.id, "; ".join(done) or "nothing was left")
+        log.warning("drill %s of %s was abandoned by its process; recorded as failed; cleaned: %s", a.id,
+                    a.instance_guid, "; ".join(done) or "nothing was left")
+    return [a.id for a in gone]
 
 
 def drill_doc(r: drills.DrillRow) -> dict[str, Any]:

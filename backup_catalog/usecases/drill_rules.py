@@ -10,6 +10,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from recovery.timeline import TimelinePath
 from recovery.wal import segment_name
@@ -63,12 +64,20 @@ def is_due(slot: Slot, last_requested: datetime | None) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class DrillPoint:
-    """Where a drill restores to: ``latest`` (the newest window's end) or a time on a timeline."""
+    """Where a drill restores to: ``latest`` (the newest window's end), a time on a timeline, or an exact
+    target (issue 20): just before a transaction (``xid``) or a named restore point (``name``)."""
 
-    kind: str                       # "latest" | "time"
+    kind: str                       # "latest" | "time" | "xid" | "name"
     time: datetime | None = None
     timeline: str | int = "latest"
     why: str = "the newest window's end"
+    xid: int | None = None
+    name: str | None = None
+
+    def target_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`recovery.target.make_target` for this point."""
+        return {"point_in_time": self.time, "latest": self.kind == "latest", "timeline": self.timeline,
+                "before_xid": self.xid, "restore_point": self.name}
 
 
 LATEST = DrillPoint("latest")

@@ -92,8 +92,7 @@ class DrillSupervisor:
         least recently drilled first; the rest stay due for later ticks. Each slot is claimed in the run
         log, so a slot runs on one replica only. Returns the ids started."""
         now = now or uc.now()
-        with contextlib.suppress(OSError, CatalogError, asyncpg.PostgresError):
-            await uc.sweep_scratch(self.pool, self.settings)
+        await self.reap()
         free = max(1, self.settings.drill_concurrency) - len(self.tasks)
         if free <= 0:
             return []
@@ -120,6 +119,24 @@ class DrillSupervisor:
             self._spawn(drill_id, guid, point, lease, slot.start)
             started.append(drill_id)
         return started
+
+    async def reap(self) -> list[int]:
+        """The reaper, for every instance (at ``serve`` start and on each tick): drills whose process died
+        are finished as abandoned, their servers stopped and scratch directories removed; then any scratch
+        directory no active drill owns. Never raises (a catalog outage: the next tick)."""
+        reaped: list[int] = []
+        with contextlib.suppress(OSError, CatalogError, asyncpg.PostgresError):
+            reaped = await uc.reap(self.pool, self.settings)
+            await uc.sweep_scratch(self.pool, self.settings)
+        return reaped
+
+    async def reap_forever(self) -> None:
+        """:meth:`reap` now and every ``DRILL_TICK_SECONDS`` (``serve``; also when scheduled drills are off)."""
+        while True:
+            reaped = await self.reap()
+            if reaped:
+                log.warning("drills %s were abandoned by their process: finished and cleaned up", reaped)
+            await asyncio.sleep(max(1, self.settings.drill_tick_seconds))
 
     async def request(self, guid: str, point: DrillPoint, trigger: str = "api") -> int:
         """An operator's drill (HTTP): queued now (its id returned), run as soon as a place is free.
@@ -200,13 +217,19 @@ class DrillSupervisor:
         argv = [*self.worker_argv, "drill", "--instance", guid, "--drill-id", str(drill_id), "--json"]
         if point.kind == "time" and point.time is not None:
             argv += ["--point-in-time", point.time.isoformat()]
+        if point.xid is not None:
+            argv += ["--before-xid", str(point.xid)]
+        if point.name is not None:
+            argv += ["--restore-point", point.name]
         if point.timeline != "latest":
             argv += ["--timeline", str(point.timeline)]
         env = {**os.environ, **settings_env(self.settings)}
         self.started.add(drill_id)
+        # the worker dies with serve (SIGKILL: its tool's guard and its recovery server follow it); the
+        # reaper of the next serve finishes its row and removes its directory
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            env=env, start_new_session=True)
+            env=env, start_new_session=True, preexec_fn=_dies_with_serve)
         self.workers[drill_id] = proc
         log.info("drill %s of %s: worker %d started (%s)", drill_id, guid, proc.pid, point.why)
         io = asyncio.ensure_future(proc.communicate())
@@ -256,13 +279,20 @@ class DrillSupervisor:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
         d = scratch.drill_dir(scratch.scratch_root(self.settings.drill_scratch_dir), drill_id)
-        await asyncio.to_thread(scratch.remove_drill_dir, d)
         row = await drills.get(self.pool, drill_id)
+        done = await asyncio.to_thread(scratch.remove_drill_dir, d, row.server_pid if row else None)
         if row is not None and row.state in drills.ACTIVE:
             if await drills.finish(self.pool, drill_id, drills.DrillResult(
                     "failed", stage=stage, reason=rules.failure_reason(stage, message, None))):
                 log.warning("drill %s: %s", drill_id, message)
+                if done:
+                    await drills.record_cleanup(self.pool, drill_id, "; ".join(done))
             await drills.prune(self.pool, row.instance_guid, self.settings.drill_history_per_instance)
+
+
+def _dies_with_serve() -> None:
+    from executor.guard import set_pdeathsig
+    set_pdeathsig(signal.SIGKILL)
 
 
 def _last_line(stdout: bytes, stderr: bytes) -> str:

@@ -30,6 +30,7 @@ class Stream:
     wait_seconds: int = 20              # long polling
     on_gap: OnGap | None = None
     backoff_cap: float = 30.0
+    start_as_gap: bool = False          # a (re)started consumer may have missed events: reconcile first
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     batches: int = 0
     _gap: dict[str, bool] = field(default_factory=dict)
@@ -38,6 +39,8 @@ class Stream:
     async def run(self) -> None:
         """Run until :meth:`stop` (or cancellation). Never raises for a queue or catalog failure."""
         await self.consumer.index.refresh(force=True)
+        if self.start_as_gap:
+            self._gap.update({q.url: True for q in self.queues[:1]})   # one reconcile, not one per queue
         tasks = [asyncio.create_task(self._receiver(q, n), name=f"events:{q.url}:{n}")
                  for q in self.queues for n in range(max(1, self.receivers))]
         try:

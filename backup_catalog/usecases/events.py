@@ -19,7 +19,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
@@ -102,6 +102,7 @@ class Consumer:
     index: Index
     observer: Observer = field(default_factory=NullObserver)
     max_receives: int = 5
+    trust_sequencer: bool = True     # false: events are handled as if they had no sequencer
     locks: dict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
 
     async def process(self, messages: Sequence[Message], *, now: Callable[[], datetime] | None = None) -> BatchResult:
@@ -127,7 +128,9 @@ class Consumer:
             for _ in range(decoded.other):
                 self.observer.event("received", "other")
                 self.observer.event("ignored", "other_event_type")
-            for e in decoded.events:
+            events = decoded.events if self.trust_sequencer else tuple(replace(x, sequencer=None)
+                                                                       for x in decoded.events)
+            for e in events:
                 self.observer.event("received", e.action.value)
                 if e.time is not None:
                     self.observer.lag(max(0.0, (clock() - e.time).total_seconds()))

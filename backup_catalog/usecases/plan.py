@@ -131,16 +131,19 @@ def _conclusive(inputs: repo.PlanInputs, target: Target, now: datetime, pg_versi
     return plan if plan.backup.label in inputs.prefix else None
 
 
-def _store_factory(settings: PlanConfig, bucket: str) -> Callable[[], AbstractAsyncContextManager[Any]] | None:
-    """The archive's ObjectStore over the read-only S3 client, when ``settings`` carry the S3 credentials
-    (the service's and the full CLI's settings; the terminal-speed settings do not)."""
-    if not hasattr(settings, "aws_access_key_id"):
-        return None
+def _store_factory(settings: PlanConfig, bucket: str) -> Callable[[], AbstractAsyncContextManager[Any]]:
+    """The archive's ObjectStore over the read-only S3 client (a before-xid target reads segments). The
+    terminal-speed settings of ``plan`` carry no S3 credentials: then the full settings are loaded from the
+    environment, only when a segment is read."""
 
     @asynccontextmanager
     async def store() -> AsyncIterator[Any]:
         from scheduler.clients import s3_client
         from scheduler.storage import S3Store
-        async with s3_client(settings) as client:  # type: ignore[arg-type]
+        full: Any = settings
+        if not hasattr(settings, "aws_access_key_id"):
+            from backup_catalog.settings import load_settings
+            full = load_settings()
+        async with s3_client(full) as client:
             yield S3Store(client, bucket)
     return store

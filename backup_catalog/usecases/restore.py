@@ -69,7 +69,7 @@ def load_plan(text: str) -> PlanDoc:
 async def restore_from_plan(settings: Settings, plan: PlanDoc, pgdata: Path, *,
                             pg_bin: Path | None = None, keep_running: bool = False, keep_failed: bool = False,
                             progress: Callable[[ProgressEvent], None] | None = None,
-                            check_query: str | None = None) -> RestoreResult:
+                            check_query: str | None = None, **kw: Any) -> RestoreResult:
     """Execute a plan document fetched from the service (no catalog needed)."""
     return await execute_plan(plan, pgdata, settings, pg_bin=pg_bin, keep_running=keep_running,
-                              keep_failed=keep_failed, progress=progress, check_query=check_query)
+                              keep_failed=keep_failed, progress=progress, check_query=check_query, **kw)

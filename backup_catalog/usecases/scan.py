@@ -197,3 +197,15 @@ async def scan_listed(pool: asyncpg.Pool, settings: Settings, guids: list[str], 
     """:func:`scan_many` with this process's own read-only S3 client (the CLI's ``scan``, the bench)."""
     async with s3_client(settings) as client:
         return await scan_many(pool, settings, client, guids, full=full, on_done=on_done, concurrency=concurrency)
+
+
+def log_outcome(outcome: ScanOutcome) -> None:
+    """A scan's outcome as ``serve`` logs it (scheduled or asked for): ok at info, a failure at warning with
+    its code; the structured fields are JSON members when the log is JSON lines."""
+    fields = {"event": "scan", "instance_guid": outcome.instance_guid, "ok": outcome.ok, "code": outcome.code,
+              "backups": outcome.backups, "wal_runs": outcome.wal_runs, "seconds": round(outcome.seconds, 3)}
+    if outcome.ok:
+        log.info("scan %s ok: %d backup(s), %d WAL run(s) in %.2fs", outcome.instance_guid, outcome.backups,
+                 outcome.wal_runs, outcome.seconds, extra=fields)
+    elif outcome.code not in SKIPPED:
+        log.warning("scan %s failed (%s): %s", outcome.instance_guid, outcome.code, outcome.message, extra=fields)

@@ -2,22 +2,20 @@
 
 Each drill restores into ``<root>/drill-<id>/`` (``id`` is the catalog row's, unique across replicas and
 hosts). A drill cleans up after itself; when its process is killed (SIGKILL) its supervisor, or the next
-drill on the host, calls :func:`remove_drill_dir`: it stops any PostgreSQL server whose data directory is
-inside (``postmaster.pid``; ``pg_ctl`` detaches the postmaster into its own session, so killing the
-worker's process group does not reach it), kills every other process working inside the directory, and
-removes it.
+drill's reaper, calls :func:`remove_drill_dir`: it stops any PostgreSQL server whose data directory is
+inside (``postmaster.pid``, or the pid recorded in the drill's row — checked to be that data directory's
+server first), kills every other process working inside the directory (:mod:`executor.reap`), and removes it.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
 import shutil
-import signal
 import tempfile
-import time
 from pathlib import Path
+
+from executor import reap
 
 log = logging.getLogger(__name__)
 
@@ -49,85 +47,19 @@ def drill_dirs(root: Path) -> dict[int, Path]:
     return out
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _inside(pid: int, d: Path) -> bool:
-    """Does process ``pid`` work inside ``d`` (its cwd, or a command-line argument naming a path there)?"""
-    base = str(d.resolve())
-    try:
-        cwd = os.readlink(f"/proc/{pid}/cwd")
-        if cwd == base or cwd.startswith(base + "/"):
-            return True
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return any(base.encode() in a for a in args)
-
-
-def processes_inside(d: Path) -> list[int]:
-    """Processes (other than ours) working inside directory ``d``."""
-    out: list[int] = []
-    me = os.getpid()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != me and _inside(int(entry.name), d):
-            out.append(int(entry.name))
-    return out
-
-
-def _postmasters(d: Path) -> list[int]:
-    pids: list[int] = []
-    for pidfile in d.rglob("postmaster.pid"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            pid = int(pidfile.read_text().splitlines()[0])
-            if pid > 1 and _alive(pid):
-                pids.append(pid)
-    return pids
-
-
-def kill_inside(d: Path, grace: float = 5.0) -> int:
-    """Stop every process working in ``d``: PostgreSQL servers first (SIGQUIT: immediate shutdown, its
-    children with it), then SIGKILL whatever is left. Returns how many processes were signalled."""
+def remove_drill_dir(d: Path, server_pid: int | None = None) -> list[str]:
+    """Stop what runs in ``d`` (its PostgreSQL server first — the recorded ``server_pid`` too, once checked
+    to be a server of a data directory there), remove it (idempotent). Returns what was cleaned."""
     if not d.exists():
-        return 0
-    hit = 0
-    for pid in _postmasters(d):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGQUIT)
-            hit += 1
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_alive(p) for p in _postmasters(d)):
-        time.sleep(0.1)
-    for _ in range(3):
-        left = processes_inside(d)
-        if not left:
-            break
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-                hit += 1
-        time.sleep(0.2)
-    return hit
-
-
-def remove_drill_dir(d: Path) -> None:
-    """Kill what runs in ``d`` and remove it (idempotent)."""
-    if not d.exists():
-        return
-    n = kill_inside(d)
-    if n:
-        log.warning("stopped %d leftover process(es) in %s", n, d)
+        return []
+    done = reap.kill_in(d, also=(server_pid,) if server_pid else ())
+    if done:
+        log.warning("drill directory %s: %s", d, "; ".join(done))
     shutil.rmtree(d, ignore_errors=True)
     if d.exists():   # a process raced a file into it: once more
-        kill_inside(d, grace=1.0)
+        reap.kill_in(d, grace=1.0)
         shutil.rmtree(d, ignore_errors=True)
+    return [*done, f"removed {d}"]
 
 
 def sweep(root: Path, keep: set[int], upto: int) -> list[int]:
@@ -140,3 +72,8 @@ def sweep(root: Path, keep: set[int], upto: int) -> list[int]:
             remove_drill_dir(d)
             gone.append(drill_id)
     return gone
+
+
+def processes_inside(d: Path) -> list[int]:
+    """Processes (other than ours) working inside directory ``d``."""
+    return reap.processes_in(d)

@@ -29,7 +29,8 @@ def undoable(purge: str | None) -> bool:
 
 async def space_services(pool: asyncpg.Pool, settings: Settings, space: str, *, user_may_undo: bool,
                          now: datetime | None = None) -> dict[str, Any]:
-    """The listing document; ``user_may_undo``: what the Cloud Controller said of the asking user (True for
+    """The listing document (a backup's age is counted to ``now``, also for deleted instances, unlike the
+    coverage grade's age at deletion); ``user_may_undo``: what the Cloud Controller said of the asking user (True for
     the broker and operator roles)."""
     now = now or datetime.now(UTC)
     es = await coverage.entries(pool, settings, now, where="WHERE i.space_guid = $1", args=(space,), lists=True,
@@ -43,8 +44,9 @@ async def space_services(pool: asyncpg.Pool, settings: Settings, space: str, *, 
         former = [{"name": n.name, "until": iso(n.valid_to)} for n in names.get(e.guid, []) if n.valid_to is not None]
         newest = None
         if row["newest_backup"] is not None:
+            stop = e.facts.newest_backup_stop_time if e.facts is not None else None
             newest = {"label": row["newest_backup"], "stop_time": row["newest_backup_stop_time"],
-                      "age_seconds": row["newest_backup_age_seconds"]}
+                      "age_seconds": None if stop is None else max(0, int((now - stop).total_seconds()))}
         out.append({
             "instance_guid": e.guid, "name": e.name, "former_names": former, "layout": e.layout,
             "service_plan_guid": plans.get(e.guid), "deleted_at": row["deleted_at"], "undo_until": row["undo_until"],

@@ -189,6 +189,15 @@ async def run_once(pool: asyncpg.Pool, settings: WalIndexConfig, client: Any, ho
     return out
 
 
+async def index_listed(pool: asyncpg.Pool, settings: Any, guids: Sequence[str], holder: str, *,
+                       mass_rows: int = CHANGES_MASS_ROWS) -> list[IndexOutcome]:
+    """One index pass over ``guids`` with this process's own S3 client and a fresh budget (the CLI's ``scan``)."""
+    from scheduler.clients import s3_client
+    async with s3_client(settings) as client:
+        return await run_once(pool, settings, client, holder, Budget(settings.wal_index_bytes_per_hour),
+                              guids=guids, mass_rows=mass_rows)
+
+
 # -- exact targets at plan time ---------------------------------------------------------------------
 
 async def commits_in(store: ObjectStore, rec: InstanceRecord, segments: Sequence[SegmentSummary],

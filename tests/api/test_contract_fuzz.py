@@ -18,6 +18,7 @@ from backup_catalog.service.app import create_app
 from sandbox.s3 import MotoEndpoint, free_port
 from tests.api.conftest import OPERATOR, make_settings
 from tests.api.seed import seed_history
+from tests.support.ccdouble import CloudControllerDouble
 from tests.support.tools import missing
 
 ST = Path(sys.executable).with_name("st")
@@ -35,14 +36,27 @@ expected-statuses = ["2xx", "401", "403", "404", "409", "422"]
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize("auth", ["basic", "bearer"])
 async def test_schemathesis_finds_no_server_errors_or_schema_violations(pool: asyncpg.Pool,
                                                                          s3_endpoint: MotoEndpoint,
-                                                                         tmp_path: Path) -> None:
+                                                                         tmp_path: Path, auth: str) -> None:
+    """With the operator's basic credentials, and with an end user's UAA token (an admin, in a Cloud
+    Controller double where every space exists, so that the fuzz reaches the handlers behind the CC)."""
     if not ST.exists() and shutil.which("st") is None:
         missing("schemathesis (its `st` command) is not installed: pip install -e '.[test]'")
     await seed_history(pool)
-    app = create_app(make_settings(s3_endpoint_url=s3_endpoint.url, scan_deadline_seconds=5), pool=pool,
-                     start_scheduler=False)
+    async with CloudControllerDouble(any_space=True) as cc:
+        cc.user("u-admin", "admin", admin=True)
+        credentials = (["--auth", f"{OPERATOR[0]}:{OPERATOR[1]}"] if auth == "basic" else
+                       ["--header", f"Authorization: Bearer {cc.token_for('u-admin', lifetime=3600)}"])
+        await _fuzz(pool, s3_endpoint, tmp_path, cc, credentials)
+        assert not cc.unexpected, cc.unexpected
+
+
+async def _fuzz(pool: asyncpg.Pool, s3_endpoint: MotoEndpoint, tmp_path: Path, cc: CloudControllerDouble,
+                credentials: list[str]) -> None:
+    app = create_app(make_settings(s3_endpoint_url=s3_endpoint.url, scan_deadline_seconds=5, cf_api_url=cc.url),
+                     pool=pool, start_scheduler=False)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     port = free_port()
@@ -56,7 +70,7 @@ async def test_schemathesis_finds_no_server_errors_or_schema_violations(pool: as
             str(ST if ST.exists() else shutil.which("st")), "--config-file", str(cfg), "run",
             f"http://127.0.0.1:{port}/openapi.json", "--checks", "all", "--max-examples", "30",
             "--max-time", "90", "--request-timeout", "10", "--seed", "1", "--workers", "1",
-            "--auth", f"{OPERATOR[0]}:{OPERATOR[1]}", "--no-color",
+            *credentials, "--no-color",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.api.st_hooks", "BC_ST_HOOKS_MARKER": str(marker),
                  "BC_ST_PROBLEMS_SEEN": str(problems),

@@ -419,6 +419,9 @@ async def test_metrics_expose_catalog_gauges_and_request_counters(client: TestCl
     assert value("backup_catalog_last_recoverable_timestamp_seconds", instance_guid=A) == at(30).timestamp()
     assert value("backup_catalog_newest_backup_timestamp_seconds", instance_guid=B) == at(61).timestamp()
     assert value("backup_catalog_wal_holes", instance_guid=A) == 0
+    # nothing indexed yet: all 8 archived segments (2..9) are the WAL index's lag; deleted B is not indexed
+    assert value("backup_catalog_wal_index_lag_segments", instance_guid=A) == 8
+    assert ("backup_catalog_wal_index_lag_segments", (("instance_guid", B),)) not in samples
     assert value("backup_catalog_scan_failing", instance_guid=A) == 0
     assert value("backup_catalog_instances", state="deleted") == 1
     assert value("backup_catalog_http_requests_total", method="GET", route="/healthz", status="200") == 1

@@ -108,6 +108,7 @@ async def test_role_matrix(users: TestClient, cc: CloudControllerDouble, user: s
         assert {i["can_undo"] for i in doc["instances"]} == {can_undo}
         deleted = next(i for i in doc["instances"] if i["instance_guid"] == B)
         assert deleted["name"] == "production" and deleted["deleted_at"] and deleted["undo_until"]
+        assert deleted["newest_backup"]["age_seconds"] > 30 * 86400, "counted to now, not to the deletion"
         legacy = next(i for i in doc["instances"] if i["instance_guid"] == "inst-a")
         assert [f["name"] for f in legacy["former_names"]] == ["production"]
         assert legacy["windows"] and legacy["newest_backup"]["label"]
@@ -266,7 +267,8 @@ async def test_audit_line_per_bearer_request_and_counters(users: TestClient, cc:
     await _preview(users, dev, {**PREVIEW, "point-in-time": iso(-500)})
     await _show(users, cc.token_for("u-stranger"))
     await _list(users, cc.token_for("u-dev", _alg="none"))
-    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "backup_catalog.audit"]
+    fields = ("user_id", "user_name", "route", "space_guid", "instance", "outcome", "status")
+    lines = [{f: getattr(r, f) for f in fields} for r in caplog.records if r.name == "backup_catalog.audit"]
     assert [(x["user_name"], x["outcome"], x["status"]) for x in lines] == [
         ("dev", "ok", 200), ("dev", "target_before_window", 422), ("stranger", "hidden", 404), (None, "token_alg", 401)]
     assert lines[0]["route"] == "/spaces/{space_guid}/clones" and lines[0]["instance"] == "production"
@@ -296,3 +298,40 @@ async def test_openapi_documents_both_security_schemes(users: TestClient) -> Non
     op = doc["paths"]["/spaces/{space_guid}/services"]["get"]
     assert {"uaa": []} in op["security"] and {"broker": []} in op["security"]
     assert {"uaa": []} not in doc["paths"]["/instances/{guid}"]["put"]["security"]
+
+
+async def test_keys_are_refetched_when_old_and_a_withdrawn_key_stops_verifying(cc: CloudControllerDouble) -> None:
+    """The verifier alone, on a clock the test moves: after KEYS_MAX_AGE_SECONDS the key set is fetched again;
+    a UAA that cannot answer then does not lock users out; a key UAA withdrew stops verifying."""
+    import aiohttp
+
+    from api.uaa import KEYS_MAX_AGE_SECONDS, TokenVerifier
+    from backup_catalog.usecases.access import InvalidToken
+    now = [1000.0]
+    async with aiohttp.ClientSession() as http:
+        v = TokenVerifier(lambda: http, uaa_url=None, cf_api_url=cc.url, refetch_seconds=30, clock=lambda: now[0])
+        old = cc.token_for("u-dev")
+        assert (await v.verify(old)).user_name == "dev" and v.key_fetches == 1
+        now[0] += KEYS_MAX_AGE_SECONDS
+        fetches = cc.requests["keys"]
+        cc.fail_next(1, 503)                     # the UAA is out at the moment the set is due
+        assert (await v.verify(old)).user_name == "dev", "old keys keep working while UAA is out"
+        assert cc.requests["keys"] == fetches + 1
+        cc.uaa.rotate(keep_old=False)            # UAA withdraws key-1
+        now[0] += 31
+        with pytest.raises(InvalidToken) as e:
+            await v.verify(old)
+        assert e.value.check == "kid" and v.key_fetches == 2
+        assert (await v.verify(cc.token_for("u-dev"))).user_id == "u-dev"
+
+
+async def test_uaa_url_setting_wins_over_the_cc_root_document(pool: asyncpg.Pool, cc: CloudControllerDouble) -> None:
+    await seed_history(pool)
+    app = create_app(make_settings(cf_api_url=cc.url, uaa_url=cc.uaa_url), pool=pool, start_scheduler=False)
+    async with TestClient(TestServer(app)) as c:
+        assert (await _list(c, cc.token_for("u-dev")))[0] == 200
+        assert cc.requests["root"] == 0 and cc.requests["keys"] == 1
+    app = create_app(make_settings(cf_api_url=cc.url), pool=pool, start_scheduler=False)
+    async with TestClient(TestServer(app)) as c:
+        assert (await _list(c, cc.token_for("u-dev")))[0] == 200
+        assert cc.requests["root"] == 1, "links.uaa of the CC's root document, as the cf CLI finds it"

@@ -189,3 +189,16 @@ async def test_two_apscheduler_replicas(pool: asyncpg.Pool, s3: Any, fleet: list
     assert all(r["finished_at"] is not None for r in rows)
     assert sum(1 for o in outcomes if o.ok) >= len(fleet)
     assert await advisory_locks(pool) == 0
+
+
+@pytest.mark.parametrize("kw, added", [({}, True), ({"wal_index_enabled": False}, False),
+                                        ({"wal_index_bytes_per_hour": 0}, False)])
+async def test_the_wal_index_job_follows_its_settings(kw: dict[str, Any], added: bool) -> None:
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+    sched = AsyncIOScheduler(timezone=timezone.utc)
+    settings = make_settings(wal_index_interval_seconds=30, **kw)
+    assert jobs.add_wal_index(sched, None, settings, None, "me") is added  # type: ignore[arg-type]
+    job = sched.get_job(jobs.WAL_INDEX_JOB_ID)
+    assert (job is not None) is added
+    if job is not None:
+        assert job.max_instances == 1 and job.coalesce and job.trigger.interval == timedelta(seconds=30)

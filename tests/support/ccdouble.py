@@ -84,6 +84,7 @@ class CloudControllerDouble:
     roles: set[tuple[str, str, str]] = field(default_factory=set)   # (user guid, role type, space or org guid)
     plans: dict[str, str] = field(default_factory=lambda: {"plan-1": "small", "plan-2": "large"})
     down: bool = False                 # every /v3 request answers 503 (the CC is out)
+    any_space: bool = False            # every space GUID exists (in org-1): for fuzzing behind the CC
     create_polls: int = 2              # job/last_operation polls before the broker's operation ends
     create_fails: str | None = None    # the broker's failure description (None: the operation succeeds)
     created: list[CreateCall] = field(default_factory=list)
@@ -139,11 +140,14 @@ class CloudControllerDouble:
     def sees_space(self, user: CfUser, scopes: list[str], space: str) -> bool:
         if "cloud_controller.admin" in scopes or "cloud_controller.admin_read_only" in scopes:
             return True
-        org = self.spaces.get(space)
+        org = self._org_of(space)
         if org is None:
             return False
         return any(r[0] == user.guid and ((r[1] in SPACE_ROLES and r[2] == space)
                                            or (r[1] == "organization_manager" and r[2] == org)) for r in self.roles)
+
+    def _org_of(self, space: str) -> str | None:
+        return self.spaces.get(space) or ("org-1" if self.any_space else None)
 
     def expire_tokens(self) -> None:
         """Every token issued so far is now rejected with 401 (the client still believes it valid)."""
@@ -379,7 +383,7 @@ class CloudControllerDouble:
         if who is None:
             return _error(401, "CF-InvalidAuthToken", "Invalid Auth Token", code=1000)
         guid = request.match_info["guid"]
-        org = self.spaces.get(guid)
+        org = self._org_of(guid)
         if org is None or not self._visible(who, guid):
             return _error(404, "CF-ResourceNotFound", "Space not found", code=10010)
         return web.json_response(self._space_doc(guid, org))

@@ -101,3 +101,19 @@ def test_failure_reason_names_the_segment_once() -> None:
     assert r.failure_reason("verify", "checksum mismatch in segment 0000000100000000000000AA", "0000000100000000000000AA") \
         == "verify: checksum mismatch in segment 0000000100000000000000AA"
     assert r.failure_reason("recover", "stopped early", "X") == "recover: stopped early (segment X)"
+
+
+def test_drill_points_for_exact_targets() -> None:
+    from backup_catalog.usecases.drill import point_doc, point_from_request
+    from recovery.errors import PlanningError
+    from recovery.target import TargetKind, make_target
+    x = point_from_request(None, None, before_xid="748")
+    assert (x.kind, x.xid, x.name) == ("xid", 748, None)
+    assert make_target(**x.target_kwargs()).kind is TargetKind.XID
+    assert point_doc(x)["value"] == 748
+    n = point_from_request(None, 2, restore_point="before-migration")
+    assert (n.kind, n.name, n.timeline) == ("name", "before-migration", 2)
+    assert point_doc(n)["value"] == "before-migration"
+    assert make_target(**n.target_kwargs()).name == "before-migration"
+    with pytest.raises(PlanningError):
+        point_from_request(None, None, before_xid="nope")
