@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api import keys
 from api.errors import BadRequest, NotAvailable, problem
-from api.handlers import path_param
+from api.params import path_param
 from backup_catalog.usecases import changes as uc
 from recovery.changes import RangeTooLarge
 from recovery.errors import PlanningError

@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
-from pydantic import TypeAdapter, ValidationError
 
 from api import keys
-from api.errors import BadRequest, NotAvailable, ScanBusy, ScanFailed, read_json
+from api.errors import NotAvailable, ScanBusy, ScanFailed, read_json
+from api.metrics import CONTENT_TYPE, ApiMetrics
+from api.params import bool_query, path_param
 from api.schemas import (
     CloneRequest,
     InstanceList,
@@ -18,7 +19,6 @@ from api.schemas import (
     InstancePatch,
     InstancePut,
     ScanOutcomeOut,
-    Text,
     dump,
 )
 from backup_catalog.formats.documents import instance_to_dict
@@ -27,31 +27,6 @@ from catalog.errors import NotScanned
 from recovery.errors import PlanningError
 from recovery.model import InstanceRef, Storage
 
-_TEXT: TypeAdapter[str] = TypeAdapter(Text)
-
-
-def path_param(request: web.Request, name: str) -> str:
-    """A path parameter checked against the same rule as names and GUIDs in bodies."""
-    value = request.match_info[name]
-    try:
-        return _TEXT.validate_python(value)
-    except ValidationError:
-        raise BadRequest("invalid_path_parameter",
-                         f"path parameter {name} must be 1-255 printable characters") from None
-
-
-def bool_query(request: web.Request, name: str) -> bool:
-    """A boolean query parameter as the OpenAPI document declares it: ``true`` or ``false`` (the contract
-    fuzz sends ``?full=`` and ``?full=1`` as type violations; they are 400s, not guesses)."""
-    raw = request.query.get(name)
-    if raw is None or raw.lower() == "false":
-        return False
-    if raw.lower() == "true":
-        return True
-    raise BadRequest("invalid_query_parameter", f"query parameter {name} must be true or false")
-
-
-# -- broker ------------------------------------------------------------------------------------
 
 async def get_backups(request: web.Request) -> web.Response:
     space, name = path_param(request, "space_guid"), path_param(request, "name")
@@ -142,5 +117,14 @@ async def get_health(request: web.Request) -> web.Response:
 
 
 async def get_openapi(request: web.Request) -> web.Response:
-    from api.openapi import openapi_document
-    return web.json_response(openapi_document())
+    return web.json_response(request.app[keys.OPENAPI]())
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    m: ApiMetrics = request.app[keys.METRICS]
+    settings = request.app[keys.SETTINGS]
+    base = settings.external_url or f"{request.scheme}://{request.host}"
+    resp = web.Response(body=await m.render(request.app[keys.POOL], settings, base_url=base))
+    resp.headers["Content-Type"] = CONTENT_TYPE
+    return resp
+

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -22,3 +23,5 @@ HOLDER = web.AppKey("holder", str)                 # this replica's lease-holder
 SCAN_TASKS = web.AppKey("scan_tasks", set)         # running scan tasks, awaited or cancelled at shutdown
 
 ScanTasks = set[asyncio.Task[Any]]
+# the OpenAPI document, as the composition root hands it in (api.openapi reads the route table)
+OPENAPI: web.AppKey[Callable[[], dict[str, Any]]] = web.AppKey("openapi")

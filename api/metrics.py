@@ -292,16 +292,6 @@ def _lines(families: Iterable[_Family]) -> Iterable[str]:
         yield from f.lines
 
 
-async def get_metrics(request: web.Request) -> web.Response:
-    from api import keys
-    m: ApiMetrics = request.app[keys.METRICS]
-    settings = request.app[keys.SETTINGS]
-    base = settings.external_url or f"{request.scheme}://{request.host}"
-    resp = web.Response(body=await m.render(request.app[keys.POOL], settings, base_url=base))
-    resp.headers["Content-Type"] = CONTENT_TYPE
-    return resp
-
-
 def metrics_middleware(metrics: ApiMetrics) -> Callable[..., Awaitable[web.StreamResponse]]:
     """Count every response by method, route template (not the raw path) and status."""
 

@@ -12,7 +12,7 @@ from pydantic import Field
 
 from api import keys
 from api.errors import PROBLEMS, NotAvailable, read_json
-from api.handlers import path_param
+from api.params import path_param
 from api.schemas import _Request, _Response, dump
 from backup_catalog.usecases import purge
 from scheduler.clients import PurgeNotConfigured, purge_s3_client

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from pydantic import BaseModel
 
-from api import changes, coverage, drills, handlers, metrics, ready, schemas, spaces
+from api import changes, coverage, drills, handlers, ready, schemas, spaces
 from api import purge as purge_api
 from api.auth import Role
 from api.errors import BadRequest
@@ -118,7 +118,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "/instances/{guid}/coverage.html", coverage.get_instance_coverage_html, _O,
               "One instance's coverage with every backup, as an HTML page", "instanceCoverageHtml",
               media="text/html", errors=(400, 404, 503), tags=("operator",)),
-    Operation("GET", "/metrics", metrics.get_metrics, _O, "Prometheus metrics", "metrics",
+    Operation("GET", "/metrics", handlers.get_metrics, _O, "Prometheus metrics", "metrics",
               media="text/plain", tags=("operator",)),
     Operation("GET", "/purges", purge_api.get_purges, _O,
               "Purge dry run: deleted instances past their undo period, their exact prefixes, objects and bytes",

@@ -12,7 +12,7 @@ from aiohttp import web
 from pydantic import Field
 
 from api import keys
-from api.handlers import path_param
+from api.params import path_param
 from api.schemas import CoverageDrill, WindowOut, _Response
 from api.userauth import user_of
 from backup_catalog.usecases.space_services import space_services

@@ -33,6 +33,7 @@ from backup_catalog.usecases.access import (
     can_undo,
     decide,
 )
+from catalog import tracing
 from catalog.errors import UnknownService
 from recovery.errors import PitrError
 
@@ -83,7 +84,7 @@ class UserAuth:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession()
+            self._session = aiohttp.ClientSession(trace_configs=tracing.aiohttp_trace_configs("UAA / Cloud Controller"))
         return self._session
 
     async def close(self) -> None:

@@ -148,7 +148,7 @@ def main() -> int:
 
     from bench import sidebyside
     from catalog import db as catalog_db
-    from catalog import embedded, repo
+    from catalog import embedded, migrate, repo
     from recovery.model import InstanceRef, Storage
     tmp = Path(tempfile.mkdtemp(prefix="bench-drills-pg-", dir="/tmp"))
     tmp.chmod(0o755)
@@ -161,7 +161,7 @@ def main() -> int:
                 from scheduler.clients import s3_client
                 from scheduler.runner import scan_instance
                 pool = await catalog_db.open_pool(dsn)
-                await catalog_db.init_schema(pool)
+                await migrate.init_schema(pool)
                 try:
                     async with s3_client(drill_settings(ep, dsn, tmp)) as client:
                         for r in regs.values():

@@ -41,6 +41,7 @@ from backup_catalog.usecases import events_setup
 from backup_catalog.usecases.event_stream import Stream
 from backup_catalog.usecases.events import Consumer, Index, NullObserver
 from catalog import db as catalog_db
+from catalog import migrate
 from recovery.wal import DEFAULT_SEG_SIZE, segment_name
 from sandbox.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoEndpoint
 from scheduler import runner
@@ -388,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
 
         async def init() -> None:
             pool = await catalog_db.open_pool(dsn)
-            await catalog_db.init_schema(pool)
+            await migrate.init_schema(pool)
             await pool.close()
         asyncio.run(init())
         with MotoEndpoint() as ep:

@@ -24,7 +24,7 @@ from typing import Any
 
 from bench import archives, bigcatalog, drills, events, fastlist, fleetreports, load, report, sidebyside, walrecords
 from catalog import db as catalog_db
-from catalog import embedded, repo
+from catalog import embedded, migrate, repo
 from recovery.model import InstanceRef, Storage
 from sandbox.s3 import MotoEndpoint, free_port, wait_port
 
@@ -368,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
 async def _init(dsn: str) -> None:
     pool = await catalog_db.open_pool(dsn)
     try:
-        await catalog_db.init_schema(pool)
+        await migrate.init_schema(pool)
     finally:
         await pool.close()
 

@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from catalog import tracing
 from catalog.errors import CatalogUnavailable
 from recovery.lsn import Lsn
 
@@ -103,6 +104,7 @@ async def open_pool(dsn: str, **kw: Any) -> asyncpg.Pool:
 
     async def init(conn: asyncpg.Connection) -> None:
         await register_codecs(conn)
+        tracing.instrument_connection(conn)
         if user_init is not None:
             await user_init(conn)
 
@@ -124,25 +126,8 @@ async def connect(dsn: str, **kw: Any) -> asyncpg.Connection:
     except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
         raise unavailable(dsn, exc) from None
     await register_codecs(conn)
+    tracing.instrument_connection(conn)
     return conn
-
-
-async def init_schema(db: DbLike) -> None:
-    """Create the catalog (``schema.sql``) or upgrade it to the newest schema version (:mod:`catalog.migrate`),
-    serialised against concurrent callers.
-
-    :raises catalog.migrate.SchemaTooNew: the catalog was upgraded by a newer release.
-    """
-    from catalog import migrate
-    await migrate.upgrade(db)
-
-
-async def ensure_schema(db: DbLike) -> bool:
-    """Like :func:`init_schema`, but one small query when the catalog is already current (short CLI
-    commands). True when something was applied."""
-    from catalog import migrate
-    result = await migrate.ensure_current(db)
-    return result is not None and (result.created or bool(result.applied))
 
 
 @asynccontextmanager

@@ -282,3 +282,22 @@ async def ensure_current(db: Conn | asyncpg.Pool) -> UpgradeResult | None:
     if not status.fresh and not status.pending:
         return None
     return await upgrade(db, migrations=ms)
+
+
+# -- what the catalog's users call (tests, bench: a catalog at this release's schema) --------------------
+
+async def init_schema(db: Conn | asyncpg.Pool) -> None:
+    """Create the catalog (``schema.sql``) or upgrade it to the newest schema version (this module),
+    serialised against concurrent callers.
+
+    :raises SchemaTooNew: the catalog was upgraded by a newer release.
+    """
+    await upgrade(db)
+
+
+async def ensure_schema(db: Conn | asyncpg.Pool) -> bool:
+    """Like :func:`init_schema`, but one small query when the catalog is already current (short CLI
+    commands). True when something was applied."""
+    result = await ensure_current(db)
+    return result is not None and (result.created or bool(result.applied))
+

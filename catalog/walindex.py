@@ -160,6 +160,18 @@ async def summaries_between(db: Db, guid: str, start: datetime, end: datetime) -
     return [_summary(r) for r in rows]
 
 
+async def summaries_around(db: Db, guid: str, start: datetime, end: datetime, n: int = 8) -> list[SegmentSummary]:
+    """The indexed segments whose commits all precede ``start`` (the ``n`` latest) or all follow ``end`` (the
+    ``n`` earliest): where reading a time range may begin and end (``changes``)."""
+    rows = await db.fetch(
+        f"""(SELECT {_SUMMARY_COLS} FROM wal_segment_summaries WHERE instance_guid = $1 AND last_commit_time < $2
+             ORDER BY last_commit_time DESC LIMIT $4)
+            UNION ALL
+            (SELECT {_SUMMARY_COLS} FROM wal_segment_summaries WHERE instance_guid = $1 AND first_commit_time > $3
+             ORDER BY first_commit_time LIMIT $4)""", guid, start, end, n)
+    return [_summary(r) for r in rows]
+
+
 async def unindexed_segments(db: Db, guid: str) -> int:
     """Archived segments from each timeline's cursor on (the lag; see the cursor table's comment)."""
     v = await db.fetchval(_LAG_SQL + " WHERE r.instance_guid = $1", guid)
@@ -222,4 +234,4 @@ def next_cursor(runs: Sequence[WalRun], timeline: int, cursor: int, indexed: set
 
 __all__ = ["Carry", "IndexState", "IndexedSegment", "carry_before", "index_state", "indexed_segnos",
            "lag_by_instance", "next_cursor", "restore_points", "save_segment", "segments_to_index", "set_cursor",
-           "summaries_between", "summaries_for_xid", "summaries_near_xid", "unindexed_segments"]
+           "summaries_around", "summaries_between", "summaries_for_xid", "summaries_near_xid", "unindexed_segments"]

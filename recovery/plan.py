@@ -9,7 +9,10 @@ otherwise (``target_before_window``, ``target_after_window``, ``wal_gap``, ``wal
 ``latest`` along a path whose WAL is cut after the chosen backup (a hole, a conflicting or a corrupt
 segment) is planned to the last reachable point, with a warning naming what cannot be replayed:
 PostgreSQL itself recovers up to the cut and promotes, and that is the newest state the archive gives.
-A time or LSN target at or past the cut stays refused.
+A time or LSN target at or past the cut stays refused. Exact targets (before-xid, restore-point) arrive
+resolved to their WAL record (:mod:`recovery.exact`) and are planned like an LSN at that record.
+
+(A little over 400 lines: the settings of every target kind and the refusals they share read as one piece.)
 """
 from __future__ import annotations
 

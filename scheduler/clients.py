@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from botocore.config import Config
 
+from catalog import tracing
 from recovery.errors import PitrError
 from scheduler.storage import make_session, s3_config
 
@@ -87,6 +88,7 @@ async def _client(settings: S3Settings, key: str | None, secret: str | None) -> 
     # TLS verification is on unless S3_VERIFY_TLS=false; S3_CA_BUNDLE trusts a private endpoint's CA
     verify: bool | str = settings.s3_verify_tls and (settings.s3_ca_bundle or True)
     async with session.client("s3", endpoint_url=settings.s3_endpoint_url, config=cfg, verify=verify) as client:
+        tracing.instrument_s3(client)
         yield client
 
 
@@ -106,4 +108,5 @@ async def sqs_client(settings: S3Settings, queue_url: str, *, consumer: bool = F
                  read_timeout=max(settings.s3_read_timeout_seconds, 30.0))   # above the 20 s long poll
     verify: bool | str = settings.s3_verify_tls and (settings.s3_ca_bundle or True)
     async with session.client("sqs", endpoint_url=endpoint_for(queue_url), config=cfg, verify=verify) as client:
+        tracing.instrument_s3(client)
         yield client

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
-from catalog import derived, repo
+from catalog import derived, repo, tracing
 from catalog.errors import NotScanned
 from catalog.scanresult import ScanResult
 from recovery.model import Layout
@@ -58,6 +58,7 @@ async def previous_of(pool: asyncpg.Pool, guid: str, rec: Any, *, full: bool) ->
 Observe = Callable[[str, Previous, ScanResult], None]   # (guid, what the catalog held, what the scan found)
 
 
+@tracing.traced("scan", lambda a: {"instance.guid": a.get("guid"), "scan.full": a.get("full")})
 async def scan_instance(pool: asyncpg.Pool, client: Any, guid: str, *, full: bool, settings: ScanConfig,
                         expected_generation: int | None = None, lease_key: str | None = None,
                         lease_token: int | None = None, observe: Observe | None = None) -> ScanOutcome:

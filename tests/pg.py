@@ -25,7 +25,8 @@ import pytest
 import pytest_asyncio
 
 from catalog import embedded
-from catalog.db import init_schema, open_pool
+from catalog.db import open_pool
+from catalog.migrate import init_schema
 from catalog.repo import TABLES
 
 

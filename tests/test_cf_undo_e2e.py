@@ -174,6 +174,14 @@ async def test_json_clone_failed_platform_exit_4_and_refusals(world: World) -> N
     code, out, _ = await run_plain(env, "list", "--space", "someone-elses", "--json")
     assert code == 2 and "no space named" in json.loads(out)["error"]["message"]
 
+    # changes: the catalog's route through the user's token; its refusals keep their codes and exit codes
+    code, out, _ = await run_plain(env, "changes", "production", "--from", iso(80), "--to", iso(70), "--json")
+    assert code == 3 and json.loads(out)["error"]["code"] == "invalid_range", out
+    code, out, _ = await run_plain(env, "changes", "production", "--from", "yesterday", "--to", iso(70), "--json")
+    assert code == 2, out
+    code, out, _ = await run_plain(env, "changes", "nothing-here", "--from", iso(60), "--to", iso(70), "--json")
+    assert code == 3 and json.loads(out)["error"]["code"] == "unknown_service", out
+
     code, out, _ = await run_plain(env, "clone", "nothing-here", "--as", "x", "--latest", "--yes", "--json")
     assert code == 3 and json.loads(out)["error"]["code"] == "unknown_service"
 

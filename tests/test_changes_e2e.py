@@ -214,3 +214,20 @@ async def _http_checks(scenario: Scenario, client: TestClient) -> None:  # type:
     assert body["need"] > 2 and body["limit"] == 2
     r = await client.get(f"/spaces/{scenario.space}/services/nobody/changes", params=q, headers=AS_BROKER)
     assert r.status == 404
+
+
+async def test_the_wal_index_narrows_what_is_read(scenario: Scenario, _catalog_pool: asyncpg.Pool) -> None:
+    """Indexed segments are anchors too: never more is read, and the answer is the same."""
+    from backup_catalog.usecases.walindex import index_listed
+    from catalog import walindex
+
+    truth = scenario.archives["pgbackrest"].truth
+    drop, _, truncate = truth["mistakes"]
+    start, end = when(drop["commit_time"]) - timedelta(seconds=1), when(truncate["commit_time"]) + timedelta(seconds=1)
+    plain = await _changes(scenario, _catalog_pool, "pgbackrest", start, end)
+    await index_listed(_catalog_pool, scenario.settings, [f"{scenario.space}-pgbackrest"], "changes-e2e")
+    summaries = await walindex.summaries_around(_catalog_pool, f"{scenario.space}-pgbackrest", start, end)
+    assert summaries, "the index job stored no segment summaries"
+    indexed = await _changes(scenario, _catalog_pool, "pgbackrest", start, end)
+    assert 1 <= indexed["segments_read"] <= plain["segments_read"]
+    assert indexed["transactions"] == plain["transactions"] and indexed["transactions"][0]["xid"] == drop["xid"]

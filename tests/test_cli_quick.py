@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 
-from catalog import db as catalog_db
+from catalog import migrate
 from tests.api.seed import SPACE, seed_history
 
 HEAVY = ("pydantic", "pydantic_settings", "rich", "aiohttp", "botocore", "aioboto3", "apscheduler", "moto")
@@ -77,9 +77,9 @@ async def test_the_table_output_still_renders(pool: asyncpg.Pool, catalog_dsn: s
 
 async def test_schema_is_upgraded_only_when_a_migration_is_pending(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
-        await catalog_db.init_schema(conn)
-        assert await catalog_db.ensure_schema(conn) is False            # current: one query, no DDL
+        await migrate.init_schema(conn)
+        assert await migrate.ensure_schema(conn) is False            # current: one query, no DDL
         await conn.execute("DELETE FROM schema_version WHERE version = 2")   # as if 0002 were new
-        assert await catalog_db.ensure_schema(conn) is True             # pending: applied
+        assert await migrate.ensure_schema(conn) is True             # pending: applied
         assert 2 in {r[0] for r in await conn.fetch("SELECT version FROM schema_version")}
-        assert await catalog_db.ensure_schema(conn) is False
+        assert await migrate.ensure_schema(conn) is False

@@ -39,7 +39,8 @@ from backup_catalog.usecases import drill as uc
 from backup_catalog.usecases import drill_rules as rules
 from backup_catalog.usecases.drill_schedule import JOB, DrillSupervisor
 from catalog import drills
-from catalog.db import init_schema, open_pool
+from catalog.db import open_pool
+from catalog.migrate import init_schema
 from recovery.wal import WalSegment, segment_name
 from sandbox.s3 import free_port, wait_port
 from scheduler.clients import s3_client

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from catalog import tracing
 from recovery.errors import PitrError
 
 
@@ -96,7 +97,8 @@ class CloudController:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            self._session = aiohttp.ClientSession(timeout=self._timeout,
+                                                  trace_configs=tracing.aiohttp_trace_configs("Cloud Controller"))
         return self._session
 
     # -- public calls ----------------------------------------------------------------------------

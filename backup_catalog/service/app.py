@@ -18,7 +18,7 @@ import os
 import shutil
 import signal
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import asyncpg
@@ -30,6 +30,7 @@ from api import keys, ready
 from api.auth import auth_middleware
 from api.errors import error_middleware
 from api.metrics import MULTIPROC_ENV, ApiMetrics, metrics_middleware, prepare_multiprocess_dir
+from api.openapi import openapi_document
 from api.routes import add_routes, query_middleware
 from api.userauth import UserAuth
 from backup_catalog.service import jobs, logs
@@ -62,6 +63,8 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None, s3: Any 
     app.middlewares.append(query_middleware())
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = metrics
+    document: Callable[[], dict[str, Any]] = openapi_document     # built on first request, once per process
+    app[keys.OPENAPI] = document
     app[keys.HOLDER] = holder or scan.default_holder()
     app[keys.SCAN_TASKS] = set()
     app[keys.SNAPSHOTS] = SnapshotCache(settings.snapshot_cache_backups)

@@ -195,6 +195,8 @@ def reference() -> str:
     out = [HEADER, "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows():
         out.append("| " + " | ".join(r[c] for c in cols) + " |")
+    out.append("\nTraces are configured by OpenTelemetry's own variables, not by this model: "
+               "`OTEL_EXPORTER_OTLP_ENDPOINT` turns them on ([operations.md](operations.md#traces-opentelemetry-opt-in)).")
     return "\n".join(out) + "\n"
 
 

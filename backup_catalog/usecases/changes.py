@@ -17,10 +17,11 @@ from typing import Any
 
 import asyncpg
 
-from catalog import relmaps, repo
+from catalog import relmaps, repo, walindex
 from catalog.errors import NotScanned
 from recovery.changes import CHANGES_MAX_SEGMENTS, SLACK, Anchor, NothingToRead, SegmentRange, changes_doc, segments_for
 from recovery.errors import PlanningError
+from recovery.exact import SegmentSummary
 from recovery.model import ArchiveSnapshot
 from recovery.relnames import RelationNames
 from recovery.timeline import TimelinePath, build_paths
@@ -55,10 +56,14 @@ def _path(snap: ArchiveSnapshot) -> TimelinePath:
     return build_paths(snap.histories, sorted(tlis))[max(tlis)]
 
 
-def anchors_of(snap: ArchiveSnapshot, path: TimelinePath) -> list[Anchor]:
-    """Known (segment, time) pairs on the path: backups' start and stop, exact window edges."""
+def anchors_of(snap: ArchiveSnapshot, path: TimelinePath, indexed: Sequence[SegmentSummary] = ()) -> list[Anchor]:
+    """Known (segment, time) pairs on the path: the WAL index's segment summaries (first and last commit),
+    backups' start and stop, exact window edges."""
     size = snap.seg_size
     out: list[Anchor] = []
+    for s in indexed:   # its first commit is in it; the WAL after its last commit begins at the next segment
+        if path.entry(s.timeline) is not None and path.segment_tli(s.segno, size) == s.timeline:
+            out += [Anchor(n, t) for n, t in ((s.segno, s.first_time), (s.segno + 1, s.last_time)) if t is not None]
     for b in snap.backups:
         if b.timeline is None or path.entry(b.timeline) is None:
             continue
@@ -109,12 +114,17 @@ async def changes(pool: asyncpg.Pool, client: Any, space: str, name: str, start:
     if snap.layout is None:
         raise NotScanned(rec.guid)
     path = _path(snap)
-    chosen = segments_for(path, snap.runs, snap.seg_size, anchors_of(snap, path), start, end, limit=max_segments)
+    indexed = await walindex.summaries_around(pool, rec.guid, start - SLACK, end + SLACK)
+    chosen = segments_for(path, snap.runs, snap.seg_size, anchors_of(snap, path, indexed), start, end,
+                          limit=max_segments)
     store = store or S3Store(client, rec.storage.bucket)
     roots = await wal_roots(store, snap.layout, rec.storage.prefix, rec.stanza or rec.storage.stanza)
     found = await locate(store, roots, chosen.files, snap.seg_size)
     keys = {k: o.key for k, o in found.items()}
-    summary, read, notes = await _read(store, keys, chosen, snap.seg_size, end)
+    first = chosen.files[0] if chosen.files else None
+    known = await walindex.carry_before(pool, rec.guid, *first) if first else None  # the record crossing into it
+    carry = Carry(known.lsn, known.total_len, known.head) if known else None
+    summary, read, notes = await _read(store, keys, chosen, snap.seg_size, end, carry)
     wanted = {(f.db, f.rel) for t in summary.transactions if start <= t.commit_time <= end
               for f in (*t.dropped, *(r.rel for r in t.rows))}
     names = await relmaps.names_for(pool, rec.guid, wanted, end) if wanted else RelationNames.of(())
@@ -127,10 +137,10 @@ async def changes(pool: asyncpg.Pool, client: Any, space: str, name: str, start:
 
 
 async def _read(store: ObjectStore, keys: dict[tuple[int, int], str], chosen: SegmentRange, seg_size: int,
-                end: datetime) -> tuple[Any, int, list[str]]:
-    """Decode the chosen files in order; stop after the first one whose commits all follow ``end``."""
+                end: datetime, carry: Carry | None) -> tuple[Any, int, list[str]]:
+    """Decode the chosen files in order (``carry``: the record crossing into the first, when the index kept
+    it); stop after the first one whose commits all follow ``end``."""
     acc, notes, read = Summariser(), [], 0
-    carry: Carry | None = None
     prev: int | None = None
     async for (tli, segno), data in _segments(store, keys, chosen.files, seg_size):
         name = segment_name(tli, segno, seg_size)

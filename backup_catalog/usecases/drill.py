@@ -34,7 +34,7 @@ from backup_catalog.usecases import scratch
 from backup_catalog.usecases.drill_rules import LATEST, DrillPoint
 
 __all__ = ["LATEST", "DrillBusy", "DrillOutcome", "DrillPoint", "ScratchBudget", "begin", "run_drill"]
-from catalog import drills, leases, repo
+from catalog import drills, leases, repo, tracing
 from catalog.errors import CatalogError, Conflict, NotScanned
 from recovery.docjson import document_json
 from recovery.errors import PlanningError
@@ -192,6 +192,7 @@ async def begin(pool: asyncpg.Pool, settings: Settings, guid: str, *, point: Dri
     return drill_id, lease
 
 
+@tracing.traced("drill", lambda a: {"instance.guid": a.get("guid"), "drill.trigger": a.get("trigger")})
 async def run_drill(pool: asyncpg.Pool, settings: Settings, guid: str, *, point: DrillPoint = LATEST,
                     trigger: str = "manual", holder: str | None = None, drill_id: int | None = None,
                     budget: ScratchBudget | None = None, progress: Progress | None = None,

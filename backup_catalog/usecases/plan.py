@@ -13,7 +13,7 @@ import asyncpg
 from backup_catalog.formats.documents import iso
 from backup_catalog.settings import PlanConfig
 from backup_catalog.usecases.snapshots import SnapshotCache, snapshot_of, whole_inputs
-from catalog import derived, repo
+from catalog import derived, repo, tracing
 from catalog.rows import InstanceRecord
 from recovery.errors import PlanningError
 from recovery.model import ArchiveSnapshot
@@ -26,6 +26,7 @@ from scheduler.layouts import spec_of
 from scheduler.layouts.spec import LayoutArgumentError, StorageLoc
 
 
+@tracing.traced("plan", lambda a: {"space.guid": a.get("space"), "clone_from": a["request"].clone_from})
 async def plan_doc(pool: asyncpg.Pool, settings: PlanConfig, space: str, request: CloneRequest,
                    *, now: datetime | None = None, cache: SnapshotCache | None = None) -> PlanDoc:
     """Resolve ``request.clone_from`` in the space at the target time and plan the recovery (or raise a

@@ -38,7 +38,7 @@ from backup_catalog.usecases.purge_rules import (
     reused,
     undo_until,
 )
-from catalog import leases, purges, repo
+from catalog import leases, purges, repo, tracing
 from catalog.rows import InstanceRecord
 from recovery.errors import PitrError, PlanningError
 from scheduler.deleter import S3Deleter
@@ -230,6 +230,7 @@ def _emit(on_progress: OnProgress | None, e: Entry, phase: str, message: str = "
         on_progress(ev)
 
 
+@tracing.traced("purge", lambda a: {"instance.guid": a["e"].rec.guid})
 async def _purge_one(pool: asyncpg.Pool, settings: Settings, client: Any, e: Entry, policy: Policy, holder: str,
                      token: int, on_progress: OnProgress | None) -> None:
     rec = e.rec

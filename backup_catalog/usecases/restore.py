@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 
 from backup_catalog.settings import Settings
+from catalog import tracing
 from catalog.connect import open_catalog
 from executor import ProgressEvent, RestoreError, RestoreResult, execute_plan
 from recovery.errors import PlanningError
@@ -27,6 +28,7 @@ async def plan_clone(pool: asyncpg.Pool, settings: Settings, space: str, request
     return await plan.plan_doc(pool, settings, space, request)
 
 
+@tracing.traced("restore", lambda a: {"space.guid": a.get("space"), "clone_from": a["request"].clone_from})
 async def restore_from_catalog(settings: Settings, space: str, request: CloneRequest, pgdata: Path, *,
                                pool: asyncpg.Pool | None = None, **kw: Any) -> RestoreResult:
     """Plan ``request`` in ``space`` and execute it. A refusal raises
@@ -66,6 +68,7 @@ def load_plan(text: str) -> PlanDoc:
         raise RestoreError("bad_input", "input", f"not an executable plan: {e}") from None
 
 
+@tracing.traced("restore", lambda a: {"instance.guid": a["plan"].source.instance_guid})
 async def restore_from_plan(settings: Settings, plan: PlanDoc, pgdata: Path, *,
                             pg_bin: Path | None = None, keep_running: bool = False, keep_failed: bool = False,
                             progress: Callable[[ProgressEvent], None] | None = None,

@@ -228,7 +228,15 @@ async def resolve_target(pool: asyncpg.Pool, rec: InstanceRecord, snap: ArchiveS
     path = resolve_path(snap, target.timeline)
     if target.kind is TargetKind.NAME:
         points = await walindex.restore_points(pool, rec.guid)
-        return replace(target, point=resolve_restore_point(points, target.name, path, target.pick))
+        try:
+            return replace(target, point=resolve_restore_point(points, target.name, path, target.pick))
+        except PlanningError as e:
+            lag = await walindex.unindexed_segments(pool, rec.guid) if e.code == "restore_point_unknown" else 0
+            if lag:      # the point may be in WAL the index has not read yet: say so
+                e.message += f"; {lag} archived segment(s) are not indexed yet"
+                e.args = (e.message,)
+                e.details["unindexed_segments"] = lag
+            raise
     xid = target.xid
     sums = await walindex.summaries_for_xid(pool, rec.guid, xid)
     cands = xid_segments(sums, xid, path, snap.seg_size)

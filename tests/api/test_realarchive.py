@@ -90,3 +90,30 @@ async def test_renamed_instance_by_old_name_at_old_time_and_new_name_now(real_cl
     refusal = await resp.json()
     assert resp.status == 422 and refusal["error"]["code"] == "target_after_window", refusal
     assert refusal["error"]["windows"]
+
+
+async def test_clone_before_a_transaction_over_http(real_client: TestClient, s3_endpoint: MotoEndpoint,
+                                                    pool: asyncpg.Pool) -> None:
+    """A before-xid clone request, resolved from the WAL index: the plan names the commit record it stops at."""
+    from backup_catalog.usecases import walindex as job
+    from scheduler.clients import s3_client
+    await register_and_scan(real_client, s3_endpoint, "g-xid", "shop")
+    settings = make_settings(s3_endpoint_url=s3_endpoint.url)
+    async with s3_client(settings) as client:
+        [o] = await job.run_once(pool, settings, client, "api-test", job.Budget(1 << 40), guids=["g-xid"])
+    assert o.indexed > 0 and o.lag == 0 and not o.problems, o
+    row = await pool.fetchrow("SELECT first_xid, first_commit_time FROM wal_segment_summaries WHERE instance_guid = "
+                              "'g-xid' AND timeline = 1 AND commits > 0 ORDER BY segno DESC LIMIT 1")
+    resp = await real_client.post(f"/spaces/{SPACE}/clones", headers=AS_BROKER,
+                                  json={"clone-from": "shop", "before-xid": row["first_xid"], "timeline": 1})
+    doc = await resp.json()
+    assert resp.status == 200, doc
+    t = doc["target"]
+    assert (t["kind"], t["value"], t["inclusive"], t["record_timeline"]) == ("xid", row["first_xid"], False, 1)
+    assert t["commit_time"] == row["first_commit_time"].isoformat().replace("+00:00", "Z")
+    assert doc["replay"]["stop"]["kind"] == "before_xid"
+    assert f"recovery_target_xid = '{row['first_xid']}'" in doc["files"]["postgresql.auto.conf"]
+    resp = await real_client.post(f"/spaces/{SPACE}/clones", headers=AS_BROKER,
+                                  json={"clone-from": "shop", "restore-point": "no-such-point"})
+    doc = await resp.json()
+    assert resp.status == 422 and doc["error"]["code"] == "restore_point_unknown", doc

@@ -4,8 +4,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from catalog.db import init_schema, open_pool
+from catalog.db import open_pool
 from catalog.errors import CatalogUnavailable
+from catalog.migrate import init_schema
 from recovery.lsn import Lsn
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

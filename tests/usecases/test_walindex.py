@@ -57,6 +57,10 @@ async def test_index_reads_each_segment_once_within_budget(env: dict[str, Any], 
     budget = job.Budget(24 * DEFAULT_SEG_SIZE, clock=clock, burst_seconds=300)   # 2 segments per 5 minutes
     first = await job.run_once(pool, env["settings"], env["client"], "me", budget, guids=[guid])
     assert [o.indexed for o in first] == [2] and first[0].lag == present - 2
+    with pytest.raises(PlanningError) as e:     # a restore point may be in WAL not indexed yet: said
+        await plan_clone(pool, env["settings"], env["space"], {"clone-from": f"prod-{tool}", "restore-point": "x"})
+    assert e.value.code == "restore_point_unknown" and e.value.details["unindexed_segments"] == present - 2
+    assert f"{present - 2} archived segment(s) are not indexed yet" in e.value.message
     # the lease of a running scan: not touched this tick
     token = await repo.try_acquire_lease(pool, f"scan:{guid}", "scanner", 60)
     clock.t += 300
