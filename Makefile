@@ -35,7 +35,7 @@ demo: setup
 	$(BIN)/backup-catalog demo
 
 # Product packages checked by mypy --strict (executor/ and sandbox/ join when they exist).
-PRODUCT := $(wildcard recovery catalog scheduler api backup_catalog bench executor sandbox cf_undo)
+PRODUCT := $(wildcard recovery catalog scheduler backup_catalog bench executor sandbox cf_undo)
 # The fast lane: the pure core, the layout parsers, the catalog on a private PostgreSQL, the doctests.
 FAST := tests/recovery tests/catalog $(wildcard tests/scheduler/test_layouts_*.py) recovery catalog scheduler
 

@@ -112,7 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Failure as e:
         return _fail(args, err, e)
     except KeyboardInterrupt:
-        return _fail(args, err, Failure(OTHER, "interrupted"))
+        created = getattr(args, "created", None)
+        note = f"; the platform keeps creating {created!r}: see 'cf service {created}'" if created else ""
+        return _fail(args, err, Failure(OTHER, "interrupted" + note))
     if args.json:
         print(json.dumps(doc, indent=2))
     return 0
@@ -275,6 +277,7 @@ async def clone_command(api: Api, args: argparse.Namespace, out: Console, space:
     if status not in (201, 202):
         raise Failure(REFUSED, f"the platform refused to create {args.new!r}: {cc_error(doc) or f'HTTP {status}'}",
                       {"error": {"code": "platform_refused", "status": status, "message": cc_error(doc)}})
+    args.created = args.new      # from here on, an interrupt leaves the platform working on it
     result = await follow(api, out, args, space, headers.get("Location"), quiet=args.json)
     return {"state": "created", "name": args.new, "space_guid": space.guid, "service_plan_guid": plan_guid,
             "parameters": body["parameters"], "plan": plan, **result}

@@ -24,6 +24,7 @@ from recovery.walrecords import RelFile
 from recovery.walsummary import CHANGES_MASS_ROWS, RestorePoint, Summary, Transaction
 
 SLACK = timedelta(seconds=1)
+_TABLE_KINDS = ("r", "p", "m", "S")   # tables, partitioned tables, materialized views, sequences
 CHANGES_MAX_SEGMENTS = 256
 
 
@@ -115,12 +116,20 @@ class _Namer:
 
 
 def _transaction(t: Transaction, timeline: int, namer: _Namer, mass_rows: int) -> dict[str, Any]:
-    dropped, reasons = [], []
+    dropped, reasons, besides = [], [], 0
+    # new files in the same database: TRUNCATE (or a rewrite) replaced the old ones; none: a DROP
+    verb = "truncated or rewrote" if any(f.db == rel.db for f in t.created for rel in t.dropped) else "dropped"
     for rel in t.dropped:
         e = namer.entry(rel, t.commit_time)
         if _user(rel, e):
             dropped.append(namer.relation(rel, e))
-            reasons.append(f"dropped or truncated {e.qualified if e else f'relation file {rel.rel}'}")
+            if e is None or e.kind in _TABLE_KINDS:
+                reasons.append(f"{verb} {e.qualified if e else f'relation file {rel.rel}'}")
+            else:
+                besides += 1   # its indexes, TOAST table and TOAST index
+    if besides:
+        reasons = [*reasons[:-1], f"{reasons[-1]} (and {besides} index/TOAST file{'s' if besides > 1 else ''})"] \
+            if reasons else [f"{verb} {besides} index/TOAST file{'s' if besides > 1 else ''}"]
     rows = []
     for r in t.rows:
         e = namer.entry(r.rel, t.commit_time)

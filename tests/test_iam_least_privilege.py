@@ -2,7 +2,7 @@
 enforcement on (``INITIAL_NO_AUTH_ACTION_COUNT``: the setup runs unauthenticated, then every request is
 authorised): the scanner-restorer lists and reads and is denied a delete; the purger deletes under its prefix
 and is denied elsewhere; the events consumer receives and deletes on its queue only; and the product's scan,
-restore and purge each run (the CLI, in a subprocess) with only their own principal's keys.
+restore, drill and purge each run (the CLI, in a subprocess) with only their own principal's keys.
 
 moto's enforcement differs from AWS's, so the users get the shipped documents translated (:func:`for_moto`),
 never widened: moto names the action it checks after the API operation (s3:ListObjectsV2 where AWS checks
@@ -260,6 +260,14 @@ def test_each_principal_can_do_its_part_and_nothing_more(moto: EnforcingMoto, ca
         assert start_and_read(d / "data")                  # the clone starts and has the archive's rows
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+    drill_dir = scratch_dir("iam-drill-")
+    try:
+        r = cli({**scan_env, "DRILL_SCRATCH_DIR": str(drill_dir)}, "drill", "--instance", "iam-keep", "--json")
+        assert r.returncode == 0, (r.stdout, r.stderr[-3000:])
+        assert json.loads(r.stdout)["state"] == "passed", r.stdout
+    finally:
+        shutil.rmtree(drill_dir, ignore_errors=True)
 
     r = cli(scan_env, "instances", "delete", "iam-gone", "--json")
     assert r.returncode == 0, r.stderr

@@ -45,7 +45,7 @@ EVENTS_HOLDER_SUFFIX = "/events"
 
 
 class Observer(Protocol):
-    """Where the consumer's counts go (``api.metrics.ApiMetrics`` implements it)."""
+    """Where the consumer's counts go (``backup_catalog.api.metrics.ApiMetrics`` implements it)."""
 
     def event(self, what: str, reason: str) -> None: ...          # received|applied|ignored|dropped
     def lag(self, seconds: float) -> None: ...

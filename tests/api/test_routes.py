@@ -9,9 +9,9 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from api.openapi import openapi_document
-from api.routes import OPERATIONS
-from api.schemas import BackupsDoc, PlanDoc, dump
+from backup_catalog.api.openapi import openapi_document
+from backup_catalog.api.routes import OPERATIONS
+from backup_catalog.api.schemas import BackupsDoc, PlanDoc, dump
 from recovery.model import Layout
 from tests.api.conftest import AS_BROKER, AS_OPERATOR, BROKER, OPERATOR, basic
 from tests.api.seed import OTHER_SPACE, SPACE, A, B, iso, seed_history
@@ -178,7 +178,7 @@ async def test_a_target_error_from_the_planner_is_a_400_problem_naming_the_field
     map to the same 400 with the field named, and keep the refusal document as ``error``."""
     from aiohttp.test_utils import make_mocked_request
 
-    from api.errors import to_response
+    from backup_catalog.api.errors import to_response
     from recovery.target import make_target
     req = make_mocked_request("POST", CLONES)
     for kw, field in (({"point-in-time": "yesterday-ish"}, ["point-in-time"]), ({"lsn": "0/ZZ"}, ["lsn"]),

@@ -12,9 +12,9 @@ from datetime import datetime
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from api import keys
-from api.errors import BadRequest, NotAvailable, problem
-from api.params import path_param
+from backup_catalog.api import keys
+from backup_catalog.api.errors import BadRequest, NotAvailable, problem
+from backup_catalog.api.params import path_param
 from backup_catalog.usecases import changes as uc
 from recovery.changes import RangeTooLarge
 from recovery.errors import PlanningError

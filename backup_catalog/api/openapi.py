@@ -7,10 +7,10 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from api import schemas
-from api.auth import Role
-from api.errors import PROBLEM_JSON
-from api.routes import OPERATIONS
+from backup_catalog.api import schemas
+from backup_catalog.api.auth import Role
+from backup_catalog.api.errors import PROBLEM_JSON
+from backup_catalog.api.routes import OPERATIONS
 
 REF = "#/components/schemas/{model}"
 _STATUS_TEXT = {200: "OK", 201: "Created", 202: "Accepted", 204: "No content",

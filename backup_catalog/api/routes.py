@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from pydantic import BaseModel
 
-from api import changes, coverage, drills, handlers, ready, schemas, spaces
-from api import purge as purge_api
-from api.auth import Role
-from api.errors import BadRequest
+from backup_catalog.api import changes, coverage, drills, handlers, ready, schemas, spaces
+from backup_catalog.api import purge as purge_api
+from backup_catalog.api.auth import Role
+from backup_catalog.api.errors import BadRequest
 from recovery.model import Layout
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

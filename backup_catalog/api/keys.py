@@ -9,7 +9,7 @@ import asyncpg
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from api.metrics import ApiMetrics
+from backup_catalog.api.metrics import ApiMetrics
 from backup_catalog.settings import Settings
 from backup_catalog.usecases.snapshots import SnapshotCache
 

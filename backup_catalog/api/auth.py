@@ -1,5 +1,5 @@
 """Authentication: HTTP basic with two roles (broker, operator) from settings, and UAA bearer tokens for
-end users on the broker's routes (:mod:`api.userauth`, decided by the Cloud Controller).
+end users on the broker's routes (:mod:`backup_catalog.api.userauth`, decided by the Cloud Controller).
 
 The broker role may use the broker routes; the operator role may use everything. Comparisons are
 constant-time (:func:`hmac.compare_digest` on both user name and password, always both), and no
@@ -15,8 +15,8 @@ from enum import StrEnum
 
 from aiohttp import web
 
-from api.errors import Forbidden, Unauthorized, to_response
-from api.userauth import UserAuth
+from backup_catalog.api.errors import Forbidden, Unauthorized, to_response
+from backup_catalog.api.userauth import UserAuth
 from backup_catalog.settings import Settings
 from backup_catalog.usecases.access import Need
 

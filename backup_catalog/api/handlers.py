@@ -1,6 +1,6 @@
 """Request handlers: parse and validate at the edge (api.schemas), call the use cases, shape the reply.
 
-Errors are raised, never rendered here: :mod:`api.errors` turns them into responses.
+Errors are raised, never rendered here: :mod:`backup_catalog.api.errors` turns them into responses.
 """
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import asyncio
 
 from aiohttp import web
 
-from api import keys
-from api.errors import NotAvailable, ScanBusy, ScanFailed, read_json
-from api.metrics import CONTENT_TYPE, ApiMetrics
-from api.params import bool_query, path_param
-from api.schemas import (
+from backup_catalog.api import keys
+from backup_catalog.api.errors import NotAvailable, ScanBusy, ScanFailed, read_json
+from backup_catalog.api.metrics import CONTENT_TYPE, ApiMetrics
+from backup_catalog.api.params import bool_query, path_param
+from backup_catalog.api.schemas import (
     CloneRequest,
     InstanceList,
     InstanceOut,
