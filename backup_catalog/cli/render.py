@@ -287,7 +287,7 @@ CHANGES_SHOWN = 20   # ordinary transactions printed; --json lists them all
 
 
 def _rel(r: dict[str, Any]) -> str:
-    return r["name"] or f"relation file {r['relfilenode']} (no name known)"
+    return r["name"] or f"relation file {r['relfilenode']}"   # the notes say which files have no name
 
 
 def print_changes(doc: dict[str, Any], out: Console) -> None:

@@ -472,7 +472,7 @@ def drill_doc(r: drills.DrillRow) -> dict[str, Any]:
             "stage": r.stage, "reason": r.reason, "segment": r.segment,
             "reached_lsn": str(r.reached_lsn) if r.reached_lsn is not None else None,
             "fetch_s": r.fetch_s, "replay_s": r.replay_s, "duration_s": r.duration_s,
-            "bytes_fetched": r.bytes_fetched, "postgres_log": list(r.postgres_log)}
+            "bytes_fetched": r.bytes_fetched, "postgres_log": list(r.postgres_log), "cleanup": r.cleanup}
 
 
 def now() -> datetime:
