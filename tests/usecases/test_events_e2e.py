@@ -339,3 +339,49 @@ async def test_serve_sigkilled_mid_stream_then_restarted_has_no_double_effect(
         stop(second)
     assert ev.queue_depth(s3_endpoint, dlq) == 0
     assert ev.view(await repo.load_snapshot(pool, guid)) == await _full_scan_view(pool, client, settings, guid)
+
+
+async def test_two_replicas_consume_one_queue(pool: Any, client: Any, settings: Settings,
+                                              s3_endpoint: MotoEndpoint) -> None:
+    """Two consumers (two replicas' holders, each with its receives in flight) share one queue: SQS spreads
+    the messages, each instance's writes are serialised by its lease, and the catalog is a full scan's."""
+    guid = "ev-replicas"
+    bucket, prefix, rest = await _instance(pool, client, settings, s3_endpoint, "pgbackrest", guid)
+    url, dlq = await ev.setup_events(s3_endpoint, bucket, f"q-{bucket}", [prefix], visibility_timeout=5,
+                                     max_receives=10)
+    ev.upload(s3_endpoint, bucket, "pgbackrest", rest)
+    recs = [Recorder(), Recorder()]
+    async with ev.aio_clients(s3_endpoint) as (_s3, asqs):
+        streams = [Stream(Consumer(pool, client, settings, f"replica-{n}", Index(pool), recs[n]),
+                          [SqsQueue(asqs, url)], receivers=2, wait_seconds=1) for n in range(2)]
+        tasks = [asyncio.create_task(s.run()) for s in streams]
+        for _ in range(1200):
+            if ev.queue_depth(s3_endpoint, url) == 0:
+                break
+            await asyncio.sleep(0.1)
+        for s in streams:
+            s.stop()
+        await asyncio.wait_for(asyncio.gather(*tasks), 20)
+    assert ev.queue_depth(s3_endpoint, url) == 0 and ev.queue_depth(s3_endpoint, dlq) == 0
+    assert all(r.total("received") > 0 for r in recs), [r.counts for r in recs]     # both took a share
+    assert sum(r.total("received") for r in recs) >= len(rest)
+    assert ev.view(await repo.load_snapshot(pool, guid)) == await _full_scan_view(pool, client, settings, guid)
+
+
+async def test_events_for_an_instance_never_scanned_run_its_first_scan(pool: Any, client: Any, settings: Settings,
+                                                                       s3_endpoint: MotoEndpoint) -> None:
+    guid = "ev-first"
+    truth = load_truth(ensure_cache())["barman"]
+    bucket = f"events-first-{next(_seq)}-{s3_endpoint.port}"
+    s3_endpoint.ensure_bucket(bucket)
+    await repo.register_instance(pool, InstanceRef(guid, "space-ev", guid), Storage(bucket, truth["prefix"], "auto", None))
+    url, _ = await ev.setup_events(s3_endpoint, bucket, f"q-{bucket}", [truth["prefix"]])
+    objs = ev.in_write_order("barman")
+    ev.upload(s3_endpoint, bucket, "barman", objs)
+    rec = Recorder()
+    async with ev.aio_clients(s3_endpoint) as (_s3, sqs):
+        await ev.drain(Consumer(pool, client, settings, "test-holder", Index(pool), rec), SqsQueue(sqs, url))
+    assert rec.counts[("applied", "reconcile")] >= 1 and not rec.errors, (rec.counts, rec.errors)
+    got = ev.view(await repo.load_snapshot(pool, guid))
+    assert len(got.backups) == 3
+    assert got == await _full_scan_view(pool, client, settings, guid)
