@@ -82,6 +82,7 @@ class DrillOut(_Out):
     duration_s: float | None
     bytes_fetched: int | None
     postgres_log: list[str]
+    cleanup: str | None = None      # what the reaper cleaned after the drill's process died (issue 24)
 
 
 class DrillHistory(_Out):

@@ -40,12 +40,11 @@ async def post_clone(request: web.Request) -> web.Response:
     space = path_param(request, "space_guid")
     req = CloneRequest.model_validate(await read_json(request))
     try:
-        doc = await plan.plan_doc(request.app[keys.POOL], request.app[keys.SETTINGS], space, req.as_body(),
+        doc = await plan.plan_doc(request.app[keys.POOL], request.app[keys.SETTINGS], space, req.request,
                                   cache=request.app[keys.SNAPSHOTS])
     except NotScanned as e:
         raise PlanningError("not_scanned", f"{e}: nothing can be planned before its archive is scanned") from None
-    # built by recovery.jsonout from typed values; tests check it against PlanDoc (not re-validated per request)
-    return web.json_response(doc)
+    return web.json_response(doc.to_json())
 
 
 async def put_instance(request: web.Request) -> web.Response:
@@ -54,7 +53,7 @@ async def put_instance(request: web.Request) -> web.Response:
     ref = InstanceRef(instance_guid=guid, space_guid=body.space_guid, name=body.name,
                       org_guid=body.organization_guid)
     st = body.storage
-    storage = Storage(bucket=st.bucket, prefix=st.prefix, layout=st.layout, stanza=st.stanza)
+    storage = Storage(bucket=st.bucket, prefix=st.prefix, layout=str(st.layout), stanza=st.stanza)
     created, rec = await instances.register(request.app[keys.POOL], ref, storage,
                                             service_plan_guid=body.service_plan_guid)
     return web.json_response(dump(InstanceOut, instance_to_dict(rec)), status=201 if created else 200)

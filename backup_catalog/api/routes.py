@@ -12,6 +12,7 @@ from backup_catalog.api import changes, coverage, drills, handlers, ready, schem
 from backup_catalog.api import purge as purge_api
 from backup_catalog.api.auth import Role
 from backup_catalog.api.errors import BadRequest
+from recovery.model import Layout
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -35,7 +36,7 @@ class Operation:
     body: type[BaseModel] | None = None
     body_optional: bool = False                       # no body at all is accepted (defaults)
     ok: int = 200
-    response: type[BaseModel] | None = None          # JSON body of the success status
+    response: type | None = None          # JSON body of the success status (a model or a document type)
     media: str | None = None                          # non-JSON success body (text/csv, text/html, ...)
     errors: tuple[int, ...] = ()
     query: tuple[Query, ...] = ()
@@ -51,7 +52,7 @@ COVERAGE_QUERY = (
     Query("space", _FILTER_TEXT, "only instances in this space GUID"),
     Query("org", _FILTER_TEXT, "only instances in this organization GUID"),
     Query("name", _FILTER_TEXT, "only instances whose current name starts with this"),
-    Query("layout", {"type": "string", "enum": ["", "pgbackrest", "barman", "walg", "wale", "unknown"]},
+    Query("layout", {"type": "string", "enum": ["", *(m.value for m in Layout), "unknown"]},
           "only this archive layout (unknown: never scanned; empty: any)"),
     Query("deleted", {"type": "string", "enum": ["", "true", "false"]},
           "true: only deleted instances; false: only live ones; empty or unset: both"),
