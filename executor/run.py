@@ -186,9 +186,16 @@ async def _kill_group(proc: asyncio.subprocess.Process, sig: int = signal.SIGKIL
         await asyncio.wait_for(proc.wait(), 30)
 
 
-def tool_path(settings: RestoreConfig, caller: Mapping[str, str]) -> str:
-    """PATH for the tools and the server: RESTORE_TOOLS_PATH first, then the caller's PATH."""
+# the tools `make setup` installs for this checkout (barman-cloud, WAL-E: scripts/setup-tools.sh)
+PROJECT_TOOLS = Path(__file__).resolve().parents[1] / ".tools" / "venv" / "bin"
+
+
+def tool_path(settings: RestoreConfig, caller: Mapping[str, str], project_tools: Path | None = PROJECT_TOOLS) -> str:
+    """PATH for the tools and the server: RESTORE_TOOLS_PATH first, then the project's own tools (when
+    ``make setup`` installed them), then the caller's PATH."""
     parts = [p for p in (settings.restore_tools_path or "").split(":") if p]
+    if project_tools is not None and project_tools.is_dir() and str(project_tools) not in parts:
+        parts.append(str(project_tools))
     parts += [p for p in caller.get("PATH", "/usr/bin:/bin").split(":") if p and p not in parts]
     return ":".join(parts)
 

@@ -43,7 +43,8 @@ import pytest_asyncio
 from backup_catalog.usecases import drill as uc
 from backup_catalog.usecases import scratch
 from catalog import drills
-from catalog.db import init_schema, open_pool
+from catalog.db import open_pool
+from catalog.migrate import init_schema
 from executor import clone, reap
 from sandbox.s3 import free_port
 from sandbox.tool_barman import TOOLS_BIN

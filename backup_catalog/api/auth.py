@@ -15,6 +15,7 @@ from enum import StrEnum
 
 from aiohttp import web
 
+from backup_catalog.api import keys
 from backup_catalog.api.errors import Forbidden, Unauthorized, to_response
 from backup_catalog.api.userauth import UserAuth
 from backup_catalog.settings import Settings
@@ -95,13 +96,13 @@ def auth_middleware(settings: Settings, roles: dict[Handler, Role],
         header = request.headers.get("Authorization")
         token = bearer_token(header)
         if token is not None and users is not None:
-            request["role"] = "user"
+            request[keys.ROLE] = "user"
             return await users.handle(request, handler, token, user_need(need, request))
         have = authenticate(header, settings)
         if have is None:
             return to_response(request, Unauthorized("valid credentials are required (HTTP basic, or a UAA "
                                                      "bearer token on the broker's routes)"))
-        request["role"] = have.value          # for the access log (never the credentials)
+        request[keys.ROLE] = have.value          # for the access log (never the credentials)
         if not allowed(have, need):
             return to_response(request, Forbidden(f"the {have.value} role may not use this route"))
         return await handler(request)

@@ -68,7 +68,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "/spaces/{space_guid}/services/{name}/changes", changes.get_changes, _B,
               "What happened between two times: the transactions committed (xid, commit time and LSN, relations "
               "dropped, rows per relation; destructive ones first) and the restore points, read from the "
-              "archived WAL", "getChanges", response=changes.ChangesDoc, errors=(400, 404, 409, 422, 503),
+              "archived WAL", "getChanges", response=changes.ChangesDoc, errors=(400, 404, 409, 422, 502, 503),
               query=(Query("from", {"type": "string", "format": "date-time", "maxLength": 64},
                            "start of the range: ISO 8601 with a zone", required=True),
                      Query("to", {"type": "string", "format": "date-time", "maxLength": 64},
