@@ -118,9 +118,13 @@ async def build(dsn: str, instances: int, days: int = 365, *, batch: int = 250) 
 async def _fleet_life(conn: asyncpg.Connection, instances: int, now: datetime) -> None:
     """Deletions, holds and drills (see the module docstring)."""
     await conn.execute(
-        """UPDATE instances SET deleted_at = $1::timestamptz - make_interval(days => substr(instance_guid, 5)::int % 40),
-                  hold_at = CASE WHEN substr(instance_guid, 5)::int % 200 = 7 THEN $1::timestamptz END
-           WHERE substr(instance_guid, 5)::int % 50 = 7""", now)
+        # only the big catalog's own instances (big-NNNNNN): the bench's others (year-walg, ...) have no number;
+        # OFFSET 0 keeps the LIKE filter below the cast (a flattened subquery could cast them first)
+        """UPDATE instances i SET deleted_at = $1::timestamptz - make_interval(days => b.n % 40),
+                  hold_at = CASE WHEN b.n % 200 = 7 THEN $1::timestamptz END
+             FROM (SELECT instance_guid, substr(instance_guid, 5)::int AS n FROM instances
+                    WHERE instance_guid LIKE 'big-%' OFFSET 0) b
+            WHERE i.instance_guid = b.instance_guid AND b.n % 50 = 7""", now)
     drills: list[tuple[Any, ...]] = []
     for i in range(0, instances, 5):
         at_ = now - timedelta(days=i % 12, hours=3)

@@ -56,7 +56,7 @@ NEEDED_RATE = FLEET * SEGMENTS_PER_DAY / 86400   # 1,667 events/s
 
 
 # ``make bench`` (default), ``--full-size``, and the smoke size (``python -m bench.events --tiny``)
-SIZES: dict[str, dict[str, Any]] = {"tiny": {"puts": 50, "instances": 200, "events": 200},
+SIZES: dict[str, dict[str, Any]] = {"tiny": {"puts": 20, "instances": 100, "events": 100},
                                     "default": {"puts": 1000, "instances": 10_000, "events": 2000},
                                     "full": {"puts": 1000, "instances": 10_000, "events": 10_000}}
 
@@ -355,6 +355,26 @@ async def consume(dsn: str, s3_url: str, queue_url: str, events: int, receivers:
     finally:
         await pool.close()
     return {"wall_s": wall, "applied": applied, "requests": reqs.ops}
+
+
+def checks(e: dict[str, Any], row: Callable[..., dict[str, Any]]) -> list[dict[str, Any]]:
+    """bench.report's rows for this measurement (``row`` is report._c)."""
+    f, t, c = e["freshness"], e["throughput"], e["cost"]
+    sec = f"S3 events ({f['puts']:,} PUTs; {t['instances']:,}-instance catalog, {t['events']:,} events)"
+    usd = c["usd_per_day_at_100k"]
+    req = c["requests_per_instance_per_day"]
+    return [
+        row(sec, "freshness PUT -> run end, p50", f["p50_s"], "", None, "s"),
+        row(sec, "freshness PUT -> run end, p99", f["p99_s"], "<= 5 s", f["p99_s"] <= 5.0, "s"),
+        row(sec, "polling interval (expected staleness half of it)", f["polling_interval_s"], "", None, "s"),
+        row(sec, "events applied per second, one consumer", t["events_per_s"], ">= 1,000/s", t["events_per_s"] >= 1000),
+        row(sec, "consumer CPU per event", t["consumer_cpu_ms_per_event"], "", None, "ms"),
+        row(sec, "replicas for 1,667 events/s (100,000 instances)", t["replicas_for_100k"], "", None),
+        row(sec, "requests/instance/day: polling", req["polling"], "", None),
+        row(sec, "requests/instance/day: events", req["events"], "", None),
+        row(sec, "USD/day at 100,000 instances: polling", usd["polling"], "", None),
+        row(sec, "USD/day at 100,000 instances: events", usd["events"], "< polling", usd["events"] < usd["polling"]),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

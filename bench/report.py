@@ -54,6 +54,9 @@ def checks(r: dict[str, Any]) -> list[dict[str, Any]]:
     if r.get("walrecords"):
         from bench.walrecords import checks as wal_checks
         out += wal_checks(r["walrecords"], _c)
+    if r.get("events"):
+        from bench.events import checks as event_checks
+        out += event_checks(r["events"], _c)
     h = r.get("http")
     if h:
         for k, v in h.items():

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from executor.logic import S3Access
+from scheduler.layouts.spec import S3Access
 
 CREDENTIALS = "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_ACCESS_KEY_ID_FILE/AWS_SECRET_ACCESS_KEY_FILE)"
 # other ways boto-based tools find credentials by themselves (profiles, roles, containers)

@@ -1,27 +1,22 @@
-"""The executor's pure parts (no I/O): what a plan asks for, the tools' fetch command lines, the settings
-written into a fetched data directory, and the verdict read from PostgreSQL's log.
+"""The executor's pure parts (no I/O): where a plan's archive is, the settings written into a fetched data
+directory, and the verdict read from PostgreSQL's log. The tools' command lines are the layouts' own
+(:mod:`scheduler.layouts`).
 
 Everything here is a function of its arguments, so it is tested exhaustively without a tool or a server;
 :mod:`executor.run` is the thin adapter that runs these command lines and reads the log.
-
-WAL-G is not installable on this machine: its command lines are built from its documented CLI
-(``wal-g backup-fetch PGDATA NAME`` with ``WALG_S3_PREFIX``, ``AWS_ENDPOINT``, ``AWS_S3_FORCE_PATH_STYLE``,
-``AWS_REGION``) and tested as command lines only.
 """
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
-from urllib.parse import urlsplit
+from dataclasses import dataclass
 
-from recovery.errors import BadLsn, BadWalName
+from recovery.errors import BadLsn
 from recovery.lsn import Lsn
+from recovery.plandoc import PlanDoc, PlanDocError, PlanReplay, PlanStop, conf_key
 from recovery.wal import DEFAULT_SEG_SIZE, WalSegment
-
-LAYOUTS = ("pgbackrest", "barman", "wale", "walg")
-Mode = Literal["target", "end_of_wal"]
+from scheduler.layouts import spec_of
+from scheduler.layouts.spec import Command, S3Access, StorageLoc, aws_env
 
 # recovery settings a fetched backup may carry (postgresql.auto.conf, e.g. written by the tool's own
 # restore or left by the source): commented out so only the plan's settings apply
@@ -31,146 +26,14 @@ RECOVERY_KEYS = ("restore_command", "recovery_target", "recovery_end_command", "
 PASSTHROUGH_PREFIXES = ("PGBACKREST_", "WALG_", "WALE_")
 
 
-class PlanDocError(ValueError):
-    """The document is not an executable plan; the message names what is wrong."""
+# -- the plan document (read by recovery.plandoc.PlanDoc.from_json) -------------------------------------------
 
-
-@dataclass(frozen=True, slots=True)
-class StorageLoc:
-    layout: str
-    bucket: str
-    prefix: str
-    stanza: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Expectation:
-    """What replay must reach: a recovery stop (target) or at least ``end_lsn`` (end of WAL)."""
-
-    mode: Mode
-    end_lsn: Lsn | None
-    end_segment: str | None
-    last_commit_time: str | None = None
-    stop: Mapping[str, Any] | None = None   # an exact target's promised stop (plan ``replay.stop``)
-
-
-@dataclass(frozen=True, slots=True)
-class S3Access:
-    """The S3 side of the settings, as the tools need it."""
-
-    endpoint_url: str | None = None
-    access_key: str | None = None
-    secret_key: str | None = None
-    region: str = "us-east-1"
-    verify_tls: bool = True
-    ca_bundle: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Command:
-    """One tool invocation: argv, the environment it adds, and files to write first (name -> text)."""
-
-    argv: tuple[str, ...]
-    env: Mapping[str, str] = field(default_factory=dict)
-    files: Mapping[str, str] = field(default_factory=dict)
-    label: str = ""
-
-
-# -- the plan document ----------------------------------------------------------------------------------
-
-def check_plan(doc: object) -> dict[str, Any]:
-    """The plan as a dict, or :class:`PlanDocError` naming the first missing/ill-typed member.
-
-    >>> check_plan([])
-    Traceback (most recent call last):
-    ...
-    executor.logic.PlanDocError: a plan is a JSON object, got list
-    """
-    if not isinstance(doc, dict):
-        raise PlanDocError(f"a plan is a JSON object, got {type(doc).__name__}")
-    backup = doc.get("backup")
-    if not isinstance(backup, dict) or not isinstance(backup.get("label"), str) or not backup["label"]:
-        raise PlanDocError("the plan has no backup.label")
-    files = doc.get("files")
-    if not isinstance(files, dict) or not files or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
-        raise PlanDocError("the plan has no files (file name -> text)")
-    for name in files:
-        if name not in ("postgresql.auto.conf", "recovery.signal", "recovery.conf", "standby.signal"):
-            raise PlanDocError(f"the plan's files name {name!r}, which a plan never writes")
-    if not isinstance(doc.get("target"), dict):
-        raise PlanDocError("the plan has no target")
-    path = doc.get("timeline_path")
-    if not isinstance(path, list) or not path or not all(isinstance(t, int) and t > 0 for t in path):
-        raise PlanDocError("the plan has no timeline_path")
-    wal = doc.get("wal")
-    if not isinstance(wal, dict) or not isinstance(wal.get("last_segment"), str):
-        raise PlanDocError("the plan has no wal.last_segment")
-    storage_of(doc)
-    return doc
-
-
-def storage_of(doc: Mapping[str, Any], fallback: StorageLoc | None = None) -> StorageLoc:
-    """The archive the plan restores from: the plan's ``storage`` member, else ``fallback`` (the catalog's
-    instance storage), else — for barman-cloud — the ``s3://bucket/prefix`` in its restore_command."""
-    st = doc.get("storage")
-    if isinstance(st, dict) and st.get("bucket"):
-        layout = str(st.get("layout") or (doc.get("source") or {}).get("layout") or "")
-        if layout not in LAYOUTS:
-            raise PlanDocError(f"the plan's storage layout {layout!r} is not one of {', '.join(LAYOUTS)}")
-        return StorageLoc(layout, str(st["bucket"]), str(st.get("prefix") or "").strip("/"),
-                          str(st["stanza"]) if st.get("stanza") else None)
-    if fallback is not None:
-        return fallback
-    layout = str((doc.get("source") or {}).get("layout") or "")
-    if layout == "barman":
-        m = re.search(r"s3://([^/\s']+)/?(\S*)\s+(\S+)\s+%f", str(doc.get("restore_command") or ""))
-        if m:
-            return StorageLoc("barman", m.group(1), m.group(2).strip("/"), m.group(3))
-    raise PlanDocError("the plan has no storage member (bucket, prefix, stanza): ask a newer service "
-                       "for the plan, or restore from the catalog (--space/--clone-from)")
-
-
-def pg_version_of(doc: Mapping[str, Any]) -> int | None:
-    v = doc.get("pg_version")
-    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
-
-
-_TARGET_KEYS = frozenset({"recovery_target", "recovery_target_time", "recovery_target_lsn", "recovery_target_xid",
-                          "recovery_target_name"})
-
-
-def expectation(doc: Mapping[str, Any], seg_size: int = DEFAULT_SEG_SIZE) -> Expectation:
-    """What replay must reach, from the plan's ``replay`` member; without it (older plans): a recovery stop
-    when the plan's files set a recovery target, else end of WAL reaching into ``wal.last_segment``.
-
-    >>> e = expectation({"files": {"postgresql.auto.conf": "restore_command = 'x'\\n"},
-    ...                  "wal": {"last_segment": "00000002000000000000000A"}})
-    >>> e.mode, str(e.end_lsn), e.end_segment
-    ('end_of_wal', '0/A000001', '00000002000000000000000A')
-    """
-    rp = doc.get("replay")
-    if isinstance(rp, dict) and rp.get("mode") in ("target", "end_of_wal"):
-        end = lsn_or_none(rp.get("end_lsn"))
-        seg = rp.get("end_segment") if isinstance(rp.get("end_segment"), str) else None
-        lct = rp.get("last_commit_time") if isinstance(rp.get("last_commit_time"), str) else None
-        if rp["mode"] == "end_of_wal" and end is None:
-            raise PlanDocError("the plan's replay.end_lsn is missing or not an LSN")
-        stop = rp.get("stop")
-        if stop is not None and not (isinstance(stop, dict) and stop.get("kind") in STOP_KINDS):
-            raise PlanDocError(f"the plan's replay.stop is not one of {', '.join(STOP_KINDS)}")
-        return Expectation(rp["mode"], end, seg, lct, stop)
-    files = doc.get("files") or {}
-    text = "\n".join(str(files.get(n, "")) for n in ("postgresql.auto.conf", "recovery.conf"))
-    if any(conf_key(ln) in _TARGET_KEYS for ln in text.splitlines()):
-        return Expectation("target", None, None)
-    last = str((doc.get("wal") or {}).get("last_segment") or "")
-    try:
-        seg = WalSegment.from_name(last, seg_size)
-    except BadWalName:
-        raise PlanDocError(f"the plan's wal.last_segment {last!r} is not a segment name") from None
-    # replay must get into the last segment (its first record ends past the page header)
-    return Expectation("end_of_wal", Lsn(seg.start_lsn.value + 1), last)
+def storage_of(doc: PlanDoc) -> StorageLoc:
+    """The archive the plan restores from."""
+    st = doc.storage
+    if st.layout is None:
+        raise PlanDocError("the plan's storage.layout is unknown (the archive was never scanned)")
+    return StorageLoc(st.layout, st.bucket, st.prefix, st.stanza)
 
 
 def lsn_or_none(v: object) -> Lsn | None:
@@ -183,105 +46,21 @@ def lsn_or_none(v: object) -> Lsn | None:
         return None
 
 
-# -- fetch command lines -----------------------------------------------------------------------------------
-
-def pgbackrest_conf(loc: StorageLoc, s3: S3Access, *, pgdata: str, work: str) -> str:
-    """A private pgbackrest.conf for the plan's repository (options in the file, so ``PGBACKREST_*``
-    environment variables win, as pgBackRest defines: command line > environment > config file).
-
-    >>> print(pgbackrest_conf(StorageLoc("pgbackrest", "b", "pgbackrest", "main"),
-    ...       S3Access("https://s3.example:9000", "K", "S"), pgdata="/d", work="/w"))  # doctest: +ELLIPSIS
-    [global]
-    repo1-type=s3
-    repo1-s3-bucket=b
-    repo1-path=/pgbackrest
-    repo1-s3-region=us-east-1
-    repo1-s3-endpoint=s3.example
-    repo1-storage-port=9000
-    repo1-s3-uri-style=path
-    repo1-s3-key=K
-    repo1-s3-key-secret=S
-    lock-path=/w/lock
-    ...
-    [main]
-    pg1-path=/d
-    <BLANKLINE>
-    """
-    lines = ["[global]", "repo1-type=s3", f"repo1-s3-bucket={loc.bucket}", f"repo1-path=/{loc.prefix}",
-             f"repo1-s3-region={s3.region}"]
-    if s3.endpoint_url:
-        u = urlsplit(s3.endpoint_url)
-        lines.append(f"repo1-s3-endpoint={u.hostname}")
-        if u.port:
-            lines.append(f"repo1-storage-port={u.port}")
-        lines.append("repo1-s3-uri-style=path")
-    else:
-        lines.append(f"repo1-s3-endpoint=s3.{s3.region}.amazonaws.com")
-    if s3.access_key and s3.secret_key:
-        lines += [f"repo1-s3-key={s3.access_key}", f"repo1-s3-key-secret={s3.secret_key}"]
-    if not s3.verify_tls:
-        lines.append("repo1-storage-verify-tls=n")
-    if s3.ca_bundle:
-        lines.append(f"repo1-storage-ca-file={s3.ca_bundle}")
-    lines += [f"lock-path={work}/lock", f"log-path={work}/log", f"spool-path={work}/spool",
-              "log-level-console=warn", "log-level-stderr=error", "log-level-file=off", "archive-async=n",
-              "", f"[{loc.stanza or 'main'}]", f"pg1-path={pgdata}"]
-    return "\n".join(lines) + "\n"
-
-
-def aws_env(s3: S3Access) -> dict[str, str]:
-    env = {"AWS_DEFAULT_REGION": s3.region, "AWS_REGION": s3.region}
-    if s3.access_key and s3.secret_key:
-        env["AWS_ACCESS_KEY_ID"] = s3.access_key
-        env["AWS_SECRET_ACCESS_KEY"] = s3.secret_key
-    if s3.ca_bundle:
-        env["AWS_CA_BUNDLE"] = s3.ca_bundle
-    if s3.endpoint_url:     # for a restore_command without --endpoint-url (boto3 reads these)
-        env["AWS_ENDPOINT_URL"] = env["AWS_ENDPOINT_URL_S3"] = s3.endpoint_url
-    return env
-
+# -- fetch command lines (the layout's module: scheduler.layouts) ---------------------------------------
 
 def fetch_command(loc: StorageLoc, label: str, pgdata: str, s3: S3Access, *, work: str) -> Command:
     """The layout's real tool restoring backup ``label`` (and what it depends on) into ``pgdata``.
 
-    >>> c = fetch_command(StorageLoc("barman", "b", "barman", "main"), "20260101T000000", "/d",
+    >>> from recovery.model import Layout
+    >>> c = fetch_command(StorageLoc(Layout.BARMAN, "b", "barman", "main"), "20260101T000000", "/d",
     ...                   S3Access("http://127.0.0.1:9000"), work="/w")
     >>> c.argv
     ('barman-cloud-restore', '--endpoint-url', 'http://127.0.0.1:9000', 's3://b/barman', 'main', '20260101T000000', '/d')
     """
-    url = f"s3://{loc.bucket}/{loc.prefix}" if loc.prefix else f"s3://{loc.bucket}"
-    if loc.layout == "pgbackrest":
-        # the derived config is named by PGBACKREST_CONFIG (a caller's own PGBACKREST_* variables, that one
-        # included, win as pgBackRest defines); the destination is on the command line, so nothing can move it
-        conf = f"{work}/pgbackrest.conf"
-        return Command(("pgbackrest", f"--stanza={loc.stanza or 'main'}", f"--set={label}", "--type=none",
-                        f"--pg1-path={pgdata}", "restore"),
-                       env={"PGBACKREST_CONFIG": conf},
-                       files={"pgbackrest.conf": pgbackrest_conf(loc, s3, pgdata=pgdata, work=work)},
-                       label="pgBackRest restore --type=none")
-    if loc.layout == "barman":
-        if not loc.stanza:
-            raise PlanDocError("a barman-cloud restore needs the server name (storage.stanza)")
-        ep = ("--endpoint-url", s3.endpoint_url) if s3.endpoint_url else ()
-        return Command(("barman-cloud-restore", *ep, url, loc.stanza, label, pgdata), env=aws_env(s3),
-                       label="barman-cloud-restore")
-    if loc.layout == "wale":
-        env = {**aws_env(s3), "WALE_S3_PREFIX": url}
-        if s3.endpoint_url:
-            u = urlsplit(s3.endpoint_url)
-            env["WALE_S3_ENDPOINT"] = f"{u.scheme}+path://{u.hostname}:{u.port or (443 if u.scheme == 'https' else 80)}"
-        return Command(("wal-e", "backup-fetch", pgdata, label), env=env, label="WAL-E backup-fetch")
-    if loc.layout == "walg":
-        # built from WAL-G's documented CLI; WAL-G is not installable here (see module docstring)
-        env = {**aws_env(s3), "WALG_S3_PREFIX": url}
-        if s3.endpoint_url:
-            env["AWS_ENDPOINT"] = s3.endpoint_url
-            env["AWS_S3_FORCE_PATH_STYLE"] = "true"
-        if s3.ca_bundle:
-            env["WALG_S3_CA_CERT_FILE"] = s3.ca_bundle
-        return Command(("wal-g", "backup-fetch", pgdata, label), env=env,
-                       label="WAL-G backup-fetch (command line from its documented CLI; not installed here)")
-    raise PlanDocError(f"no fetch for layout {loc.layout!r}")
+    try:
+        return spec_of(loc.layout).fetch_command(loc, label, pgdata, s3, work)
+    except ValueError as e:     # LayoutArgumentError, or not a layout
+        raise PlanDocError(str(e)) from None
 
 
 def server_env(loc: StorageLoc, s3: S3Access, *, work: str, caller_env: Mapping[str, str],
@@ -297,8 +76,7 @@ def server_env(loc: StorageLoc, s3: S3Access, *, work: str, caller_env: Mapping[
     """
     env = {"PATH": path, "LANG": "C.UTF-8", "TZ": "UTC"}
     env.update(aws_env(s3))
-    if loc.layout == "pgbackrest":
-        env["PGBACKREST_CONFIG"] = f"{work}/pgbackrest.conf"
+    env.update(spec_of(loc.layout).server_env(work))
     for k, v in caller_env.items():
         if k.startswith("AWS_") and k not in env and not k.startswith("AWS_ENDPOINT_URL"):
             env[k] = v
@@ -311,13 +89,6 @@ def passthrough(caller_env: Mapping[str, str]) -> dict[str, str]:
 
 
 # -- settings written after the fetch ------------------------------------------------------------------------
-
-def conf_key(line: str) -> str:
-    s = line.strip()
-    if not s or s.startswith("#") or "=" not in s:
-        return ""
-    return s.split("=", 1)[0].strip().lower()
-
 
 def neutralize_recovery(text: str) -> str:
     """Comment out recovery settings (and archive_mode) a fetched backup carries in a configuration file.
@@ -393,7 +164,6 @@ RE_STOP = re.compile(r"recovery stopping (before|after|at) (.*)")
 RE_STOP_XID = re.compile(r"recovery stopping before commit of transaction ([0-9]+), time (.+)$")
 RE_STOP_POINT = re.compile(r'recovery stopping at restore point "(.*)", time (.+)$')
 RE_STOP_LSN = re.compile(rf'recovery stopping after WAL location \(LSN\) "{_LSN}"')
-STOP_KINDS = ("before_xid", "restore_point", "after_lsn")
 RE_BAD_SEGMENT = re.compile(rf"(invalid magic number [0-9A-Fa-f]+|unexpected pageaddr {_LSN}|"
                             rf"invalid (?:info bits|page header|contrecord)[^,]*|"
                             rf"WAL file is from different database system.*?) in log segment {_SEG}")
@@ -494,15 +264,15 @@ def stopped_segment(facts: LogFacts, reached: Lsn | None, timeline_path: Sequenc
     return None
 
 
-def judge(exp: Expectation, facts: LogFacts, *, promoted: bool, reached: Lsn | None,
+def judge(exp: PlanReplay, facts: LogFacts, *, promoted: bool, reached: Lsn | None,
           timeline_path: Sequence[int], seg_size: int = DEFAULT_SEG_SIZE) -> Verdict:
     """Did replay reach what the plan promised?
 
     - target: the server promoted and logged a recovery stop;
-    - end of WAL: the server promoted and replay reached at least ``exp.end_lsn`` (the end of the last
+    - end of WAL: the server promoted and replay reached at least ``exp.end`` (the end of the last
       replayed record, else the "redo done at" LSN).
 
-    >>> e = Expectation("end_of_wal", Lsn.parse("0/7000001"), "000000020000000000000007")
+    >>> e = PlanReplay("end_of_wal", "0/7000001", "000000020000000000000007", None)
     >>> f = parse_log(["LOG:  unexpected pageaddr 0/6000000 in log segment 000000020000000000000007, offset 0"])
     >>> v = judge(e, f, promoted=True, reached=Lsn.parse("0/7000000"), timeline_path=[1, 2])
     >>> v.ok, v.segment
@@ -521,44 +291,45 @@ def judge(exp: Expectation, facts: LogFacts, *, promoted: bool, reached: Lsn | N
         if exp.stop is not None and (wrong := stop_mismatch(exp.stop, facts.stop)) is not None:
             return Verdict(False, wrong, seg)
         return Verdict(True, _strip_prefix(facts.stop))
-    if exp.end_lsn is None:
+    end = exp.end
+    if end is None:
         return Verdict(True, f"replayed to the end of the archived WAL at {got}")
     if got is None:
         return Verdict(False, "could not tell how far replay got (no replay LSN, no 'redo done' line)", seg)
     # an end LSN at a segment boundary (the start of the plan's last segment) is reached only by replaying a
     # record of that segment: a switch record before it ends exactly at the boundary
-    short = got <= exp.end_lsn if exp.end_lsn.value % seg_size == 0 else got < exp.end_lsn
+    short = got <= end if end.value % seg_size == 0 else got < end
     if short:
         detail = f"; PostgreSQL: {_strip_prefix(facts.bad_segments[-1][1])}" if facts.bad_segments else ""
-        return Verdict(False, f"replay stopped short at {got}, before {exp.end_lsn} which the plan promised "
+        return Verdict(False, f"replay stopped short at {got}, before {end} which the plan promised "
                               f"(the archive's WAL up to {exp.end_segment or 'its end'}): segment {seg} could "
                               f"not be replayed{detail}; the commits after {got} would be missing", seg)
-    return Verdict(True, f"replayed to {got} (plan: at least {exp.end_lsn})")
+    return Verdict(True, f"replayed to {got} (plan: at least {end})")
 
 
-def stop_mismatch(stop: Mapping[str, Any], line: str) -> str | None:
+def stop_mismatch(stop: PlanStop, line: str) -> str | None:
     """Why PostgreSQL's "recovery stopping" line is not the exact stop the plan promised (None: it is).
 
-    >>> stop_mismatch({"kind": "before_xid", "xid": 748},
+    >>> stop_mismatch(PlanStop(kind="before_xid", xid=748, lsn=None, time=None),
     ...               "LOG:  recovery stopping before commit of transaction 748, time 2026-12-07 10:00:00.1+00")
-    >>> stop_mismatch({"kind": "restore_point", "name": "a"}, 'LOG:  recovery stopping at restore point "b", time x')
+    >>> stop_mismatch(PlanStop(kind="restore_point", name="a", lsn=None, time=None),
+    ...               'LOG:  recovery stopping at restore point "b", time x')
     'recovery stopped at restore point "b", time x, not at restore point "a" as the plan promised'
     """
     m0 = RE_STOP.search(line)
     said = f"{m0.group(1)} {m0.group(2)}" if m0 else line.strip()
-    kind = stop.get("kind")
-    if kind == "before_xid":
+    if stop.kind == "before_xid":
         m = RE_STOP_XID.search(line)
-        ok = m is not None and str(m.group(1)) == str(stop.get("xid"))
-        want = f"before commit of transaction {stop.get('xid')}"
-    elif kind == "restore_point":
+        ok = m is not None and int(m.group(1)) == stop.xid
+        want = f"before commit of transaction {stop.xid}"
+    elif stop.kind == "restore_point":
         m = RE_STOP_POINT.search(line)
-        ok = m is not None and m.group(1) == stop.get("name")
-        want = f'at restore point "{stop.get("name")}"'
+        ok = m is not None and m.group(1) == stop.name
+        want = f'at restore point "{stop.name}"'
     else:
         m = RE_STOP_LSN.search(line)
-        ok = m is not None and lsn_or_none(m.group(1)) == lsn_or_none(stop.get("lsn"))
-        want = f'after WAL location {stop.get("lsn")} (restore point "{stop.get("name")}")'
+        ok = m is not None and lsn_or_none(m.group(1)) == lsn_or_none(stop.lsn)
+        want = f'after WAL location {stop.lsn} (restore point "{stop.name}")'
     return None if ok else f"recovery stopped {said}, not {want} as the plan promised"
 
 

@@ -11,7 +11,7 @@ import ssl
 from collections.abc import Mapping
 
 from executor import failfast
-from executor.logic import S3Access
+from scheduler.layouts.spec import S3Access
 
 _NOT_TLS = ("wrong version number", "record layer failure", "packet length too long", "http request",
             "unexpected eof", "record_layer_failure", "wrong_version_number")

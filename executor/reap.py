@@ -46,8 +46,22 @@ def works_in(pid: int, d: Path | str) -> bool:
         args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return any(a == base.encode() or a.startswith(base.encode() + b"/") or (b"=" + base.encode()) in a
-               for a in args)
+    b = base.encode()
+    return any(_names(a, b) for a in args)
+
+
+def _names(arg: bytes, base: bytes) -> bool:
+    """Does a command-line argument name ``base`` or a path below it (alone, or as ``--opt=PATH``)? Not a
+    sibling sharing its prefix (``drill-1`` is not ``drill-12``).
+
+    >>> [_names(a, b"/s/drill-1") for a in (b"/s/drill-1", b"/s/drill-1/pg", b"--x=/s/drill-1/pg", b"/s/drill-12",
+    ...                                      b"--x=/s/drill-12/pg", b"-c", b"k=/s/drill-1")]
+    [True, True, True, False, False, False, True]
+    """
+    for value in (arg, arg.split(b"=", 1)[1] if b"=" in arg else None):
+        if value is not None and (value == base or value.startswith(base + b"/")):
+            return True
+    return False
 
 
 def is_server_of(pid: int, pgdata: Path | str) -> bool:
@@ -111,15 +125,19 @@ def kill_in(d: Path, grace: float = 5.0, also: tuple[int, ...] = ()) -> list[str
     for pid, pgdata in servers:
         if stop_server(pid, pgdata, grace):
             done.append(f"stopped server {pid} of {pgdata}")
-    for _ in range(3):
+    killed: set[int] = set()
+    deadline = time.monotonic() + max(grace, 1.0)
+    while time.monotonic() < deadline:      # until none is left (a killed process takes a moment to go)
         left = processes_in(d)
         if not left:
             break
         for pid in left:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        done.append(f"killed {len(left)} process(es) working in {d}")
-        time.sleep(0.2)
+        killed.update(left)
+        time.sleep(0.1)
+    if killed:
+        done.append(f"killed {len(killed)} process(es) working in {d}")
     return done
 
 

@@ -26,7 +26,10 @@ import asyncpg
 
 from executor import clone, failfast, guard, logic, preflight, reap
 from executor.config import RestoreConfig
+from recovery.docjson import document_json
 from recovery.lsn import Lsn
+from recovery.plandoc import PlanBackup, PlanDoc, PlanDocError, PlanReplay, PlanTarget
+from scheduler.layouts.spec import S3Access, StorageLoc
 
 EXIT_CODES = {"bad_input": 2, "refused": 3, "restore_failed": 4}
 
@@ -69,8 +72,8 @@ class RestoreError(Exception):
 @dataclass(frozen=True, slots=True)
 class RestoreResult:
     pgdata: Path
-    backup: dict[str, Any]
-    target: dict[str, Any]
+    backup: PlanBackup
+    target: PlanTarget
     timeline: int
     reached_lsn: str
     last_commit_time: str | None
@@ -87,7 +90,8 @@ class RestoreResult:
     socket_dir: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"state": "restored", "pgdata": str(self.pgdata), "backup": self.backup, "target": self.target,
+        return {"state": "restored", "pgdata": str(self.pgdata), "backup": document_json(self.backup),
+                "target": document_json(self.target),
                 "timeline": self.timeline,
                 "reached": {"lsn": self.reached_lsn, "last_commit_time": self.last_commit_time},
                 "duration_s": round(self.duration_s, 3), "fetch_s": round(self.fetch_s, 3),
@@ -103,8 +107,8 @@ def _secret(v: Any) -> str | None:
     return v.get_secret_value() if v is not None else None
 
 
-def s3_access(settings: RestoreConfig) -> logic.S3Access:
-    return logic.S3Access(settings.s3_endpoint_url, _secret(settings.aws_access_key_id),
+def s3_access(settings: RestoreConfig) -> S3Access:
+    return S3Access(settings.s3_endpoint_url, _secret(settings.aws_access_key_id),
                           _secret(settings.aws_secret_access_key), settings.aws_default_region,
                           settings.s3_verify_tls, settings.s3_ca_bundle)
 
@@ -182,9 +186,16 @@ async def _kill_group(proc: asyncio.subprocess.Process, sig: int = signal.SIGKIL
         await asyncio.wait_for(proc.wait(), 30)
 
 
-def tool_path(settings: RestoreConfig, caller: Mapping[str, str]) -> str:
-    """PATH for the tools and the server: RESTORE_TOOLS_PATH first, then the caller's PATH."""
+# the tools `make setup` installs for this checkout (barman-cloud, WAL-E: scripts/setup-tools.sh)
+PROJECT_TOOLS = Path(__file__).resolve().parents[1] / ".tools" / "venv" / "bin"
+
+
+def tool_path(settings: RestoreConfig, caller: Mapping[str, str], project_tools: Path | None = PROJECT_TOOLS) -> str:
+    """PATH for the tools and the server: RESTORE_TOOLS_PATH first, then the project's own tools (when
+    ``make setup`` installed them), then the caller's PATH."""
     parts = [p for p in (settings.restore_tools_path or "").split(":") if p]
+    if project_tools is not None and project_tools.is_dir() and str(project_tools) not in parts:
+        parts.append(str(project_tools))
     parts += [p for p in caller.get("PATH", "/usr/bin:/bin").split(":") if p and p not in parts]
     return ":".join(parts)
 
@@ -248,7 +259,7 @@ def _meaning(out: str) -> str:
 
 # -- the executor -----------------------------------------------------------------------------------------------
 
-async def execute_plan(plan: dict[str, Any], pgdata: Path, settings: RestoreConfig, *, pg_bin: Path | None = None,
+async def execute_plan(plan: PlanDoc, pgdata: Path, settings: RestoreConfig, *, pg_bin: Path | None = None,
                        keep_running: bool = False, keep_failed: bool = False,
                        progress: Callable[[ProgressEvent], None] | None = None,
                        check_query: str | None = None,
@@ -266,24 +277,20 @@ async def execute_plan(plan: dict[str, Any], pgdata: Path, settings: RestoreConf
     ``PGBACKREST_*``/``WALG_*``/``WALE_*``/``AWS_*`` variables passed to the tools and the server.
     ``inspect(socket_dir, port)`` runs against the verified server before it is shut down (drills read
     relation maps there)."""
-    if isinstance(plan, dict) and isinstance(plan.get("error"), dict):
-        err = plan["error"]
-        raise RestoreError("refused", "input", f"the plan was refused ({err.get('code')}): {err.get('message')}",
-                           refusal=plan)
+    exp = plan.replay
     try:
-        doc = logic.check_plan(plan)
-        loc = logic.storage_of(doc)
-        exp = logic.expectation(doc)
-    except logic.PlanDocError as e:
+        loc = logic.storage_of(plan)
+    except PlanDocError as e:
         raise RestoreError("bad_input", "input", f"not an executable plan: {e}") from None
+    doc = plan
     pgdata = _absolute(pgdata)
-    pg_version = logic.pg_version_of(doc)
+    pg_version = doc.pg_version
     bindir = find_pg_bin(pg_version, pg_bin) if (pg_bin is not None or pg_version is not None) else None
     s3 = s3_access(settings)
     caller = dict(os.environ if environ is None else environ)
     path = tool_path(settings, caller)
     work_placeholder = "/nonexistent"
-    cmd = logic.fetch_command(loc, doc["backup"]["label"], str(pgdata), s3, work=work_placeholder)
+    cmd = logic.fetch_command(loc, doc.backup.label, str(pgdata), s3, work=work_placeholder)
     if shutil.which(cmd.argv[0], path=path) is None:
         raise RestoreError("bad_input", "input", f"{cmd.argv[0]} ({cmd.label}) is not installed or not on PATH "
                            "(RESTORE_TOOLS_PATH adds directories)")
@@ -306,8 +313,8 @@ async def execute_plan(plan: dict[str, Any], pgdata: Path, settings: RestoreConf
 
 
 class _Run:
-    def __init__(self, doc: dict[str, Any], loc: logic.StorageLoc, exp: logic.Expectation, pgdata: Path,
-                 created: bool, settings: RestoreConfig, s3: logic.S3Access, path: str,
+    def __init__(self, doc: PlanDoc, loc: StorageLoc, exp: PlanReplay, pgdata: Path,
+                 created: bool, settings: RestoreConfig, s3: S3Access, path: str,
                  progress: Callable[[ProgressEvent], None] | None, keep_failed: bool,
                  caller: dict[str, str]) -> None:
         self.caller = caller
@@ -349,7 +356,7 @@ class _Run:
         _chown(self.work)
         self.marker_facts = {"restore_pid": os.getpid(), "host": socket.gethostname(),
                              "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                             "backup": self.doc["backup"]["label"], "work": str(self.work)}
+                             "backup": self.doc.backup.label, "work": str(self.work)}
         self.mark()
         await self.fetch()
         fetch_s = time.monotonic() - t0
@@ -369,9 +376,9 @@ class _Run:
         (self.pgdata / clone.MARKER).unlink(missing_ok=True)       # a verified clone, ready to start
         running = await self.start_kept(start) if keep_running else False
         self.emit(stage="done", message="restored and verified", bytes_fetched=self.bytes, replay_lsn=str(reached))
-        return RestoreResult(self.pgdata, dict(self.doc["backup"]), dict(self.doc["target"]), timeline, str(reached),
+        return RestoreResult(self.pgdata, self.doc.backup, self.doc.target, timeline, str(reached),
                              last_commit, time.monotonic() - t0, fetch_s, replay_s, self.bytes,
-                             [*self.doc.get("warnings", []), *self.warnings], check,
+                             [*self.doc.warnings, *self.warnings], check,
                              logic.relevant_log(lines), running, start, self.port, self.socket_dir)
 
     def mark(self, **facts: object) -> None:
@@ -426,7 +433,7 @@ class _Run:
         staging = self.pgdata / clone.FETCH_DIR
         staging.mkdir(mode=0o700)
         _chown(staging)
-        cmd = logic.fetch_command(self.loc, self.doc["backup"]["label"], str(staging), self.s3,
+        cmd = logic.fetch_command(self.loc, self.doc.backup.label, str(staging), self.s3,
                                   work=str(self.work))
         for sub in ("lock", "log", "spool", "sock"):
             (self.work / sub).mkdir(mode=0o700, exist_ok=True)
@@ -445,7 +452,7 @@ class _Run:
                 env[k] = v
         argv = list(cmd.argv)
         argv[0] = shutil.which(argv[0], path=self.path) or argv[0]
-        self.emit(stage="fetch", message=f"{cmd.label}: backup {self.doc['backup']['label']}")
+        self.emit(stage="fetch", message=f"{cmd.label}: backup {self.doc.backup.label}")
         self.fetch_proc = await asyncio.create_subprocess_exec(
             *guarded(argv), env=env, cwd=str(self.work), stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
@@ -478,14 +485,14 @@ class _Run:
         out = (await reader).decode(errors="replace")
         self.bytes = await asyncio.to_thread(_dir_bytes, self.pgdata)
         if self.fetch_proc.returncode != 0:
-            raise RestoreError("restore_failed", "fetch", f"{cmd.label} of backup {self.doc['backup']['label']} from "
+            raise RestoreError("restore_failed", "fetch", f"{cmd.label} of backup {self.doc.backup.label} from "
                                f"s3://{self.loc.bucket}/{self.loc.prefix} exited {self.fetch_proc.returncode}"
                                + _meaning(out))
         for entry in list(staging.iterdir()):
             os.rename(entry, self.pgdata / entry.name)
         staging.rmdir()
         # the tool's files as the server's restore_command uses them: naming the data directory itself
-        final = logic.fetch_command(self.loc, self.doc["backup"]["label"], str(self.pgdata), self.s3,
+        final = logic.fetch_command(self.loc, self.doc.backup.label, str(self.pgdata), self.s3,
                                     work=str(self.work))
         for name, text in final.files.items():
             (self.work / name).write_text(text)
@@ -502,7 +509,7 @@ class _Run:
             major = int(version_file.read_text().strip().split(".")[0])
         except ValueError:
             raise RestoreError("restore_failed", "fetch", f"unreadable PG_VERSION in {d}") from None
-        planned = logic.pg_version_of(self.doc)
+        planned = self.doc.pg_version
         if planned is not None and planned != major:
             self.warnings.append(f"the plan says PostgreSQL {planned}, the fetched backup is PostgreSQL {major}")
         if bindir is None or (planned is not None and planned != major):
@@ -512,7 +519,7 @@ class _Run:
         (d / "pg_wal").mkdir(exist_ok=True)
         auto = d / "postgresql.auto.conf"
         existing = auto.read_text(errors="replace") if auto.exists() else ""
-        for name, text in logic.settings_files(self.doc["files"], existing).items():
+        for name, text in logic.settings_files(self.doc.files, existing).items():
             p = d / name
             p.write_text(text)
             p.chmod(0o600)
@@ -553,8 +560,8 @@ class _Run:
                 self.warnings.append(f"the recovery server could not be recorded: {type(e).__name__}: {e}")
         self.emit(stage="start", message=f"PostgreSQL {bindir} started (pid {self.server.pid}), replaying",
                   bytes_fetched=self.bytes)
-        end = self.exp.end_lsn
-        start_lsn = logic.lsn_or_none(self.doc["backup"].get("stop_lsn"))
+        end = self.exp.end
+        start_lsn = logic.lsn_or_none(self.doc.backup.stop_lsn)
         deadline = time.monotonic() + self.settings.restore_recovery_timeout_seconds
         promoted = False
         reached: Lsn | None = None
@@ -599,7 +606,7 @@ class _Run:
         facts = logic.parse_log(lines)
         timeline = facts.new_timeline or timeline
         verdict = logic.judge(self.exp, facts, promoted=promoted, reached=reached,
-                              timeline_path=self.doc["timeline_path"])
+                              timeline_path=self.doc.timeline_path)
         if not verdict.ok:
             raise RestoreError("restore_failed", "recover" if not promoted else "verify", verdict.message,
                                segment=verdict.segment, postgres_log=logic.relevant_log(lines))

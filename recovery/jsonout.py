@@ -1,4 +1,4 @@
-"""Plans, refusals and windows as the JSON documents of DESIGN.md (the caller adds "source").
+"""Refusals, windows and archives as the JSON documents of DESIGN.md (the plan: :mod:`recovery.plandoc`).
 
 Times are ``YYYY-MM-DDTHH:MM:SS[.ffffff]Z``, LSNs ``X/Y``, segments their 24-hex names.
 """
@@ -8,11 +8,12 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from recovery.docjson import document_json
 from recovery.errors import PlanningError
 from recovery.lsn import Lsn
 from recovery.model import ArchiveSnapshot, Backup
-from recovery.plan import RecoveryPlan, fmt_time
-from recovery.target import Target
+from recovery.plan import fmt_time
+from recovery.plandoc import PlanBackup
 from recovery.wal import segment_name
 from recovery.windows import CutKind, Window, holes
 
@@ -37,10 +38,8 @@ def window_to_dict(w: Window) -> dict[str, Any]:
 
 
 def backup_to_dict(b: Backup) -> dict[str, Any]:
-    return {"label": b.label, "type": b.type.value, "status": b.status.value, "timeline": b.timeline,
-            "start_lsn": json_lsn(b.start_lsn), "stop_lsn": json_lsn(b.stop_lsn),
-            "start_time": json_time(b.start_time), "stop_time": json_time(b.stop_time),
-            "depends_on": list(b.depends_on)}
+    """A backup as the plan document and the Backups document show it."""
+    return document_json(PlanBackup.of(b))
 
 
 def backup_entry(b: Backup) -> dict[str, Any]:
@@ -117,30 +116,6 @@ def windows_from_json(data: object) -> dict[tuple[int, ...], list[Window]]:
     return out
 
 
-def target_to_dict(t: Target) -> dict[str, Any]:
-    """The plan's ``target``; exact targets (xid, name) also carry what they resolved to: the record's
-    ``lsn``, its timeline (``record_timeline``) and ``commit_time`` (xid) / ``time`` (restore point)."""
-    value: str | int | None
-    if isinstance(t.value, datetime):
-        value = json_time(t.value)
-    elif isinstance(t.value, Lsn):
-        value = str(t.value)
-    elif isinstance(t.value, int | str):
-        value = t.value
-    else:
-        value = None
-    out: dict[str, Any] = {"kind": t.kind.value, "value": value, "inclusive": t.inclusive, "timeline": t.timeline,
-                           "action": t.action}
-    if t.point is not None:
-        p = t.point
-        out["commit_time" if p.xid is not None else "time"] = json_time(p.time)
-        out["lsn"] = str(p.lsn)
-        out["record_timeline"] = p.timeline
-    if t.pick is not None:
-        out["restore_point_lsn"] = str(t.pick)
-    return out
-
-
 def to_json_value(v: object) -> Any:
     """Details values (datetimes, LSNs, windows, nested containers) as JSON-ready data."""
     if v is None or isinstance(v, (bool, int, float, str)):
@@ -156,53 +131,6 @@ def to_json_value(v: object) -> Any:
     if isinstance(v, (list, tuple, set, frozenset)):
         return [to_json_value(x) for x in v]
     return str(v)
-
-
-def replay_to_dict(plan: RecoveryPlan) -> dict[str, Any]:
-    """What replay must reach (DESIGN.md plan ``replay``): ``end_of_wal`` (no recovery target: at least
-    ``end_lsn``, the last decoded commit record before the end or the last segment's first record) or
-    ``target`` (``end_lsn`` the recovery stop the target implies, null when unknown, as for times)."""
-    out: dict[str, Any] = {"mode": "end_of_wal" if plan.end_of_wal else "target", "end_lsn": json_lsn(plan.end_lsn),
-                           "end_segment": plan.last_segment, "last_commit_time": json_time(plan.last_commit_time)}
-    stop = stop_to_dict(plan)
-    if stop is not None:
-        out["stop"] = stop
-    return out
-
-
-def stop_to_dict(plan: RecoveryPlan) -> dict[str, Any] | None:
-    """The exact recovery stop an exact target promises (``replay.stop``), which the executor checks in
-    PostgreSQL's log: ``before_xid`` (``recovery stopping before commit of transaction X, time T``),
-    ``restore_point`` (``recovery stopping at restore point "N", time T``) or ``after_lsn`` (a repeated
-    restore point targeted by its LSN: ``recovery stopping after WAL location (LSN) "X/Y"``)."""
-    t = plan.target
-    if t.point is None or plan.end_of_wal:
-        return None
-    at = {"lsn": str(t.point.lsn), "time": json_time(t.point.time)}
-    if t.point.xid is not None:
-        return {"kind": "before_xid", "xid": t.point.xid, **at}
-    if plan.setting("recovery_target_lsn") is not None:
-        return {"kind": "after_lsn", "name": t.point.name, **at}
-    return {"kind": "restore_point", "name": t.point.name, **at}
-
-
-def plan_to_dict(plan: RecoveryPlan, files: Mapping[str, str], restore_command: str) -> dict[str, Any]:
-    w = plan.window
-    return {
-        "backup": backup_to_dict(plan.backup),
-        "target": target_to_dict(plan.target),
-        "timeline_path": list(plan.timeline_path),
-        "wal": {"first_segment": plan.first_segment, "last_segment": plan.last_segment,
-                "segments": plan.segments},
-        "window": {"earliest": json_time(w.from_time), "latest": json_time(w.to_time),
-                   "latest_is_exact": w.to_is_exact, "earliest_lsn": str(w.from_lsn),
-                   "latest_lsn": str(w.to_lsn)},
-        "end_of_wal": plan.end_of_wal,
-        "replay": replay_to_dict(plan),
-        "restore_command": restore_command,
-        "files": dict(files),
-        "warnings": list(plan.warnings),
-    }
 
 
 def refusal_to_dict(err: PlanningError) -> dict[str, Any]:

@@ -124,13 +124,15 @@ Pair = tuple[Backup, TimelinePath | PlanningError]
 
 
 class WindowsUnknown(Exception):
-    """The precomputed windows given to :func:`plan_recovery` lack the requested path: plan from the
-    whole snapshot instead."""
+    """The windows given with a *narrowed* snapshot lack the requested path: its windows cannot be
+    computed from the candidates alone (plan from the whole snapshot instead)."""
 
 
 def _pairs(snapshot: ArchiveSnapshot, target: Target, pool: Sequence[Backup],
-           known: Mapping[tuple[int, ...], Sequence[Window]] | None = None) -> tuple[list[Pair], list[Window]]:
-    """Candidate (backup, path) pairs and the windows to show with a refusal (``known``: precomputed)."""
+           known: Mapping[tuple[int, ...], Sequence[Window]] | None = None,
+           narrowed: bool = False) -> tuple[list[Pair], list[Window]]:
+    """Candidate (backup, path) pairs and the windows to show with a refusal (``known``: precomputed;
+    a path they lack is computed from the snapshot, unless it is ``narrowed``)."""
     if target.timeline == "current":
         paths: dict[int, TimelinePath | PlanningError] = {}
         pairs: list[Pair] = []
@@ -146,12 +148,12 @@ def _pairs(snapshot: ArchiveSnapshot, target: Target, pool: Sequence[Backup],
                    for w in compute_windows(snapshot, p, [b for b in pool if b.timeline == t])]
         return pairs, windows
     path = resolve_path(snapshot, target.timeline)
-    if known is None:
-        windows = compute_windows(snapshot, path, pool)
-    elif path.tlis in known:
+    if known is not None and path.tlis in known:
         windows = list(known[path.tlis])
-    else:
+    elif known is not None and narrowed:
         raise WindowsUnknown(path.tlis)
+    else:
+        windows = compute_windows(snapshot, path, pool)
     return [(b, path) for b in pool if on_path(b, path)], windows
 
 
@@ -415,18 +417,21 @@ def _exact_settings(snapshot: ArchiveSnapshot, target: Target, r: Reach, path_wi
 
 def plan_recovery(snapshot: ArchiveSnapshot, target: Target, *, now: datetime,
                   pg_version: int | None = None,
-                  windows: Mapping[tuple[int, ...], Sequence[Window]] | None = None) -> RecoveryPlan:
+                  windows: Mapping[tuple[int, ...], Sequence[Window]] | None = None,
+                  narrowed: bool = False) -> RecoveryPlan:
     """Choose a backup and the WAL to reach ``target``, or raise PlanningError.
 
     ``windows``: the archive's windows per path (:func:`recovery.windows.all_windows` of the *whole*
-    snapshot), when known. With them the snapshot may be narrowed to the newest candidate backups (see
-    :func:`narrowable`): the plan is the same as from the whole snapshot whenever this returns one.
-    A refusal from a narrowed snapshot is not authoritative; plan from the whole snapshot instead.
+    snapshot), when known; a path they lack is computed here. With them the snapshot may be ``narrowed``
+    to the newest candidate backups (see :func:`narrowable`): the plan is the same as from the whole
+    snapshot whenever this returns one choosing a backup of the prefix. A refusal from a narrowed snapshot
+    is not authoritative, nor is a path the windows lack (:class:`WindowsUnknown`): plan from the whole
+    snapshot instead.
     """
     _check_integrity(snapshot)
     pool = usable_backups(snapshot.backups)
     known = windows if windows is not None and narrowable(target) else None
-    pairs, path_windows = _pairs(snapshot, target, pool, known)
+    pairs, path_windows = _pairs(snapshot, target, pool, known, narrowed)
     if target.kind is TargetKind.TIME and target.time > now:
         raise PlanningError("target_after_window",
                             f"target {fmt_time(target.time)} is in the future (now {fmt_time(now)})",

@@ -1,4 +1,5 @@
-"""Turn a RecoveryPlan into the files PostgreSQL reads (LAYOUTS §8.3, §9). Pure text, no I/O.
+"""Turn a RecoveryPlan into the files PostgreSQL reads (LAYOUTS §8.3, §9). Pure text, no I/O. The
+restore_command itself is the layout's (:mod:`scheduler.layouts`).
 
 PG >= 12: ``postgresql.auto.conf`` settings plus an empty ``recovery.signal``.
 PG <= 11: ``recovery.conf`` (where ``recovery_target_timeline = 'current'`` cannot be written and
@@ -6,40 +7,10 @@ the default is current, so ``latest`` must be explicit).
 """
 from __future__ import annotations
 
-import shlex
 from datetime import datetime, timezone
 
-from recovery.errors import PlanningError
 from recovery.lsn import Lsn
-from recovery.model import Layout
 from recovery.plan import RecoveryPlan, pg_major
-
-
-def restore_command(layout: Layout | str, *, bucket: str, prefix: str, stanza: str | None,
-                    endpoint_url: str | None = None) -> str:
-    """The ``restore_command`` of the tool that wrote the archive (LAYOUTS §9).
-
-    >>> restore_command("pgbackrest", bucket="b", prefix="/pgbackrest/", stanza="main")
-    'pgbackrest --stanza=main archive-get %f "%p"'
-    >>> restore_command("barman", bucket="pg-archive", prefix="barman/", stanza="main")
-    'barman-cloud-wal-restore --no-partial s3://pg-archive/barman main %f %p'
-    """
-    try:
-        kind = Layout(layout)
-    except ValueError:
-        raise PlanningError("unsupported_layout", f"no restore_command for layout {layout!r}") from None
-    if kind is Layout.PGBACKREST:
-        return f'pgbackrest --stanza={shlex.quote(stanza or "main")} archive-get %f "%p"'
-    if kind is Layout.BARMAN:
-        if not stanza:
-            raise PlanningError("unsupported_layout", "barman-cloud needs the server name")
-        p = prefix.strip("/")
-        url = f"s3://{bucket}/{p}" if p else f"s3://{bucket}"
-        ep = f"--endpoint-url {shlex.quote(endpoint_url)} " if endpoint_url else ""
-        return f"barman-cloud-wal-restore {ep}--no-partial {shlex.quote(url)} {shlex.quote(stanza)} %f %p"
-    if kind is Layout.WALG:
-        return 'wal-g wal-fetch "%f" "%p"'
-    return 'envdir /etc/wal-e.d/env wal-e wal-fetch "%f" "%p"'
 
 
 def conf_time(t: datetime) -> str:

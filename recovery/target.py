@@ -72,6 +72,16 @@ class Target:
         return self.value
 
 
+@dataclass(frozen=True, slots=True)
+class CloneRequest:
+    """A clone request, parsed at the edge (HTTP body, CLI arguments): the service instance's name in the
+    space, the target, and the PostgreSQL major version to write the files for (None: the source's)."""
+
+    clone_from: str
+    target: Target
+    pg_version: int | None = None
+
+
 def parse_time(text: str) -> datetime:
     """An ISO 8601 time with an explicit zone, as an aware UTC datetime.
 

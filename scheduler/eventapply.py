@@ -6,7 +6,7 @@ per-key verdict, this reads only what the events name:
 - a new WAL segment joins the runs; when it ends a run (or lies within the edge reader's reach of a run's
   end, ``EDGE_REACH`` segments) the run end's commit time is read (``scheduler.edges``), walking back over
   the segment keys events taught (``known``) and, past them, the edge the catalog had;
-- a new history file is read (``scan._read_history``);
+- a new history file is read (``scanning.read_history``);
 - a backup's metadata (pgBackRest ``backup.info`` / a manifest, barman ``backup.info``, a WAL-G/WAL-E stop
   sentinel), or payload of a backup the catalog lacks, re-reads that metadata with the scan's parsers: the
   targeted scan of the backup prefix, by GET, without LIST;
@@ -26,7 +26,7 @@ from recovery.errors import ParseError
 from recovery.model import Backup, BackupStatus, BackupType, Layout, WalRun, WindowEdge
 from recovery.wal import DEFAULT_SEG_SIZE, merge_runs
 from scheduler import edges as edge_mod
-from scheduler import scan as scan_mod
+from scheduler import scanning
 from scheduler.eventroute import Kind, Target
 from scheduler.layouts import barman as bm
 from scheduler.layouts import pgbackrest as pbr
@@ -96,7 +96,7 @@ def key_event(p: Pending) -> KeyEvent:
     return KeyEvent(e.key, e.action.value, e.sequencer, e.time)
 
 
-async def apply_events(store: HeadStore, root: str, prev: scan_mod.Previous, pending: Sequence[Pending],
+async def apply_events(store: HeadStore, root: str, prev: scanning.Previous, pending: Sequence[Pending],
                        known: Mapping[tuple[int, int], tuple[str, datetime | None]],
                        classify_rel: Callable[[str], Target]) -> Outcome:
     """The effects of ``pending`` on one instance (``root``: its normalized prefix). ``known``: segment keys
@@ -125,10 +125,10 @@ async def apply_events(store: HeadStore, root: str, prev: scan_mod.Previous, pen
                 continue            # the same object again (a re-PUT, or the one a scan listed): nothing new
             return Outcome(reconcile=f"a second object for segment {k}: {p.event.key}", stale_removals=stale)
         segs[k] = (p.event.key, _lm(p.event.time))
-    acc = scan_mod._Acc()
+    acc = scanning.Acc()
     for p in created:
         if p.target.kind is Kind.HISTORY and p.target.timeline is not None:
-            await scan_mod._read_history(store, p.target.timeline, p.event.key, acc)
+            await scanning.read_history(store, p.target.timeline, p.event.key, acc)
     write_backups, pg_version, system_id = await _backups(store, root, prev, created, acc)
     runs = merge_runs(WalRun(t, n, n) for t, n in segs)
     edges, corrupt = await _edges(store, prev, runs, segs, known, seg_size, acc)
@@ -160,10 +160,10 @@ def _covered(runs: Sequence[WalRun], k: tuple[int, int]) -> bool:
     return any(r.timeline == k[0] and r.first <= k[1] <= r.last for r in runs)
 
 
-async def _edges(store: ObjectStore, prev: scan_mod.Previous, new: Sequence[WalRun],
+async def _edges(store: ObjectStore, prev: scanning.Previous, new: Sequence[WalRun],
                  segs: Mapping[tuple[int, int], tuple[str, datetime | None]],
                  known: Mapping[tuple[int, int], tuple[str, datetime | None]], seg_size: int,
-                 acc: scan_mod._Acc) -> tuple[tuple[WindowEdge, ...], tuple[WalConflict, ...]]:
+                 acc: scanning.Acc) -> tuple[tuple[WindowEdge, ...], tuple[WalConflict, ...]]:
     """Edges of the runs whose end is new or within reach of a new segment, read as a scan reads them."""
     if not new:
         return (), ()
@@ -209,8 +209,8 @@ def _before_chain(e: WindowEdge, first_read: int, run: WalRun, prev_edges: Mappi
     return replace(before, segno=run.last)
 
 
-async def _backups(store: ObjectStore, root: str, prev: scan_mod.Previous, created: Sequence[Pending],
-                   acc: scan_mod._Acc) -> tuple[tuple[Backup, ...] | None, int | None, int | None]:
+async def _backups(store: ObjectStore, root: str, prev: scanning.Previous, created: Sequence[Pending],
+                   acc: scanning.Acc) -> tuple[tuple[Backup, ...] | None, int | None, int | None]:
     """The backup set after these events (None: unchanged), with pg_version and system_id when read."""
     have = {b.label: b for b in prev.backups}
     metas = [p for p in created if p.target.kind is Kind.BACKUP_META]
@@ -225,7 +225,7 @@ async def _backups(store: ObjectStore, root: str, prev: scan_mod.Previous, creat
         labels = {p.target.label for p in metas if p.target.label is not None} | unknown
         registered: set[str] = {label for label, b in have.items() if b.status is not BackupStatus.RUNNING}
         if any(p.target.label is None for p in metas):
-            info, _raced = await scan_mod._read_info(store, bdir + "backup.info", pbr.parse_backup_info, acc)
+            info, _raced = await pbr.read_info(store, bdir + "backup.info", pbr.parse_backup_info, acc)
             if info is not None:
                 registered = {b.label for b in info.backups}
                 out = {label: b for label, b in out.items() if b.status is BackupStatus.RUNNING
@@ -233,7 +233,7 @@ async def _backups(store: ObjectStore, root: str, prev: scan_mod.Previous, creat
                 out.update({b.label: b for b in info.backups})
                 pg_version, system_id = info.pg_version, info.system_id
         for label in sorted(labels - registered):
-            out[label] = await scan_mod._pgbackrest_unregistered(store, f"{bdir}{label}/", label, acc)
+            out[label] = await pbr.unregistered_backup(store, f"{bdir}{label}/", label, acc)
     elif prev.layout is Layout.BARMAN:
         base = f"{root}{prev.stanza}/base/"
         for p in metas:
@@ -299,14 +299,14 @@ class Findings:
         return bool(self.segments or self.histories or self.backups or self.gone)
 
 
-def findings(prev: scan_mod.Previous, result: ScanResult) -> Findings:
+def findings(prev: scanning.Previous, result: ScanResult) -> Findings:
     """Segments, histories and backups new or changed, and (full scans) how many are gone. Nothing for an
     instance's first scan.
 
     >>> from datetime import datetime, timezone
     >>> from catalog.scanresult import WalMode
     >>> t = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    >>> p = scan_mod.Previous(layout=Layout.BARMAN, runs=(WalRun(1, 1, 5),))
+    >>> p = scanning.Previous(layout=Layout.BARMAN, runs=(WalRun(1, 1, 5),))
     >>> sorted(findings(p, ScanResult(Layout.BARMAN, False, t, t, wal_runs=(WalRun(1, 4, 7),))).segments)
     [(1, 6), (1, 7)]
     >>> findings(p, ScanResult(Layout.BARMAN, True, t, t, wal_runs=(WalRun(1, 2, 5),), wal_mode=WalMode.REPLACE)).gone

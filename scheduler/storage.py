@@ -17,11 +17,11 @@ import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import aioboto3
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, ReadTimeoutError, SSLError
+if TYPE_CHECKING:
+    import aioboto3
+    from botocore.config import Config
 
 from recovery.errors import PitrError
 
@@ -72,6 +72,8 @@ _UNAVAILABLE = {"500", "502", "503", "504", "SlowDown", "ServiceUnavailable", "I
 
 def classify_client_error(exc: Exception, bucket: str, key: str | None = None) -> StorageError:
     """Map botocore errors to clear storage error codes (never echoing credentials)."""
+    # lazy: the port (ObjectStore, NotFound) is imported by the layout modules that `plan --json` uses
+    from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, ReadTimeoutError, SSLError
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})
         code = str(err.get("Code", ""))
@@ -202,6 +204,7 @@ class S3Store:
 
 
 def s3_config(*, max_attempts: int, connect_timeout: float, read_timeout: float) -> Config:
+    from botocore.config import Config  # lazy: see classify_client_error
     # total_max_attempts counts the first request too (botocore's ``max_attempts`` would count retries only)
     return Config(retries={"mode": "standard", "total_max_attempts": max_attempts},
                   connect_timeout=connect_timeout, read_timeout=read_timeout,
@@ -209,4 +212,5 @@ def s3_config(*, max_attempts: int, connect_timeout: float, read_timeout: float)
 
 
 def make_session(access_key: str | None, secret_key: str | None, region: str) -> aioboto3.Session:
+    import aioboto3  # lazy: see classify_client_error
     return aioboto3.Session(aws_access_key_id=access_key, aws_secret_access_key=secret_key, region_name=region)

@@ -426,7 +426,7 @@ async def test_metrics_one_statement(pool: asyncpg.Pool) -> None:
     statements: list[str] = []
     async with pool.acquire() as conn:
         conn.add_query_logger(lambda q: statements.append(q.query))
-        from api.metrics import fleet_text
+        from backup_catalog.api.metrics import fleet_text
         text = await fleet_text(conn, settings, datetime.now(UTC))   # type: ignore[arg-type]
     reads = [q for q in statements if q.lstrip().upper().startswith(("SELECT", "WITH"))]
     assert len(reads) == 1, statements            # besides BEGIN, SET LOCAL jit = off, COMMIT

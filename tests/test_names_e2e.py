@@ -22,6 +22,7 @@ from catalog import repo
 from catalog.errors import UnknownService
 from recovery.plan import fmt_time
 from tests.realarchives.plugin import RealArchive, RealArchives
+from tests.support.clones import clone_request
 from tests.support.fixtures import commits, register_and_scan
 
 pytestmark = pytest.mark.realtools
@@ -38,7 +39,7 @@ def labels(arch: RealArchive) -> set[str]:
 
 async def plan(pool: asyncpg.Pool, settings: Settings, space: str, name: str, **target: Any) -> dict[str, Any]:
     body = {"clone-from": name, **{k.replace("_", "-"): v for k, v in target.items()}}
-    return await plans.plan_doc(pool, settings, space, body)
+    return (await plans.plan_doc(pool, settings, space, clone_request(body))).to_json()
 
 
 @pytest.fixture
@@ -142,7 +143,7 @@ async def test_clone_of_a_deleted_instance_by_its_old_name(pool: asyncpg.Pool, c
     # by its last name, with and without a time (a time after the delete too)
     for target in ({"latest": True}, {"point-in-time": fmt_time(between(pb, 14, 15))},
                    {"point-in-time": fmt_time(gone_at + timedelta(seconds=5))}):
-        doc = await plans.plan_doc(pool, settings, "s1", {"clone-from": "legacy", **target})
+        doc = (await plans.plan_doc(pool, settings, "s1", clone_request({"clone-from": "legacy", **target}))).to_json()
         assert doc["source"]["instance_guid"] == "g-gone", target
         assert doc["source"]["deleted_at"] == iso(gone_at)
         assert "deleted at" in doc["source"]["resolution"]

@@ -41,6 +41,7 @@ from recovery.wal import WalSegment, segment_name
 from sandbox.archives import RealArchive, fresh_archive
 from sandbox.s3 import list_all
 from scheduler.clients import s3_client
+from tests.support.clones import clone_request
 from tests.support.fixtures import (
     Row,
     commits,
@@ -117,7 +118,7 @@ def _write_table() -> None:
 
 
 async def plan(e: Env, c: Catalogued, body: dict[str, Any]) -> dict[str, Any]:
-    return await plan_clone(e.pool, e.settings, c.space, {"clone-from": c.name, **body})
+    return (await plan_clone(e.pool, e.settings, c.space, clone_request({"clone-from": c.name, **body}))).to_json()
 
 
 def _objects(client: Any, bucket: str) -> list[tuple[str, int, str]]:
@@ -148,7 +149,7 @@ class Restores:
             d = scratch_dir()
             try:
                 t0 = asyncio.get_running_loop().time()
-                res = await restore_from_catalog(self.e.settings, c.space, {"clone-from": c.name, **body},
+                res = await restore_from_catalog(self.e.settings, c.space, clone_request({"clone-from": c.name, **body}),
                                                  d / "data", pool=self.e.pool, environ=self.environ)
                 took = asyncio.get_running_loop().time() - t0
                 assert not (d / "data" / "recovery.signal").exists()
@@ -157,7 +158,7 @@ class Restores:
                 shutil.rmtree(d, ignore_errors=True)
             after = await asyncio.to_thread(_objects, client, c.arch.bucket)
             assert after == before, "the restore wrote into its source archive"
-            return Restored(str(res.backup["label"]), rows, took)
+            return Restored(res.backup.label, rows, took)
 
     def submit(self, tool: str, case: str, c: Catalogued, body: dict[str, Any]) -> None:
         self._jobs[(tool, case)] = asyncio.ensure_future(self._restore(c, body))

@@ -31,7 +31,10 @@ from sandbox.s3 import MotoEndpoint, list_all
 from scheduler import runner
 from scheduler.clients import PurgeNotConfigured, purge_s3_client, s3_client
 from tests.realarchives.plugin import RealArchive, fresh_archive
+from tests.support.clones import clone_request
 from tests.support.faultproxy import FaultProxy
+
+ORDERS_LATEST = clone_request({"clone-from": "orders", "latest": True})
 
 pytestmark = pytest.mark.realtools
 
@@ -208,7 +211,7 @@ async def test_refusals_shared_prefix_hold_and_reuse_then_purged_memory(
     s3_endpoint.client().delete_object(Bucket=arch.bucket, Key=new_key)
 
     # clonable until purged; the plan says until when
-    doc = await views_plan.plan_doc(pool, cfg, SPACE, {"clone-from": "orders", "latest": True})
+    doc = (await views_plan.plan_doc(pool, cfg, SPACE, ORDERS_LATEST)).to_json()
     assert doc["source"]["undo_until"] and any("undo period" in w for w in doc["warnings"])
 
     report = await run(pool, cfg)
@@ -218,7 +221,7 @@ async def test_refusals_shared_prefix_hold_and_reuse_then_purged_memory(
 
     # memory stays: the name resolves, the clone is refused with `purged`, when and by which policy
     with pytest.raises(PlanningError) as exc:
-        await views_plan.plan_doc(pool, cfg, SPACE, {"clone-from": "orders", "latest": True})
+        await views_plan.plan_doc(pool, cfg, SPACE, ORDERS_LATEST)
     rec = await repo.get_instance(pool, "gone")
     assert exc.value.code == "purged" and rec.purged_at is not None
     assert rec.purged_at.isoformat().replace("+00:00", "Z") in exc.value.message
@@ -300,7 +303,7 @@ async def test_a_purge_killed_after_the_first_batch_is_finished_by_the_next_run(
         list_all(s3_endpoint.client(), arch.bucket, own["prefixes"][1])
     assert len(left) == own["objects"] - 800           # batch 2 was deleted, its count not yet recorded
     with pytest.raises(PlanningError, match="being purged") as exc:      # half an archive is not clonable
-        await views_plan.plan_doc(pool, cfg, SPACE, {"clone-from": "orders", "latest": True})
+        await views_plan.plan_doc(pool, cfg, SPACE, ORDERS_LATEST)
     assert exc.value.code == "purged"
 
     report = await run(pool, cfg)
@@ -460,7 +463,7 @@ async def test_a_hold_placed_during_a_purge_stops_it_before_the_next_batch(
     assert audit.outcome == "refused" and audit.objects_deleted == 10
     assert len(list_all(s3_endpoint.client(), arch.bucket)) == len(arch.keys) - 10
     with pytest.raises(PlanningError, match="being purged"):      # what is left is not a whole archive
-        await views_plan.plan_doc(pool, cfg, SPACE, {"clone-from": "orders", "latest": True})
+        await views_plan.plan_doc(pool, cfg, SPACE, ORDERS_LATEST)
 
 
 async def test_the_catalog_re_check_sees_an_instance_registered_while_the_purge_lists(

@@ -30,9 +30,11 @@ from sandbox.pg import PG_BIN, as_postgres
 from sandbox.s3 import free_port, list_all
 from sandbox.tool_barman import TOOLS_BIN
 from scheduler.clients import s3_client
+from tests.support.clones import clone_request
 from tests.support.faultproxy import FaultProxy
 from tests.support.fixtures import on_path, register_and_scan
 from tests.support.restore import (
+    hand_plan,
     restore_environ,
     restore_settings,
     scratch_dir,
@@ -155,11 +157,8 @@ async def test_bad_input_creates_and_touches_nothing(real_archives: Any, s3_endp
     t0 = time.monotonic()
     env = cli_env(s3_endpoint, None)
     arch = real_archives["barman"]
-    good = {"source": {"layout": "barman"}, "backup": {"label": arch.truth["scenario_backups"]["B3"]},
-            "target": {"kind": "latest"}, "timeline_path": [1, 2], "wal": {"last_segment": "000000020000000000000007"},
-            "files": {"postgresql.auto.conf": "restore_command = 'false'\n", "recovery.signal": ""},
-            "storage": {"layout": "barman", "bucket": arch.bucket, "prefix": arch.prefix, "stanza": "main"},
-            "pg_version": 15}
+    good = hand_plan(arch, arch.truth["scenario_backups"]["B3"], "restore_command = 'false'\n",
+                     "000000020000000000000007").to_json()
     d = scratch_dir()
     try:
         # a non-empty --pgdata: exit 2, untouched
@@ -171,7 +170,8 @@ async def test_bad_input_creates_and_touches_nothing(real_archives: Any, s3_endp
         assert [p.name for p in full.iterdir()] == ["PG_VERSION"] and (full / "PG_VERSION").read_text() == "precious\n"
         # what is not a plan: exit 2, nothing created
         for bad, words in (("{not json", "not JSON"), ("[1, 2]", "not a JSON object"),
-                           ({"hello": "world"}, "backup.label"), ({**good, "files": {"../x": ""}}, "never writes")):
+                           ({"hello": "world"}, "the plan has no storage member"), ({**good, "files": {"../x": ""}}, "never writes"),
+                           ({**good, "backup": {**good["backup"], "stop_lsn": "0-3"}}, "backup.stop_lsn '0-3' is not an LSN")):
             code, doc, _ = await run_cli(env, "--plan", str(plan_file(d, bad)), "--pgdata", str(d / "new"))
             assert code == 2 and words in doc["error"]["message"], doc
             assert not (d / "new").exists()
@@ -212,7 +212,8 @@ async def test_endpoint_lost_mid_fetch_leaves_nothing(fresh: dict[str, Inst], s3
     found before any tool runs (exit 2, naming S3_ENDPOINT_URL)."""
     inst = fresh["barman"]
     settings = restore_settings(s3_endpoint, catalog_dsn)
-    doc = await plan_clone(_catalog_pool, settings, inst.space, {"clone-from": inst.name, "immediate": True})
+    doc = (await plan_clone(_catalog_pool, settings, inst.space,
+                            clone_request({"clone-from": inst.name, "immediate": True}))).to_json()
     d = scratch_dir()
     pgdata = d / "data"
     try:

@@ -32,14 +32,17 @@ import pytest_asyncio
 from backup_catalog.usecases import walindex as job
 from backup_catalog.usecases.restore import plan_clone, restore_from_catalog
 from catalog import walindex
+from recovery.docjson import document_json
 from recovery.errors import PlanningError
 from recovery.lsn import Lsn
+from recovery.target import CloneRequest
 from recovery.walrecords import RowChange, decode_stream
 from recovery.walsummary import summarise
 from sandbox.mistakes import MistakesArchive, load_mistakes
 from scheduler.clients import s3_client
 from scheduler.edges import read_segment
 from scheduler.storage import S3Store
+from tests.support.clones import clone_request
 from tests.support.fixtures import register_and_scan
 from tests.support.restore import restore_environ, restore_settings, scratch_dir
 
@@ -76,8 +79,8 @@ def mistake(arch: MistakesArchive, what: str) -> dict[str, Any]:
     return next(m for m in arch.truth["mistakes"] if m["what"] == what)
 
 
-def body(tool: str, **target: Any) -> dict[str, Any]:
-    return {"clone-from": f"shop-{tool}", **{k.replace("_", "-"): v for k, v in target.items()}}
+def body(tool: str, **target: Any) -> CloneRequest:
+    return clone_request({"clone-from": f"shop-{tool}", **{k.replace("_", "-"): v for k, v in target.items()}})
 
 
 CASES: dict[str, Any] = {    # case -> (tools, the target of the clone request from the truth)
@@ -89,13 +92,13 @@ CASES: dict[str, Any] = {    # case -> (tools, the target of the clone request f
 }
 
 
-async def _restore(e: Env, sem: asyncio.Semaphore, ep: Any, tool: str, req: dict[str, Any]) -> dict[str, Any]:
+async def _restore(e: Env, sem: asyncio.Semaphore, ep: Any, tool: str, req: CloneRequest) -> dict[str, Any]:
     async with sem:
         d = scratch_dir("undo-test-")
         try:
             res = await restore_from_catalog(e.settings, e.space, req, d / "data", pool=e.pool,
                                              environ=restore_environ(ep), check_query=CHECK)
-            return {"label": res.backup["label"], "target": res.target,
+            return {"label": res.backup.label, "target": document_json(res.target),
                     "rows": json.loads(res.check_result or "{}"), "log": res.postgres_log}
         finally:
             shutil.rmtree(d, ignore_errors=True)
@@ -119,7 +122,7 @@ async def env(_catalog_pool: asyncpg.Pool, s3_endpoint: Any, catalog_dsn: str) -
         for case, (tools, target) in CASES.items():
             for tool in tools:
                 req = body(tool, **target(e.archives[tool]))
-                e.plans[(tool, case)] = await plan_clone(_catalog_pool, settings, e.space, req)
+                e.plans[(tool, case)] = (await plan_clone(_catalog_pool, settings, e.space, req)).to_json()
                 e.restores[(tool, case)] = asyncio.ensure_future(_restore(e, sem, s3_endpoint, tool, req))
         try:
             yield e
@@ -228,8 +231,8 @@ async def test_duplicated_and_unknown_restore_points_are_refused_with_the_lists(
     assert {p["name"] for p in e.value.details["known"]} >= {"before-migration", "deploy"}  # type: ignore[union-attr]
     # restore-point-lsn picks the later one: after B2's start, so by name from B2
     later = occ[1]["lsn"]  # type: ignore[index]
-    doc = await plan_clone(env.pool, env.settings, env.space,
-                           body(tool, restore_point="deploy", restore_point_lsn=str(later)))
+    doc = (await plan_clone(env.pool, env.settings, env.space,
+                            body(tool, restore_point="deploy", restore_point_lsn=str(later)))).to_json()
     assert doc["backup"]["label"] == arch.truth["B2"] and doc["target"]["lsn"] == str(later)
     assert doc["replay"]["stop"]["kind"] == "restore_point"
     points = await walindex.restore_points(env.pool, env.guids[tool])

@@ -42,6 +42,7 @@ from recovery.errors import PlanningError
 from recovery.lsn import Lsn
 from recovery.model import CorruptSegment
 from recovery.plan import fmt_time
+from recovery.plandoc import PlanDoc
 from recovery.wal import segment_name
 from sandbox.pg import as_postgres, make_postgres_dir
 from sandbox.tool_barman import TOOLS_BIN, aws_env
@@ -51,6 +52,7 @@ from scheduler.clients import s3_client
 from scheduler.scan import scan_archive
 from scheduler.storage import S3Store
 from tests.realarchives.plugin import RealArchive, fresh_archive
+from tests.support.clones import clone_request
 from tests.support.fixtures import Row, commits, register_and_scan, rows_until_lsn, scan
 from tests.support.restore import restore_environ, restore_settings, scratch_dir, start_and_read
 
@@ -89,7 +91,7 @@ async def catalogued(e: Env, s3_endpoint: Any, tool: str, what: str) -> Inst:
 
 
 async def plan(e: Env, inst: Inst, body: dict[str, Any]) -> dict[str, Any]:
-    return await plan_doc(e.pool, e.settings, e.space, {"clone-from": inst.name, **body})
+    return (await plan_doc(e.pool, e.settings, e.space, clone_request({"clone-from": inst.name, **body}))).to_json()
 
 
 async def refusal(e: Env, inst: Inst, body: dict[str, Any]) -> PlanningError:
@@ -120,7 +122,7 @@ def pitr_restore(env: Env, s3_endpoint: Any) -> Restorer:
     async def run(doc: dict[str, Any]) -> list[Row]:
         d = scratch_dir()
         try:
-            await execute_plan(doc, d / "data", env.settings, environ=restore_environ(s3_endpoint))
+            await execute_plan(PlanDoc.from_json(doc), d / "data", env.settings, environ=restore_environ(s3_endpoint))
             return await asyncio.to_thread(start_and_read, d / "data")
         finally:
             shutil.rmtree(d, ignore_errors=True)

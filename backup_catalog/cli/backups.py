@@ -15,7 +15,7 @@ import dataclasses
 import sys
 from typing import TYPE_CHECKING, Any
 
-from backup_catalog.cli.common import on_catalog, print_json
+from backup_catalog.cli.common import clone_request, on_catalog, print_json
 from backup_catalog.settings import PlanConfig
 from backup_catalog.usecases import backups, instances, plan
 
@@ -67,7 +67,7 @@ async def cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if all(o.ok for o in outcomes) else 1
 
 
-def _show(args: argparse.Namespace, doc: dict[str, Any], pretty: str) -> int:
+def _show(args: argparse.Namespace, doc: Any, pretty: str) -> int:
     if args.json:
         print_json(doc)
     else:
@@ -85,9 +85,9 @@ async def cmd_backups(args: argparse.Namespace, settings: PlanConfig) -> int:
 
 
 async def cmd_plan(args: argparse.Namespace, settings: PlanConfig) -> int:
-    body = {"clone-from": args.clone_from, "point-in-time": args.point_in_time, "lsn": args.lsn,
-            "latest": args.latest, "immediate": args.immediate, "timeline": args.timeline,
-            "exclusive": args.exclusive, "pg-version": args.pg_version, "before-xid": args.before_xid,
-            "restore-point": args.restore_point, "restore-point-lsn": args.restore_point_lsn}
-    doc = await on_catalog(settings, lambda pool: plan.plan_doc(pool, settings, args.space, body), light=True)
+    request = clone_request(args)
+    doc = await on_catalog(settings, lambda pool: plan.plan_doc(pool, settings, args.space, request), light=True)
+    if args.json:
+        print_json(doc.to_json())
+        return 0
     return _show(args, doc, "print_plan")

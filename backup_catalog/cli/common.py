@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     import asyncpg
 
     from catalog.connect import CatalogConfig
+    from recovery.target import CloneRequest
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
 USAGE_CODES = frozenset({"unknown_service", "unknown_instance", "invalid_target", "invalid_lsn", "bad_input",
@@ -47,3 +48,15 @@ async def on_catalog(settings: CatalogConfig, work: Callable[[asyncpg.Pool], Awa
         return await work(pool)
     finally:
         await pool.close()
+
+
+def clone_request(args: argparse.Namespace) -> CloneRequest:
+    """The clone arguments (``plan``, ``restore``) parsed, once, into the core's request.
+    :raises PlanningError: ``invalid_target`` naming what is wrong."""
+    from recovery.target import CloneRequest, make_target
+    target = make_target(point_in_time=args.point_in_time, lsn=args.lsn, latest=args.latest,
+                         immediate=args.immediate, timeline=args.timeline, exclusive=args.exclusive,
+                         before_xid=getattr(args, "before_xid", None),
+                         restore_point=getattr(args, "restore_point", None),
+                         restore_point_lsn=getattr(args, "restore_point_lsn", None))
+    return CloneRequest(args.clone_from, target, getattr(args, "pg_version", None))

@@ -36,6 +36,7 @@ from executor import RestoreError
 from recovery.errors import PlanningError
 from recovery.jsonout import refusal_to_dict
 from recovery.model import InstanceRef, Storage
+from recovery.target import CloneRequest, make_target
 from sandbox.cache import ensure_cache, load_objects, load_truth, object_path
 from sandbox.s3 import MotoEndpoint
 from scheduler import runner
@@ -145,7 +146,7 @@ async def _tour(pool: Any, settings: Settings, truth: dict[str, Any], environ: d
     a, b = tl2[0], tl2[1]
     ta, tb = datetime.fromisoformat(a["commit_time"]), datetime.fromisoformat(b["commit_time"])
     target = documents.iso(ta + (tb - ta) / 2)
-    body = {"clone-from": "production", "point-in-time": target}
+    body = CloneRequest("production", make_target(point_in_time=target))
     console.rule(f"cf create-service ... -c '{{\"clone-from\":\"production\",\"point-in-time\":\"{target}\"}}'")
     doc = await plan.plan_doc(pool, settings, SPACE, body)
     render.print_plan(doc, console)
@@ -156,7 +157,8 @@ async def _tour(pool: Any, settings: Settings, truth: dict[str, Any], environ: d
 
     console.rule("and a request the archive cannot serve")
     try:
-        await plan.plan_doc(pool, settings, SPACE, {"clone-from": "production", "point-in-time": "2016-09-28T10:00Z"})
+        await plan.plan_doc(pool, settings, SPACE,
+                            CloneRequest("production", make_target(point_in_time="2016-09-28T10:00Z")))
     except PlanningError as e:
         err = refusal_to_dict(e)["error"]
         console.print(f"refused [bold]{err['code']}[/bold]: {err['message']}")
@@ -233,7 +235,7 @@ def _reset(args: argparse.Namespace, settings: Settings) -> int:
 ROWS_QUERY = "SELECT coalesce(string_agg(id || ':' || tl, ',' ORDER BY id), '') FROM ticks"
 
 
-async def _restore(pool: Any, settings: Settings, space: str, body: dict[str, Any], environ: dict[str, str],
+async def _restore(pool: Any, settings: Settings, space: str, body: CloneRequest, environ: dict[str, str],
                    asked: list[tuple[int, int]], target: str, after: dict[str, Any]) -> int:
     console.rule(f"backup-catalog restore --space {space} --clone-from production --point-in-time {target} "
                  "--pgdata DIR")
@@ -251,7 +253,7 @@ async def _restore(pool: Any, settings: Settings, space: str, body: dict[str, An
         shutil.rmtree(parent, ignore_errors=True)
         return 1
     got = [(int(i), int(t)) for i, t in (x.split(":") for x in (res.check_result or "").split(",") if x)]
-    console.print(f"restored and verified in {res.duration_s:.1f}s: backup {res.backup['label']}, replay reached "
+    console.print(f"restored and verified in {res.duration_s:.1f}s: backup {res.backup.label}, replay reached "
                   f"{res.reached_lsn}, new timeline {res.timeline}, last commit {res.last_commit_time}")
     table = Table("", "rows (id, timeline)")
     table.add_row(f"asked: committed up to {target}", " ".join(f"{i}/{t}" for i, t in asked))

@@ -25,6 +25,7 @@ from recovery.grading import dur as _dur
 if TYPE_CHECKING:
     from backup_catalog.usecases.drill import DrillOutcome
     from executor import RestoreError, RestoreResult
+    from recovery.plandoc import PlanDoc
     from scheduler.runner import ScanOutcome
 
 
@@ -119,37 +120,32 @@ def print_backups(doc: dict[str, Any], console: Console) -> None:
                 console.print(f"  [yellow]scan issue {e['code']}[/yellow]: {e['message']}")
 
 
-def print_plan(doc: dict[str, Any], console: Console) -> None:
-    src, b = doc["source"], doc["backup"]
-    console.print(f"[bold]clone of[/bold] {src['name']} (instance {src['instance_guid']}"
-                  f"{', deleted ' + src['deleted_at'] if src['deleted_at'] else ''}): {src.get('resolution', '')}")
-    console.print(f"base backup [bold]{b['label']}[/bold] ({b['type']}, timeline {b['timeline']}, "
-                  f"stop {b['stop_time']} at {b['stop_lsn']})" + (f", depends on {', '.join(b['depends_on'])}" if b["depends_on"] else ""))
-    t = doc["target"]
-    console.print(f"target {t['kind']} {t.get('value') or ''} (inclusive={t['inclusive']}, timeline {t['timeline']}) "
-                  f"along timeline path {doc['timeline_path']}", markup=False, highlight=False)
-    if t.get("lsn"):     # an exact target: the record it resolved to
-        what = (f"commit of transaction {t['value']} at {t.get('commit_time')}" if t["kind"] == "xid"
-                else f"restore point {t['value']!r} made at {t.get('time')}")
-        console.print(f"  resolved: {what}, LSN {t['lsn']} on timeline {t.get('record_timeline')}",
+def print_plan(doc: PlanDoc, console: Console) -> None:
+    src, b, t, w, st, r = doc.source, doc.backup, doc.target, doc.wal, doc.storage, doc.replay
+    console.print(f"[bold]clone of[/bold] {src.name} (instance {src.instance_guid}"
+                  f"{', deleted ' + src.deleted_at if src.deleted_at else ''}): {src.resolution or ''}")
+    console.print(f"base backup [bold]{b.label}[/bold] ({b.type}, timeline {b.timeline}, "
+                  f"stop {b.stop_time} at {b.stop_lsn})" + (f", depends on {', '.join(b.depends_on)}" if b.depends_on else ""))
+    console.print(f"target {t.kind} {t.value or ''} (inclusive={t.inclusive}, timeline {t.timeline}) "
+                  f"along timeline path {list(doc.timeline_path)}", markup=False, highlight=False)
+    if t.lsn:     # an exact target: the record it resolved to
+        what = (f"commit of transaction {t.value} at {t.commit_time}" if t.kind == "xid"
+                else f"restore point {t.value!r} made at {t.time}")
+        console.print(f"  resolved: {what}, LSN {t.lsn} on timeline {t.record_timeline}",
                       markup=False, highlight=False)
-    w = doc["wal"]
-    console.print(f"WAL {w['first_segment']} .. {w['last_segment']} ({w['segments']} segments)")
-    st, r = doc.get("storage"), doc.get("replay")
-    if st:
-        where = f"s3://{st['bucket']}/{st['prefix']}" + (f" {st['stanza']}" if st.get("stanza") else "")
-        console.print(f"archive {st['layout']} {where}, PostgreSQL {doc.get('pg_version') or 'unknown'}",
-                      markup=False, highlight=False)
-    if r:
-        reach = (f"replay to the end of WAL, at least {r['end_lsn']} (segment {r['end_segment']})"
-                 if r["mode"] == "end_of_wal" else
-                 "replay to the target" + (f", stopping at {r['end_lsn']}" if r["end_lsn"] else ""))
-        last = f"; last commit {r['last_commit_time']}" if r.get("last_commit_time") else ""
-        console.print(reach + last, markup=False, highlight=False)
-    for name, text in doc["files"].items():
+    console.print(f"WAL {w.first_segment} .. {w.last_segment} ({w.segments} segments)")
+    where = f"s3://{st.bucket}/{st.prefix}" + (f" {st.stanza}" if st.stanza else "")
+    console.print(f"archive {st.layout} {where}, PostgreSQL {doc.pg_version or 'unknown'}",
+                  markup=False, highlight=False)
+    reach = (f"replay to the end of WAL, at least {r.end_lsn} (segment {r.end_segment})"
+             if r.mode == "end_of_wal" else
+             "replay to the target" + (f", stopping at {r.end_lsn}" if r.end_lsn else ""))
+    last = f"; last commit {r.last_commit_time}" if r.last_commit_time else ""
+    console.print(reach + last, markup=False, highlight=False)
+    for name, text in doc.files.items():
         console.print(f"[dim]--- {name}[/dim]")
         console.print(text or "(empty)", markup=False, highlight=False)
-    for warn in doc.get("warnings", []):
+    for warn in doc.warnings:
         console.print(f"[yellow]warning:[/yellow] {warn}")
 
 
@@ -236,7 +232,7 @@ def print_purge(doc: dict[str, Any], console: Console) -> None:
 
 def print_restored(res: RestoreResult, out: Console) -> None:
     out.print(f"[green]restored and verified[/green]: {res.pgdata}")
-    out.print(f"  backup {res.backup.get('label')} -> timeline {res.timeline}; replay reached {res.reached_lsn}"
+    out.print(f"  backup {res.backup.label} -> timeline {res.timeline}; replay reached {res.reached_lsn}"
               f", last commit {res.last_commit_time or 'unknown'}")
     out.print(f"  {res.bytes_fetched / 2**20:.1f} MiB fetched in {res.fetch_s:.1f}s, replay {res.replay_s:.1f}s, "
               f"total {res.duration_s:.1f}s")
@@ -291,7 +287,7 @@ CHANGES_SHOWN = 20   # ordinary transactions printed; --json lists them all
 
 
 def _rel(r: dict[str, Any]) -> str:
-    return r["name"] or f"relation file {r['relfilenode']} (no name known)"
+    return r["name"] or f"relation file {r['relfilenode']}"   # the notes say which files have no name
 
 
 def print_changes(doc: dict[str, Any], out: Console) -> None:

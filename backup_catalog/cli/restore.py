@@ -25,9 +25,11 @@ from rich.progress import (
 )
 
 from backup_catalog.cli import render
+from backup_catalog.cli.common import clone_request
 from backup_catalog.settings import Settings
 from backup_catalog.usecases import restore as uc
 from executor import ProgressEvent, RestoreError, RestoreResult
+from recovery.errors import PlanningError
 
 err = Console(stderr=True)
 
@@ -129,11 +131,11 @@ async def _run(args: argparse.Namespace, settings: Settings, report: _Reporter) 
     pgdata = Path(args.pgdata)
     if args.plan:
         return await uc.restore_from_plan(settings, uc.load_plan(_read_plan(args.plan)), pgdata, **kw)
-    body = {"clone-from": args.clone_from, "point-in-time": args.point_in_time, "lsn": args.lsn,
-            "latest": args.latest, "immediate": args.immediate, "timeline": args.timeline,
-            "exclusive": args.exclusive, "before-xid": args.before_xid, "restore-point": args.restore_point,
-            "restore-point-lsn": args.restore_point_lsn}
-    return await uc.restore_from_catalog(settings, args.space, body, pgdata, **kw)
+    try:
+        request = clone_request(args)
+    except PlanningError as e:
+        raise RestoreError("bad_input", "input", f"{e.code}: {e.message}") from None
+    return await uc.restore_from_catalog(settings, args.space, request, pgdata, **kw)
 
 
 async def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,4 +1,4 @@
-"""The service's composition root: the aiohttp application (the HTTP API of :mod:`api` with its resources,
+"""The service's composition root: the aiohttp application (the HTTP API of :mod:`backup_catalog.api` with its resources,
 middlewares and routes), and ``serve``.
 
 Resources in ``cleanup_ctx`` (G8), each a plain async generator (startup before ``yield``, cleanup after, in
@@ -25,14 +25,14 @@ import asyncpg
 import uvloop
 from aiohttp import web
 
-from api import drills as drill_routes
-from api import keys, ready
-from api.auth import auth_middleware
-from api.errors import error_middleware
-from api.metrics import MULTIPROC_ENV, ApiMetrics, metrics_middleware, prepare_multiprocess_dir
-from api.openapi import openapi_document
-from api.routes import add_routes, query_middleware
-from api.userauth import UserAuth
+from backup_catalog.api import drills as drill_routes
+from backup_catalog.api import keys, ready
+from backup_catalog.api.auth import auth_middleware
+from backup_catalog.api.errors import error_middleware
+from backup_catalog.api.metrics import MULTIPROC_ENV, ApiMetrics, metrics_middleware, prepare_multiprocess_dir
+from backup_catalog.api.openapi import openapi_document
+from backup_catalog.api.routes import add_routes, query_middleware
+from backup_catalog.api.userauth import UserAuth
 from backup_catalog.service import jobs, logs
 from backup_catalog.service.events import run_events
 from backup_catalog.settings import Settings

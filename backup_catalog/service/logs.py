@@ -17,10 +17,11 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from pythonjsonlogger.json import JsonFormatter
 
+from backup_catalog.api import keys
+
 ACCESS = logging.getLogger("backup_catalog.access")
 SERVICE = logging.getLogger("backup_catalog.service")
 
-ROLE_KEY = "role"       # request[ROLE_KEY]: who the auth middleware let in (broker, operator, user, public)
 
 
 def configure(level: str = "INFO", fmt: str = "auto", stream: IO[str] | None = None) -> bool:
@@ -48,7 +49,7 @@ class AccessLogger(AbstractAccessLogger):
     """One line per request: ``GET /path 200 3.1ms role=broker`` with the same as structured fields."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        role = request.get(ROLE_KEY, "public")
+        role = request.get(keys.ROLE, "public")
         ms = round(time * 1000, 1)
         ACCESS.info("%s %s %d %.1fms role=%s", request.method, request.path, response.status, ms, role,
                     extra={"method": request.method, "path": request.path, "status": response.status,

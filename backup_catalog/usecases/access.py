@@ -1,6 +1,6 @@
 """Who may do what, for end users signed in with a UAA token: pure rules, no I/O, no clock of its own.
 
-The adapters (``api.uaa`` verifies tokens, ``api.ccaccess`` asks the Cloud Controller with the user's own
+The adapters (``backup_catalog.api.uaa`` verifies tokens, ``backup_catalog.api.ccaccess`` asks the Cloud Controller with the user's own
 token and caches its answers) bring the facts; this module turns them into decisions:
 
 * a token is acceptable iff its signature, issuer, audience, times and scope pass (:func:`check_claims`

@@ -11,15 +11,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from backup_catalog.usecases.drill_rules import (
-    UnreadableSegment,
-    checksum_matches,
-    decompress,
-    plan_segments,
-)
+from backup_catalog.usecases.drill_rules import checksum_matches, plan_segments
 from recovery.model import ArchiveSnapshot, WalKind, WalObject
+from recovery.plandoc import PlanDoc
 from recovery.timeline import TimelinePath
 from recovery.wal import WalSegment
+from scheduler.layouts.common import DecompressError, decompress
 from scheduler.layouts.pgbackrest import classify_archive_key
 from scheduler.storage import S3Store
 
@@ -42,13 +39,13 @@ class ChecksumReport:
         return self.mismatches[0] if self.mismatches else None
 
 
-def segments_of_plan(plan: dict[str, Any], snapshot: ArchiveSnapshot) -> list[str]:
+def segments_of_plan(plan: PlanDoc, snapshot: ArchiveSnapshot) -> list[str]:
     """The segment names a recovery along the plan's timeline path restores, first..last."""
     s = snapshot.seg_size
-    path_tlis = list(plan["timeline_path"])
-    path = TimelinePath.build(path_tlis[-1], snapshot.histories.get(path_tlis[-1], ()))
-    first = WalSegment.from_name(plan["wal"]["first_segment"], s).segno
-    last = WalSegment.from_name(plan["wal"]["last_segment"], s).segno
+    tli = plan.timeline_path[-1]
+    path = TimelinePath.build(tli, snapshot.histories.get(tli, ()))
+    first = WalSegment.from_name(plan.wal.first_segment or plan.wal.last_segment, s).segno
+    last = WalSegment.from_name(plan.wal.last_segment, s).segno
     return plan_segments(path, first, last, s)
 
 
@@ -82,8 +79,8 @@ async def verify_pgbackrest(client: Any, bucket: str, prefix: str, stanza: str, 
                 data = await store.read(key)
             n += len(data)
             try:
-                ok = await asyncio.to_thread(_matches, data, w)
-            except UnreadableSegment as e:
+                ok = await asyncio.to_thread(_matches, data, w, seg_size)
+            except DecompressError as e:     # an encrypted repository, or damage: named, not a mismatch
                 unread.append(f"segment {name} ({key}) not verified: {e}")
                 continue
             if not ok:
@@ -97,6 +94,6 @@ async def verify_pgbackrest(client: Any, bucket: str, prefix: str, stanza: str, 
                           mismatches=mismatches, notes=tuple(notes))
 
 
-def _matches(data: bytes, w: WalObject) -> bool:
+def _matches(data: bytes, w: WalObject, seg_size: int) -> bool:
     assert w.checksum is not None
-    return checksum_matches(decompress(data, w.compression), w.checksum)
+    return checksum_matches(decompress(data, w.compression, max_size=seg_size), w.checksum)

@@ -70,11 +70,12 @@ class InvalidCursor(InvalidQuery):
 _FACTS = ", ".join(f"f.{c}" for c in derived.FACT_COLUMNS
                    if c not in ("windows", "holes", "hole_after_newest", "corrupt"))
 
+_LAYOUTS = ", ".join(f"'{v}'" for v in LAYOUTS)    # the Layout enum's values (constants, not input)
+
 FLEET_SQL = f"""
 SELECT i.instance_guid, coalesce(n.name, '') AS name, i.space_guid, i.org_guid, i.deleted_at, i.hold_at,
        i.purged_at,
-       coalesce(i.detected_layout, CASE WHEN i.layout IN ('pgbackrest', 'barman', 'walg', 'wale')
-                                        THEN i.layout END) AS layout,
+       coalesce(i.detected_layout, CASE WHEN i.layout IN ({_LAYOUTS}) THEN i.layout END) AS layout,
        s.last_scan, s.stale_since, s.last_error_code IS NOT NULL AS failing,
        greatest(s.last_scan, s.last_event) AS fresh_as_of,
        (nullif(s.last_error, '') IS NOT NULL)::int + coalesce(e.n, 0) AS errors_n,

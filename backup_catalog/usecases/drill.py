@@ -36,8 +36,10 @@ from backup_catalog.usecases.drill_rules import LATEST, DrillPoint
 __all__ = ["LATEST", "DrillBusy", "DrillOutcome", "DrillPoint", "ScratchBudget", "begin", "run_drill"]
 from catalog import drills, leases, repo, tracing
 from catalog.errors import CatalogError, Conflict, NotScanned
+from recovery.docjson import document_json
 from recovery.errors import PlanningError
 from recovery.jsonout import json_time
+from recovery.plandoc import PlanDoc
 from recovery.target import make_target
 
 log = logging.getLogger(__name__)
@@ -336,7 +338,7 @@ async def _execute(pool: asyncpg.Pool, settings: Settings, guid: str, point: Dri
     except PlanningError as e:
         return run.failed("plan", f"the archive cannot be planned to this point ({e.code}): {e.message}", t0,
                           code=e.code)
-    run.target, run.backup = plan["target"], plan["backup"]
+    run.target, run.backup = document_json(plan.target), document_json(plan.backup)
     snap = await repo.load_snapshot(pool, guid)
     need = _need(plan, snap)
     why = budget.reserve(need, root)
@@ -348,11 +350,11 @@ async def _execute(pool: asyncpg.Pool, settings: Settings, guid: str, point: Dri
         budget.release(need)
 
 
-def _need(plan: dict[str, Any], snap: Any) -> int:
-    chosen = next((b for b in snap.backups if b.label == plan["backup"]["label"]), None)
+def _need(plan: PlanDoc, snap: Any) -> int:
+    chosen = next((b for b in snap.backups if b.label == plan.backup.label), None)
     return rules.estimate_scratch_bytes(chosen.size_bytes if chosen else None,
                                         chosen.repo_size_bytes if chosen else None,
-                                        int(plan["wal"]["segments"]), snap.seg_size)
+                                        plan.wal.segments, snap.seg_size)
 
 
 async def scratch_need(pool: asyncpg.Pool, settings: Settings, guid: str, point: DrillPoint) -> int | None:
@@ -373,14 +375,14 @@ def _make_dir(d: Path) -> None:
     d.chmod(0o755)     # the server runs as ``postgres`` and must reach pgdata below
 
 
-async def _restore_and_verify(settings: Settings, rec: Any, plan: dict[str, Any], snap: Any, d: Path, run: _Run,
+async def _restore_and_verify(settings: Settings, rec: Any, plan: PlanDoc, snap: Any, d: Path, run: _Run,
                               progress: Progress | None, s3: Any | None, t0: float,
                               on_server: Any = None) -> drills.DrillResult:
     from executor import RestoreError, execute_plan
 
     await asyncio.to_thread(_make_dir, d)
     checks: asyncio.Task[Any] | None = None
-    if settings.drill_verify_checksums and (plan["source"].get("layout") == "pgbackrest"):
+    if settings.drill_verify_checksums and plan.source.layout == "pgbackrest":
         checks = asyncio.create_task(_checksums(settings, rec, plan, snap, s3))
     # the executor's work directory (tool config, socket, server log) lives in the drill's directory too
     in_scratch = settings.model_copy(update={"restore_work_dir": str(d)})
@@ -410,8 +412,7 @@ async def _restore_and_verify(settings: Settings, rec: Any, plan: dict[str, Any]
                                   code=e.code)
             return run.failed(e.stage or "recover", e.message, t0, segment=e.segment,
                               postgres_log=list(e.postgres_log), code=e.code)
-        run.target = dict(res.target) or run.target
-        run.backup = dict(res.backup) or run.backup
+        run.target, run.backup = document_json(res.target), document_json(res.backup)
         run.reached = {"lsn": res.reached_lsn, "last_commit_time": res.last_commit_time, "timeline": res.timeline,
                        "check_result": res.check_result}
         return drills.DrillResult("passed", target=run.target, backup_label=(run.backup or {}).get("label"),
@@ -425,7 +426,7 @@ async def _restore_and_verify(settings: Settings, rec: Any, plan: dict[str, Any]
         await asyncio.gather(*(t for t in (checks, restore) if t is not None), return_exceptions=True)
 
 
-async def _checksums(settings: Settings, rec: Any, plan: dict[str, Any], snap: Any, s3: Any | None) -> Any:
+async def _checksums(settings: Settings, rec: Any, plan: PlanDoc, snap: Any, s3: Any | None) -> Any:
     from backup_catalog.usecases.checksums import segments_of_plan, verify_pgbackrest
     from scheduler.clients import s3_client
 
@@ -471,7 +472,7 @@ def drill_doc(r: drills.DrillRow) -> dict[str, Any]:
             "stage": r.stage, "reason": r.reason, "segment": r.segment,
             "reached_lsn": str(r.reached_lsn) if r.reached_lsn is not None else None,
             "fetch_s": r.fetch_s, "replay_s": r.replay_s, "duration_s": r.duration_s,
-            "bytes_fetched": r.bytes_fetched, "postgres_log": list(r.postgres_log)}
+            "bytes_fetched": r.bytes_fetched, "postgres_log": list(r.postgres_log), "cleanup": r.cleanup}
 
 
 def now() -> datetime:

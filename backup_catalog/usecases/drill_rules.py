@@ -7,7 +7,6 @@ and the scheduler job call these.
 from __future__ import annotations
 
 import hashlib
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -164,39 +163,6 @@ def plan_segments(path: TimelinePath, first: int, last: int, seg_size: int) -> l
     """Names of the segments a recovery along ``path`` restores for segnos ``first..last``, in order."""
     return [segment_name(tli, n, seg_size) for tli, lo, hi in path.segment_ranges(first, last, seg_size)
             for n in range(lo, hi + 1)]
-
-
-class UnreadableSegment(ValueError):
-    """The object's bytes cannot be decompressed (an encrypted repository, or damage)."""
-
-
-def decompress(data: bytes, ext: str | None) -> bytes:
-    """A pgBackRest archive object's content by its extension (gz, lz4, zst, bz2, or none).
-
-    >>> import gzip; decompress(gzip.compress(b"wal"), "gz")
-    b'wal'
-    """
-    try:
-        if not ext:
-            return data
-        if ext == "gz":
-            return zlib.decompress(data, 47)   # gzip or zlib header
-        if ext == "bz2":
-            import bz2
-            return bz2.decompress(data)
-        if ext == "lz4":
-            import lz4.frame
-            out: bytes = lz4.frame.decompress(data)
-            return out
-        if ext == "zst":
-            import zstandard
-            out2: bytes = zstandard.ZstdDecompressor().decompressobj().decompress(data)
-            return out2
-    except ImportError as e:
-        raise UnreadableSegment(f"no decompressor for .{ext} ({e.name} is not installed)") from None
-    except Exception as e:
-        raise UnreadableSegment(f"cannot decompress .{ext}: {e}") from None
-    raise UnreadableSegment(f"unknown compression .{ext}")
 
 
 def checksum_matches(content: bytes, sha1_hex: str) -> bool:

@@ -42,10 +42,15 @@ from scheduler.storage import S3Store
 log = logging.getLogger(__name__)
 
 EVENTS_HOLDER_SUFFIX = "/events"
+# Applying a batch takes its instance's scan lease for this long (a reconcile scan renews it for a scan's
+# length): a consumer that dies holding it delays that instance's events by at most this much. The queue's
+# visibility timeout times S3_EVENTS_MAX_RECEIVES must exceed it (events setup: 5 x 360 s), or a batch left
+# while the lease is held could reach the dead-letter queue.
+EVENTS_LEASE_TTL = 30.0
 
 
 class Observer(Protocol):
-    """Where the consumer's counts go (``api.metrics.ApiMetrics`` implements it)."""
+    """Where the consumer's counts go (``backup_catalog.api.metrics.ApiMetrics`` implements it)."""
 
     def event(self, what: str, reason: str) -> None: ...          # received|applied|ignored|dropped
     def lag(self, seconds: float) -> None: ...
@@ -176,7 +181,7 @@ class Consumer:
             return True, False
         key = f"scan:{guid}"
         holder = self.holder + EVENTS_HOLDER_SUFFIX
-        token = await repo.try_acquire_lease(self.pool, key, holder, lease_ttl(self.settings))
+        token = await repo.try_acquire_lease(self.pool, key, holder, min(EVENTS_LEASE_TTL, lease_ttl(self.settings)))
         if token is None:
             self.observer.consumer_error("lease_held")
             return False, False
@@ -245,6 +250,11 @@ class Consumer:
 
     async def _full_scan(self, guid: str, events: Sequence[S3Event], key: str, token: int, why: str,
                          remember: Sequence[cat_events.KeyEvent]) -> bool:
+        # the same holder renews its lease (same token) for as long as a scan may take
+        if await repo.try_acquire_lease(self.pool, key, self.holder + EVENTS_HOLDER_SUFFIX,
+                                        lease_ttl(self.settings)) != token:
+            self.observer.consumer_error("lease_lost")
+            return False
         o = await runner.scan_instance(self.pool, self.s3, guid, full=True, settings=self.settings,
                                        lease_key=key, lease_token=token)
         if not o.ok:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,52 +12,39 @@ import asyncpg
 
 from backup_catalog.formats.documents import iso
 from backup_catalog.settings import PlanConfig
-from backup_catalog.usecases.snapshots import SnapshotCache, path_windows_of, snapshot_of
+from backup_catalog.usecases.snapshots import SnapshotCache, snapshot_of, whole_inputs
 from catalog import derived, repo, tracing
 from catalog.rows import InstanceRecord
 from recovery.errors import PlanningError
 from recovery.model import ArchiveSnapshot
 from recovery.narrow import narrowable
 from recovery.plan import RecoveryPlan, WindowsUnknown, pg_major, plan_recovery
-from recovery.target import Target
-
-_CLONE_KEYS = {"clone-from", "point-in-time", "lsn", "latest", "immediate", "timeline", "exclusive", "pg-version",
-               "before-xid", "restore-point", "restore-point-lsn"}
-
-
-def _target_from_body(body: dict[str, Any]) -> Any:
-    from recovery.target import make_target
-    unknown = set(body) - _CLONE_KEYS
-    if unknown:
-        raise PlanningError("invalid_target", f"unknown fields: {', '.join(sorted(unknown))}")
-    return make_target(point_in_time=body.get("point-in-time"), lsn=body.get("lsn"),
-                       latest=bool(body.get("latest")), immediate=bool(body.get("immediate")),
-                       timeline=body.get("timeline") or "latest", exclusive=bool(body.get("exclusive")),
-                       before_xid=body.get("before-xid"), restore_point=body.get("restore-point"),
-                       restore_point_lsn=body.get("restore-point-lsn"))
+from recovery.plandoc import PlanDoc, PlanSource, PlanStorage, plan_document
+from recovery.render import render_files
+from recovery.target import CloneRequest, Target, TargetKind
+from scheduler.layouts import spec_of
+from scheduler.layouts.spec import LayoutArgumentError, StorageLoc
 
 
-@tracing.traced("plan", lambda a: {"space.guid": a.get("space"), "clone_from": (a.get("body") or {}).get("clone-from")})
-async def plan_doc(pool: asyncpg.Pool, settings: PlanConfig, space: str, body: dict[str, Any],
-                   *, now: datetime | None = None, cache: SnapshotCache | None = None) -> dict[str, Any]:
-    """Resolve ``clone-from`` in the space at the target time and plan the recovery (or raise a refusal).
-    ``cache``: the long-running service's snapshot cache (see :mod:`backup_catalog.usecases.snapshots`)."""
-    from recovery.target import TargetKind
-
-    name = body.get("clone-from")
-    if not isinstance(name, str) or not name:
+@tracing.traced("plan", lambda a: {"space.guid": a.get("space"), "clone_from": a["request"].clone_from})
+async def plan_doc(pool: asyncpg.Pool, settings: PlanConfig, space: str, request: CloneRequest,
+                   *, now: datetime | None = None, cache: SnapshotCache | None = None) -> PlanDoc:
+    """Resolve ``request.clone_from`` in the space at the target time and plan the recovery (or raise a
+    refusal). ``cache``: the long-running service's snapshot cache (see
+    :mod:`backup_catalog.usecases.snapshots`)."""
+    target = request.target
+    if not request.clone_from:
         raise PlanningError("invalid_target", "clone-from must name a service instance")
-    target = _target_from_body(body)
     at = target.time if target.kind is TargetKind.TIME else None
     async with pool.acquire() as c:     # one connection for the common path: resolve, narrowed load
-        res = await repo.resolve_name(c, space, name, at)
+        res = await repo.resolve_name(c, space, request.clone_from, at)
         rec = res.record
         if rec.purge_policy is not None or rec.purged_at is not None:
             from backup_catalog.usecases.purge import purged_refusal
             raise purged_refusal(rec)
         inputs = (await repo.load_plan_inputs(c, rec.guid, target, PLAN_CANDIDATES)
                   if narrowable(target) and not target.exact else None)
-    return await instance_plan_doc(pool, settings, rec, target, now=now, requested_pg=body.get("pg-version"),
+    return await instance_plan_doc(pool, settings, rec, target, now=now, requested_pg=request.pg_version,
                                    inputs=inputs, resolution=(res.reason, res.rule), inputs_given=True,
                                    cache=cache)
 
@@ -65,11 +53,8 @@ async def instance_plan_doc(pool: asyncpg.Pool, settings: PlanConfig, rec: Insta
                             now: datetime | None = None, requested_pg: int | None = None,
                             inputs: repo.PlanInputs | None = None,
                             resolution: tuple[str, str] | None = None, inputs_given: bool = False,
-                            cache: SnapshotCache | None = None) -> dict[str, Any]:
+                            cache: SnapshotCache | None = None) -> PlanDoc:
     """The plan document for one instance, chosen by its GUID (drills); ``plan_doc`` after name resolution."""
-    from recovery.jsonout import plan_to_dict
-    from recovery.render import render_files, restore_command
-
     if target.exact:     # resolved from the WAL index first; planned from the whole snapshot
         from backup_catalog.usecases.walindex import resolve_target
         whole = await snapshot_of(pool, rec.guid, cache)
@@ -77,33 +62,74 @@ async def instance_plan_doc(pool: asyncpg.Pool, settings: PlanConfig, rec: Insta
         inputs = None
     elif not inputs_given and narrowable(target):
         inputs = await repo.load_plan_inputs(pool, rec.guid, target, PLAN_CANDIDATES)
-    plan, snap = await _plan(pool, rec, target, now or datetime.now(UTC), requested_pg, inputs, cache=cache)
+    now = now or datetime.now(UTC)
+    plan, snap = await _plan(pool, rec, target, now, requested_pg, inputs, cache=cache)
     pg_version = plan.pg_version or 15
     layout = rec.layout or snap.layout
-    cmd = restore_command(layout, bucket=rec.storage.bucket, prefix=rec.storage.prefix.strip("/"),
-                          stanza=rec.stanza or rec.storage.stanza or "main", endpoint_url=settings.s3_endpoint_url)
-    files = render_files(plan, cmd, pg_version)
-    doc = plan_to_dict(plan, files, cmd)
+    stanza = rec.stanza or rec.storage.stanza
     # what an executor on another host needs to fetch and replay (DESIGN.md "Executing a clone")
-    storage = {"layout": layout.value if layout else None, "bucket": rec.storage.bucket,
-               "prefix": rec.storage.prefix.strip("/"), "stanza": rec.stanza or rec.storage.stanza}
-    source_major = pg_major(rec.pg_version or snap.pg_version or plan.backup.pg_version)
+    storage = PlanStorage(layout, rec.storage.bucket, rec.storage.prefix.strip("/"), stanza)
+    cmd = _restore_command(storage, settings.s3_endpoint_url)
     reason, rule = resolution or ("instance chosen by its GUID", "guid")
-    source = {"instance_guid": rec.guid, "space_guid": rec.ref.space_guid, "name": rec.ref.name,
-              "deleted_at": iso(rec.ref.deleted_at), "layout": layout.value if layout else None,
-              "resolution": reason, "resolution_rule": rule}
+    source = PlanSource(rec.guid, rec.ref.space_guid, rec.ref.name, iso(rec.ref.deleted_at), layout, reason,
+                        rule)  # type: ignore[arg-type]  # rule: one of resolve_name's rules
+    warnings: list[str] = []
     if rec.ref.deleted_at is not None:      # the undo period (issue 13): until when, and a warning past it
         from backup_catalog.usecases.purge_rules import policy_of
         policy = policy_of(settings)
-        source["undo_until"] = iso(policy.undo_until(rec.ref.deleted_at))
-        if (now or datetime.now(UTC)) >= policy.undo_until(rec.ref.deleted_at):
-            doc["warnings"] = [*doc.get("warnings", []), (
-                f"the undo period of deleted instance {rec.guid} ended at {source['undo_until']}: its archive may "
-                f"be purged from {iso(policy.delete_after(rec.ref.deleted_at))} on (policy {policy.name})")]
-    return {"source": source, "storage": storage, "pg_version": source_major, **doc}
+        undo_until = policy.undo_until(rec.ref.deleted_at)
+        source = replace(source, undo_until=iso(undo_until))
+        if now >= undo_until:
+            warnings.append(
+                f"the undo period of deleted instance {rec.guid} ended at {iso(undo_until)}: its archive may "
+                f"be purged from {iso(policy.delete_after(rec.ref.deleted_at))} on (policy {policy.name})")
+    doc = plan_document(plan, files=render_files(plan, cmd, pg_version), restore_command=cmd, source=source,
+                        storage=storage, pg_version=pg_major(rec.pg_version or snap.pg_version or plan.backup.pg_version))
+    return replace(doc, warnings=(*doc.warnings, *warnings))
+
+
+def _restore_command(st: PlanStorage, endpoint_url: str | None) -> str:
+    """The layout's restore_command for the plan's archive (:mod:`scheduler.layouts`)."""
+    if st.layout is None:
+        raise PlanningError("unsupported_layout", "the archive's layout is unknown: no restore_command")
+    loc = StorageLoc(st.layout, st.bucket, st.prefix, st.stanza or "main")
+    try:
+        return spec_of(st.layout).restore_command(loc, endpoint_url)
+    except LayoutArgumentError as e:
+        raise PlanningError("unsupported_layout", str(e)) from None
 
 
 PLAN_CANDIDATES = 4   # newest candidate backups loaded for a plan (recovery.narrow.narrow)
+
+
+async def _plan(pool: asyncpg.Pool, rec: InstanceRecord, target: Target, now: datetime,
+                requested_pg: int | None, narrowed: repo.PlanInputs | None,
+                cache: SnapshotCache | None = None) -> tuple[RecoveryPlan, ArchiveSnapshot]:
+    """One path: the narrowed inputs (the newest candidates and the stored windows, from
+    ``repo.load_plan_inputs``) decide when they are conclusive; otherwise the whole snapshot and its
+    windows (:func:`whole_inputs`) do. The result is the same either way (``recovery.narrow``); refusals
+    always come from the whole snapshot."""
+    def pg(snap: ArchiveSnapshot) -> int:
+        return requested_pg or pg_major(rec.pg_version or snap.pg_version) or 15
+
+    if narrowed is not None:
+        plan = _conclusive(narrowed, target, now, pg(narrowed.snapshot))
+        if plan is not None:
+            return plan, narrowed.snapshot
+    snap, windows = await whole_inputs(pool, rec.guid, cache)
+    return plan_recovery(snap, target, now=now, pg_version=pg(snap), windows=windows), snap
+
+
+def _conclusive(inputs: repo.PlanInputs, target: Target, now: datetime, pg_version: int) -> RecoveryPlan | None:
+    """The plan from the newest candidates when it is the whole snapshot's (it chose a backup of the
+    prefix); None when the candidates alone cannot tell: a refusal, a path the stored windows lack,
+    unreadable stored windows, a backup outside the prefix."""
+    try:
+        plan = plan_recovery(inputs.snapshot, target, now=now, pg_version=pg_version, narrowed=True,
+                             windows=derived.parse_windows(inputs.windows_json))
+    except (PlanningError, WindowsUnknown, ValueError):
+        return None
+    return plan if plan.backup.label in inputs.prefix else None
 
 
 def _store_factory(settings: PlanConfig, bucket: str) -> Callable[[], AbstractAsyncContextManager[Any]]:
@@ -122,38 +148,3 @@ def _store_factory(settings: PlanConfig, bucket: str) -> Callable[[], AbstractAs
         async with s3_client(full) as client:
             yield S3Store(client, bucket)
     return store
-
-
-async def _plan(pool: asyncpg.Pool, rec: InstanceRecord, target: Target, now: datetime,
-                requested_pg: int | None, inputs: repo.PlanInputs | None,
-                cache: SnapshotCache | None = None) -> tuple[RecoveryPlan, ArchiveSnapshot]:
-    """Plan from the newest candidates and the stored windows (``inputs``, from ``repo.load_plan_inputs``;
-    None when not stored for the current scan) when that is conclusive, else from the whole snapshot (the
-    result is the same; see ``recovery.narrow.narrow``). Refusals always come from the whole snapshot."""
-    def pg(snap: ArchiveSnapshot) -> int:
-        return requested_pg or pg_major(rec.pg_version or snap.pg_version) or 15
-
-    if narrowable(target):
-        if inputs is None:     # no stored windows for this scan yet: compute and store them on the way
-            d, whole = await derived.refresh(pool, rec.guid)
-            try:
-                return plan_recovery(whole, target, now=now, pg_version=pg(whole), windows=d.windows), whole
-            except WindowsUnknown:   # no window at all on the requested path: the whole-snapshot refusal
-                return plan_recovery(whole, target, now=now, pg_version=pg(whole)), whole
-        try:
-            plan = plan_recovery(inputs.snapshot, target, now=now, pg_version=pg(inputs.snapshot),
-                                 windows=derived.parse_windows(inputs.windows_json))
-            if plan.backup.label in inputs.prefix:
-                return plan, inputs.snapshot
-        except (PlanningError, WindowsUnknown, ValueError):
-            pass
-    snap = await snapshot_of(pool, rec.guid, cache)
-    if cache is not None and narrowable(target):     # the whole snapshot's windows, once per generation
-        try:
-            return plan_recovery(snap, target, now=now, pg_version=pg(snap),
-                                 windows=path_windows_of(rec.guid, snap, cache)), snap
-        except WindowsUnknown:
-            pass
-    return plan_recovery(snap, target, now=now, pg_version=pg(snap)), snap
-
-

@@ -4,8 +4,9 @@ An instance deleted at D stays clonable until ``D + DELETED_RETENTION_DAYS`` (it
 deletes its archive only after a further ``PURGE_GRACE_HOURS`` (``delete_after``), and only when:
 
 - nobody holds it (an operator hold exempts an instance);
-- its exact prefixes are known: pgBackRest ``<repo>/archive/<stanza>/`` and ``<repo>/backup/<stanza>/``;
-  barman-cloud ``<prefix>/<server>/``; WAL-G/WAL-E ``<prefix>/basebackups_005/`` and ``<prefix>/wal_005/``
+- its exact prefixes are known, as its layout names them (``purge_prefixes`` of :mod:`scheduler.layouts`):
+  pgBackRest ``<repo>/archive/<stanza>/`` and ``<repo>/backup/<stanza>/``; barman-cloud ``<prefix>/<server>/``;
+  WAL-G/WAL-E ``<prefix>/basebackups_005/`` and ``<prefix>/wal_005/``
   (never the repository root, so sibling stanzas/servers in the bucket are out of reach);
 - no other catalogued instance that is live, held, in its undo period or in its grace uses a prefix that
   overlaps one of them (either contains the other; an instance whose exact prefixes are unknown claims its
@@ -19,6 +20,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING
+
+from recovery.plan import fmt_time
+from scheduler.layouts import spec_of
+from scheduler.layouts.spec import LayoutArgumentError
 
 if TYPE_CHECKING:
     from backup_catalog.settings import UndoConfig
@@ -97,29 +102,18 @@ def root(prefix: str) -> str:
     return p if p == "" or p.endswith("/") else p + "/"
 
 
-def _name_ok(name: str | None) -> bool:
-    return name is not None and name != "" and "/" not in name and name not in (".", "..") and name == name.strip()
-
-
 def deletion_prefixes(loc: Location) -> tuple[str, ...]:
     """The exact key prefixes a purge of ``loc`` deletes.
 
     :raises Unsafe: layout, stanza or server unknown or not a single path component.
     """
-    r = root(loc.prefix)
-    if loc.layout == "pgbackrest":
-        if not _name_ok(loc.stanza):
-            raise Unsafe(f"pgBackRest stanza unknown or invalid ({loc.stanza!r}): its exact paths cannot be named")
-        return (f"{r}archive/{loc.stanza}/", f"{r}backup/{loc.stanza}/")
-    if loc.layout == "barman":
-        if not _name_ok(loc.stanza):
-            raise Unsafe(f"barman-cloud server name unknown or invalid ({loc.stanza!r}): its exact path "
-                         "cannot be named")
-        return (f"{r}{loc.stanza}/",)
-    if loc.layout in ("walg", "wale"):
-        return (f"{r}basebackups_005/", f"{r}wal_005/")
-    raise Unsafe(f"archive layout unknown ({loc.layout or 'auto, never scanned'}): its exact prefixes cannot "
-                 "be named")
+    if loc.layout is None:
+        raise Unsafe("archive layout unknown (auto, never scanned): its exact prefixes cannot be named")
+    try:
+        return spec_of(loc.layout).purge_prefixes(root(loc.prefix), loc.stanza)
+    except ValueError as e:      # the layout's LayoutArgumentError, or not a layout
+        raise Unsafe(str(e) if isinstance(e, LayoutArgumentError) else
+                     f"archive layout unknown ({loc.layout}): its exact prefixes cannot be named") from None
 
 
 def claimed_prefixes(loc: Location) -> tuple[str, ...]:
@@ -187,10 +181,10 @@ def decide(loc: Location, others: Iterable[Location], policy: Policy, now: datet
         return Decision(loc.guid, State.REFUSED, str(e), (), undo, after)
     if loc.hold_at is not None:
         why = f": {loc.hold_reason}" if loc.hold_reason else ""
-        return Decision(loc.guid, State.REFUSED, f"operator hold since {_iso(loc.hold_at)}{why}", prefixes,
+        return Decision(loc.guid, State.REFUSED, f"operator hold since {fmt_time(loc.hold_at)}{why}", prefixes,
                         undo, after)
     if now < after and not loc.purge_started:
-        return Decision(loc.guid, State.GRACE, f"in the grace period until {_iso(after)}", prefixes, undo, after)
+        return Decision(loc.guid, State.GRACE, f"in the grace period until {fmt_time(after)}", prefixes, undo, after)
     shared = sharing(loc, prefixes, others, policy, now)
     if shared is not None:
         return Decision(loc.guid, State.REFUSED, shared, prefixes, undo, after)
@@ -208,8 +202,8 @@ def reused(objects: Iterable[tuple[str, datetime]], deleted_at: datetime) -> str
                 newest = (key, modified)
     if newest is None:
         return None
-    return (f"prefix in use again: {count} object(s) written after the deletion at {_iso(deleted_at)}, "
-            f"newest {newest[0]} at {_iso(newest[1])}")
+    return (f"prefix in use again: {count} object(s) written after the deletion at {fmt_time(deleted_at)}, "
+            f"newest {newest[0]} at {fmt_time(newest[1])}")
 
 
 def batches(keys: Sequence[str], size: int = 1000) -> list[Sequence[str]]:
@@ -220,10 +214,6 @@ def batches(keys: Sequence[str], size: int = 1000) -> list[Sequence[str]]:
     """
     size = max(1, min(1000, size))
     return [keys[i:i + size] for i in range(0, len(keys), size)]
-
-
-def _iso(t: datetime) -> str:
-    return t.isoformat().replace("+00:00", "Z")
 
 
 def policy_of(settings: UndoConfig) -> Policy:

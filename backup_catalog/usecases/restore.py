@@ -18,24 +18,26 @@ from catalog.connect import open_catalog
 from executor import ProgressEvent, RestoreError, RestoreResult, execute_plan
 from recovery.errors import PlanningError
 from recovery.jsonout import refusal_to_dict
+from recovery.plandoc import PlanDoc, PlanDocError
+from recovery.target import CloneRequest
 
 
-async def plan_clone(pool: asyncpg.Pool, settings: Settings, space: str, body: dict[str, Any]) -> dict[str, Any]:
+async def plan_clone(pool: asyncpg.Pool, settings: Settings, space: str, request: CloneRequest) -> PlanDoc:
     """The clone request planned (refusals raise :class:`PlanningError`), ready for an executor."""
     from backup_catalog.usecases import plan
-    return await plan.plan_doc(pool, settings, space, body)
+    return await plan.plan_doc(pool, settings, space, request)
 
 
-@tracing.traced("restore", lambda a: {"space.guid": a.get("space"), "clone_from": (a.get("body") or {}).get("clone-from")})
-async def restore_from_catalog(settings: Settings, space: str, body: dict[str, Any], pgdata: Path, *,
+@tracing.traced("restore", lambda a: {"space.guid": a.get("space"), "clone_from": a["request"].clone_from})
+async def restore_from_catalog(settings: Settings, space: str, request: CloneRequest, pgdata: Path, *,
                                pool: asyncpg.Pool | None = None, **kw: Any) -> RestoreResult:
-    """Plan ``body`` (clone-from + target) in ``space`` and execute it. A refusal raises
+    """Plan ``request`` in ``space`` and execute it. A refusal raises
     :class:`RestoreError` ``refused`` carrying the refusal document; nothing is created."""
     own = pool is None
     p = pool if pool is not None else await open_catalog(settings)
     try:
         try:
-            doc = await plan_clone(p, settings, space, body)
+            doc = await plan_clone(p, settings, space, request)
         except PlanningError as e:
             usage = e.code in ("unknown_service", "unknown_instance", "invalid_target", "invalid_lsn", "bad_input")
             raise RestoreError("bad_input" if usage else "refused", "input", f"{e.code}: {e.message}",
@@ -46,8 +48,9 @@ async def restore_from_catalog(settings: Settings, space: str, body: dict[str, A
     return await execute_plan(doc, pgdata, settings, **kw)
 
 
-def load_plan(text: str) -> dict[str, Any]:
-    """A plan document from JSON text; not JSON or not an object is ``bad_input``."""
+def load_plan(text: str) -> PlanDoc:
+    """A plan document from JSON text: not JSON, not an object or not a plan is ``bad_input`` (naming the
+    member), a refusal document is ``refused``."""
     try:
         doc = json.loads(text)
     except ValueError as e:
@@ -55,11 +58,18 @@ def load_plan(text: str) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise RestoreError("bad_input", "input", "the plan is not a JSON object (a plan document from "
                            "POST /spaces/{space}/clones)")
-    return doc
+    if isinstance(doc.get("error"), dict):
+        err = doc["error"]
+        raise RestoreError("refused", "input", f"the plan was refused ({err.get('code')}): {err.get('message')}",
+                           refusal=doc)
+    try:
+        return PlanDoc.from_json(doc)
+    except PlanDocError as e:
+        raise RestoreError("bad_input", "input", f"not an executable plan: {e}") from None
 
 
-@tracing.traced("restore", lambda a: {"instance.guid": (a.get("plan") or {}).get("instance_guid")})
-async def restore_from_plan(settings: Settings, plan: dict[str, Any], pgdata: Path, *,
+@tracing.traced("restore", lambda a: {"instance.guid": a["plan"].source.instance_guid})
+async def restore_from_plan(settings: Settings, plan: PlanDoc, pgdata: Path, *,
                             pg_bin: Path | None = None, keep_running: bool = False, keep_failed: bool = False,
                             progress: Callable[[ProgressEvent], None] | None = None,
                             check_query: str | None = None, **kw: Any) -> RestoreResult:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from catalog import repo
+from catalog import derived, repo
 from recovery.model import ArchiveSnapshot
 from recovery.windows import Window, all_windows
 
@@ -122,3 +122,15 @@ def path_windows_of(guid: str, snap: ArchiveSnapshot,
                     cache: SnapshotCache | None = None) -> dict[tuple[int, ...], list[Window]]:
     """Windows per timeline path of a snapshot obtained from :func:`snapshot_of`."""
     return cache.path_windows(guid, snap) if cache is not None else all_windows(snap)
+
+
+async def whole_inputs(pool: asyncpg.Pool, guid: str,
+                       cache: SnapshotCache | None = None) -> tuple[ArchiveSnapshot, PathWindows]:
+    """The instance's whole snapshot and its windows per path, the one way a plan gets them: with the
+    service's ``cache``, once per generation; without, the instance's derived view is computed from its
+    current scan and stored on the way (the next request finds it, narrowed)."""
+    if cache is not None:
+        snap = await snapshot_of(pool, guid, cache)
+        return snap, path_windows_of(guid, snap, cache)
+    d, snap = await derived.refresh(pool, guid)
+    return snap, d.windows

@@ -159,8 +159,11 @@ async def index_instance(pool: asyncpg.Pool, store: ObjectStore, rec: InstanceRe
 
 async def run_once(pool: asyncpg.Pool, settings: WalIndexConfig, client: Any, holder: str, budget: Budget, *,
                    guids: Sequence[str] | None = None, mass_rows: int = CHANGES_MASS_ROWS) -> list[IndexOutcome]:
-    """One tick of the job: live instances in turn, each under its scan lease, until the budget runs out."""
-    recs = [r for r in await repo.list_instances(pool, include_deleted=False) if guids is None or r.guid in guids]
+    """One tick of the job: live instances with archived WAL not indexed yet (one query finds them, so a
+    fleet with nothing new costs no lease), in turn, each under its scan lease, until the budget runs out."""
+    lags = await walindex.lag_by_instance(pool)
+    recs = [r for r in await repo.list_instances(pool, include_deleted=False)
+            if (guids is None or r.guid in guids) and lags.get(r.guid, 0) > 0]
     out: list[IndexOutcome] = []
     for rec in recs:
         key = f"scan:{rec.guid}"

@@ -1,4 +1,6 @@
-"""barman-cloud layout (LAYOUTS.md §2): ``<server>/base/<backup_id>/…`` and ``<server>/wals/…``.
+"""barman-cloud: the whole layout (LAYOUTS.md §2; docs/internals.md "Adding a layout"):
+``<server>/base/<backup_id>/…`` and ``<server>/wals/…``; the scan, the restore and restore_command
+lines, the purge prefix and the duplicate rule.
 
 WAL keys relative to ``<server>/wals/``: ``<TLI+log>/<name>[.<ext>]`` for segments, partials and
 backup labels, ``<TLI>.history[.<ext>]`` at the root. Readers strip exactly one allowed suffix
@@ -6,14 +8,38 @@ backup labels, ``<TLI>.history[.<ext>]`` at the root. Readers strip exactly one 
 """
 from __future__ import annotations
 
+import asyncio
 import re
+import shlex
+from collections.abc import Awaitable
 from datetime import datetime, timezone
 
-from recovery.errors import BadLsn, MetadataError
+from recovery.errors import BadLsn, MetadataError, ParseError
 from recovery.lsn import Lsn
-from recovery.model import Backup, BackupStatus, BackupType, Layout, WalKind, WalObject
-from recovery.wal import valid_seg_size
+from recovery.model import Backup, BackupStatus, BackupType, Layout, Storage, WalKind, WalObject
+from recovery.wal import DEFAULT_SEG_SIZE, valid_seg_size
 from scheduler.layouts.common import ALLOWED, ForeignObject, MetaObject, split_suffix, unsafe_key_reason, wal_object
+from scheduler.layouts.spec import (
+    Command,
+    LayoutArgumentError,
+    LayoutSpec,
+    S3Access,
+    StorageLoc,
+    aws_env,
+    by_content,
+    name_ok,
+)
+from scheduler.scanning import (
+    Acc,
+    LayoutScan,
+    Previous,
+    WalSource,
+    bounded_gather,
+    hash_dir_key,
+    list_wal,
+    single_stanza,
+)
+from scheduler.storage import NotFound, ObjectStore
 
 KIND_BACKUP_INFO = "backup_info"
 KIND_PAYLOAD = "payload"
@@ -199,3 +225,98 @@ def classify_base_key(rel: str) -> MetaObject | ForeignObject:
     if len(tail) == 2 and tail[0] == "annotations" and tail[1]:
         return MetaObject(rel, KIND_ANNOTATION, label)
     return ForeignObject(rel, "not backup.info, a data tar or an annotation")
+
+
+# --- the scan ------------------------------------------------------------------------------------
+
+async def scan(store: ObjectStore, storage: Storage, previous: Previous, root: str, acc: Acc,
+                       full: bool, lookback: int) -> LayoutScan:
+    server = storage.stanza or previous.stanza or await single_stanza(store, root, "barman-cloud servers")
+    sdir = f"{root}{server}/"
+    base = f"{sdir}base/"
+    # one flat listing of base/ (a few objects per backup: backup.info, data*.tar*, annotations) tells which
+    # backup directories hold a backup.info, so a 404 on a listed one is a race, not an in-progress backup
+    dirs: dict[str, bool] = {}
+    async for o in store.list_keys(base):
+        rel = o.key[len(base):]
+        if "/" not in rel:
+            acc.foreign(o.key, "unexpected object in base/")
+            continue
+        bid, rest = rel.split("/", 1)
+        dirs[bid] = dirs.get(bid, False) or rest == "backup.info"
+    prev = {b.label: b for b in previous.backups}
+    seg_size = previous.seg_size or next((b.seg_size for b in previous.backups if b.seg_size), None)
+
+    async def read_info(bid: str, listed: bool) -> Backup | None:
+        key = f"{base}{bid}/backup.info"
+        old = prev.get(bid)
+        if not listed:   # the listing is complete: no backup.info (yet)
+            return Backup(label=bid, type=BackupType.FULL, status=BackupStatus.RUNNING, timeline=None, start_lsn=None,
+                          stop_lsn=None, start_time=None, stop_time=None, error="no backup.info: in progress or crashed")
+        if old is not None and not full and old.status is not BackupStatus.RUNNING:
+            return old       # DONE/FAILED backup.info files are final
+        try:
+            text = (await store.read(key)).decode("utf-8", "replace")
+            return parse_backup_info(text, bid, key)
+        except NotFound:   # listed a moment ago: a race with retention. Keep what we knew; only a complete
+            acc.issue("not_found_race", key, "backup.info vanished after listing")   # listing lacking it deletes
+            return old
+        except ParseError as e:
+            acc.issue("metadata_error", key, str(e))
+            return Backup(label=bid, type=BackupType.FULL, status=BackupStatus.FAILED, timeline=None, start_lsn=None,
+                          stop_lsn=None, start_time=None, stop_time=None, error=f"unreadable backup.info: {e}")
+
+    src = WalSource(f"{sdir}wals/", classify_wal_key, hash_dir_key)
+    # metadata reads and the WAL listing overlap: a scan costs about the longer of the two, not their sum
+    reads: list[Awaitable[Backup | None]] = [read_info(bid, has) for bid, has in dirs.items()]
+    found, seg_size = await asyncio.gather(bounded_gather(reads),
+                                           list_wal(store, src, previous, acc, full, lookback, seg_size))
+    backups = [b for b in found if b is not None]
+    pg_version = next((b.pg_version for b in reversed(backups) if b.pg_version), None)
+    system_id = next((b.system_id for b in reversed(backups) if b.system_id), None)
+    seg_size = seg_size or next((b.seg_size for b in backups if b.seg_size), None)
+    return LayoutScan(server, seg_size or DEFAULT_SEG_SIZE, tuple(backups), pg_version, system_id)
+
+
+# --- restoring ---------------------------------------------------------------------------------------
+
+def _server(loc: StorageLoc) -> str:
+    if not loc.stanza:
+        raise LayoutArgumentError("a barman-cloud restore needs the server name (storage.stanza)")
+    return loc.stanza
+
+
+def fetch_command(loc: StorageLoc, label: str, pgdata: str, s3: S3Access, work: str) -> Command:
+    """
+    >>> c = fetch_command(StorageLoc(Layout.BARMAN, "b", "barman", "main"), "20260101T000000", "/d",
+    ...                   S3Access("http://127.0.0.1:9000"), "/w")
+    >>> c.argv
+    ('barman-cloud-restore', '--endpoint-url', 'http://127.0.0.1:9000', 's3://b/barman', 'main', '20260101T000000', '/d')
+    """
+    ep = ("--endpoint-url", s3.endpoint_url) if s3.endpoint_url else ()
+    return Command(("barman-cloud-restore", *ep, loc.url, _server(loc), label, pgdata), env=aws_env(s3),
+                   label="barman-cloud-restore")
+
+
+def restore_command(loc: StorageLoc, endpoint_url: str | None = None) -> str:
+    """
+    >>> restore_command(StorageLoc(Layout.BARMAN, "pg-archive", "barman", "main"))
+    'barman-cloud-wal-restore --no-partial s3://pg-archive/barman main %f %p'
+    """
+    ep = f"--endpoint-url {shlex.quote(endpoint_url)} " if endpoint_url else ""
+    return f"barman-cloud-wal-restore {ep}--no-partial {shlex.quote(loc.url)} {shlex.quote(_server(loc))} %f %p"
+
+
+def purge_prefixes(root: str, stanza: str | None) -> tuple[str, ...]:
+    """``<prefix>/<server>/``."""
+    if not name_ok(stanza):
+        raise LayoutArgumentError(f"barman-cloud server name unknown or invalid ({stanza!r}): its exact path "
+                                  "cannot be named")
+    return (f"{root}{stanza}/",)
+
+
+LAYOUT = LayoutSpec(
+    layout=Layout.BARMAN, tool="barman-cloud", classify_wal_key=classify_wal_key, scan=scan,
+    fetch_command=fetch_command, restore_command=restore_command, purge_prefixes=purge_prefixes,
+    same_segment=by_content,
+    duplicates_note="barman-cloud-wal-restore fetches one of the copies without comparing them")

@@ -6,13 +6,13 @@ does the listing and GETs, then hands keys and payloads to the per-tool modules.
 from __future__ import annotations
 
 import bz2
-import gzip
 import lzma
 import re
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 from recovery.errors import MetadataError, ParseError, PitrError
 from recovery.model import Layout, WalKind, WalObject
@@ -87,31 +87,44 @@ class ForeignObject:
     reason: str
 
 
-def decompress(data: bytes, codec: str | None, *, max_size: int | None = None) -> bytes:
-    """Decompress ``data`` written with ``codec`` (a key suffix such as ``gz``; None = plain).
+# the largest WAL segment PostgreSQL allows (--wal-segsize 1024): nothing an archive holds is larger
+MAX_DECOMPRESSED = 1 << 30
 
-    ``max_size`` bounds the output (a corrupt or hostile object must not exhaust memory).
+
+def decompress(data: bytes, codec: str | None, *, max_size: int = MAX_DECOMPRESSED) -> bytes:
+    """Decompress ``data`` written with ``codec`` (a key suffix such as ``gz``; None = plain): the one
+    decompression of the product, used for every object it reads (segments, history files, checksums).
+
+    Bounded: the decoder stops after ``max_size`` bytes of output (a corrupt or hostile object cannot
+    exhaust memory); more is a :class:`DecompressError`, as is a truncated or corrupt stream.
+    Concatenated gzip/bzip2/xz members are read as one stream, as the command-line tools do.
 
     >>> decompress(gzip.compress(b"abc"), "gz")
     b'abc'
     >>> decompress(b"abc", None)
     b'abc'
+    >>> decompress(gzip.compress(b"x" * 100), "gz", max_size=10)
+    Traceback (most recent call last):
+    ...
+    scheduler.layouts.common.DecompressError: gz: decompresses to more than 10 bytes
     """
     c = _CODEC_ALIASES.get(codec, codec) if codec else None
     try:
         if c is None:
             out = data
         elif c == "gz":
-            out = _gunzip(data)
+            if not data.startswith(b"\x1f\x8b"):
+                raise DecompressError("gz", "no gzip magic")
+            out = _members(lambda: zlib.decompressobj(31), data, max_size, "gz")
         elif c == "bz2":
-            out = bz2.decompress(data)
+            out = _members(bz2.BZ2Decompressor, data, max_size, "bz2")
         elif c == "xz":
-            out = lzma.decompress(data)   # FORMAT_AUTO: .xz and legacy .lzma
+            out = _members(lambda: lzma.LZMADecompressor(lzma.FORMAT_AUTO), data, max_size, "xz")  # .xz, .lzma
         elif c == "lz4":
             import lz4.frame
-            out = lz4.frame.decompress(data)
+            out = _members(lz4.frame.LZ4FrameDecompressor, data, max_size, "lz4")
         elif c == "zst":
-            out = _unzstd(data)
+            out = _unzstd(data, max_size)
         elif c == "br":
             out = _unbrotli(data)
         elif c == "lzo":
@@ -128,22 +141,40 @@ def decompress(data: bytes, codec: str | None, *, max_size: int | None = None) -
         if type(e).__module__.split(".")[0] in {"lz4", "zstandard", "_lz4", "brotli"}:
             raise DecompressError(c, f"corrupt or truncated ({e})") from None
         raise
-    if max_size is not None and len(out) > max_size:
+    if len(out) > max_size:
         raise DecompressError(c, f"decompresses to more than {max_size} bytes")
     return out
 
 
-def _gunzip(data: bytes) -> bytes:
-    if not data.startswith(b"\x1f\x8b"):
-        raise DecompressError("gz", "no gzip magic")
-    return gzip.decompress(data)
+def _members(new: Callable[[], Any], data: bytes, max_size: int, codec: str) -> bytes:
+    """Decode member after member (``new()`` makes a decoder with ``decompress(data, max_length)``,
+    ``eof`` and ``unused_data``), never more than ``max_size + 1`` bytes of output."""
+    out = bytearray()
+    rest = data
+    while True:
+        d = new()
+        chunk = d.decompress(rest, max_size + 1 - len(out))
+        out += chunk
+        if len(out) > max_size:
+            raise DecompressError(codec, f"decompresses to more than {max_size} bytes")
+        if not d.eof:
+            raise DecompressError(codec, "truncated (the stream ends before its end marker)")
+        rest = getattr(d, "unused_data", None) or b""
+        if not rest.strip(b"\x00"):      # trailing padding after the last member
+            return bytes(out)
 
 
-def _unzstd(data: bytes) -> bytes:
+def _unzstd(data: bytes, max_size: int) -> bytes:
     import zstandard
-    # a decompressobj copes with frames that omit the content size; eof tells truncation apart
+    # the stream reader bounds the output; it does not tell a truncated frame from a complete one, which a
+    # decompressobj does (eof) once the output is known to be within the bound. The decompressobj copes
+    # with frames that omit the content size.
+    with zstandard.ZstdDecompressor().stream_reader(data) as r:
+        out = r.read(max_size + 1)
+    if len(out) > max_size:
+        raise DecompressError("zst", f"decompresses to more than {max_size} bytes")
     d = zstandard.ZstdDecompressor().decompressobj()
-    out = d.decompress(data)
+    d.decompress(data)
     if not d.eof:
         raise DecompressError("zst", "truncated (no end of frame)")
     return bytes(out)

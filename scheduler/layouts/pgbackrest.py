@@ -1,4 +1,7 @@
-"""pgBackRest repository layout: info files to values, and repository keys to verdicts.
+"""pgBackRest: the whole layout (docs/internals.md "Adding a layout"): info files to values, repository
+keys to verdicts, the scan, the restore and restore_command lines, the purge prefixes and the duplicate rule.
+
+Over 400 lines: one module per layout is the rule (its INI reader is apart, pgbackrest_ini.py).
 
 Keys (LAYOUTS.md §1.1), relative to the repository path::
 
@@ -12,14 +15,33 @@ Keys (LAYOUTS.md §1.1), relative to the repository path::
 from __future__ import annotations
 
 import re
+import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
-from recovery.errors import BadLsn, MetadataError
+from recovery.errors import BadLsn, MetadataError, ParseError
 from recovery.lsn import Lsn
-from recovery.model import Backup, BackupStatus, BackupType, Layout, WalKind, WalObject
+from recovery.model import Backup, BackupStatus, BackupType, Layout, Storage, WalKind, WalObject
+from recovery.wal import DEFAULT_SEG_SIZE
 from scheduler.layouts.common import ALLOWED, ForeignObject, MetaObject, unsafe_key_reason, utc_from_epoch, wal_object
 from scheduler.layouts.pgbackrest_ini import InfoFile, check_type, parse_info, pg_version_num, require
+from scheduler.layouts.spec import Command, LayoutArgumentError, LayoutSpec, S3Access, StorageLoc, name_ok
+from scheduler.scanning import (
+    Acc,
+    LayoutScan,
+    Previous,
+    ScanFailed,
+    WalSource,
+    etag_key,
+    hash_dir_key,
+    list_wal,
+    single_stanza,
+)
+from scheduler.storage import NotFound, ObjectStore
+
+InfoT = TypeVar("InfoT")   # what an info-file parser returns
 
 __all__ = [
     "ArchiveInfo", "BackupInfo", "InfoFile", "parse_info", "parse_backup_info", "parse_archive_info",
@@ -332,3 +354,243 @@ def classify_backup_dir_entry(label: str, name: str) -> MetaObject | ForeignObje
     if name.startswith("pg_tblspc/") or name == "pg_tblspc/":
         return MetaObject(name, KIND_PAYLOAD, label)
     return ForeignObject(name, "not backup.manifest[.copy] or backup payload")
+
+
+# --- the scan ------------------------------------------------------------------------------------
+
+async def read_info(store: ObjectStore, key: str, parse: Callable[[str, str], InfoT], acc: Acc,
+                     listed: set[str] | frozenset[str] = frozenset()) -> tuple[InfoT | None, bool]:
+    """Load a pgBackRest info file, falling back to ``.copy`` (pgBackRest's own rule).
+
+    Returns (info, raced). A file in ``listed`` (the directory listing just made) that is gone at GET is a race
+    with expire/retention (``not_found_race``), not corruption: when no copy could be loaded because of such a
+    race, the result is (None, True) and no ``integrity_error`` is recorded. The caller keeps what the catalog
+    knew; only a complete listing that lacks both files makes the stanza invalid.
+    """
+    results: list[InfoT | None] = []
+    raws: list[bytes | None] = []
+    errors: list[str] = []
+    raced: list[str] = []
+    for k in (key, key + ".copy"):
+        try:
+            data = await store.read(k)
+        except NotFound:
+            if k in listed:
+                raced.append(k)
+                acc.issue("not_found_race", k, "info file listed, then gone before it was read (expire or "
+                          "retention running during the scan)")
+            else:
+                errors.append(f"{k}: missing")
+            results.append(None)
+            raws.append(None)
+            continue
+        raws.append(data)
+        try:
+            text = data.decode("utf-8")
+            info = parse(text, k)
+        except (ParseError, UnicodeDecodeError) as e:
+            errors.append(f"{k}: {e}")
+            results.append(None)
+            if getattr(e, "code", "") == "format_error":
+                acc.issue("format_error", k, str(e))
+            continue
+        if not getattr(info, "checksum_ok", True):
+            errors.append(f"{k}: checksum mismatch")
+            results.append(None)
+            continue
+        results.append(info)
+    main, copy = results
+    if main is not None:
+        if copy is None and key + ".copy" not in raced:
+            acc.issue("integrity_warning", key + ".copy", "; ".join(errors) or "copy unusable")
+        elif copy is not None and raws[0] != raws[1]:
+            acc.issue("integrity_warning", key, "info file and its .copy differ")
+        return main, False
+    if copy is not None:
+        if key not in raced:
+            acc.issue("integrity_warning", key, f"main info file unusable ({'; '.join(errors)}); using .copy")
+        return copy, False
+    if raced:
+        if errors:      # the other file is unusable on its own account: say so, but it proves nothing yet
+            acc.issue("integrity_warning", key, "; ".join(errors) + "; the other copy vanished after listing")
+        return None, True
+    acc.integrity_ok = False
+    acc.issue("integrity_error", key, "; ".join(errors))
+    return None, False
+
+
+async def scan(store: ObjectStore, storage: Storage, previous: Previous, root: str, acc: Acc,
+                           full: bool, lookback: int) -> LayoutScan:
+    stanza = storage.stanza or previous.stanza or await single_stanza(store, root + "archive/", "pgBackRest stanzas")
+    bdir = f"{root}backup/{stanza}/"
+    blist = await store.list_dir(bdir)
+    objs = {o.key: o for o in blist.objects}
+    if not blist.objects and not blist.prefixes:
+        raise ScanFailed("unknown_prefix", f"no pgBackRest stanza {stanza!r} under {root or '/'}")
+    info_key = bdir + "backup.info"
+    backups: tuple[Backup, ...] | None = previous.backups or None
+    pg_version = system_id = None
+    etag = objs[info_key].etag if info_key in objs else None
+    if full or backups is None or etag is None or acc.cursors.get(etag_key(info_key)) != etag:
+        info, _raced = await read_info(store, info_key, parse_backup_info, acc, set(objs))
+        if info is not None:
+            backups = tuple(info.backups)
+            pg_version, system_id = info.pg_version, info.system_id
+            if etag:
+                acc.cursors[etag_key(info_key)] = etag
+        else:
+            # unreadable (integrity_error), or listed and gone at GET (not_found_race): either way the scan
+            # does not re-state the backup set (None), so the catalog keeps the set it had
+            backups = None
+            acc.cursors.pop(etag_key(info_key), None)
+    # backup directories not (yet) in backup.info: in progress, aborted, or crashed before registration
+    known = {b.label for b in backups or ()}
+    extra: list[Backup] = []
+    for p in blist.prefixes:
+        name = p[len(bdir):].rstrip("/")
+        kind = classify_backup_root_entry(name + "/")
+        if isinstance(kind, ForeignObject):
+            acc.foreign(p, kind.reason)
+            continue
+        if kind.kind != KIND_BACKUP_DIR or name in known or backups is None:
+            continue
+        extra.append(await unregistered_backup(store, p, name, acc))
+    for o in blist.objects:
+        c = classify_backup_root_entry(o.key[len(bdir):])
+        if isinstance(c, ForeignObject):
+            acc.foreign(o.key, c.reason)
+    if backups is not None:
+        backups = tuple(backups) + tuple(extra)
+    # archive ids: list archive/<stanza>/ (archive.info ETag + id directories)
+    adir = f"{root}archive/{stanza}/"
+    alist = await store.list_dir(adir)
+    ainfo_key = adir + "archive.info"
+    ids = sorted(p[len(adir):].rstrip("/") for p in alist.prefixes)
+    aobj = next((o for o in alist.objects if o.key == ainfo_key), None)
+    if aobj is None:
+        acc.issue("integrity_warning", ainfo_key, "archive.info missing; using the archive id directories found")
+    elif full or acc.cursors.get(etag_key(ainfo_key)) != aobj.etag:
+        # a race (listed, gone at GET) leaves the archive id directories found, like a missing archive.info
+        ainfo, _raced = await read_info(store, ainfo_key, parse_archive_info, acc,
+                                         {o.key for o in alist.objects})
+        if ainfo is not None:
+            acc.cursors[etag_key(ainfo_key)] = aobj.etag
+            listed = set(ids)
+            ids = [i for i in ainfo.archive_ids if i in listed] + sorted(listed - set(ainfo.archive_ids))
+            system_id = system_id or ainfo.system_id
+    seg_size = previous.seg_size
+    for aid in ids:
+        src = WalSource(f"{adir}{aid}/", classify_archive_key, hash_dir_key)
+        seg_size = await list_wal(store, src, previous, acc, full, lookback, seg_size)
+    return LayoutScan(stanza, seg_size or DEFAULT_SEG_SIZE, backups, pg_version, system_id)
+
+
+async def unregistered_backup(store: ObjectStore, prefix: str, label: str, acc: Acc) -> Backup:
+    for name, status in (("backup.manifest", BackupStatus.DONE), ("backup.manifest.copy", BackupStatus.RUNNING)):
+        try:
+            text = (await store.read(prefix + name)).decode("utf-8", "replace")
+            b = parse_manifest_header(text, prefix + name)
+        except NotFound:
+            continue
+        except ParseError as e:
+            acc.issue("metadata_error", prefix + name, str(e))
+            continue
+        # a manifest without a backup.info entry: crashed before registration, or still running.
+        # Never offered for restore until pgBackRest registers it.
+        note = "not in backup.info (crashed before registration?)" if status is BackupStatus.DONE else "in progress or aborted"
+        return replace(b, status=BackupStatus.RUNNING, error=note)
+    kind = label_type(label) or BackupType.FULL   # callers pass labels (is_label)
+    return Backup(label=label, type=kind, status=BackupStatus.RUNNING, timeline=None, start_lsn=None,
+                  stop_lsn=None, start_time=None, stop_time=None, error="backup directory without manifest")
+
+
+# --- restoring: the tool's restore and restore_command --------------------------------------------------
+
+def pgbackrest_conf(loc: StorageLoc, s3: S3Access, *, pgdata: str, work: str) -> str:
+    """A private pgbackrest.conf for the plan's repository (options in the file, so ``PGBACKREST_*``
+    environment variables win, as pgBackRest defines: command line > environment > config file).
+
+    >>> print(pgbackrest_conf(StorageLoc(Layout.PGBACKREST, "b", "pgbackrest", "main"),
+    ...       S3Access("https://s3.example:9000", "K", "S"), pgdata="/d", work="/w"))  # doctest: +ELLIPSIS
+    [global]
+    repo1-type=s3
+    repo1-s3-bucket=b
+    repo1-path=/pgbackrest
+    repo1-s3-region=us-east-1
+    repo1-s3-endpoint=s3.example
+    repo1-storage-port=9000
+    repo1-s3-uri-style=path
+    repo1-s3-key=K
+    repo1-s3-key-secret=S
+    lock-path=/w/lock
+    ...
+    [main]
+    pg1-path=/d
+    <BLANKLINE>
+    """
+    lines = ["[global]", "repo1-type=s3", f"repo1-s3-bucket={loc.bucket}", f"repo1-path=/{loc.prefix}",
+             f"repo1-s3-region={s3.region}"]
+    if s3.endpoint_url:
+        u = urlsplit(s3.endpoint_url)
+        lines.append(f"repo1-s3-endpoint={u.hostname}")
+        if u.port:
+            lines.append(f"repo1-storage-port={u.port}")
+        lines.append("repo1-s3-uri-style=path")
+    else:
+        lines.append(f"repo1-s3-endpoint=s3.{s3.region}.amazonaws.com")
+    if s3.access_key and s3.secret_key:
+        lines += [f"repo1-s3-key={s3.access_key}", f"repo1-s3-key-secret={s3.secret_key}"]
+    if not s3.verify_tls:
+        lines.append("repo1-storage-verify-tls=n")
+    if s3.ca_bundle:
+        lines.append(f"repo1-storage-ca-file={s3.ca_bundle}")
+    lines += [f"lock-path={work}/lock", f"log-path={work}/log", f"spool-path={work}/spool",
+              "log-level-console=warn", "log-level-stderr=error", "log-level-file=off", "archive-async=n",
+              "", f"[{loc.stanza or 'main'}]", f"pg1-path={pgdata}"]
+    return "\n".join(lines) + "\n"
+
+
+def fetch_command(loc: StorageLoc, label: str, pgdata: str, s3: S3Access, work: str) -> Command:
+    """``pgbackrest restore --type=none`` of ``label`` with a derived config named by PGBACKREST_CONFIG (a
+    caller's own PGBACKREST_* variables, that one included, win as pgBackRest defines); the destination is
+    on the command line, so nothing can move it."""
+    return Command(("pgbackrest", f"--stanza={loc.stanza or 'main'}", f"--set={label}", "--type=none",
+                    f"--pg1-path={pgdata}", "restore"),
+                   env=server_env(work),
+                   files={"pgbackrest.conf": pgbackrest_conf(loc, s3, pgdata=pgdata, work=work)},
+                   label="pgBackRest restore --type=none")
+
+
+def server_env(work: str) -> dict[str, str]:
+    return {"PGBACKREST_CONFIG": f"{work}/pgbackrest.conf"}
+
+
+def restore_command(loc: StorageLoc, endpoint_url: str | None = None) -> str:
+    """
+    >>> restore_command(StorageLoc(Layout.PGBACKREST, "b", "pgbackrest", "main"))
+    'pgbackrest --stanza=main archive-get %f "%p"'
+    """
+    return f'pgbackrest --stanza={shlex.quote(loc.stanza or "main")} archive-get %f "%p"'
+
+
+def purge_prefixes(root: str, stanza: str | None) -> tuple[str, ...]:
+    """``<repo>/archive/<stanza>/`` and ``<repo>/backup/<stanza>/``."""
+    if not name_ok(stanza):
+        raise LayoutArgumentError(f"pgBackRest stanza unknown or invalid ({stanza!r}): its exact paths cannot be "
+                                  "named")
+    return (f"{root}archive/{stanza}/", f"{root}backup/{stanza}/")
+
+
+def same_segment(a: str, b: str) -> bool | None:
+    """Keys ``<segment>-<sha1>[.<ext>]``: one checksum under two compressions is one segment (it restores);
+    two checksums are refused by archive-get whatever the bytes ("ERROR [045]: duplicates found for WAL
+    segment", checked with pgBackRest 2.45)."""
+    ha, hb = (k.rsplit("/", 1)[-1][25:65] for k in (a, b))
+    return ha == hb
+
+
+LAYOUT = LayoutSpec(
+    layout=Layout.PGBACKREST, tool="pgBackRest", classify_wal_key=classify_archive_key, scan=scan,
+    fetch_command=fetch_command, restore_command=restore_command, purge_prefixes=purge_prefixes,
+    same_segment=same_segment, server_env=server_env,
+    duplicates_note="pgBackRest's archive-get refuses it ('duplicates found for WAL segment')")

@@ -1,4 +1,6 @@
-"""WAL-E 1.1.1 layout (LAYOUTS.md §4): ``wal_005/<name>.lzo`` and ``basebackups_005/`` sentinels.
+"""WAL-E 1.1.1: the whole layout (LAYOUTS.md §4; docs/internals.md "Adding a layout"): ``wal_005/<name>.lzo``
+and ``basebackups_005/`` sentinels, the scan (shared with WAL-G: basebackups.py), the backup-fetch and
+wal-fetch lines, the purge prefixes and the duplicate rule.
 
 Backup names carry the start position: ``base_<24hex>_<8 decimal digits>`` (``lpad(offset::text,
 8, '0')``). The sentinel holds the stop segment and decimal offset and nothing about time: the
@@ -7,11 +9,13 @@ scanner fills ``stop_time`` from the sentinel's LastModified (``stop_time_exact`
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
 from recovery.errors import MetadataError, ParseError
 from recovery.lsn import Lsn
-from recovery.model import Backup, BackupStatus, BackupType, WalObject
+from recovery.model import Backup, BackupStatus, BackupType, Layout, WalObject
 from recovery.wal import DEFAULT_SEG_SIZE, WalSegment
+from scheduler.layouts import basebackups
 from scheduler.layouts.common import (
     SENTINEL_SUFFIX,
     ForeignObject,
@@ -20,6 +24,7 @@ from scheduler.layouts.common import (
     unsafe_key_reason,
     wal_object,
 )
+from scheduler.layouts.spec import Command, LayoutSpec, S3Access, StorageLoc, aws_env, by_content
 from scheduler.layouts.walg import load_json
 
 SEG_SIZE = DEFAULT_SEG_SIZE      # hard-coded in WAL-E
@@ -116,3 +121,26 @@ def classify_basebackup_key(rel: str) -> MetaObject | ForeignObject:
     if len(tail) == 2 and tail[0] == "tar_partitions" and re.fullmatch(r"part_\d+\.tar(\.lzo)?", tail[1]):
         return MetaObject(rel, KIND_PAYLOAD, label)
     return ForeignObject(rel, "not extended_version.txt or tar_partitions/part_N.tar.lzo")
+
+
+# --- scan and restore ------------------------------------------------------------------------------------
+
+scan = basebackups.scanner(parse_sentinel, classify_wal_key)
+
+
+def fetch_command(loc: StorageLoc, label: str, pgdata: str, s3: S3Access, work: str) -> Command:
+    env = {**aws_env(s3), "WALE_S3_PREFIX": loc.url}
+    if s3.endpoint_url:
+        u = urlsplit(s3.endpoint_url)
+        env["WALE_S3_ENDPOINT"] = f"{u.scheme}+path://{u.hostname}:{u.port or (443 if u.scheme == 'https' else 80)}"
+    return Command(("wal-e", "backup-fetch", pgdata, label), env=env, label="WAL-E backup-fetch")
+
+
+def restore_command(loc: StorageLoc, endpoint_url: str | None = None) -> str:
+    return 'envdir /etc/wal-e.d/env wal-e wal-fetch "%f" "%p"'
+
+
+LAYOUT = LayoutSpec(
+    layout=Layout.WALE, tool="WAL-E", classify_wal_key=classify_wal_key, scan=scan, fetch_command=fetch_command,
+    restore_command=restore_command, purge_prefixes=basebackups.purge_prefixes, same_segment=by_content,
+    duplicates_note=basebackups.DUPLICATES_NOTE)

@@ -1,4 +1,10 @@
-"""WAL-G layout (LAYOUTS.md §3, from its source): ``basebackups_005/`` sentinels and ``wal_005/``.
+"""WAL-G: the whole layout (LAYOUTS.md §3, from its source; docs/internals.md "Adding a layout"):
+``basebackups_005/`` sentinels and ``wal_005/``, the scan (shared with WAL-E: basebackups.py), the
+backup-fetch and wal-fetch lines, the purge prefixes and the duplicate rule.
+
+WAL-G is not installable on this machine: its command lines are built from its documented CLI
+(``wal-g backup-fetch PGDATA NAME`` with ``WALG_S3_PREFIX``, ``AWS_ENDPOINT``, ``AWS_S3_FORCE_PATH_STYLE``,
+``AWS_REGION``) and tested as command lines only.
 
 Sentinel (``BackupSentinelDto`` V1, ``V2`` adds ``Version``/``StartTime``/``FinishTime``): ``LSN``
 and ``FinishLSN`` are JSON integers that may exceed 2^53; Python's json keeps them exact, and a
@@ -17,6 +23,7 @@ from typing import Any
 from recovery.errors import MetadataError
 from recovery.lsn import Lsn
 from recovery.model import Backup, BackupStatus, BackupType, Layout, WalKind, WalObject
+from scheduler.layouts import basebackups
 from scheduler.layouts.common import (
     ALLOWED,
     SENTINEL_SUFFIX,
@@ -26,6 +33,7 @@ from scheduler.layouts.common import (
     unsafe_key_reason,
     wal_object,
 )
+from scheduler.layouts.spec import Command, LayoutSpec, S3Access, StorageLoc, aws_env, by_content
 
 NAME_RE = re.compile(r"^base_(?P<start>[0-9A-F]{24})(?:_D_(?P<parent>[0-9A-F]{24}))?$")
 
@@ -253,3 +261,29 @@ def classify_basebackup_key(rel: str) -> MetaObject | ForeignObject:
     if tail[0] == "tar_partitions" and len(tail) == 2 and tail[1]:
         return MetaObject(rel, KIND_PAYLOAD, label)
     return ForeignObject(rel, "not metadata.json, files_metadata.json or tar_partitions/")
+
+
+# --- scan and restore ------------------------------------------------------------------------------------
+
+scan = basebackups.scanner(parse_sentinel, classify_wal_key)
+
+
+def fetch_command(loc: StorageLoc, label: str, pgdata: str, s3: S3Access, work: str) -> Command:
+    env = {**aws_env(s3), "WALG_S3_PREFIX": loc.url}
+    if s3.endpoint_url:
+        env["AWS_ENDPOINT"] = s3.endpoint_url
+        env["AWS_S3_FORCE_PATH_STYLE"] = "true"
+    if s3.ca_bundle:
+        env["WALG_S3_CA_CERT_FILE"] = s3.ca_bundle
+    return Command(("wal-g", "backup-fetch", pgdata, label), env=env,
+                   label="WAL-G backup-fetch (command line from its documented CLI; not installed here)")
+
+
+def restore_command(loc: StorageLoc, endpoint_url: str | None = None) -> str:
+    return 'wal-g wal-fetch "%f" "%p"'
+
+
+LAYOUT = LayoutSpec(
+    layout=Layout.WALG, tool="WAL-G", classify_wal_key=classify_wal_key, scan=scan, fetch_command=fetch_command,
+    restore_command=restore_command, purge_prefixes=basebackups.purge_prefixes, same_segment=by_content,
+    duplicates_note=basebackups.DUPLICATES_NOTE)

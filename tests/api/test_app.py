@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from api import keys
+from backup_catalog.api import keys
 from backup_catalog.service.app import create_app, drain_scans
 from catalog import repo
 from recovery.model import InstanceRef, Storage

@@ -15,7 +15,7 @@ import asyncpg
 import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 
-from api import keys
+from backup_catalog.api import keys
 from backup_catalog.service.app import create_app
 from catalog import db as catalog_db
 from catalog import embedded, migrate

@@ -9,9 +9,10 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from api.openapi import openapi_document
-from api.routes import OPERATIONS
-from api.schemas import BackupsDoc, PlanDoc, dump
+from backup_catalog.api.openapi import openapi_document
+from backup_catalog.api.routes import OPERATIONS
+from backup_catalog.api.schemas import BackupsDoc, PlanDoc, dump
+from recovery.model import Layout
 from tests.api.conftest import AS_BROKER, AS_OPERATOR, BROKER, OPERATOR, basic
 from tests.api.seed import OTHER_SPACE, SPACE, A, B, iso, seed_history
 
@@ -44,7 +45,7 @@ async def test_clone_resolves_the_holder_at_the_target_time(client: TestClient, 
     assert doc["backup"]["label"] == "F1"
     assert doc["target"] == {**doc["target"], "kind": "time", "value": iso(10)}
     assert "recovery.signal" in doc["files"]
-    assert dump(PlanDoc, doc) == doc     # not re-validated per request: it must already be what the model emits
+    assert PlanDoc.from_json(doc).to_json() == doc     # the one plan type reads it back unchanged
 
 
 async def test_plan_carries_storage_version_and_replay_for_an_executor(client: TestClient,
@@ -56,13 +57,16 @@ async def test_plan_carries_storage_version_and_replay_for_an_executor(client: T
     assert doc["pg_version"] == 15
     assert doc["replay"] == {"mode": "end_of_wal", "end_lsn": "0/9000100", "end_segment": "000000010000000000000009",
                              "last_commit_time": "2026-01-01T12:30:00Z"}
-    assert dump(PlanDoc, doc) == doc
+    assert PlanDoc.from_json(doc).to_json() == doc
     resp, doc = await clone(client, {"clone-from": "legacy", "lsn": "0/5000010"})
     assert doc["replay"] == {"mode": "target", "end_lsn": "0/5000010", "end_segment": "000000010000000000000005",
                              "last_commit_time": None}
     schema = openapi_document()["components"]["schemas"]
     assert {"storage", "pg_version", "replay"} <= set(schema["PlanDoc"]["required"])
-    assert set(schema["PlanReplay"]["properties"]) == {"mode", "end_lsn", "end_segment", "last_commit_time"}
+    assert set(schema["PlanReplay"]["properties"]) == {"mode", "end_lsn", "end_segment", "last_commit_time", "stop"}
+    assert "stop" not in schema["PlanReplay"]["required"]        # exact targets only
+    assert schema["PlanStorage"]["properties"]["layout"]["anyOf"][0] == {"$ref": "#/components/schemas/Layout"}
+    assert schema["Layout"]["enum"] == [m.value for m in Layout]
 
 
 async def test_renamed_instance_found_by_its_new_name_now(client: TestClient, pool: asyncpg.Pool) -> None:
@@ -174,7 +178,7 @@ async def test_a_target_error_from_the_planner_is_a_400_problem_naming_the_field
     map to the same 400 with the field named, and keep the refusal document as ``error``."""
     from aiohttp.test_utils import make_mocked_request
 
-    from api.errors import to_response
+    from backup_catalog.api.errors import to_response
     from recovery.target import make_target
     req = make_mocked_request("POST", CLONES)
     for kw, field in (({"point-in-time": "yesterday-ish"}, ["point-in-time"]), ({"lsn": "0/ZZ"}, ["lsn"]),

@@ -305,7 +305,7 @@ async def test_keys_are_refetched_when_old_and_a_withdrawn_key_stops_verifying(c
     a UAA that cannot answer then does not lock users out; a key UAA withdrew stops verifying."""
     import aiohttp
 
-    from api.uaa import KEYS_MAX_AGE_SECONDS, TokenVerifier
+    from backup_catalog.api.uaa import KEYS_MAX_AGE_SECONDS, TokenVerifier
     from backup_catalog.usecases.access import InvalidToken
     now = [1000.0]
     async with aiohttp.ClientSession() as http:

@@ -1,107 +1,34 @@
 """The executor's pure parts: plan checks, fetch command lines per layout, settings text, log verdicts."""
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from executor import logic
-from executor.logic import Expectation, PlanDocError, S3Access, StorageLoc
+from executor.logic import S3Access, StorageLoc
 from recovery.lsn import Lsn
+from recovery.plandoc import PlanDocError, PlanReplay
+from scheduler.layouts import pgbackrest as pbr
+from tests.support.plans import plan, raw_plan
 
 S3 = S3Access("http://127.0.0.1:9000", "AK", "SK", "eu-west-1")
 PGBR = StorageLoc("pgbackrest", "bkt", "pgbackrest", "main")
 
 
-def plan(**over: Any) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "source": {"instance_guid": "g", "layout": "pgbackrest"},
-        "backup": {"label": "20260101-000000F", "stop_lsn": "0/3000050"},
-        "target": {"kind": "latest"}, "timeline_path": [1, 2],
-        "wal": {"first_segment": "000000010000000000000003", "last_segment": "00000002000000000000000A"},
-        "files": {"postgresql.auto.conf": "restore_command = 'x'\nrecovery_target_timeline = 'latest'\n",
-                  "recovery.signal": ""},
-        "storage": {"layout": "pgbackrest", "bucket": "bkt", "prefix": "/pgbackrest/", "stanza": "main"},
-        "restore_command": "pgbackrest --stanza=main archive-get %f \"%p\"",
-    }
-    doc.update(over)
-    return doc
+# -- the plan's archive ------------------------------------------------------------------------------------------
 
-
-# -- the plan document --------------------------------------------------------------------------------------
-
-def test_a_plan_passes() -> None:
-    assert logic.check_plan(plan())["backup"]["label"] == "20260101-000000F"
-
-
-@pytest.mark.parametrize(("over", "words"), [
-    ({"backup": None}, "backup.label"), ({"backup": {"label": ""}}, "backup.label"),
-    ({"files": {}}, "files"), ({"files": {"postgresql.auto.conf": 3}}, "files"),
-    ({"files": {"../etc/passwd": "x"}}, "never writes"), ({"target": "latest"}, "target"),
-    ({"timeline_path": []}, "timeline_path"), ({"timeline_path": [0]}, "timeline_path"),
-    ({"wal": {}}, "wal.last_segment"), ({"storage": None, "source": {"layout": "pgbackrest"}}, "storage"),
-    ({"storage": {"layout": "tarball", "bucket": "b"}}, "layout"),
-])
-def test_what_is_not_a_plan_is_named(over: dict[str, Any], words: str) -> None:
-    with pytest.raises(PlanDocError, match=words):
-        logic.check_plan(plan(**over))
-
-
-@pytest.mark.parametrize("doc", [None, 1, "plan", [plan()]])
-def test_non_objects_are_not_plans(doc: object) -> None:
-    with pytest.raises(PlanDocError, match="JSON object"):
-        logic.check_plan(doc)
-
-
-def test_storage_member_fallback_and_barman_restore_command() -> None:
+def test_storage_from_an_older_plan() -> None:
     assert logic.storage_of(plan()) == StorageLoc("pgbackrest", "bkt", "pgbackrest", "main")
-    fb = StorageLoc("pgbackrest", "other", "p", "s")
-    assert logic.storage_of(plan(storage=None), fb) == fb
-    doc = plan(storage=None, source={"layout": "barman"},
+    doc = plan(storage=None, source={**raw_plan()["source"], "layout": "barman"},
                restore_command="barman-cloud-wal-restore --endpoint-url http://h:1 --no-partial s3://b/x/y main %f %p")
     assert logic.storage_of(doc) == StorageLoc("barman", "b", "x/y", "main")
     with pytest.raises(PlanDocError, match="no storage member"):
-        logic.storage_of(plan(storage=None))
-
-
-def test_pg_version() -> None:
-    assert logic.pg_version_of(plan(pg_version=15)) == 15
-    for bad in (None, "15", True, 0, -1):
-        assert logic.pg_version_of(plan(pg_version=bad)) is None
-
-
-# -- what replay must reach ------------------------------------------------------------------------------------
-
-def test_expectation_from_replay_member() -> None:
-    e = logic.expectation(plan(replay={"mode": "end_of_wal", "end_lsn": "0/A000120",
-                                       "end_segment": "00000002000000000000000A", "last_commit_time": "t"}))
-    assert e == Expectation("end_of_wal", Lsn.parse("0/A000120"), "00000002000000000000000A", "t")
-    assert logic.expectation(plan(replay={"mode": "target", "end_lsn": None})).mode == "target"
-    with pytest.raises(PlanDocError, match="end_lsn"):
-        logic.expectation(plan(replay={"mode": "end_of_wal", "end_lsn": "nope"}))
-
-
-@pytest.mark.parametrize(("line", "mode"), [
-    ("recovery_target_time = '2026-01-01 00:00:00+00'", "target"),
-    ("recovery_target_lsn = '0/3000000'", "target"), ("recovery_target = 'immediate'", "target"),
-    ("recovery_target_name = 'x'", "target"), ("recovery_target_xid = '7'", "target"),
-    ("recovery_target_timeline = 'latest'", "end_of_wal"), ("recovery_target_action = 'promote'", "end_of_wal"),
-    ("recovery_target_inclusive = 'false'", "end_of_wal"), ("# recovery_target_time = 'x'", "end_of_wal"),
-])
-def test_expectation_without_replay_member(line: str, mode: str) -> None:
-    e = logic.expectation(plan(files={"postgresql.auto.conf": f"restore_command = 'x'\n{line}\n",
-                                      "recovery.signal": ""}))
-    assert e.mode == mode
-    if mode == "end_of_wal":
-        assert e.end_lsn == Lsn.parse("0/A000001") and e.end_segment == "00000002000000000000000A"
-
-
-def test_expectation_reads_recovery_conf_and_rejects_bad_segment() -> None:
-    assert logic.expectation(plan(files={"recovery.conf": "recovery_target_lsn = '0/1'\n"})).mode == "target"
-    with pytest.raises(PlanDocError, match="segment name"):
-        logic.expectation(plan(wal={"last_segment": "xyz"}))
+        plan(storage=None)
+    assert plan(storage={"layout": None, "bucket": "b", "prefix": "p", "stanza": None}).storage.layout == "pgbackrest"
+    with pytest.raises(PlanDocError, match=r"storage\.layout is unknown"):
+        logic.storage_of(plan(storage={"layout": None, "bucket": "b", "prefix": "p", "stanza": None},
+                              source={**raw_plan()["source"], "layout": None}))
 
 
 # -- fetch command lines ------------------------------------------------------------------------------------------
@@ -120,12 +47,12 @@ def test_pgbackrest_fetch_is_type_none_with_a_private_config() -> None:
 
 
 def test_pgbackrest_conf_variants() -> None:
-    conf = logic.pgbackrest_conf(PGBR, S3Access(None, None, None, "us-east-2", False, "/ca.pem"),
+    conf = pbr.pgbackrest_conf(PGBR, S3Access(None, None, None, "us-east-2", False, "/ca.pem"),
                                  pgdata="/d", work="/w").splitlines()
     assert "repo1-s3-endpoint=s3.us-east-2.amazonaws.com" in conf
     assert "repo1-storage-verify-tls=n" in conf and "repo1-storage-ca-file=/ca.pem" in conf
     assert not any(ln.startswith(("repo1-s3-key", "repo1-s3-uri-style", "repo1-storage-port")) for ln in conf)
-    other = logic.pgbackrest_conf(StorageLoc("pgbackrest", "b", "", None), S3, pgdata="/d", work="/w")
+    other = pbr.pgbackrest_conf(StorageLoc("pgbackrest", "b", "", None), S3, pgdata="/d", work="/w")
     assert "repo1-path=/" in other.splitlines() and "[main]" in other.splitlines()
 
 
@@ -273,7 +200,7 @@ def test_stop_lines_and_severe() -> None:
 
 
 def test_judge_end_of_wal() -> None:
-    exp = Expectation("end_of_wal", Lsn.parse("0/A000001"), "00000002000000000000000A")
+    exp = PlanReplay("end_of_wal", "0/A000001", "00000002000000000000000A", None)
     ok = logic.judge(exp, logic.parse_log(LATEST_OK), promoted=True, reached=Lsn.parse("0/B000000"),
                      timeline_path=[1, 2])
     assert ok.ok and "0/B000000" in ok.message
@@ -292,16 +219,16 @@ def test_judge_end_of_wal() -> None:
 
 
 def test_an_end_lsn_at_a_segment_boundary_needs_a_record_of_that_segment() -> None:
-    exp = Expectation("end_of_wal", Lsn.parse("0/A000000"), "00000002000000000000000A")
+    exp = PlanReplay("end_of_wal", "0/A000000", "00000002000000000000000A", None)
     facts = logic.parse_log(DAMAGED)
     assert not logic.judge(exp, facts, promoted=True, reached=Lsn.parse("0/A000000"), timeline_path=[1, 2]).ok
     assert logic.judge(exp, facts, promoted=True, reached=Lsn.parse("0/A000028"), timeline_path=[1, 2]).ok
-    inner = Expectation("end_of_wal", Lsn.parse("0/A000120"), None)
+    inner = PlanReplay("end_of_wal", "0/A000120", None, None)
     assert logic.judge(inner, facts, promoted=True, reached=Lsn.parse("0/A000120"), timeline_path=[1, 2]).ok
 
 
 def test_judge_target() -> None:
-    exp = Expectation("target", None, None)
+    exp = PlanReplay("target", None, None, None)
     stop = [PREFIX + "LOG:  recovery stopping before commit of transaction 9, time 2026-01-01 00:00:00+00"]
     assert logic.judge(exp, logic.parse_log(stop), promoted=True, reached=Lsn(1), timeline_path=[1]).ok
     v = logic.judge(exp, logic.parse_log(LATEST_OK), promoted=True, reached=Lsn(1), timeline_path=[1])
@@ -320,7 +247,7 @@ def test_our_connection_attempts_are_not_the_failure() -> None:
     f = logic.parse_log(noise + TARGET_FATAL + noise)
     assert f.severe == (TARGET_FATAL[2].strip(),)
     assert logic.relevant_log(noise + DAMAGED + noise) == [ln.rstrip() for ln in DAMAGED]
-    v = logic.judge(Expectation("target", None, None), logic.parse_log(noise), promoted=False, reached=None,
+    v = logic.judge(PlanReplay("target", None, None, None), logic.parse_log(noise), promoted=False, reached=None,
                     timeline_path=[1])
     assert "stopped before it promoted" in v.message
 
@@ -336,7 +263,7 @@ def test_relevant_log_and_next_segment() -> None:
 @given(st.lists(st.text(max_size=200), max_size=30))
 def test_parse_log_never_raises(lines: list[str]) -> None:
     f = logic.parse_log(lines)
-    logic.judge(Expectation("end_of_wal", Lsn(1), None), f, promoted=True, reached=None, timeline_path=[1])
+    logic.judge(PlanReplay("end_of_wal", "0/1", None, None), f, promoted=True, reached=None, timeline_path=[1])
 
 
 @settings(max_examples=100, deadline=None)
@@ -365,8 +292,9 @@ LSN_STOP = 'LOG:  recovery stopping after WAL location (LSN) "0/7000200"'
     ({"kind": "after_lsn", "lsn": "0/7000300", "name": "n"}, LSN_STOP, False, "not after WAL location 0/7000300"),
 ])
 def test_judge_exact_stop(stop: dict[str, object], line: str, ok: bool, needle: str) -> None:
-    exp = logic.expectation({"replay": {"mode": "target", "end_lsn": "0/7000200", "end_segment": None,
-                                        "stop": stop}})
+    full = {"lsn": None, "time": "2026-12-07T10:00:00Z", **stop}
+    exp = plan(replay={"mode": "target", "end_lsn": "0/7000200", "end_segment": None, "last_commit_time": None,
+                       "stop": full}).replay
     v = logic.judge(exp, logic.parse_log([PREFIX + line]), promoted=True, reached=Lsn(1), timeline_path=[1])
     assert v.ok is ok and needle in v.message
 
@@ -376,5 +304,6 @@ def test_a_restore_point_stop_is_a_recovery_stop() -> None:
 
 
 def test_replay_stop_must_be_known() -> None:
-    with pytest.raises(logic.PlanDocError):
-        logic.expectation({"replay": {"mode": "target", "end_lsn": None, "stop": {"kind": "sometime"}}})
+    with pytest.raises(PlanDocError, match=r"replay\.stop\.kind 'sometime' is not one of before_xid"):
+        plan(replay={"mode": "target", "end_lsn": None, "end_segment": None, "last_commit_time": None,
+                     "stop": {"kind": "sometime", "lsn": None, "time": None}})

@@ -7,6 +7,7 @@ from typing import Any
 
 from recovery.lsn import Lsn
 from recovery.model import ArchiveSnapshot, Backup, BackupStatus, BackupType, Layout, WalRun, WindowEdge
+from recovery.plan import RecoveryPlan
 from recovery.timeline import TimelineSwitch
 
 S = 16 * 1024 * 1024
@@ -83,3 +84,12 @@ def holed_snapshot(**overrides: Any) -> ArchiveSnapshot:
         edges=(edge(1, 5, 20), edge(1, 20, 90)),
     )
     return replace(base, **overrides)
+
+
+def plan_to_dict(p: RecoveryPlan, files: dict[str, str], cmd: str) -> dict[str, Any]:
+    """The plan document's JSON for a plan of an instance "orders" (pgBackRest, PG 15)."""
+    from recovery.plandoc import PlanSource, PlanStorage, plan_document
+    source = PlanSource("g", "s", "orders", None, Layout.PGBACKREST, "instance chosen by its GUID", "guid")
+    storage = PlanStorage(Layout.PGBACKREST, "b", "pgbackrest", "main")
+    return plan_document(p, files=files, restore_command=cmd, source=source, storage=storage,
+                         pg_version=15).to_json()

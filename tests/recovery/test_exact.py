@@ -19,7 +19,6 @@ from recovery.exact import (
     resolve_xid,
     xid_segments,
 )
-from recovery.jsonout import plan_to_dict
 from recovery.lsn import Lsn
 from recovery.plan import RecoveryPlan, plan_recovery
 from recovery.render import render_files
@@ -36,6 +35,7 @@ from tests.recovery.builders import (
     holed_snapshot,
     lsn,
     make_snapshot,
+    plan_to_dict,
     switch,
 )
 

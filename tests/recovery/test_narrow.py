@@ -106,7 +106,7 @@ def test_narrowed_plan_equals_whole_plan(snap: ArchiveSnapshot, target: Target, 
         return
     part, prefix = narrow(snap, target, k)
     try:
-        narrowed = outcome(part, target, windows=windows)
+        narrowed = outcome(part, target, windows=windows, narrowed=True)
     except WindowsUnknown:
         return       # the caller plans from the whole snapshot
     if isinstance(narrowed, tuple):
@@ -141,11 +141,14 @@ def test_windows_for_an_unknown_path_are_not_guessed() -> None:
     windows = {(1,): all_windows(snap)[(1,)]}
     forked = replace(snap, runs=snap.runs + (run(2, 0xB, 0xC),), histories={2: (switch(1, SWITCH),)})
     try:
-        plan_recovery(forked, make_target(latest=True), now=NOW, windows=windows)
+        plan_recovery(forked, make_target(latest=True), now=NOW, windows=windows, narrowed=True)
     except WindowsUnknown as e:
         assert e.args[0] == TimelinePath.build(2, (switch(1, SWITCH),)).tlis
     else:
         raise AssertionError("a path without precomputed windows must not be planned from partial data")
+    # the whole snapshot: the path's windows are computed, the plan is the one made without windows
+    whole = plan_recovery(forked, make_target(latest=True), now=NOW, windows=windows)
+    assert whole == plan_recovery(forked, make_target(latest=True), now=NOW)
 
 
 def test_windows_json_round_trip_is_exact() -> None:

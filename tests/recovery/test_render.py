@@ -6,40 +6,18 @@ from dataclasses import replace
 import pytest
 
 from recovery.errors import PlanningError
-from recovery.jsonout import plan_to_dict, refusal_to_dict, window_to_dict
-from recovery.model import Layout
+from recovery.jsonout import refusal_to_dict, window_to_dict
 from recovery.plan import RecoveryPlan, plan_recovery
-from recovery.render import conf_time, quote, render_files, restore_command
+from recovery.plandoc import PlanDoc
+from recovery.render import conf_time, quote, render_files
 from recovery.target import make_target
-from tests.recovery.builders import NOW, at, forked_snapshot, holed_snapshot, make_snapshot
+from tests.recovery.builders import NOW, at, forked_snapshot, holed_snapshot, make_snapshot, plan_to_dict
 
 PGBR = 'pgbackrest --stanza=main archive-get %f "%p"'
 
 
 def _plan(target_kwargs: dict[str, object], snap: object = None) -> RecoveryPlan:
     return plan_recovery(snap or make_snapshot(), make_target(**target_kwargs), now=NOW, pg_version=15)  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize("layout, kwargs, expected", [
-    (Layout.PGBACKREST, {"bucket": "b", "prefix": "pgbackrest/", "stanza": "main"}, PGBR),
-    ("pgbackrest", {"bucket": "b", "prefix": "", "stanza": "db-1"}, 'pgbackrest --stanza=db-1 archive-get %f "%p"'),
-    (Layout.BARMAN, {"bucket": "pg-archive", "prefix": "/barman/", "stanza": "main"},
-     "barman-cloud-wal-restore --no-partial s3://pg-archive/barman main %f %p"),
-    (Layout.BARMAN, {"bucket": "pg-archive", "prefix": "", "stanza": "main", "endpoint_url": "http://127.0.0.1:5000"},
-     "barman-cloud-wal-restore --endpoint-url http://127.0.0.1:5000 --no-partial s3://pg-archive main %f %p"),
-    (Layout.BARMAN, {"bucket": "b", "prefix": "my dir", "stanza": "main"},
-     "barman-cloud-wal-restore --no-partial 's3://b/my dir' main %f %p"),
-    (Layout.WALG, {"bucket": "b", "prefix": "walg", "stanza": None}, 'wal-g wal-fetch "%f" "%p"'),
-    (Layout.WALE, {"bucket": "b", "prefix": "wale", "stanza": None}, 'envdir /etc/wal-e.d/env wal-e wal-fetch "%f" "%p"'),
-])
-def test_restore_command(layout: Layout | str, kwargs: dict[str, str], expected: str) -> None:
-    assert restore_command(layout, **kwargs) == expected  # type: ignore[arg-type]
-
-
-def test_restore_command_unknown_layout() -> None:
-    with pytest.raises(PlanningError) as e:
-        restore_command("auto", bucket="b", prefix="p", stanza=None)
-    assert e.value.code == "unsupported_layout"
 
 
 @pytest.mark.parametrize("value, expected", [
@@ -129,7 +107,10 @@ def test_plan_to_dict_matches_contract() -> None:
     assert d["files"] == files and d["restore_command"] == PGBR and d["warnings"] == []
     assert d["replay"] == {"mode": "target", "end_lsn": None, "end_segment": "000000010000000000000005",
                            "last_commit_time": None}
-    json.dumps(d)
+    assert list(d) == ["source", "storage", "pg_version", "backup", "target", "timeline_path", "wal", "window",
+                       "end_of_wal", "replay", "restore_command", "files", "warnings"]
+    assert "undo_until" not in d["source"]     # deleted instances only
+    assert PlanDoc.from_json(json.loads(json.dumps(d))).to_json() == d
 
 
 def test_plan_to_dict_replay_member() -> None:

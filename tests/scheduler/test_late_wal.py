@@ -23,6 +23,7 @@ from sandbox.cache import ensure_cache, object_path
 from scheduler import runner
 from tests.realarchives.plugin import fresh_archive
 from tests.scheduler.test_scan import RequestCounter
+from tests.support.clones import clone_request
 
 pytestmark = pytest.mark.realtools
 PAGE = 8192                 # XLOG_BLCKSZ of the fixture cluster
@@ -87,7 +88,8 @@ async def test_incremental_scan_notices_late_wal_on_an_older_timeline(pool: Any,
     assert runs[1][1] == 10, runs                     # 9 and A on timeline 1, found by the incremental scan
     assert runs[2] == (7, 10), runs
     assert counter.ops.count("ListObjectsV2") <= 4, counter.ops
-    doc = await plan.plan_doc(pool, settings, "space-late", {"clone-from": "late", "latest": True, "timeline": 1})
+    doc = (await plan.plan_doc(pool, settings, "space-late",
+                               clone_request({"clone-from": "late", "latest": True, "timeline": 1}))).to_json()
     assert doc["timeline_path"] == [1] and doc["wal"]["last_segment"] == "00000001000000000000000A", doc["wal"]
 
     # and the next scan with nothing new is cheap again, and changes nothing

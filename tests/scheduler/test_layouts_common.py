@@ -76,6 +76,28 @@ def test_decompress_plain_and_max_size() -> None:
         decompress(COMPRESSORS["zst"](PAYLOAD), "zst", max_size=100)
 
 
+@pytest.mark.parametrize("codec", sorted(COMPRESSORS))
+def test_decompress_is_bounded_while_decoding(codec: str) -> None:
+    """A bomb (64 MiB of zeros, a few KiB compressed) is stopped at the bound, not decoded and then
+    measured: the decoder never holds much more than the bound."""
+    import tracemalloc
+    bomb = COMPRESSORS[codec](bytes(64 << 20))
+    tracemalloc.start()
+    try:
+        with pytest.raises(DecompressError, match="more than 1048576 bytes"):
+            decompress(bomb, codec, max_size=1 << 20)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 24 << 20, f"{codec}: {peak} bytes held while decoding"
+
+
+@pytest.mark.parametrize("codec", ["gz", "bz2", "xz", "lz4"])
+def test_decompress_reads_concatenated_members(codec: str) -> None:
+    pack = COMPRESSORS[codec]
+    assert decompress(pack(b"ab") + pack(b"cd"), codec) == b"abcd"
+
+
 def test_is_encrypted_and_decode_text() -> None:
     assert is_encrypted(b"Salted__\x00\x01")
     assert not is_encrypted(b"[backrest]\n")

@@ -1,6 +1,11 @@
 """The coverage grading as it was before issue 12 (backup_catalog/report.py at c0ad835, with the corrupt
 segment rule of 2b78d82), verbatim:
-every instance graded from its whole snapshot. Tests compare the stored-facts path against it."""
+every instance graded from its whole snapshot. Tests compare the stored-facts path against it.
+
+Independent of what it checks: it imports nothing of the grading (recovery.grading, usecases.coverage,
+the stored facts) nor of the documents' formatting (times, windows, scan state are written here). It
+reads the catalog (catalog.repo) and uses the core's window and hole algorithms (recovery.windows, with
+their own tests), which both paths start from."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
@@ -8,16 +13,13 @@ from typing import Any
 
 import asyncpg
 
-from backup_catalog.formats.documents import iso, scan_to_dict
 from backup_catalog.settings import Settings
-from backup_catalog.usecases import snapshots as views
 from catalog import repo
 from catalog.errors import NotScanned
 from catalog.rows import InstanceRecord, ScanState
-from recovery.jsonout import window_to_dict
 from recovery.model import ArchiveSnapshot, Backup, BackupStatus
 from recovery.wal import segment_name
-from recovery.windows import CutKind, Window, holes
+from recovery.windows import CutKind, Window, all_windows, holes
 
 OK, WARNING, CRITICAL = "ok", "warning", "critical"
 _RANK = {OK: 0, WARNING: 1, CRITICAL: 2}
@@ -30,7 +32,7 @@ async def coverage(pool: asyncpg.Pool, settings: Settings, *, now: datetime | No
     out = []
     for rec in await repo.list_instances(pool, include_deleted=True):
         try:
-            snap: ArchiveSnapshot | None = await views.snapshot_of(pool, rec.guid)
+            snap: ArchiveSnapshot | None = await repo.load_snapshot(pool, rec.guid)
         except NotScanned:
             snap = None
         state = await repo.load_scan_state(pool, rec.guid)
@@ -42,7 +44,7 @@ def instance_row(rec: InstanceRecord, snap: ArchiveSnapshot | None, state: ScanS
                  settings: Settings, now: datetime) -> dict[str, Any]:
     """Grade one instance (pure: the caller reads the catalog)."""
     ref_time = rec.ref.deleted_at or now
-    windows = views.windows_of(rec.guid, snap) if snap is not None else []
+    windows = [w for ws in all_windows(snap).values() for w in ws] if snap is not None else []
     backups = list(snap.backups) if snap is not None else []
     restorable = {label for w in windows for label in w.backups}
     newest = _newest([b for b in backups if b.label in restorable])
@@ -113,6 +115,30 @@ def instance_row(rec: InstanceRecord, snap: ArchiveSnapshot | None, state: ScanS
         "last_scan": scan["last_scan"], "stale_since": scan.get("stale_since"),
         "scan_errors_count": len(errors), "scan_errors": errors,
     }
+
+
+def iso(t: datetime | None) -> str | None:
+    """``YYYY-MM-DDTHH:MM:SS[.ffffff]Z`` (DESIGN.md times)."""
+    if t is None:
+        return None
+    return t.astimezone(UTC).replace(tzinfo=None).isoformat() + "Z"
+
+
+def window_to_dict(w: Window) -> dict[str, Any]:
+    return {"timeline_path": list(w.timeline_path), "from": iso(w.from_time), "to": iso(w.to_time),
+            "to_is_exact": w.to_is_exact, "from_lsn": str(w.from_lsn), "to_lsn": str(w.to_lsn),
+            "ends_at": w.end_kind.value, "backups": list(w.backups)}
+
+
+def scan_to_dict(state: ScanState | None) -> dict[str, Any]:
+    if state is None:
+        return {"last_scan": None, "unknown_objects": 0, "errors": []}
+    errors = [{"code": i.code, "key": i.key, "message": i.message} for i in state.issues
+              if i.code != "foreign_object"]
+    if state.last_error:
+        errors.insert(0, {"code": state.last_error_code, "key": None, "message": state.last_error})
+    return {"last_scan": iso(state.last_scan), "last_full_scan": iso(state.last_full_scan),
+            "stale_since": iso(state.stale_since), "unknown_objects": state.unknown_objects, "errors": errors}
 
 
 def _grade(reasons: list[tuple[str, str]], what: str, value: int | None, warn: int, crit: int) -> None:

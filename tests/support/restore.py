@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from backup_catalog.settings import Settings
+from recovery.plandoc import PlanDoc
 from sandbox.pg import PG_BIN, PSQL, as_postgres
 from sandbox.s3 import free_port
 from sandbox.tool_barman import TOOLS_BIN
@@ -82,11 +83,15 @@ def arm_archive_commands(real_archives: Any) -> None:
                 env={"PGBACKREST_REPO1_STORAGE_PORT": str(port)})
 
 
-def hand_plan(arch: Any, label: str, auto_conf: str, last_segment: str) -> dict[str, Any]:
-    """A plan document written by hand (for restores the planner would not make, e.g. past the archive)."""
-    return {"source": {"instance_guid": "hand", "layout": arch.tool},
-            "backup": {"label": label}, "target": {"kind": "hand"}, "timeline_path": [1, 2],
-            "wal": {"last_segment": last_segment},
-            "files": {"postgresql.auto.conf": auto_conf, "recovery.signal": ""},
-            "storage": {"layout": arch.tool, "bucket": arch.bucket, "prefix": arch.prefix, "stanza": arch.stanza},
-            "pg_version": 15, "warnings": []}
+def hand_plan(arch: Any, label: str, auto_conf: str, last_segment: str) -> PlanDoc:
+    """A plan document written by hand (for restores the planner would not make, e.g. past the archive):
+    an older service's plan (no replay member: read from its files), through the one plan type."""
+    return PlanDoc.from_json({
+        "source": {"instance_guid": "hand", "space_guid": "hand", "name": "hand", "layout": arch.tool},
+        "backup": {"label": label, "type": "full", "status": "done", "timeline": 1, "depends_on": []},
+        "target": {"kind": "latest", "value": None, "inclusive": True, "timeline": "latest", "action": "promote"},
+        "timeline_path": [1, 2], "wal": {"first_segment": None, "last_segment": last_segment, "segments": 0},
+        "window": {"latest_is_exact": False, "earliest_lsn": "0/0", "latest_lsn": "0/0"},
+        "restore_command": "", "files": {"postgresql.auto.conf": auto_conf, "recovery.signal": ""},
+        "storage": {"layout": arch.tool, "bucket": arch.bucket, "prefix": arch.prefix, "stanza": arch.stanza},
+        "pg_version": 15, "warnings": []})

@@ -290,3 +290,98 @@ async def test_serve_consumes_the_queue_and_says_so(pool: Any, client: Any, sett
     assert row["fresh_as_of"] is not None and state.last_scan is not None
     assert row["fresh_as_of"] >= state.last_scan.isoformat().replace("+00:00", "Z")[:19]
     assert ev.view(await repo.load_snapshot(pool, guid)) == await _full_scan_view(pool, client, settings, guid)
+
+
+async def test_serve_sigkilled_mid_stream_then_restarted_has_no_double_effect(
+        pool: Any, client: Any, settings: Settings, s3_endpoint: MotoEndpoint, catalog_dsn: str) -> None:
+    """A real ``serve`` consuming the pgBackRest archive's events is SIGKILLed while it applies them (effects
+    committed, messages not yet deleted, for the batches in hand); a new ``serve`` takes the queue over. The
+    catalog ends as one full scan builds it."""
+    import signal
+
+    from sandbox.s3 import free_port
+    from tests.test_serve_credentials import clean_env, serve, stop, wait_up
+
+    guid = "ev-sigkill"
+    bucket, prefix, rest = await _instance(pool, client, settings, s3_endpoint, "pgbackrest", guid)
+    # the killed serve's lease on the instance expires within EVENTS_LEASE_TTL (30 s): its messages must not
+    # reach the dead-letter queue before (5 receives x 10 s)
+    url, dlq = await ev.setup_events(s3_endpoint, bucket, f"q-{bucket}", [prefix], visibility_timeout=10,
+                                     max_receives=5)
+    ev.upload(s3_endpoint, bucket, "pgbackrest", rest)
+    env = clean_env(CATALOG_DSN=catalog_dsn, S3_ENDPOINT_URL=s3_endpoint.url, AWS_ACCESS_KEY_ID="testing",
+                    AWS_SECRET_ACCESS_KEY="testing", S3_EVENTS_QUEUE_URL=url, S3_EVENTS_RECEIVERS="2",
+                    DRILL_ENABLED="false", BROKER_PASSWORD="b-pw", OPERATOR_PASSWORD="o-pw")
+    port = free_port()
+    first = serve(env, "127.0.0.1", port)
+    try:
+        wait_up(first, port)
+        for _ in range(600):                   # some events applied, most still queued
+            if await pool.fetchval("SELECT count(*) FROM event_keys WHERE instance_guid = $1", guid):
+                break
+            await asyncio.sleep(0.05)
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    left = ev.queue_depth(s3_endpoint, url)
+    assert left > 0, "the first serve finished before it was killed"
+    second = serve(env, "127.0.0.1", port)
+    try:
+        wait_up(second, port)
+        for _ in range(1800):
+            if ev.queue_depth(s3_endpoint, url) == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert ev.queue_depth(s3_endpoint, url) == 0
+    finally:
+        stop(second)
+    assert ev.queue_depth(s3_endpoint, dlq) == 0
+    assert ev.view(await repo.load_snapshot(pool, guid)) == await _full_scan_view(pool, client, settings, guid)
+
+
+async def test_two_replicas_consume_one_queue(pool: Any, client: Any, settings: Settings,
+                                              s3_endpoint: MotoEndpoint) -> None:
+    """Two consumers (two replicas' holders, each with its receives in flight) share one queue: SQS spreads
+    the messages, each instance's writes are serialised by its lease, and the catalog is a full scan's."""
+    guid = "ev-replicas"
+    bucket, prefix, rest = await _instance(pool, client, settings, s3_endpoint, "pgbackrest", guid)
+    url, dlq = await ev.setup_events(s3_endpoint, bucket, f"q-{bucket}", [prefix], visibility_timeout=5,
+                                     max_receives=10)
+    ev.upload(s3_endpoint, bucket, "pgbackrest", rest)
+    recs = [Recorder(), Recorder()]
+    async with ev.aio_clients(s3_endpoint) as (_s3, asqs):
+        streams = [Stream(Consumer(pool, client, settings, f"replica-{n}", Index(pool), recs[n]),
+                          [SqsQueue(asqs, url)], receivers=2, wait_seconds=1) for n in range(2)]
+        tasks = [asyncio.create_task(s.run()) for s in streams]
+        for _ in range(1200):
+            if ev.queue_depth(s3_endpoint, url) == 0:
+                break
+            await asyncio.sleep(0.1)
+        for s in streams:
+            s.stop()
+        await asyncio.wait_for(asyncio.gather(*tasks), 20)
+    assert ev.queue_depth(s3_endpoint, url) == 0 and ev.queue_depth(s3_endpoint, dlq) == 0
+    assert all(r.total("received") > 0 for r in recs), [r.counts for r in recs]     # both took a share
+    assert sum(r.total("received") for r in recs) >= len(rest)
+    assert ev.view(await repo.load_snapshot(pool, guid)) == await _full_scan_view(pool, client, settings, guid)
+
+
+async def test_events_for_an_instance_never_scanned_run_its_first_scan(pool: Any, client: Any, settings: Settings,
+                                                                       s3_endpoint: MotoEndpoint) -> None:
+    guid = "ev-first"
+    truth = load_truth(ensure_cache())["barman"]
+    bucket = f"events-first-{next(_seq)}-{s3_endpoint.port}"
+    s3_endpoint.ensure_bucket(bucket)
+    await repo.register_instance(pool, InstanceRef(guid, "space-ev", guid), Storage(bucket, truth["prefix"], "auto", None))
+    url, _ = await ev.setup_events(s3_endpoint, bucket, f"q-{bucket}", [truth["prefix"]])
+    objs = ev.in_write_order("barman")
+    ev.upload(s3_endpoint, bucket, "barman", objs)
+    rec = Recorder()
+    async with ev.aio_clients(s3_endpoint) as (_s3, sqs):
+        await ev.drain(Consumer(pool, client, settings, "test-holder", Index(pool), rec), SqsQueue(sqs, url))
+    assert rec.counts[("applied", "reconcile")] >= 1 and not rec.errors, (rec.counts, rec.errors)
+    got = ev.view(await repo.load_snapshot(pool, guid))
+    assert len(got.backups) == 3
+    assert got == await _full_scan_view(pool, client, settings, guid)

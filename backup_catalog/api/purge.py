@@ -10,10 +10,10 @@ import logging
 from aiohttp import web
 from pydantic import Field
 
-from api import keys
-from api.errors import PROBLEMS, NotAvailable, read_json
-from api.params import path_param
-from api.schemas import _Request, _Response, dump
+from backup_catalog.api import keys
+from backup_catalog.api.errors import PROBLEMS, NotAvailable, read_json
+from backup_catalog.api.params import path_param
+from backup_catalog.api.schemas import _Request, _Response, dump
 from backup_catalog.usecases import purge
 from scheduler.clients import PurgeNotConfigured, purge_s3_client
 

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from recovery import plandoc
+from recovery import target as core
 from recovery.errors import PlanningError
+from recovery.model import Layout
 from recovery.target import make_target, parse_time
 
 # Identifiers and names: printable, no control characters (PostgreSQL text refuses NUL).
@@ -110,6 +113,7 @@ class CloneRequest(_Request):
                                             description="stop at this named restore point")
     restore_point_lsn: LsnText | None = Field(default=None, alias="restore-point-lsn",
                                               description="the occurrence of a repeated restore point, by its LSN")
+    _request: core.CloneRequest | None = PrivateAttr(default=None)
 
     @field_validator("point_in_time")
     @classmethod
@@ -118,24 +122,28 @@ class CloneRequest(_Request):
 
     @model_validator(mode="after")
     def _one_target(self) -> CloneRequest:
-        try:
-            make_target(point_in_time=self.point_in_time, lsn=self.lsn, latest=self.latest,
-                        immediate=self.immediate, timeline=self.timeline, exclusive=self.exclusive,
-                        before_xid=self.before_xid, restore_point=self.restore_point,
-                        restore_point_lsn=self.restore_point_lsn)
+        try:   # parsed here, once, into the core's request
+            target = make_target(point_in_time=self.point_in_time, lsn=self.lsn, latest=self.latest,
+                                 immediate=self.immediate, timeline=self.timeline, exclusive=self.exclusive,
+                                 before_xid=self.before_xid, restore_point=self.restore_point,
+                                 restore_point_lsn=self.restore_point_lsn)
         except PlanningError as e:
             raise ValueError(e.message) from None
+        self._request = core.CloneRequest(self.clone_from, target, self.pg_version)
         return self
 
-    def as_body(self) -> dict[str, Any]:
-        """The hyphenated dict that ``usecases.plan.plan_doc`` takes (same keys as the CLI passes)."""
-        return self.model_dump(by_alias=True)
+    @property
+    def request(self) -> core.CloneRequest:
+        """The clone request as the use case takes it."""
+        assert self._request is not None
+        return self._request
 
 
 class StorageIn(_Request):
     bucket: Annotated[str, Field(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.\-]*[a-z0-9]$")]
     prefix: Annotated[str, Field(max_length=1024, pattern=r"^[^\x00-\x1f\x7f]*$")] = ""
-    layout: Literal["auto", "pgbackrest", "barman", "walg", "wale"] = "auto"
+    # the Layout enum's values (its schema, generated), or auto (detected by the first scan)
+    layout: Literal["auto"] | Annotated[Layout, Field(strict=False)] = "auto"
     stanza: Text | None = None
 
 
@@ -258,75 +266,8 @@ class BackupsDoc(_Response):
     instances: list[InstanceBackups]
 
 
-class PlanSource(_Response):
-    instance_guid: str
-    space_guid: str
-    name: str
-    deleted_at: str | None
-    layout: str | None = None
-    resolution: str | None = None
-    resolution_rule: Literal["held_at_time", "most_recent_holder", "current_holder"] | None = None
-
-
-class PlanTarget(_Response):
-    kind: Literal["time", "lsn", "latest", "immediate"]
-    value: str | None
-    inclusive: bool
-    timeline: str | int
-    action: str
-
-
-class PlanWal(_Response):
-    first_segment: str | None
-    last_segment: str | None
-    segments: int
-
-
-class PlanWindow(_Response):
-    earliest: str | None
-    latest: str | None
-    latest_is_exact: bool
-
-
-class PlanStorage(_Response):
-    """Where the archive is, as detected by the scanner: enough for an executor on another host."""
-
-    layout: Literal["pgbackrest", "barman", "walg", "wale"] | None
-    bucket: str
-    prefix: str = Field(description="the tool's repository root in the bucket, without leading or trailing '/'")
-    stanza: str | None = Field(description="pgBackRest stanza or barman-cloud server name")
-
-
-class PlanReplay(_Response):
-    """What replay must reach, for an executor to verify the restore."""
-
-    mode: Literal["target", "end_of_wal"] = Field(
-        description="target: stop at the recovery target; end_of_wal: no recovery target, replay all WAL the "
-                    "plan's path holds (latest, a time after the last archived commit)")
-    end_lsn: LsnText | None = Field(
-        description="end_of_wal: the LSN replay must at least reach (the last decoded commit record before the "
-                    "end, or the last segment's first record position, its start + 40, whichever is later); "
-                    "target: the recovery stop the "
-                    "target implies (the LSN, or the backup's stop for immediate), null when not known (times)")
-    end_segment: str = Field(pattern=r"^[0-9A-F]{24}$", description="the last WAL segment replay needs")
-    last_commit_time: str | None = Field(description="end_of_wal: the last archived commit's time, when decoded")
-
-
-class PlanDoc(_Response):
-    """The recovery plan of a clone (DESIGN.md plan JSON)."""
-
-    source: PlanSource
-    storage: PlanStorage
-    pg_version: int | None = Field(description="the source's PostgreSQL major version, from the catalog")
-    replay: PlanReplay
-    backup: BackupOut
-    target: PlanTarget
-    timeline_path: list[int]
-    wal: PlanWal
-    window: PlanWindow
-    restore_command: str
-    files: dict[str, str]
-    warnings: list[Any]
+# the plan document is the core's own type; its schema is generated from it (api.openapi)
+PlanDoc = plandoc.PlanDoc
 
 
 class InstanceOut(_Response):

@@ -1,5 +1,5 @@
 """Authentication: HTTP basic with two roles (broker, operator) from settings, and UAA bearer tokens for
-end users on the broker's routes (:mod:`api.userauth`, decided by the Cloud Controller).
+end users on the broker's routes (:mod:`backup_catalog.api.userauth`, decided by the Cloud Controller).
 
 The broker role may use the broker routes; the operator role may use everything. Comparisons are
 constant-time (:func:`hmac.compare_digest` on both user name and password, always both), and no
@@ -15,8 +15,9 @@ from enum import StrEnum
 
 from aiohttp import web
 
-from api.errors import Forbidden, Unauthorized, to_response
-from api.userauth import UserAuth
+from backup_catalog.api import keys
+from backup_catalog.api.errors import Forbidden, Unauthorized, to_response
+from backup_catalog.api.userauth import UserAuth
 from backup_catalog.settings import Settings
 from backup_catalog.usecases.access import Need
 
@@ -95,13 +96,13 @@ def auth_middleware(settings: Settings, roles: dict[Handler, Role],
         header = request.headers.get("Authorization")
         token = bearer_token(header)
         if token is not None and users is not None:
-            request["role"] = "user"
+            request[keys.ROLE] = "user"
             return await users.handle(request, handler, token, user_need(need, request))
         have = authenticate(header, settings)
         if have is None:
             return to_response(request, Unauthorized("valid credentials are required (HTTP basic, or a UAA "
                                                      "bearer token on the broker's routes)"))
-        request["role"] = have.value          # for the access log (never the credentials)
+        request[keys.ROLE] = have.value          # for the access log (never the credentials)
         if not allowed(have, need):
             return to_response(request, Forbidden(f"the {have.value} role may not use this route"))
         return await handler(request)

@@ -7,9 +7,9 @@ from typing import Any
 from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
-from api import keys
-from api.errors import BadRequest, problem
-from api.schemas import CoverageDetail, CoverageReport, Text, dump
+from backup_catalog.api import keys
+from backup_catalog.api.errors import BadRequest, problem
+from backup_catalog.api.schemas import CoverageDetail, CoverageReport, Text, dump
 from backup_catalog.formats import report
 from backup_catalog.usecases import coverage
 

@@ -1,7 +1,7 @@
 """End users on the broker's routes: ``Authorization: Bearer <UAA token>``, decided by the Cloud Controller.
 
-The auth middleware hands a bearer request here. The token is verified locally (:mod:`api.uaa`), the CC is
-asked with the user's own token what they see (:mod:`api.ccaccess`), and the pure rules of
+The auth middleware hands a bearer request here. The token is verified locally (:mod:`backup_catalog.api.uaa`), the CC is
+asked with the user's own token what they see (:mod:`backup_catalog.api.ccaccess`), and the pure rules of
 :mod:`backup_catalog.usecases.access` decide. Every bearer request leaves one structured audit line
 (logger ``backup_catalog.audit``: user id and name from the token, route, space, instance, outcome) and user
 refusals and clone previews are counted in ``/metrics`` by outcome only (never a user name as a label).
@@ -18,9 +18,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from api.ccaccess import SpaceAccess
-from api.errors import status_of
-from api.uaa import TokenVerifier
+from backup_catalog.api.ccaccess import SpaceAccess
+from backup_catalog.api.errors import status_of
+from backup_catalog.api.uaa import TokenVerifier
 from backup_catalog.settings import Settings
 from backup_catalog.usecases.access import (
     AccessUnavailable,

@@ -5,13 +5,12 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic import TypeAdapter
 
-from api import schemas
-from api.auth import Role
-from api.errors import PROBLEM_JSON
-from api.routes import OPERATIONS
+from backup_catalog.api import schemas
+from backup_catalog.api.auth import Role
+from backup_catalog.api.errors import PROBLEM_JSON
+from backup_catalog.api.routes import OPERATIONS
 
 REF = "#/components/schemas/{model}"
 _STATUS_TEXT = {200: "OK", 201: "Created", 202: "Accepted", 204: "No content",
@@ -28,19 +27,20 @@ _DEFAULT_ERROR = ("Any other error (404/405 from routing, 413 body too large, 50
                   "is an RFC 9457 problem document")
 
 
-def _ref(model: type[BaseModel]) -> dict[str, str]:
+def _ref(model: type) -> dict[str, str]:
     return {"$ref": REF.format(model=model.__name__)}
 
 
 def _components() -> dict[str, Any]:
-    models: list[tuple[type[BaseModel], Any]] = [(schemas.Problem, "serialization"),
-                                                 (schemas.Refusal, "serialization")]
+    """The schemas of the pydantic models and of the core's document types (the plan: a frozen dataclass)."""
+    models: list[tuple[type, Any]] = [(schemas.Problem, "serialization"), (schemas.Refusal, "serialization")]
     for op in OPERATIONS:
         if op.body is not None:
             models.append((op.body, "validation"))
         if op.response is not None:
             models.append((op.response, "serialization"))
-    _, top = models_json_schema(models, ref_template=REF)
+    _, top = TypeAdapter.json_schemas([(m, mode, TypeAdapter(m)) for m, mode in dict.fromkeys(models)],
+                                      ref_template=REF)
     return dict(top.get("$defs", {}))
 
 

@@ -1,11 +1,11 @@
-"""Path and query parameters, checked at the edge by the same rules as the bodies (:mod:`api.schemas`)."""
+"""Path and query parameters, checked at the edge by the same rules as the bodies (:mod:`backup_catalog.api.schemas`)."""
 from __future__ import annotations
 
 from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
-from api.errors import BadRequest
-from api.schemas import Text
+from backup_catalog.api.errors import BadRequest
+from backup_catalog.api.schemas import Text
 
 _TEXT: TypeAdapter[str] = TypeAdapter(Text)
 

@@ -11,9 +11,9 @@ from typing import Annotated, Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
-from api import keys
-from api.errors import BadRequest, NotAvailable, read_json
-from api.schemas import Text, TimelineNumber, TimelineText, zoned_time
+from backup_catalog.api import keys
+from backup_catalog.api.errors import BadRequest, NotAvailable, read_json
+from backup_catalog.api.schemas import Text, TimelineNumber, TimelineText, zoned_time
 from backup_catalog.usecases import drill as uc
 from backup_catalog.usecases.drill_schedule import DrillSupervisor
 from catalog import drills, repo
@@ -82,6 +82,7 @@ class DrillOut(_Out):
     duration_s: float | None
     bytes_fetched: int | None
     postgres_log: list[str]
+    cleanup: str | None = None      # what the reaper cleaned after the drill's process died (issue 24)
 
 
 class DrillHistory(_Out):

@@ -9,9 +9,12 @@ import asyncpg
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from api.metrics import ApiMetrics
+from backup_catalog.api.metrics import ApiMetrics
 from backup_catalog.settings import Settings
 from backup_catalog.usecases.snapshots import SnapshotCache
+
+# who the auth middleware let in (broker, operator, user; absent: a public route): for the access log
+ROLE: Any = web.RequestKey("role", str) if hasattr(web, "RequestKey") else "backup_catalog.role"
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)

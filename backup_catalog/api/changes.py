@@ -12,13 +12,14 @@ from datetime import datetime
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from api import keys
-from api.errors import BadRequest, NotAvailable, problem
-from api.params import path_param
+from backup_catalog.api import keys
+from backup_catalog.api.errors import BadRequest, NotAvailable, problem
+from backup_catalog.api.params import path_param
 from backup_catalog.usecases import changes as uc
 from recovery.changes import RangeTooLarge
 from recovery.errors import PlanningError
 from recovery.target import parse_time
+from scheduler.storage import StorageError
 
 
 class _Out(BaseModel):
@@ -101,4 +102,6 @@ async def get_changes(request: web.Request) -> web.Response:
         return problem(request, 422, "Range too large", e.message, e.code, need=e.need, limit=e.limit)
     except PlanningError as e:      # no WAL on the path
         return problem(request, 422, "Nothing to read", e.message, e.code)
+    except StorageError as e:       # the archive's store answered badly or not at all
+        return problem(request, 502, "Archive not readable", str(e), e.code)
     return web.json_response(doc)

@@ -29,6 +29,7 @@ from backup_catalog.usecases.access import AccessUnavailable, InvalidToken, Spac
 from catalog.errors import CatalogError, CatalogUnavailable, Conflict, NotScanned, UnknownInstance, UnknownService
 from recovery.errors import ParseError, PitrError, PlanningError
 from recovery.jsonout import refusal_to_dict
+from scheduler.storage import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +198,10 @@ def to_response(request: web.Request, exc: BaseException) -> web.Response:
         log.warning("%s %s: catalog unavailable: %s", request.method, request.path, type(exc).__name__)
         return problem(request, 503, "Catalog unavailable", "the catalog database is not reachable",
                        "catalog_unavailable")
+    if isinstance(exc, StorageError):    # the archive's store failed a read a request needed (changes, ...)
+        status = 503 if exc.code in SCAN_UNAVAILABLE_CODES else 502
+        log.warning("%s %s: storage: %s: %s", request.method, request.path, exc.code, exc)
+        return problem(request, status, "Archive storage failed", str(exc), exc.code)
     if isinstance(exc, ScanFailed):
         status = 503 if exc.code in SCAN_UNAVAILABLE_CODES else 502
         return problem(request, status, "Scan failed", str(exc), exc.code, scan=exc.outcome)

@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from pydantic import BaseModel
 
-from api import changes, coverage, drills, handlers, ready, schemas, spaces
-from api import purge as purge_api
-from api.auth import Role
-from api.errors import BadRequest
+from backup_catalog.api import changes, coverage, drills, handlers, ready, schemas, spaces
+from backup_catalog.api import purge as purge_api
+from backup_catalog.api.auth import Role
+from backup_catalog.api.errors import BadRequest
+from recovery.model import Layout
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -35,7 +36,7 @@ class Operation:
     body: type[BaseModel] | None = None
     body_optional: bool = False                       # no body at all is accepted (defaults)
     ok: int = 200
-    response: type[BaseModel] | None = None          # JSON body of the success status
+    response: type | None = None          # JSON body of the success status (a model or a document type)
     media: str | None = None                          # non-JSON success body (text/csv, text/html, ...)
     errors: tuple[int, ...] = ()
     query: tuple[Query, ...] = ()
@@ -51,7 +52,7 @@ COVERAGE_QUERY = (
     Query("space", _FILTER_TEXT, "only instances in this space GUID"),
     Query("org", _FILTER_TEXT, "only instances in this organization GUID"),
     Query("name", _FILTER_TEXT, "only instances whose current name starts with this"),
-    Query("layout", {"type": "string", "enum": ["", "pgbackrest", "barman", "walg", "wale", "unknown"]},
+    Query("layout", {"type": "string", "enum": ["", *(m.value for m in Layout), "unknown"]},
           "only this archive layout (unknown: never scanned; empty: any)"),
     Query("deleted", {"type": "string", "enum": ["", "true", "false"]},
           "true: only deleted instances; false: only live ones; empty or unset: both"),
@@ -67,7 +68,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "/spaces/{space_guid}/services/{name}/changes", changes.get_changes, _B,
               "What happened between two times: the transactions committed (xid, commit time and LSN, relations "
               "dropped, rows per relation; destructive ones first) and the restore points, read from the "
-              "archived WAL", "getChanges", response=changes.ChangesDoc, errors=(400, 404, 409, 422, 503),
+              "archived WAL", "getChanges", response=changes.ChangesDoc, errors=(400, 404, 409, 422, 502, 503),
               query=(Query("from", {"type": "string", "format": "date-time", "maxLength": 64},
                            "start of the range: ISO 8601 with a zone", required=True),
                      Query("to", {"type": "string", "format": "date-time", "maxLength": 64},

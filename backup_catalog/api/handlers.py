@@ -1,6 +1,6 @@
 """Request handlers: parse and validate at the edge (api.schemas), call the use cases, shape the reply.
 
-Errors are raised, never rendered here: :mod:`api.errors` turns them into responses.
+Errors are raised, never rendered here: :mod:`backup_catalog.api.errors` turns them into responses.
 """
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import asyncio
 
 from aiohttp import web
 
-from api import keys
-from api.errors import NotAvailable, ScanBusy, ScanFailed, read_json
-from api.metrics import CONTENT_TYPE, ApiMetrics
-from api.params import bool_query, path_param
-from api.schemas import (
+from backup_catalog.api import keys
+from backup_catalog.api.errors import NotAvailable, ScanBusy, ScanFailed, read_json
+from backup_catalog.api.metrics import CONTENT_TYPE, ApiMetrics
+from backup_catalog.api.params import bool_query, path_param
+from backup_catalog.api.schemas import (
     CloneRequest,
     InstanceList,
     InstanceOut,
@@ -40,12 +40,11 @@ async def post_clone(request: web.Request) -> web.Response:
     space = path_param(request, "space_guid")
     req = CloneRequest.model_validate(await read_json(request))
     try:
-        doc = await plan.plan_doc(request.app[keys.POOL], request.app[keys.SETTINGS], space, req.as_body(),
+        doc = await plan.plan_doc(request.app[keys.POOL], request.app[keys.SETTINGS], space, req.request,
                                   cache=request.app[keys.SNAPSHOTS])
     except NotScanned as e:
         raise PlanningError("not_scanned", f"{e}: nothing can be planned before its archive is scanned") from None
-    # built by recovery.jsonout from typed values; tests check it against PlanDoc (not re-validated per request)
-    return web.json_response(doc)
+    return web.json_response(doc.to_json())
 
 
 async def put_instance(request: web.Request) -> web.Response:
@@ -54,7 +53,7 @@ async def put_instance(request: web.Request) -> web.Response:
     ref = InstanceRef(instance_guid=guid, space_guid=body.space_guid, name=body.name,
                       org_guid=body.organization_guid)
     st = body.storage
-    storage = Storage(bucket=st.bucket, prefix=st.prefix, layout=st.layout, stanza=st.stanza)
+    storage = Storage(bucket=st.bucket, prefix=st.prefix, layout=str(st.layout), stanza=st.stanza)
     created, rec = await instances.register(request.app[keys.POOL], ref, storage,
                                             service_plan_guid=body.service_plan_guid)
     return web.json_response(dump(InstanceOut, instance_to_dict(rec)), status=201 if created else 200)

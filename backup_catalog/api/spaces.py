@@ -1,6 +1,6 @@
 """``GET /spaces/{space_guid}/services``: a space's instances for its users (and the broker and operator).
 
-Signed-in users (UAA bearer tokens, :mod:`api.userauth`) get ``can_undo`` from the Cloud Controller's
+Signed-in users (UAA bearer tokens, :mod:`backup_catalog.api.userauth`) get ``can_undo`` from the Cloud Controller's
 answer for them; the broker and operator roles may start clones, so for them it only says whether the
 instance's archive is still there.
 """
@@ -11,10 +11,10 @@ from typing import Literal
 from aiohttp import web
 from pydantic import Field
 
-from api import keys
-from api.params import path_param
-from api.schemas import CoverageDrill, WindowOut, _Response
-from api.userauth import user_of
+from backup_catalog.api import keys
+from backup_catalog.api.params import path_param
+from backup_catalog.api.schemas import CoverageDrill, WindowOut, _Response
+from backup_catalog.api.userauth import user_of
 from backup_catalog.usecases.space_services import space_services
 
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from aiohttp import web
 from apscheduler.schedulers.base import STATE_RUNNING
 
-from api import keys
-from api.errors import problem
+from backup_catalog.api import keys
+from backup_catalog.api.errors import problem
 from catalog import migrate
 
 READY_TIMEOUT_SECONDS = 3.0
