@@ -3,7 +3,8 @@ targets"): the transactions committed in a time range, destructive first, and th
 
 Missing times, or times that do not parse or have no zone, are 400 problems naming the parameter; ``to`` not
 after ``from`` (or outside years 1900-9000) is a 422 ``invalid_range``; a range needing more than
-``CHANGES_MAX_SEGMENTS`` segments is a 422 ``range_too_large`` problem saying how many (``need``, ``limit``).
+``CHANGES_MAX_SEGMENTS`` segments is a 422 ``range_too_large`` problem saying how many (``need``, ``limit``);
+an archive that cannot be read is a 502/503 problem naming the storage code (the error middleware).
 """
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ from backup_catalog.usecases import changes as uc
 from recovery.changes import RangeTooLarge
 from recovery.errors import PlanningError
 from recovery.target import parse_time
-from scheduler.storage import StorageError
 
 
 class _Out(BaseModel):
@@ -102,6 +102,4 @@ async def get_changes(request: web.Request) -> web.Response:
         return problem(request, 422, "Range too large", e.message, e.code, need=e.need, limit=e.limit)
     except PlanningError as e:      # no WAL on the path
         return problem(request, 422, "Nothing to read", e.message, e.code)
-    except StorageError as e:       # the archive's store answered badly or not at all
-        return problem(request, 502, "Archive not readable", str(e), e.code)
     return web.json_response(doc)
