@@ -11,19 +11,16 @@ import asyncpg
 
 from catalog import db as catalog_db
 from catalog import migrate
+from recovery.config import Secret
 
 log = logging.getLogger(__name__)
-
-
-class _Secret(Protocol):
-    def get_secret_value(self) -> str: ...
 
 
 class CatalogConfig(Protocol):
     """Where the catalog is (None: the embedded private cluster); the product's Settings provide it."""
 
     @property
-    def catalog_dsn(self) -> _Secret | None: ...
+    def catalog_dsn(self) -> Secret | None: ...
 
 
 async def open_catalog(settings: CatalogConfig, *, upgrade: bool = True, light: bool = False) -> asyncpg.Pool:

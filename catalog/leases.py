@@ -27,6 +27,12 @@ async def try_acquire_lease(db: Db, key: str, holder: str, ttl_s: float) -> int 
     return token
 
 
+async def lease_holder(db: Db, key: str) -> tuple[str, datetime] | None:
+    """Who holds (or last held) lease ``key``, and until when; None when it was never taken."""
+    row = await db.fetchrow("SELECT holder, expires_at FROM scan_leases WHERE key = $1", key)
+    return (str(row["holder"]), row["expires_at"]) if row is not None else None
+
+
 async def release_lease(db: Db, key: str, holder: str, token: int) -> bool:
     """Expire our lease now (keeps the row so tokens stay monotonic). False if no longer ours."""
     status = await db.execute(

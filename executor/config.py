@@ -4,24 +4,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
-
-class Secret(Protocol):
-    def get_secret_value(self) -> str: ...
+from recovery.config import S3Access
 
 
-class RestoreConfig(Protocol):
-    @property
-    def s3_endpoint_url(self) -> str | None: ...
-    @property
-    def aws_access_key_id(self) -> Secret | None: ...
-    @property
-    def aws_secret_access_key(self) -> Secret | None: ...
-    @property
-    def aws_default_region(self) -> str: ...
-    @property
-    def s3_verify_tls(self) -> bool: ...
-    @property
-    def s3_ca_bundle(self) -> str | None: ...
+class RestoreConfig(S3Access, Protocol):
     @property
     def restore_tools_path(self) -> str | None: ...
     @property

@@ -19,6 +19,7 @@ from catalog.scanresult import ScanIssue, WalConflict
 from recovery.errors import PitrError
 from recovery.model import Layout, WalRun, WindowEdge
 from recovery.walreader import BadWal, XactRecord, read_xact_records, segment_problem
+from scheduler.layouts import spec_of
 from scheduler.layouts.common import DecompressError, Unsupported, decompress
 from scheduler.storage import NotFound, ObjectStore
 from scheduler.walscan import RunTail
@@ -71,13 +72,6 @@ class EdgeFindings:
     corrupt: list[WalConflict] = field(default_factory=list)
 
 
-def _pgbackrest_sha1(key: str) -> str | None:
-    base = key.rsplit("/", 1)[-1]
-    if len(base) >= 65 and base[24] == "-":
-        return base[25:65].lower()
-    return None
-
-
 async def _read_checked(store: ObjectStore, key: str, tli: int, segno: int, seg_size: int,
                         checks: SegmentChecks) -> tuple[tuple[XactRecord, ...], str | None]:
     """The segment's commit records, or the proof that it is not segment ``segno`` of timeline ``tli``.
@@ -96,8 +90,8 @@ async def _read_checked(store: ObjectStore, key: str, tli: int, segno: int, seg_
     except BadWal as e:
         return (), e.message
     why = segment_problem(scan, timeline=tli, system_ids=checks.system_ids)
-    if why is None and checks.layout is Layout.PGBACKREST:
-        want = _pgbackrest_sha1(key)      # archive-push names each segment by the SHA-1 of its content
+    if why is None and checks.layout is not None:
+        want = spec_of(checks.layout).content_sha1(key)    # e.g. pgBackRest names a segment by its SHA-1
         if want is not None:
             got = await asyncio.to_thread(lambda: hashlib.sha1(raw, usedforsecurity=False).hexdigest())
             if got != want:

@@ -26,6 +26,7 @@ import yaml
 from catalog import repo
 from recovery.model import InstanceRef, Storage
 from sandbox.s3 import free_port
+from sandbox.tool_barman import TOOLS_BIN
 from tests.support.fixtures import OPERATOR, make_settings, register_and_scan
 from tests.test_serve_credentials import clean_env, get, wait_up
 
@@ -185,7 +186,7 @@ async def test_a_real_prometheus_fires_drill_failed_and_window_stale_for_the_rig
     t0 = time.monotonic()
     settings = make_settings(s3_endpoint, catalog_dsn)
     from scheduler.clients import s3_client
-    arch = real_archives["pgbackrest"]
+    arch = real_archives["barman"]        # plain-HTTP S3 is fine for barman-cloud (pgBackRest would need TLS)
     async with s3_client(settings) as client:
         # its archive was written when the cache was built: its last commit is older than the 60 s RPO below
         await register_and_scan(pool, client, settings, arch, "g-aged", space="sp-prod", name="orders")
@@ -197,7 +198,8 @@ async def test_a_real_prometheus_fires_drill_failed_and_window_stale_for_the_rig
                     AWS_SECRET_ACCESS_KEY="testing", S3_MAX_ATTEMPTS="2", SCAN_INTERVAL_SECONDS="86400",
                     BROKER_USERNAME="broker-t", BROKER_PASSWORD="broker-pw", OPERATOR_USERNAME=OPERATOR[0],
                     OPERATOR_PASSWORD=OPERATOR[1], DRILL_ENABLED="false", DRILL_TIMEOUT_SECONDS="1",
-                    COVERAGE_CRITICAL_RPO_SECONDS="60", EXTERNAL_URL="https://catalog.example")
+                    COVERAGE_CRITICAL_RPO_SECONDS="60", EXTERNAL_URL="https://catalog.example",
+                    RESTORE_TOOLS_PATH=str(TOOLS_BIN))
     serve = start_serve(env, port, workdir / "serve.log")
     prom = None
     try:
@@ -206,7 +208,7 @@ async def test_a_real_prometheus_fires_drill_failed_and_window_stale_for_the_rig
         assert post_drill(port, "g-aged") == 202
         deadline = time.monotonic() + 30
         while not [d for d in drills_of(port, "g-aged") if d["state"] == "failed"]:
-            assert time.monotonic() < deadline, drills_of(port, "g-aged")
+            assert time.monotonic() < deadline, [(d["state"], d.get("reason")) for d in drills_of(port, "g-aged")]
             await asyncio.sleep(0.3)
         prom, prom_port = start_prometheus(workdir, port)
         want = {"BackupCatalogDrillFailed", "BackupCatalogWindowStale"}

@@ -3,7 +3,8 @@ targets"): the transactions committed in a time range, destructive first, and th
 
 Missing times, or times that do not parse or have no zone, are 400 problems naming the parameter; ``to`` not
 after ``from`` (or outside years 1900-9000) is a 422 ``invalid_range``; a range needing more than
-``CHANGES_MAX_SEGMENTS`` segments is a 422 ``range_too_large`` problem saying how many (``need``, ``limit``).
+``CHANGES_MAX_SEGMENTS`` segments is a 422 ``range_too_large`` problem saying how many (``need``, ``limit``);
+an archive that cannot be read is a 502/503 problem naming the storage code (the error middleware).
 """
 from __future__ import annotations
 

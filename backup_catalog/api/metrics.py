@@ -35,6 +35,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from backup_catalog.settings import Settings
 from backup_catalog.usecases import coverage
 from backup_catalog.usecases.drill_schedule import scheduled_enabled
+from catalog import fleet
 from catalog.errors import CatalogError
 from recovery.grading import PURGE_STATES, RANK, STATUSES, purge_state
 from scheduler.runner import ScanOutcome
@@ -46,26 +47,6 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 DRILL_STATES = ("queued", "running", "passed", "failed", "skipped")
 PURGE_OUTCOMES = ("running", "done", "refused", "failed")
-
-# per instance, besides the coverage facts: the last passed drill; fleet totals as uncorrelated
-# subqueries (evaluated once per statement): the whole /metrics body is one statement
-_METRICS_JOINS = """LEFT JOIN (SELECT instance_guid, max(finished_at) AS t FROM drills WHERE state = 'passed'
-           GROUP BY instance_guid) dl ON dl.instance_guid = i.instance_guid
-LEFT JOIN LATERAL (SELECT p.outcome FROM purges p WHERE p.instance_guid = i.instance_guid
-                   ORDER BY p.id DESC LIMIT 1) lp ON true
-LEFT JOIN (SELECT r.instance_guid, sum(greatest(0, r.last_segno - greatest(r.first_segno,
-                  coalesce(c.next_segno, 0)) + 1)) AS lag
-           FROM wal_runs r LEFT JOIN wal_index_cursors c ON c.instance_guid = r.instance_guid AND c.timeline = r.timeline
-           GROUP BY r.instance_guid) wl ON wl.instance_guid = i.instance_guid"""
-_METRICS_EXTRA = """,
-       dl.t AS drill_last_ok,
-       wl.lag AS wal_index_lag, i.registered_at AS registered_at, lp.outcome AS last_purge_outcome,
-       (SELECT coalesce(json_object_agg(state, n), '{}')::text
-          FROM (SELECT state, count(*) AS n FROM drills GROUP BY state) x) AS agg_drills,
-       (SELECT coalesce(json_object_agg(outcome, json_build_array(n, b, o)), '{}')::text
-          FROM (SELECT outcome, count(*) AS n, sum(bytes_deleted) AS b, sum(objects_deleted) AS o
-                FROM purges GROUP BY outcome) x) AS agg_purges"""
-
 
 class ApiMetrics:
     """The service's process metrics in one registry, and the fleet gauges rendered per scrape."""
@@ -174,7 +155,7 @@ def _ts(t: datetime | None) -> float | None:
 
 async def fleet_text(pool: asyncpg.Pool, settings: Settings, now: datetime, base_url: str = "") -> str:
     """The fleet gauges in the Prometheus text format: one catalog statement, graded in one pass."""
-    es = await coverage.entries(pool, settings, now, extra=_METRICS_EXTRA, joins=_METRICS_JOINS,
+    es = await coverage.entries(pool, settings, now, extra=fleet.METRICS_EXTRA, joins=fleet.METRICS_JOINS,
                                 explain=False)
     fam = {k: _Family(*v) for k, v in {
         "instances": ("backup_catalog_instances", "gauge", "Registered instances"),

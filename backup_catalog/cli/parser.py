@@ -94,14 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plan", help="plan a clone at a point in time")
     pl.add_argument("--space", required=True)
     pl.add_argument("--clone-from", required=True)
-    g = pl.add_mutually_exclusive_group(required=True)
-    g.add_argument("--point-in-time")
-    g.add_argument("--lsn")
-    g.add_argument("--latest", action="store_true")
-    g.add_argument("--immediate", action="store_true")
-    add_exact_targets(pl, g)
-    pl.add_argument("--timeline", default="latest")
-    pl.add_argument("--exclusive", action="store_true")
+    add_target(pl, required=True)
     pl.add_argument("--pg-version", type=int)
     pl.add_argument("--json", action="store_true")
 
@@ -162,18 +155,23 @@ def add_exact_targets(p: Any, g: Any) -> None:
                    help="which occurrence of a restore point name that occurs more than once (its LSN)")
 
 
-def add_restore(sub: Any) -> None:
-    r = sub.add_parser("restore", help="execute a clone: fetch, recover, verify (into --pgdata)")
-    r.add_argument("--space", help="space of the service to clone (with --clone-from)")
-    r.add_argument("--clone-from", help="service name to clone")
-    g = r.add_mutually_exclusive_group()
+def add_target(p: argparse.ArgumentParser, *, required: bool) -> None:
+    """A clone request's target, as ``plan`` and ``restore`` take it (one of them), its timeline, exclusive."""
+    g = p.add_mutually_exclusive_group(required=required)
     g.add_argument("--point-in-time")
     g.add_argument("--lsn")
     g.add_argument("--latest", action="store_true")
     g.add_argument("--immediate", action="store_true")
-    add_exact_targets(r, g)
-    r.add_argument("--timeline", default="latest")
-    r.add_argument("--exclusive", action="store_true")
+    add_exact_targets(p, g)
+    p.add_argument("--timeline", default="latest")
+    p.add_argument("--exclusive", action="store_true")
+
+
+def add_restore(sub: Any) -> None:
+    r = sub.add_parser("restore", help="execute a clone: fetch, recover, verify (into --pgdata)")
+    r.add_argument("--space", help="space of the service to clone (with --clone-from)")
+    r.add_argument("--clone-from", help="service name to clone")
+    add_target(r, required=False)     # a --plan document carries its target
     r.add_argument("--plan", metavar="FILE|-", help="a plan document from POST /spaces/{space}/clones (no catalog)")
     r.add_argument("--pgdata", required=True, help="new or empty directory for the clone")
     r.add_argument("--pg-bin", type=Path, help="PostgreSQL server binaries (default /usr/lib/postgresql/N/bin)")

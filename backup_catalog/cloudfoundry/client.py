@@ -13,11 +13,8 @@ from typing import Any, Protocol
 import aiohttp
 
 from catalog import tracing
+from recovery.config import Secret
 from recovery.errors import PitrError
-
-
-class _Secret(Protocol):
-    def get_secret_value(self) -> str: ...
 
 
 class CloudControllerSettings(Protocol):
@@ -28,7 +25,7 @@ class CloudControllerSettings(Protocol):
     @property
     def cf_client_id(self) -> str | None: ...
     @property
-    def cf_client_secret(self) -> _Secret | None: ...
+    def cf_client_secret(self) -> Secret | None: ...
 
 
 class CloudControllerError(PitrError):

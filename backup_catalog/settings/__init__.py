@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
+from recovery.config import Secret
+
 if TYPE_CHECKING:
     from backup_catalog.settings.model import DEFAULT_BROKER, DEFAULT_OPERATOR, Settings, load_settings
 
@@ -29,10 +31,6 @@ __all__ = ["DEFAULT_BROKER", "DEFAULT_OPERATOR", "CatalogConfig", "PlanConfig", 
 
 
 # -- what the use cases read (Settings satisfies every one) ------------------------------------------
-
-
-class Secret(Protocol):
-    def get_secret_value(self) -> str: ...
 
 
 class CatalogConfig(Protocol):

@@ -19,7 +19,6 @@ import bisect
 import json
 import logging
 from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -29,7 +28,7 @@ import asyncpg
 from backup_catalog.formats.pages import DEFAULT_LIMIT, LAYOUTS, MAX_LIMIT
 from backup_catalog.settings import Settings
 from backup_catalog.usecases import snapshots
-from catalog import derived
+from catalog import derived, fleet
 from catalog.errors import NotScanned, UnknownInstance
 from recovery.errors import PitrError
 from recovery.grading import (
@@ -64,51 +63,6 @@ class InvalidCursor(InvalidQuery):
 
     code = "invalid_cursor"
 
-
-# -- the query ----------------------------------------------------------------------------------
-
-_FACTS = ", ".join(f"f.{c}" for c in derived.FACT_COLUMNS
-                   if c not in ("windows", "holes", "hole_after_newest", "corrupt"))
-
-_LAYOUTS = ", ".join(f"'{v}'" for v in LAYOUTS)    # the Layout enum's values (constants, not input)
-
-FLEET_SQL = f"""
-SELECT i.instance_guid, coalesce(n.name, '') AS name, i.space_guid, i.org_guid, i.deleted_at, i.hold_at,
-       i.purged_at,
-       coalesce(i.detected_layout, CASE WHEN i.layout IN ({_LAYOUTS}) THEN i.layout END) AS layout,
-       s.last_scan, s.stale_since, s.last_error_code IS NOT NULL AS failing,
-       greatest(s.last_scan, s.last_event) AS fresh_as_of,
-       (nullif(s.last_error, '') IS NOT NULL)::int + coalesce(e.n, 0) AS errors_n,
-       coalesce(nullif(s.last_error, ''), e.first) AS errors_first,
-       f.instance_guid IS NOT NULL AS has_facts, {_FACTS}, f.hole_after_newest::text AS hole_after_newest,
-       f.corrupt::text AS corrupt,
-       d.id AS drill_id, d.finished_at AS drill_at, d.state AS drill_state, d.reason AS drill_reason,
-       d.target::text AS drill_target, d.duration_s AS drill_duration_s
-       {{extra}}
-FROM instances i
-LEFT JOIN (SELECT DISTINCT ON (instance_guid) instance_guid, name FROM instance_names
-           ORDER BY instance_guid, valid_from DESC) n ON n.instance_guid = i.instance_guid
-LEFT JOIN scan_state s ON s.instance_guid = i.instance_guid
-LEFT JOIN LATERAL (SELECT count(*) AS n, (array_agg(x.e->>'message' ORDER BY x.o))[1] AS first
-                   FROM jsonb_array_elements(s.issues) WITH ORDINALITY AS x(e, o)
-                   WHERE x.e->>'code' IS DISTINCT FROM 'foreign_object') e ON true
-LEFT JOIN instance_facts f ON {derived.CURRENT_FACTS}
-LEFT JOIN (SELECT DISTINCT ON (instance_guid) instance_guid, id, finished_at, state, reason, target, duration_s
-           FROM drills WHERE state IN ('passed', 'failed') AND finished_at IS NOT NULL
-           ORDER BY instance_guid, finished_at DESC, id DESC) d ON d.instance_guid = i.instance_guid
-{{joins}}
-{{where}}
-"""
-
-# the lists a row shows (windows, holes, every scan error); the fleet pass does not read them
-_LISTS = ", f.windows::text AS windows, f.holes::text AS holes, s.issues::text AS issues, s.last_error"
-
-
-def fleet_sql(*, lists: bool = False, extra: str = "", joins: str = "", where: str = "") -> str:
-    return FLEET_SQL.format(extra=(_LISTS if lists else "") + extra, joins=joins, where=where)
-
-
-# -- one instance in the fleet pass ---------------------------------------------------------------
 
 @dataclass(slots=True)
 class Entry:
@@ -193,29 +147,12 @@ async def _write_through(pool: asyncpg.Pool, entries: list[Entry]) -> None:
     await asyncio.gather(*(one(e) for e in todo))
 
 
-async def fetch_fleet(db: asyncpg.Pool | asyncpg.Connection, sql: str, *args: Any) -> list[asyncpg.Record]:
-    """Run a fleet statement without JIT: compiling it costs more (about 0.1 s) than the whole scan it
-    would speed up, on every request."""
-    async with _conn(db) as c, c.transaction(readonly=True):
-        await c.execute("SET LOCAL jit = off")
-        return list(await c.fetch(sql, *args))
-
-
-@asynccontextmanager
-async def _conn(db: asyncpg.Pool | asyncpg.Connection) -> AsyncIterator[Any]:
-    if isinstance(db, asyncpg.Pool):
-        async with db.acquire() as c:
-            yield c
-    else:
-        yield db
-
-
 async def entries(db: asyncpg.Pool, settings: Settings, now: datetime, *, extra: str = "", joins: str = "",
                   where: str = "", args: Iterable[Any] = (), lists: bool = False, explain: bool = True
                   ) -> list[Entry]:
     """Every instance (or those ``where`` selects), graded (without the reasons' text unless ``explain``:
     see :func:`explained`). One query, then write-through where needed."""
-    recs = await fetch_fleet(db, fleet_sql(lists=lists, extra=extra, joins=joins, where=where), *args)
+    recs = await fleet.fetch_fleet(db, fleet.fleet_sql(lists=lists, extra=extra, joins=joins, where=where), *args)
     out = [_entry(r, lists=lists) for r in recs]
     await _write_through(db, out)
     for e in out:
@@ -328,12 +265,7 @@ async def _load_lists(pool: asyncpg.Pool, chunk: list[Entry]) -> None:
     need = [e.guid for e in chunk if not e.lists or e.errors_n > len(e.errors)]
     if not need:
         return
-    recs = await pool.fetch(
-        """SELECT s.instance_guid, f.windows::text AS windows, f.holes::text AS holes, s.issues::text AS issues,
-                  s.last_error, f.generation IS NOT NULL AS has_facts
-           FROM scan_state s LEFT JOIN instance_facts f ON """ + derived.CURRENT_FACTS + """
-           WHERE s.instance_guid = ANY($1::text[])""", need)
-    by = {r["instance_guid"]: r for r in recs}
+    by = await fleet.lists_of(pool, need)
     for e in chunk:
         r = by.get(e.guid)
         if r is None:
@@ -371,20 +303,13 @@ async def stream(pool: asyncpg.Pool, settings: Settings, filters: Filters = Filt
     """Every matching row (no per-backup lists), in name order, read through a server-side cursor in
     batches: memory stays flat whatever the fleet's size."""
     now = now or datetime.now(UTC)
-    sql = fleet_sql(lists=True) + " ORDER BY name, i.instance_guid"
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        await conn.execute("SET LOCAL jit = off")
-        cur = await conn.cursor(sql)
-        while True:
-            recs = await cur.fetch(batch)
-            if not recs:
-                break
-            chunk = [_entry(r, lists=True) for r in recs]
-            await _write_through(pool, chunk)
-            for e in chunk:
-                e.grade = grade(e.grade_input(), settings, now)
-                if filters.matches(e):
-                    yield row_of(e, settings, now)
+    async for recs in fleet.stream(pool, batch=batch):
+        chunk = [_entry(r, lists=True) for r in recs]
+        await _write_through(pool, chunk)
+        for e in chunk:
+            e.grade = grade(e.grade_input(), settings, now)
+            if filters.matches(e):
+                yield row_of(e, settings, now)
 
 
 async def all_rows(pool: asyncpg.Pool, settings: Settings, filters: Filters = Filters(), *,

@@ -581,16 +581,28 @@ def purge_prefixes(root: str, stanza: str | None) -> tuple[str, ...]:
     return (f"{root}archive/{stanza}/", f"{root}backup/{stanza}/")
 
 
+def content_sha1(key: str) -> str | None:
+    """archive-push names each segment by the SHA-1 of its content: ``<segment>-<sha1>[.<ext>]``.
+
+    >>> content_sha1("a/000000010000000000000003-" + "AB" * 20 + ".gz") == "ab" * 20
+    True
+    """
+    base = key.rsplit("/", 1)[-1]
+    if len(base) >= 65 and base[24] == "-":
+        return base[25:65].lower()
+    return None
+
+
 def same_segment(a: str, b: str) -> bool | None:
     """Keys ``<segment>-<sha1>[.<ext>]``: one checksum under two compressions is one segment (it restores);
     two checksums are refused by archive-get whatever the bytes ("ERROR [045]: duplicates found for WAL
     segment", checked with pgBackRest 2.45)."""
-    ha, hb = (k.rsplit("/", 1)[-1][25:65] for k in (a, b))
-    return ha == hb
+    ha, hb = content_sha1(a), content_sha1(b)
+    return None if ha is None or hb is None else ha == hb
 
 
 LAYOUT = LayoutSpec(
     layout=Layout.PGBACKREST, tool="pgBackRest", classify_wal_key=classify_archive_key, scan=scan,
     fetch_command=fetch_command, restore_command=restore_command, purge_prefixes=purge_prefixes,
-    same_segment=same_segment, server_env=server_env,
+    same_segment=same_segment, server_env=server_env, content_sha1=content_sha1,
     duplicates_note="pgBackRest's archive-get refuses it ('duplicates found for WAL segment')")

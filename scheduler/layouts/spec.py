@@ -89,7 +89,9 @@ class LayoutSpec:
     - ``purge_prefixes(root, stanza)``: the exact key prefixes that hold the archive (what a purge deletes);
     - ``same_segment(a, b)``: two keys of one segment, judged by their names: True (one segment, no
       conflict), False (the tool refuses the pair whatever the bytes), None (compare the content);
-      ``duplicates_note``: what the tool does with two copies, for the conflict's message.
+      ``duplicates_note``: what the tool does with two copies, for the conflict's message;
+    - ``content_sha1(key)``: the SHA-1 a segment key's name promises for its content (None: names carry none),
+      checked when the scanner reads the segment.
     """
 
     layout: Layout
@@ -102,9 +104,10 @@ class LayoutSpec:
     same_segment: Callable[[str, str], bool | None]
     duplicates_note: str
     server_env: Callable[[str], dict[str, str]] = lambda work: {}
+    content_sha1: Callable[[str], str | None] = lambda key: None
 
     CAPABILITIES = ("classify_wal_key", "scan", "fetch_command", "restore_command", "purge_prefixes",
-                    "same_segment", "server_env")
+                    "same_segment", "server_env", "content_sha1")
 
 
 def by_content(a: str, b: str) -> bool | None:

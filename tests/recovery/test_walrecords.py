@@ -217,7 +217,7 @@ def test_summary_of_the_workload(corpus: Corpus, records: list[WalRecord]) -> No
 def test_decoding_is_fast(corpus: Corpus) -> None:
     started = time.perf_counter()
     list(decode_stream(corpus.data))
-    assert time.perf_counter() - started < 5.0  # 48 MiB; make bench measures properly (~100 MB/s)
+    assert time.perf_counter() - started < 10.0  # 48 MiB, mostly zeros; make bench measures properly
 
 
 # --------------------------------------------------------------------------- synthetic segments

@@ -100,3 +100,11 @@ def test_duplicate_rules() -> None:
     assert spec_of(Layout.PGBACKREST).same_segment(a, a.replace("a" * 40, "b" * 40)) is False
     for layout in (Layout.BARMAN, Layout.WALG, Layout.WALE):
         assert spec_of(layout).same_segment("x", "y") is None
+
+
+def test_content_sha1_promised_by_the_name() -> None:
+    key = "archive/main/15-1/0000000100000000/000000010000000000000003-" + "AB" * 20 + ".gz"
+    assert spec_of(Layout.PGBACKREST).content_sha1(key) == "ab" * 20
+    assert spec_of(Layout.PGBACKREST).content_sha1("archive/main/15-1/00000002.history") is None
+    for layout in (Layout.BARMAN, Layout.WALG, Layout.WALE):
+        assert spec_of(layout).content_sha1("wals/0000000100000000/000000010000000000000003.gz") is None

@@ -58,7 +58,8 @@ async def test_index_reads_each_segment_once_within_budget(env: dict[str, Any], 
     first = await job.run_once(pool, env["settings"], env["client"], "me", budget, guids=[guid])
     assert [o.indexed for o in first] == [2] and first[0].lag == present - 2
     with pytest.raises(PlanningError) as e:     # a restore point may be in WAL not indexed yet: said
-        await plan_clone(pool, env["settings"], env["space"], {"clone-from": f"prod-{tool}", "restore-point": "x"})
+        await plan_clone(pool, env["settings"], env["space"],
+                         clone_request({"clone-from": f"prod-{tool}", "restore-point": "x"}))
     assert e.value.code == "restore_point_unknown" and e.value.details["unindexed_segments"] == present - 2
     assert f"{present - 2} archived segment(s) are not indexed yet" in e.value.message
     # the lease of a running scan: not touched this tick
