@@ -14,20 +14,41 @@ Run by path with ``python -I`` and importing only the standard library: starting
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import signal
 import sys
+from collections.abc import Callable
+from typing import Any
 
 PR_SET_PDEATHSIG = 1
 
 
+@functools.cache
+def _prctl() -> Any:
+    """libc's prctl, resolved once (never in a forked child: no dlopen there); None when not Linux."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
 def set_pdeathsig(sig: int) -> bool:
     """Ask Linux to send ``sig`` to this process when the thread that forked it ends (False: not Linux)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return bool(libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0)
-    except (OSError, AttributeError):
-        return False
+    f = _prctl()
+    return f is not None and int(f(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)) == 0
+
+
+def pdeathsig_preexec(sig: int) -> Callable[[], None]:
+    """A ``preexec_fn`` giving the child ``sig`` when its parent dies. Everything is resolved here, before the
+    fork: the child (of a process with threads) imports nothing and loads no library."""
+    f = _prctl()
+    number = int(sig)
+
+    def pre() -> None:
+        if f is not None:
+            f(PR_SET_PDEATHSIG, number, 0, 0, 0)
+    return pre
 
 
 def _kill_group(signum: int, _frame: object) -> None:

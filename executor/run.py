@@ -170,9 +170,7 @@ def _read_lines(p: Path) -> list[str]:
 def _dies_with_us(sig: int) -> Callable[[], None]:
     """A ``preexec_fn``: the child gets ``sig`` when this process (the thread that forks: asyncio's loop
     thread) dies, also by SIGKILL (Linux ``PR_SET_PDEATHSIG``; set after the drop to ``postgres``)."""
-    def pre() -> None:
-        guard.set_pdeathsig(sig)
-    return pre
+    return guard.pdeathsig_preexec(sig)
 
 
 def guarded(argv: list[str]) -> list[str]:

@@ -43,6 +43,7 @@ from backup_catalog.usecases import scratch
 from backup_catalog.usecases.drill_rules import DrillPoint
 from catalog import drills, leases, repo
 from catalog.errors import CatalogError
+from executor.guard import pdeathsig_preexec
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +230,7 @@ class DrillSupervisor:
         # reaper of the next serve finishes its row and removes its directory
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            env=env, start_new_session=True, preexec_fn=_dies_with_serve)
+            env=env, start_new_session=True, preexec_fn=pdeathsig_preexec(signal.SIGKILL))
         self.workers[drill_id] = proc
         log.info("drill %s of %s: worker %d started (%s)", drill_id, guid, proc.pid, point.why)
         io = asyncio.ensure_future(proc.communicate())
@@ -288,11 +289,6 @@ class DrillSupervisor:
                 if done:
                     await drills.record_cleanup(self.pool, drill_id, "; ".join(done))
             await drills.prune(self.pool, row.instance_guid, self.settings.drill_history_per_instance)
-
-
-def _dies_with_serve() -> None:
-    from executor.guard import set_pdeathsig
-    set_pdeathsig(signal.SIGKILL)
 
 
 def _last_line(stdout: bytes, stderr: bytes) -> str:
