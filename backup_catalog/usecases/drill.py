@@ -1,6 +1,10 @@
 """Restore drills (DESIGN.md "Restore drills"): plan, restore into a scratch directory with the executor,
 verify, record, clean up — always, also on failure, timeout or cancellation.
 
+(Over 400 lines on purpose: one drill's life — lease, row, scratch, restore, checks, record, clean-up — reads
+as one sequence, and its cancellation paths must be seen together; its pure rules are in drill_rules.py,
+scratch space in scratch.py, the checksums in checksums.py, the schedule in drill_schedule.py.)
+
 Recording: the drill's row is ``running`` while it runs and is finished in ONE UPDATE
 (:mod:`catalog.drills`). The row's holder keeps the lease ``drill:<guid>`` alive (a heartbeat); a row
 whose holder lost its lease (the process died) is finished as ``abandoned`` by the next drill of the

@@ -43,6 +43,8 @@ from backup_catalog.usecases import scratch
 from backup_catalog.usecases.drill_rules import DrillPoint
 from catalog import drills, leases, repo
 from catalog.errors import CatalogError
+from executor.guard import set_pdeathsig
+from recovery.windows import all_windows
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +157,6 @@ class DrillSupervisor:
 
     # -- one drill ----------------------------------------------------------------------------------
     async def _point(self, guid: str, index: int) -> DrillPoint:
-        from recovery.windows import all_windows
         try:
             snap = await repo.load_snapshot(self.pool, guid)
         except CatalogError:
@@ -291,7 +292,6 @@ class DrillSupervisor:
 
 
 def _dies_with_serve() -> None:
-    from executor.guard import set_pdeathsig
     set_pdeathsig(signal.SIGKILL)
 
 
