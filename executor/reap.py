@@ -12,6 +12,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -118,10 +119,11 @@ def kill_in(d: Path, grace: float = 5.0, also: tuple[int, ...] = ()) -> list[str
     there), then SIGKILL whatever else works in ``d``. Returns what was done, for the record."""
     done: list[str] = []
     servers = postmaster_pids(d)
-    for pid in also:
-        for pgdata in [d, *(p for _, p in servers)]:
-            if (pid, pgdata) not in servers and is_server_of(pid, pgdata):
-                servers.append((pid, pgdata))
+    for pid in also:            # a recorded server: one of a data directory in ``d`` (its postmaster.pid may be gone)
+        with contextlib.suppress(OSError):
+            cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+            if works_in(pid, d) and is_server_of(pid, cwd) and all(pid != s for s, _ in servers):
+                servers.append((pid, cwd))
     for pid, pgdata in servers:
         if stop_server(pid, pgdata, grace):
             done.append(f"stopped server {pid} of {pgdata}")
@@ -141,10 +143,27 @@ def kill_in(d: Path, grace: float = 5.0, also: tuple[int, ...] = ()) -> list[str
     return done
 
 
+class RestoreRunning(Exception):
+    """The marked directory's restore is still running on this host: nothing is touched."""
+
+
+def restore_running(facts: dict[str, str]) -> bool:
+    """Is the restore a marker names still running (on this host, a backup-catalog process)?"""
+    pid = facts.get("restore_pid", "")
+    if facts.get("host") != socket.gethostname() or not pid.isdigit() or not alive(int(pid)):
+        return False
+    try:
+        return b"backup" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
 def clean_failed_restore(pgdata: Path) -> list[str]:
     """``restore --force-clean``: what the marked restore left is stopped (its recorded server, anything
     working in the directory or its work directory), its work directory removed, ``pgdata`` emptied."""
     facts = clone.parse_marker((pgdata / clone.MARKER).read_text(errors="replace"))
+    if restore_running(facts):
+        raise RestoreRunning(f"the restore that marked {pgdata} (pid {facts['restore_pid']}) is still running")
     recorded = tuple(int(facts["server_pid"]) for _ in (0,) if facts.get("server_pid", "").isdigit())
     done = kill_in(pgdata, also=recorded)
     work = facts.get("work")

@@ -3,7 +3,14 @@ tool, write the plan's settings, start PostgreSQL as ``postgres`` on a private s
 follow replay, verify it reached what the plan promised, optionally run a check query, and shut down.
 
 Every failure and every cancellation (``asyncio.CancelledError``, which the CLI raises on SIGTERM) stops the
-tool and the server it started and removes the data directory it made (unless ``keep_failed``).
+tool and the server it started and removes the data directory it made (unless ``keep_failed``). A SIGKILL
+cannot be caught: the tool runs under :mod:`executor.guard` and the server gets SIGQUIT when this process dies
+(``PR_SET_PDEATHSIG``), and the directory carries the ``RESTORE_INCOMPLETE`` marker (:mod:`executor.clone`)
+until the clone is verified and has its own settings (issue 24). The S3 endpoint is checked before any tool
+runs (:mod:`executor.preflight`).
+
+Longer than 400 lines: one run's stages (fetch, prepare, recover, verify, make ready) share the run's state
+and read best in order; what is not a stage lives beside it (clone, failfast, preflight, reap, guard).
 """
 from __future__ import annotations
 
@@ -231,7 +238,10 @@ def _check_pgdata(pgdata: Path, force_clean: bool = False) -> bool:
     if any(pgdata.iterdir()):
         if (pgdata / clone.MARKER).is_file():
             if force_clean:
-                reap.clean_failed_restore(pgdata)
+                try:
+                    reap.clean_failed_restore(pgdata)
+                except reap.RestoreRunning as e:
+                    raise RestoreError("bad_input", "input", f"{e}; nothing was touched") from None
                 return False
             raise RestoreError("bad_input", "input", f"--pgdata {pgdata} is what a restore that did not finish "
                                f"left ({pgdata / clone.MARKER} says so); nothing was touched: add --force-clean "

@@ -34,7 +34,7 @@ def base_env(**kw: str) -> dict[str, str]:
 def plan_of(arch: Any) -> bytes:
     label = arch.truth["scenario_backups"]["B3"]
     return json.dumps(hand_plan(arch, label, "restore_command = 'false'\n",
-                                arch.truth["last_archived"]["tl2"])).encode()
+                                arch.truth["last_archived"]["tl2"]).to_json()).encode()
 
 
 async def restore(env: dict[str, str], plan: bytes, pgdata: Path) -> tuple[int, dict[str, Any], float]:

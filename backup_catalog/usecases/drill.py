@@ -23,6 +23,7 @@ import contextlib
 import logging
 import secrets
 import shutil
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -462,7 +463,7 @@ async def reap(pool: asyncpg.Pool, settings: Settings, guid: str | None = None) 
         done = await asyncio.to_thread(scratch.remove_drill_dir, d, a.server_pid)
         if a.server_pid and not any(str(a.server_pid) in x for x in done):
             done.insert(0, f"its server {a.server_pid} was already gone")
-        await drills.record_cleanup(pool, a.id, "; ".join(done) or "nothing was left")
+        await drills.record_cleanup(pool, a.id, f"on {socket.gethostname()}: " + ("; ".join(done) or "nothing was left"))
         log.warning("drill %s of %s was abandoned by its process; recorded as failed; cleaned: %s", a.id,
                     a.instance_guid, "; ".join(done) or "nothing was left")
     return [a.id for a in gone]
