@@ -67,6 +67,18 @@ def _upload(settings: Settings, cache_dir: Path, tool: str, bucket: str) -> int:
     return len(objs)
 
 
+def _archive(settings: Settings) -> dict[str, Any]:
+    """The real pgBackRest archive (built once, cached), uploaded to the endpoint; its ground truth."""
+    with console.status("building a real archive with PostgreSQL 15, pgBackRest and barman-cloud "
+                        "(first run only, about 2 minutes)"):
+        cache_dir = ensure_cache()
+    truth: dict[str, Any] = load_truth(cache_dir)["pgbackrest"]
+    n = _upload(settings, cache_dir, "pgbackrest", truth["bucket"])
+    console.print(f"archive: s3://{truth['bucket']}/{truth['prefix']} ({n} objects written by "
+                  f"{truth['tool_version']}, stanza {truth['stanza']})")
+    return truth
+
+
 def _secret(v: Any) -> str | None:
     return v.get_secret_value() if v is not None else None
 
@@ -100,13 +112,7 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
                                                "aws_secret_access_key": settings.aws_secret_access_key or SecretStr("demo")})
         console.print(f"[dim]local S3 endpoint (moto server): {moto.url}[/dim]")
     try:
-        with console.status("building a real archive with PostgreSQL 15, pgBackRest and barman-cloud "
-                            "(first run only, about 2 minutes)"):
-            cache_dir = ensure_cache()
-        truth = load_truth(cache_dir)["pgbackrest"]
-        n = _upload(settings, cache_dir, "pgbackrest", truth["bucket"])
-        console.print(f"archive: s3://{truth['bucket']}/{truth['prefix']} ({n} objects written by "
-                      f"{truth['tool_version']}, stanza {truth['stanza']})")
+        truth = _archive(settings)
         pool = await open_catalog(settings)
         environ = dict(os.environ)
         if moto is not None:     # pgBackRest speaks TLS only: the local endpoint's TLS front, named as
@@ -174,13 +180,7 @@ async def _keep(settings: Settings) -> int:
                                            "aws_access_key_id": SecretStr("demo"),
                                            "aws_secret_access_key": SecretStr("demo")})
     console.print(f"[dim]local S3 endpoint: {state['tls_url']} (CA {state['ca_bundle']}; pid {state['pid']})[/dim]")
-    with console.status("building a real archive with PostgreSQL 15, pgBackRest and barman-cloud "
-                        "(first run only, about 2 minutes)"):
-        cache_dir = ensure_cache()
-    truth = load_truth(cache_dir)["pgbackrest"]
-    n = _upload(settings, cache_dir, "pgbackrest", truth["bucket"])
-    console.print(f"archive: s3://{truth['bucket']}/{truth['prefix']} ({n} objects written by "
-                  f"{truth['tool_version']}, stanza {truth['stanza']})")
+    truth = _archive(settings)
     pool = await open_catalog(settings)
     try:
         space = await _tour(pool, settings, truth, dict(os.environ))
