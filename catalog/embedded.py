@@ -24,6 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
+import platformdirs
+
 from catalog.errors import CatalogUnavailable
 
 DATABASE = "backup_catalog"
@@ -48,8 +50,6 @@ def default_base() -> Path:
         return Path(home) / "pg"
     if os.geteuid() == 0:
         return ROOT_HOME / "pg"
-    import platformdirs
-
     return Path(platformdirs.user_data_dir("backup-catalog")) / "pg"
 
 

@@ -14,6 +14,7 @@ from botocore.config import Config
 from catalog import tracing
 from recovery.config import S3Access, Secret
 from recovery.errors import PitrError
+from scheduler.sqs import endpoint_for, region_for
 from scheduler.storage import make_session, s3_config
 
 
@@ -83,7 +84,6 @@ async def sqs_client(settings: S3Settings, queue_url: str, *, consumer: bool = F
     ``consumer``: the events consumer's (receive, delete, change visibility, get attributes), with the
     EVENTS_AWS_* credentials when they are set (deploy/iam/events-consumer.json), else AWS_*; otherwise
     (``events setup``, run by an administrator) AWS_*."""
-    from scheduler.sqs import endpoint_for, region_for
     key, secret = settings.aws_access_key_id, settings.aws_secret_access_key
     if consumer and settings.events_aws_access_key_id is not None:
         key, secret = settings.events_aws_access_key_id, settings.events_aws_secret_access_key

@@ -24,7 +24,7 @@ from catalog.events import EventWrite, KeyEvent
 from catalog.scanresult import ScanIssue, ScanResult, WalConflict
 from recovery.errors import ParseError
 from recovery.model import Backup, BackupStatus, BackupType, Layout, WalRun, WindowEdge
-from recovery.wal import DEFAULT_SEG_SIZE, merge_runs
+from recovery.wal import DEFAULT_SEG_SIZE, merge_runs, segment_name
 from scheduler import edges as edge_mod
 from scheduler import scanning
 from scheduler.eventroute import Kind, Target
@@ -71,7 +71,6 @@ def neighbour_patterns(p: Pending, seg_size: int, reach: int = EDGE_REACH) -> li
     ...                                     None, None), "", Target(Kind.SEGMENT, 1, 2)), 16 << 20, 2)
     ['y/wal\\_005/000000010000000000000002%', 'y/wal\\_005/000000010000000000000001%']
     """
-    from recovery.wal import segment_name
     assert p.target.timeline is not None and p.target.segno is not None
     key = p.event.key
     cut = key.rfind("/") + 1

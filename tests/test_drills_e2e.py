@@ -20,6 +20,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -351,7 +352,8 @@ def _serve(dsn: str, s3_endpoint: Any, root: Path, port: int, **env: str) -> sub
          "OPERATOR_PASSWORD": "op", "DRILL_SCRATCH_DIR": str(root), "RESTORE_TOOLS_PATH": str(REPO / ".tools/venv/bin"),
          "SCAN_INTERVAL_SECONDS": "86400", "DRILL_TICK_SECONDS": "1", "DRILL_LEASE_TTL_SECONDS": "6", **env}
     return subprocess.Popen([sys.executable, "-m", "backup_catalog.cli", "serve", "--port", str(port)], env=e,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+                            # an unread pipe fills with serve's log lines and blocks it: a file that goes away
+                            stdout=subprocess.DEVNULL, stderr=tempfile.TemporaryFile(), start_new_session=True)
 
 
 async def test_sigterm_of_serve_stops_its_drill_cleanly_and_http_drills_run(

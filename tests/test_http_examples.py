@@ -8,16 +8,14 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import asyncpg
 import pytest
 
 from sandbox.s3 import MotoEndpoint, free_port
-from tests.api.test_app import sigterm_and_wait
+from tests.support.serve import serving, stop
 from tests.support.tools import missing
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,22 +60,7 @@ async def test_every_curl_example_answers_what_the_guide_shows(catalog_dsn: str,
            "DRILL_ENABLED": "false"}
     for k in ("BROKER_USERNAME", "BROKER_PASSWORD", "OPERATOR_USERNAME", "OPERATOR_PASSWORD", "CF_API_URL"):
         env.pop(k, None)
-    exe = Path(sys.executable).with_name("backup-catalog")
-    proc = await asyncio.create_subprocess_exec(str(exe), "serve", "--host", "127.0.0.1", "--port", str(port),
-                                                env=env, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.STDOUT)
-    try:
-        async with aiohttp.ClientSession() as s:
-            for _ in range(150):
-                try:
-                    async with s.get(f"http://127.0.0.1:{port}/healthz") as r:
-                        if r.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    pass
-                await asyncio.sleep(0.1)
-            else:
-                pytest.fail("serve did not come up")
+    async with serving(env, port) as proc:
         for cmd, want in cases:
             run = cmd.replace("localhost:8080", f"localhost:{port}") + " -sS -w '\\n%{http_code}'"
             p = await asyncio.to_thread(subprocess.run, ["bash", "-c", run], capture_output=True, text=True,
@@ -87,8 +70,4 @@ async def test_every_curl_example_answers_what_the_guide_shows(catalog_dsn: str,
             assert int(code) == want, f"{cmd}\n-> {code}, the guide shows {want}: {body[:1500]}"
             if want >= 400:
                 assert '"type"' in body and f'"status": {want}' in body, body[:500]
-        await sigterm_and_wait(proc)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await stop(proc)

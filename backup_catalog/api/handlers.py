@@ -22,7 +22,7 @@ from backup_catalog.api.schemas import (
     dump,
 )
 from backup_catalog.formats.documents import instance_to_dict
-from backup_catalog.usecases import backups, instances, plan, scan
+from backup_catalog.usecases import backups, instances, plan, purge, scan
 from catalog.errors import NotScanned
 from recovery.errors import PlanningError
 from recovery.model import InstanceRef, Storage
@@ -68,7 +68,6 @@ async def patch_instance(request: web.Request) -> web.Response:
 
 async def delete_instance(request: web.Request) -> web.Response:
     guid = path_param(request, "guid")
-    from backup_catalog.usecases import purge  # answers until when it stays clonable (issue 13)
     return web.json_response(await purge.delete_instance(request.app[keys.POOL], request.app[keys.SETTINGS], guid))
 
 

@@ -29,6 +29,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -56,7 +57,6 @@ class ApiMetrics:
         r = self.registry = CollectorRegistry()
         own = None if self.multiprocess_dir else r     # multiprocess: values go to files, summed at scrape
         if self.multiprocess_dir:
-            from prometheus_client import multiprocess
             multiprocess.MultiProcessCollector(r, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
         self.scan_duration = Gauge("backup_catalog_scan_duration_seconds",
                                    "Duration of the last scan run by this service", ["instance_guid"], registry=own,

@@ -28,8 +28,8 @@ async def cmd_scan(args: argparse.Namespace, settings: Settings) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from backup_catalog.cli import render
-    from backup_catalog.usecases import scan
+    from backup_catalog.cli import render  # rich, as above
+    from backup_catalog.usecases import scan  # the scanner and its S3 client (botocore)
 
     async def work(pool: Any) -> list[Any]:
         if args.instance:
@@ -71,9 +71,7 @@ def _show(args: argparse.Namespace, doc: Any, pretty: str) -> int:
     if args.json:
         print_json(doc)
     else:
-        # only for a person at a terminal: --json never loads rich
-
-        from backup_catalog.cli import render
+        from backup_catalog.cli import render  # only for a person at a terminal: --json never loads rich
         getattr(render, pretty)(doc, render.console())
     return 0
 

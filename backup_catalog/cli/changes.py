@@ -26,6 +26,6 @@ async def cmd_changes(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print_json(doc)
     else:
-        from backup_catalog.cli import render
+        from backup_catalog.cli import render  # rich: only for a person at a terminal
         render.print_changes(doc, render.console())
     return 0

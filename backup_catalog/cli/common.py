@@ -53,7 +53,7 @@ async def on_catalog(settings: CatalogConfig, work: Callable[[asyncpg.Pool], Awa
 def clone_request(args: argparse.Namespace) -> CloneRequest:
     """The clone arguments (``plan``, ``restore``) parsed, once, into the core's request.
     :raises PlanningError: ``invalid_target`` naming what is wrong."""
-    from recovery.target import CloneRequest, make_target
+    from recovery.target import CloneRequest, make_target  # the planner's core: not for usage, help or db
     target = make_target(point_in_time=args.point_in_time, lsn=args.lsn, latest=args.latest,
                          immediate=args.immediate, timeline=args.timeline, exclusive=args.exclusive,
                          before_xid=getattr(args, "before_xid", None),

@@ -15,12 +15,15 @@ import argparse
 import os
 import shlex
 import shutil
+import sys
 import tempfile
 import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import boto3
+from botocore.config import Config
 from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
@@ -30,13 +33,15 @@ from backup_catalog.formats import documents
 from backup_catalog.settings import Settings
 from backup_catalog.usecases import backups, plan
 from backup_catalog.usecases.restore import restore_from_catalog
-from catalog import repo
+from catalog import embedded, repo
 from catalog.connect import open_catalog
+from catalog.embedded import default_base
 from executor import RestoreError
 from recovery.errors import PlanningError
 from recovery.jsonout import refusal_to_dict
 from recovery.model import InstanceRef, Storage
 from recovery.target import CloneRequest, make_target
+from sandbox import s3serve
 from sandbox.cache import ensure_cache, load_objects, load_truth, object_path
 from sandbox.s3 import MotoEndpoint
 from scheduler import runner
@@ -46,8 +51,6 @@ console = Console()
 
 
 def _upload(settings: Settings, cache_dir: Path, tool: str, bucket: str) -> int:
-    import boto3
-    from botocore.config import Config
 
     s3 = boto3.client("s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.aws_default_region,
                       aws_access_key_id=_secret(settings.aws_access_key_id) or "demo",
@@ -64,19 +67,29 @@ def _upload(settings: Settings, cache_dir: Path, tool: str, bucket: str) -> int:
     return len(objs)
 
 
+def _archive(settings: Settings) -> dict[str, Any]:
+    """The real pgBackRest archive (built once, cached), uploaded to the endpoint; its ground truth."""
+    with console.status("building a real archive with PostgreSQL 15, pgBackRest and barman-cloud "
+                        "(first run only, about 2 minutes)"):
+        cache_dir = ensure_cache()
+    truth: dict[str, Any] = load_truth(cache_dir)["pgbackrest"]
+    n = _upload(settings, cache_dir, "pgbackrest", truth["bucket"])
+    console.print(f"archive: s3://{truth['bucket']}/{truth['prefix']} ({n} objects written by "
+                  f"{truth['tool_version']}, stanza {truth['stanza']})")
+    return truth
+
+
 def _secret(v: Any) -> str | None:
     return v.get_secret_value() if v is not None else None
 
 
 def kept_dir() -> Path:
     """Where ``demo --keep`` keeps its local S3's state (beside the embedded catalog; reachable by postgres)."""
-    from catalog.embedded import default_base
     return default_base().parent / "demo-s3"
 
 
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     if getattr(args, "stop", False):
-        from sandbox import s3serve
         stopped = s3serve.stop(kept_dir())
         console.print("the demo's local S3 is stopped" if stopped else "no local S3 of the demo is running")
         return 0
@@ -84,7 +97,6 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         return _reset(args, settings)
     if getattr(args, "env", False):
         envfile = kept_dir() / "env.sh"
-        from sandbox import s3serve
         if s3serve.read_state(kept_dir()) is None or not envfile.exists():
             print("echo 'no local S3 of the demo is running: run backup-catalog demo --keep first' >&2; false")
             return 1
@@ -100,13 +112,7 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
                                                "aws_secret_access_key": settings.aws_secret_access_key or SecretStr("demo")})
         console.print(f"[dim]local S3 endpoint (moto server): {moto.url}[/dim]")
     try:
-        with console.status("building a real archive with PostgreSQL 15, pgBackRest and barman-cloud "
-                            "(first run only, about 2 minutes)"):
-            cache_dir = ensure_cache()
-        truth = load_truth(cache_dir)["pgbackrest"]
-        n = _upload(settings, cache_dir, "pgbackrest", truth["bucket"])
-        console.print(f"archive: s3://{truth['bucket']}/{truth['prefix']} ({n} objects written by "
-                      f"{truth['tool_version']}, stanza {truth['stanza']})")
+        truth = _archive(settings)
         pool = await open_catalog(settings)
         environ = dict(os.environ)
         if moto is not None:     # pgBackRest speaks TLS only: the local endpoint's TLS front, named as
@@ -167,7 +173,6 @@ async def _tour(pool: Any, settings: Settings, truth: dict[str, Any], environ: d
 
 async def _keep(settings: Settings) -> int:
     """``demo --keep``: the tour against a local S3 that keeps running, then the commands to go on with."""
-    from sandbox import s3serve
     d = kept_dir()
     with console.status("starting the local S3 (moto server with a TLS front) that outlives the demo"):
         state = s3serve.ensure(d)
@@ -175,13 +180,7 @@ async def _keep(settings: Settings) -> int:
                                            "aws_access_key_id": SecretStr("demo"),
                                            "aws_secret_access_key": SecretStr("demo")})
     console.print(f"[dim]local S3 endpoint: {state['tls_url']} (CA {state['ca_bundle']}; pid {state['pid']})[/dim]")
-    with console.status("building a real archive with PostgreSQL 15, pgBackRest and barman-cloud "
-                        "(first run only, about 2 minutes)"):
-        cache_dir = ensure_cache()
-    truth = load_truth(cache_dir)["pgbackrest"]
-    n = _upload(settings, cache_dir, "pgbackrest", truth["bucket"])
-    console.print(f"archive: s3://{truth['bucket']}/{truth['prefix']} ({n} objects written by "
-                  f"{truth['tool_version']}, stanza {truth['stanza']})")
+    truth = _archive(settings)
     pool = await open_catalog(settings)
     try:
         space = await _tour(pool, settings, truth, dict(os.environ))
@@ -210,9 +209,6 @@ async def _keep(settings: Settings) -> int:
 
 def _reset(args: argparse.Namespace, settings: Settings) -> int:
     """``demo --reset``: remove the embedded catalog (every instance, name history, drill) after asking."""
-    import sys
-
-    from catalog import embedded
     if settings.catalog_dsn is not None:
         console.print("[red]demo --reset clears only the embedded catalog; CATALOG_DSN is set[/red]")
         return 2

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from backup_catalog.cli.common import UsageError, on_catalog, print_json
 from backup_catalog.settings import Settings
 from backup_catalog.usecases import events_setup
@@ -25,7 +27,6 @@ async def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
     prefixes = [p for b, p, _ in routes if b == args.bucket]
     if not prefixes:
         raise UsageError(f"no registered instance keeps its archive in bucket {args.bucket!r}: nothing to notify")
-    from botocore.exceptions import BotoCoreError, ClientError
     try:
         async with s3_client(settings) as s3, sqs_client(settings, args.queue_url) as sqs:
             attrs, existing = await events_setup.read_current(s3, sqs, args.bucket, args.queue_url)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import importlib
 import logging
 import sys
@@ -20,7 +21,10 @@ from typing import TYPE_CHECKING, Any, cast
 
 from backup_catalog.cli.common import EXIT_ERROR, EXIT_REFUSED, EXIT_USAGE, USAGE_CODES, emit_error, print_json
 from backup_catalog.cli.parser import build_parser
+from backup_catalog.settings.files import SettingsFileError
+from backup_catalog.settings.light import plan_settings
 from recovery.errors import PitrError, PlanningError
+from recovery.jsonout import refusal_to_dict
 
 if TYPE_CHECKING:
     from backup_catalog.settings import PlanConfig, Settings
@@ -59,7 +63,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     if args.cmd in SHORT_LIVED:
-        import gc
         gc.disable()  # a short-lived command frees everything at exit; collections during imports only cost time
     settings = _settings(args)
     if settings is None:
@@ -78,9 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _settings(args: argparse.Namespace) -> Settings | PlanConfig | None:
     """The settings from the environment, or None after printing why they are unusable."""
-    from backup_catalog.settings.files import SettingsFileError
     if args.cmd in SHORT_LIVED:
-        from backup_catalog.settings.light import plan_settings
         try:
             return plan_settings()
         except SettingsFileError as e:
@@ -88,7 +89,7 @@ def _settings(args: argparse.Namespace) -> Settings | PlanConfig | None:
             return None
     from pydantic import ValidationError  # with Settings only: parsing, backups and plan never load pydantic
 
-    from backup_catalog.settings import load_settings
+    from backup_catalog.settings import load_settings  # Settings: pydantic, as the line above
     try:
         return load_settings()
     except ValidationError as e:
@@ -125,7 +126,6 @@ def _run(args: argparse.Namespace, work: Callable[[], Coroutine[Any, Any, int]])
     except KeyboardInterrupt:
         return 130
     except PlanningError as e:
-        from recovery.jsonout import refusal_to_dict
         doc = refusal_to_dict(e)
         if args.json:
             print_json(doc)

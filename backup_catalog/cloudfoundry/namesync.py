@@ -25,6 +25,7 @@ from catalog import repo, spaces
 from catalog.errors import Conflict
 from catalog.rows import InstanceRecord
 from recovery.model import InstanceRef, Storage
+from scheduler.clients import s3_client
 from scheduler.storage import ObjectStore, S3Store
 
 GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -90,7 +91,6 @@ async def sync_once(pool: asyncpg.Pool, settings: Settings, store_or_client: Any
     their prefix is no longer listed.
     """
     if store_or_client is None:
-        from scheduler.clients import s3_client
         async with s3_client(settings) as client:
             return await sync_once(pool, settings, client, bucket, root, cc=cc)
     store = store_or_client if hasattr(store_or_client, "list_dir") else S3Store(store_or_client, bucket)

@@ -30,12 +30,15 @@ from apscheduler.triggers.interval import IntervalTrigger
 from backup_catalog.cloudfoundry import namesync as cfsync
 from backup_catalog.cloudfoundry.client import CloudController
 from backup_catalog.settings import Settings
-from backup_catalog.usecases import purge, scan
+from backup_catalog.usecases import purge, scan, walindex
 from backup_catalog.usecases.drill_schedule import DrillSupervisor, scheduled_enabled
+from catalog import events as cat_events
 from catalog import repo
 from recovery.wal import DEFAULT_SEG_SIZE
 from scheduler import runner
 from scheduler.clients import purge_s3_client
+from scheduler.eventapply import findings, unexplained
+from scheduler.eventroute import classify
 from scheduler.runner import ScanConfig
 
 log = logging.getLogger(__name__)
@@ -127,7 +130,6 @@ def add_wal_index(sched: AsyncIOScheduler, pool: asyncpg.Pool, settings: Setting
                   track: Callable[[asyncio.Future[Any]], None] | None = None) -> bool:
     """The WAL index job (issue 20), beside the scans it follows. One budget per replica, kept across ticks.
     Returns whether the job was added (off: WAL_INDEX_ENABLED=false or WAL_INDEX_BYTES_PER_HOUR=0)."""
-    from backup_catalog.usecases import walindex
     if not settings.wal_index_enabled or settings.wal_index_bytes_per_hour <= 0:
         log.info("the WAL index job is off (WAL_INDEX_ENABLED / WAL_INDEX_BYTES_PER_HOUR)")
         return False
@@ -246,7 +248,6 @@ def drift_observer(pool: asyncpg.Pool, on_drift: Callable[[int], None], *, grace
                    track: Callable[[asyncio.Future[Any]], None] | None = None) -> runner.Observe:
     """A scan observer reporting each reconcile's drift: what it found that no event accounts for ``grace``
     seconds later (an event still in the queue at the LIST is not drift; a lost one is)."""
-    from scheduler.eventapply import findings
 
     def observe(guid: str, prev: Any, result: Any) -> None:
         f = findings(prev, result)
@@ -260,9 +261,6 @@ def drift_observer(pool: asyncpg.Pool, on_drift: Callable[[int], None], *, grace
 
 
 async def _drift_later(pool: asyncpg.Pool, guid: str, f: Any, grace: float, on_drift: Callable[[int], None]) -> None:
-    from catalog import events as cat_events
-    from scheduler.eventapply import unexplained
-    from scheduler.eventroute import classify
 
     await asyncio.sleep(grace)
     try:

@@ -20,6 +20,7 @@ from pythonjsonlogger.json import JsonFormatter
 from backup_catalog.api import keys
 
 ACCESS = logging.getLogger("backup_catalog.access")
+PROBES = frozenset({"/metrics", "/healthz", "/readyz"})
 SERVICE = logging.getLogger("backup_catalog.service")
 
 
@@ -51,7 +52,9 @@ class AccessLogger(AbstractAccessLogger):
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         role = request.get(keys.ROLE, "public")
         ms = round(time * 1000, 1)
-        ACCESS.info("%s %s %d %.1fms role=%s", request.method, request.path, response.status, ms, role,
+        # probes (Prometheus every few seconds, the platform's health checks) at debug, unless they fail
+        level = logging.DEBUG if request.path in PROBES and response.status < 400 else logging.INFO
+        ACCESS.log(level, "%s %s %d %.1fms role=%s", request.method, request.path, response.status, ms, role,
                     extra={"method": request.method, "path": request.path, "status": response.status,
                            "duration_ms": ms, "role": role, "remote": request.remote})
 

@@ -31,7 +31,7 @@ from recovery.walrecords import Carry, DecodedSegment, XactEnd, decode_segment
 from recovery.walsummary import CHANGES_MASS_ROWS, Summariser
 from scheduler.edges import codec_of, read_segment
 from scheduler.layouts.common import decompress
-from scheduler.storage import ObjectStore
+from scheduler.storage import ObjectStore, S3Store
 from scheduler.walfetch import locate, wal_roots
 
 
@@ -106,8 +106,6 @@ async def changes(pool: asyncpg.Pool, client: Any, space: str, name: str, start:
                   max_segments: int = CHANGES_MAX_SEGMENTS, mass_rows: int = CHANGES_MASS_ROWS,
                   store: ObjectStore | None = None) -> dict[str, Any]:
     """The ``changes`` document. :raises BadRange, RangeTooLarge, UnknownService, NotScanned."""
-    from scheduler.storage import S3Store
-
     check_range(start, end)
     rec = (await repo.resolve_name(pool, space, name, at=start)).record
     snap = await repo.load_snapshot(pool, rec.guid)

@@ -1,7 +1,7 @@
 """Coverage of a fleet from stored facts: one query for every instance, graded in one pass.
 
 The page (JSON, HTML, CLI table), the CSV stream, the per-instance detail and /metrics all read
-:data:`FLEET_SQL` -- the instance, its latest name, its scan state, the coverage facts of its current
+:data:`catalog.fleet.FLEET_SQL` -- the instance, its latest name, its scan state, the coverage facts of its current
 scan (``instance_facts``) and its newest finished drill -- and grade with :func:`recovery.grading.grade`.
 No snapshot is loaded per instance on a request: an instance whose facts are missing or belong to an
 older scan has them computed from its snapshot and stored on the way (write-through, like the derived
@@ -66,7 +66,7 @@ class InvalidCursor(InvalidQuery):
 
 @dataclass(slots=True)
 class Entry:
-    """One instance: the row of :data:`FLEET_SQL`, its facts and its grade."""
+    """One instance: the row of :data:`catalog.fleet.FLEET_SQL`, its facts and its grade."""
 
     guid: str
     name: str

@@ -1,6 +1,10 @@
 """Restore drills (DESIGN.md "Restore drills"): plan, restore into a scratch directory with the executor,
 verify, record, clean up — always, also on failure, timeout or cancellation.
 
+(Over 400 lines on purpose: one drill's life — lease, row, scratch, restore, checks, record, clean-up — reads
+as one sequence, and its cancellation paths must be seen together; its pure rules are in drill_rules.py,
+scratch space in scratch.py, the checksums in checksums.py, the schedule in drill_schedule.py.)
+
 Recording: the drill's row is ``running`` while it runs and is finished in ONE UPDATE
 (:mod:`catalog.drills`). The row's holder keeps the lease ``drill:<guid>`` alive (a heartbeat); a row
 whose holder lost its lease (the process died) is finished as ``abandoned`` by the next drill of the
@@ -35,13 +39,21 @@ from backup_catalog.usecases import scratch
 from backup_catalog.usecases.drill_rules import LATEST, DrillPoint
 
 __all__ = ["LATEST", "DrillBusy", "DrillOutcome", "DrillPoint", "ScratchBudget", "begin", "run_drill"]
-from catalog import drills, leases, repo, tracing
+from dataclasses import replace
+
+from backup_catalog.usecases import plan as plan_uc
+from backup_catalog.usecases.checksums import segments_of_plan, verify_pgbackrest
+from backup_catalog.usecases.relmaps import read_clone
+from backup_catalog.usecases.scan import default_holder
+from catalog import drills, leases, relmaps, repo, tracing
 from catalog.errors import CatalogError, Conflict, NotScanned
+from executor import RestoreError, execute_plan
 from recovery.docjson import document_json
 from recovery.errors import PlanningError
 from recovery.jsonout import json_time
 from recovery.plandoc import PlanDoc
 from recovery.target import make_target
+from scheduler.clients import s3_client
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +218,6 @@ async def run_drill(pool: asyncpg.Pool, settings: Settings, guid: str, *, point:
     catalog errors when it could not run. Cancellation records the drill as failed and cleans up first
     (``on_record`` receives the recorded outcome, also then).
     """
-    from backup_catalog.usecases.scan import default_holder
     holder = holder or default_holder()
     lease: LeaseHolder | None = None
     if drill_id is None:
@@ -257,7 +268,6 @@ async def run_drill(pool: asyncpg.Pool, settings: Settings, guid: str, *, point:
 
 
 def _with_duration(r: drills.DrillResult, duration: float) -> drills.DrillResult:
-    from dataclasses import replace
     return replace(r, duration_s=duration)
 
 
@@ -271,7 +281,6 @@ async def _finish(pool: asyncpg.Pool, settings: Settings, guid: str, drill_id: i
             log.warning("drill %s was already finished (abandoned?); its result %s is not recorded",
                         drill_id, result.state)
         elif maps:
-            from catalog import relmaps
             try:
                 await relmaps.save(pool, guid, drill_id, maps)
             except (asyncpg.PostgresError, OSError) as e:
@@ -296,7 +305,6 @@ class _Run:
 
     async def read_relmaps(self, sock: Path, port: int) -> None:
         """The verified clone's relation maps (issue 20), stored when the drill passes; never fails it."""
-        from backup_catalog.usecases.relmaps import read_clone
         stop = (self.backup or {}).get("stop_time")
         try:
             fallback = datetime.fromisoformat(stop) if isinstance(stop, str) else now()
@@ -324,7 +332,6 @@ class _Run:
 async def _execute(pool: asyncpg.Pool, settings: Settings, guid: str, point: DrillPoint, d: Path, root: Path,
                    budget: ScratchBudget, run: _Run, progress: Progress | None, s3: Any | None,
                    on_server: Any = None) -> drills.DrillResult:
-    from backup_catalog.usecases import plan as plan_uc
 
     t0 = time.monotonic()
     rec = await repo.get_instance(pool, guid)
@@ -361,7 +368,6 @@ def _need(plan: PlanDoc, snap: Any) -> int:
 async def scratch_need(pool: asyncpg.Pool, settings: Settings, guid: str, point: DrillPoint) -> int | None:
     """The scratch bytes a drill of ``guid`` at ``point`` needs (None: it cannot be planned; the drill
     itself records why)."""
-    from backup_catalog.usecases import plan as plan_uc
     try:
         rec = await repo.get_instance(pool, guid)
         target = make_target(**point.target_kwargs())
@@ -379,7 +385,6 @@ def _make_dir(d: Path) -> None:
 async def _restore_and_verify(settings: Settings, rec: Any, plan: PlanDoc, snap: Any, d: Path, run: _Run,
                               progress: Progress | None, s3: Any | None, t0: float,
                               on_server: Any = None) -> drills.DrillResult:
-    from executor import RestoreError, execute_plan
 
     await asyncio.to_thread(_make_dir, d)
     checks: asyncio.Task[Any] | None = None
@@ -428,8 +433,6 @@ async def _restore_and_verify(settings: Settings, rec: Any, plan: PlanDoc, snap:
 
 
 async def _checksums(settings: Settings, rec: Any, plan: PlanDoc, snap: Any, s3: Any | None) -> Any:
-    from backup_catalog.usecases.checksums import segments_of_plan, verify_pgbackrest
-    from scheduler.clients import s3_client
 
     segments = segments_of_plan(plan, snap)
     stanza = rec.stanza or rec.storage.stanza or "main"

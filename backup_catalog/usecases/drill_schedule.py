@@ -44,6 +44,7 @@ from backup_catalog.usecases.drill_rules import DrillPoint
 from catalog import drills, leases, repo
 from catalog.errors import CatalogError
 from executor.guard import pdeathsig_preexec
+from recovery.windows import all_windows
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,6 @@ class DrillSupervisor:
 
     # -- one drill ----------------------------------------------------------------------------------
     async def _point(self, guid: str, index: int) -> DrillPoint:
-        from recovery.windows import all_windows
         try:
             snap = await repo.load_snapshot(self.pool, guid)
         except CatalogError:

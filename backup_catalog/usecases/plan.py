@@ -12,6 +12,7 @@ import asyncpg
 
 from backup_catalog.formats.documents import iso
 from backup_catalog.settings import PlanConfig
+from backup_catalog.usecases.purge_rules import policy_of
 from backup_catalog.usecases.snapshots import SnapshotCache, snapshot_of, whole_inputs
 from catalog import derived, repo, tracing
 from catalog.rows import InstanceRecord
@@ -40,7 +41,7 @@ async def plan_doc(pool: asyncpg.Pool, settings: PlanConfig, space: str, request
         res = await repo.resolve_name(c, space, request.clone_from, at)
         rec = res.record
         if rec.purge_policy is not None or rec.purged_at is not None:
-            from backup_catalog.usecases.purge import purged_refusal
+            from backup_catalog.usecases.purge import purged_refusal  # purge loads botocore: plan --json does not
             raise purged_refusal(rec)
         inputs = (await repo.load_plan_inputs(c, rec.guid, target, PLAN_CANDIDATES)
                   if narrowable(target) and not target.exact else None)
@@ -56,7 +57,7 @@ async def instance_plan_doc(pool: asyncpg.Pool, settings: PlanConfig, rec: Insta
                             cache: SnapshotCache | None = None) -> PlanDoc:
     """The plan document for one instance, chosen by its GUID (drills); ``plan_doc`` after name resolution."""
     if target.exact:     # resolved from the WAL index first; planned from the whole snapshot
-        from backup_catalog.usecases.walindex import resolve_target
+        from backup_catalog.usecases.walindex import resolve_target  # exact targets only: it loads botocore
         whole = await snapshot_of(pool, rec.guid, cache)
         target = await resolve_target(pool, rec, whole, target, store=_store_factory(settings, rec.storage.bucket))
         inputs = None
@@ -75,7 +76,6 @@ async def instance_plan_doc(pool: asyncpg.Pool, settings: PlanConfig, rec: Insta
                         rule)  # type: ignore[arg-type]  # rule: one of resolve_name's rules
     warnings: list[str] = []
     if rec.ref.deleted_at is not None:      # the undo period (issue 13): until when, and a warning past it
-        from backup_catalog.usecases.purge_rules import policy_of
         policy = policy_of(settings)
         undo_until = policy.undo_until(rec.ref.deleted_at)
         source = replace(source, undo_until=iso(undo_until))
@@ -139,11 +139,12 @@ def _store_factory(settings: PlanConfig, bucket: str) -> Callable[[], AbstractAs
 
     @asynccontextmanager
     async def store() -> AsyncIterator[Any]:
+        # botocore only when a segment is read (exact targets), never for plan --json's start-up
         from scheduler.clients import s3_client
         from scheduler.storage import S3Store
         full: Any = settings
         if not hasattr(settings, "aws_access_key_id"):
-            from backup_catalog.settings import load_settings
+            from backup_catalog.settings import load_settings  # pydantic: only when S3 must be reached
             full = load_settings()
         async with s3_client(full) as client:
             yield S3Store(client, bucket)

@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 
 from backup_catalog.settings import Settings
+from backup_catalog.usecases import plan
 from catalog import tracing
 from catalog.connect import open_catalog
 from executor import ProgressEvent, RestoreError, RestoreResult, execute_plan
@@ -24,7 +25,6 @@ from recovery.target import CloneRequest
 
 async def plan_clone(pool: asyncpg.Pool, settings: Settings, space: str, request: CloneRequest) -> PlanDoc:
     """The clone request planned (refusals raise :class:`PlanningError`), ready for an executor."""
-    from backup_catalog.usecases import plan
     return await plan.plan_doc(pool, settings, space, request)
 
 

@@ -195,7 +195,7 @@ async def run_once(pool: asyncpg.Pool, settings: WalIndexConfig, client: Any, ho
 async def index_listed(pool: asyncpg.Pool, settings: Any, guids: Sequence[str], holder: str, *,
                        mass_rows: int = CHANGES_MASS_ROWS) -> list[IndexOutcome]:
     """One index pass over ``guids`` with this process's own S3 client and a fresh budget (the CLI's ``scan``)."""
-    from scheduler.clients import s3_client
+    from scheduler.clients import s3_client  # botocore: the CLI's scan only; serve hands its client in
     async with s3_client(settings) as client:
         return await run_once(pool, settings, client, holder, Budget(settings.wal_index_bytes_per_hour),
                               guids=guids, mass_rows=mass_rows)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from sandbox.s3 import MotoEndpoint, free_port
 from scheduler.clients import s3_client
 from tests.api.conftest import AS_OPERATOR, make_settings
 from tests.realarchives.plugin import fresh_bucket
+from tests.support.serve import serving, stop
 
 
 async def test_scheduler_runs_in_the_app_and_stops_with_it(pool: asyncpg.Pool, s3_endpoint: MotoEndpoint,
@@ -93,12 +93,7 @@ async def test_a_failed_manual_scan_is_a_503_problem_not_a_200(pool: asyncpg.Poo
     assert body["scan"]["instance_guid"] == "man-down" and "man-down" in body["detail"]
 
 
-async def sigterm_and_wait(proc: asyncio.subprocess.Process) -> bytes:
-    """SIGTERM a serve process, wait for it, and check it exited 0; returns its output."""
-    proc.send_signal(signal.SIGTERM)
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout=30)
-    assert proc.returncode == 0, out.decode(errors="replace")[-2000:]
-    return out
+sigterm_and_wait = stop   # the serve tests below and their neighbours' name for it
 
 
 @pytest.mark.timeout(120)
@@ -106,27 +101,8 @@ async def test_serve_stops_gracefully_on_sigterm(catalog_dsn: str, pool: asyncpg
     port = free_port()
     env = {**os.environ, "CATALOG_DSN": catalog_dsn, "S3_ENDPOINT_URL": "http://127.0.0.1:9",
            "SCAN_INTERVAL_SECONDS": "3600", "OPERATOR_PASSWORD": "op-SENTINEL"}
-    exe = Path(sys.executable).with_name("backup-catalog")
-    proc = await asyncio.create_subprocess_exec(str(exe), "serve", "--host", "127.0.0.1", "--port", str(port),
-                                                env=env, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.STDOUT)
-    try:
-        async with aiohttp.ClientSession() as s:
-            for _ in range(150):
-                try:
-                    async with s.get(f"http://127.0.0.1:{port}/healthz") as r:
-                        if r.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    pass
-                await asyncio.sleep(0.1)
-            else:
-                pytest.fail("server did not come up")
+    async with serving(env, port) as proc:
         out = await sigterm_and_wait(proc)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
     assert b"op-SENTINEL" not in out
 
 

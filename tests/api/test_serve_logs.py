@@ -2,12 +2,9 @@
 credentials, scan outcomes, and shutdown — JSON lines when not on a terminal, text with LOG_FORMAT=text."""
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import os
-import sys
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -17,34 +14,16 @@ import pytest
 from catalog import repo
 from recovery.model import InstanceRef, Storage
 from sandbox.s3 import free_port
-from tests.api.test_app import sigterm_and_wait
+from tests.support.serve import serving, stop
 
 SECRET = "op-SENTINEL-pw"
 
 
 async def _serve(env: dict[str, str], port: int, work: Any) -> bytes:
-    exe = Path(sys.executable).with_name("backup-catalog")
-    proc = await asyncio.create_subprocess_exec(str(exe), "serve", "--host", "127.0.0.1", "--port", str(port),
-                                                env=env, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.STDOUT)
-    try:
-        async with aiohttp.ClientSession() as s:
-            for _ in range(150):
-                try:
-                    async with s.get(f"http://127.0.0.1:{port}/healthz") as r:
-                        if r.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    pass
-                await asyncio.sleep(0.1)
-            else:
-                pytest.fail("server did not come up")
-            await work(s)
-        return await sigterm_and_wait(proc)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+    async with serving(env, port) as proc, aiohttp.ClientSession() as s:
+        await work(s)
+        await s.close()
+        return await stop(proc)
 
 
 @pytest.mark.timeout(120)

@@ -13,7 +13,7 @@ import pytest
 from backup_catalog.api.openapi import openapi_document
 from backup_catalog.cli.parser import build_parser
 from backup_catalog.formats.pages import LAYOUTS
-from backup_catalog.usecases.coverage import FLEET_SQL
+from catalog.fleet import FLEET_SQL
 from recovery.model import Layout
 from scheduler.layouts import spec_of
 from scheduler.layouts.spec import LayoutArgumentError, LayoutSpec, S3Access, StorageLoc
