@@ -327,7 +327,8 @@ async def test_serve_killed_during_a_scheduled_drill_is_reaped_on_restart(
             await asyncio.sleep(0.1)
         assert row is not None, "no scheduled drill started its server"
         d = scratch.drill_dir(root, row.id)
-        assert reap.is_server_of(row.server_pid, row.server_pgdata), "the row names its running server"
+        # the row names its running server (recorded at its start: it may not have entered its directory yet)
+        assert await wait_until(lambda: reap.is_server_of(row.server_pid, row.server_pgdata), 10)
         proc.kill()     # serve alone (SIGKILL), not its process group
         proc.wait()
     finally:
