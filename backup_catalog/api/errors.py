@@ -231,7 +231,8 @@ async def error_middleware(request: web.Request,
 
 async def read_json(request: web.Request) -> Any:
     """The body as JSON, or BadRequest (never a 500) for a wrong content type or malformed JSON."""
-    if request.content_type not in ("application/json", "") and not request.content_type.endswith("+json"):
+    if request.can_read_body and request.content_type not in ("application/json", "") \
+            and not request.content_type.endswith("+json"):   # no body at all: the JSON error below (400)
         raise UnsupportedMediaType("unsupported_media_type",
                                    f"expected Content-Type: application/json, got {request.content_type}")
     raw = await request.read()

@@ -99,6 +99,7 @@ def decompress(data: bytes, codec: str | None, *, max_size: int = MAX_DECOMPRESS
     exhaust memory); more is a :class:`DecompressError`, as is a truncated or corrupt stream.
     Concatenated gzip/bzip2/xz members are read as one stream, as the command-line tools do.
 
+    >>> import gzip
     >>> decompress(gzip.compress(b"abc"), "gz")
     b'abc'
     >>> decompress(b"abc", None)
@@ -106,7 +107,7 @@ def decompress(data: bytes, codec: str | None, *, max_size: int = MAX_DECOMPRESS
     >>> decompress(gzip.compress(b"x" * 100), "gz", max_size=10)
     Traceback (most recent call last):
     ...
-    scheduler.layouts.common.DecompressError: gz: decompresses to more than 10 bytes
+    scheduler.layouts.common.DecompressError: gz data: decompresses to more than 10 bytes
     """
     c = _CODEC_ALIASES.get(codec, codec) if codec else None
     try:

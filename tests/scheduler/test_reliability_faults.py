@@ -415,9 +415,11 @@ async def test_sentinel_credentials_never_appear_in_api_bodies_metrics_or_logs(
             resp = await c.post("/instances/g-cred/scan?full=true", headers=auth)
             text = await resp.text()
             bodies.append(text)
-            assert resp.status == 200, text
-            body = await resp.json()
-            assert body["code"] == code, body
+            # a failed scan is a 502/503 problem carrying the outcome; a scan that recovered is a 200
+            assert resp.status == (200 if code is None else 503 if code == "storage_unavailable"
+                                   or code == "storage_timeout" else 502), text
+            body = await resp.json(content_type=None)
+            assert (body["code"] if code is None else body["scan"]["code"]) == code, body
         for path in ("/metrics", "/instances", "/reports/coverage"):
             resp = await c.get(path, headers=auth)
             bodies.append(await resp.text())
