@@ -52,9 +52,10 @@ def when(text: str) -> datetime:
 
 @pytest.fixture(scope="module")
 def pgbackrest_env(s3_endpoint: Any) -> Iterator[None]:
+    env = restore_environ(s3_endpoint)     # read the environment before clearing it (PATH, ...)
     saved = dict(os.environ)
     os.environ.clear()
-    os.environ.update(restore_environ(s3_endpoint))
+    os.environ.update(env)
     try:
         yield
     finally:

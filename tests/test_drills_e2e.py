@@ -64,9 +64,10 @@ def drill_settings(s3_endpoint: Any, dsn: str, root: Path, **kw: Any) -> Setting
 def pgbackrest_env(s3_endpoint: Any) -> Iterator[None]:
     """The TLS front for pgBackRest in this process's environment (the executor's caller environment,
     inherited by supervised workers)."""
+    env = restore_environ(s3_endpoint)     # read the environment before clearing it (PATH, ...)
     saved = dict(os.environ)
     os.environ.clear()
-    os.environ.update(restore_environ(s3_endpoint))
+    os.environ.update(env)
     try:
         yield
     finally:
