@@ -141,7 +141,9 @@ async def test_restore_points_are_listed(tool: str, scenario: Scenario, _catalog
     assert [(p["name"], p["timeline"]) for p in got] == [(p["name"], 1) for p in points], doc["restore_points"]
     for p, t in zip(got, points, strict=True):  # pg_create_restore_point returns the record's end
         assert 0 < _lsn(t["lsn"]) - _lsn(p["lsn"]) <= 128
-    assert not any(t["destructive"] for t in doc["transactions"])
+    # the only destructive transactions a slow build may bring into the range are the scenario's own mistakes
+    mistakes = {int(m["xid"]) for m in truth["mistakes"]}
+    assert all(int(t["xid"]) in mistakes for t in doc["transactions"] if t["destructive"])
 
 
 async def test_a_range_needing_too_many_segments_is_refused(scenario: Scenario, _catalog_pool: asyncpg.Pool) -> None:
