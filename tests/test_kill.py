@@ -43,13 +43,11 @@ import pytest_asyncio
 from backup_catalog.usecases import drill as uc
 from backup_catalog.usecases import scratch
 from catalog import drills
-from catalog.db import open_pool
-from catalog.migrate import init_schema
 from executor import clone, reap
 from sandbox.s3 import free_port
 from sandbox.tool_barman import TOOLS_BIN
 from scheduler.clients import s3_client
-from tests.pg import _admin, _with_database
+from tests.pg import private_catalog
 from tests.support.fixtures import register_and_scan
 from tests.support.restore import restore_environ, restore_settings, scratch_dir
 
@@ -67,16 +65,8 @@ LEASE = 3
 @pytest_asyncio.fixture(loop_scope="session")
 async def own_catalog(catalog_dsn: str) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
     """A catalog database of its own: the reaper and the scheduler see only this test's instances."""
-    name = f"bc_kill_{uuid.uuid4().hex[:10]}"
-    await _admin(catalog_dsn, f'CREATE DATABASE "{name}"')
-    dsn = _with_database(catalog_dsn, name)
-    pool = await open_pool(dsn, min_size=1, max_size=6)
-    await init_schema(pool)
-    try:
-        yield dsn, pool
-    finally:
-        await pool.close()
-        await _admin(catalog_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    async with private_catalog(catalog_dsn, "bc_kill") as own:
+        yield own
 
 
 def cli_env(s3_endpoint: Any, dsn: str, root: Path, **kw: str) -> dict[str, str]:
