@@ -40,6 +40,7 @@ from backup_catalog.settings import Settings
 from backup_catalog.usecases import events_setup
 from backup_catalog.usecases.event_stream import Stream
 from backup_catalog.usecases.events import Consumer, Index, NullObserver
+from bench.walsegments import segment_lz4
 from catalog import db as catalog_db
 from catalog import migrate
 from recovery.wal import DEFAULT_SEG_SIZE, segment_name
@@ -56,9 +57,11 @@ NEEDED_RATE = FLEET * SEGMENTS_PER_DAY / 86400   # 1,667 events/s
 
 
 # ``make bench`` (default), ``--full-size``, and the smoke size (``python -m bench.events --tiny``)
-SIZES: dict[str, dict[str, Any]] = {"tiny": {"puts": 20, "instances": 100, "events": 100},
-                                    "default": {"puts": 1000, "instances": 10_000, "events": 2000},
-                                    "full": {"puts": 1000, "instances": 10_000, "events": 10_000}}
+SIZES: dict[str, dict[str, Any]] = {"tiny": {"puts": 20, "instances": 100, "events": 100, "backups": 3},
+                                    "default": {"puts": 1000, "instances": 10_000, "events": 5000, "backups": 30},
+                                    "full": {"puts": 1000, "instances": 10_000, "events": 10_000, "backups": 30}}
+RUN_END = 100          # the bench instances' WAL: one run, segments 1..100, its last commit read (as a scan leaves it)
+T_BASE = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
 def _session() -> aioboto3.Session:
@@ -82,22 +85,58 @@ class Requests:
         client.meta.events.register(f"before-call.{service}", on)
 
 
-async def _catalog(dsn: str, rows: list[tuple[str, str, str]], runs_upto: int) -> None:
-    """Instances as after a scan (layout known, one WAL run), inserted in bulk."""
+async def _catalog(dsn: str, rows: list[tuple[str, str, str]], runs_upto: int, backups: int = 0) -> None:
+    """Instances as a scan leaves them (layout known, one WAL run 1..``runs_upto`` with its end's last commit,
+    ``backups`` daily full backups, the derived views of that scan), inserted in bulk. Every instance holds
+    the same archive, so its derived views are computed once (``catalog.derived``) and copied."""
+    from catalog import derived
+    from recovery.lsn import Lsn
     pool = await catalog_db.open_pool(dsn)
     try:
         now = datetime.now(timezone.utc)
+        s = DEFAULT_SEG_SIZE
+        step = max(1, (runs_upto - 2) // max(1, backups))
         async with pool.acquire() as c, c.transaction():
             await c.executemany(
                 "INSERT INTO instances (instance_guid, space_guid, bucket, prefix, layout, detected_layout, seg_size,"
                 " registered_at) VALUES ($1, 'bench-events', $2, $3, 'walg', 'walg', $4, $5)",
-                [(g, b, p, DEFAULT_SEG_SIZE, now) for g, b, p in rows])
+                [(g, b, p, s, now) for g, b, p in rows])
             await c.executemany("INSERT INTO scan_state (instance_guid, last_scan, last_full_scan) VALUES ($1, $2, $2)",
                                 [(g, now) for g, _, _ in rows])
-            await c.executemany("INSERT INTO wal_runs (instance_guid, timeline, first_segno, last_segno) "
-                                "VALUES ($1, 1, 1, $2)", [(g, runs_upto) for g, _, _ in rows])
+            await c.copy_records_to_table("wal_runs", columns=["instance_guid", "timeline", "first_segno", "last_segno"],
+                                          records=[(g, 1, 1, runs_upto) for g, _, _ in rows])
+            await c.copy_records_to_table(
+                "window_edges", columns=["instance_guid", "timeline", "segno", "last_commit_time", "last_commit_lsn",
+                                         "exact"],
+                records=[(g, 1, runs_upto, T_BASE + timedelta(minutes=runs_upto), Lsn(runs_upto * s + 0x100), True)
+                         for g, _, _ in rows])
+            bk = [(1 + i * step, f"base_{segment_name(1, 1 + i * step, s)}") for i in range(backups)]
+            await c.copy_records_to_table(
+                "backups", columns=["instance_guid", "label", "type", "status", "timeline", "start_lsn", "stop_lsn",
+                                    "start_time", "stop_time", "size_bytes", "system_id", "seg_size"],
+                records=[(g, label, "full", "done", 1, Lsn(n * s + 0x28), Lsn(n * s + 0x138),
+                          T_BASE + timedelta(minutes=n - 0.5), T_BASE + timedelta(minutes=n), 1 << 30, 7, s)
+                         for g, _, _ in rows for n, label in bk])
+        if rows:
+            first = rows[0][0]
+            await derived.refresh(pool, first)
+            for table in ("derived_views", "instance_facts"):
+                cols = [r["column_name"] for r in await pool.fetch(
+                    "SELECT column_name FROM information_schema.columns WHERE table_name = $1 "
+                    "AND column_name NOT IN ('instance_guid', 'generation', 'last_scan')", table)]
+                sel = ", ".join(f"d.{c}" for c in cols)
+                await pool.execute(
+                    f"INSERT INTO {table} (instance_guid, generation, last_scan, {', '.join(cols)}) "
+                    f"SELECT s.instance_guid, s.generation, s.last_scan, {sel} FROM scan_state s, {table} d "
+                    f"WHERE d.instance_guid = $1 AND s.instance_guid = ANY($2::text[]) AND s.instance_guid <> $1",
+                    first, [g for g, _, _ in rows])
     finally:
         await pool.close()
+
+
+def _segment(segno: int, t: datetime) -> bytes:
+    """Segment ``segno`` of timeline 1 as WAL-G uploads it: two commits, the last at ``t``."""
+    return segment_lz4(1, segno, DEFAULT_SEG_SIZE, [t - timedelta(seconds=30), t])
 
 
 def _settings(ep: MotoEndpoint, dsn: str, **kw: Any) -> Settings:
@@ -110,7 +149,7 @@ async def freshness(ep: MotoEndpoint, dsn: str, puts: int, rate: float, log: Cal
     bucket, prefix, guid = "bench-events-fresh", "fresh/walg", "bench-fresh"
     ep.ensure_bucket(bucket)
     s3sync = ep.client()
-    s3sync.put_object(Bucket=bucket, Key=_key(prefix, 1), Body=b"")
+    s3sync.put_object(Bucket=bucket, Key=_key(prefix, 1), Body=_segment(1, T_BASE))
     await _catalog(dsn, [(guid, bucket, prefix)], 1)
     pool = await catalog_db.open_pool(dsn)
     put_done: dict[int, float] = {}
@@ -135,9 +174,10 @@ async def freshness(ep: MotoEndpoint, dsn: str, puts: int, rate: float, log: Cal
 
             def uploader() -> None:
                 t_next = time.perf_counter()
+                bodies = {n: _segment(n, T_BASE + timedelta(minutes=n)) for n in range(2, puts + 2)}
                 for n in range(2, puts + 2):
                     t_next += 1.0 / rate
-                    s3sync.put_object(Bucket=bucket, Key=_key(prefix, n), Body=b"")
+                    s3sync.put_object(Bucket=bucket, Key=_key(prefix, n), Body=bodies[n])
                     put_done[n] = time.perf_counter()
                     time.sleep(max(0.0, t_next - time.perf_counter()))
 
@@ -169,7 +209,7 @@ async def freshness(ep: MotoEndpoint, dsn: str, puts: int, rate: float, log: Cal
 
 
 async def prepare_fleet(ep: MotoEndpoint, dsn: str, instances: int, events: int,
-                        log: Callable[[str], None]) -> str:
+                        log: Callable[[str], None], backups: int = 0) -> str:
     """``instances`` registered, ``events`` segments stored and their S3 event messages written to a file
     (one body a line); its path. Moto's SQS (a linear scan and a deep copy of the queue per receive) would be
     what is measured: the consumer is fed the bodies directly, in batches of 10, as receives deliver them."""
@@ -180,19 +220,20 @@ async def prepare_fleet(ep: MotoEndpoint, dsn: str, instances: int, events: int,
     be = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
     rows = [(f"ev-{i:06d}", bucket, f"fleet/{i:06d}") for i in range(instances)]
     t0 = time.perf_counter()
-    await _catalog(dsn, rows, 100)
+    await _catalog(dsn, rows, RUN_END, backups)
     msgs: list[str] = []
     now = datetime.now(timezone.utc)
     for k in range(events):
         g, _, p = rows[k % instances]
-        segno = 101 + k // instances
+        segno = RUN_END + 1 + k // instances
         key = _key(p, segno)
-        be.put_object(bucket, key, b"")              # the object exists (no notification configured here)
+        be.put_object(bucket, key, _segment(segno, T_BASE + timedelta(minutes=segno)))  # no notification here
         msgs.append(json.dumps({"Records": [{
             "eventVersion": "2.1", "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
             "eventTime": (now + timedelta(milliseconds=k)).isoformat().replace("+00:00", "Z"),
             "s3": {"bucket": {"name": bucket}, "object": {"key": key, "size": 0, "sequencer": f"{k + 1:016X}"}}}]}))
-    log(f"events throughput: {instances} instances, {events} events prepared in {time.perf_counter() - t0:.0f}s")
+    log(f"events throughput: {instances} instances ({backups} backups each), {events} events prepared in "
+        f"{time.perf_counter() - t0:.0f}s")
     path = Path(tempfile.mkdtemp(prefix="bench-events-msgs-", dir="/tmp")) / "messages.jsonl"
     path.write_text("\n".join(msgs) + "\n")
     return str(path)
@@ -202,13 +243,20 @@ def throughput(dsn: str, s3_url: str, path: str, instances: int, events: int, re
                log: Callable[[str], None]) -> dict[str, Any]:
     """One consumer process applies every message: events applied per second."""
     # the consumer in its own process (as serve would run it): moto in this one does not share its GIL
+    import resource
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
     child, child_cpu = _reap(_spawn_consumer(dsn, s3_url, path, events, receivers, direct=True))
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    moto_cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)     # this process: moto's threads
     shutil.rmtree(Path(path).parent, ignore_errors=True)
     wall, applied, ops = child["wall_s"], child["applied"], child["requests"]
+    child_cpu = child.get("cpu_s", child_cpu)          # the applying alone, not the process's start-up
     rate = applied / wall if wall else 0.0
     cpu_rate = 1000 / (1000 * child_cpu / max(1, applied)) if child_cpu else 0.0
     out = {"instances": instances, "events": events, "applied": applied, "receivers": receivers, "wall_s": wall,
+           "rounds": child.get("rounds"),
            "consumer_cpu_s": child_cpu, "consumer_cpu_ms_per_event": 1000 * child_cpu / max(1, applied),
+           "moto_cpu_ms_per_event": 1000 * moto_cpu / max(1, applied), "load_avg": os.getloadavg(),
            "events_per_s": rate, "events_per_cpu_s": cpu_rate, "target_per_s": 1000,
            "needed_at_100k_per_s": NEEDED_RATE,
            "replicas_for_100k": (int(NEEDED_RATE // rate) + 1) if rate else None,
@@ -256,9 +304,10 @@ def cost(idle_requests: int, per_event: dict[str, float], sqs_per_event: dict[st
 
 
 def measure(ep: MotoEndpoint, dsn: str, *, puts: int = 1000, rate: float = 5.0, instances: int = 10_000,
-            events: int = 5000, receivers: int = 4, log: Callable[[str], None] = print) -> dict[str, Any]:
+            events: int = 5000, backups: int = 30, receivers: int = 4,
+            log: Callable[[str], None] = print) -> dict[str, Any]:
     fresh = asyncio.run(freshness(ep, dsn, puts, rate, log))
-    path = asyncio.run(prepare_fleet(ep, dsn, instances, events, log))
+    path = asyncio.run(prepare_fleet(ep, dsn, instances, events, log, backups))
     thr = throughput(dsn, ep.url, path, instances, events, receivers, log)
     idle = asyncio.run(idle_scan_requests(ep, dsn))
     out = {"freshness": fresh, "throughput": thr, "idle_scan_requests": idle,
@@ -288,38 +337,58 @@ def _reap(proc: subprocess.Popen[str]) -> tuple[dict[str, Any], float]:
     return json.loads(text.strip().splitlines()[-1]), ru.ru_utime + ru.ru_stime
 
 
-async def consume_direct(dsn: str, s3_url: str, bodies: list[str], receivers: int) -> dict[str, Any]:
-    """The consumer alone, fed the message ``bodies`` in batches of 10, ``receivers`` at a time."""
-    from pydantic import SecretStr
+class MemoryQueue:
+    """The queue of the throughput bench: message bodies in memory, handed out 10 at a time as receives fill
+    up at fleet rates; deletes are counted. (Moto's SQS, a linear scan and a deep copy of the queue per
+    receive, would be what is measured.)"""
 
-    from scheduler.sqs import Message
+    def __init__(self, bodies: list[str]) -> None:
+        from scheduler.sqs import Message
+        self.url = "memory://bench"
+        self._todo = [Message(str(i), f"r{i}", b, 1, None) for i, b in enumerate(bodies)]
+        self.deleted = 0
+        self.done = asyncio.Event()
+        self.total = len(bodies)
+
+    async def receive(self, *, wait_seconds: int = 20, max_messages: int = 10,
+                      visibility_timeout: int | None = None) -> list[Any]:
+        await asyncio.sleep(0)
+        if not self._todo:
+            await asyncio.sleep(0.05)
+            return []
+        got, self._todo = self._todo[:max_messages], self._todo[max_messages:]
+        return got
+
+    async def delete(self, receipts: list[str]) -> int:
+        self.deleted += len(receipts)
+        if self.deleted >= self.total:
+            self.done.set()
+        return len(receipts)
+
+
+async def consume_direct(dsn: str, s3_url: str, bodies: list[str], receivers: int) -> dict[str, Any]:
+    """The product's stream and consumer, fed the message ``bodies`` by :class:`MemoryQueue`: events applied
+    (messages deleted) per second."""
+    from pydantic import SecretStr
     settings = Settings(catalog_dsn=SecretStr(dsn), s3_endpoint_url=s3_url, aws_access_key_id=SecretStr(ACCESS_KEY),
                         aws_secret_access_key=SecretStr(SECRET_KEY))
-    batches = [[Message(str(i + n), f"r{i + n}", b, 1, None) for n, b in enumerate(bodies[i:i + 10])]
-               for i in range(0, len(bodies), 10)]
     reqs = Requests()
     pool = await catalog_db.open_pool(dsn, max_size=8)
-    applied = 0
+    q = MemoryQueue(bodies)
     try:
         async with _session().client("s3", endpoint_url=s3_url) as s3:
             reqs.attach(s3, "s3")
             consumer = Consumer(pool, s3, settings, "bench", Index(pool), NullObserver())
-            await consumer.index.refresh(force=True)
-            queue = asyncio.Queue[list[Message]]()
-            for b in batches:
-                queue.put_nowait(b)
-
-            async def worker() -> None:
-                nonlocal applied
-                while not queue.empty():
-                    res = await consumer.process(queue.get_nowait())
-                    applied += len(res.delete)
-            t0 = time.perf_counter()
-            await asyncio.gather(*(worker() for _ in range(receivers)))
-            wall = time.perf_counter() - t0
+            stream = Stream(consumer, [q], receivers=receivers, wait_seconds=1)
+            t0, c0 = time.perf_counter(), time.process_time()
+            task = asyncio.create_task(stream.run())
+            await asyncio.wait_for(q.done.wait(), timeout=1800)
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            stream.stop()
+            await asyncio.wait_for(task, 10)
     finally:
         await pool.close()
-    return {"wall_s": wall, "applied": applied, "requests": reqs.ops}
+    return {"wall_s": wall, "cpu_s": cpu, "applied": q.deleted, "rounds": stream.batches, "requests": reqs.ops}
 
 
 async def consume(dsn: str, s3_url: str, queue_url: str, events: int, receivers: int, guid_prefix: str = "ev-",
@@ -390,6 +459,10 @@ def main(argv: list[str] | None = None) -> int:
         c.add_argument("--direct", action="store_true", help="--queue is a file of message bodies")
         c.add_argument("--ready", default="", help="a file to create once polling")
         ca = c.parse_args((argv or sys.argv[1:])[1:])
+        if os.environ.get("BENCH_EVENTS_DEBUG"):
+            import logging
+            logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+            logging.getLogger("backup_catalog.usecases.events").setLevel(logging.DEBUG)
         if ca.direct:
             bodies = [b for b in Path(ca.queue).read_text().splitlines() if b]
             print(json.dumps(asyncio.run(consume_direct(ca.dsn, ca.s3, bodies, ca.receivers))))
@@ -399,8 +472,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from catalog import embedded
     p = argparse.ArgumentParser(prog="bench.events")
-    p.add_argument("--tiny", action="store_true", help="bench-smoke size: 50 PUTs, 200 instances, 200 events")
+    p.add_argument("--tiny", action="store_true", help="bench-smoke size: 20 PUTs, 100 instances, 100 events")
     p.add_argument("--out", type=Path)
+    for name in ("puts", "instances", "events", "backups", "receivers"):
+        p.add_argument(f"--{name}", type=int, help=f"override the size's {name}")
     a = p.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="bench-events-", dir="/tmp"))
     tmp.chmod(0o755)
@@ -413,7 +488,9 @@ def main(argv: list[str] | None = None) -> int:
             await pool.close()
         asyncio.run(init())
         with MotoEndpoint() as ep:
-            kw = SIZES["tiny" if a.tiny else "default"]
+            kw = dict(SIZES["tiny" if a.tiny else "default"])
+            kw.update({k: v for k in ("puts", "instances", "events", "backups", "receivers")
+                       if (v := getattr(a, k)) is not None})
             out = measure(ep, dsn, log=lambda m: print(m, file=sys.stderr, flush=True), **kw)
     finally:
         embedded.stop_cluster(tmp / "pg")
