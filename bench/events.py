@@ -254,7 +254,8 @@ def throughput(dsn: str, s3_url: str, path: str, instances: int, events: int, re
     rate = applied / wall if wall else 0.0
     cpu_rate = 1000 / (1000 * child_cpu / max(1, applied)) if child_cpu else 0.0
     out = {"instances": instances, "events": events, "applied": applied, "receivers": receivers, "wall_s": wall,
-           "rounds": child.get("rounds"),
+           "rounds": child.get("rounds"), "views_followed": child.get("views_followed"),
+           "views_recomputed": child.get("views_recomputed"),
            "consumer_cpu_s": child_cpu, "consumer_cpu_ms_per_event": 1000 * child_cpu / max(1, applied),
            "moto_cpu_ms_per_event": 1000 * moto_cpu / max(1, applied), "load_avg": os.getloadavg(),
            "events_per_s": rate, "events_per_cpu_s": cpu_rate, "target_per_s": 1000,
@@ -388,7 +389,8 @@ async def consume_direct(dsn: str, s3_url: str, bodies: list[str], receivers: in
             await asyncio.wait_for(task, 10)
     finally:
         await pool.close()
-    return {"wall_s": wall, "cpu_s": cpu, "applied": q.deleted, "rounds": stream.batches, "requests": reqs.ops}
+    return {"wall_s": wall, "cpu_s": cpu, "applied": q.deleted, "rounds": stream.batches, "requests": reqs.ops,
+            "views_followed": consumer.followed, "views_recomputed": consumer.recomputed}
 
 
 async def consume(dsn: str, s3_url: str, queue_url: str, events: int, receivers: int, guid_prefix: str = "ev-",

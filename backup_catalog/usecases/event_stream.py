@@ -44,13 +44,13 @@ class Stream:
     on_gap: OnGap | None = None
     backoff_cap: float = 30.0
     start_as_gap: bool = False          # a (re)started consumer may have missed events: reconcile first
-    round_size: int = 1000              # messages per round at most; receives pause beyond twice that in hand
+    round_size: int = 1000              # messages per round at most; receives pause while a round's worth waits
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     batches: int = 0                    # rounds applied
     _gap: dict[str, bool] = field(default_factory=dict)
     _gap_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _inbox: list[tuple[Queue, list[Message]]] = field(default_factory=list)
-    _in_hand: int = 0                   # messages received and not yet applied and deleted
+    _waiting: int = 0                   # messages received and not yet taken into a round
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     async def run(self) -> None:
@@ -82,8 +82,9 @@ class Stream:
     async def _receiver(self, q: Queue, n: int) -> None:
         failures = 0
         while not self.stopping.is_set():
-            async with self._changed:        # enough in hand: let the applier catch up
-                await self._changed.wait_for(lambda: self._in_hand < 2 * self.round_size or self.stopping.is_set())
+            async with self._changed:        # a round waiting already: let the applier catch up (what waits in
+                await self._changed.wait_for(    # hand must not outlive the queue's visibility timeout)
+                    lambda: self._waiting < self.round_size or self.stopping.is_set())
             if self.stopping.is_set():
                 return
             try:
@@ -102,7 +103,7 @@ class Stream:
                 continue
             async with self._changed:
                 self._inbox.append((q, messages))
-                self._in_hand += len(messages)
+                self._waiting += len(messages)
                 self._changed.notify_all()
 
     async def _applier(self) -> None:
@@ -117,14 +118,18 @@ class Stream:
                     q, ms = self._inbox.pop(0)
                     taken.append((q, ms))
                     n += len(ms)
-            try:
-                await self._apply(taken)
-            finally:
-                async with self._changed:
-                    self._in_hand -= n
-                    self._changed.notify_all()
+                self._waiting -= n
+                self._changed.notify_all()
+            await self._apply(taken)
 
     async def _apply(self, taken: list[tuple[Queue, list[Message]]]) -> None:
+        # a message received twice (it became visible again while it waited) is applied once, by its newest
+        # receipt (the one SQS deletes by)
+        newest: dict[tuple[int, str], tuple[Queue, Message]] = {}
+        for q, ms in taken:
+            for m in ms:
+                newest[(id(q), m.id)] = (q, m)
+        taken = [(q, [m]) for q, m in newest.values()]
         messages = [m for _, ms in taken for m in ms]
         try:
             res = await self.consumer.process(messages)

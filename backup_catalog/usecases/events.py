@@ -135,6 +135,8 @@ class Consumer:
     max_receives: int = 5
     trust_sequencer: bool = True     # false: events are handled as if they had no sequencer
     reads: int = 32                  # WAL segment reads (edge reads) in flight per round
+    followed: int = 0                # writes whose derived views were followed, not recomputed (diagnostics)
+    recomputed: int = 0              # ... and those recomputed after the write
     locks: dict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
 
     async def process(self, messages: Sequence[Message], *, now: Callable[[], datetime] | None = None) -> BatchResult:
@@ -360,6 +362,8 @@ class Consumer:
             self._applied(w)
             if w.guid not in saved.views:
                 stale.append(w.guid)
+        self.followed += len(saved.views)
+        self.recomputed += len(stale)
         await self._refresh(stale)
 
     async def _save_one(self, w: _Work) -> None:
@@ -455,15 +459,19 @@ def view_after(st: cat_events.RoundState, w: cat_events.EventWrite) -> cat_event
     """The instance's derived views after ``w``, followed from the stored ones (:mod:`recovery.viewdelta`)
     when ``w`` only grew one run at its end; None: recompute them after the write."""
     v = st.view
-    if (v is None or v.backup_need is None or w.corrupt or w.backups is not None or w.histories
-            or w.pg_version is not None or w.system_id is not None or w.resolved):
+    if v is None or v.backup_need is None:
+        log.debug("derived view of %s not followed: none stored for this scan", st.rec.guid)
+        return None
+    if w.corrupt or w.backups is not None or w.histories or w.pg_version is not None or w.system_id is not None \
+            or w.resolved:
+        log.debug("derived view of %s not followed: the write is not only WAL", st.rec.guid)
         return None
     merged = merge_runs([*st.runs, *w.runs])
     grown, gone = set(merged) - set(st.runs), set(st.runs) - set(merged)
-    if len(grown) != 1 or len(gone) != 1 or len(w.edges) != 1:
-        return None
-    new, old = next(iter(grown)), next(iter(gone))
-    if (new.timeline, new.first) != (old.timeline, old.first):
+    new, old = (next(iter(grown)), next(iter(gone))) if len(grown) == len(gone) == 1 else (None, None)
+    if new is None or old is None or len(w.edges) != 1 or (new.timeline, new.first) != (old.timeline, old.first):
+        log.debug("derived view of %s not followed: not one run grown at its end (%s -> %s, %d edges)",
+                  st.rec.guid, gone, grown, len(w.edges))
         return None
     seg_size = st.rec.seg_size or DEFAULT_SEG_SIZE
     old_edge = next((e for e in st.edges if (e.timeline, e.segno) == (old.timeline, old.last)), None)
@@ -477,6 +485,8 @@ def view_after(st: cat_events.RoundState, w: cat_events.EventWrite) -> cat_event
         log.info("derived view of %s not followed: %s", st.rec.guid, e)
         return None
     if got is None:
+        log.debug("derived view of %s not followed: viewdelta declines (backup need %s, run end %s -> %s)",
+                  st.rec.guid, v.backup_need, old.last, new.last)
         return None
     sep = (",", ":")
     return cat_events.ViewWrite(json.dumps(windows_to_json(got.windows), separators=sep),

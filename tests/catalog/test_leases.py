@@ -62,3 +62,12 @@ async def test_many_leases_at_once_as_one_by_one(pool) -> None:
     assert await repo.check_lease(pool, "scan:a", 1) is False and await repo.check_lease(pool, "scan:b", 1)
     assert await repo.try_acquire_leases(pool, ["scan:a", "scan:b"], "you", 30) == {"scan:a": 2}
     assert await repo.try_acquire_leases(pool, [], "you", 30) == {}
+
+
+async def test_renewal_extends_only_leases_still_held(pool) -> None:
+    got = await repo.try_acquire_leases(pool, ["scan:r1", "scan:r2"], "me", 0.3)
+    assert await repo.renew_leases(pool, "me", {"scan:r1": got["scan:r1"]}, 30) == {"scan:r1"}
+    await asyncio.sleep(0.4)
+    assert await repo.check_lease(pool, "scan:r1", got["scan:r1"]) is True        # renewed
+    assert await repo.renew_leases(pool, "me", got, 30) == {"scan:r1"}           # r2 expired: not taken again
+    assert await repo.check_lease(pool, "scan:r2", got["scan:r2"]) is False
