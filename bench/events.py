@@ -46,6 +46,7 @@ from catalog import migrate
 from recovery.wal import DEFAULT_SEG_SIZE, segment_name
 from sandbox.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoEndpoint
 from scheduler import runner
+from scheduler.clients import s3_client
 from scheduler.sqs import SqsQueue
 
 # list prices (us-east-1, standard): S3 LIST/PUT $0.005 per 1,000, GET/HEAD $0.0004 per 1,000; SQS standard
@@ -377,7 +378,7 @@ async def consume_direct(dsn: str, s3_url: str, bodies: list[str], receivers: in
     pool = await catalog_db.open_pool(dsn, max_size=8)
     q = MemoryQueue(bodies)
     try:
-        async with _session().client("s3", endpoint_url=s3_url) as s3:
+        async with s3_client(settings) as s3:          # the product's client, as serve's
             reqs.attach(s3, "s3")
             consumer = Consumer(pool, s3, settings, "bench", Index(pool), NullObserver())
             stream = Stream(consumer, [q], receivers=receivers, wait_seconds=1)
@@ -402,8 +403,7 @@ async def consume(dsn: str, s3_url: str, queue_url: str, events: int, receivers:
     reqs = Requests()
     pool = await catalog_db.open_pool(dsn, max_size=8)
     try:
-        async with _session().client("s3", endpoint_url=s3_url) as s3, \
-                _session().client("sqs", endpoint_url=s3_url) as sqs:
+        async with s3_client(settings) as s3, _session().client("sqs", endpoint_url=s3_url) as sqs:
             reqs.attach(s3, "s3")
             reqs.attach(sqs, "sqs")
             stream = Stream(Consumer(pool, s3, settings, "bench", Index(pool), NullObserver()),
