@@ -16,6 +16,7 @@ import json
 import resource
 import sys
 import time
+import traceback
 from typing import Any
 
 from backup_catalog.settings import Settings
@@ -122,7 +123,7 @@ def serve() -> None:
         try:
             out = run(json.loads(line))
         except BaseException as e:      # SystemExit from argparse too: the caller reads the line
-            out = {"error": f"{type(e).__name__}: {e}"}
+            out = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-1500:]}
         print(json.dumps(out), flush=True)
 
 

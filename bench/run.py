@@ -177,7 +177,8 @@ class Jobs:
         res: dict[str, Any] = json.loads(line) if line.strip() else {"error": f"exit {proc.wait()}"}
         if "error" in res:
             errf.seek(0)
-            raise RuntimeError(f"bench.job {' '.join(args)} failed: {res['error']}: {errf.read()[-1500:]}")
+            raise RuntimeError(f"bench.job {' '.join(args)} failed: {res['error']}\n{res.get('traceback', '')}"
+                               f"{errf.read()[-1500:]}")
         res["child_maxrss_mb"] = res["peak_rss_mb"]
         res["child_cpu_s"] = res["cpu_s"]
         return res
@@ -406,15 +407,16 @@ def main(argv: list[str] | None = None) -> int:
                             "walrecords"])
     p.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     p.add_argument("--smoke", action="store_true",
-                   help="every phase at tiny sizes, in under a minute (make bench-smoke, part of make test): "
-                        "the bench still runs; its figures and targets mean nothing at this size")
+                   help="every phase but the drills at tiny sizes, independent phases side by side, in under a "
+                        "minute (make bench-smoke, part of make test): the bench still runs and fails when something "
+                        "does not work; its figures and targets mean nothing at this size")
     a = p.parse_args(argv)
     if a.smoke:
         a.year_segments, a.year_backups = a.year_segments or 500, 3
         a.fleet_instances, a.fleet_segments, a.fleet_backups, a.per_bucket = 4, 20, 2, 2
         a.catalog_instances, a.catalog_days, a.http_seconds = 60, 5, 1
-        # one drill and one restore per tool take 40 s on an idle machine and 110 s at load 10 (2026-12-07):
-        # more than the smoke's minute; tests/test_drills_e2e.py runs drills of the same archives
+        # one drill and one plain restore per tool took 109 s at load 10 (2026-12-07), more than the smoke's
+        # minute; tests/test_drills_e2e.py runs drills of the same real archives
         a.skip.append("drills")
         if a.out == RESULTS / "latest.json":
             a.out = Path(tempfile.gettempdir()) / "backup-catalog-bench-smoke.json"
