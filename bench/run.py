@@ -124,18 +124,20 @@ def preload(ep: MotoEndpoint, bucket: str, items: Any) -> int:
 
 class Jobs:
     """``python -m bench.job ARGS`` with the child's own rusage (wait4): CPU and peak RSS, a fresh process per
-    job. ``shared`` (the smoke): one ``bench.job serve`` process per calling thread answers job after job; the
-    same job code without an interpreter start per job (each costs 1-1.5 s of CPU), figures from the child's
-    own report (its peak RSS is that of every job so far)."""
+    job. ``shared`` (the smoke): one ``bench.job serve`` process answers job after job (one at a time, for
+    every phase); the same job code without an interpreter start per job (each costs 1-1.5 s of CPU), figures
+    from the child's own report (its peak RSS is that of every job so far)."""
 
     def __init__(self) -> None:
         self.shared = False
-        self._local = threading.local()
-        self._workers: list[tuple[subprocess.Popen[str], Any]] = []
         self._lock = threading.Lock()
+        self._worker: tuple[subprocess.Popen[str], Any] | None = None
 
     def __call__(self, env: dict[str, str], *args: str, fresh: bool = False) -> dict[str, Any]:
-        return self._shared(env, args) if self.shared and not fresh else self._fresh(env, args)
+        if self.shared and not fresh:
+            with self._lock:
+                return self._shared(env, args)
+        return self._fresh(env, args)
 
     def _fresh(self, env: dict[str, str], args: tuple[str, ...]) -> dict[str, Any]:
         with tempfile.TemporaryFile("w+") as errf:
@@ -158,15 +160,12 @@ class Jobs:
         return res
 
     def _shared(self, env: dict[str, str], args: tuple[str, ...]) -> dict[str, Any]:
-        worker = getattr(self._local, "worker", None)
-        if worker is None or worker[0].poll() is not None:
+        if self._worker is None or self._worker[0].poll() is not None:
+            self.close()
             errf = tempfile.TemporaryFile("w+")
-            proc = subprocess.Popen([sys.executable, "-m", "bench.job", "serve"], stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, stderr=errf, env=env, text=True)
-            worker = self._local.worker = (proc, errf)
-            with self._lock:
-                self._workers.append(worker)
-        proc, errf = worker
+            self._worker = (subprocess.Popen([sys.executable, "-m", "bench.job", "serve"], stdin=subprocess.PIPE,
+                                             stdout=subprocess.PIPE, stderr=errf, env=env, text=True), errf)
+        proc, errf = self._worker
         assert proc.stdin is not None and proc.stdout is not None
         try:
             proc.stdin.write(json.dumps(list(args)) + "\n")
@@ -184,19 +183,20 @@ class Jobs:
         return res
 
     def close(self) -> None:
-        with self._lock:
-            workers, self._workers = self._workers, []
-        for proc, errf in workers:
-            if proc.stdin is not None:
-                proc.stdin.close()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            if proc.stdout is not None:
-                proc.stdout.close()
-            errf.close()
+        worker, self._worker = self._worker, None
+        if worker is None:
+            return
+        proc, errf = worker
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+        errf.close()
 
 
 job = Jobs()
@@ -367,7 +367,8 @@ class Server:
         self.log.close()
 
 
-def http_latency(port: int, instances: int, days: int, seconds: int, warmup: int = 2) -> dict[str, Any]:
+def http_latency(port: int, instances: int, days: int, seconds: int, warmup: int = 2,
+                 connections: tuple[int, ...] = (1, 16)) -> dict[str, Any]:
     url = f"http://127.0.0.1:{port}"
     tg = bigcatalog.targets(instances, days, 2000)
     post = load.script("POST", [(f"/spaces/{s}/clones", json.dumps({"clone-from": n, "point-in-time": t}))
@@ -377,7 +378,7 @@ def http_latency(port: int, instances: int, days: int, seconds: int, warmup: int
     for label, lua in (("plan", post), ("backups", get)):
         if warmup:
             load.run(url, lua, connections=4, seconds=warmup)    # warm-up (connections, caches)
-        for conns in (1, 16):
+        for conns in connections:
             r = load.run(url, lua, connections=conns, seconds=seconds)
             out[f"{label}_c{conns}"] = r
             log(f"HTTP {label} c={conns}: p50 {r['p50_ms']:.2f} ms p99 {r['p99_ms']:.2f} ms "
@@ -505,8 +506,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def http() -> None:
         assert server is not None
+        # the smoke: one concurrent run per route (wrk runs at least a second, and keeps the server busy)
         results["http"] = http_latency(server.port, a.catalog_instances, a.catalog_days, a.http_seconds,
-                                       warmup=0 if a.smoke else 2)
+                                       warmup=0 if a.smoke else 2, connections=(4,) if a.smoke else (1, 16))
 
     def tools() -> None:
         import base64

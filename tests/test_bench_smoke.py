@@ -80,7 +80,7 @@ def test_the_shared_job_process_reports_a_failed_job_and_goes_on() -> None:
             jobs(env, "nonsense")
         with pytest.raises(RuntimeError, match=r"bench\.job list failed: SystemExit"):   # the same process answers
             jobs(env, "list")
-        assert len(jobs._workers) == 1
+        assert jobs._worker is not None and jobs._worker[0].poll() is None
     finally:
         jobs.close()
-    assert jobs._workers == []
+    assert jobs._worker is None
