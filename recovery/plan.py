@@ -23,7 +23,7 @@ from datetime import datetime
 from recovery.errors import BadHistory, PlanningError
 from recovery.exact import by_lsn
 from recovery.lsn import Lsn
-from recovery.model import ArchiveSnapshot, Backup, Layout
+from recovery.model import ArchiveSnapshot, Backup
 from recovery.narrow import backup_key, candidate_order, is_candidate, narrow, narrowable
 from recovery.target import Target, TargetKind
 from recovery.timefmt import iso
@@ -166,7 +166,7 @@ def _cut_refusal(r: Reach, snapshot: ArchiveSnapshot, windows: Sequence[Window],
                                   "horizon_is_exact": r.end_exact, "window_before": before, "window_after": after}
     if cut.kind is CutKind.CONFLICT:
         return PlanningError("wal_conflict",
-                             f"{why}: WAL segment {first} {_conflict_reason(snapshot)}, so replay cannot pass it "
+                             f"{why}: WAL segment {first} {_conflict_reason(snapshot, path, cut.first_missing)}, so replay cannot pass it "
                              f"on timeline path {list(path.tlis)}; recoverable up to {horizon}",
                              windows=tuple(windows), details=details)
     if cut.kind is CutKind.CORRUPT:
@@ -183,11 +183,11 @@ def _cut_refusal(r: Reach, snapshot: ArchiveSnapshot, windows: Sequence[Window],
                          f"recoverable up to {horizon}{nxt}", windows=tuple(windows), details=details)
 
 
-def _conflict_reason(snapshot: ArchiveSnapshot) -> str:
-    if snapshot.layout is Layout.PGBACKREST:   # archive-get matches every <segment>-<sha1> object: two fail
-        return ("is archived twice with different checksums, and pgBackRest's archive-get refuses such a segment "
-                "('duplicates found for WAL segment')")
-    return "has conflicting archived copies (different content under one name)"
+def _conflict_reason(snapshot: ArchiveSnapshot, path: TimelinePath, segno: int) -> str:
+    """Tool-neutral; what the tool does with the copies is the scanner's note (the layout's own words)."""
+    tli = path.segment_tli(segno, snapshot.seg_size)
+    note = snapshot.conflict_notes.get((tli, segno))
+    return "has conflicting archived copies" + (f" ({note})" if note else "")
 
 
 def _corrupt_reason(snapshot: ArchiveSnapshot, path: TimelinePath, segno: int) -> str:
@@ -208,7 +208,7 @@ def _cut_warning(r: Reach, snapshot: ArchiveSnapshot) -> str:
         what = f"WAL segment {first} is corrupt ({_corrupt_reason(snapshot, path, cut.first_missing)})"
         after = cut.first_missing
     else:
-        what = f"WAL segment {first} {_conflict_reason(snapshot)}"
+        what = f"WAL segment {first} {_conflict_reason(snapshot, path, cut.first_missing)}"
         after = cut.first_missing
     end = last_on_path(WalIndex.of(snapshot), path, s)
     later = (f"the later archived WAL {_seg(path, after, s)}..{_seg(path, end, s)} cannot be reached"

@@ -254,7 +254,7 @@ async def test_pgbackrest_second_checksum_blocks_planning_as_archive_get_refuses
     doc = await plan(env, inst, {"latest": True})
     assert doc["backup"]["label"] == arch.truth["scenario_backups"]["B3"]
     assert doc["wal"]["last_segment"] == segment_name(2, n - 1, S)
-    assert f"WAL segment {seg} is archived twice with different checksums" in doc["warnings"][0]
+    assert f"WAL segment {seg} has conflicting archived copies (two copies with different checksums" in doc["warnings"][0]
     assert "pgBackRest's archive-get refuses" in doc["warnings"][0]
     e = await refusal(env, inst, {"point-in-time": iso(t(arch, 17))})
     assert e.code == "wal_conflict" and "pgBackRest's archive-get refuses" in e.message and seg in e.message
