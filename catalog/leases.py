@@ -42,6 +42,16 @@ async def release_lease(db: Db, key: str, holder: str, token: int) -> bool:
     return status.endswith(" 1")
 
 
+async def release_holder(db: Db, key: str, holder: str) -> bool:
+    """Expire lease ``key`` if ``holder`` holds it, whatever its token: for holders whose name is unique
+    to one run (a drill's holder carries a nonce), where a renewal cancelled mid-way may have changed the
+    token without the holder learning it."""
+    status = await db.execute(
+        """UPDATE scan_leases SET expires_at = clock_timestamp()
+           WHERE key = $1 AND holder = $2 AND expires_at > clock_timestamp()""", key, holder)
+    return status.endswith(" 1")
+
+
 async def check_lease(db: Db, key: str, token: int | None) -> bool:
     """True while lease ``key`` is unexpired with ``token``; inside a transaction the row is
     share-locked, so a takeover waits until that transaction ends (fencing)."""

@@ -21,7 +21,7 @@ from recovery.timefmt import iso
 from recovery.timeline import TimelinePath
 from recovery.wal import segment_name
 from recovery.walrecords import RelFile
-from recovery.walsummary import CHANGES_MASS_ROWS, RestorePoint, Summary, Transaction
+from recovery.walsummary import CHANGES_MASS_ROWS, CHANGES_MAX_TRANSACTIONS, RestorePoint, Summary, Transaction
 
 SLACK = timedelta(seconds=1)
 _TABLE_KINDS = ("r", "p", "m", "S")   # tables, partitioned tables, materialized views, sequences
@@ -153,13 +153,15 @@ def _point(p: RestorePoint, timeline: int) -> dict[str, Any]:
 
 def changes_doc(*, instance_guid: str, path: TimelinePath, start: datetime, end: datetime, summary: Summary,
                 names: RelationNames, segments_read: int, mass_rows: int = CHANGES_MASS_ROWS,
-                notes: Sequence[str] = ()) -> dict[str, Any]:
+                notes: Sequence[str] = (), limit: int = CHANGES_MAX_TRANSACTIONS) -> dict[str, Any]:
     """The ``changes`` answer: transactions committed in [start, end] (destructive first, then by commit
-    LSN) and restore points in it, relations named where a drill's map knows them."""
+    LSN; at most ``limit`` of them, ``transactions_total`` says how many there were) and restore points in
+    it, relations named where a drill's map knows them."""
     namer = _Namer(names, set())
     chosen = [t for t in summary.transactions if start <= t.commit_time <= end]
     txs = [_transaction(t, path.tli_of(t.commit_lsn), namer, mass_rows) for t in chosen]  # WAL order
     txs.sort(key=lambda d: not d["destructive"])  # stable: destructive first, each group by commit LSN
+    del txs[limit:]
     points = [_point(p, path.tli_of(p.lsn)) for p in summary.restore_points if start <= p.time <= end]
     out_notes = list(notes)
     if namer.unnamed:
@@ -168,6 +170,10 @@ def changes_doc(*, instance_guid: str, path: TimelinePath, start: datetime, end:
         out_notes.append(f"no relation map taken before the change names relation file(s) {files}{more}: "
                          "name is null (maps come from passed restore drills; a drill that restores a time "
                          "before the change names them)")
+    if len(chosen) > limit:
+        out_notes.append(f"{limit} of {len(chosen)} transactions listed (destructive first): narrow the range "
+                         "to see the others")
     return {"instance_guid": instance_guid, "timeline_path": list(path.tlis), "from": iso(start),
             "to": iso(end), "segments_read": segments_read, "mass_rows": mass_rows,
-            "transactions": txs, "restore_points": points, "notes": out_notes}
+            "transactions": txs, "transactions_total": len(chosen), "truncated": len(chosen) > limit,
+            "restore_points": points, "notes": out_notes}

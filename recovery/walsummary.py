@@ -14,6 +14,7 @@ from datetime import datetime
 from recovery.lsn import Lsn
 from recovery.walrecords import FileCreate, RelFile, RestorePointRecord, RowChange, WalRecord, XactEnd
 
+CHANGES_MAX_TRANSACTIONS = 1000  # default: transactions listed per answer at most (destructive first)
 CHANGES_MASS_ROWS = 1000  # default: deleting or updating more rows of one relation is destructive
 
 

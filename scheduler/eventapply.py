@@ -22,17 +22,15 @@ from typing import Protocol
 
 from catalog.events import EventWrite, KeyEvent
 from catalog.scanresult import ScanIssue, ScanResult, WalConflict
-from recovery.errors import ParseError
-from recovery.model import Backup, BackupStatus, BackupType, Layout, WalRun, WindowEdge
+from recovery.model import Backup, WalRun, WindowEdge
 from recovery.wal import DEFAULT_SEG_SIZE, merge_runs, segment_name
 from scheduler import edges as edge_mod
 from scheduler import scanning
 from scheduler.eventroute import Kind, Target
-from scheduler.layouts import barman as bm
-from scheduler.layouts import pgbackrest as pbr
-from scheduler.layouts import wale, walg
+from scheduler.layouts import spec_of
+from scheduler.layouts.spec import MetaEvent
 from scheduler.s3events import Action, S3Event
-from scheduler.storage import NotFound, ObjectInfo, ObjectStore
+from scheduler.storage import ObjectInfo, ObjectStore
 from scheduler.walscan import RunTail
 
 EDGE_REACH = 8     # the scan's edge reader walks back over the last 8 segments of a run (walscan.RunTail)
@@ -210,77 +208,19 @@ def _before_chain(e: WindowEdge, first_read: int, run: WalRun, prev_edges: Mappi
 
 async def _backups(store: ObjectStore, root: str, prev: scanning.Previous, created: Sequence[Pending],
                    acc: scanning.Acc) -> tuple[tuple[Backup, ...] | None, int | None, int | None]:
-    """The backup set after these events (None: unchanged), with pg_version and system_id when read."""
+    """The backup set after these events (None: unchanged), with pg_version and system_id when read: the
+    layout module's ``event_backups``."""
+    assert prev.layout is not None
     have = {b.label: b for b in prev.backups}
-    metas = [p for p in created if p.target.kind is Kind.BACKUP_META]
-    unknown = {p.target.label for p in created if p.target.kind is Kind.BACKUP_PAYLOAD
-               and p.target.label is not None and p.target.label not in have}
+    metas = [MetaEvent(p.event.key, p.target.label, p.event.time) for p in created
+             if p.target.kind is Kind.BACKUP_META]
+    unknown = frozenset(p.target.label for p in created if p.target.kind is Kind.BACKUP_PAYLOAD
+                        and p.target.label is not None and p.target.label not in have)
     if not metas and not unknown:
         return None, None, None
-    out = dict(have)
-    pg_version = system_id = None
-    if prev.layout is Layout.PGBACKREST:
-        bdir = f"{root}backup/{prev.stanza}/"
-        labels = {p.target.label for p in metas if p.target.label is not None} | unknown
-        registered: set[str] = {label for label, b in have.items() if b.status is not BackupStatus.RUNNING}
-        if any(p.target.label is None for p in metas):
-            info, _raced = await pbr.read_info(store, bdir + "backup.info", pbr.parse_backup_info, acc)
-            if info is not None:
-                registered = {b.label for b in info.backups}
-                out = {label: b for label, b in out.items() if b.status is BackupStatus.RUNNING
-                       and label not in registered}
-                out.update({b.label: b for b in info.backups})
-                pg_version, system_id = info.pg_version, info.system_id
-        for label in sorted(labels - registered):
-            out[label] = await pbr.unregistered_backup(store, f"{bdir}{label}/", label, acc)
-    elif prev.layout is Layout.BARMAN:
-        base = f"{root}{prev.stanza}/base/"
-        for p in metas:
-            label = p.target.label or ""
-            try:
-                text = (await store.read(p.event.key)).decode("utf-8", "replace")
-                out[label] = bm.parse_backup_info(text, label, p.event.key)
-            except NotFound:
-                acc.issue("not_found_race", p.event.key, "backup.info created, then gone before it was read")
-            except ParseError as e:
-                acc.issue("metadata_error", p.event.key, str(e))
-                out[label] = Backup(label=label, type=BackupType.FULL, status=BackupStatus.FAILED, timeline=None,
-                                    start_lsn=None, stop_lsn=None, start_time=None, stop_time=None,
-                                    error=f"unreadable backup.info: {e}")
-        for label in sorted(unknown - {p.target.label for p in metas}):
-            info_key = f"{base}{label}/backup.info"
-            try:
-                text = (await store.read(info_key)).decode("utf-8", "replace")
-                out[label] = bm.parse_backup_info(text, label, info_key)
-            except (NotFound, ParseError):
-                out[label] = Backup(label=label, type=BackupType.FULL, status=BackupStatus.RUNNING, timeline=None,
-                                    start_lsn=None, stop_lsn=None, start_time=None, stop_time=None,
-                                    error="no backup.info: in progress or crashed")
-    else:
-        mod = walg if prev.layout is Layout.WALG else wale
-        for p in metas:
-            label = p.target.label or ""
-            try:
-                b: Backup = mod.parse_sentinel(await store.read(p.event.key), label, p.event.key)
-            except NotFound:
-                acc.issue("not_found_race", p.event.key, "sentinel created, then gone before it was read")
-                continue
-            except ParseError as e:
-                acc.issue("metadata_error", p.event.key, str(e))
-                b = Backup(label=label, type=BackupType.FULL, status=BackupStatus.FAILED, timeline=None,
-                           start_lsn=None, stop_lsn=None, start_time=None, stop_time=None,
-                           error=f"unreadable sentinel: {e}", metadata_key=p.event.key)
-            if b.stop_time is None:
-                b = replace(b, stop_time=_lm(p.event.time), stop_time_exact=False)
-            out[label] = replace(b, metadata_key=p.event.key)
-        for label in sorted(unknown - {p.target.label for p in metas}):
-            out[label] = Backup(label=label, type=BackupType.FULL, status=BackupStatus.RUNNING, timeline=None,
-                                start_lsn=None, stop_lsn=None, start_time=None, stop_time=None,
-                                error="no stop sentinel: in progress, failed or abandoned")
-    backups = tuple(out.values())
-    return backups, pg_version, system_id
-
-
+    out, pg_version, system_id = await spec_of(prev.layout).event_backups(store, root, prev.stanza, have, metas,
+                                                                          unknown, acc)
+    return tuple(out.values()), pg_version, system_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +244,7 @@ def findings(prev: scanning.Previous, result: ScanResult) -> Findings:
 
     >>> from datetime import datetime, timezone
     >>> from catalog.scanresult import WalMode
+    >>> from recovery.model import Layout
     >>> t = datetime(2026, 1, 1, tzinfo=timezone.utc)
     >>> p = scanning.Previous(layout=Layout.BARMAN, runs=(WalRun(1, 1, 5),))
     >>> sorted(findings(p, ScanResult(Layout.BARMAN, False, t, t, wal_runs=(WalRun(1, 4, 7),))).segments)

@@ -2,7 +2,8 @@
 what the key is in that instance's layout, and whether the event is newer than what was applied for the key.
 
 Pure: the consumer (:mod:`backup_catalog.usecases.events`) does the I/O. Key classification is the layout
-modules' own (:mod:`scheduler.layouts`), so a key means to an event what it means to a scan.
+modules' own (``LayoutSpec.classify_event``, built on the scan's key classification), so a key means to an
+event what it means to a scan.
 """
 from __future__ import annotations
 
@@ -10,11 +11,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from recovery.model import Layout, WalKind, WalObject
-from scheduler.layouts import barman as bm
-from scheduler.layouts import pgbackrest as pbr
-from scheduler.layouts import wale, walg
-from scheduler.layouts.common import ForeignObject
+from recovery.model import Layout
+from scheduler.layouts import spec_of
+from scheduler.layouts.spec import Kind, Target
 from scheduler.s3events import Action, S3Event, compare_sequencers
 
 
@@ -64,99 +63,16 @@ class PrefixIndex:
                 return None
 
 
-class Kind(StrEnum):
-    SEGMENT = "segment"            # a WAL segment: extends or splits runs, edge-read when it ends one
-    HISTORY = "history"            # a timeline history file
-    BACKUP_META = "backup_meta"    # backup.info, a manifest, a sentinel: re-read the backup set
-    BACKUP_PAYLOAD = "backup_payload"   # payload of a backup: matters only for a backup the catalog lacks
-    IGNORED = "ignored"            # known and irrelevant (partial segments, .backup labels, archive.info...)
-    FOREIGN = "foreign"            # nothing any layout writes there
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    kind: Kind
-    timeline: int | None = None
-    segno: int | None = None
-    label: str | None = None       # backup label / id (None: the whole set, e.g. pgBackRest backup.info)
-    reason: str = ""
-
-
-def _wal_target(c: object) -> Target:
-    if isinstance(c, ForeignObject):
-        return Target(Kind.FOREIGN, reason=c.reason)
-    if isinstance(c, WalObject):
-        if c.kind is WalKind.SEGMENT and c.segno is not None:
-            return Target(Kind.SEGMENT, c.timeline, c.segno)
-        if c.kind is WalKind.HISTORY:
-            return Target(Kind.HISTORY, c.timeline)
-        return Target(Kind.IGNORED, c.timeline, reason=f"WAL {c.kind.value} file")
-    return Target(Kind.IGNORED, reason="WAL side file")
-
-
 def classify(layout: Layout, stanza: str | None, rel: str, seg_size: int) -> Target:
-    """What ``rel`` (a key relative to the instance's prefix) is in ``layout``.
+    """What ``rel`` (a key relative to the instance's prefix) is in ``layout`` (the layout module's
+    ``classify_event``).
 
     >>> classify(Layout.BARMAN, "main", "main/wals/0000000100000000/000000010000000000000003.gz", 16 << 20)
     Target(kind=<Kind.SEGMENT: 'segment'>, timeline=1, segno=3, label=None, reason='')
     >>> classify(Layout.PGBACKREST, "main", "backup/main/backup.info", 16 << 20).kind
     <Kind.BACKUP_META: 'backup_meta'>
     """
-    if layout is Layout.PGBACKREST:
-        return _pgbackrest(stanza, rel, seg_size)
-    if layout is Layout.BARMAN:
-        return _barman(stanza, rel, seg_size)
-    mod = walg if layout is Layout.WALG else wale
-    if rel.startswith("wal_005/"):
-        return _wal_target(mod.classify_wal_key(rel[len("wal_005/"):], seg_size))
-    if rel.startswith("basebackups_005/"):
-        name = rel[len("basebackups_005/"):]
-        if "/" not in name and name.endswith("_backup_stop_sentinel.json"):
-            return Target(Kind.BACKUP_META, label=name[: -len("_backup_stop_sentinel.json")])
-        if "/" in name:
-            return Target(Kind.BACKUP_PAYLOAD, label=name.split("/", 1)[0])
-    return Target(Kind.FOREIGN, reason="not under wal_005/ or basebackups_005/")
-
-
-def _pgbackrest(stanza: str | None, rel: str, seg_size: int) -> Target:
-    parts = rel.split("/")
-    if len(parts) < 3 or parts[0] not in ("archive", "backup"):
-        return Target(Kind.FOREIGN, reason="not under archive/<stanza>/ or backup/<stanza>/")
-    if stanza is not None and parts[1] != stanza:
-        return Target(Kind.IGNORED, reason=f"stanza {parts[1]!r} is not this instance's")
-    if parts[0] == "archive":
-        if len(parts) == 3:
-            return Target(Kind.IGNORED, reason="archive.info")
-        c = pbr.classify_archive_root_entry(parts[2] + "/")
-        if isinstance(c, ForeignObject):
-            return Target(Kind.FOREIGN, reason=c.reason)
-        return _wal_target(pbr.classify_archive_key("/".join(parts[3:]), seg_size))
-    if len(parts) == 3:
-        kind = pbr.classify_backup_root_entry(parts[2])
-        if not isinstance(kind, ForeignObject) and kind.kind in (pbr.KIND_BACKUP_INFO, pbr.KIND_BACKUP_INFO_COPY):
-            return Target(Kind.BACKUP_META)
-        return Target(Kind.IGNORED, reason="not backup.info in the backup directory")
-    if not pbr.is_label(parts[2]):
-        return Target(Kind.IGNORED, reason="backup.history/ or another non-backup directory")
-    if len(parts) == 4 and parts[3] in ("backup.manifest", "backup.manifest.copy"):
-        return Target(Kind.BACKUP_META, label=parts[2])
-    return Target(Kind.BACKUP_PAYLOAD, label=parts[2])
-
-
-def _barman(server: str | None, rel: str, seg_size: int) -> Target:
-    parts = rel.split("/", 2)
-    if len(parts) < 3 or parts[1] not in ("wals", "base"):
-        return Target(Kind.FOREIGN, reason="not under <server>/wals/ or <server>/base/")
-    if server is not None and parts[0] != server:
-        return Target(Kind.IGNORED, reason=f"server {parts[0]!r} is not this instance's")
-    if parts[1] == "wals":
-        return _wal_target(bm.classify_wal_key(parts[2], seg_size))
-    c = bm.classify_base_key(parts[2])
-    if isinstance(c, ForeignObject):
-        return Target(Kind.FOREIGN, reason=c.reason)
-    if c.kind == bm.KIND_BACKUP_INFO:
-        return Target(Kind.BACKUP_META, label=c.label)
-    return Target(Kind.BACKUP_PAYLOAD, label=c.label)
+    return spec_of(layout).classify_event(stanza, rel, seg_size)
 
 
 class Verdict(StrEnum):

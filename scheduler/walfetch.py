@@ -7,30 +7,14 @@ stopping past the last. Read-only, like the scanner.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from recovery.model import Layout, WalKind, WalObject
 from recovery.wal import segment_name
-from scheduler.layouts import barman as bm
-from scheduler.layouts import pgbackrest as pbr
-from scheduler.layouts import wale, walg
+from scheduler.layouts import spec_of
+from scheduler.layouts.spec import WalRoot
 from scheduler.storage import ObjectStore
-
-Classify = Callable[[str, int], object]
-
-
-@dataclass(frozen=True, slots=True)
-class WalRoot:
-    """A listing root of WAL segments: ``rel_key(name)`` is a segment's key below ``prefix`` (without the
-    tool's suffixes)."""
-
-    prefix: str
-    classify: Classify
-    hashed: bool        # keys under a <first 16 hex>/ directory (pgBackRest, barman)
-
-    def rel_key(self, name: str) -> str:
-        return f"{name[:16]}/{name}" if self.hashed else name
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,18 +26,10 @@ class SegmentObject:
 
 
 async def wal_roots(store: ObjectStore, layout: Layout, prefix: str, stanza: str | None) -> list[WalRoot]:
-    """The WAL listing roots of an archive (pgBackRest: one per archive id, listed)."""
+    """The WAL listing roots of an archive (the layout module's ``wal_roots``; pgBackRest lists its
+    archive ids)."""
     root = prefix.strip("/")
-    root = f"{root}/" if root else ""
-    if layout is Layout.PGBACKREST:
-        adir = f"{root}archive/{stanza or 'main'}/"
-        listing = await store.list_dir(adir)
-        ids = sorted(p[len(adir):].rstrip("/") for p in listing.prefixes)
-        return [WalRoot(f"{adir}{aid}/", pbr.classify_archive_key, True) for aid in ids]
-    if layout is Layout.BARMAN:
-        return [WalRoot(f"{root}{stanza or 'main'}/wals/", bm.classify_wal_key, True)]
-    mod: Classify = walg.classify_wal_key if layout is Layout.WALG else wale.classify_wal_key
-    return [WalRoot(f"{root}wal_005/", mod, False)]
+    return await spec_of(layout).wal_roots(store, f"{root}/" if root else "", stanza)
 
 
 async def locate(store: ObjectStore, roots: Sequence[WalRoot], wanted: Sequence[tuple[int, int]],

@@ -4,6 +4,7 @@ Fixtures:
 - ``catalog_dsn`` (session): a DSN of a database nobody else uses. With ``TEST_CATALOG_DSN`` set,
   a uniquely named database is created on that server (and dropped at the end); otherwise a
   throwaway cluster is started with :mod:`catalog.embedded` in a temp dir (and removed at the end).
+- ``private_catalog(catalog_dsn, prefix)``: an async context manager for a database of a test's own.
 - ``pool`` (function, session loop): an asyncpg pool on that database with the schema applied and
   every table emptied before the test. Async tests that use it must run in the session loop:
   ``pytestmark = pytest.mark.asyncio(loop_scope="session")`` (or the ini option
@@ -17,6 +18,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -41,6 +43,24 @@ async def _admin(dsn: str, sql: str) -> None:
         await conn.execute(sql)
     finally:
         await conn.close()
+
+
+@asynccontextmanager
+async def private_catalog(catalog_dsn: str, prefix: str) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
+    """A catalog database of its own on the session's server, schema applied, dropped at the end: for tests
+    whose reaper, scheduler or sweep must see only their own instances. Yields (dsn, pool)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    await _admin(catalog_dsn, f'CREATE DATABASE "{name}"')
+    dsn = _with_database(catalog_dsn, name)
+    try:
+        pool = await open_pool(dsn, min_size=1, max_size=6)
+        try:
+            await init_schema(pool)
+            yield dsn, pool
+        finally:
+            await pool.close()
+    finally:
+        await _admin(catalog_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")

@@ -207,7 +207,14 @@ async def _http_checks(scenario: Scenario, client: TestClient) -> None:  # type:
     doc = await r.json()
     assert doc["transactions"][0]["xid"] == truth["mistakes"][0]["xid"] and doc["from"].endswith("Z")
     assert (await client.get(url, params=q)).status == 401
+    r = await client.get(url, params={**q, "limit": "1"}, headers=AS_BROKER)   # bounded: the destructive one
+    one = await r.json()
+    assert [t["xid"] for t in one["transactions"]] == [truth["mistakes"][0]["xid"]]
+    assert one["transactions_total"] == doc["transactions_total"] >= 1
+    assert one["truncated"] is (doc["transactions_total"] > 1)
     for bad, status, code in [({"from": "yesterday", "to": q["to"]}, 400, "invalid_query_parameter"),
+                              ({**q, "limit": "0"}, 400, "invalid_query_parameter"),
+                              ({**q, "limit": "many"}, 400, "invalid_query_parameter"),
                               ({"to": q["to"]}, 400, "invalid_query_parameter"),
                               ({"from": q["to"], "to": q["from"]}, 422, "invalid_range"),
                               ({"from": (drop - timedelta(hours=2)).isoformat(), "to": q["to"]}, 422,

@@ -40,12 +40,10 @@ from backup_catalog.usecases import drill as uc
 from backup_catalog.usecases import drill_rules as rules
 from backup_catalog.usecases.drill_schedule import JOB, DrillSupervisor
 from catalog import drills
-from catalog.db import open_pool
-from catalog.migrate import init_schema
 from recovery.wal import WalSegment, segment_name
 from sandbox.s3 import free_port, wait_port
 from scheduler.clients import s3_client
-from tests.pg import _admin, _with_database
+from tests.pg import private_catalog
 from tests.realarchives.plugin import RealArchive, fresh_archive
 from tests.support.fixtures import register_and_scan
 from tests.support.restore import restore_environ, restore_settings, scratch_dir
@@ -223,16 +221,8 @@ async def test_second_drill_of_an_instance_is_refused_while_one_runs(drilled: Dr
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def fresh_catalog(catalog_dsn: str) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
-    name = f"bc_drill_{uuid.uuid4().hex[:10]}"
-    await _admin(catalog_dsn, f'CREATE DATABASE "{name}"')
-    dsn = _with_database(catalog_dsn, name)
-    pool = await open_pool(dsn, min_size=1, max_size=6)
-    await init_schema(pool)
-    try:
-        yield dsn, pool
-    finally:
-        await pool.close()
-        await _admin(catalog_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    async with private_catalog(catalog_dsn, "bc_drill") as own:
+        yield own
 
 
 async def _one_instance(pool: asyncpg.Pool, settings: Settings, arch: RealArchive) -> str:
@@ -406,6 +396,20 @@ async def test_sigterm_of_serve_stops_its_drill_cleanly_and_http_drills_run(
             top = await _wait_for(finished, 240, "the HTTP drill")
             assert top["state"] == "passed" and top["ok"] and top["trigger"] == "api", top
             assert [d["id"] for d in (await (await http.get(url)).json())["drills"]] == [accepted["id"], row.id]
+            # exact targets over HTTP too: the worker gets the restore point, and its plan refuses it by name
+            async with http.post(url, json={"restore-point": "before-the-storm", "latest": True}) as r:
+                assert r.status == 400 and "at most one target" in await r.text()
+            async with http.post(url, json={"restore-point": "before-the-storm"}) as r:
+                assert r.status == 202, await r.text()
+                named = await r.json()
+
+            async def named_finished() -> Any:
+                async with http.get(url) as r:
+                    top = (await r.json())["drills"][0]
+                return top if top["id"] == named["id"] and top["state"] not in ("queued", "running") else None
+            top = await _wait_for(named_finished, 120, "the restore-point drill")
+            assert top["state"] == "failed" and top["target"]["kind"] == "name", top
+            assert "before-the-storm" in (top["reason"] or ""), top
     finally:
         proc.send_signal(signal.SIGTERM)
         await asyncio.to_thread(proc.wait, 60)

@@ -4,7 +4,9 @@ targets"): the transactions committed in a time range, destructive first, and th
 Missing times, or times that do not parse or have no zone, are 400 problems naming the parameter; ``to`` not
 after ``from`` (or outside years 1900-9000) is a 422 ``invalid_range``; a range needing more than
 ``CHANGES_MAX_SEGMENTS`` segments is a 422 ``range_too_large`` problem saying how many (``need``, ``limit``);
-an archive that cannot be read is a 502/503 problem naming the storage code (the error middleware).
+an archive that cannot be read is a 502/503 problem naming the storage code (the error middleware). At most
+``limit`` transactions are listed (default and maximum ``CHANGES_MAX_TRANSACTIONS``; destructive first):
+``transactions_total`` and ``truncated`` say when there were more.
 """
 from __future__ import annotations
 
@@ -70,6 +72,8 @@ class ChangesDoc(_Out):
     segments_read: int
     mass_rows: int
     transactions: list[ChangedTransaction]
+    transactions_total: int = Field(description="transactions committed in the range; more than listed: truncated")
+    truncated: bool = Field(description="true when only the first `limit` transactions (destructive first) are listed")
     restore_points: list[RestorePointOut]
     notes: list[str]
 
@@ -84,9 +88,20 @@ def _time(request: web.Request, name: str) -> datetime:
         raise BadRequest("invalid_query_parameter", f"query parameter {name}: {e.message}") from None
 
 
+def _limit(request: web.Request, most: int) -> int:
+    raw = request.query.get("limit")
+    if raw is None:
+        return most
+    if not raw.isdigit() or not 1 <= int(raw) <= most:
+        raise BadRequest("invalid_query_parameter", f"query parameter limit must be an integer from 1 to {most} "
+                                                    "(CHANGES_MAX_TRANSACTIONS)")
+    return int(raw)
+
+
 async def get_changes(request: web.Request) -> web.Response:
     space, name = path_param(request, "space_guid"), path_param(request, "name")
     start, end = _time(request, "from"), _time(request, "to")
+    limit = _limit(request, request.app[keys.SETTINGS].changes_max_transactions)
     try:
         uc.check_range(start, end)
     except uc.BadRange as e:    # well-formed times that make no range: refused, like an unplannable clone
@@ -97,7 +112,8 @@ async def get_changes(request: web.Request) -> web.Response:
     settings = app[keys.SETTINGS]
     try:
         doc = await uc.changes(app[keys.POOL], app[keys.S3], space, name, start, end,
-                               max_segments=settings.changes_max_segments, mass_rows=settings.changes_mass_rows)
+                               max_segments=settings.changes_max_segments, mass_rows=settings.changes_mass_rows,
+                               limit=limit)
     except RangeTooLarge as e:
         return problem(request, 422, "Range too large", e.message, e.code, need=e.need, limit=e.limit)
     except PlanningError as e:      # no WAL on the path

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from backup_catalog.api import keys
 from backup_catalog.api.errors import BadRequest, NotAvailable, read_json
-from backup_catalog.api.schemas import Text, TimelineNumber, TimelineText, zoned_time
+from backup_catalog.api.schemas import PointName, Text, TimelineNumber, TimelineText, Xid, zoned_time
 from backup_catalog.usecases import drill as uc
 from backup_catalog.usecases.drill_schedule import DrillSupervisor
 from catalog import drills, repo
@@ -23,21 +23,35 @@ SUPERVISOR = web.AppKey("drill_supervisor", DrillSupervisor)
 HISTORY_LIMIT = 200
 
 
-# "latest": true excludes a point-in-time (the schema says so, so the contract fuzz generates valid bodies only)
-_NOT_BOTH: dict[str, Any] = {"if": {"properties": {"latest": {"const": True}}, "required": ["latest"]},
-                             "then": {"properties": {"point-in-time": {"type": "null"}}}}
+# at most one target: each given target rules the others out (the schema says so, so the contract fuzz
+# generates valid bodies only); exact targets are on "latest" or a numbered timeline (their record's)
+_GIVEN = {"point-in-time": {"type": "string"}, "latest": {"const": True}, "before-xid": {"type": "integer"},
+          "restore-point": {"type": "string"}}
+_ABSENT = {"point-in-time": {"type": "null"}, "latest": {"const": False}, "before-xid": {"type": "null"},
+           "restore-point": {"type": "null"}}
+_AT_MOST_ONE: dict[str, Any] = {"allOf": [
+    {"if": {"properties": {k: v}, "required": [k]},
+     "then": {"properties": {o: _ABSENT[o] for o in _ABSENT if o != k}
+              | ({"timeline": {"not": {"const": "current"}}} if k in ("before-xid", "restore-point") else {})}}
+    for k, v in _GIVEN.items()]}
 
 
 class DrillRequest(BaseModel):
-    """Body of ``POST /instances/{guid}/drills`` (optional; empty: the newest window's end)."""
+    """Body of ``POST /instances/{guid}/drills`` (optional; empty: the newest window's end). At most one
+    target: ``point-in-time``, ``latest``, ``before-xid`` (just before that transaction's commit) or
+    ``restore-point`` (a named restore point), as in a clone request."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=False, title="DrillRequest",
-                              json_schema_extra=_NOT_BOTH)
+                              json_schema_extra=_AT_MOST_ONE)
 
     point_in_time: Annotated[str, Field(max_length=64, json_schema_extra={"format": "date-time"})] | None = Field(
         default=None, alias="point-in-time", description="ISO 8601 time WITH a zone; unset: the newest window's end")
     latest: bool = False
     timeline: TimelineText | TimelineNumber = "latest"
+    before_xid: Xid | None = Field(default=None, alias="before-xid",
+                                   description="stop just before this transaction's commit (not inclusive)")
+    restore_point: PointName | None = Field(default=None, alias="restore-point",
+                                            description="stop at this named restore point")
 
     @field_validator("point_in_time")
     @classmethod
@@ -45,9 +59,14 @@ class DrillRequest(BaseModel):
         return zoned_time(v)
 
     @model_validator(mode="after")
-    def _not_both(self) -> DrillRequest:
-        if self.latest and self.point_in_time is not None:
-            raise ValueError("give point-in-time or latest, not both")
+    def _at_most_one(self) -> DrillRequest:
+        given = [k for k, v in (("point-in-time", self.point_in_time), ("latest", self.latest or None),
+                                ("before-xid", self.before_xid), ("restore-point", self.restore_point))
+                 if v is not None]
+        if len(given) > 1:
+            raise ValueError(f"give at most one target, not {' and '.join(given)}")
+        if given and given[0] in ("before-xid", "restore-point") and self.timeline == "current":
+            raise ValueError(f"{given[0]} stops on its record's timeline: timeline must be latest or a number")
         return self
 
 
@@ -120,7 +139,8 @@ async def post_drill(request: web.Request) -> web.Response:
     raw = await request.read()
     body = DrillRequest.model_validate(await read_json(request) if raw.strip() else {})
     # a bad time, or both targets: a 400 naming the field (DrillRequest), as in a clone request
-    point = uc.point_from_request(body.point_in_time, body.timeline)
+    point = uc.point_from_request(body.point_in_time, body.timeline, before_xid=body.before_xid,
+                                  restore_point=body.restore_point)
     app = request.app
     await live_instance(app[keys.POOL], guid)
     sup = app.get(SUPERVISOR)

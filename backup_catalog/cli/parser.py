@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument("--name", required=True)
     ch.add_argument("--from", dest="from_", required=True, metavar="TIME", help="ISO 8601 with a zone")
     ch.add_argument("--to", required=True, metavar="TIME", help="ISO 8601 with a zone, after --from")
+    ch.add_argument("--limit", type=int, metavar="N", help="list at most N transactions, destructive first "
+                                                           "(default and most: CHANGES_MAX_TRANSACTIONS)")
     ch.add_argument("--json", action="store_true")
 
     pl = sub.add_parser("plan", help="plan a clone at a point in time")

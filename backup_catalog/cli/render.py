@@ -293,7 +293,8 @@ def _rel(r: dict[str, Any]) -> str:
 def print_changes(doc: dict[str, Any], out: Console) -> None:
     txs = doc["transactions"]
     bad = [t for t in txs if t["destructive"]]
-    out.print(f"[bold]{len(txs)}[/bold] transactions committed from {doc['from']} to {doc['to']} "
+    total = doc.get("transactions_total", len(txs))
+    out.print(f"[bold]{total}[/bold] transactions committed from {doc['from']} to {doc['to']} "
               f"(instance {doc['instance_guid']}, timeline path {doc['timeline_path']}, "
               f"{doc['segments_read']} WAL segments read); [bold]{len(bad)} destructive[/bold]")
     table = Table("", "xid", "commit time", "commit LSN", "TL", "what it did", box=None, pad_edge=False)

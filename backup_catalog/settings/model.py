@@ -122,6 +122,7 @@ class Settings(BaseSettings):
     drill_verify_checksums: bool = True          # pgBackRest: check the plan's segments against their sha1 names
     # changes (issue 20)
     changes_max_segments: int = Field(default=256, ge=1)   # WAL segments read per changes request at most
+    changes_max_transactions: int = Field(default=1000, ge=1)  # transactions listed per changes answer at most
     changes_mass_rows: int = Field(default=1000, ge=0)     # deleting/updating more rows of a relation is destructive
     # undo period and purge (issue 13)
     deleted_retention_days: float = Field(default=light.DELETED_RETENTION_DAYS, ge=0, allow_inf_nan=False)  # a deleted instance stays clonable this long

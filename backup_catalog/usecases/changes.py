@@ -29,7 +29,7 @@ from recovery.timeline import TimelinePath, build_paths
 from recovery.wal import segment_name
 from recovery.walreader import BadWal
 from recovery.walrecords import Carry, DecodedSegment, XactEnd, decode_segment
-from recovery.walsummary import CHANGES_MASS_ROWS, Summariser
+from recovery.walsummary import CHANGES_MASS_ROWS, CHANGES_MAX_TRANSACTIONS, Summariser
 from scheduler.edges import codec_of, read_segment
 from scheduler.layouts.common import decompress
 from scheduler.storage import ObjectStore, S3Store
@@ -105,7 +105,7 @@ async def _segments(store: ObjectStore, keys: dict[tuple[int, int], str], files:
 
 async def changes(pool: asyncpg.Pool, client: Any, space: str, name: str, start: datetime, end: datetime, *,
                   max_segments: int = CHANGES_MAX_SEGMENTS, mass_rows: int = CHANGES_MASS_ROWS,
-                  store: ObjectStore | None = None) -> dict[str, Any]:
+                  limit: int = CHANGES_MAX_TRANSACTIONS, store: ObjectStore | None = None) -> dict[str, Any]:
     """The ``changes`` document. :raises BadRange, RangeTooLarge, UnknownService, NotScanned."""
     check_range(start, end)
     rec = (await repo.resolve_name(pool, space, name, at=start)).record
@@ -132,7 +132,7 @@ async def changes(pool: asyncpg.Pool, client: Any, space: str, name: str, start:
     notes.append("rows are counted from the WAL read (from the first segment on): a transaction that began "
                  "earlier may show fewer rows")
     return changes_doc(instance_guid=rec.guid, path=path, start=start, end=end, summary=summary, names=names,
-                       segments_read=read, mass_rows=mass_rows, notes=notes)
+                       segments_read=read, mass_rows=mass_rows, notes=notes, limit=limit)
 
 
 async def _read(store: ObjectStore, keys: dict[tuple[int, int], str], chosen: SegmentRange, seg_size: int,

@@ -141,14 +141,6 @@ def _lease_ttl(settings: Settings) -> float:
     return max(3.0, float(settings.drill_lease_ttl_seconds))
 
 
-async def _heartbeat(pool: asyncpg.Pool, key: str, holder: str, ttl: float) -> None:
-    while True:
-        await asyncio.sleep(ttl / 3)
-        try:
-            if await leases.try_acquire_lease(pool, key, holder, ttl) is None:
-                log.warning("drill lease %s lost to another holder", key)
-        except (asyncpg.PostgresError, OSError, CatalogError) as e:
-            log.warning("drill lease %s not renewed: %s", key, type(e).__name__)
 
 
 class LeaseHolder:
@@ -165,8 +157,24 @@ class LeaseHolder:
         self.token = await leases.try_acquire_lease(self.pool, self.key, self.holder, self.ttl)
         if self.token is None:
             return False
-        self._task = asyncio.create_task(_heartbeat(self.pool, self.key, self.holder, self.ttl))
+        self._task = asyncio.create_task(self._heartbeat())
         return True
+
+    async def _heartbeat(self) -> None:
+        """Renew every third of the TTL. A renewal after the lease lapsed (a loop stalled past the TTL,
+        nobody took it) comes back with a new token: keep it, or the release would miss and the lease
+        would stay held until it expires, refusing the instance's next drill."""
+        while True:
+            await asyncio.sleep(self.ttl / 3)
+            try:
+                token = await leases.try_acquire_lease(self.pool, self.key, self.holder, self.ttl)
+            except (asyncpg.PostgresError, OSError, CatalogError) as e:
+                log.warning("drill lease %s not renewed: %s", self.key, type(e).__name__)
+                continue
+            if token is None:
+                log.warning("drill lease %s lost to another holder", self.key)
+            else:
+                self.token = token
 
     async def release(self) -> None:
         if self._task is not None:
@@ -176,7 +184,7 @@ class LeaseHolder:
             self._task = None
         if self.token is not None:
             with contextlib.suppress(asyncpg.PostgresError, OSError):
-                await leases.release_lease(self.pool, self.key, self.holder, self.token)
+                await leases.release_holder(self.pool, self.key, self.holder)   # the holder is unique to this drill
             self.token = None
 
 

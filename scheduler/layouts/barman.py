@@ -11,20 +11,32 @@ from __future__ import annotations
 import asyncio
 import re
 import shlex
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping, Sequence
 from datetime import datetime, timezone
 
 from recovery.errors import BadLsn, MetadataError, ParseError
 from recovery.lsn import Lsn
 from recovery.model import Backup, BackupStatus, BackupType, Layout, Storage, WalKind, WalObject
 from recovery.wal import DEFAULT_SEG_SIZE, valid_seg_size
-from scheduler.layouts.common import ALLOWED, ForeignObject, MetaObject, split_suffix, unsafe_key_reason, wal_object
+from scheduler.layouts.common import (
+    ALLOWED,
+    ForeignObject,
+    MetaObject,
+    split_suffix,
+    unsafe_key_reason,
+    wal_object,
+    wal_target,
+)
 from scheduler.layouts.spec import (
     Command,
+    Kind,
     LayoutArgumentError,
     LayoutSpec,
+    MetaEvent,
     S3Access,
     StorageLoc,
+    Target,
+    WalRoot,
     aws_env,
     by_content,
     name_ok,
@@ -278,6 +290,65 @@ async def scan(store: ObjectStore, storage: Storage, previous: Previous, root: s
     return LayoutScan(server, seg_size or DEFAULT_SEG_SIZE, tuple(backups), pg_version, system_id)
 
 
+# --- events: a key's meaning, the WAL root, the backup set re-read after events ----------------------------
+
+def classify_event(server: str | None, rel: str, seg_size: int) -> Target:
+    """What ``rel`` (relative to the bucket prefix) is to the event consumer.
+
+    >>> classify_event("main", "main/wals/0000000100000000/000000010000000000000003.gz", 16 << 20)
+    Target(kind=<Kind.SEGMENT: 'segment'>, timeline=1, segno=3, label=None, reason='')
+    >>> classify_event("main", "main/base/20260101T120000/backup.info", 16 << 20).label
+    '20260101T120000'
+    """
+    parts = rel.split("/", 2)
+    if len(parts) < 3 or parts[1] not in ("wals", "base"):
+        return Target(Kind.FOREIGN, reason="not under <server>/wals/ or <server>/base/")
+    if server is not None and parts[0] != server:
+        return Target(Kind.IGNORED, reason=f"server {parts[0]!r} is not this instance's")
+    if parts[1] == "wals":
+        return wal_target(classify_wal_key(parts[2], seg_size))
+    c = classify_base_key(parts[2])
+    if isinstance(c, ForeignObject):
+        return Target(Kind.FOREIGN, reason=c.reason)
+    if c.kind == KIND_BACKUP_INFO:
+        return Target(Kind.BACKUP_META, label=c.label)
+    return Target(Kind.BACKUP_PAYLOAD, label=c.label)
+
+
+async def wal_roots(store: ObjectStore, root: str, server: str | None) -> list[WalRoot]:
+    return [WalRoot(f"{root}{server or 'main'}/wals/", classify_wal_key, True)]
+
+
+async def event_backups(store: ObjectStore, root: str, server: str | None, have: Mapping[str, Backup],
+                        metas: Sequence[MetaEvent], unknown: frozenset[str],
+                        acc: Acc) -> tuple[dict[str, Backup], int | None, int | None]:
+    """Each backup.info created is read; payload of a backup without one: in progress (as a scan says)."""
+    base = f"{root}{server}/base/"
+    out = dict(have)
+    for m in metas:
+        label = m.label or ""
+        try:
+            text = (await store.read(m.key)).decode("utf-8", "replace")
+            out[label] = parse_backup_info(text, label, m.key)
+        except NotFound:
+            acc.issue("not_found_race", m.key, "backup.info created, then gone before it was read")
+        except ParseError as e:
+            acc.issue("metadata_error", m.key, str(e))
+            out[label] = Backup(label=label, type=BackupType.FULL, status=BackupStatus.FAILED, timeline=None,
+                                start_lsn=None, stop_lsn=None, start_time=None, stop_time=None,
+                                error=f"unreadable backup.info: {e}")
+    for label in sorted(unknown - {m.label for m in metas}):
+        info_key = f"{base}{label}/backup.info"
+        try:
+            text = (await store.read(info_key)).decode("utf-8", "replace")
+            out[label] = parse_backup_info(text, label, info_key)
+        except (NotFound, ParseError):
+            out[label] = Backup(label=label, type=BackupType.FULL, status=BackupStatus.RUNNING, timeline=None,
+                                start_lsn=None, stop_lsn=None, start_time=None, stop_time=None,
+                                error="no backup.info: in progress or crashed")
+    return out, None, None
+
+
 # --- restoring ---------------------------------------------------------------------------------------
 
 def _server(loc: StorageLoc) -> str:
@@ -318,5 +389,5 @@ def purge_prefixes(root: str, stanza: str | None) -> tuple[str, ...]:
 LAYOUT = LayoutSpec(
     layout=Layout.BARMAN, tool="barman-cloud", classify_wal_key=classify_wal_key, scan=scan,
     fetch_command=fetch_command, restore_command=restore_command, purge_prefixes=purge_prefixes,
-    same_segment=by_content,
+    same_segment=by_content, classify_event=classify_event, wal_roots=wal_roots, event_backups=event_backups,
     duplicates_note="barman-cloud-wal-restore fetches one of the copies without comparing them")

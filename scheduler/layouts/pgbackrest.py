@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -25,9 +25,28 @@ from recovery.errors import BadLsn, MetadataError, ParseError
 from recovery.lsn import Lsn
 from recovery.model import Backup, BackupStatus, BackupType, Layout, Storage, WalKind, WalObject
 from recovery.wal import DEFAULT_SEG_SIZE
-from scheduler.layouts.common import ALLOWED, ForeignObject, MetaObject, unsafe_key_reason, utc_from_epoch, wal_object
+from scheduler.layouts.common import (
+    ALLOWED,
+    ForeignObject,
+    MetaObject,
+    unsafe_key_reason,
+    utc_from_epoch,
+    wal_object,
+    wal_target,
+)
 from scheduler.layouts.pgbackrest_ini import InfoFile, check_type, parse_info, pg_version_num, require
-from scheduler.layouts.spec import Command, LayoutArgumentError, LayoutSpec, S3Access, StorageLoc, name_ok
+from scheduler.layouts.spec import (
+    Command,
+    Kind,
+    LayoutArgumentError,
+    LayoutSpec,
+    MetaEvent,
+    S3Access,
+    StorageLoc,
+    Target,
+    WalRoot,
+    name_ok,
+)
 from scheduler.scanning import (
     Acc,
     LayoutScan,
@@ -504,6 +523,72 @@ async def unregistered_backup(store: ObjectStore, prefix: str, label: str, acc: 
                   stop_lsn=None, start_time=None, stop_time=None, error="backup directory without manifest")
 
 
+# --- events: a key's meaning, the WAL roots, the backup set re-read after events ---------------------------
+
+def classify_event(stanza: str | None, rel: str, seg_size: int) -> Target:
+    """What ``rel`` (relative to the repository root) is to the event consumer.
+
+    >>> classify_event("main", "backup/main/backup.info", 16 << 20).kind
+    <Kind.BACKUP_META: 'backup_meta'>
+    >>> classify_event("main", "archive/main/15-1/0000000100000000/000000010000000000000002-"
+    ...                "aa5d6c8fd0d6a3a2d2d0a6ea4e4b5e5e1e2d3c4b.gz", 16 << 20)
+    Target(kind=<Kind.SEGMENT: 'segment'>, timeline=1, segno=2, label=None, reason='')
+    """
+    parts = rel.split("/")
+    if len(parts) < 3 or parts[0] not in ("archive", "backup"):
+        return Target(Kind.FOREIGN, reason="not under archive/<stanza>/ or backup/<stanza>/")
+    if stanza is not None and parts[1] != stanza:
+        return Target(Kind.IGNORED, reason=f"stanza {parts[1]!r} is not this instance's")
+    if parts[0] == "archive":
+        if len(parts) == 3:
+            return Target(Kind.IGNORED, reason="archive.info")
+        c = classify_archive_root_entry(parts[2] + "/")
+        if isinstance(c, ForeignObject):
+            return Target(Kind.FOREIGN, reason=c.reason)
+        return wal_target(classify_archive_key("/".join(parts[3:]), seg_size))
+    if len(parts) == 3:
+        kind = classify_backup_root_entry(parts[2])
+        if not isinstance(kind, ForeignObject) and kind.kind in (KIND_BACKUP_INFO, KIND_BACKUP_INFO_COPY):
+            return Target(Kind.BACKUP_META)
+        return Target(Kind.IGNORED, reason="not backup.info in the backup directory")
+    if not is_label(parts[2]):
+        return Target(Kind.IGNORED, reason="backup.history/ or another non-backup directory")
+    if len(parts) == 4 and parts[3] in ("backup.manifest", "backup.manifest.copy"):
+        return Target(Kind.BACKUP_META, label=parts[2])
+    return Target(Kind.BACKUP_PAYLOAD, label=parts[2])
+
+
+async def wal_roots(store: ObjectStore, root: str, stanza: str | None) -> list[WalRoot]:
+    """One root per archive id directory of ``archive/<stanza>/`` (listed)."""
+    adir = f"{root}archive/{stanza or 'main'}/"
+    listing = await store.list_dir(adir)
+    ids = sorted(p[len(adir):].rstrip("/") for p in listing.prefixes)
+    return [WalRoot(f"{adir}{aid}/", classify_archive_key, True) for aid in ids]
+
+
+async def event_backups(store: ObjectStore, root: str, stanza: str | None, have: Mapping[str, Backup],
+                        metas: Sequence[MetaEvent], unknown: frozenset[str],
+                        acc: Acc) -> tuple[dict[str, Backup], int | None, int | None]:
+    """backup.info created: the registered set is re-read (backups still running stay); a manifest or
+    payload of a backup not registered: that backup, as a scan sees an unregistered directory."""
+    bdir = f"{root}backup/{stanza}/"
+    out = dict(have)
+    pg_version = system_id = None
+    labels = {m.label for m in metas if m.label is not None} | unknown
+    registered: set[str] = {label for label, b in have.items() if b.status is not BackupStatus.RUNNING}
+    if any(m.label is None for m in metas):
+        info, _raced = await read_info(store, bdir + "backup.info", parse_backup_info, acc)
+        if info is not None:
+            registered = {b.label for b in info.backups}
+            out = {label: b for label, b in out.items() if b.status is BackupStatus.RUNNING
+                   and label not in registered}
+            out.update({b.label: b for b in info.backups})
+            pg_version, system_id = info.pg_version, info.system_id
+    for label in sorted(labels - registered):
+        out[label] = await unregistered_backup(store, f"{bdir}{label}/", label, acc)
+    return out, pg_version, system_id
+
+
 # --- restoring: the tool's restore and restore_command --------------------------------------------------
 
 def pgbackrest_conf(loc: StorageLoc, s3: S3Access, *, pgdata: str, work: str) -> str:
@@ -605,4 +690,5 @@ LAYOUT = LayoutSpec(
     layout=Layout.PGBACKREST, tool="pgBackRest", classify_wal_key=classify_archive_key, scan=scan,
     fetch_command=fetch_command, restore_command=restore_command, purge_prefixes=purge_prefixes,
     same_segment=same_segment, server_env=server_env, content_sha1=content_sha1,
+    classify_event=classify_event, wal_roots=wal_roots, event_backups=event_backups,
     duplicates_note="pgBackRest's archive-get refuses it ('duplicates found for WAL segment')")

@@ -8,11 +8,13 @@ reads through the :class:`scheduler.storage.ObjectStore` it is given.
 """
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from recovery.model import Layout, Storage
+from recovery.model import Backup, Layout, Storage
 
 if TYPE_CHECKING:
     from scheduler.scanning import Acc, LayoutScan, Previous
@@ -72,7 +74,57 @@ def aws_env(s3: S3Access) -> dict[str, str]:
     return env
 
 
+class Kind(StrEnum):
+    """What an object is to the event consumer (``classify_event``)."""
+
+    SEGMENT = "segment"            # a WAL segment: extends or splits runs, edge-read when it ends one
+    HISTORY = "history"            # a timeline history file
+    BACKUP_META = "backup_meta"    # backup.info, a manifest, a sentinel: re-read the backup set
+    BACKUP_PAYLOAD = "backup_payload"   # payload of a backup: matters only for a backup the catalog lacks
+    IGNORED = "ignored"            # known and irrelevant (partial segments, .backup labels, archive.info...)
+    FOREIGN = "foreign"            # nothing any layout writes there
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A key's meaning to the event consumer."""
+
+    kind: Kind
+    timeline: int | None = None
+    segno: int | None = None
+    label: str | None = None       # backup label / id (None: the whole set, e.g. pgBackRest backup.info)
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MetaEvent:
+    """A backup-metadata object an event created (``key``: the full key; ``time``: the event's)."""
+
+    key: str
+    label: str | None
+    time: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class WalRoot:
+    """A listing root of WAL segments: ``rel_key(name)`` is a segment's key below ``prefix`` (without the
+    tool's suffixes); ``classify`` the layout's ``classify_wal_key``."""
+
+    prefix: str
+    classify: Callable[[str, int], Any]
+    hashed: bool        # keys under a <first 16 hex>/ directory (pgBackRest, barman)
+
+    def rel_key(self, name: str) -> str:
+        return f"{name[:16]}/{name}" if self.hashed else name
+
+
 ScanFn = Callable[["ObjectStore", Storage, "Previous", str, "Acc", bool, int], Awaitable["LayoutScan"]]
+
+
+# (store, root, stanza, backups the catalog holds by label, metadata objects created, labels of payload of
+# backups the catalog lacks, acc) -> (the backup set after them, pg_version, system_id)
+EventBackupsFn = Callable[["ObjectStore", str, "str | None", Mapping[str, Backup], Sequence[MetaEvent],
+                           frozenset[str], "Acc"], Awaitable[tuple[dict[str, Backup], int | None, int | None]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +143,13 @@ class LayoutSpec:
       conflict), False (the tool refuses the pair whatever the bytes), None (compare the content);
       ``duplicates_note``: what the tool does with two copies, for the conflict's message;
     - ``content_sha1(key)``: the SHA-1 a segment key's name promises for its content (None: names carry none),
-      checked when the scanner reads the segment.
+      checked when the scanner reads the segment;
+    - ``classify_event(stanza, rel, seg_size)``: what a key relative to the instance's prefix is to the
+      event consumer (:class:`Target`);
+    - ``wal_roots(store, root, stanza)``: the WAL listing roots (:class:`WalRoot`) of the archive at ``root``;
+    - ``event_backups(store, root, stanza, have, metas, unknown, acc)``: the backup set after events created
+      metadata objects (``metas``) or payload of backups the catalog lacks (``unknown``), re-read with the
+      scan's parsers by GET (no listing).
     """
 
     layout: Layout
@@ -103,11 +161,14 @@ class LayoutSpec:
     purge_prefixes: Callable[[str, str | None], tuple[str, ...]]
     same_segment: Callable[[str, str], bool | None]
     duplicates_note: str
+    classify_event: Callable[[str | None, str, int], Target]
+    wal_roots: Callable[[ObjectStore, str, str | None], Awaitable[list[WalRoot]]]
+    event_backups: EventBackupsFn
     server_env: Callable[[str], dict[str, str]] = lambda work: {}
     content_sha1: Callable[[str], str | None] = lambda key: None
 
     CAPABILITIES = ("classify_wal_key", "scan", "fetch_command", "restore_command", "purge_prefixes",
-                    "same_segment", "server_env", "content_sha1")
+                    "same_segment", "server_env", "content_sha1", "classify_event", "wal_roots", "event_backups")
 
 
 def by_content(a: str, b: str) -> bool | None:

@@ -286,4 +286,6 @@ def restore_command(loc: StorageLoc, endpoint_url: str | None = None) -> str:
 LAYOUT = LayoutSpec(
     layout=Layout.WALG, tool="WAL-G", classify_wal_key=classify_wal_key, scan=scan, fetch_command=fetch_command,
     restore_command=restore_command, purge_prefixes=basebackups.purge_prefixes, same_segment=by_content,
+    classify_event=basebackups.event_classifier(classify_wal_key), wal_roots=basebackups.wal_roots_of(classify_wal_key),
+    event_backups=basebackups.event_backups_of(parse_sentinel),
     duplicates_note=basebackups.DUPLICATES_NOTE)

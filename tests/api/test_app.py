@@ -132,7 +132,7 @@ async def test_serve_workers_share_the_port_and_all_stop_on_sigterm(catalog_dsn:
     try:
         async with aiohttp.ClientSession() as s:
             served = 0
-            for _ in range(300):
+            for _ in range(900):
                 try:
                     async with s.get(f"http://127.0.0.1:{port}/healthz") as r:
                         served += r.status == 200
@@ -171,7 +171,7 @@ async def test_serve_workers_expose_one_coherent_metrics_set(catalog_dsn: str, p
     auth = {"Authorization": "Basic " + base64.b64encode(b"op:op-pw").decode()}
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(300):
+        for _ in range(900):
             try:
                 async with aiohttp.ClientSession() as s, s.get(url + "/healthz") as r:
                     if r.status == 200:

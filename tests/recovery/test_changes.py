@@ -84,6 +84,13 @@ def test_document_lists_destructive_first_named_and_in_range() -> None:
     strict = changes_doc(instance_guid="g", path=TL1, start=at(10), end=at(20), summary=summary, names=NAMES,
                          segments_read=2, mass_rows=999)
     assert [t["xid"] for t in strict["transactions"]][:4] == [702, 703, 704, 705]
+    assert (doc["transactions_total"], doc["truncated"]) == (5, False)
+    # a bounded answer: the first N, destructive first, and it says how many there were
+    few = changes_doc(instance_guid="g", path=TL1, start=at(10), end=at(20), summary=summary, names=NAMES,
+                      segments_read=2, limit=2)
+    assert [t["xid"] for t in few["transactions"]] == [702, 703]
+    assert (few["transactions_total"], few["truncated"]) == (5, True)
+    assert "2 of 5 transactions listed (destructive first)" in few["notes"][-1]
 
 
 def test_a_name_comes_from_a_map_taken_before_the_change() -> None:

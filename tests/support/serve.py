@@ -16,23 +16,30 @@ import aiohttp
 import pytest
 
 
-async def wait_healthy(port: int, tries: int = 150) -> None:
-    async with aiohttp.ClientSession() as s:
-        for _ in range(tries):
+async def wait_healthy(port: int, proc: asyncio.subprocess.Process | None = None, seconds: float = 90) -> None:
+    """Until ``/healthz`` answers 200: a loaded machine (the suite runs in parallel) may take a while to
+    import and migrate; a process that exited fails at once."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as s:
+        while asyncio.get_running_loop().time() < deadline:
+            if proc is not None and proc.returncode is not None:
+                out = await proc.stdout.read() if proc.stdout else b""
+                pytest.fail(f"serve exited {proc.returncode} before it was healthy: "
+                            f"{out.decode(errors='replace')[-2000:]}")
             try:
                 async with s.get(f"http://127.0.0.1:{port}/healthz") as r:
                     if r.status == 200:
                         return
-            except aiohttp.ClientConnectionError:
+            except (TimeoutError, aiohttp.ClientConnectionError):
                 pass
             await asyncio.sleep(0.1)
-    pytest.fail("serve did not come up")
+    pytest.fail(f"serve did not come up within {seconds:g} s")
 
 
 async def stop(proc: asyncio.subprocess.Process) -> bytes:
     """SIGTERM the serve process, wait for it, and check it exited 0; returns its output."""
     proc.send_signal(signal.SIGTERM)
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout=30)
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
     assert proc.returncode == 0, out.decode(errors="replace")[-2000:]
     return out
 
@@ -45,7 +52,7 @@ async def serving(env: dict[str, str], port: int, *extra: str) -> AsyncIterator[
                                                 *extra, env=env, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.STDOUT)
     try:
-        await wait_healthy(port)
+        await wait_healthy(port, proc)
         yield proc
     finally:
         if proc.returncode is None:
