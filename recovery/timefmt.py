@@ -13,6 +13,8 @@ One function per format that some reader pins, each named after that format:
 - :func:`short_time` — a person's glance at a table cell or a page: to the minute.
 
 Parsing stays beside what it parses (:func:`recovery.target.parse_time`, the layouts' ``parse_time``).
+Not here: the coverage chart's tick labels (``formats.report``, a strftime pattern chosen by the axis span)
+and cf-undo's cells (the client imports nothing of the service; it reshapes the documents' strings).
 """
 from __future__ import annotations
 
