@@ -26,6 +26,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from executor.config import RestoreConfig
 from recovery.docjson import document_json
 from recovery.lsn import Lsn
 from recovery.plandoc import PlanBackup, PlanDoc, PlanDocError, PlanReplay, PlanTarget
+from recovery.timefmt import iso, iso_offset
 from scheduler.layouts.spec import S3Access, StorageLoc
 
 EXIT_CODES = {"bad_input": 2, "refused": 3, "restore_failed": 4}
@@ -363,7 +365,7 @@ class _Run:
         self.work.chmod(0o700)
         _chown(self.work)
         self.marker_facts = {"restore_pid": os.getpid(), "host": socket.gethostname(),
-                             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                             "started": iso(datetime.now(timezone.utc).replace(microsecond=0)),
                              "backup": self.doc.backup.label, "work": str(self.work)}
         self.mark()
         await self.fetch()
@@ -588,7 +590,7 @@ class _Run:
             if row is not None:
                 in_rec, lsn_text, pause, lct = row
                 reached = logic.lsn_or_none(lsn_text) or reached
-                last_commit = lct.isoformat() if lct is not None else last_commit
+                last_commit = iso_offset(lct) or last_commit
                 frac = None
                 if reached is not None and end is not None and start_lsn is not None and end > start_lsn:
                     frac = max(0.0, min(1.0, (reached.value - start_lsn.value) / (end.value - start_lsn.value)))
@@ -608,7 +610,7 @@ class _Run:
                                    "(SELECT timeline_id FROM pg_control_checkpoint())")
             if row is not None:
                 reached = logic.lsn_or_none(row[0]) or reached
-                last_commit = row[1].isoformat() if row[1] is not None else last_commit
+                last_commit = iso_offset(row[1]) or last_commit
                 timeline = int(row[2])
         lines = _read_lines(self.log)
         facts = logic.parse_log(lines)

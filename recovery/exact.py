@@ -19,6 +19,7 @@ from datetime import datetime
 
 from recovery.errors import PlanningError
 from recovery.lsn import Lsn
+from recovery.timefmt import iso_offset
 from recovery.timeline import TimelinePath
 from recovery.walrecords import RestorePointRecord, WalRecord, XactEnd
 from recovery.walsummary import CHANGES_MASS_ROWS, summarise
@@ -134,7 +135,7 @@ def resolve_restore_point(points: Iterable[RestorePoint], name: str, path: Timel
     elif len(same) > 1:
         raise PlanningError("restore_point_ambiguous",
                             f"restore point {name!r} occurs {len(same)} times on {where}: "
-                            + "; ".join(f"{p.time.isoformat()} at {p.lsn}" for p in same)
+                            + "; ".join(f"{iso_offset(p.time)} at {p.lsn}" for p in same)
                             + "; choose one with restore-point-lsn", details={
                                 "name": name, "timeline_path": list(path.tlis),
                                 "occurrences": [_point_dict(p) for p in same]})
@@ -191,7 +192,7 @@ def resolve_xid(xid: int, commits: Iterable[CommitPoint], path: TimelinePath, *,
         c = done[0]      # PostgreSQL stops at the first commit record of that xid in WAL order
         return ExactPoint(c.lsn, c.timeline, c.time, xid=xid)
     near = nearest_xids(xid, summaries, read, path, seg_size)
-    why = (f"transaction {xid} aborted at {mine[0].time.isoformat()} ({mine[0].lsn}): it changed nothing"
+    why = (f"transaction {xid} aborted at {iso_offset(mine[0].time)} ({mine[0].lsn}): it changed nothing"
            if mine else f"transaction {xid} did not commit in the archived WAL on timeline path {list(path.tlis)}")
     lag = f"; {unindexed} segment(s) on the path are not indexed yet" if unindexed else ""
     listed = ", ".join(str(d["xid"]) for d in near)
