@@ -84,3 +84,46 @@ def test_the_shared_job_process_reports_a_failed_job_and_goes_on() -> None:
     finally:
         jobs.close()
     assert jobs._worker is None
+
+
+def test_the_bench_listing_answers_as_moto_does() -> None:
+    """bench.fastlist (its index and its own XML) against moto's ListObjectsV2, page by page: the same raw
+    document (continuation tokens aside) and the same parsed response."""
+    import re
+    import urllib.request
+
+    from bench import fastlist
+    from sandbox.s3 import MotoEndpoint
+
+    bucket = "bench-fastlist"
+    with MotoEndpoint() as ep:
+        c = ep.client()
+        ep.ensure_bucket(bucket)
+        for k in ("a/1", "a/2&<x>", "b/c/3", "b/d/4", "b/d/5 space", "b/e/6", "z"):
+            c.put_object(Bucket=bucket, Key=k, Body=b"xy")
+
+        def pages(**kw: Any) -> list[dict[str, Any]]:
+            out, kw = [], {"Bucket": bucket, **kw}
+            while True:
+                resp = c.list_objects_v2(**kw)
+                resp.pop("ResponseMetadata")
+                out.append({k: ("T" if k.endswith("ContinuationToken") else v) for k, v in resp.items()})
+                if not resp["IsTruncated"]:
+                    return out
+                kw["ContinuationToken"] = resp["NextContinuationToken"]
+
+        def raw(query: str) -> str:
+            with urllib.request.urlopen(f"{ep.url}/{bucket}?list-type=2&{query}") as f:
+                return re.sub(r"<NextContinuationToken>[^<]*<", "<NextContinuationToken>T<", f.read().decode())
+        cases: list[dict[str, Any]] = [{}, {"MaxKeys": 2}, {"Prefix": "b/"}, {"Delimiter": "/"},
+                                       {"Prefix": "b/", "Delimiter": "/", "MaxKeys": 1}, {"StartAfter": "a/2"},
+                                       {"FetchOwner": True}, {"Prefix": "nothing"}]
+        queries = ["prefix=a/", "max-keys=3&encoding-type=url", "delimiter=/&start-after=a", "fetch-owner=true"]
+        fastlist.uninstall()
+        stock = [pages(**kw) for kw in cases], [raw(q) for q in queries]
+        fastlist.install()
+        try:
+            ours = [pages(**kw) for kw in cases], [raw(q) for q in queries]
+        finally:
+            fastlist.uninstall()
+    assert ours == stock
