@@ -478,7 +478,9 @@ def main(argv: list[str] | None = None) -> int:
         size = events.SIZES["tiny" if a.smoke else "full" if a.full_size else "default"]
         if a.smoke:
             size = {**size, "rate": 20.0}    # its PUTs in 1 s, not 4
-        results["events"] = events.measure(ep, st["dsn"], log=log, **size)
+        # in a catalog database of its own: its 10,000 instances (no scans, no facts) would otherwise double
+        # the fleet the reports and /metrics are timed on (20,105 rows and a 40 s cold /metrics, 2026-12-07)
+        results["events"] = events.measure(ep, asyncio.run(_database(st["dsn"], "bench_events")), log=log, **size)
 
     def catalog() -> None:
         t0 = time.perf_counter()
@@ -571,6 +573,19 @@ def main(argv: list[str] | None = None) -> int:
     if a.smoke:
         return 0      # it ran end to end; targets are for real sizes
     return 0 if all(c["met"] is not False for c in checks) else 1
+
+
+async def _database(dsn: str, name: str) -> str:
+    """A second catalog database beside ``dsn``'s (same cluster), its schema applied; its DSN."""
+    conn = await catalog_db.connect(dsn)
+    try:
+        await conn.execute(f"CREATE DATABASE {name}")
+    finally:
+        await conn.close()
+    other = dsn.replace(f"/{embedded.DATABASE}?", f"/{name}?", 1)
+    assert other != dsn, dsn
+    await _init(other)
+    return other
 
 
 async def _init(dsn: str) -> None:
