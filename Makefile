@@ -55,8 +55,9 @@ test-fast: venv lint
 bench: setup
 	$(BIN)/python -m bench.run
 
-# Every bench phase at tiny sizes (about a minute; part of `make test`): a broken bench fails here, not at
-# the next measurement. Its figures mean nothing; results go to a temp file, never bench/results/.
+# Every bench phase but the drills at tiny sizes, independent phases side by side (under a minute; part of
+# `make test`): a broken bench fails here, not at the next measurement. Its figures mean nothing; results go
+# to a temp file, never bench/results/.
 bench-smoke: venv
 	$(BIN)/python -m bench.run --smoke
 
