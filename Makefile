@@ -45,8 +45,12 @@ lint: venv
 	$(BIN)/mypy $(PRODUCT)
 	$(BIN)/lint-imports
 
+# The suite on TEST_WORKERS processes (pytest-xdist; each has its own catalog cluster and moto; the real
+# archives are built once, under a lock, and shared). Most of its time is spent waiting on restores and
+# servers, so more workers than cores pays; TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= 3
 test: setup lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 	$(MAKE) --no-print-directory bench-smoke
 
 test-fast: venv lint

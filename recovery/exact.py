@@ -21,8 +21,6 @@ from recovery.errors import PlanningError
 from recovery.lsn import Lsn
 from recovery.timefmt import iso_offset
 from recovery.timeline import TimelinePath
-from recovery.walrecords import RestorePointRecord, WalRecord, XactEnd
-from recovery.walsummary import CHANGES_MASS_ROWS, summarise
 
 MAX_NAME_BYTES = 63        # MAXFNAMELEN - 1: pg_create_restore_point's limit
 NEAREST = 5                # known xids listed with xid_not_found
@@ -201,25 +199,6 @@ def resolve_xid(xid: int, commits: Iterable[CommitPoint], path: TimelinePath, *,
                                  "aborted": bool(mine), "unindexed_segments": unindexed})
 
 
-def segment_summary(records: Iterable[WalRecord], timeline: int, segno: int, *, key: str | None = None,
-                    mass_rows: int = CHANGES_MASS_ROWS) -> tuple[SegmentSummary, tuple[RestorePoint, ...],
-                                                                  tuple[CommitPoint, ...]]:
-    """The WAL index's facts of one decoded segment: its summary, its restore points, and its commit/abort
-    records (for resolving an xid). Destructive transactions are judged from what this segment holds (a
-    drop or truncate is in the commit record itself; rows written in earlier segments are not counted)."""
-    recs = list(records)
-    ends = [r for r in recs if isinstance(r, XactEnd)]
-    done = summarise(recs).transactions
-    commits = [x for x in ends if x.committed]
-    xids = [x.xid for x in commits]
-    summary = SegmentSummary(
-        timeline, segno, len(commits), commits[0].time if commits else None, commits[-1].time if commits else None,
-        xids[0] if xids else None, xids[-1] if xids else None, min(xids) if xids else None,
-        max(xids) if xids else None, sum(1 for t in done if t.destructive(mass_rows)), key)
-    points = tuple(RestorePoint(r.name, r.time, r.lsn, timeline) for r in recs if isinstance(r, RestorePointRecord))
-    return summary, points, tuple(CommitPoint(x.xid, x.time, x.lsn, timeline, x.kind) for x in ends)
-
-
 def parse_xid(value: object) -> int:
     """A transaction id as PostgreSQL's ``recovery_target_xid`` takes it: a normal 32-bit xid (>= 3).
 
@@ -252,5 +231,5 @@ def parse_point_name(value: object) -> str:
 
 
 __all__ = ["CommitPoint", "ExactPoint", "RestorePoint", "SegmentSummary", "by_lsn", "nearest_xids", "on_path",
-           "parse_point_name", "parse_xid", "resolve_restore_point", "resolve_xid", "segment_summary", "summary_on_path",
+           "parse_point_name", "parse_xid", "resolve_restore_point", "resolve_xid", "summary_on_path",
            "xid_segments"]

@@ -1,22 +1,23 @@
-"""The product's settings read from the environment (pydantic-settings; names as in DESIGN.md): every
-command and ``serve`` use :class:`Settings`; import it as ``backup_catalog.settings.Settings``.
+"""The product's settings read from the environment (names as in DESIGN.md): every command and ``serve`` use
+:class:`Settings`; import it as ``backup_catalog.settings.Settings``.
 
 Credentials and the catalog DSN may also come from files, as container secrets are mounted:
 ``BROKER_PASSWORD_FILE=/run/secrets/broker-password`` (see :mod:`backup_catalog.settings.files`).
+
+A pydantic model, not pydantic-settings' ``BaseSettings``: the two sources it has (``NAME``, case-insensitive,
+and ``NAME_FILE``) are a dict comprehension and :func:`~backup_catalog.settings.files.file_values`, and
+pydantic-settings' import (its CLI, dotenv and cloud-secret sources, asyncio) cost every command more than
+the model itself: about 200 ms of CPU on a loaded 2-core machine, as much as ``backups --json`` takes
+without it (issue 18).
 """
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic.fields import FieldInfo
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-)
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from backup_catalog.settings import light
 from backup_catalog.settings.files import file_values
 
 # the built-in credentials: fine on loopback (a laptop, the demo), refused by `serve` on any other address
@@ -24,18 +25,26 @@ DEFAULT_BROKER = ("broker", "broker")
 DEFAULT_OPERATOR = ("operator", "operator")
 
 
-class FileSettingsSource(PydanticBaseSettingsSource):
-    """``NAME_FILE`` variables (:data:`backup_catalog.settings.files.FILE_SETTINGS`): the file's content is the value."""
+def environment(names: Iterable[str], environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The settings ``names`` given in ``environ`` (default: the process environment): ``NAME`` in any case,
+    or ``NAME_FILE`` for :data:`~backup_catalog.settings.files.FILE_SETTINGS` (both at once is an error).
 
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False      # unused: __call__ reads every file setting at once
+    >>> environment(("log_level", "scan_interval_seconds"), {"LOG_LEVEL": "debug", "PATH": "/bin"})
+    {'log_level': 'debug'}
+    """
+    env = {k.lower(): v for k, v in (os.environ if environ is None else environ).items()}
+    return {**{n: env[n] for n in names if n in env}, **file_values(env)}
 
-    def __call__(self) -> dict[str, Any]:
-        return file_values()
 
+class Settings(BaseModel):
+    """Every setting; constructing one reads the environment, and keyword arguments win over it (tests, the
+    demo). :raises pydantic.ValidationError: a value the field refuses (``loc`` is the field's name);
+    :raises SettingsFileError: a ``NAME_FILE`` that cannot be used."""
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+    model_config = ConfigDict(extra="ignore", validate_default=True)
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**{**environment(type(self).model_fields), **values})
 
     catalog_dsn: SecretStr | None = Field(default=None, description="unset: embedded private cluster")
     s3_endpoint_url: str | None = None
@@ -125,8 +134,8 @@ class Settings(BaseSettings):
     changes_max_transactions: int = Field(default=1000, ge=1)  # transactions listed per changes answer at most
     changes_mass_rows: int = Field(default=1000, ge=0)     # deleting/updating more rows of a relation is destructive
     # undo period and purge (issue 13)
-    deleted_retention_days: float = Field(default=light.DELETED_RETENTION_DAYS, ge=0, allow_inf_nan=False)  # a deleted instance stays clonable this long
-    purge_grace_hours: float = Field(default=light.PURGE_GRACE_HOURS, ge=0, allow_inf_nan=False)       # between "due" and deletion
+    deleted_retention_days: float = Field(default=30.0, ge=0, allow_inf_nan=False)  # a deleted instance stays clonable this long
+    purge_grace_hours: float = Field(default=24.0, ge=0, allow_inf_nan=False)       # between "due" and deletion
     purge_aws_access_key_id: SecretStr | None = None      # the only credentials that ever delete
     purge_aws_secret_access_key: SecretStr | None = None
     purge_interval_seconds: int = Field(default=0, ge=0)   # 0: no scheduled purge runs in serve
@@ -142,16 +151,6 @@ class Settings(BaseSettings):
     restore_recovery_timeout_seconds: float = 4 * 3600.0
     restore_stop_timeout_seconds: float = 300.0
     restore_stall_seconds: float = 30.0           # a fetch with no progress this long stops (0: never)
-
-
-    @classmethod
-    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-                                   env_settings: PydanticBaseSettingsSource,
-                                   dotenv_settings: PydanticBaseSettingsSource,
-                                   file_secret_settings: PydanticBaseSettingsSource,
-                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # NAME and NAME_FILE together are refused by the file source, so their order does not matter
-        return init_settings, env_settings, FileSettingsSource(settings_cls), dotenv_settings, file_secret_settings
 
     def default_credentials(self) -> list[str]:
         """The roles whose password is still the built-in one."""
