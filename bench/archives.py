@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from recovery.lsn import Lsn
+from recovery.timefmt import iso_micro
 from recovery.wal import DEFAULT_SEG_SIZE, segment_name
 from scheduler.layouts.pgbackrest_ini import parse_info
 
@@ -48,10 +49,6 @@ def at(segno: int) -> datetime:
     return T0 + timedelta(minutes=segno)
 
 
-def _iso(t: datetime) -> str:
-    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def wal_keys(spec: Spec, segnos: Iterable[int]) -> Iterator[tuple[str, bytes]]:
     """The WAL object keys of ``segnos`` in the spec's layout (empty bodies)."""
     p = spec.prefix
@@ -81,10 +78,11 @@ def _walg(spec: Spec) -> Iterator[tuple[str, bytes]]:
         sentinel = {"LSN": start, "FinishLSN": stop, "PgVersion": PG_NUM, "SystemIdentifier": SYSID,
                     "UncompressedSize": 2604967632, "CompressedSize": 858502390, "DataCatalogSize": 2604000000,
                     "Spec": None, "UserData": None, "FilesMetadataDisabled": False, "ChkpNum": 0, "DeltaChkpNum": 0,
-                    "Version": 2, "StartTime": _iso(at(s)), "FinishTime": _iso(at(s) + timedelta(seconds=40)),
+                    "Version": 2, "StartTime": iso_micro(at(s)),
+                    "FinishTime": iso_micro(at(s) + timedelta(seconds=40)),
                     "DateFmt": "%Y-%m-%dT%H:%M:%S.%fZ", "Hostname": "db1",
                     "DataDir": "/var/lib/postgresql/15/main", "IsPermanent": False}
-        meta = {"start_time": _iso(at(s)), "finish_time": _iso(at(s) + timedelta(seconds=40)),
+        meta = {"start_time": iso_micro(at(s)), "finish_time": iso_micro(at(s) + timedelta(seconds=40)),
                 "date_fmt": "%Y-%m-%dT%H:%M:%S.%fZ", "hostname": "db1", "data_dir": "/var/lib/postgresql/15/main",
                 "pg_version": PG_NUM, "start_lsn": start, "finish_lsn": stop, "is_permanent": False,
                 "system_identifier": SYSID, "uncompressed_size": 2604967632, "compressed_size": 858502390}

@@ -5,7 +5,8 @@ parent's ``wait4`` maxrss, includes the parent's peak: see ``own_peak_rss_mb``).
 
 Modes: ``list`` (bare paginated ListObjectsV2 with the scanner's aioboto3 client), ``scan`` (one
 instance through ``scheduler.runner.scan_instance``: listing, parsing, catalog save), ``many`` (a scheduler pass:
-``backup_catalog.usecases.scan.scan_listed``). Configuration from the environment (CATALOG_DSN, S3_ENDPOINT_URL, AWS_*).
+``backup_catalog.usecases.scan.scan_listed``); ``serve`` answers such jobs one after another (``make
+bench-smoke``). Configuration from the environment (CATALOG_DSN, S3_ENDPOINT_URL, AWS_*).
 """
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import argparse
 import asyncio
 import json
 import resource
+import sys
 import time
+import traceback
 from typing import Any
 
 from backup_catalog.settings import Settings
@@ -83,7 +86,8 @@ async def scan_fleet(settings: Settings, guids: list[str], full: bool, concurren
             "requests": sum(o.requests for o in outs), "wall_s": wall, "cpu_s": cpu}
 
 
-def main() -> None:
+def run(argv: list[str]) -> dict[str, Any]:
+    """One job (``MODE ARGS``); its result with this process's own peak RSS."""
     p = argparse.ArgumentParser(prog="bench.job")
     sub = p.add_subparsers(dest="mode", required=True)
     lp = sub.add_parser("list")
@@ -96,7 +100,7 @@ def main() -> None:
     mp.add_argument("--guids-file", required=True)
     mp.add_argument("--full", action="store_true")
     mp.add_argument("--concurrency", type=int, default=8)
-    a = p.parse_args()
+    a = p.parse_args(argv)
     settings = Settings()
     if a.mode == "list":
         out = asyncio.run(bare_list(settings, a.bucket, a.prefix))
@@ -108,7 +112,26 @@ def main() -> None:
         out = asyncio.run(scan_fleet(settings, guids, a.full, a.concurrency))
     out["peak_rss_mb"] = own_peak_rss_mb()
     out["rusage_maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps(out))
+    return out
+
+
+def serve() -> None:
+    """``python -m bench.job serve``: job after job, one JSON argument list a line on stdin, one JSON result
+    a line on stdout (``{"error": ...}`` for a job that failed), until stdin closes. The smoke's way to start
+    one interpreter instead of one per job; its peak RSS is that of every job so far."""
+    for line in sys.stdin:
+        try:
+            out = run(json.loads(line))
+        except BaseException as e:      # SystemExit from argparse too: the caller reads the line
+            out = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-1500:]}
+        print(json.dumps(out), flush=True)
+
+
+def main() -> None:
+    if sys.argv[1:] == ["serve"]:
+        serve()
+    else:
+        print(json.dumps(run(sys.argv[1:])))
 
 
 if __name__ == "__main__":

@@ -127,6 +127,44 @@ def checks(r: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def broken(r: dict[str, Any]) -> list[str]:
+    """What did not work, whatever the sizes: a failed scan, a failed instance, an HTTP error, an event not
+    applied, a catalog that disagrees with the tool. Any of these fails the run (``make bench-smoke`` too,
+    where the figures and their targets mean nothing)."""
+    out: list[str] = []
+    w = r.get("walrecords")
+    if w and not (w["records"] and w["transactions"]):
+        out.append(f"walrecords: the decoder found no transactions in {w['records']} records")
+    y = r.get("year")
+    if y:
+        for what, v in (*((f"initial scan {i + 1}", s) for i, s in enumerate(y["initial_scan"]["runs"])),
+                        ("rescan, nothing new", y["rescan_idle"]), ("rescan, 1,000 new", y["rescan_1000_new"])):
+            if not v["ok"]:
+                out.append(f"year: {what} failed: {v['code']} {v['message']}")
+        if y["footprint"]["backups"] != y["backups"]:
+            out.append(f"year: {y['footprint']['backups']} backups catalogued of {y['backups']}")
+        if not y["wal_keys_listed"]:
+            out.append("year: the bare listing found no WAL keys")
+    for key, v in (r.get("fleet") or {}).items():
+        if isinstance(v, dict) and v.get("failed"):
+            out.append(f"fleet {key}: {v['failed']} instances failed: {v['failures']}")
+    e = r.get("events")
+    if e:
+        f, t = e["freshness"], e["throughput"]
+        if f["seen"] != f["puts"]:
+            out.append(f"events: {f['seen']} of {f['puts']} PUTs reached the catalog")
+        if t["applied"] != t["events"]:
+            out.append(f"events: {t['applied']} of {t['events']} events applied")
+    for k, v in (r.get("http") or {}).items():
+        if v["non2xx"] or v["socket_errors"] or not v["requests"]:
+            out.append(f"http {k}: {v['requests']} requests, {v['non2xx']} non-2xx, {v['socket_errors']} socket errors")
+    for tool, v in (r.get("tools") or {}).items():
+        if v["http_status"] != [200, 200] or not v["plan_ok"] or v["backups_catalog"] != v["backups_tool"]:
+            out.append(f"tools {tool}: HTTP {v['http_status']}, plan ok {v['plan_ok']}, "
+                       f"{v['backups_catalog']} backups catalogued of the tool's {v['backups_tool']}")
+    return out
+
+
 def _cli_checks(sec: str, v: dict[str, Any]) -> list[dict[str, Any]]:
     """The terminal commands' wall time (median) against their target, and their own CPU time."""
     target = v.get("cli_target_ms", 150.0)

@@ -17,7 +17,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,69 @@ SERVE_INTERVAL = 86400
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def _cpu() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+class Phases:
+    """Wall seconds per phase, logged as each ends and kept in the results (``phase_s``)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t0, c0 = time.perf_counter(), _cpu()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+            # this process and its reaped children (not PostgreSQL's; of every phase running at the time)
+            log(f"phase {name}: {self.seconds[name]:.1f}s (CPU {_cpu() - c0:.1f}s, load {os.getloadavg()[0]:.1f})")
+
+    def run(self, plan: list[tuple[str, Callable[[], None], tuple[str, ...]]], together: bool = False) -> None:
+        """Run the phases of ``plan`` (name, function, the phases it needs) in its order, or ``together``: each
+        in a thread of its own as soon as the phases it needs have ended (they wait on child processes,
+        PostgreSQL and wrk more than on this interpreter). A phase whose needs failed does not run; the first
+        failure is raised once every phase has ended."""
+        if not together:
+            for name, fn, _ in plan:
+                with self(name):
+                    fn()
+            return
+        done = {name: threading.Event() for name, _, _ in plan}
+        failed: set[str] = set()
+        errors: list[BaseException] = []
+
+        def one(name: str, fn: Callable[[], None], needs: tuple[str, ...]) -> None:
+            try:
+                for n in needs:
+                    if n in done:
+                        done[n].wait()
+                if failed.intersection(needs):
+                    failed.add(name)
+                    return
+                with self(name):
+                    fn()
+            except BaseException as e:    # raised below, once the other phases have ended
+                log(f"phase {name} failed: {type(e).__name__}: {e}")
+                failed.add(name)
+                errors.append(e)
+            finally:
+                done[name].set()
+        threads = [threading.Thread(target=one, args=p, name=f"phase-{p[0]}") for p in plan]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+
+    def summary(self) -> str:
+        return ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items())
 
 
 # -- S3 --------------------------------------------------------------------------------------------
@@ -56,26 +122,84 @@ def preload(ep: MotoEndpoint, bucket: str, items: Any) -> int:
 
 # -- child jobs ------------------------------------------------------------------------------------
 
-def job(env: dict[str, str], *args: str) -> dict[str, Any]:
-    """Run ``python -m bench.job ARGS`` and add the child's own rusage (wait4): CPU and peak RSS."""
-    with tempfile.TemporaryFile("w+") as errf:
-        proc = subprocess.Popen([sys.executable, "-m", "bench.job", *args], stdout=subprocess.PIPE, stderr=errf,
-                                env=env, text=True)
-        assert proc.stdout is not None
-        out = proc.stdout.read()
-        _, status, ru = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        errf.seek(0)
-        err = errf.read()
-    if proc.returncode != 0 or not out.strip():
-        raise RuntimeError(f"bench.job {' '.join(args)} failed (exit {proc.returncode}): {err[-1500:]}")
-    res: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
-    # the child's own peak (VmHWM, reported by bench.job): wait4's ru_maxrss starts at this parent's peak,
-    # because Linux carries the high-water RSS of the address space a child exec'd from (vfork) into it
-    res["child_maxrss_mb"] = res.get("peak_rss_mb", ru.ru_maxrss / 1024)
-    res["child_wait4_maxrss_mb"] = ru.ru_maxrss / 1024
-    res["child_cpu_s"] = ru.ru_utime + ru.ru_stime
-    return res
+class Jobs:
+    """``python -m bench.job ARGS`` with the child's own rusage (wait4): CPU and peak RSS, a fresh process per
+    job. ``shared`` (the smoke): one ``bench.job serve`` process answers job after job (one at a time, for
+    every phase); the same job code without an interpreter start per job (each costs 1-1.5 s of CPU), figures
+    from the child's own report (its peak RSS is that of every job so far)."""
+
+    def __init__(self) -> None:
+        self.shared = False
+        self._lock = threading.Lock()
+        self._worker: tuple[subprocess.Popen[str], Any] | None = None
+
+    def __call__(self, env: dict[str, str], *args: str, fresh: bool = False) -> dict[str, Any]:
+        if self.shared and not fresh:
+            with self._lock:
+                return self._shared(env, args)
+        return self._fresh(env, args)
+
+    def _fresh(self, env: dict[str, str], args: tuple[str, ...]) -> dict[str, Any]:
+        with tempfile.TemporaryFile("w+") as errf:
+            proc = subprocess.Popen([sys.executable, "-m", "bench.job", *args], stdout=subprocess.PIPE,
+                                    stderr=errf, env=env, text=True)
+            assert proc.stdout is not None
+            out = proc.stdout.read()
+            _, status, ru = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            errf.seek(0)
+            err = errf.read()
+        if proc.returncode != 0 or not out.strip():
+            raise RuntimeError(f"bench.job {' '.join(args)} failed (exit {proc.returncode}): {err[-1500:]}")
+        res: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+        # the child's own peak (VmHWM, reported by bench.job): wait4's ru_maxrss starts at this parent's peak,
+        # because Linux carries the high-water RSS of the address space a child exec'd from (vfork) into it
+        res["child_maxrss_mb"] = res.get("peak_rss_mb", ru.ru_maxrss / 1024)
+        res["child_wait4_maxrss_mb"] = ru.ru_maxrss / 1024
+        res["child_cpu_s"] = ru.ru_utime + ru.ru_stime
+        return res
+
+    def _shared(self, env: dict[str, str], args: tuple[str, ...]) -> dict[str, Any]:
+        if self._worker is None or self._worker[0].poll() is not None:
+            self.close()
+            errf = tempfile.TemporaryFile("w+")
+            self._worker = (subprocess.Popen([sys.executable, "-m", "bench.job", "serve"], stdin=subprocess.PIPE,
+                                             stdout=subprocess.PIPE, stderr=errf, env=env, text=True), errf)
+        proc, errf = self._worker
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            proc.stdin.write(json.dumps(list(args)) + "\n")
+            proc.stdin.flush()
+            line = proc.stdout.readline()
+        except BrokenPipeError:
+            line = ""
+        res: dict[str, Any] = json.loads(line) if line.strip() else {"error": f"exit {proc.wait()}"}
+        if "error" in res:
+            errf.seek(0)
+            raise RuntimeError(f"bench.job {' '.join(args)} failed: {res['error']}\n{res.get('traceback', '')}"
+                               f"{errf.read()[-1500:]}")
+        res["child_maxrss_mb"] = res["peak_rss_mb"]
+        res["child_cpu_s"] = res["cpu_s"]
+        return res
+
+    def close(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is None:
+            return
+        proc, errf = worker
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+        errf.close()
+
+
+job = Jobs()
 
 
 def child_env(dsn: str, s3_url: str) -> dict[str, str]:
@@ -108,24 +232,27 @@ async def footprint(dsn: str, guid: str) -> dict[str, int]:
 
 # -- phases ----------------------------------------------------------------------------------------
 
-def instance_year(ep: MotoEndpoint, dsn: str, env: dict[str, str], segments: int, backups: int) -> dict[str, Any]:
+def instance_year(ep: MotoEndpoint, dsn: str, env: dict[str, str], segments: int, backups: int,
+                  instances: int = 2) -> dict[str, Any]:
     spec = archives.Spec("walg", "year/walg", segments, backups,
                          holes=frozenset(segments * k // 4 + 7 for k in (1, 2, 3)))
     t0 = time.perf_counter()
     n = preload(ep, "bench-year", archives.objects(spec))
     log(f"instance-year: {n} objects preloaded in {time.perf_counter() - t0:.1f}s")
     # two instances on the same prefix: two initial scans, interleaved with three bare listings (moto in this
-    # process sets the wall clock and is noisy; medians of repeated runs, each run kept in the JSON)
-    asyncio.run(register(dsn, [(g, "bench-year", g, Storage("bench-year", spec.prefix))
-                               for g in ("year-walg", "year-walg-2")]))
+    # process sets the wall clock and is noisy; medians of repeated runs, each run kept in the JSON); the smoke
+    # scans one instance after one listing
+    guids = ("year-walg", "year-walg-2")[:instances]
+    asyncio.run(register(dsn, [(g, "bench-year", g, Storage("bench-year", spec.prefix)) for g in guids]))
     wal_prefix = spec.prefix + "/wal_005/"
     bares, scans = [], []
-    for g in ("year-walg", "year-walg-2"):
+    for g in guids:
         bares.append(job(env, "list", "--bucket", "bench-year", "--prefix", wal_prefix))
         log(f"bare listing: {bares[-1]['keys']} keys {bares[-1]['wall_s']:.1f}s")
         scans.append(job(env, "scan", "--guid", g))
         log(f"initial scan ({g}): {scans[-1]}")
-    bares.append(job(env, "list", "--bucket", "bench-year", "--prefix", wal_prefix))
+    if instances > 1:
+        bares.append(job(env, "list", "--bucket", "bench-year", "--prefix", wal_prefix))
     scan = dict(scans[0])
     scan["wall_s"] = statistics.median(x["wall_s"] for x in scans)
     scan["cpu_s"] = statistics.median(x["cpu_s"] for x in scans)
@@ -240,7 +367,8 @@ class Server:
         self.log.close()
 
 
-def http_latency(port: int, instances: int, days: int, seconds: int) -> dict[str, Any]:
+def http_latency(port: int, instances: int, days: int, seconds: int, warmup: int = 2,
+                 connections: tuple[int, ...] = (1, 16)) -> dict[str, Any]:
     url = f"http://127.0.0.1:{port}"
     tg = bigcatalog.targets(instances, days, 2000)
     post = load.script("POST", [(f"/spaces/{s}/clones", json.dumps({"clone-from": n, "point-in-time": t}))
@@ -248,8 +376,9 @@ def http_latency(port: int, instances: int, days: int, seconds: int) -> dict[str
     get = load.script("GET", [(f"/spaces/{s}/services/{n}/backups", None) for s, n, _ in tg], "broker", "broker")
     out: dict[str, Any] = {}
     for label, lua in (("plan", post), ("backups", get)):
-        load.run(url, lua, connections=4, seconds=2)    # warm-up (connections, caches)
-        for conns in (1, 16):
+        if warmup:
+            load.run(url, lua, connections=4, seconds=warmup)    # warm-up (connections, caches)
+        for conns in connections:
             r = load.run(url, lua, connections=conns, seconds=seconds)
             out[f"{label}_c{conns}"] = r
             log(f"HTTP {label} c={conns}: p50 {r['p50_ms']:.2f} ms p99 {r['p99_ms']:.2f} ms "
@@ -279,14 +408,17 @@ def main(argv: list[str] | None = None) -> int:
                             "walrecords"])
     p.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     p.add_argument("--smoke", action="store_true",
-                   help="every phase at tiny sizes, in under a minute (make bench-smoke, part of make test): "
-                        "the bench still runs; its figures and targets mean nothing at this size")
+                   help="every phase but the drills at tiny sizes, independent phases side by side, in under a "
+                        "minute (make bench-smoke, part of make test): the bench still runs and fails when something "
+                        "does not work; its figures and targets mean nothing at this size")
     a = p.parse_args(argv)
     if a.smoke:
         a.year_segments, a.year_backups = a.year_segments or 500, 3
         a.fleet_instances, a.fleet_segments, a.fleet_backups, a.per_bucket = 4, 20, 2, 2
         a.catalog_instances, a.catalog_days, a.http_seconds = 60, 5, 1
-        a.skip += ["drills", "tools"]   # real archives restored and timed: minutes of their own; the tests run them
+        # one drill and one plain restore per tool took 109 s at load 10 (2026-12-07), more than the smoke's
+        # minute; tests/test_drills_e2e.py runs drills of the same real archives
+        a.skip.append("drills")
         if a.out == RESULTS / "latest.json":
             a.out = Path(tempfile.gettempdir()) / "backup-catalog-bench-smoke.json"
     year_segments = a.year_segments or (525_600 if a.full_size else 50_000)
@@ -294,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     fleet_segments = a.fleet_segments or (1000 if a.full_size else 200)
 
     started = time.perf_counter()
+    phase = Phases()
     if not a.stock_moto:
         fastlist.install()
     tmp = Path(tempfile.mkdtemp(prefix="bench-", dir="/tmp"))
@@ -301,65 +434,125 @@ def main(argv: list[str] | None = None) -> int:
     base = tmp / "pg"
     results: dict[str, Any] = {"machine": report.machine(), "started_at": datetime.now(timezone.utc).isoformat(),
                                "moto_listing": "stock" if a.stock_moto else "indexed (bench.fastlist)",
-                               "args": {k: str(v) for k, v in vars(a).items()}}
+                               "args": {k: str(v) for k, v in vars(a).items()},
+                               "load_avg_at_start": os.getloadavg(), "phase_s": phase.seconds}
     server: Server | None = None
-    try:
-        if "walrecords" not in a.skip:   # the WAL record decoder beside pg_waldump (bench/walrecords.py)
-            results["walrecords"] = walrecords.measure(log, smoke=a.smoke)
+    ep = MotoEndpoint()
+    st: dict[str, Any] = {}          # what the phases hand on: dsn, env, the real archives' registrations
+    # the smoke runs independent phases side by side (its figures mean nothing; its minute is mostly child
+    # processes starting): the same code as the measured run, which runs them one after the other
+    together = job.shared = a.smoke
+
+    def setup() -> None:
         log(f"embedded catalog cluster under {base}")
-        dsn = embedded.ensure_cluster(base)
+        st["dsn"] = dsn = embedded.ensure_cluster(base)
         asyncio.run(_init(dsn))
-        with MotoEndpoint() as ep:
-            env = child_env(dsn, ep.url)
-            if "year" not in a.skip:
-                results["year"] = instance_year(ep, dsn, env, year_segments, a.year_backups)
-            if "fleet" not in a.skip:
-                results["fleet"] = fleet(ep, dsn, env, tmp, fleet_instances, fleet_segments, a.fleet_backups,
-                                         a.per_bucket)
-            regs = None
-            if "tools" not in a.skip:
-                regs = sidebyside.upload(ep)
-                asyncio.run(register(dsn, [(r["guid"], sidebyside.SPACE, r["name"],
-                                            Storage(r["bucket"], r["prefix"], r["layout"], r["stanza"]))
-                                           for r in regs.values()]))
-                for r in regs.values():
-                    job(env, "scan", "--guid", r["guid"], "--full")
-                if "drills" not in a.skip:    # before the server and the big catalog: restores want the CPU
-                    results["drills"] = drills.measure(ep, dsn, regs, runs=1 if a.smoke else 3)
-            if "events" not in a.skip:    # S3 events (issue 22): its own instances, before the big catalog
-                results["events"] = events.measure(ep, dsn, log=log, **events.SIZES[
-                    "tiny" if a.smoke else "full" if a.full_size else "default"])
-            if "catalog" not in a.skip:
-                t0 = time.perf_counter()
-                counts = asyncio.run(bigcatalog.build(dsn, a.catalog_instances, a.catalog_days))
-                results["catalog"] = {"instances": a.catalog_instances, "days": a.catalog_days, "rows": counts,
-                                      "build_s": time.perf_counter() - t0}
-                log(f"large catalog: {counts} in {results['catalog']['build_s']:.0f}s")
-                t0 = time.perf_counter()
-                n = bigcatalog.derive(dsn, a.catalog_instances)
-                results["catalog"]["derive_s"] = time.perf_counter() - t0
-                log(f"derived views (what each scan stores) for {n} instances in {results['catalog']['derive_s']:.0f}s")
-            from backup_catalog.usecases.scan import slot_for
-            asyncio.run(bigcatalog.claim_slots(dsn, slot_for(datetime.now(timezone.utc), SERVE_INTERVAL)))
-            server = Server(env, tmp / "server.log", a.serve_workers)
-            results["serve_workers"] = a.serve_workers
-            server.wait_idle()
-            if "catalog" not in a.skip and "reports" not in a.skip:
-                pid = server.proc.pid if a.serve_workers == 1 else server.pids()[-1]
-                results["reports"] = fleetreports.measure(server.port, pid, log)
-            if "catalog" not in a.skip and "http" not in a.skip:
-                results["http"] = http_latency(server.port, a.catalog_instances, a.catalog_days, a.http_seconds)
-            if regs is not None:
-                import base64
-                auth = base64.b64encode(b"broker:broker").decode()
-                results["tools"] = sidebyside.measure(ep, regs, env, server.port, auth)
-                log(f"side by side: {json.dumps(results['tools'])}")
+        ep.start()
+        st["env"] = child_env(dsn, ep.url)
+
+    def year() -> None:
+        results["year"] = instance_year(ep, st["dsn"], st["env"], year_segments, a.year_backups,
+                                        instances=1 if a.smoke else 2)
+
+    def fleet_() -> None:
+        results["fleet"] = fleet(ep, st["dsn"], st["env"], tmp, fleet_instances, fleet_segments, a.fleet_backups,
+                                 a.per_bucket)
+
+    def tools_upload() -> None:
+        regs = sidebyside.upload(ep)
+        asyncio.run(register(st["dsn"], [(r["guid"], sidebyside.SPACE, r["name"],
+                                          Storage(r["bucket"], r["prefix"], r["layout"], r["stanza"]))
+                                         for r in regs.values()]))
+        guids = tmp / "tools-guids.txt"
+        guids.write_text("".join(r["guid"] + "\n" for r in regs.values()))
+        # a process of its own even in the smoke, which thus runs both ways of starting a job
+        scanned = job(st["env"], "many", "--guids-file", str(guids), "--full", fresh=True)
+        if scanned["failed"]:
+            raise RuntimeError(f"scans of the real archives failed: {scanned['failures']}")
+        st["regs"] = regs
+
+    def drills_() -> None:   # before the server and the big catalog: restores want the CPU
+        results["drills"] = drills.measure(ep, st["dsn"], st["regs"], runs=1 if a.smoke else 3)
+
+    def events_() -> None:   # S3 events (issue 22): its own instances, before the big catalog
+        size = events.SIZES["tiny" if a.smoke else "full" if a.full_size else "default"]
+        if a.smoke:
+            size = {**size, "rate": 20.0}    # its PUTs in 1 s, not 4
+        # in a catalog database of its own: its 10,000 instances (no scans, no facts) would otherwise double
+        # the fleet the reports and /metrics are timed on (20,105 rows and a 40 s cold /metrics, 2026-12-07)
+        results["events"] = events.measure(ep, asyncio.run(_database(st["dsn"], "bench_events")), log=log, **size)
+
+    def catalog() -> None:
+        t0 = time.perf_counter()
+        counts = asyncio.run(bigcatalog.build(st["dsn"], a.catalog_instances, a.catalog_days))
+        results["catalog"] = c = {"instances": a.catalog_instances, "days": a.catalog_days, "rows": counts,
+                                  "build_s": time.perf_counter() - t0}
+        log(f"large catalog: {counts} in {c['build_s']:.0f}s")
+        t0 = time.perf_counter()
+        n = bigcatalog.derive(st["dsn"], a.catalog_instances, workers=1 if a.smoke else 2)
+        c["derive_s"] = time.perf_counter() - t0
+        log(f"derived views (what each scan stores) for {n} instances in {c['derive_s']:.0f}s")
+
+    def serve_start() -> None:
+        nonlocal server
+        from backup_catalog.usecases.scan import slot_for
+        asyncio.run(bigcatalog.claim_slots(st["dsn"], slot_for(datetime.now(timezone.utc), SERVE_INTERVAL)))
+        server = Server(st["env"], tmp / "server.log", a.serve_workers)
+        results["serve_workers"] = a.serve_workers
+        server.wait_idle(quiet_s=0.5 if a.smoke else 2.0)
+
+    def reports() -> None:
+        assert server is not None
+        pid = server.proc.pid if a.serve_workers == 1 else server.pids()[-1]
+        results["reports"] = fleetreports.measure(server.port, pid, log)
+
+    def http() -> None:
+        assert server is not None
+        # the smoke: one concurrent run per route (wrk runs at least a second, and keeps the server busy)
+        results["http"] = http_latency(server.port, a.catalog_instances, a.catalog_days, a.http_seconds,
+                                       warmup=0 if a.smoke else 2, connections=(4,) if a.smoke else (1, 16))
+
+    def tools() -> None:
+        import base64
+        assert server is not None
+        auth = base64.b64encode(b"broker:broker").decode()
+        results["tools"] = sidebyside.measure(ep, st["regs"], st["env"], server.port, auth,
+                                              **({"repeat": 1, "http_repeat": 3} if a.smoke else {}))
+        log(f"side by side: {json.dumps(results['tools'])}")
+
+    def walrecords_() -> None:   # the WAL record decoder beside pg_waldump (bench/walrecords.py)
+        results["walrecords"] = walrecords.measure(log, smoke=a.smoke)
+
+    data = ("year", "fleet", "tools-upload", "drills", "events", "catalog")   # what the server will find
+    plan: list[tuple[str, Callable[[], None], tuple[str, ...]]] = [    # the measured run's order; needs
+        ("precompile", sidebyside.precompile, ()),      # as an install does: the child processes skip compiling
+        ("walrecords", walrecords_, ("precompile",)),
+        ("setup", setup, ("precompile",)),
+        ("year", year, ("setup",)),
+        ("fleet", fleet_, ("setup",)),
+        ("tools-upload", tools_upload, ("setup",)),
+        ("drills", drills_, ("tools-upload",)),
+        ("events", events_, ("setup",)),
+        ("catalog", catalog, ("setup",)),
+        ("serve-start", serve_start, data),
+        ("reports", reports, ("serve-start",)),
+        ("http", http, ("serve-start",)),
+        ("tools", tools, ("serve-start", "tools-upload")),
+    ]
+    needs = {"tools-upload": "tools", "drills": "tools", "reports": "catalog", "http": "catalog"}
+    try:
+        try:
+            phase.run([p for p in plan if p[0] not in a.skip and needs.get(p[0]) not in a.skip], together)
+        finally:
+            with phase("teardown"):
+                job.close()
+                if server is not None:
+                    server.stop()
+                ep.stop()
     except Exception as e:  # keep what was measured; say what failed
         results["error"] = f"{type(e).__name__}: {e}"
         log(f"bench aborted: {results['error']}")
     finally:
-        if server is not None:
-            server.stop()
         try:
             embedded.stop_cluster(base)
         finally:
@@ -367,15 +560,32 @@ def main(argv: list[str] | None = None) -> int:
     results["total_s"] = time.perf_counter() - started
     checks = report.checks(results)
     results["checks"] = checks
+    results["broken"] = report.broken(results)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(results, indent=1, default=str))
     report.print_table(results, checks)
+    log(f"per phase: {phase.summary()}")
     log(f"results written to {a.out} ({results['total_s']:.0f}s)")
-    if "error" in results:
+    for b in results["broken"]:
+        log(f"broken: {b}")
+    if "error" in results or results["broken"]:
         return 2
     if a.smoke:
         return 0      # it ran end to end; targets are for real sizes
     return 0 if all(c["met"] is not False for c in checks) else 1
+
+
+async def _database(dsn: str, name: str) -> str:
+    """A second catalog database beside ``dsn``'s (same cluster), its schema applied; its DSN."""
+    conn = await catalog_db.connect(dsn)
+    try:
+        await conn.execute(f"CREATE DATABASE {name}")
+    finally:
+        await conn.close()
+    other = dsn.replace(f"/{embedded.DATABASE}?", f"/{name}?", 1)
+    assert other != dsn, dsn
+    await _init(other)
+    return other
 
 
 async def _init(dsn: str) -> None:

@@ -14,6 +14,7 @@ from catalog.db import Conn, Db, transaction
 from catalog.errors import Conflict, UnknownInstance, UnknownService
 from catalog.rows import InstanceRecord, Resolution, ScanState
 from recovery.model import InstanceRef, Storage
+from recovery.timefmt import iso_offset
 
 
 def _now() -> datetime:
@@ -104,8 +105,8 @@ async def _rename(c: Conn, guid: str, space: str, name: str, at: datetime) -> No
     if cur["deleted_at"] is not None:
         raise Conflict(f"instance {guid} is deleted: it keeps its last name {cur['name']!r}")
     if cur["valid_from"] is not None and at <= cur["valid_from"]:
-        raise Conflict(f"instance {guid}: rename at {at.isoformat()} is not after its current name's "
-                       f"start {cur['valid_from'].isoformat()}")
+        raise Conflict(f"instance {guid}: rename at {iso_offset(at)} is not after its current name's "
+                       f"start {iso_offset(cur['valid_from'])}")
     await c.execute("UPDATE instance_names SET valid_to = $2 WHERE instance_guid = $1 AND valid_to = 'infinity'",
                     guid, at)
     await _take_name(c, guid, space, name, at, at)
@@ -128,7 +129,7 @@ async def _take_name(c: Conn, guid: str, space: str, name: str, start: datetime 
             start = holder["deleted_at"] if holder["deleted_at"] > since else at
             if start <= since:
                 raise Conflict(f"name {name!r} in space {space}: cannot start a new holder before "
-                               f"{since.isoformat()}")
+                               f"{iso_offset(since)}")
         await c.execute(
             """UPDATE instance_names SET valid_to = coalesce($4, '-infinity'::timestamptz)
                WHERE space_guid = $1 AND name = $2 AND instance_guid = $3 AND valid_to = 'infinity'""",
@@ -205,10 +206,10 @@ async def resolve_name(db: Db, space: str, name: str, at: datetime | None = None
     if at is not None:
         rec_at = next((rec for rec, held in found if held), None)
         if rec_at is not None:
-            return Resolution(rec_at, f"instance {rec_at.guid} held the name {name!r} at {at.isoformat()}"
+            return Resolution(rec_at, f"instance {rec_at.guid} held the name {name!r} at {iso_offset(at)}"
                               + _deleted_note(rec_at), "held_at_time")
         rec = holders[0]
-        return Resolution(rec, f"no instance held the name {name!r} at {at.isoformat()}: using its most recent "
+        return Resolution(rec, f"no instance held the name {name!r} at {iso_offset(at)}: using its most recent "
                           f"holder, instance {rec.guid}" + _deleted_note(rec), "most_recent_holder")
     rec = holders[0]
     rule = "current_holder" if rec.ref.deleted_at is None else "most_recent_holder"
@@ -218,4 +219,4 @@ async def resolve_name(db: Db, space: str, name: str, at: datetime | None = None
 
 def _deleted_note(rec: InstanceRecord) -> str:
     d = rec.ref.deleted_at
-    return f" (deleted at {d.isoformat()})" if d is not None else ""
+    return f" (deleted at {iso_offset(d)})" if d is not None else ""

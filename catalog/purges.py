@@ -19,6 +19,7 @@ from catalog.db import Conn, Db, transaction
 from catalog.errors import Conflict, UnknownInstance
 from catalog.names import _INSTANCE_SELECT
 from catalog.rows import InstanceRecord
+from recovery.timefmt import iso_offset
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +60,7 @@ async def set_hold(db: Db, guid: str, reason: str | None, *, at: datetime | None
         if row is None:
             raise UnknownInstance(guid)
         if row["purged_at"] is not None:
-            raise Conflict(f"instance {guid}: its archive was already purged at {row['purged_at'].isoformat()}")
+            raise Conflict(f"instance {guid}: its archive was already purged at {iso_offset(row['purged_at'])}")
         await c.execute("""UPDATE instances SET hold_at = coalesce(hold_at, $2), hold_reason = coalesce($3, hold_reason)
                            WHERE instance_guid = $1""", guid, at or datetime.now(UTC), reason)
         return await _get(c, guid)

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -221,11 +221,21 @@ def row_to_conflict(r: Row) -> WalConflictRow:
     return WalConflictRow(timeline=r["timeline"], segno=r["segno"], detail=r["detail"], kind=r["kind"])
 
 
-def blocked_segments(rows: Iterable[WalConflictRow]) -> tuple[tuple[tuple[int, int], ...], tuple[CorruptSegment, ...]]:
-    """Stored ``wal_conflicts`` rows as the snapshot's (conflicts, corrupt)."""
+class Blocked(NamedTuple):
+    """The segments replay cannot pass, as :class:`~recovery.model.ArchiveSnapshot` holds them."""
+
+    conflicts: tuple[tuple[int, int], ...]
+    conflict_notes: dict[tuple[int, int], str]
+    corrupt: tuple[CorruptSegment, ...]
+
+
+def blocked_segments(rows: Iterable[WalConflictRow]) -> Blocked:
+    """Stored ``wal_conflicts`` rows as the snapshot's conflicts (with the scanner's notes) and corrupt segments."""
     items = list(rows)
-    return (tuple((x.timeline, x.segno) for x in items if x.kind != "corrupt"),
-            tuple(CorruptSegment(x.timeline, x.segno, x.detail) for x in items if x.kind == "corrupt"))
+    conflicts = [x for x in items if x.kind != "corrupt"]
+    return Blocked(tuple((x.timeline, x.segno) for x in conflicts),
+                   {(x.timeline, x.segno): x.detail for x in conflicts if x.detail},
+                   tuple(CorruptSegment(x.timeline, x.segno, x.detail) for x in items if x.kind == "corrupt"))
 
 
 # -- scan state --------------------------------------------------------------------------------

@@ -67,14 +67,14 @@ async def _load_snapshot(c: Conn, guid: str) -> ArchiveSnapshot:
                          "WHERE instance_guid = $1 ORDER BY tli, ordinal", guid)
     edges = await c.fetch("SELECT * FROM window_edges WHERE instance_guid = $1 ORDER BY timeline, segno", guid)
     state = await load_scan_state(c, guid)
-    conflicts, corrupt = rows.blocked_segments(await wal_conflicts(c, guid))
+    blocked = rows.blocked_segments(await wal_conflicts(c, guid))
     return ArchiveSnapshot(
         integrity_errors=tuple(i.message for i in state.issues if i.code == "integrity_error"),
         layout=rec.layout, seg_size=rec.seg_size or DEFAULT_SEG_SIZE,
         backups=await backups(c, guid),
         runs=await wal_runs(c, guid), histories=rows.rows_to_histories(hist),
         edges=tuple(rows.row_to_edge(e) for e in edges), pg_version=rec.pg_version,
-        conflicts=conflicts, corrupt=corrupt)
+        conflicts=blocked.conflicts, conflict_notes=blocked.conflict_notes, corrupt=blocked.corrupt)
 
 
 _USABLE = ("status = 'done' AND timeline IS NOT NULL AND start_lsn IS NOT NULL AND stop_lsn IS NOT NULL")
@@ -150,15 +150,15 @@ async def load_plan_inputs(db: Db, guid: str, target: Target, k: int) -> PlanInp
         return None
     backups = [rows.json_to_backup(b) for b in json.loads(r["j_backups"] or "[]")]
     issues = rows.issues_from_json(r["scan_issues"])
-    conflicts, corrupt = rows.blocked_segments(rows.WalConflictRow(t, n, detail, kind)
-                                               for t, n, detail, kind in json.loads(r["j_conflicts"] or "[]"))
+    blocked = rows.blocked_segments(rows.WalConflictRow(t, n, detail, kind)
+                                    for t, n, detail, kind in json.loads(r["j_conflicts"] or "[]"))
     snap = ArchiveSnapshot(
         integrity_errors=tuple(i.message for i in issues if i.code == "integrity_error"),
         layout=rec.layout, seg_size=rec.seg_size or DEFAULT_SEG_SIZE, backups=tuple(b for b, _ in backups),
         runs=tuple(WalRun(t, a, b) for t, a, b in json.loads(r["j_runs"] or "[]")),
         histories=rows.json_to_histories(json.loads(r["j_hist"] or "[]")),
         edges=tuple(rows.json_to_edge(e) for e in json.loads(r["j_edges"] or "[]")), pg_version=rec.pg_version,
-        conflicts=conflicts, corrupt=corrupt)
+        conflicts=blocked.conflicts, conflict_notes=blocked.conflict_notes, corrupt=blocked.corrupt)
     return PlanInputs(snap, frozenset(b.label for b, in_prefix in backups if in_prefix), r["stored_windows"])
 
 

@@ -4,6 +4,7 @@
 settings, recovers as the ``postgres`` user on a private socket and verifies replay against the plan;
 the pure parts (command lines, settings text, log verdicts) are in :mod:`executor.logic`.
 """
-from executor.run import ProgressEvent, RestoreError, RestoreResult, execute_plan
+from executor.outcome import ProgressEvent, RestoreError, RestoreResult
+from executor.run import execute_plan
 
 __all__ = ["ProgressEvent", "RestoreError", "RestoreResult", "execute_plan"]

@@ -15,9 +15,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from recovery.errors import PlanningError
-from recovery.jsonout import json_time
 from recovery.model import WalRun
 from recovery.relnames import FIRST_NORMAL_OID, RelationEntry, RelationNames
+from recovery.timefmt import iso
 from recovery.timeline import TimelinePath
 from recovery.wal import segment_name
 from recovery.walrecords import RelFile
@@ -142,13 +142,13 @@ def _transaction(t: Transaction, timeline: int, namer: _Namer, mass_rows: int) -
             reasons.append(f"deleted {r.deleted} rows of {what}")
         if r.updated > mass_rows:
             reasons.append(f"updated {r.updated} rows of {what}")
-    return {"xid": t.xid, "commit_time": json_time(t.commit_time), "commit_lsn": str(t.commit_lsn),
+    return {"xid": t.xid, "commit_time": iso(t.commit_time), "commit_lsn": str(t.commit_lsn),
             "timeline": timeline, "database_oid": t.db_oid, "destructive": bool(reasons),
             "why": reasons, "subtransactions": len(t.subxacts), "dropped": dropped, "rows": rows}
 
 
 def _point(p: RestorePoint, timeline: int) -> dict[str, Any]:
-    return {"name": p.name, "time": json_time(p.time), "lsn": str(p.lsn), "timeline": timeline}
+    return {"name": p.name, "time": iso(p.time), "lsn": str(p.lsn), "timeline": timeline}
 
 
 def changes_doc(*, instance_guid: str, path: TimelinePath, start: datetime, end: datetime, summary: Summary,
@@ -173,7 +173,7 @@ def changes_doc(*, instance_guid: str, path: TimelinePath, start: datetime, end:
     if len(chosen) > limit:
         out_notes.append(f"{limit} of {len(chosen)} transactions listed (destructive first): narrow the range "
                          "to see the others")
-    return {"instance_guid": instance_guid, "timeline_path": list(path.tlis), "from": json_time(start),
-            "to": json_time(end), "segments_read": segments_read, "mass_rows": mass_rows,
+    return {"instance_guid": instance_guid, "timeline_path": list(path.tlis), "from": iso(start),
+            "to": iso(end), "segments_read": segments_read, "mass_rows": mass_rows,
             "transactions": txs, "transactions_total": len(chosen), "truncated": len(chosen) > limit,
             "restore_points": points, "notes": out_notes}

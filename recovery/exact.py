@@ -19,9 +19,8 @@ from datetime import datetime
 
 from recovery.errors import PlanningError
 from recovery.lsn import Lsn
+from recovery.timefmt import iso_offset
 from recovery.timeline import TimelinePath
-from recovery.walrecords import RestorePointRecord, WalRecord, XactEnd
-from recovery.walsummary import CHANGES_MASS_ROWS, summarise
 
 MAX_NAME_BYTES = 63        # MAXFNAMELEN - 1: pg_create_restore_point's limit
 NEAREST = 5                # known xids listed with xid_not_found
@@ -134,7 +133,7 @@ def resolve_restore_point(points: Iterable[RestorePoint], name: str, path: Timel
     elif len(same) > 1:
         raise PlanningError("restore_point_ambiguous",
                             f"restore point {name!r} occurs {len(same)} times on {where}: "
-                            + "; ".join(f"{p.time.isoformat()} at {p.lsn}" for p in same)
+                            + "; ".join(f"{iso_offset(p.time)} at {p.lsn}" for p in same)
                             + "; choose one with restore-point-lsn", details={
                                 "name": name, "timeline_path": list(path.tlis),
                                 "occurrences": [_point_dict(p) for p in same]})
@@ -191,32 +190,13 @@ def resolve_xid(xid: int, commits: Iterable[CommitPoint], path: TimelinePath, *,
         c = done[0]      # PostgreSQL stops at the first commit record of that xid in WAL order
         return ExactPoint(c.lsn, c.timeline, c.time, xid=xid)
     near = nearest_xids(xid, summaries, read, path, seg_size)
-    why = (f"transaction {xid} aborted at {mine[0].time.isoformat()} ({mine[0].lsn}): it changed nothing"
+    why = (f"transaction {xid} aborted at {iso_offset(mine[0].time)} ({mine[0].lsn}): it changed nothing"
            if mine else f"transaction {xid} did not commit in the archived WAL on timeline path {list(path.tlis)}")
     lag = f"; {unindexed} segment(s) on the path are not indexed yet" if unindexed else ""
     listed = ", ".join(str(d["xid"]) for d in near)
     raise PlanningError("xid_not_found", f"{why}{lag}" + (f" (nearest known: {listed})" if near else ""),
                         details={"xid": xid, "timeline_path": list(path.tlis), "nearest": near,
                                  "aborted": bool(mine), "unindexed_segments": unindexed})
-
-
-def segment_summary(records: Iterable[WalRecord], timeline: int, segno: int, *, key: str | None = None,
-                    mass_rows: int = CHANGES_MASS_ROWS) -> tuple[SegmentSummary, tuple[RestorePoint, ...],
-                                                                  tuple[CommitPoint, ...]]:
-    """The WAL index's facts of one decoded segment: its summary, its restore points, and its commit/abort
-    records (for resolving an xid). Destructive transactions are judged from what this segment holds (a
-    drop or truncate is in the commit record itself; rows written in earlier segments are not counted)."""
-    recs = list(records)
-    ends = [r for r in recs if isinstance(r, XactEnd)]
-    done = summarise(recs).transactions
-    commits = [x for x in ends if x.committed]
-    xids = [x.xid for x in commits]
-    summary = SegmentSummary(
-        timeline, segno, len(commits), commits[0].time if commits else None, commits[-1].time if commits else None,
-        xids[0] if xids else None, xids[-1] if xids else None, min(xids) if xids else None,
-        max(xids) if xids else None, sum(1 for t in done if t.destructive(mass_rows)), key)
-    points = tuple(RestorePoint(r.name, r.time, r.lsn, timeline) for r in recs if isinstance(r, RestorePointRecord))
-    return summary, points, tuple(CommitPoint(x.xid, x.time, x.lsn, timeline, x.kind) for x in ends)
 
 
 def parse_xid(value: object) -> int:
@@ -251,5 +231,5 @@ def parse_point_name(value: object) -> str:
 
 
 __all__ = ["CommitPoint", "ExactPoint", "RestorePoint", "SegmentSummary", "by_lsn", "nearest_xids", "on_path",
-           "parse_point_name", "parse_xid", "resolve_restore_point", "resolve_xid", "segment_summary", "summary_on_path",
+           "parse_point_name", "parse_xid", "resolve_restore_point", "resolve_xid", "summary_on_path",
            "xid_segments"]

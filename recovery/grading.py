@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from recovery.jsonout import json_time
 from recovery.model import ArchiveSnapshot, Backup, BackupStatus
+from recovery.timefmt import iso
 from recovery.wal import segment_name
 from recovery.windows import CutKind, Window, holes
 
@@ -28,8 +28,6 @@ STATUSES = (OK, WARNING, CRITICAL)
 RANK = {OK: 0, WARNING: 1, CRITICAL: 2}
 OVERDUE_SCANS = 3   # a live instance not scanned for this many scan intervals is reported as overdue
 PURGE_STATES = ("held", "clonable", "due", "purged")
-
-iso = json_time
 
 
 class Thresholds(Protocol):

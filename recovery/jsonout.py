@@ -12,19 +12,10 @@ from recovery.docjson import document_json
 from recovery.errors import PlanningError
 from recovery.lsn import Lsn
 from recovery.model import ArchiveSnapshot, Backup
-from recovery.plan import fmt_time
 from recovery.plandoc import PlanBackup
+from recovery.timefmt import iso, iso_offset
 from recovery.wal import segment_name
 from recovery.windows import CutKind, Window, holes
-
-
-def json_time(t: datetime | None) -> str | None:
-    """
-    >>> from datetime import timezone
-    >>> json_time(datetime(2016, 9, 28, 10, 0, tzinfo=timezone.utc)), json_time(None)
-    ('2016-09-28T10:00:00Z', None)
-    """
-    return None if t is None else fmt_time(t)
 
 
 def json_lsn(lsn: Lsn | None) -> str | None:
@@ -32,7 +23,7 @@ def json_lsn(lsn: Lsn | None) -> str | None:
 
 
 def window_to_dict(w: Window) -> dict[str, Any]:
-    return {"timeline_path": list(w.timeline_path), "from": json_time(w.from_time), "to": json_time(w.to_time),
+    return {"timeline_path": list(w.timeline_path), "from": iso(w.from_time), "to": iso(w.to_time),
             "to_is_exact": w.to_is_exact, "from_lsn": str(w.from_lsn), "to_lsn": str(w.to_lsn),
             "ends_at": w.end_kind.value, "backups": list(w.backups)}
 
@@ -69,10 +60,6 @@ def archive_to_dict(snap: ArchiveSnapshot, windows: Mapping[tuple[int, ...], Seq
     }
 
 
-def _time_out(t: datetime | None) -> str | None:
-    return None if t is None else t.isoformat()
-
-
 def _time_in(v: object) -> datetime | None:
     if v is None:
         return None
@@ -86,7 +73,7 @@ def _time_in(v: object) -> datetime | None:
 
 def windows_to_json(windows: Mapping[tuple[int, ...], Sequence[Window]]) -> list[Any]:
     """Windows per path as exact JSON (LSNs as integers, times with microseconds and zone) for storage."""
-    return [[list(tlis), [[w.from_lsn.value, _time_out(w.from_time), w.to_lsn.value, _time_out(w.to_time),
+    return [[list(tlis), [[w.from_lsn.value, iso_offset(w.from_time), w.to_lsn.value, iso_offset(w.to_time),
                            w.to_is_exact, list(w.backups), w.end_kind.value] for w in ws]]
             for tlis, ws in windows.items()]
 
@@ -121,7 +108,7 @@ def to_json_value(v: object) -> Any:
     if v is None or isinstance(v, (bool, int, float, str)):
         return v
     if isinstance(v, datetime):
-        return json_time(v)
+        return iso(v)
     if isinstance(v, Lsn):
         return str(v)
     if isinstance(v, Window):

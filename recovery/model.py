@@ -148,6 +148,8 @@ class ArchiveSnapshot:
     histories: dict[int, tuple[TimelineSwitch, ...]] = field(default_factory=dict)  # tli -> its history file
     edges: tuple[WindowEdge, ...] = ()
     pg_version: int | None = None
-    conflicts: tuple[tuple[int, int], ...] = ()  # (timeline, segno) with conflicting content
+    conflicts: tuple[tuple[int, int], ...] = ()  # (timeline, segno) with conflicting copies
+    # (timeline, segno) -> what the scanner found there, in the layout's words (its duplicates note)
+    conflict_notes: dict[tuple[int, int], str] = field(default_factory=dict)
     corrupt: tuple[CorruptSegment, ...] = ()     # segments the scanner proved are not what their name says
     integrity_errors: tuple[str, ...] = ()  # archive metadata unreadable (e.g. both info copies bad)

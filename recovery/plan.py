@@ -18,14 +18,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import datetime
 
 from recovery.errors import BadHistory, PlanningError
 from recovery.exact import by_lsn
 from recovery.lsn import Lsn
-from recovery.model import ArchiveSnapshot, Backup, Layout
+from recovery.model import ArchiveSnapshot, Backup
 from recovery.narrow import backup_key, candidate_order, is_candidate, narrow, narrowable
 from recovery.target import Target, TargetKind
+from recovery.timefmt import iso
 from recovery.timeline import TimelinePath
 from recovery.wal import segment_name, valid_seg_size
 from recovery.windows import (
@@ -70,19 +71,6 @@ class RecoveryPlan:
 
     def setting(self, name: str) -> object | None:
         return next((v for k, v in self.recovery_settings if k == name), None)
-
-
-def fmt_time(t: datetime | None) -> str:
-    """
-    >>> fmt_time(datetime(2026, 1, 1, 12, 0, 37, 990332, tzinfo=timezone.utc))
-    '2026-01-01T12:00:37.990332Z'
-    """
-    if t is None:
-        return "unknown"
-    t = t.astimezone(timezone.utc)
-    if t.year < 1000:   # isoformat pads the year; keep strftime's form for those
-        return t.strftime("%Y-%m-%dT%H:%M:%S") + (f".{t.microsecond:06d}" if t.microsecond else "") + "Z"
-    return t.isoformat()[:-6] + "Z"    # ...[.ffffff]+00:00 -> ...[.ffffff]Z (the fast path)
 
 
 # -- timeline paths ---------------------------------------------------------------------------
@@ -170,7 +158,7 @@ def _cut_refusal(r: Reach, snapshot: ArchiveSnapshot, windows: Sequence[Window],
     s, cut, path = snapshot.seg_size, r.cut, r.path
     first = _seg(path, cut.first_missing, s)
     last = _seg(path, cut.last_missing if cut.last_missing is not None else cut.first_missing, s)
-    horizon = (f"{fmt_time(r.end_time)}{'' if r.end_exact else ' (approximate)'}, LSN {r.end_lsn}")
+    horizon = (f"{iso(r.end_time) or 'unknown'}{'' if r.end_exact else ' (approximate)'}, LSN {r.end_lsn}")
     before = window_containing(windows, r.backup.label)
     after = next((w for w in windows if w.timeline_path == path.tlis and w.from_lsn >= r.end_lsn), None)
     details: dict[str, object] = {"timeline_path": list(path.tlis), "first_missing": first, "last_missing": last,
@@ -178,7 +166,7 @@ def _cut_refusal(r: Reach, snapshot: ArchiveSnapshot, windows: Sequence[Window],
                                   "horizon_is_exact": r.end_exact, "window_before": before, "window_after": after}
     if cut.kind is CutKind.CONFLICT:
         return PlanningError("wal_conflict",
-                             f"{why}: WAL segment {first} {_conflict_reason(snapshot)}, so replay cannot pass it "
+                             f"{why}: WAL segment {first} {_conflict_reason(snapshot, path, cut.first_missing)}, so replay cannot pass it "
                              f"on timeline path {list(path.tlis)}; recoverable up to {horizon}",
                              windows=tuple(windows), details=details)
     if cut.kind is CutKind.CORRUPT:
@@ -188,18 +176,18 @@ def _cut_refusal(r: Reach, snapshot: ArchiveSnapshot, windows: Sequence[Window],
                              f"{why}: WAL segment {first} is corrupt ({reason}), so replay cannot pass it on "
                              f"timeline path {list(path.tlis)}; recoverable up to {horizon}",
                              windows=tuple(windows), details=details)
-    nxt = (f"; the next window starts at {fmt_time(after.from_time)} (backup {after.backups[0]})"
+    nxt = (f"; the next window starts at {iso(after.from_time) or 'unknown'} (backup {after.backups[0]})"
            if after else "; no backup after the gap")
     return PlanningError("wal_gap",
                          f"{why}: WAL segments {first}..{last} are missing on timeline path {list(path.tlis)}; "
                          f"recoverable up to {horizon}{nxt}", windows=tuple(windows), details=details)
 
 
-def _conflict_reason(snapshot: ArchiveSnapshot) -> str:
-    if snapshot.layout is Layout.PGBACKREST:   # archive-get matches every <segment>-<sha1> object: two fail
-        return ("is archived twice with different checksums, and pgBackRest's archive-get refuses such a segment "
-                "('duplicates found for WAL segment')")
-    return "has conflicting archived copies (different content under one name)"
+def _conflict_reason(snapshot: ArchiveSnapshot, path: TimelinePath, segno: int) -> str:
+    """Tool-neutral; what the tool does with the copies is the scanner's note (the layout's own words)."""
+    tli = path.segment_tli(segno, snapshot.seg_size)
+    note = snapshot.conflict_notes.get((tli, segno))
+    return "has conflicting archived copies" + (f" ({note})" if note else "")
 
 
 def _corrupt_reason(snapshot: ArchiveSnapshot, path: TimelinePath, segno: int) -> str:
@@ -220,13 +208,13 @@ def _cut_warning(r: Reach, snapshot: ArchiveSnapshot) -> str:
         what = f"WAL segment {first} is corrupt ({_corrupt_reason(snapshot, path, cut.first_missing)})"
         after = cut.first_missing
     else:
-        what = f"WAL segment {first} {_conflict_reason(snapshot)}"
+        what = f"WAL segment {first} {_conflict_reason(snapshot, path, cut.first_missing)}"
         after = cut.first_missing
     end = last_on_path(WalIndex.of(snapshot), path, s)
     later = (f"the later archived WAL {_seg(path, after, s)}..{_seg(path, end, s)} cannot be reached"
              if end is not None and end >= after else "no later WAL can be reached")
     how = "" if r.end_exact else "approximately (object LastModified) "
-    stop = (f"the last archived commit before it, {how}at {fmt_time(r.end_time)}" if r.end_time is not None
+    stop = (f"the last archived commit before it, {how}at {iso(r.end_time)}" if r.end_time is not None
             else "a point whose last commit time is unknown")
     return (f"the newest reachable state is not the end of the archive: {what} on timeline path {list(path.tlis)}; "
             f"recovering to the end of WAL before it ({_seg(path, r.last_segment, s)}, {stop}); {later}")
@@ -260,7 +248,7 @@ def _choose(snapshot: ArchiveSnapshot, target: Target, pairs: list[Pair],
             raise PlanningError("no_usable_backup", f"no backup {where} has a known stop time",
                                 windows=tuple(windows))
         first = min(windows, key=lambda w: w.from_lsn) if windows else None
-        since = f" (the earliest window starts at {fmt_time(first.from_time)}, LSN {first.from_lsn})" if first else ""
+        since = f" (the earliest window starts at {iso(first.from_time) or 'unknown'}, LSN {first.from_lsn})" if first else ""
         raise PlanningError("target_before_window",
                             f"target {_describe(target)} is before the end of every backup {where}{since}",
                             windows=tuple(windows))
@@ -278,7 +266,7 @@ def _choose(snapshot: ArchiveSnapshot, target: Target, pairs: list[Pair],
 
 def _describe(target: Target) -> str:
     if target.kind is TargetKind.TIME:
-        return fmt_time(target.time) + ("" if target.inclusive else " (exclusive)")
+        return iso(target.time) + ("" if target.inclusive else " (exclusive)")
     if target.kind is TargetKind.LSN:
         return str(target.lsn) + ("" if target.inclusive else " (exclusive)")
     if target.kind is TargetKind.XID:
@@ -363,19 +351,19 @@ def target_settings(snapshot: ArchiveSnapshot, target: Target, r: Reach,
         elif t < r.end_time or (not target.inclusive and t == r.end_time):
             settings.append(("recovery_target_time", t))
             if not r.end_exact:
-                warnings.append(f"the window end {fmt_time(r.end_time)} is approximate (object LastModified, "
+                warnings.append(f"the window end {iso(r.end_time)} is approximate (object LastModified, "
                                 "not a decoded commit record)")
         elif r.cut.kind is CutKind.END:
             end_of_wal = True
             how = "" if r.end_exact else "approximately (object LastModified) "
-            warnings.append(f"target {fmt_time(t)} is after the last archived commit on timeline path "
-                            f"{list(r.path.tlis)}, which is {how}at {fmt_time(r.end_time)}; recovering to the end "
+            warnings.append(f"target {iso(t)} is after the last archived commit on timeline path "
+                            f"{list(r.path.tlis)}, which is {how}at {iso(r.end_time)}; recovering to the end "
                             f"of archived WAL ({_seg(r.path, last, s)}) without a recovery target")
         elif t == r.end_time and r.end_exact and target.inclusive:
             # the target is the last commit replay can reach: PostgreSQL would wait for a later commit to
             # stop at and fail (LAYOUTS §12); replaying to the cut without a target gives exactly the target
             end_of_wal = True
-            warnings.append(f"target {fmt_time(t)} is the last commit before the cut; " + _cut_warning(r, snapshot))
+            warnings.append(f"target {iso(t)} is the last commit before the cut; " + _cut_warning(r, snapshot))
         else:
             raise _cut_refusal(r, snapshot, path_windows, f"target {_describe(target)} cannot be reached")
         if not end_of_wal and not target.inclusive:
@@ -434,7 +422,7 @@ def plan_recovery(snapshot: ArchiveSnapshot, target: Target, *, now: datetime,
     pairs, path_windows = _pairs(snapshot, target, pool, known, narrowed)
     if target.kind is TargetKind.TIME and target.time > now:
         raise PlanningError("target_after_window",
-                            f"target {fmt_time(target.time)} is in the future (now {fmt_time(now)})",
+                            f"target {iso(target.time)} is in the future (now {iso(now)})",
                             windows=tuple(path_windows))
     if not pool:
         incomplete = [f"{b.label} ({b.status.value})" for b in snapshot.backups]
@@ -475,5 +463,5 @@ def plan_recovery(snapshot: ArchiveSnapshot, target: Target, *, now: datetime,
                         r.end_time if end_of_wal and r.end_exact else None)
 
 
-__all__ = ["RecoveryPlan", "TargetSettings", "WindowsUnknown", "candidate_order", "fmt_time", "narrow", "narrowable", "pg_major",
+__all__ = ["RecoveryPlan", "TargetSettings", "WindowsUnknown", "candidate_order", "narrow", "narrowable", "pg_major",
            "plan_recovery", "resolve_path", "target_settings"]

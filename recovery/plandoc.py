@@ -28,8 +28,9 @@ from recovery.docjson import (
 from recovery.errors import BadWalName
 from recovery.lsn import Lsn
 from recovery.model import Backup, Layout
-from recovery.plan import RecoveryPlan, fmt_time
+from recovery.plan import RecoveryPlan
 from recovery.target import Target, TargetKind
+from recovery.timefmt import iso
 from recovery.wal import DEFAULT_SEG_SIZE, WalSegment
 
 
@@ -80,7 +81,7 @@ class PlanBackup:
     @classmethod
     def of(cls, b: Backup) -> PlanBackup:
         return cls(b.label, b.type.value, b.status.value, b.timeline, _lsn(b.start_lsn), _lsn(b.stop_lsn),
-                   _tm(b.start_time), _tm(b.stop_time), tuple(b.depends_on))
+                   iso(b.start_time), iso(b.stop_time), tuple(b.depends_on))
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,15 +107,15 @@ class PlanTarget:
         from datetime import datetime
         value: str | int | None
         if isinstance(t.value, datetime):
-            value = fmt_time(t.value)
+            value = iso(t.value)
         elif isinstance(t.value, Lsn):
             value = str(t.value)
         else:
             value = t.value
         p = t.point
         return cls(t.kind, value, t.inclusive, t.timeline, t.action,
-                   commit_time=_tm(p.time) if p is not None and p.xid is not None else None,
-                   time=_tm(p.time) if p is not None and p.xid is None else None,
+                   commit_time=iso(p.time) if p is not None and p.xid is not None else None,
+                   time=iso(p.time) if p is not None and p.xid is None else None,
                    lsn=_lsn(p.lsn) if p is not None else None, record_timeline=p.timeline if p is not None else None,
                    restore_point_lsn=_lsn(t.pick))
 
@@ -137,7 +138,7 @@ class PlanStop:
         t = plan.target
         if t.point is None or plan.end_of_wal:
             return None
-        lsn, time = str(t.point.lsn), _tm(t.point.time)
+        lsn, time = str(t.point.lsn), iso(t.point.time)
         if t.point.xid is not None:
             return cls(kind="before_xid", xid=t.point.xid, lsn=lsn, time=time)
         kind: Literal["after_lsn", "restore_point"] = (
@@ -226,22 +227,18 @@ def plan_document(plan: RecoveryPlan, *, files: Mapping[str, str], restore_comma
     """The document of a plan the planner made, with the files rendered for it."""
     w = plan.window
     replay = PlanReplay("end_of_wal" if plan.end_of_wal else "target", _lsn(plan.end_lsn), plan.last_segment,
-                        _tm(plan.last_commit_time), PlanStop.of(plan))
+                        iso(plan.last_commit_time), PlanStop.of(plan))
     return PlanDoc(
         source=source, storage=storage, pg_version=pg_version, backup=PlanBackup.of(plan.backup),
         target=PlanTarget.of(plan.target), timeline_path=tuple(plan.timeline_path),
         wal=PlanWal(plan.first_segment, plan.last_segment, plan.segments),
-        window=PlanWindow(_tm(w.from_time), _tm(w.to_time), w.to_is_exact, str(w.from_lsn), str(w.to_lsn)),
+        window=PlanWindow(iso(w.from_time), iso(w.to_time), w.to_is_exact, str(w.from_lsn), str(w.to_lsn)),
         end_of_wal=plan.end_of_wal, replay=replay, restore_command=restore_command, files=dict(files),
         warnings=tuple(plan.warnings))
 
 
 def _lsn(v: Lsn | None) -> str | None:
     return None if v is None else str(v)
-
-
-def _tm(v: Any) -> str | None:
-    return None if v is None else fmt_time(v)
 
 
 def _check(doc: PlanDoc) -> None:

@@ -7,19 +7,11 @@ the default is current, so ``latest`` must be explicit).
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 
 from recovery.lsn import Lsn
 from recovery.plan import RecoveryPlan, pg_major
-
-
-def conf_time(t: datetime) -> str:
-    """A timestamptz PostgreSQL and pgBackRest read unambiguously.
-
-    >>> conf_time(datetime(2016, 9, 28, 10, 0, tzinfo=timezone.utc))
-    '2016-09-28 10:00:00.000000+00'
-    """
-    return t.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f") + "+00"
+from recovery.timefmt import conf_time
 
 
 def quote(value: str) -> str:

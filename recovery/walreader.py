@@ -10,6 +10,9 @@ Without it a pure-Python table checks only the records whose content we use (tra
 XLOG_SWITCH); other records are still walked with every structural check (page magic and address,
 continuation lengths, ``xl_prev`` chain, block-header totals), so garbage is never taken for a commit,
 but the end of valid WAL may then be detected one unchecked record later than PostgreSQL would.
+
+(Over 400 lines: the page and record walk with its checks is one piece, like xlogreader.c it follows; the
+records' content is decoded apart, in :mod:`recovery.walrecords`.)
 """
 from __future__ import annotations
 

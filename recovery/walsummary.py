@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from recovery import exact
 from recovery.lsn import Lsn
 from recovery.walrecords import FileCreate, RelFile, RestorePointRecord, RowChange, WalRecord, XactEnd
 
@@ -116,6 +117,25 @@ def summarise(records: Iterable[WalRecord]) -> Summary:
     for r in records:
         s.add(r)
     return s.result()
+
+
+def segment_summary(records: Iterable[WalRecord], timeline: int, segno: int, *, key: str | None = None,
+                    mass_rows: int = CHANGES_MASS_ROWS) -> tuple[exact.SegmentSummary, tuple[exact.RestorePoint, ...],
+                                                                  tuple[exact.CommitPoint, ...]]:
+    """The WAL index's facts of one decoded segment (:mod:`recovery.exact` resolves targets from them): its
+    summary, its restore points, and its commit/abort records (for resolving an xid). Destructive transactions are judged from what this segment holds (a
+    drop or truncate is in the commit record itself; rows written in earlier segments are not counted)."""
+    recs = list(records)
+    ends = [r for r in recs if isinstance(r, XactEnd)]
+    done = summarise(recs).transactions
+    commits = [x for x in ends if x.committed]
+    xids = [x.xid for x in commits]
+    summary = exact.SegmentSummary(
+        timeline, segno, len(commits), commits[0].time if commits else None, commits[-1].time if commits else None,
+        xids[0] if xids else None, xids[-1] if xids else None, min(xids) if xids else None,
+        max(xids) if xids else None, sum(1 for t in done if t.destructive(mass_rows)), key)
+    points = tuple(exact.RestorePoint(r.name, r.time, r.lsn, timeline) for r in recs if isinstance(r, RestorePointRecord))
+    return summary, points, tuple(exact.CommitPoint(x.xid, x.time, x.lsn, timeline, x.kind) for x in ends)
 
 
 def destructive_first(transactions: Sequence[Transaction], mass_rows: int = CHANGES_MASS_ROWS) -> list[Transaction]:

@@ -22,9 +22,11 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from recovery.timefmt import iso, iso_offset
 from sandbox.s3 import MotoEndpoint, list_all
 
 VERSION = 2  # bump when the recipe (scenario, tools, layout of the cache) changes
@@ -72,7 +74,7 @@ def dump_bucket(ep: MotoEndpoint, bucket: str, d: Path, tool: str) -> list[Cache
         p = object_path(d, tool, o["Key"])
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(body)
-        return CachedObject(o["Key"], len(body), o["LastModified"].isoformat())
+        return CachedObject(o["Key"], len(body), iso_offset(o["LastModified"]))
 
     with ThreadPoolExecutor(8) as pool:
         objs = list(pool.map(fetch, listed))
@@ -153,6 +155,6 @@ def build_into(d: Path) -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     (d / "truth.json").write_text(json.dumps(truth, indent=1, sort_keys=True))
-    manifest = {"version": VERSION, "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    manifest = {"version": VERSION, "built_at": iso(datetime.now(timezone.utc).replace(microsecond=0)),
                 "seconds": round(time.monotonic() - t0, 1), "tool_seconds": timings, "object_counts": counts}
     (d / "manifest.json").write_text(json.dumps(manifest, indent=1))

@@ -3,7 +3,7 @@
     tables orders (100 rows), customers (1500), items (200), ledger (bigserial; the "elsewhere")
     B1 full | orders 101-120, one commit each | restore point 'before-migration' | migration (items gets a
     column) | restore point 'deploy' | B2 (pgBackRest incr, barman full) | restore point 'deploy' again |
-    orders 121-140 | a pgbench load inserting into ledger on 4 connections starts, and under it:
+    orders 121-140 | a pgbench load inserting into ledger on 8 connections starts, and under it:
     DROP TABLE orders (one transaction) | DELETE FROM customers (no WHERE) | TRUNCATE items | load ends |
     ledger +5 | switch, archived, stop
 
@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from sandbox.cache import dump_bucket, load_objects, upload_objects
 from sandbox.pg import PG_BIN, Cluster, make_postgres_dir, utc_iso
 from sandbox.s3 import MotoEndpoint
 
-VERSION = 1
+VERSION = 2   # 2: a build whose drop shares its millisecond with no ledger commit is built again
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CACHE_ROOT = REPO_ROOT / ".cache" / "mistakes"
 TOOLS = ("pgbackrest", "barman")
@@ -118,7 +119,7 @@ def run_scenario(tool: Any, workdir: Path, kinds: tuple[str, str]) -> dict[str, 
         shutil.chown(script, "postgres")
         conn = ["-h", str(cluster.sock), "-p", str(cluster.port), "-U", "postgres"]
         load = subprocess.Popen(
-            ["runuser", "-u", "postgres", "--", str(PG_BIN / "pgbench"), *conn, "-n", "-c", "4", "-T", "4",
+            ["runuser", "-u", "postgres", "--", str(PG_BIN / "pgbench"), *conn, "-n", "-c", "8", "-T", "4",
              "-f", str(script), "postgres"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd="/tmp")
         try:
             time.sleep(1.0)
@@ -147,7 +148,32 @@ def run_scenario(tool: Any, workdir: Path, kinds: tuple[str, str]) -> dict[str, 
     return truth
 
 
+ATTEMPTS = 4   # builds of one tool's scenario at most, until a ledger commit shares the drop's millisecond
+
+
 def _build_tool(ep: MotoEndpoint, tool_name: str, work: Path) -> dict[str, Any]:
+    """One tool's scenario archive. The point of the ledger load is commits in the drop's own millisecond
+    (what a time target cannot separate from the drop, and ``before-xid`` can): on a loaded machine the load
+    may commit too slowly for that, so a build without one is thrown away and built again."""
+    for attempt in range(1, ATTEMPTS + 1):
+        truth = _build_tool_once(ep, tool_name, work)
+        if truth["ledger_commits_in_drop_millisecond"] >= 1:
+            return truth
+        print(f"mistakes archive ({tool_name}): no ledger commit in the drop's millisecond (attempt {attempt} of "
+              f"{ATTEMPTS}); building it again", file=sys.stderr)
+        _empty_bucket(ep, BUCKETS[tool_name])
+    raise RuntimeError(f"mistakes archive ({tool_name}): no ledger commit shared the drop's millisecond in "
+                       f"{ATTEMPTS} builds (is the machine overloaded?)")
+
+
+def _empty_bucket(ep: MotoEndpoint, bucket: str) -> None:
+    c = ep.client()
+    for page in c.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for o in page.get("Contents", []):
+            c.delete_object(Bucket=bucket, Key=o["Key"])
+
+
+def _build_tool_once(ep: MotoEndpoint, tool_name: str, work: Path) -> dict[str, Any]:
     bucket = BUCKETS[tool_name]
     if tool_name == "pgbackrest":
         from sandbox.tool_pgbackrest import PREFIX, STANZA, PgBackRest

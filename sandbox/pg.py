@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from recovery.timefmt import iso_offset
 from sandbox.s3 import free_port
 
 PG_VERSION = 15
@@ -48,7 +49,7 @@ def make_postgres_dir(prefix: str, parent: str | None = None) -> Path:
 
 def utc_iso(text: str) -> str:
     """psql timestamptz text (TZ=UTC) -> ISO 8601 with microseconds, e.g. 2026-01-01T12:00:00.015625+00:00."""
-    return parse_ts(text).isoformat(timespec="microseconds")
+    return iso_offset(parse_ts(text), micro=True)
 
 
 def parse_ts(text: str) -> datetime:

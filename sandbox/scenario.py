@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from recovery.timefmt import conf_time, iso_offset
 from recovery.timeline import parse_history
 from sandbox.pg import Cluster, ClusterError, Commit, make_postgres_dir, parse_ts
 
@@ -49,7 +50,7 @@ class ForkResult:
 
 def pg_target(ts: datetime) -> str:
     """pgBackRest needs ``YYYY-MM-DD HH:MM:SS.ffffff+00``; PostgreSQL accepts the same text."""
-    return ts.strftime("%Y-%m-%d %H:%M:%S.%f") + "+00"
+    return conf_time(ts)
 
 
 def run_fork_scenario(tool: ArchiveTool, workdir: Path, kinds: tuple[str, str, str]) -> ForkResult:
@@ -117,7 +118,7 @@ def run_fork_scenario(tool: ArchiveTool, workdir: Path, kinds: tuple[str, str, s
     switch = parse_history(history)
     return ForkResult(
         commits=tuple(commits), backups=backups, backup_kinds=dict(zip(("B1", "B2", "B3"), kinds)),
-        fork_time=fork.isoformat(timespec="microseconds"), fork_target=pg_target(fork),
+        fork_time=iso_offset(fork, micro=True), fork_target=pg_target(fork),
         history_text=history, switch_lsn=str(switch[-1].switchpoint),
         system_id=system_id, server_version_num=version, seg_size=seg_size, restored_ids=restored,
         last_segments={"tl1": tl1_last, "tl2": tl2_last}, tool_info=info,

@@ -19,6 +19,7 @@ from typing import Any
 import lz4.frame
 
 from recovery.lsn import Lsn
+from recovery.timefmt import iso_micro
 from recovery.wal import WalSegment
 from sandbox.s3 import MotoEndpoint, list_all
 
@@ -29,7 +30,7 @@ HOSTNAME = "fixture-db1"
 
 
 def rfc3339(ts: datetime) -> str:
-    return ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return iso_micro(ts)
 
 
 def _barman_backups(listing: Any) -> list[dict[str, Any]]:

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from recovery.lsn import Lsn
-from recovery.plan import fmt_time
 from recovery.target import parse_time
+from recovery.timefmt import iso
 
 pytestmark = pytest.mark.realtools
 
@@ -80,7 +80,7 @@ def test_full_flow_and_bad_input(env: dict[str, str], real_archives: Any) -> Non
     replay = one_json(p)["replay"]
     lsn = {c["id"]: Lsn.parse(c["commit_lsn"]) for c in t2}
     assert replay["mode"] == "end_of_wal" and lsn[16] <= Lsn.parse(replay["end_lsn"]) < lsn[17], replay
-    assert replay["last_commit_time"] == fmt_time(parse_time(t2[-1]["commit_time"]))
+    assert replay["last_commit_time"] == iso(parse_time(t2[-1]["commit_time"]))
     p = run(["plan", "--space", space, "--clone-from", "production", "--latest"], env)
     assert f"replay to the end of WAL, at least {replay['end_lsn']}" in p.stdout, p.stdout
     assert f"archive barman s3://{arch.bucket}/{arch.prefix} main, PostgreSQL 15" in p.stdout, p.stdout

@@ -344,7 +344,8 @@ async def test_serve_killed_during_a_scheduled_drill_is_reaped_on_restart(
         done = None
         while time.monotonic() < deadline:
             done = await drills.get(pool, row.id)
-            if done is not None and done.state not in drills.ACTIVE and not d.exists():
+            # the reaper finishes the row, removes the directory, then records what it cleaned: wait for all three
+            if done is not None and done.state not in drills.ACTIVE and not d.exists() and done.cleanup:
                 break
             await asyncio.sleep(0.2)
         assert done is not None and done.state == "failed" and done.stage == "abandoned", done

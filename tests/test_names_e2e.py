@@ -14,13 +14,12 @@ from typing import Any
 import asyncpg
 import pytest
 
-from backup_catalog.formats.documents import iso
 from backup_catalog.settings import Settings
 from backup_catalog.usecases import backups
 from backup_catalog.usecases import plan as plans
 from catalog import repo
 from catalog.errors import UnknownService
-from recovery.plan import fmt_time
+from recovery.timefmt import iso
 from tests.realarchives.plugin import RealArchive, RealArchives
 from tests.support.clones import clone_request
 from tests.support.fixtures import commits, register_and_scan
@@ -62,7 +61,7 @@ async def test_rename_keeps_old_name_resolvable_before_the_rename(pool: asyncpg.
     renamed_at = between(pb, 9, 13)       # after the fork, before the TL2 commits
     await repo.rename_instance(pool, "g-a", "billing", at=renamed_at)
 
-    before = await plan(pool, settings, "s1", "orders", point_in_time=fmt_time(between(pb, 7, 8)))
+    before = await plan(pool, settings, "s1", "orders", point_in_time=iso(between(pb, 7, 8)))
     assert before["source"]["instance_guid"] == "g-a"
     assert "held the name 'orders'" in before["source"]["resolution"]
     assert (await repo.resolve_name(pool, "s1", "orders", between(pb, 7, 8))).rule == "held_at_time"
@@ -70,14 +69,14 @@ async def test_rename_keeps_old_name_resolvable_before_the_rename(pool: asyncpg.
     assert before["backup"]["label"] == pb.truth["scenario_backups"]["B2"]
 
     # the new name works for a time after the rename, and with no time at all
-    after = await plan(pool, settings, "s1", "billing", point_in_time=fmt_time(between(pb, 14, 15)))
+    after = await plan(pool, settings, "s1", "billing", point_in_time=iso(between(pb, 14, 15)))
     assert after["source"]["instance_guid"] == "g-a" and "held the name 'billing'" in after["source"]["resolution"]
     latest = await plan(pool, settings, "s1", "billing", latest=True)
     assert latest["source"]["instance_guid"] == "g-a"
     assert latest["backup"]["label"] == pb.truth["scenario_backups"]["B3"]
 
     # the old name after the rename: nobody held it then, so its most recent holder is used (and said so)
-    late = await plan(pool, settings, "s1", "orders", point_in_time=fmt_time(between(pb, 14, 15)))
+    late = await plan(pool, settings, "s1", "orders", point_in_time=iso(between(pb, 14, 15)))
     assert late["source"]["instance_guid"] == "g-a"
     assert "most recent holder" in late["source"]["resolution"]
     assert (await repo.resolve_name(pool, "s1", "orders", between(pb, 14, 15))).rule == "most_recent_holder"
@@ -93,12 +92,12 @@ async def test_delete_then_recreate_under_the_same_name(pool: asyncpg.Pool, clie
     await register_and_scan(pool, client, settings, bm, "g-new", space="s1", name="prod",
                             at=deleted_at + timedelta(milliseconds=10))
 
-    old = await plan(pool, settings, "s1", "prod", point_in_time=fmt_time(between(pb, 14, 15)))
+    old = await plan(pool, settings, "s1", "prod", point_in_time=iso(between(pb, 14, 15)))
     assert old["source"]["instance_guid"] == "g-old"
     assert old["source"]["deleted_at"] is not None
     assert old["backup"]["label"] in labels(pb)
 
-    new = await plan(pool, settings, "s1", "prod", point_in_time=fmt_time(between(bm, 7, 8)))
+    new = await plan(pool, settings, "s1", "prod", point_in_time=iso(between(bm, 7, 8)))
     assert new["source"]["instance_guid"] == "g-new" and new["source"]["deleted_at"] is None
     assert new["backup"]["label"] == bm.truth["scenario_backups"]["B2"]
 
@@ -128,7 +127,7 @@ async def test_same_name_in_two_spaces_and_other_spaces_unknown(pool: asyncpg.Po
         await plan(pool, settings, "s2", "only-in-s1", latest=True)
     assert (ei.value.space, ei.value.name, ei.value.code) == ("s2", "only-in-s1", "unknown_service")
     with pytest.raises(UnknownService):
-        await plan(pool, settings, "s3", "shared", point_in_time=fmt_time(between(pb, 7, 8)))
+        await plan(pool, settings, "s3", "shared", point_in_time=iso(between(pb, 7, 8)))
     with pytest.raises(UnknownService):
         await backups.backups_doc(pool, "s2", "only-in-s1")
 
@@ -141,14 +140,14 @@ async def test_clone_of_a_deleted_instance_by_its_old_name(pool: asyncpg.Pool, c
     assert await repo.delete_instance(pool, "g-gone", at=gone_at)
 
     # by its last name, with and without a time (a time after the delete too)
-    for target in ({"latest": True}, {"point-in-time": fmt_time(between(pb, 14, 15))},
-                   {"point-in-time": fmt_time(gone_at + timedelta(seconds=5))}):
+    for target in ({"latest": True}, {"point-in-time": iso(between(pb, 14, 15))},
+                   {"point-in-time": iso(gone_at + timedelta(seconds=5))}):
         doc = (await plans.plan_doc(pool, settings, "s1", clone_request({"clone-from": "legacy", **target}))).to_json()
         assert doc["source"]["instance_guid"] == "g-gone", target
         assert doc["source"]["deleted_at"] == iso(gone_at)
         assert "deleted at" in doc["source"]["resolution"]
     assert (await repo.resolve_name(pool, "s1", "legacy")).rule == "most_recent_holder"
     # and by the name it had before the rename, at a time it held it
-    doc = await plan(pool, settings, "s1", "staging", point_in_time=fmt_time(between(pb, 5, 6)))
+    doc = await plan(pool, settings, "s1", "staging", point_in_time=iso(between(pb, 5, 6)))
     assert doc["source"]["instance_guid"] == "g-gone" and doc["source"]["name"] == "legacy"
     assert doc["backup"]["label"] == pb.truth["scenario_backups"]["B1"]

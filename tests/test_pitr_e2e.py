@@ -35,8 +35,8 @@ from backup_catalog.usecases.restore import plan_clone, restore_from_catalog
 from catalog import repo
 from recovery.errors import PlanningError
 from recovery.jsonout import refusal_to_dict
-from recovery.plan import fmt_time
 from recovery.target import parse_time
+from recovery.timefmt import iso
 from recovery.wal import WalSegment, segment_name
 from sandbox.archives import RealArchive, fresh_archive
 from sandbox.s3 import list_all
@@ -66,10 +66,6 @@ TABLE: list[tuple[str, str, str, str, str]] = []   # (tool, case, target, backup
 
 def mid(a: datetime, b: datetime) -> datetime:
     return a + (b - a) / 2
-
-
-def iso(t: datetime) -> str:
-    return fmt_time(t)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +214,7 @@ def _latest_rows(arch: RealArchive, _: dict[str, Any]) -> list[Row]:
 def _warns_last_commit(arch: RealArchive, doc: dict[str, Any]) -> None:
     last = max(on_path(arch, (1, 2)), key=lambda c: c.time)
     assert doc["end_of_wal"] is True
-    assert any(fmt_time(last.time) in w for w in doc["warnings"]), doc["warnings"]
+    assert any(iso(last.time) in w for w in doc["warnings"]), doc["warnings"]
     assert "recovery_target_time =" not in doc["files"]["postgresql.auto.conf"]
 
 

@@ -41,8 +41,8 @@ from executor import execute_plan
 from recovery.errors import PlanningError
 from recovery.lsn import Lsn
 from recovery.model import CorruptSegment
-from recovery.plan import fmt_time
 from recovery.plandoc import PlanDoc
+from recovery.timefmt import iso
 from recovery.wal import segment_name
 from sandbox.pg import as_postgres, make_postgres_dir
 from sandbox.tool_barman import TOOLS_BIN, aws_env
@@ -159,14 +159,14 @@ async def test_latest_through_a_deleted_segment_stops_before_it(tool: str, env: 
     assert f"WAL segment {victim} is missing on timeline path [1, 2]" in warning, warning
     assert f"the later archived WAL {after}..{after} cannot be reached" in warning, warning
     c15 = commits(arch)[15]
-    assert fmt_time(c15.time) in warning
+    assert iso(c15.time) in warning
     replay = doc["replay"]
     assert replay["mode"] == "end_of_wal" and replay["end_segment"] == before
-    assert replay["last_commit_time"] == fmt_time(c15.time)
+    assert replay["last_commit_time"] == iso(c15.time)
     assert Lsn((hole - 1) * S) <= Lsn.parse(replay["end_lsn"]) < Lsn(hole * S), replay
 
     # a specific time or LSN past the hole stays refused, with the horizon
-    e = await refusal(env, inst, {"point-in-time": fmt_time(t(arch, 16))})
+    e = await refusal(env, inst, {"point-in-time": iso(t(arch, 16))})
     assert e.code == "wal_gap" and e.details["first_missing"] == victim, e.message
     assert e.details["horizon_time"] == c15.time and e.details["horizon_is_exact"] is True
     e = await refusal(env, inst, {"lsn": str(Lsn(hole * S + 0x100))})
@@ -254,9 +254,9 @@ async def test_pgbackrest_second_checksum_blocks_planning_as_archive_get_refuses
     doc = await plan(env, inst, {"latest": True})
     assert doc["backup"]["label"] == arch.truth["scenario_backups"]["B3"]
     assert doc["wal"]["last_segment"] == segment_name(2, n - 1, S)
-    assert f"WAL segment {seg} is archived twice with different checksums" in doc["warnings"][0]
+    assert f"WAL segment {seg} has conflicting archived copies (two copies with different checksums" in doc["warnings"][0]
     assert "pgBackRest's archive-get refuses" in doc["warnings"][0]
-    e = await refusal(env, inst, {"point-in-time": fmt_time(t(arch, 17))})
+    e = await refusal(env, inst, {"point-in-time": iso(t(arch, 17))})
     assert e.code == "wal_conflict" and "pgBackRest's archive-get refuses" in e.message and seg in e.message
     e = await refusal(env, inst, {"lsn": str(commits(arch)[17].lsn)})
     assert e.code == "wal_conflict"
@@ -320,15 +320,15 @@ async def test_segment_holding_its_predecessors_bytes_cuts_the_window(
     entry = doc["instances"][0]
     assert entry["corrupt"] == [{"timeline": 2, "segment": victim, "reason": why}]
     [w] = [w for w in entry["windows"] if w["timeline_path"] == [1, 2]]
-    assert (w["ends_at"], w["to"], w["to_is_exact"], w["to_lsn"]) == ("corrupt", fmt_time(c15.time), True,
+    assert (w["ends_at"], w["to"], w["to_is_exact"], w["to_lsn"]) == ("corrupt", iso(c15.time), True,
                                                                      str(Lsn(n * S)))
 
     p = await plan(env, inst, {"latest": True})
     assert p["backup"]["label"] == arch.truth["scenario_backups"]["B3"] and p["wal"]["last_segment"] == prev
     assert f"WAL segment {victim} is corrupt ({why})" in p["warnings"][0]
     assert p["replay"] == {"mode": "end_of_wal", "end_lsn": str(Lsn((n - 1) * S + 0x28)), "end_segment": prev,
-                           "last_commit_time": fmt_time(c15.time)}
-    e = await refusal(env, inst, {"point-in-time": fmt_time(t(arch, 16))})
+                           "last_commit_time": iso(c15.time)}
+    e = await refusal(env, inst, {"point-in-time": iso(t(arch, 16))})
     assert e.code == "wal_corrupt" and e.details["segment"] == victim and why in e.message
     assert e.details["horizon_time"] == c15.time
 

@@ -1,11 +1,9 @@
 """``backup-catalog scan``, ``backups`` and ``plan``: reading the archives into the catalog, and what the
 catalog knows about a service name (its backups, WAL and windows; a clone plan at a point in time).
 
-``backups`` and ``plan`` are run one after another at a terminal, so they start like a small tool: they
-read their four settings without pydantic (:mod:`backup_catalog.settings.light`), the S3 client, rich and
-the scan's progress display are imported only by the commands that print or scan with them, and the
-pool is small (``light``,
-:func:`catalog.connect.open_catalog`). ``make bench`` measures them beside ``pgbackrest info``
+``backups`` and ``plan`` are run one after another at a terminal, so they start like a small tool: the
+S3 client, rich and the scan's progress display are imported only by the commands that print or scan with
+them, and the pool is small (``light``, :func:`catalog.connect.open_catalog`). ``make bench`` measures them beside ``pgbackrest info``
 (bench/sidebyside.py).
 """
 from __future__ import annotations
@@ -20,7 +18,7 @@ from backup_catalog.settings import PlanConfig
 from backup_catalog.usecases import backups, instances, plan
 
 if TYPE_CHECKING:
-    from backup_catalog.settings import Settings  # scan only; loading it (pydantic) is not for backups and plan
+    from backup_catalog.settings import Settings
 
 
 async def cmd_scan(args: argparse.Namespace, settings: Settings) -> int:

@@ -29,7 +29,6 @@ from rich.console import Console
 from rich.table import Table
 
 from backup_catalog.cli import render
-from backup_catalog.formats import documents
 from backup_catalog.settings import Settings
 from backup_catalog.usecases import backups, plan
 from backup_catalog.usecases.restore import restore_from_catalog
@@ -41,6 +40,7 @@ from recovery.errors import PlanningError
 from recovery.jsonout import refusal_to_dict
 from recovery.model import InstanceRef, Storage
 from recovery.target import CloneRequest, make_target
+from recovery.timefmt import iso
 from sandbox import s3serve
 from sandbox.cache import ensure_cache, load_objects, load_truth, object_path
 from sandbox.s3 import MotoEndpoint
@@ -151,7 +151,7 @@ async def _tour(pool: Any, settings: Settings, truth: dict[str, Any], environ: d
     tl2 = sorted((c for c in commits if c["tl"] == 2), key=lambda c: c["id"])
     a, b = tl2[0], tl2[1]
     ta, tb = datetime.fromisoformat(a["commit_time"]), datetime.fromisoformat(b["commit_time"])
-    target = documents.iso(ta + (tb - ta) / 2)
+    target = iso(ta + (tb - ta) / 2)
     body = CloneRequest("production", make_target(point_in_time=target))
     console.rule(f"cf create-service ... -c '{{\"clone-from\":\"production\",\"point-in-time\":\"{target}\"}}'")
     doc = await plan.plan_doc(pool, settings, SPACE, body)

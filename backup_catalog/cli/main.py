@@ -4,32 +4,29 @@ Exit codes: 0 success; 2 usage/bad input; 3 plan refused; 1 other errors. With -
 one JSON document (success or error).
 
 Start-up speed: a command module is imported only when its command runs (:data:`COMMANDS`), and each
-imports what only it needs (rich, botocore, aiohttp, the executor) itself; ``backups`` and ``plan`` read
-their four settings without pydantic (:mod:`backup_catalog.settings.light`), so ``backups --json`` and
-``plan --json`` load asyncpg and the planner and little else.
+imports what only it needs (rich, botocore, aiohttp, the executor) itself, so ``backups --json`` and
+``plan --json`` load asyncpg, the settings model and the planner and little else. The parser (and ``--help``)
+loads neither the settings model nor the planner.
 """
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import importlib
 import logging
 import sys
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from backup_catalog.cli.common import EXIT_ERROR, EXIT_REFUSED, EXIT_USAGE, USAGE_CODES, emit_error, print_json
 from backup_catalog.cli.parser import build_parser
 from backup_catalog.settings.files import SettingsFileError
-from backup_catalog.settings.light import plan_settings
 from recovery.errors import PitrError, PlanningError
-from recovery.jsonout import refusal_to_dict
 
 if TYPE_CHECKING:
-    from backup_catalog.settings import PlanConfig, Settings
+    from backup_catalog.settings import Settings
 
-# a command's handler takes the Settings, or for the SHORT_LIVED ones what they read (PlanConfig)
+# a command's handler takes the Settings (or a protocol of what it reads, which Settings satisfies)
 Handler = Callable[[argparse.Namespace, Any], Coroutine[Any, Any, int]]
 
 # command -> (module of backup_catalog.cli, handler); the module is imported when its command runs
@@ -73,21 +70,15 @@ def main(argv: list[str] | None = None) -> int:
         render.set_plain(True)
     if args.cmd == "serve":
         from backup_catalog.cli.serve import before_loop  # serve only: the HTTP stack, uvloop, the workers
-        code = before_loop(args, cast("Settings", settings), _run)   # not SHORT_LIVED: a Settings
+        code = before_loop(args, settings, _run)
         if code is not None:
             return code
     return _run(args, lambda: handler(args, settings))
 
 
-def _settings(args: argparse.Namespace) -> Settings | PlanConfig | None:
+def _settings(args: argparse.Namespace) -> Settings | None:
     """The settings from the environment, or None after printing why they are unusable."""
-    if args.cmd in SHORT_LIVED:
-        try:
-            return plan_settings()
-        except SettingsFileError as e:
-            emit_error(args, "bad_settings", f"invalid settings in the environment: {e}")
-            return None
-    from pydantic import ValidationError  # with Settings only: parsing, backups and plan never load pydantic
+    from pydantic import ValidationError  # with Settings: the parser and --help never load pydantic
 
     from backup_catalog.settings import load_settings  # Settings: pydantic, as the line above
     try:
@@ -121,11 +112,15 @@ def listed(details: dict[str, Any]) -> list[str]:
 
 def _run(args: argparse.Namespace, work: Callable[[], Coroutine[Any, Any, int]]) -> int:
     """Run a command, turning its errors into the CLI contract (exit code; one JSON document with --json)."""
+    import asyncio  # a command runs: not loaded for --help or a usage error
+
     try:
         return asyncio.run(work())
     except KeyboardInterrupt:
         return 130
     except PlanningError as e:
+        from recovery.jsonout import refusal_to_dict  # the planner's documents: not loaded by --help or the parser
+
         doc = refusal_to_dict(e)
         if args.json:
             print_json(doc)

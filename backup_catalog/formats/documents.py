@@ -6,12 +6,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from catalog.rows import InstanceRecord, ScanState
-from recovery.jsonout import json_time
+from recovery.timefmt import iso
 
 if TYPE_CHECKING:    # rich only for the terminal tables: `backups --json` and `plan --json` never import it
     pass
-
-iso = json_time
 
 
 def instance_to_dict(r: InstanceRecord) -> dict[str, Any]:

@@ -15,8 +15,10 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from backup_catalog.formats import pages
-from recovery.grading import CRITICAL, OK, PURGE_STATES, WARNING, iso
+from recovery import timefmt
+from recovery.grading import CRITICAL, OK, PURGE_STATES, WARNING
 from recovery.grading import dur as _dur
+from recovery.timefmt import iso
 
 # -- CSV ---------------------------------------------------------------------------------------
 
@@ -324,8 +326,12 @@ def _bar(r: dict[str, Any], t0: datetime, t1: datetime) -> str:
 
 
 def short_time(ts: str | None) -> str:
-    """``2026-03-10T11:58:00Z`` -> ``2026-03-10 11:58Z`` (the full value goes in a tooltip)."""
-    return "-" if not ts else ts[:10] + " " + ts[11:16] + "Z"
+    """A document's time to the minute (:func:`recovery.timefmt.short_time`), ``-`` for none.
+
+    >>> short_time("2026-03-10T11:58:00Z"), short_time(None)
+    ('2026-03-10 11:58Z', '-')
+    """
+    return "-" if not ts else timefmt.short_time(datetime.fromisoformat(ts))
 
 
 def _short_guid(guid: str) -> str:

@@ -1,10 +1,11 @@
-"""The product's settings, in one place: :class:`Settings` (pydantic-settings, :mod:`.model`; names as in
-DESIGN.md), ``NAME_FILE`` secrets (:mod:`.files`), the terminal-speed reading of the few settings
-``backups`` and ``plan`` use (:mod:`.light`), and the narrow protocols the use cases declare they read.
+"""The product's settings, in one place: :class:`Settings` (pydantic-settings, read from the environment,
+:mod:`.model`; names as in DESIGN.md), ``NAME_FILE`` secrets (:mod:`.files`), and the narrow protocols the
+use cases declare they read.
 
 Importing this package costs nothing: ``Settings`` and ``load_settings`` are loaded (with pydantic) on first
-use. The adapters below the use cases (catalog/, scheduler/, executor/) declare their own small config
-protocols and never import this package.
+use, so a module that only names the protocols (or ``Settings`` in annotations) loads no pydantic. The
+adapters below the use cases (catalog/, scheduler/, executor/) declare their own small config protocols and
+never import this package.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ _LAZY = frozenset({"Settings", "load_settings", "DEFAULT_BROKER", "DEFAULT_OPERA
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        # pydantic is ~140 ms of start-up: only the commands that use Settings load it (not backups/plan)
+        # pydantic is loaded by the first use of Settings, not by importing the package
         from backup_catalog.settings import model
         return getattr(model, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,8 +1,11 @@
-"""The product's settings read from the environment (pydantic-settings; names as in DESIGN.md): every
-command and ``serve`` use :class:`Settings`; import it as ``backup_catalog.settings.Settings``.
+"""The product's settings read from the environment (names as in DESIGN.md): every command and ``serve`` use
+:class:`Settings`; import it as ``backup_catalog.settings.Settings``.
 
 Credentials and the catalog DSN may also come from files, as container secrets are mounted:
 ``BROKER_PASSWORD_FILE=/run/secrets/broker-password`` (see :mod:`backup_catalog.settings.files`).
+
+One model on pydantic-settings (``BaseSettings``): ``NAME`` in any case from the environment, and a source
+of its own for ``NAME_FILE`` (:class:`FileSettingsSource`); keyword arguments win over both (tests, the demo).
 """
 from __future__ import annotations
 
@@ -10,13 +13,8 @@ from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic.fields import FieldInfo
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from backup_catalog.settings import light
 from backup_catalog.settings.files import file_values
 
 # the built-in credentials: fine on loopback (a laptop, the demo), refused by `serve` on any other address
@@ -35,6 +33,9 @@ class FileSettingsSource(PydanticBaseSettingsSource):
 
 
 class Settings(BaseSettings):
+    """Every setting. :raises pydantic.ValidationError: a value the field refuses (``loc`` is the field's
+    name); :raises SettingsFileError: a ``NAME_FILE`` that cannot be used."""
+
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
 
     catalog_dsn: SecretStr | None = Field(default=None, description="unset: embedded private cluster")
@@ -125,8 +126,8 @@ class Settings(BaseSettings):
     changes_max_transactions: int = Field(default=1000, ge=1)  # transactions listed per changes answer at most
     changes_mass_rows: int = Field(default=1000, ge=0)     # deleting/updating more rows of a relation is destructive
     # undo period and purge (issue 13)
-    deleted_retention_days: float = Field(default=light.DELETED_RETENTION_DAYS, ge=0, allow_inf_nan=False)  # a deleted instance stays clonable this long
-    purge_grace_hours: float = Field(default=light.PURGE_GRACE_HOURS, ge=0, allow_inf_nan=False)       # between "due" and deletion
+    deleted_retention_days: float = Field(default=30.0, ge=0, allow_inf_nan=False)  # a deleted instance stays clonable this long
+    purge_grace_hours: float = Field(default=24.0, ge=0, allow_inf_nan=False)       # between "due" and deletion
     purge_aws_access_key_id: SecretStr | None = None      # the only credentials that ever delete
     purge_aws_secret_access_key: SecretStr | None = None
     purge_interval_seconds: int = Field(default=0, ge=0)   # 0: no scheduled purge runs in serve
@@ -142,7 +143,6 @@ class Settings(BaseSettings):
     restore_recovery_timeout_seconds: float = 4 * 3600.0
     restore_stop_timeout_seconds: float = 300.0
     restore_stall_seconds: float = 30.0           # a fetch with no progress this long stops (0: never)
-
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,

@@ -7,13 +7,14 @@ from typing import Any
 
 import asyncpg
 
-from backup_catalog.formats.documents import iso, scan_to_dict
+from backup_catalog.formats.documents import scan_to_dict
 from backup_catalog.settings import UndoConfig
 from backup_catalog.usecases.purge_rules import undo_until
 from catalog import derived, repo
 from catalog.errors import NotScanned, UnknownService
 from recovery import jsonout
 from recovery.model import ArchiveSnapshot
+from recovery.timefmt import iso
 from recovery.wal import DEFAULT_SEG_SIZE
 
 _EMPTY = ArchiveSnapshot(layout=None, seg_size=DEFAULT_SEG_SIZE, backups=(), runs=())  # type: ignore[arg-type]

@@ -24,6 +24,7 @@ from recovery.errors import PlanningError
 from recovery.exact import SegmentSummary
 from recovery.model import ArchiveSnapshot
 from recovery.relnames import RelationNames
+from recovery.timefmt import iso_offset
 from recovery.timeline import TimelinePath, build_paths
 from recovery.wal import segment_name
 from recovery.walreader import BadWal
@@ -44,7 +45,7 @@ def check_range(start: datetime, end: datetime) -> None:
     if start.tzinfo is None or end.tzinfo is None:
         raise BadRange("--from and --to need a zone (Z or an offset such as +02:00)")
     if end <= start:
-        raise BadRange(f"--to ({end.isoformat()}) must be after --from ({start.isoformat()})")
+        raise BadRange(f"--to ({iso_offset(end)}) must be after --from ({iso_offset(start)})")
     if start.year < 1900 or end.year > 9000:
         raise BadRange("--from and --to must lie between the years 1900 and 9000")
 

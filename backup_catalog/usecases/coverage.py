@@ -40,12 +40,12 @@ from recovery.grading import (
     GradeInput,
     SnapshotFacts,
     grade,
-    iso,
     purge_state,
     restorable_labels,
     sort_key,
 )
 from recovery.jsonout import window_to_dict
+from recovery.timefmt import iso
 
 log = logging.getLogger(__name__)
 

@@ -50,9 +50,9 @@ from catalog.errors import CatalogError, Conflict, NotScanned
 from executor import RestoreError, execute_plan
 from recovery.docjson import document_json
 from recovery.errors import PlanningError
-from recovery.jsonout import json_time
 from recovery.plandoc import PlanDoc
 from recovery.target import make_target
+from recovery.timefmt import iso
 from scheduler.clients import s3_client
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ class ScratchBudget:
 
 def point_doc(point: DrillPoint) -> dict[str, Any]:
     """The requested target, recorded until the plan's own target document replaces it."""
-    value: Any = point.xid if point.kind == "xid" else point.name if point.kind == "name" else json_time(point.time)
+    value: Any = point.xid if point.kind == "xid" else point.name if point.kind == "name" else iso(point.time)
     return {"kind": point.kind, "value": value, "timeline": point.timeline, "why": point.why}
 
 
@@ -479,8 +479,8 @@ async def reap(pool: asyncpg.Pool, settings: Settings, guid: str | None = None) 
 def drill_doc(r: drills.DrillRow) -> dict[str, Any]:
     """A recorded drill as the HTTP/CLI history document."""
     return {"id": r.id, "instance_guid": r.instance_guid, "state": r.state, "ok": r.state == "passed",
-            "trigger": r.trigger, "requested_at": json_time(r.requested_at), "started_at": json_time(r.started_at),
-            "finished_at": json_time(r.finished_at), "target": r.target, "backup_label": r.backup_label,
+            "trigger": r.trigger, "requested_at": iso(r.requested_at), "started_at": iso(r.started_at),
+            "finished_at": iso(r.finished_at), "target": r.target, "backup_label": r.backup_label,
             "stage": r.stage, "reason": r.reason, "segment": r.segment,
             "reached_lsn": str(r.reached_lsn) if r.reached_lsn is not None else None,
             "fetch_s": r.fetch_s, "replay_s": r.replay_s, "duration_s": r.duration_s,

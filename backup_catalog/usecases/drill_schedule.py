@@ -44,6 +44,7 @@ from backup_catalog.usecases.drill_rules import DrillPoint
 from catalog import drills, leases, repo
 from catalog.errors import CatalogError
 from executor.guard import pdeathsig_preexec
+from recovery.timefmt import iso_offset
 from recovery.windows import all_windows
 
 log = logging.getLogger(__name__)
@@ -217,7 +218,7 @@ class DrillSupervisor:
     async def _run_worker(self, drill_id: int, guid: str, point: DrillPoint) -> str:
         argv = [*self.worker_argv, "drill", "--instance", guid, "--drill-id", str(drill_id), "--json"]
         if point.kind == "time" and point.time is not None:
-            argv += ["--point-in-time", point.time.isoformat()]
+            argv += ["--point-in-time", iso_offset(point.time)]
         if point.xid is not None:
             argv += ["--before-xid", str(point.xid)]
         if point.name is not None:

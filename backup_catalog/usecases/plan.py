@@ -10,7 +10,6 @@ from typing import Any
 
 import asyncpg
 
-from backup_catalog.formats.documents import iso
 from backup_catalog.settings import PlanConfig
 from backup_catalog.usecases.purge_rules import policy_of
 from backup_catalog.usecases.snapshots import SnapshotCache, snapshot_of, whole_inputs
@@ -23,6 +22,7 @@ from recovery.plan import RecoveryPlan, WindowsUnknown, pg_major, plan_recovery
 from recovery.plandoc import PlanDoc, PlanSource, PlanStorage, plan_document
 from recovery.render import render_files
 from recovery.target import CloneRequest, Target, TargetKind
+from recovery.timefmt import iso
 from scheduler.layouts import spec_of
 from scheduler.layouts.spec import LayoutArgumentError, StorageLoc
 

@@ -41,7 +41,7 @@ from backup_catalog.usecases.purge_rules import (
 from catalog import leases, purges, repo, tracing
 from catalog.rows import InstanceRecord
 from recovery.errors import PitrError, PlanningError
-from recovery.jsonout import json_time
+from recovery.timefmt import iso
 from scheduler.deleter import S3Deleter
 from scheduler.storage import ObjectInfo, S3Store, StorageError
 
@@ -68,16 +68,16 @@ def location_of(rec: InstanceRecord) -> Location:
 def purged_refusal(rec: InstanceRecord, started_at: datetime | None = None) -> PlanningError:
     """The clone refusal for an instance whose archive was (or is being) deleted by a purge."""
     policy = rec.purge_policy or "an unknown policy"
-    deleted = json_time(rec.ref.deleted_at)
+    deleted = iso(rec.ref.deleted_at)
     if rec.purged_at is not None:
         msg = (f"instance {rec.guid} (last named {rec.ref.name!r}, deleted at {deleted}) cannot be cloned: its "
-               f"archive was purged at {json_time(rec.purged_at)} by the policy {policy}")
+               f"archive was purged at {iso(rec.purged_at)} by the policy {policy}")
     else:
-        since = f" since {json_time(started_at)}" if started_at else ""
+        since = f" since {iso(started_at)}" if started_at else ""
         msg = (f"instance {rec.guid} (last named {rec.ref.name!r}, deleted at {deleted}) cannot be cloned: its "
                f"archive is being purged{since} by the policy {policy} and is incomplete")
     return PlanningError("purged", msg, details={
-        "instance_guid": rec.guid, "deleted_at": deleted, "purged_at": json_time(rec.purged_at), "policy": policy})
+        "instance_guid": rec.guid, "deleted_at": deleted, "purged_at": iso(rec.purged_at), "policy": policy})
 
 
 @dataclass
@@ -99,8 +99,8 @@ class Entry:
                 "layout": r.layout.value if r.layout else None, "bucket": r.storage.bucket,
                 "prefix": r.storage.prefix, "prefixes": list(self.decision.prefixes),
                 "objects": self.objects, "bytes": self.bytes, "state": str(self.state), "reason": self.reason,
-                "deleted_at": json_time(r.ref.deleted_at), "undo_until": json_time(self.decision.undo_until),
-                "delete_after": json_time(self.decision.delete_after), "hold_at": json_time(r.hold_at),
+                "deleted_at": iso(r.ref.deleted_at), "undo_until": iso(self.decision.undo_until),
+                "delete_after": iso(self.decision.delete_after), "hold_at": iso(r.hold_at),
                 "objects_deleted": self.objects_deleted, "bytes_deleted": self.bytes_deleted}
 
 
@@ -124,7 +124,7 @@ class Report:
         return any(e.state is State.FAILED for e in self.entries)
 
     def to_json(self) -> dict[str, Any]:
-        return {"dry_run": self.dry_run, "at": json_time(self.at), "policy": self.policy.name,
+        return {"dry_run": self.dry_run, "at": iso(self.at), "policy": self.policy.name,
                 "instances": [e.to_json() for e in self.entries],
                 "objects_deleted": self.objects_deleted, "bytes_deleted": self.bytes_deleted}
 
@@ -198,7 +198,7 @@ async def run(pool: asyncpg.Pool, settings: Settings, client: Any, *, holder: st
     token = await leases.try_acquire_lease(pool, LEASE, holder, LEASE_TTL_SECONDS)
     if token is None:
         held = await leases.lease_holder(pool, LEASE)
-        who = f" held by {held[0]} until {json_time(held[1])}" if held else ""
+        who = f" held by {held[0]} until {iso(held[1])}" if held else ""
         raise PurgeBusy(f"another purge is running (lease 'purge'{who}; a crashed run's lease lapses then); "
                         "try again when it has finished")
     try:
@@ -315,7 +315,7 @@ async def _delete_listed(pool: asyncpg.Pool, store: S3Deleter, e: Entry, listing
             return "failed", "the purge lease was lost (another replica took it); nothing more deleted"
         held = await purges.hold_of(pool, e.rec.guid)
         if held is not None:
-            return "refused", (f"operator hold placed at {json_time(held)} during the purge; stopped after "
+            return "refused", (f"operator hold placed at {iso(held)} during the purge; stopped after "
                                f"{e.objects_deleted} object(s)")
         new = [k for k in batch if k not in e.counted]    # a lagging listing may show a deleted key again
         await purges.set_pending(pool, audit_id, {k: size[k] for k in new})
@@ -335,9 +335,9 @@ async def _delete_listed(pool: asyncpg.Pool, store: S3Deleter, e: Entry, listing
 # -- holds -------------------------------------------------------------------------------------
 
 def hold_doc(rec: InstanceRecord, settings: Settings) -> dict[str, Any]:
-    return {"instance_guid": rec.guid, "hold_at": json_time(rec.hold_at), "hold_reason": rec.hold_reason,
-            "deleted_at": json_time(rec.ref.deleted_at), "undo_until": json_time(undo_until(settings, rec.ref.deleted_at)),
-            "purged_at": json_time(rec.purged_at)}
+    return {"instance_guid": rec.guid, "hold_at": iso(rec.hold_at), "hold_reason": rec.hold_reason,
+            "deleted_at": iso(rec.ref.deleted_at), "undo_until": iso(undo_until(settings, rec.ref.deleted_at)),
+            "purged_at": iso(rec.purged_at)}
 
 
 async def hold(pool: asyncpg.Pool, settings: Settings, guid: str, reason: str | None = None) -> dict[str, Any]:
@@ -352,5 +352,5 @@ async def delete_instance(pool: asyncpg.Pool, settings: Settings, guid: str) -> 
     """Mark deleted (idempotent) and say until when it stays clonable."""
     await repo.delete_instance(pool, guid)
     rec = await repo.get_instance(pool, guid)
-    return {"instance_guid": guid, "deleted_at": json_time(rec.ref.deleted_at),
-            "undo_until": json_time(undo_until(settings, rec.ref.deleted_at))}
+    return {"instance_guid": guid, "deleted_at": iso(rec.ref.deleted_at),
+            "undo_until": iso(undo_until(settings, rec.ref.deleted_at))}

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from recovery.plan import fmt_time
+from recovery.timefmt import iso
 from scheduler.layouts import spec_of
 from scheduler.layouts.spec import LayoutArgumentError
 
@@ -181,10 +181,10 @@ def decide(loc: Location, others: Iterable[Location], policy: Policy, now: datet
         return Decision(loc.guid, State.REFUSED, str(e), (), undo, after)
     if loc.hold_at is not None:
         why = f": {loc.hold_reason}" if loc.hold_reason else ""
-        return Decision(loc.guid, State.REFUSED, f"operator hold since {fmt_time(loc.hold_at)}{why}", prefixes,
+        return Decision(loc.guid, State.REFUSED, f"operator hold since {iso(loc.hold_at)}{why}", prefixes,
                         undo, after)
     if now < after and not loc.purge_started:
-        return Decision(loc.guid, State.GRACE, f"in the grace period until {fmt_time(after)}", prefixes, undo, after)
+        return Decision(loc.guid, State.GRACE, f"in the grace period until {iso(after)}", prefixes, undo, after)
     shared = sharing(loc, prefixes, others, policy, now)
     if shared is not None:
         return Decision(loc.guid, State.REFUSED, shared, prefixes, undo, after)
@@ -202,8 +202,8 @@ def reused(objects: Iterable[tuple[str, datetime]], deleted_at: datetime) -> str
                 newest = (key, modified)
     if newest is None:
         return None
-    return (f"prefix in use again: {count} object(s) written after the deletion at {fmt_time(deleted_at)}, "
-            f"newest {newest[0]} at {fmt_time(newest[1])}")
+    return (f"prefix in use again: {count} object(s) written after the deletion at {iso(deleted_at)}, "
+            f"newest {newest[0]} at {iso(newest[1])}")
 
 
 def batches(keys: Sequence[str], size: int = 1000) -> list[Sequence[str]]:

@@ -33,6 +33,7 @@ from backup_catalog.settings import Settings
 from catalog import repo
 from catalog.errors import CatalogError, Conflict
 from catalog.rows import ScanState
+from recovery.timefmt import iso_offset
 from scheduler.clients import s3_client
 from scheduler.runner import Observe, ScanConfig, ScanOutcome, scan_instance
 
@@ -89,7 +90,7 @@ async def scan_with_lease(pool: asyncpg.Pool, settings: ScanConfig, client: Any,
     failure (the outcome says it).
     """
     if not await repo.record_run(pool, job, slot, guid, holder, "running"):
-        return _skipped(guid, "slot_taken", f"slot {slot.isoformat()} already ran on another replica"), False
+        return _skipped(guid, "slot_taken", f"slot {iso_offset(slot)} already ran on another replica"), False
     key = f"scan:{guid}"
     result = "cancelled"
     token: int | None = None

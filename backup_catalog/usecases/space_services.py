@@ -12,10 +12,10 @@ from typing import Any
 
 import asyncpg
 
-from backup_catalog.formats.documents import iso
 from backup_catalog.settings import Settings
 from backup_catalog.usecases import coverage
 from catalog import spaces
+from recovery.timefmt import iso
 
 
 def undoable(purge: str | None) -> bool:

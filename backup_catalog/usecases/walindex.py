@@ -37,7 +37,6 @@ from recovery.exact import (
     SegmentSummary,
     resolve_restore_point,
     resolve_xid,
-    segment_summary,
     summary_on_path,
     xid_segments,
 )
@@ -45,7 +44,7 @@ from recovery.model import ArchiveSnapshot
 from recovery.plan import resolve_path
 from recovery.target import Target, TargetKind
 from recovery.walrecords import Carry, decode_segment
-from recovery.walsummary import CHANGES_MASS_ROWS
+from recovery.walsummary import CHANGES_MASS_ROWS, segment_summary
 from scheduler.edges import read_segment
 from scheduler.runner import ScanConfig
 from scheduler.storage import NotFound, ObjectStore, S3Store

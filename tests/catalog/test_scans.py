@@ -98,6 +98,8 @@ async def test_merge_keeps_known_conflicts(pool, inst) -> None:
     await repo.save_scan(pool, inst, scan(conflicts=(WalConflict(1, 5, "a"),)))
     await repo.save_scan(pool, inst, scan(conflicts=(WalConflict(1, 9, "b"),)))
     assert [(c.segno, c.detail) for c in await repo.wal_conflicts(pool, inst)] == [(5, "a"), (9, "b")]
+    snap = await repo.load_snapshot(pool, inst)     # the planner quotes the scanner's note in its refusals
+    assert snap.conflicts == ((1, 5), (1, 9)) and snap.conflict_notes == {(1, 5): "a", (1, 9): "b"}
 
 
 async def test_100k_contiguous_segments_in_batches_is_one_row(pool, inst) -> None:

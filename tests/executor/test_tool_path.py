@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from backup_catalog.settings import Settings
-from executor.run import PROJECT_TOOLS, tool_path
+from executor.host import PROJECT_TOOLS, tool_path
 
 
 def test_project_tools_follow_restore_tools_path_and_precede_the_callers_path(tmp_path: Path) -> None:

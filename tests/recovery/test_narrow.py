@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from datetime import datetime, timezone
 
 import pytest
 from hypothesis import HealthCheck, event, given, note, settings
@@ -19,7 +18,7 @@ from recovery.errors import PlanningError
 from recovery.jsonout import windows_from_json, windows_to_json
 from recovery.model import ArchiveSnapshot, Backup, BackupStatus, BackupType
 from recovery.narrow import narrow, narrowable
-from recovery.plan import RecoveryPlan, WindowsUnknown, fmt_time, plan_recovery
+from recovery.plan import RecoveryPlan, WindowsUnknown, plan_recovery
 from recovery.target import Target, make_target
 from recovery.timeline import TimelinePath
 from recovery.windows import all_windows
@@ -161,8 +160,3 @@ def test_windows_json_round_trip_is_exact() -> None:
     with pytest.raises(ValueError, match="windows"):
         windows_from_json({"not": "windows"})
 
-
-@given(st.datetimes(timezones=st.timezones()))
-def test_fmt_time_fast_path_equals_strftime_form(t: datetime) -> None:
-    u = t.astimezone(timezone.utc)
-    assert fmt_time(t) == u.strftime("%Y-%m-%dT%H:%M:%S") + (f".{u.microsecond:06d}" if u.microsecond else "") + "Z"

@@ -11,7 +11,7 @@ import itertools
 import pytest
 
 from recovery.errors import PlanningError
-from recovery.model import ArchiveSnapshot, CorruptSegment, Layout
+from recovery.model import ArchiveSnapshot, CorruptSegment
 from recovery.plan import RecoveryPlan, plan_recovery
 from recovery.target import Target, make_target
 from recovery.timeline import TimelinePath
@@ -156,14 +156,18 @@ def test_latest_on_the_new_timeline_when_its_first_segment_is_missing() -> None:
 
 # -- conflicts ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("layout, words", [(Layout.PGBACKREST, "pgBackRest's archive-get refuses"),
-                                           (Layout.BARMAN, "conflicting archived copies")])
-def test_conflict_reason_depends_on_the_tool(layout: Layout, words: str) -> None:
-    snap = make_snapshot(layout=layout, conflicts=((1, 6),), edges=(edge(1, 5, 15), edge(1, 9, 30)))
+NOTE = "two copies with different checksums for one segment (identical content): a and b; the tool refuses it"
+
+
+@pytest.mark.parametrize("notes, words", [({(1, 6): NOTE}, f"has conflicting archived copies ({NOTE})"),
+                                          ({}, "has conflicting archived copies, so replay")])
+def test_conflict_reason_is_the_scanners_note(notes: dict[tuple[int, int], str], words: str) -> None:
+    """The planner names no tool: what the tool does with the copies is the scanner's note (the layout's words)."""
+    snap = make_snapshot(conflicts=((1, 6),), conflict_notes=notes, edges=(edge(1, 5, 15), edge(1, 9, 30)))
     e = refuse(snap, time(20))
     assert e.code == "wal_conflict" and words in e.message and seg(6) in e.message
     p = plan(snap, LATEST)
-    assert p.last_segment == seg(5) and words in p.warnings[0]
+    assert p.last_segment == seg(5) and words.removesuffix(", so replay") in p.warnings[0]
     assert f"{seg(6)}..{seg(9)} cannot be reached" in p.warnings[0]
 
 

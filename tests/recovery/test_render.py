@@ -9,8 +9,9 @@ from recovery.errors import PlanningError
 from recovery.jsonout import refusal_to_dict, window_to_dict
 from recovery.plan import RecoveryPlan, plan_recovery
 from recovery.plandoc import PlanDoc
-from recovery.render import conf_time, quote, render_files
+from recovery.render import quote, render_files
 from recovery.target import make_target
+from recovery.timefmt import conf_time
 from tests.recovery.builders import NOW, at, forked_snapshot, holed_snapshot, make_snapshot, plan_to_dict
 
 PGBR = 'pgbackrest --stanza=main archive-get %f "%p"'

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
@@ -174,7 +175,14 @@ async def test_two_apscheduler_replicas(pool: asyncpg.Pool, s3: Any, fleet: list
         s.start()
     job = scheds[0].get_job(jobs.JOB_ID)
     assert job.max_instances == 1 and job.coalesce is True
+    # both replicas tick every second; run until two slots were taken and every instance scanned once
+    # (4.5 s on a quiet machine; a loaded one takes longer)
+    deadline = time.monotonic() + 60
     await asyncio.sleep(4.5)
+    while time.monotonic() < deadline and not (
+            sum(1 for o in outcomes if o.ok) >= len(fleet)
+            and await pool.fetchval("SELECT count(DISTINCT scheduled_for) FROM scan_runs") >= 2):
+        await asyncio.sleep(0.2)
     for s in scheds:
         s.shutdown(wait=False)
     await asyncio.sleep(0)
