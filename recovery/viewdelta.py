@@ -17,10 +17,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from recovery.grading import SnapshotFacts, iso, latest_window, window_summary
+from recovery.grading import SnapshotFacts, latest_window, window_summary
 from recovery.jsonout import window_to_dict
 from recovery.lsn import Lsn
 from recovery.model import ArchiveSnapshot, BackupStatus, WalRun, WindowEdge
+from recovery.timefmt import iso
 from recovery.timeline import TimelinePath, TimelineSwitch
 from recovery.wal import WalSegment, segment_name
 from recovery.windows import CutKind, Window, serve_end

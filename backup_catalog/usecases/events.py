@@ -16,29 +16,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any
 
 import asyncpg
 
+from backup_catalog.usecases.event_types import BatchResult, Index, NullObserver, Observer
+from backup_catalog.usecases.event_views import known_loader, view_after
 from backup_catalog.usecases.scan import lease_ttl
-from catalog import derived, repo
+from catalog import derived, eventround, repo
 from catalog import events as cat_events
 from catalog.errors import CatalogError, Conflict, NotScanned, UnknownInstance
-from recovery import viewdelta
 from recovery.errors import PitrError
-from recovery.jsonout import windows_to_json
 from recovery.model import Layout
-from recovery.wal import DEFAULT_SEG_SIZE, merge_runs
+from recovery.wal import DEFAULT_SEG_SIZE
 from scheduler import runner, scanning
-from scheduler.eventapply import Known, Outcome, Pending, apply_events, key_event, neighbour_patterns
-from scheduler.eventroute import Applied, Kind, PrefixIndex, Target, Verdict, classify, verdict
+from scheduler.eventapply import Outcome, Pending, apply_events, key_event
+from scheduler.eventroute import Applied, Kind, Target, Verdict, classify, verdict
 from scheduler.s3events import Action, BadEventMessage, S3Event, decode_body
 from scheduler.sqs import Message
 from scheduler.storage import S3Store
@@ -53,60 +52,13 @@ EVENTS_HOLDER_SUFFIX = "/events"
 EVENTS_LEASE_TTL = 30.0
 
 
-class Observer(Protocol):
-    """Where the consumer's counts go (``backup_catalog.api.metrics.ApiMetrics`` implements it)."""
-
-    def event(self, what: str, reason: str) -> None: ...          # received|applied|ignored|dropped
-    def lag(self, seconds: float) -> None: ...
-    def consumer_error(self, kind: str) -> None: ...
-    def drift(self, objects: int) -> None: ...
-
-
-class NullObserver:
-    def event(self, what: str, reason: str) -> None:
-        pass
-
-    def lag(self, seconds: float) -> None:
-        pass
-
-    def consumer_error(self, kind: str) -> None:
-        pass
-
-    def drift(self, objects: int) -> None:
-        pass
-
-
-@dataclass(slots=True)
-class Index:
-    """The prefix index, rebuilt from the catalog at most every ``min_age`` seconds when a key misses."""
-
-    pool: asyncpg.Pool
-    min_age: float = 5.0
-    ix: PrefixIndex = field(default_factory=lambda: PrefixIndex(()))
-    built: float = float("-inf")
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    async def refresh(self, *, force: bool = False) -> None:
-        async with self.lock:
-            if force or time.monotonic() - self.built >= self.min_age:
-                self.ix = PrefixIndex(await cat_events.routes(self.pool))
-                self.built = time.monotonic()
-
-
-@dataclass(frozen=True, slots=True)
-class BatchResult:
-    delete: tuple[str, ...]        # receipt handles whose effects are committed (or that carry nothing)
-    failed: tuple[str, ...]        # message ids left on the queue
-    reconciled: tuple[str, ...] = ()
-
-
 @dataclass(slots=True)
 class _Work:
     """One instance's share of a round."""
 
     guid: str
     items: list[tuple[str, S3Event, str]]
-    state: cat_events.RoundState | None = None
+    state: eventround.RoundState | None = None
     token: int | None = None
     pending: list[Pending] = field(default_factory=list)
     prev: scanning.Previous | None = None
@@ -233,7 +185,7 @@ class Consumer:
 
     async def _leased(self, work: list[_Work], tokens: dict[str, int]) -> None:
         t0 = time.monotonic()
-        states = await cat_events.load_round(self.pool, [w.guid for w in work])
+        states = await eventround.load_round(self.pool, [w.guid for w in work])
         t1 = time.monotonic()
         live: list[_Work] = []
         for w in work:
@@ -250,7 +202,7 @@ class Consumer:
                 w.full_scan = "first scan"      # never scanned: the first scan is a full one, events or not
             else:
                 live.append(w)
-        applied = await cat_events.applied_keys_of(self.pool, [(w.guid, e.key) for w in live for _, e, _ in w.items])
+        applied = await eventround.applied_keys_of(self.pool, [(w.guid, e.key) for w in live for _, e, _ in w.items])
         sem = asyncio.Semaphore(self.reads)
 
         async def one(w: _Work) -> None:
@@ -323,7 +275,7 @@ class Consumer:
             w.done = True
             return
         root = rec.storage.normalized_prefix()
-        known = _known_loader(self.pool, w.guid, root, w.pending, seg_size, meaning)
+        known = known_loader(self.pool, w.guid, root, w.pending, seg_size, meaning)
         store = S3Store(self.s3, rec.storage.bucket)
         ids = None if needs_backups or view is None else view.system_ids
         out = await apply_events(store, root, prev, w.pending, known, meaning, system_ids=ids)
@@ -343,11 +295,11 @@ class Consumer:
         for w in writes:
             assert w.state is not None and w.state.generation is not None and w.outcome is not None
             assert w.outcome.write is not None and w.token is not None
-            items.append(cat_events.RoundWrite(
+            items.append(eventround.RoundWrite(
                 w.guid, w.outcome.write, f"scan:{w.guid}", w.token, w.state.generation, w.state.runs,
                 view_after(w.state, w.outcome.write)))
         try:
-            saved = await cat_events.save_round(self.pool, items)
+            saved = await eventround.save_round(self.pool, items)
         except (CatalogError, asyncpg.PostgresError) as e:
             log.warning("a round of %d instance(s) not saved at once (%s); saving them one by one", len(items), e)
             await asyncio.gather(*(self._save_one(w) for w in writes))
@@ -433,64 +385,4 @@ class Consumer:
         return True
 
 
-def _known_loader(pool: asyncpg.Pool, guid: str, root: str, pending: Sequence[Pending], seg_size: int,
-                  meaning: Callable[[str], Target]) -> Known:
-    """The segment keys earlier events taught near this batch's segments: asked once, when needed."""
-    memo: list[dict[tuple[int, int], tuple[str, datetime | None]]] = []
-
-    async def load() -> dict[tuple[int, int], tuple[str, datetime | None]]:
-        if memo:
-            return memo[0]
-        known: dict[tuple[int, int], tuple[str, datetime | None]] = {}
-        patterns = sorted({pat for p in pending if p.target.kind is Kind.SEGMENT
-                           for pat in neighbour_patterns(p, seg_size)})
-        if patterns:
-            for k in await cat_events.created_keys(pool, guid, root, like=patterns):
-                t = meaning(k.key[len(root):])
-                if t.kind is Kind.SEGMENT and t.timeline is not None and t.segno is not None:
-                    lm = k.event_time.replace(microsecond=0) if k.event_time else None
-                    known[(t.timeline, t.segno)] = (k.key, lm)
-        memo.append(known)
-        return known
-    return load
-
-
-def view_after(st: cat_events.RoundState, w: cat_events.EventWrite) -> cat_events.ViewWrite | None:
-    """The instance's derived views after ``w``, followed from the stored ones (:mod:`recovery.viewdelta`)
-    when ``w`` only grew one run at its end; None: recompute them after the write."""
-    v = st.view
-    if v is None or v.backup_need is None:
-        log.debug("derived view of %s not followed: none stored for this scan", st.rec.guid)
-        return None
-    if w.corrupt or w.backups is not None or w.histories or w.pg_version is not None or w.system_id is not None \
-            or w.resolved:
-        log.debug("derived view of %s not followed: the write is not only WAL", st.rec.guid)
-        return None
-    merged = merge_runs([*st.runs, *w.runs])
-    grown, gone = set(merged) - set(st.runs), set(st.runs) - set(merged)
-    new, old = (next(iter(grown)), next(iter(gone))) if len(grown) == len(gone) == 1 else (None, None)
-    if new is None or old is None or len(w.edges) != 1 or (new.timeline, new.first) != (old.timeline, old.first):
-        log.debug("derived view of %s not followed: not one run grown at its end (%s -> %s, %d edges)",
-                  st.rec.guid, gone, grown, len(w.edges))
-        return None
-    seg_size = st.rec.seg_size or DEFAULT_SEG_SIZE
-    old_edge = next((e for e in st.edges if (e.timeline, e.segno) == (old.timeline, old.last)), None)
-    try:
-        tail = json.loads("{" + v.archive_tail[1:])
-        views = viewdelta.Views(derived.parse_windows(v.windows), tail, v.facts)
-        got = viewdelta.extend(views, viewdelta.Extension(new.timeline, new.first, old.last, new.last, old_edge,
-                                                          w.edges[0]),
-                               runs=merged, histories=st.histories, seg_size=seg_size, need=v.backup_need)
-    except (ValueError, KeyError, TypeError, PitrError) as e:     # a view it cannot read: recompute
-        log.info("derived view of %s not followed: %s", st.rec.guid, e)
-        return None
-    if got is None:
-        log.debug("derived view of %s not followed: viewdelta declines (backup need %s, run end %s -> %s)",
-                  st.rec.guid, v.backup_need, old.last, new.last)
-        return None
-    sep = (",", ":")
-    return cat_events.ViewWrite(json.dumps(windows_to_json(got.windows), separators=sep),
-                                "," + json.dumps(got.tail, separators=sep)[1:], got.facts)
-
-
-__all__ = ["BatchResult", "Consumer", "Index", "NullObserver", "Observer", "view_after"]
+__all__ = ["BatchResult", "Consumer", "Index", "NullObserver", "Observer"]

@@ -10,10 +10,11 @@ from dataclasses import replace
 
 import pytest
 
-from catalog import derived, repo
+from catalog import derived, eventround, repo
 from catalog import events as cat_events
 from catalog.errors import CatalogError
-from catalog.events import EventWrite, KeyEvent, RoundWrite, ViewWrite
+from catalog.eventround import RoundWrite, ViewWrite
+from catalog.events import EventWrite, KeyEvent
 from catalog.scanresult import WalConflict
 from recovery.model import WalRun, WindowEdge
 from tests.catalog.factories import ref, scan, storage, t
@@ -54,13 +55,13 @@ async def test_a_round_writes_what_one_by_one_writes(pool) -> None:
     guids = [f"r{n}" for n in range(3)]
     for g in guids + [f"s{n}" for n in range(3)]:
         await _instance(pool, g)
-    states = await cat_events.load_round(pool, [*guids, "unknown"])
+    states = await eventround.load_round(pool, [*guids, "unknown"])
     assert sorted(states) == guids
     st = states["r0"]
     assert st.runs == (WalRun(1, 2, 9), WalRun(1, 12, 14)) and st.view is not None
-    assert st.view.archive_tail.startswith(cat_events.TAIL_MARK) and st.view.backup_need is not None
+    assert st.view.archive_tail.startswith(eventround.TAIL_MARK) and st.view.backup_need is not None
     tokens = await repo.try_acquire_leases(pool, [f"scan:{g}" for g in guids], "me", 30)
-    saved = await cat_events.save_round(pool, [
+    saved = await eventround.save_round(pool, [
         RoundWrite(g, w, f"scan:{g}", tokens[f"scan:{g}"], states[g].generation or 0, states[g].runs)
         for g, w in zip(guids, _writes("x"))])
     assert sorted(saved.generations) == guids and not saved.lost and not saved.views
@@ -75,14 +76,14 @@ async def test_a_round_writes_what_one_by_one_writes(pool) -> None:
 async def test_a_lost_lease_writes_nothing_and_the_others_are_written(pool) -> None:
     for g in ("a", "b"):
         await _instance(pool, g)
-    states = await cat_events.load_round(pool, ["a", "b"])
+    states = await eventround.load_round(pool, ["a", "b"])
     tokens = await repo.try_acquire_leases(pool, ["scan:a", "scan:b"], "me", 0.1)
     before = await _dump(pool, "a")
     await asyncio.sleep(0.2)
     assert await repo.try_acquire_lease(pool, "scan:a", "scanner", 30) == tokens["scan:a"] + 1    # taken over
     assert await repo.try_acquire_lease(pool, "scan:b", "me", 30) == tokens["scan:b"] + 1         # mine anew
     w = _writes("x")[0]
-    saved = await cat_events.save_round(pool, [
+    saved = await eventround.save_round(pool, [
         RoundWrite("a", w, "scan:a", tokens["scan:a"], states["a"].generation or 0, states["a"].runs),
         RoundWrite("b", w, "scan:b", tokens["scan:b"] + 1, states["b"].generation or 0, states["b"].runs)])
     assert saved.lost == {"a"} and list(saved.generations) == ["b"]
@@ -92,7 +93,7 @@ async def test_a_lost_lease_writes_nothing_and_the_others_are_written(pool) -> N
 async def test_views_are_stored_over_the_generation_read_only(pool) -> None:
     for g in ("v", "w"):
         await _instance(pool, g)
-    states = await cat_events.load_round(pool, ["v", "w"])
+    states = await eventround.load_round(pool, ["v", "w"])
     tokens = await repo.try_acquire_leases(pool, ["scan:v", "scan:w"], "me", 30)
     await repo.save_edges(pool, "w", [edge(1, 5, 3)])        # the WAL index job moved w's generation since
     st = states["v"]
@@ -102,7 +103,7 @@ async def test_views_are_stored_over_the_generation_read_only(pool) -> None:
     vw = ViewWrite(st.view.windows, "," + json.dumps(tail, separators=(",", ":"))[1:],
                    replace(st.view.facts, archive_bytes=12345))
     w = _writes("x")[0]
-    saved = await cat_events.save_round(pool, [
+    saved = await eventround.save_round(pool, [
         RoundWrite(g, w, f"scan:{g}", tokens[f"scan:{g}"], states[g].generation or 0, states[g].runs, vw)
         for g in ("v", "w")])
     assert saved.views == {"v"}
@@ -115,11 +116,11 @@ async def test_views_are_stored_over_the_generation_read_only(pool) -> None:
 
 async def test_a_refused_round_writes_nothing(pool) -> None:
     await _instance(pool, "z")
-    states = await cat_events.load_round(pool, ["z"])
+    states = await eventround.load_round(pool, ["z"])
     tokens = await repo.try_acquire_leases(pool, ["scan:z"], "me", 30)
     before = await _dump(pool, "z")
     bad = EventWrite(runs=(WalRun(1, 15, 15),), corrupt=(WalConflict(1, 15, "nul \x00 byte"),))
     with pytest.raises(CatalogError):
-        await cat_events.save_round(pool, [RoundWrite("z", bad, "scan:z", tokens["scan:z"], states["z"].generation or 0,
+        await eventround.save_round(pool, [RoundWrite("z", bad, "scan:z", tokens["scan:z"], states["z"].generation or 0,
                                                       states["z"].runs)])
     assert await _dump(pool, "z") == before
