@@ -1,6 +1,7 @@
 """The consumer loop of ``serve``: long-poll each queue with several receives in flight, apply what they
 bring in rounds (:class:`backup_catalog.usecases.events.Consumer`: one round is every message received while
-the previous round was applied, up to ``round_size``), delete what is committed.
+the previous round was applied, up to ``round_size``; ``appliers`` rounds at once, so that a round held up by
+a reconcile's full scan does not stall the others), delete what is committed.
 
 A consumer gap (a receive failing: queue unreachable, access denied; and the start of the process, whose
 predecessor may have lost messages to retention) calls ``on_gap`` once the queue answers again: ``serve``
@@ -45,6 +46,7 @@ class Stream:
     backoff_cap: float = 30.0
     start_as_gap: bool = False          # a (re)started consumer may have missed events: reconcile first
     round_size: int = 1000              # messages per round at most; receives pause while a round's worth waits
+    appliers: int = 2                   # rounds applied at once (a round held up by a full scan does not stall)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     batches: int = 0                    # rounds applied
     _gap: dict[str, bool] = field(default_factory=dict)
@@ -60,7 +62,7 @@ class Stream:
             self._gap.update({q.url: True for q in self.queues[:1]})   # one reconcile, not one per queue
         tasks = [asyncio.create_task(self._receiver(q, n), name=f"events:{q.url}:{n}")
                  for q in self.queues for n in range(max(1, self.receivers))]
-        tasks.append(asyncio.create_task(self._applier(), name="events:apply"))
+        tasks += [asyncio.create_task(self._applier(), name=f"events:apply:{n}") for n in range(max(1, self.appliers))]
         tasks.append(asyncio.create_task(self._wake_on_stop(), name="events:stop"))
         try:
             await asyncio.gather(*tasks)

@@ -55,7 +55,7 @@ class FakeConsumer:
 async def test_rounds_gather_what_receives_bring() -> None:
     a, b = FakeQueue("a", 300), FakeQueue("b", 200)
     consumer: Any = FakeConsumer()
-    stream = Stream(consumer, [a, b], receivers=2, wait_seconds=0, round_size=120)
+    stream = Stream(consumer, [a, b], receivers=2, wait_seconds=0, round_size=120, appliers=1)
     task = asyncio.create_task(stream.run())
     for _ in range(500):
         if not a.todo and not b.todo and sum(consumer.rounds) >= 500:
@@ -80,3 +80,39 @@ async def test_stop_ends_an_idle_stream() -> None:
     stream.stop()
     await asyncio.wait_for(task, 2)
     assert consumer.rounds == []
+
+
+class SlowFirst(FakeConsumer):
+    """The first round is held up (a reconcile's full scan); the others are quick."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def process(self, messages: list[Message]) -> BatchResult:
+        self.rounds.append(len(messages))
+        if len(self.rounds) == 1:
+            await self.release.wait()
+        done = tuple(m.receipt for m in messages)
+        self.committed.update(done)
+        return BatchResult(done, ())
+
+
+async def test_a_held_up_round_does_not_stall_the_stream() -> None:
+    q = FakeQueue("q", 100)
+    consumer: Any = SlowFirst()
+    stream = Stream(consumer, [q], receivers=1, wait_seconds=0, round_size=10)
+    task = asyncio.create_task(stream.run())
+    for _ in range(300):
+        if len(q.deleted) >= 90:
+            break
+        await asyncio.sleep(0.01)
+    assert len(q.deleted) >= 90 and not consumer.release.is_set()      # the others went by meanwhile
+    consumer.release.set()
+    for _ in range(100):
+        if len(q.deleted) == 100:
+            break
+        await asyncio.sleep(0.01)
+    stream.stop()
+    await asyncio.wait_for(task, 5)
+    assert sorted(q.deleted) == sorted(consumer.committed) and len(q.deleted) == 100
