@@ -31,6 +31,9 @@ SCHEMA_LOCK = 0x6263_6174_616C_6F67 & 0x7FFF_FFFF_FFFF_FFFF  # "bcatalog": seria
 PROTECTED = ("instances", "instance_names", "drills", "purges")
 #: Derived tables a migration may empty, and what refills them.
 DERIVED = {
+    "scan_cache": "the next read of the instance",
+    "scan_cache_facts": "the next scan or coverage report",
+    # their names until 0009_scan_cache (0002_ops empties them under these names, before 0009 renames them)
     "derived_views": "the next read of the instance",
     "instance_facts": "the next scan or coverage report",
     "backups": "the next scan", "timelines": "the next scan", "wal_runs": "the next scan",
