@@ -161,6 +161,10 @@ CREATE TABLE IF NOT EXISTS derived_views (
     archive        text NOT NULL,    -- recovery.jsonout.archive_to_dict, as JSON text
     computed_at    timestamptz NOT NULL DEFAULT now()
 );
+-- (issue 22) for the event consumer: the system identifiers of the scan's backups and the highest segment a
+-- done backup needs replayed (-1: none); NULL in a view stored before they were kept
+ALTER TABLE derived_views ADD COLUMN IF NOT EXISTS system_ids bigint[];
+ALTER TABLE derived_views ADD COLUMN IF NOT EXISTS backup_need bigint;
 
 -- The planner's two candidate orders (newest first, catalog.repo._ORDER), so that loading the newest
 -- candidates of a year of backups reads a few index entries and sorts nothing.

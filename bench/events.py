@@ -5,9 +5,12 @@
     them; a watcher reads the instance's run end in the catalog every 10 ms. Freshness of a segment = the
     first time the catalog's run end reaches it minus the end of its PUT. The polling design's figure is the
     scan interval (expected half of it, worst all of it), beside it.
-(b) throughput: ``instances`` instances registered (as after a scan), every one's WAL prefix in one bucket;
-    ``events`` S3 event messages (one record each, as S3 sends them, for segments that exist) queued, then one
-    consumer process drains the queue; events applied per second (wall), and how many replicas 1,667/s (100,000
+(b) throughput: ``instances`` instances as a scan leaves them (one WAL run with its end's last commit,
+    ``backups`` daily backups, their derived views), every one's WAL prefix in one bucket; ``events`` S3 event
+    messages (one record each, as S3 sends them) for segments that exist, valid WAL as ``archive_timeout``
+    leaves it (``bench.walsegments``: a few commits, a switch, zeros; lz4 as WAL-G writes it); one consumer
+    process (the product's stream and consumer, fed from memory: ``bench.eventfleet``) applies them all;
+    events applied per second (wall), its CPU per event and moto's, and how many replicas 1,667/s (100,000
     instances archiving a segment a minute) needs at that rate.
 (c) requests per instance per day and cost at 100,000 instances at list prices: polling (the requests of an
     incremental scan with nothing new, measured, every ``scan_interval``) vs events (measured per event:
@@ -30,7 +33,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +43,12 @@ from backup_catalog.settings import Settings
 from backup_catalog.usecases import events_setup
 from backup_catalog.usecases.event_stream import Stream
 from backup_catalog.usecases.events import Consumer, Index, NullObserver
+from bench import eventfleet
 from catalog import db as catalog_db
 from catalog import migrate
-from recovery.wal import DEFAULT_SEG_SIZE, segment_name
 from sandbox.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoEndpoint
 from scheduler import runner
+from scheduler.clients import s3_client
 from scheduler.sqs import SqsQueue
 
 # list prices (us-east-1, standard): S3 LIST/PUT $0.005 per 1,000, GET/HEAD $0.0004 per 1,000; SQS standard
@@ -56,48 +60,14 @@ NEEDED_RATE = FLEET * SEGMENTS_PER_DAY / 86400   # 1,667 events/s
 
 
 # ``make bench`` (default), ``--full-size``, and the smoke size (``python -m bench.events --tiny``)
-SIZES: dict[str, dict[str, Any]] = {"tiny": {"puts": 20, "instances": 100, "events": 100},
-                                    "default": {"puts": 1000, "instances": 10_000, "events": 2000},
-                                    "full": {"puts": 1000, "instances": 10_000, "events": 10_000}}
+SIZES: dict[str, dict[str, Any]] = {"tiny": {"puts": 20, "instances": 100, "events": 100, "backups": 3},
+                                    "default": {"puts": 1000, "instances": 10_000, "events": 5000, "backups": 30},
+                                    "full": {"puts": 1000, "instances": 10_000, "events": 10_000, "backups": 30}}
+
 
 
 def _session() -> aioboto3.Session:
     return aioboto3.Session(aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, region_name=REGION)
-
-
-def _key(prefix: str, segno: int) -> str:
-    return f"{prefix}/wal_005/{segment_name(1, segno, DEFAULT_SEG_SIZE)}.lz4"
-
-
-class Requests:
-    """Requests by service and operation, counted at the botocore layer (what AWS bills)."""
-
-    def __init__(self) -> None:
-        self.ops: dict[str, int] = {}
-
-    def attach(self, client: Any, service: str) -> None:
-        def on(model: Any, **_: Any) -> None:
-            k = f"{service}:{model.name}"
-            self.ops[k] = self.ops.get(k, 0) + 1
-        client.meta.events.register(f"before-call.{service}", on)
-
-
-async def _catalog(dsn: str, rows: list[tuple[str, str, str]], runs_upto: int) -> None:
-    """Instances as after a scan (layout known, one WAL run), inserted in bulk."""
-    pool = await catalog_db.open_pool(dsn)
-    try:
-        now = datetime.now(timezone.utc)
-        async with pool.acquire() as c, c.transaction():
-            await c.executemany(
-                "INSERT INTO instances (instance_guid, space_guid, bucket, prefix, layout, detected_layout, seg_size,"
-                " registered_at) VALUES ($1, 'bench-events', $2, $3, 'walg', 'walg', $4, $5)",
-                [(g, b, p, DEFAULT_SEG_SIZE, now) for g, b, p in rows])
-            await c.executemany("INSERT INTO scan_state (instance_guid, last_scan, last_full_scan) VALUES ($1, $2, $2)",
-                                [(g, now) for g, _, _ in rows])
-            await c.executemany("INSERT INTO wal_runs (instance_guid, timeline, first_segno, last_segno) "
-                                "VALUES ($1, 1, 1, $2)", [(g, runs_upto) for g, _, _ in rows])
-    finally:
-        await pool.close()
 
 
 def _settings(ep: MotoEndpoint, dsn: str, **kw: Any) -> Settings:
@@ -110,8 +80,8 @@ async def freshness(ep: MotoEndpoint, dsn: str, puts: int, rate: float, log: Cal
     bucket, prefix, guid = "bench-events-fresh", "fresh/walg", "bench-fresh"
     ep.ensure_bucket(bucket)
     s3sync = ep.client()
-    s3sync.put_object(Bucket=bucket, Key=_key(prefix, 1), Body=b"")
-    await _catalog(dsn, [(guid, bucket, prefix)], 1)
+    s3sync.put_object(Bucket=bucket, Key=eventfleet.key_of(prefix, 1), Body=eventfleet.segment(1, eventfleet.T_BASE))
+    await eventfleet.build_catalog(dsn, [(guid, bucket, prefix)], 1)
     pool = await catalog_db.open_pool(dsn)
     put_done: dict[int, float] = {}
     seen: dict[int, float] = {}
@@ -135,9 +105,10 @@ async def freshness(ep: MotoEndpoint, dsn: str, puts: int, rate: float, log: Cal
 
             def uploader() -> None:
                 t_next = time.perf_counter()
+                bodies = {n: eventfleet.segment(n, eventfleet.T_BASE + timedelta(minutes=n)) for n in range(2, puts + 2)}
                 for n in range(2, puts + 2):
                     t_next += 1.0 / rate
-                    s3sync.put_object(Bucket=bucket, Key=_key(prefix, n), Body=b"")
+                    s3sync.put_object(Bucket=bucket, Key=eventfleet.key_of(prefix, n), Body=bodies[n])
                     put_done[n] = time.perf_counter()
                     time.sleep(max(0.0, t_next - time.perf_counter()))
 
@@ -168,47 +139,25 @@ async def freshness(ep: MotoEndpoint, dsn: str, puts: int, rate: float, log: Cal
     return out
 
 
-async def prepare_fleet(ep: MotoEndpoint, dsn: str, instances: int, events: int,
-                        log: Callable[[str], None]) -> str:
-    """``instances`` registered, ``events`` segments stored and their S3 event messages written to a file
-    (one body a line); its path. Moto's SQS (a linear scan and a deep copy of the queue per receive) would be
-    what is measured: the consumer is fed the bodies directly, in batches of 10, as receives deliver them."""
-    from moto.core.models import DEFAULT_ACCOUNT_ID
-    from moto.s3.models import s3_backends
-    bucket = "bench-events-fleet"
-    ep.ensure_bucket(bucket)
-    be = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
-    rows = [(f"ev-{i:06d}", bucket, f"fleet/{i:06d}") for i in range(instances)]
-    t0 = time.perf_counter()
-    await _catalog(dsn, rows, 100)
-    msgs: list[str] = []
-    now = datetime.now(timezone.utc)
-    for k in range(events):
-        g, _, p = rows[k % instances]
-        segno = 101 + k // instances
-        key = _key(p, segno)
-        be.put_object(bucket, key, b"")              # the object exists (no notification configured here)
-        msgs.append(json.dumps({"Records": [{
-            "eventVersion": "2.1", "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
-            "eventTime": (now + timedelta(milliseconds=k)).isoformat().replace("+00:00", "Z"),
-            "s3": {"bucket": {"name": bucket}, "object": {"key": key, "size": 0, "sequencer": f"{k + 1:016X}"}}}]}))
-    log(f"events throughput: {instances} instances, {events} events prepared in {time.perf_counter() - t0:.0f}s")
-    path = Path(tempfile.mkdtemp(prefix="bench-events-msgs-", dir="/tmp")) / "messages.jsonl"
-    path.write_text("\n".join(msgs) + "\n")
-    return str(path)
-
-
 def throughput(dsn: str, s3_url: str, path: str, instances: int, events: int, receivers: int,
                log: Callable[[str], None]) -> dict[str, Any]:
     """One consumer process applies every message: events applied per second."""
     # the consumer in its own process (as serve would run it): moto in this one does not share its GIL
+    import resource
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
     child, child_cpu = _reap(_spawn_consumer(dsn, s3_url, path, events, receivers, direct=True))
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    moto_cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)     # this process: moto's threads
     shutil.rmtree(Path(path).parent, ignore_errors=True)
     wall, applied, ops = child["wall_s"], child["applied"], child["requests"]
+    child_cpu = child.get("cpu_s", child_cpu)          # the applying alone, not the process's start-up
     rate = applied / wall if wall else 0.0
     cpu_rate = 1000 / (1000 * child_cpu / max(1, applied)) if child_cpu else 0.0
     out = {"instances": instances, "events": events, "applied": applied, "receivers": receivers, "wall_s": wall,
+           "rounds": child.get("rounds"), "views_followed": child.get("views_followed"),
+           "views_recomputed": child.get("views_recomputed"),
            "consumer_cpu_s": child_cpu, "consumer_cpu_ms_per_event": 1000 * child_cpu / max(1, applied),
+           "moto_cpu_ms_per_event": 1000 * moto_cpu / max(1, applied), "load_avg": os.getloadavg(),
            "events_per_s": rate, "events_per_cpu_s": cpu_rate, "target_per_s": 1000,
            "needed_at_100k_per_s": NEEDED_RATE,
            "replicas_for_100k": (int(NEEDED_RATE // rate) + 1) if rate else None,
@@ -234,31 +183,41 @@ async def idle_scan_requests(ep: MotoEndpoint, dsn: str) -> int:
 
 def cost(idle_requests: int, per_event: dict[str, float], sqs_per_event: dict[str, float],
          scan_interval: int = 300) -> dict[str, Any]:
-    """Requests per instance per day and the daily bill at 100,000 instances, both designs."""
+    """Requests per instance per day and the daily bill at 100,000 instances, both designs.
+
+    Events: S3's SendMessage per event, plus the consumer's receives and deletes. At 100,000 instances (1,667
+    events/s) every receive comes back full: 0.1 ReceiveMessage and 0.1 DeleteMessageBatch per event (the
+    headline); as measured by the freshness run (one instance, 5 events/s: about one receive and one delete
+    per event), the bound for a quiet queue, beside it."""
     polls = 86400 / scan_interval
     poll = {"s3_list": polls * idle_requests, "s3_get": float(SEGMENTS_PER_DAY) / 1}   # edges read per new run end
     poll["s3_get"] = min(poll["s3_get"], polls)       # a scan reads the run end once per tick at most
     ev_get = per_event.get("s3:GetObject", 0.0) + per_event.get("s3:HeadObject", 0.0)
-    # S3's SendMessage, plus the consumer's receives and deletes per event as measured at low traffic (one
-    # instance: few messages per receive, the upper bound; at fleet rates receives fill to 10: about 0.2)
-    ev_sqs = 1.0 + sqs_per_event.get("sqs:ReceiveMessage", 0.2) + sqs_per_event.get("sqs:DeleteMessageBatch", 0.0)
-    events = {"s3_list": float(idle_requests),        # the daily reconcile
-              "s3_get": SEGMENTS_PER_DAY * ev_get, "sqs": SEGMENTS_PER_DAY * ev_sqs}
+
+    def events_at(receive: float, delete: float) -> dict[str, float]:
+        return {"s3_list": float(idle_requests),        # the daily reconcile
+                "s3_get": SEGMENTS_PER_DAY * ev_get, "sqs": SEGMENTS_PER_DAY * (1.0 + receive + delete)}
+    events = events_at(0.1, 0.1)
+    quiet = events_at(sqs_per_event.get("sqs:ReceiveMessage", 1.0), sqs_per_event.get("sqs:DeleteMessageBatch", 1.0))
 
     def bill(r: dict[str, float]) -> float:
         return FLEET * sum(PRICE[k] * v for k, v in r.items())
-    return {"per_instance_per_day": {"polling": poll, "events": events},
-            "requests_per_instance_per_day": {"polling": sum(poll.values()), "events": sum(events.values())},
-            "usd_per_day_at_100k": {"polling": round(bill(poll), 2), "events": round(bill(events), 2)},
+    return {"per_instance_per_day": {"polling": poll, "events": events, "events_quiet_queue": quiet},
+            "requests_per_instance_per_day": {"polling": sum(poll.values()), "events": sum(events.values()),
+                                              "events_quiet_queue": sum(quiet.values())},
+            "usd_per_day_at_100k": {"polling": round(bill(poll), 2), "events": round(bill(events), 2),
+                                    "events_quiet_queue": round(bill(quiet), 2)},
             "prices": PRICE, "assumptions": f"{SEGMENTS_PER_DAY} segments/instance/day; scan every {scan_interval}s; "
                                              "SQS requests: S3's SendMessage + the consumer's receive/delete per event "
-                                             "(measured); reconcile daily"}
+                                             "(full receives at fleet rate; measured on a quiet queue beside); "
+                                             "reconcile daily"}
 
 
 def measure(ep: MotoEndpoint, dsn: str, *, puts: int = 1000, rate: float = 5.0, instances: int = 10_000,
-            events: int = 5000, receivers: int = 4, log: Callable[[str], None] = print) -> dict[str, Any]:
+            events: int = 5000, backups: int = 30, receivers: int = 4,
+            log: Callable[[str], None] = print) -> dict[str, Any]:
     fresh = asyncio.run(freshness(ep, dsn, puts, rate, log))
-    path = asyncio.run(prepare_fleet(ep, dsn, instances, events, log))
+    path = asyncio.run(eventfleet.prepare_fleet(ep, dsn, instances, events, log, backups))
     thr = throughput(dsn, ep.url, path, instances, events, receivers, log)
     idle = asyncio.run(idle_scan_requests(ep, dsn))
     out = {"freshness": fresh, "throughput": thr, "idle_scan_requests": idle,
@@ -288,51 +247,16 @@ def _reap(proc: subprocess.Popen[str]) -> tuple[dict[str, Any], float]:
     return json.loads(text.strip().splitlines()[-1]), ru.ru_utime + ru.ru_stime
 
 
-async def consume_direct(dsn: str, s3_url: str, bodies: list[str], receivers: int) -> dict[str, Any]:
-    """The consumer alone, fed the message ``bodies`` in batches of 10, ``receivers`` at a time."""
-    from pydantic import SecretStr
-
-    from scheduler.sqs import Message
-    settings = Settings(catalog_dsn=SecretStr(dsn), s3_endpoint_url=s3_url, aws_access_key_id=SecretStr(ACCESS_KEY),
-                        aws_secret_access_key=SecretStr(SECRET_KEY))
-    batches = [[Message(str(i + n), f"r{i + n}", b, 1, None) for n, b in enumerate(bodies[i:i + 10])]
-               for i in range(0, len(bodies), 10)]
-    reqs = Requests()
-    pool = await catalog_db.open_pool(dsn, max_size=8)
-    applied = 0
-    try:
-        async with _session().client("s3", endpoint_url=s3_url) as s3:
-            reqs.attach(s3, "s3")
-            consumer = Consumer(pool, s3, settings, "bench", Index(pool), NullObserver())
-            await consumer.index.refresh(force=True)
-            queue = asyncio.Queue[list[Message]]()
-            for b in batches:
-                queue.put_nowait(b)
-
-            async def worker() -> None:
-                nonlocal applied
-                while not queue.empty():
-                    res = await consumer.process(queue.get_nowait())
-                    applied += len(res.delete)
-            t0 = time.perf_counter()
-            await asyncio.gather(*(worker() for _ in range(receivers)))
-            wall = time.perf_counter() - t0
-    finally:
-        await pool.close()
-    return {"wall_s": wall, "applied": applied, "requests": reqs.ops}
-
-
 async def consume(dsn: str, s3_url: str, queue_url: str, events: int, receivers: int, guid_prefix: str = "ev-",
                   wait_seconds: int = 1, ready: str = "") -> dict[str, Any]:
     """The consumer alone (a child process): drain ``queue_url`` until ``events`` fleet events are applied."""
     from pydantic import SecretStr
     settings = Settings(catalog_dsn=SecretStr(dsn), s3_endpoint_url=s3_url, aws_access_key_id=SecretStr(ACCESS_KEY),
                         aws_secret_access_key=SecretStr(SECRET_KEY))
-    reqs = Requests()
+    reqs = eventfleet.Requests()
     pool = await catalog_db.open_pool(dsn, max_size=8)
     try:
-        async with _session().client("s3", endpoint_url=s3_url) as s3, \
-                _session().client("sqs", endpoint_url=s3_url) as sqs:
+        async with s3_client(settings) as s3, _session().client("sqs", endpoint_url=s3_url) as sqs:
             reqs.attach(s3, "s3")
             reqs.attach(sqs, "sqs")
             stream = Stream(Consumer(pool, s3, settings, "bench", Index(pool), NullObserver()),
@@ -390,17 +314,23 @@ def main(argv: list[str] | None = None) -> int:
         c.add_argument("--direct", action="store_true", help="--queue is a file of message bodies")
         c.add_argument("--ready", default="", help="a file to create once polling")
         ca = c.parse_args((argv or sys.argv[1:])[1:])
+        if os.environ.get("BENCH_EVENTS_DEBUG"):
+            import logging
+            logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+            logging.getLogger("backup_catalog.usecases.events").setLevel(logging.DEBUG)
         if ca.direct:
             bodies = [b for b in Path(ca.queue).read_text().splitlines() if b]
-            print(json.dumps(asyncio.run(consume_direct(ca.dsn, ca.s3, bodies, ca.receivers))))
+            print(json.dumps(asyncio.run(eventfleet.consume_direct(ca.dsn, ca.s3, bodies, ca.receivers))))
         else:
             print(json.dumps(asyncio.run(consume(ca.dsn, ca.s3, ca.queue, ca.events, ca.receivers, ca.guid_prefix,
                                                  ca.wait, ca.ready))))
         return 0
     from catalog import embedded
     p = argparse.ArgumentParser(prog="bench.events")
-    p.add_argument("--tiny", action="store_true", help="bench-smoke size: 50 PUTs, 200 instances, 200 events")
+    p.add_argument("--tiny", action="store_true", help="bench-smoke size: 20 PUTs, 100 instances, 100 events")
     p.add_argument("--out", type=Path)
+    for name in ("puts", "instances", "events", "backups", "receivers"):
+        p.add_argument(f"--{name}", type=int, help=f"override the size's {name}")
     a = p.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="bench-events-", dir="/tmp"))
     tmp.chmod(0o755)
@@ -413,7 +343,9 @@ def main(argv: list[str] | None = None) -> int:
             await pool.close()
         asyncio.run(init())
         with MotoEndpoint() as ep:
-            kw = SIZES["tiny" if a.tiny else "default"]
+            kw = dict(SIZES["tiny" if a.tiny else "default"])
+            kw.update({k: v for k in ("puts", "instances", "events", "backups", "receivers")
+                       if (v := getattr(a, k)) is not None})
             out = measure(ep, dsn, log=lambda m: print(m, file=sys.stderr, flush=True), **kw)
     finally:
         embedded.stop_cluster(tmp / "pg")

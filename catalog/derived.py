@@ -19,6 +19,7 @@ import asyncpg
 
 from catalog import repo
 from catalog.db import Db
+from recovery import viewdelta
 from recovery.grading import SnapshotFacts, facts_of
 from recovery.jsonout import archive_to_dict, windows_from_json, windows_to_json
 from recovery.model import ArchiveSnapshot
@@ -35,6 +36,8 @@ class Derived:
     windows: dict[tuple[int, ...], list[Window]]
     archive: str          # JSON object text: backups, wal, holes, conflicts, windows
     facts: SnapshotFacts | None = None
+    system_ids: frozenset[int] | None = None     # of the scan's backups (the event consumer's segment checks)
+    backup_need: int | None = None               # recovery.viewdelta.backup_need (-1: no done backup)
 
 
 async def stored_archive(db: Db, guid: str) -> str | None:
@@ -60,7 +63,8 @@ async def refresh(pool: asyncpg.Pool, guid: str) -> tuple[Derived, ArchiveSnapsh
     version, snap = await repo.load_versioned_snapshot(pool, guid)
     windows = all_windows(snap)
     facts = facts_of(snap, [w for ws in windows.values() for w in ws])
-    d = Derived(version, windows, json.dumps(archive_to_dict(snap, windows), separators=(",", ":")), facts)
+    d = Derived(version, windows, json.dumps(archive_to_dict(snap, windows), separators=(",", ":")), facts,
+                viewdelta.system_ids(snap), viewdelta.backup_need(snap))
     await store(pool, guid, d)
     return d, snap
 
@@ -77,13 +81,15 @@ async def store(db: Db, guid: str, d: Derived) -> bool:
 async def _store_view(db: Db, guid: str, d: Derived) -> bool:
     gen, last_scan = d.version
     status = await db.execute(
-        """INSERT INTO derived_views (instance_guid, generation, last_scan, windows, archive)
-           SELECT $1, $2, $3, $4, $5 FROM scan_state
+        """INSERT INTO derived_views (instance_guid, generation, last_scan, windows, archive, system_ids, backup_need)
+           SELECT $1, $2, $3, $4, $5, $6, $7 FROM scan_state
            WHERE instance_guid = $1 AND generation = $2 AND last_scan IS NOT DISTINCT FROM $3
            ON CONFLICT (instance_guid) DO UPDATE
              SET generation = EXCLUDED.generation, last_scan = EXCLUDED.last_scan, windows = EXCLUDED.windows,
-                 archive = EXCLUDED.archive, computed_at = now()""",
-        guid, gen, last_scan, json.dumps(windows_to_json(d.windows), separators=(",", ":")), d.archive)
+                 archive = EXCLUDED.archive, system_ids = EXCLUDED.system_ids, backup_need = EXCLUDED.backup_need,
+                 computed_at = now()""",
+        guid, gen, last_scan, json.dumps(windows_to_json(d.windows), separators=(",", ":")), d.archive,
+        None if d.system_ids is None else sorted(d.system_ids), d.backup_need)
     stored: bool = status.endswith(" 1")
     if not stored:
         log.info("derived view of %s not stored: scan generation %s is no longer current", guid, gen)

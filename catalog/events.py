@@ -10,7 +10,7 @@ from datetime import datetime
 
 import asyncpg
 
-from catalog.db import Db, transaction
+from catalog.db import Conn, Db, transaction
 from catalog.errors import CatalogError, Conflict
 from catalog.leases import check_lease
 from catalog.scanresult import WalConflict
@@ -53,31 +53,7 @@ async def save_events(db: Db, guid: str, w: EventWrite, *, lease_key: str, lease
             await _lock_scan_state(c, guid)
             if not await check_lease(c, lease_key, lease_token):
                 raise Conflict(f"instance {guid}: lease {lease_key!r} token {lease_token} is no longer held")
-            if w.pg_version is not None or w.system_id is not None:
-                await c.execute("""UPDATE instances SET pg_version = coalesce($2, pg_version),
-                                          system_id = coalesce($3, system_id) WHERE instance_guid = $1""",
-                                guid, w.pg_version, w.system_id)
-            if w.backups is not None:
-                await _replace_backups(c, guid, w.backups)
-            for tli, switches in w.histories.items():
-                await c.execute("DELETE FROM timelines WHERE instance_guid = $1 AND tli = $2", guid, tli)
-                await c.executemany(
-                    "INSERT INTO timelines (instance_guid, tli, ordinal, parent, switchpoint, reason) "
-                    "VALUES ($1, $2, $3, $4, $5, $6)",
-                    [(guid, tli, i, s.parent, s.switchpoint, s.reason) for i, s in enumerate(switches)])
-            former_ends = await _store_runs(c, guid, w.runs, replace=False) if w.runs else set()
-            await c.executemany(
-                """INSERT INTO wal_conflicts (instance_guid, timeline, segno, detail, kind) VALUES ($1, $2, $3, $4, 'corrupt')
-                   ON CONFLICT (instance_guid, timeline, segno) DO UPDATE SET detail = EXCLUDED.detail, kind = 'corrupt'""",
-                [(guid, x.timeline, x.segno, x.detail) for x in w.corrupt])
-            await _upsert_edges(c, guid, w.edges)
-            await _drop_edges(c, guid, former_ends - {(e.timeline, e.segno) for e in w.edges})
-            await _remember(c, guid, w.keys)
-            if w.resolved:
-                await c.execute(
-                    """UPDATE scan_state SET issues = (SELECT coalesce(jsonb_agg(i), '[]'::jsonb)
-                           FROM jsonb_array_elements(issues) i WHERE NOT coalesce(i->>'key' = ANY($2::text[]), false))
-                       WHERE instance_guid = $1""", guid, list(w.resolved))
+            await write_one(c, guid, w)
             gen: int = await c.fetchval(
                 """UPDATE scan_state SET generation = generation + 1,
                           last_event = greatest(last_event, $2) WHERE instance_guid = $1 RETURNING generation""",
@@ -87,7 +63,36 @@ async def save_events(db: Db, guid: str, w: EventWrite, *, lease_key: str, lease
         raise CatalogError(f"instance {guid}: events rejected by the catalog, nothing saved: {exc}") from None
 
 
-async def _remember(c: Db, guid: str, keys: Sequence[KeyEvent]) -> None:
+async def write_one(c: Conn, guid: str, w: EventWrite) -> None:
+    """Everything of ``w`` but the generation, for one instance (the stored runs re-read here)."""
+    if w.pg_version is not None or w.system_id is not None:
+        await c.execute("""UPDATE instances SET pg_version = coalesce($2, pg_version),
+                                  system_id = coalesce($3, system_id) WHERE instance_guid = $1""",
+                        guid, w.pg_version, w.system_id)
+    if w.backups is not None:
+        await _replace_backups(c, guid, w.backups)
+    for tli, switches in w.histories.items():
+        await c.execute("DELETE FROM timelines WHERE instance_guid = $1 AND tli = $2", guid, tli)
+        await c.executemany(
+            "INSERT INTO timelines (instance_guid, tli, ordinal, parent, switchpoint, reason) "
+            "VALUES ($1, $2, $3, $4, $5, $6)",
+            [(guid, tli, i, s.parent, s.switchpoint, s.reason) for i, s in enumerate(switches)])
+    former_ends = await _store_runs(c, guid, w.runs, replace=False) if w.runs else set()
+    await c.executemany(
+        """INSERT INTO wal_conflicts (instance_guid, timeline, segno, detail, kind) VALUES ($1, $2, $3, $4, 'corrupt')
+           ON CONFLICT (instance_guid, timeline, segno) DO UPDATE SET detail = EXCLUDED.detail, kind = 'corrupt'""",
+        [(guid, x.timeline, x.segno, x.detail) for x in w.corrupt])
+    await _upsert_edges(c, guid, w.edges)
+    await _drop_edges(c, guid, former_ends - {(e.timeline, e.segno) for e in w.edges})
+    await remember(c, guid, w.keys)
+    if w.resolved:
+        await c.execute(
+            """UPDATE scan_state SET issues = (SELECT coalesce(jsonb_agg(i), '[]'::jsonb)
+                   FROM jsonb_array_elements(issues) i WHERE NOT coalesce(i->>'key' = ANY($2::text[]), false))
+               WHERE instance_guid = $1""", guid, list(w.resolved))
+
+
+async def remember(c: Db, guid: str, keys: Sequence[KeyEvent]) -> None:
     if keys:
         await c.executemany(
             """INSERT INTO event_keys (instance_guid, key, action, sequencer, event_time) VALUES ($1, $2, $3, $4, $5)
@@ -99,7 +104,7 @@ async def _remember(c: Db, guid: str, keys: Sequence[KeyEvent]) -> None:
 async def remember_keys(db: Db, guid: str, keys: Sequence[KeyEvent], last_event: datetime | None) -> None:
     """Record keys whose events were applied by other means (a scan of the instance) and ``last_event``."""
     async with transaction(db) as c:
-        await _remember(c, guid, keys)
+        await remember(c, guid, keys)
         await c.execute("UPDATE scan_state SET last_event = greatest(last_event, $2) WHERE instance_guid = $1",
                         guid, last_event)
 
@@ -140,4 +145,4 @@ async def last_event(db: Db, guid: str) -> datetime | None:
 
 
 __all__ = ["EventWrite", "KeyEvent", "applied_keys", "created_keys", "last_event", "prune_keys", "remember_keys",
-           "routes", "save_events"]
+           "routes", "save_events", "write_one"]

@@ -5,6 +5,7 @@ No session advisory locks: a lease is a row; its ``token`` grows by one at every
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from catalog.db import Db
@@ -25,6 +26,68 @@ async def try_acquire_lease(db: Db, key: str, holder: str, ttl_s: float) -> int 
            WHERE l.expires_at <= clock_timestamp() OR l.holder = EXCLUDED.holder
            RETURNING token""", key, holder, float(ttl_s))
     return token
+
+
+async def try_acquire_leases(db: Db, keys: Sequence[str], holder: str, ttl_s: float) -> dict[str, int]:
+    """:func:`try_acquire_lease` for many keys in one statement (taken in key order, as every caller of this
+    does, so that two replicas never wait on each other crosswise): the keys taken or renewed, with their
+    fencing tokens. A key another holder's unexpired lease holds is left out."""
+    if not keys:
+        return {}
+    rows = await db.fetch(
+        """INSERT INTO scan_leases AS l (key, holder, token, acquired_at, expires_at)
+           SELECT k, $2, 1, clock_timestamp(), clock_timestamp() + make_interval(secs => $3)
+           FROM unnest($1::text[]) WITH ORDINALITY AS u(k, n) ORDER BY n
+           ON CONFLICT (key) DO UPDATE SET
+               token = CASE WHEN l.holder = EXCLUDED.holder AND l.expires_at > clock_timestamp()
+                            THEN l.token ELSE l.token + 1 END,
+               acquired_at = CASE WHEN l.holder = EXCLUDED.holder AND l.expires_at > clock_timestamp()
+                                  THEN l.acquired_at ELSE EXCLUDED.acquired_at END,
+               holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+           WHERE l.expires_at <= clock_timestamp() OR l.holder = EXCLUDED.holder
+           RETURNING key, token""", sorted(set(keys)), holder, float(ttl_s))
+    return {r["key"]: int(r["token"]) for r in rows}
+
+
+async def release_leases(db: Db, holder: str, tokens: Mapping[str, int]) -> int:
+    """:func:`release_lease` for many (key, token); how many were still ours."""
+    if not tokens:
+        return 0
+    keys = sorted(tokens)
+    status = await db.execute(
+        """UPDATE scan_leases l SET expires_at = clock_timestamp()
+           FROM unnest($1::text[], $2::bigint[]) AS u(key, token)
+           WHERE l.key = u.key AND l.holder = $3 AND l.token = u.token AND l.expires_at > clock_timestamp()""",
+        keys, [tokens[k] for k in keys], holder)
+    return int(status.split()[-1])
+
+
+async def renew_leases(db: Db, holder: str, tokens: Mapping[str, int], ttl_s: float) -> set[str]:
+    """Extend by ``ttl_s`` the leases still held with these tokens (an expired one is not taken again: a
+    write under it is fenced); the keys extended."""
+    if not tokens:
+        return set()
+    keys = sorted(tokens)
+    rows = await db.fetch(
+        """UPDATE scan_leases l SET expires_at = clock_timestamp() + make_interval(secs => $4)
+           FROM unnest($1::text[], $2::bigint[]) AS u(key, token)
+           WHERE l.key = u.key AND l.holder = $3 AND l.token = u.token AND l.expires_at > clock_timestamp()
+           RETURNING l.key""", keys, [tokens[k] for k in keys], holder, float(ttl_s))
+    return {r["key"] for r in rows}
+
+
+async def check_leases(db: Db, tokens: Mapping[str, int]) -> set[str]:
+    """:func:`check_lease` for many (key, token): the keys still held with their token, share-locked until
+    the transaction ends."""
+    if not tokens:
+        return set()
+    keys = sorted(tokens)
+    rows = await db.fetch(
+        """SELECT l.key FROM scan_leases l JOIN unnest($1::text[], $2::bigint[]) AS u(key, token)
+             ON l.key = u.key AND l.token = u.token
+           WHERE l.expires_at > clock_timestamp() ORDER BY l.key FOR SHARE OF l""",
+        keys, [tokens[k] for k in keys])
+    return {r["key"] for r in rows}
 
 
 async def lease_holder(db: Db, key: str) -> tuple[str, datetime] | None:

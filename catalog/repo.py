@@ -13,7 +13,10 @@ from catalog.leases import check_lease as check_lease
 from catalog.leases import finish_run as finish_run
 from catalog.leases import record_run as record_run
 from catalog.leases import release_lease as release_lease
+from catalog.leases import release_leases as release_leases
+from catalog.leases import renew_leases as renew_leases
 from catalog.leases import try_acquire_lease as try_acquire_lease
+from catalog.leases import try_acquire_leases as try_acquire_leases
 from catalog.names import CURRENT_VIEW as CURRENT_VIEW
 from catalog.names import delete_instance as delete_instance
 from catalog.names import get_instance as get_instance

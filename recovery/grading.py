@@ -110,7 +110,7 @@ def facts_of(snap: ArchiveSnapshot, windows: list[Window]) -> SnapshotFacts:
     restorable = {label for w in windows for label in w.backups}
     newest = _newest([b for b in backups if b.label in restorable])
     newest_done = _newest([b for b in backups if b.status is BackupStatus.DONE])
-    latest = max(windows, key=_window_end_key, default=None)
+    latest = latest_window(windows)
     hole_rows = hole_rows_of(snap, newest)
     firsts = [w.from_time for w in windows if w.from_time is not None]
     done_stops = [b.stop_time for b in backups if b.status is BackupStatus.DONE and b.stop_time]
@@ -167,6 +167,11 @@ def restorable_labels(windows: list[Window]) -> set[str]:
 def _newest(backups: list[Backup]) -> Backup | None:
     return max(backups, key=lambda b: (b.stop_time is not None, b.stop_time or datetime.min.replace(tzinfo=UTC),
                                        b.stop_lsn.value if b.stop_lsn else -1, b.label), default=None)
+
+
+def latest_window(windows: list[Window]) -> Window | None:
+    """The window ending latest (by end time, then end LSN; the first of equals)."""
+    return max(windows, key=_window_end_key, default=None)
 
 
 def _window_end_key(w: Window) -> tuple[bool, datetime, int]:

@@ -59,6 +59,10 @@ _PG15_MAGIC = 0xD110  # bimg_info compression bits changed in 15 (xlogrecord.h)
 _EPOCH_2000 = datetime(2000, 1, 1, tzinfo=UTC)
 
 
+class PrefixTooShort(ValueError):
+    """:func:`read_xact_records` was given the beginning of a file (``total_len``) and needed more of it."""
+
+
 class BadWal(ParseError):
     """Bytes that are not a WAL segment (or not the expected one)."""
 
@@ -285,16 +289,25 @@ def read_xact_records(
     seg_size: int | None = None,
     expected_segno: int | None = None,
     pending: PendingRecord | None = None,
+    total_len: int | None = None,
 ) -> SegmentScan:
     """Commit/abort records that end in this segment, in WAL order.
 
     A record that began in the previous segment is reported here only when that segment's
     ``SegmentScan.pending`` is passed as ``pending``; otherwise the leading continuation is skipped.
 
+    ``total_len``: the file is that long but ``data`` is only its beginning, up to and including a page
+    that cannot be valid (e.g. all zeros: nothing after it is read, whatever it holds). Reading past
+    ``data`` then raises :class:`PrefixTooShort` (the caller passes more); the result is the whole file's.
+
     :raises BadWal: the bytes are not a WAL segment, or not the expected one.
     """
     mv = memoryview(data).cast("B")
+    if total_len is not None and total_len < len(mv):
+        raise ValueError("total_len is shorter than the data")
     magic, info, tli, seg_start, rem_len, sysid, size, blcksz = _first_page(mv, seg_size, expected_segno)
+    if total_len is not None and total_len > size:
+        raise BadWal(f"{total_len} bytes, more than the segment size {size}")
     seg = _Segment(mv, size, seg_start, magic, sysid, blcksz, tli)
     out: list[XactRecord] = []
     end_of_valid: Lsn | None = None
@@ -385,11 +398,14 @@ def read_xact_records(
                 break
             prev, pos = lsn, _maxalign(end)
     except _DataEnd:
+        if total_len is not None and len(mv) < total_len:
+            raise PrefixTooShort("the data ends before the page that stops the reader") from None
         truncated = True
     return SegmentScan(
         records=tuple(out), seg_size=size, sysid=sysid, page_magic=magic,
         end_of_valid_wal=end_of_valid, ended_by_switch=switched, start_lsn=Lsn(seg_start),
-        timeline=tli, blcksz=blcksz, pending=carry, truncated=truncated or len(mv) < size,
+        timeline=tli, blcksz=blcksz, pending=carry,
+        truncated=truncated or (len(mv) if total_len is None else total_len) < size,
         crc_checked="all" if check_all else "xact",
     )
 

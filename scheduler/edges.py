@@ -14,13 +14,14 @@ import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from catalog.scanresult import ScanIssue, WalConflict
 from recovery.errors import PitrError
 from recovery.model import Layout, WalRun, WindowEdge
-from recovery.walreader import BadWal, XactRecord, read_xact_records, segment_problem
+from recovery.walreader import BadWal, PrefixTooShort, XactRecord, read_xact_records, segment_problem
 from scheduler.layouts import spec_of
-from scheduler.layouts.common import DecompressError, Unsupported, decompress
+from scheduler.layouts.common import DecompressError, Unsupported, decompress, decompress_chunks
 from scheduler.storage import NotFound, ObjectStore
 from scheduler.walscan import RunTail
 
@@ -76,27 +77,87 @@ async def _read_checked(store: ObjectStore, key: str, tli: int, segno: int, seg_
                         checks: SegmentChecks) -> tuple[tuple[XactRecord, ...], str | None]:
     """The segment's commit records, or the proof that it is not segment ``segno`` of timeline ``tli``.
 
+    Decoded off the event loop (decompression and SHA-1 release the GIL), keeping only the beginning of
+    the segment that the WAL reader can reach (:func:`segment_prefix`).
+
     :raises NotFound: gone since the listing. :raises ParseError: it cannot be read here (no lzop, an
         unsupported codec), which proves nothing about the segment.
     """
+    data = await store.read(key)
+    codec = codec_of(key)
+    if codec == "lzo":
+        data, codec = await _lzop(data), None
+    want = spec_of(checks.layout).content_sha1(key) if checks.layout is not None else None
+    return await asyncio.to_thread(_decode_checked, data, codec, want, tli, segno, seg_size, checks.system_ids)
+
+
+def _decode_checked(data: bytes, codec: str | None, want_sha1: str | None, tli: int, segno: int, seg_size: int,
+                    system_ids: frozenset[int]) -> tuple[tuple[XactRecord, ...], str | None]:
+    sha = hashlib.sha1(usedforsecurity=False) if want_sha1 is not None else None
     try:
-        raw = await read_segment(store, key)
+        prefix, total = segment_prefix(decompress_chunks(data, codec), sha)
     except Unsupported:
         raise
     except DecompressError as e:
         return (), f"cannot be decompressed: {e}"
     try:
-        scan = read_xact_records(raw, seg_size=seg_size, expected_segno=segno)
+        try:
+            scan = read_xact_records(prefix, seg_size=seg_size, expected_segno=segno, total_len=total)
+        except PrefixTooShort:     # a zero page inside a record's data: read the whole file
+            scan = read_xact_records(decompress(data, codec), seg_size=seg_size, expected_segno=segno)
     except BadWal as e:
         return (), e.message
-    why = segment_problem(scan, timeline=tli, system_ids=checks.system_ids)
-    if why is None and checks.layout is not None:
-        want = spec_of(checks.layout).content_sha1(key)    # e.g. pgBackRest names a segment by its SHA-1
-        if want is not None:
-            got = await asyncio.to_thread(lambda: hashlib.sha1(raw, usedforsecurity=False).hexdigest())
-            if got != want:
-                why = f"content SHA-1 {got} does not match the {want} in its name"
+    why = segment_problem(scan, timeline=tli, system_ids=system_ids)
+    if why is None and sha is not None:      # e.g. pgBackRest names a segment by its SHA-1
+        got = sha.hexdigest()
+        if got != want_sha1:
+            why = f"content SHA-1 {got} does not match the {want_sha1} in its name"
     return scan.records, why
+
+
+def segment_prefix(chunks: Iterable[bytes | memoryview], sha: Any = None) -> tuple[bytearray, int]:
+    """The beginning of a decompressed segment that the WAL reader can reach, and the file's length.
+
+    The reader checks the header of every page it enters, and a page of zeros has none: nothing after the
+    first page-aligned page of zeros is kept (a segment archived by a switch or ``archive_timeout`` is
+    mostly zeros). Without one, everything is kept. ``sha``: fed every byte (the whole file).
+
+    >>> page = bytes(range(256)) * 32
+    >>> hdr = bytes(36) + (8192).to_bytes(4, "little")
+    >>> p, n = segment_prefix([hdr + page[40:], page, bytes(8192), page, page])
+    >>> len(p), n
+    (24576, 40960)
+    >>> len(segment_prefix([hdr + page[40:], page])[0])
+    16384
+    """
+    kept = bytearray()
+    total = 0
+    blcksz = 0
+    nxt = 0                  # the next page to look at
+    done = False
+    for c in chunks:
+        if sha is not None:
+            sha.update(c)
+        total += len(c)
+        if done:
+            continue
+        kept += c
+        if not blcksz:
+            if len(kept) < 40:
+                continue
+            blcksz = int.from_bytes(kept[36:40], "little")
+            if blcksz not in (1024, 2048, 4096, 8192, 16384, 32768, 65536):
+                blcksz, done = 0, True          # not a WAL segment: the reader says so from the beginning
+                continue
+            nxt = blcksz
+            zero = bytes(blcksz)
+        while nxt + blcksz <= len(kept):
+            if kept[nxt:nxt + blcksz] == zero:
+                del kept[nxt + blcksz:]
+                done = True
+                break
+            nxt += blcksz
+    return kept, total
 
 
 async def decode_edges(store: ObjectStore, tails: Sequence[RunTail], runs: Iterable[WalRun],
@@ -190,4 +251,4 @@ async def _walk_back(store: ObjectStore, tli: int, recent: list[tuple[int, str, 
         found.edges.append(end_edge)
 
 
-__all__ = ["EdgeFindings", "SegmentChecks", "codec_of", "decode_edges", "read_segment"]
+__all__ = ["EdgeFindings", "SegmentChecks", "codec_of", "decode_edges", "read_segment", "segment_prefix"]

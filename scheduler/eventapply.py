@@ -15,7 +15,7 @@ per-key verdict, this reads only what the events name:
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
@@ -29,11 +29,14 @@ from scheduler import scanning
 from scheduler.eventroute import Kind, Target
 from scheduler.layouts import spec_of
 from scheduler.layouts.spec import MetaEvent
-from scheduler.s3events import Action, S3Event
+from scheduler.s3events import Action, S3Event, compare_sequencers
 from scheduler.storage import ObjectInfo, ObjectStore
 from scheduler.walscan import RunTail
 
 EDGE_REACH = 8     # the scan's edge reader walks back over the last 8 segments of a run (walscan.RunTail)
+
+# the segment keys events taught earlier for this batch's segments, by (timeline, segno): (key, LastModified)
+Known = Callable[[], Awaitable[Mapping[tuple[int, int], tuple[str, datetime | None]]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,11 +96,29 @@ def key_event(p: Pending) -> KeyEvent:
     return KeyEvent(e.key, e.action.value, e.sequencer, e.time)
 
 
+def newest_keys(keys: Iterable[KeyEvent]) -> tuple[KeyEvent, ...]:
+    """One event per key, the newest: by sequencer when both have one, else the later in the batch.
+
+    >>> [k.sequencer for k in newest_keys([KeyEvent("a", "created", "0B", None), KeyEvent("a", "created", "0A", None),
+    ...                                    KeyEvent("b", "created", None, None)])]
+    ['0B', None]
+    """
+    out: dict[str, KeyEvent] = {}
+    for k in keys:
+        old = out.get(k.key)
+        if old is not None and old.sequencer and k.sequencer and compare_sequencers(k.sequencer, old.sequencer) < 0:
+            continue
+        out[k.key] = k
+    return tuple(out.values())
+
+
 async def apply_events(store: HeadStore, root: str, prev: scanning.Previous, pending: Sequence[Pending],
-                       known: Mapping[tuple[int, int], tuple[str, datetime | None]],
-                       classify_rel: Callable[[str], Target]) -> Outcome:
-    """The effects of ``pending`` on one instance (``root``: its normalized prefix). ``known``: segment keys
-    events taught earlier, by (timeline, segno); ``classify_rel``: a relative key's meaning."""
+                       known: Known, classify_rel: Callable[[str], Target], *,
+                       system_ids: frozenset[int] | None = None) -> Outcome:
+    """The effects of ``pending`` on one instance (``root``: its normalized prefix). ``known``: the segment
+    keys events taught earlier, by (timeline, segno), asked for only when an edge read may need them;
+    ``classify_rel``: a relative key's meaning; ``system_ids``: those of the instance's backups (default:
+    of ``prev.backups``), what a segment read is checked against."""
     assert prev.layout is not None, "an instance never scanned gets a full scan, not events"
     stale = 0
     for p in pending:
@@ -117,8 +138,9 @@ async def apply_events(store: HeadStore, root: str, prev: scanning.Previous, pen
             continue
         k = (t.timeline, t.segno)
         if k in segs or _covered(prev.runs, k):
-            same = segs.get(k, known.get(k, ("",)))[0] == p.event.key
-            if same or (k not in segs and k not in known and await _copies(store, root, p, classify_rel) <= 1):
+            taught = {} if k in segs else await known()
+            same = segs.get(k, taught.get(k, ("",)))[0] == p.event.key
+            if same or (k not in segs and k not in taught and await _copies(store, root, p, classify_rel) <= 1):
                 continue            # the same object again (a re-PUT, or the one a scan listed): nothing new
             return Outcome(reconcile=f"a second object for segment {k}: {p.event.key}", stale_removals=stale)
         segs[k] = (p.event.key, _lm(p.event.time))
@@ -128,9 +150,10 @@ async def apply_events(store: HeadStore, root: str, prev: scanning.Previous, pen
             await scanning.read_history(store, p.target.timeline, p.event.key, acc)
     write_backups, pg_version, system_id = await _backups(store, root, prev, created, acc)
     runs = merge_runs(WalRun(t, n, n) for t, n in segs)
-    edges, corrupt = await _edges(store, prev, runs, segs, known, seg_size, acc)
+    ids = system_ids if system_ids is not None else frozenset(b.system_id for b in prev.backups if b.system_id)
+    edges, corrupt = await _edges(store, prev, runs, segs, known, seg_size, acc, ids)
     times = [p.event.time for p in pending if p.event.time is not None]
-    keys = tuple(key_event(p) for p in pending if p.target.kind in (Kind.SEGMENT, Kind.HISTORY, Kind.BACKUP_META))
+    keys = newest_keys(key_event(p) for p in pending if p.target.kind in (Kind.SEGMENT, Kind.HISTORY, Kind.BACKUP_META))
     bad = {i.key for i in acc.issues if i.key}
     resolved = tuple(sorted(k for p in created if p.target.kind is Kind.BACKUP_META
                             for k in (p.event.key, p.event.key.removesuffix(".copy"),
@@ -158,38 +181,62 @@ def _covered(runs: Sequence[WalRun], k: tuple[int, int]) -> bool:
 
 
 async def _edges(store: ObjectStore, prev: scanning.Previous, new: Sequence[WalRun],
-                 segs: Mapping[tuple[int, int], tuple[str, datetime | None]],
-                 known: Mapping[tuple[int, int], tuple[str, datetime | None]], seg_size: int,
-                 acc: scanning.Acc) -> tuple[tuple[WindowEdge, ...], tuple[WalConflict, ...]]:
-    """Edges of the runs whose end is new or within reach of a new segment, read as a scan reads them."""
+                 segs: Mapping[tuple[int, int], tuple[str, datetime | None]], known: Known, seg_size: int,
+                 acc: scanning.Acc, system_ids: frozenset[int]
+                 ) -> tuple[tuple[WindowEdge, ...], tuple[WalConflict, ...]]:
+    """Edges of the runs whose end is new or within reach of a new segment, read as a scan reads them.
+
+    The walk back from a run's end reads the segments of this batch first; the keys earlier events taught
+    (``known``, a query) are asked for only when the walk may need them: the run's end is not in this
+    batch, or no commit was found in the batch's segments and older ones are within the reader's reach.
+    """
     if not new:
         return (), ()
-    keys = {**known, **segs}
     merged = merge_runs((*prev.runs, *new))
     prev_edges = {(e.timeline, e.segno): e for e in prev.edges}
-    system_ids = frozenset(b.system_id for b in prev.backups if b.system_id)
     checks = edge_mod.SegmentChecks(prev.layout, system_ids)
     edges: list[WindowEdge] = []
     corrupt: list[WalConflict] = []
+    taught: dict[tuple[int, int], tuple[str, datetime | None]] | None = None
+
+    async def all_keys() -> Mapping[tuple[int, int], tuple[str, datetime | None]]:
+        nonlocal taught
+        if taught is None:
+            taught = {**await known(), **segs}
+        return taught
+
     for r in merged:
         if not any(t == r.timeline and r.last - EDGE_REACH < n <= r.last for t, n in segs):
             continue
+        keys = segs if (r.timeline, r.last) in segs else await all_keys()
         if (r.timeline, r.last) not in keys:
             continue                                  # the end predates events: its stored edge stands
-        recent: list[tuple[int, str, datetime | None]] = []
-        n = r.last
-        while n >= r.first and len(recent) < EDGE_REACH and (r.timeline, n) in keys:
-            key, lm = keys[(r.timeline, n)]
-            recent.insert(0, (n, key, lm))
-            n -= 1
-        tail = RunTail(r.timeline, r.first, r.last, recent[-1][1], recent[-1][2])
-        tail.recent.clear()
-        tail.recent.extend(recent)
-        found = await edge_mod.decode_edges(store, [tail], [r], (), seg_size, acc.issues, checks=checks)
-        for e in found.edges:
-            edges.append(_before_chain(e, recent[0][0], r, prev_edges, seg_size))
+        recent, found, issues = await _walk(store, r, keys, seg_size, checks)
+        if keys is segs and recent[0][0] > r.first and len(recent) < EDGE_REACH and (
+                found.corrupt or not any(e.segno == r.last and e.exact for e in found.edges)):
+            recent, found, issues = await _walk(store, r, await all_keys(), seg_size, checks)
+        acc.issues.extend(issues)
+        edges.extend(_before_chain(e, recent[0][0], r, prev_edges, seg_size) for e in found.edges)
         corrupt.extend(found.corrupt)
     return tuple(edges), tuple(corrupt)
+
+
+async def _walk(store: ObjectStore, r: WalRun, keys: Mapping[tuple[int, int], tuple[str, datetime | None]],
+                seg_size: int, checks: edge_mod.SegmentChecks
+                ) -> tuple[list[tuple[int, str, datetime | None]], edge_mod.EdgeFindings, list[ScanIssue]]:
+    """The walk back from ``r``'s end over the consecutive segments ``keys`` knows (the scan's edge reader)."""
+    recent: list[tuple[int, str, datetime | None]] = []
+    n = r.last
+    while n >= r.first and len(recent) < EDGE_REACH and (r.timeline, n) in keys:
+        key, lm = keys[(r.timeline, n)]
+        recent.insert(0, (n, key, lm))
+        n -= 1
+    tail = RunTail(r.timeline, r.first, r.last, recent[-1][1], recent[-1][2])
+    tail.recent.clear()
+    tail.recent.extend(recent)
+    issues: list[ScanIssue] = []
+    found = await edge_mod.decode_edges(store, [tail], [r], (), seg_size, issues, checks=checks)
+    return recent, found, issues
 
 
 def _before_chain(e: WindowEdge, first_read: int, run: WalRun, prev_edges: Mapping[tuple[int, int], WindowEdge],
@@ -287,5 +334,5 @@ def unexplained(f: Findings, evented: Sequence[Target]) -> int:
             + (0 if pgbackrest_info else len(f.backups - labels)))
 
 
-__all__ = ["EDGE_REACH", "Findings", "HeadStore", "Outcome", "Pending", "apply_events", "findings", "key_event",
-           "unexplained"]
+__all__ = ["EDGE_REACH", "Findings", "HeadStore", "Known", "Outcome", "Pending", "apply_events", "findings", "key_event",
+           "newest_keys", "unexplained"]

@@ -206,8 +206,10 @@ class S3Store:
 def s3_config(*, max_attempts: int, connect_timeout: float, read_timeout: float) -> Config:
     from botocore.config import Config  # lazy: see classify_client_error
     # total_max_attempts counts the first request too (botocore's ``max_attempts`` would count retries only)
+    # 64 connections: the event consumer reads up to 32 run ends at once beside scans and requests (botocore's
+    # default of 10 would queue them)
     return Config(retries={"mode": "standard", "total_max_attempts": max_attempts},
-                  connect_timeout=connect_timeout, read_timeout=read_timeout,
+                  connect_timeout=connect_timeout, read_timeout=read_timeout, max_pool_connections=64,
                   s3={"addressing_style": "path"}, signature_version="s3v4")
 
 

@@ -30,12 +30,13 @@ for var in ("CATALOG_DSN", "S3_ENDPOINT_URL"):
 # The suite runs on several workers (pytest-xdist, `--dist loadfile`: a file's tests stay on one worker, so
 # module fixtures are built once). Files are handed out in collection order: the long ones (real restores,
 # real archives built, the kill test) go first, so that no worker starts one of them when the others are done.
-LONG_FIRST = (
-    "tests/test_kill.py", "tests/test_undo_e2e.py", "tests/test_pitr_e2e.py", "tests/test_changes_e2e.py",
-    "tests/test_purge.py", "tests/usecases/test_events_e2e.py", "tests/test_drills_e2e.py",
-    "tests/api/test_contract_fuzz.py", "tests/test_cli.py", "tests/test_wal_cuts_e2e.py", "tests/test_restore.py",
-    "tests/test_iam_least_privilege.py", "tests/test_readme_after_demo.py", "tests/test_realarchives.py",
-    "tests/scheduler/test_scan.py", "tests/scheduler/test_scan_lease.py", "tests/test_cf_undo_e2e.py",
+LONG_FIRST = (    # by their measured time on one worker, longest first
+    "tests/test_pitr_e2e.py", "tests/usecases/test_events_e2e.py", "tests/test_purge.py", "tests/test_undo_e2e.py",
+    "tests/test_drills_e2e.py", "tests/test_changes_e2e.py", "tests/api/test_routes.py", "tests/test_wal_cuts_e2e.py",
+    "tests/api/test_contract_fuzz.py", "tests/test_kill.py", "tests/test_restore.py", "tests/test_realarchives.py",
+    "tests/scheduler/test_reliability_faults.py", "tests/test_fleet_coverage.py", "tests/test_cli.py",
+    "tests/test_readme_after_demo.py", "tests/scheduler/test_scan.py", "tests/scheduler/test_jobs.py",
+    "tests/test_iam_least_privilege.py", "tests/test_tracing.py",
 )
 
 

@@ -87,7 +87,7 @@ async def scenario(_catalog_pool: asyncpg.Pool, s3_endpoint: Any, catalog_dsn: s
 async def _changes(s: Scenario, pool: asyncpg.Pool, tool: str, start: datetime, end: datetime,
                    **kw: Any) -> dict[str, Any]:
     async with s3_client(s.settings) as client:
-        return await changes(pool, client, s.space, tool, start, end, **kw)
+        return await changes(pool, client, s.space, tool, start, end, **{"limit": 1_000_000, **kw})
 
 
 @pytest.mark.parametrize("tool", TOOLS)
@@ -136,7 +136,9 @@ async def test_restore_points_are_listed(tool: str, scenario: Scenario, _catalog
     # each backup tool writes its own restore point during a backup (B2 is in the range)
     own = {"pgbackrest": "pgBackRest Archive Check", "barman": f"barman_{truth['B2']}"}[tool]
     tools_own = [p for p in doc["restore_points"] if p["name"] == own]
-    assert len(tools_own) == 1
+    # barman-cloud-backup always writes barman_<id>; pgBackRest writes its archive check's point only when its
+    # backup has to force a WAL switch to prove archiving (not in every build): listed once when written
+    assert len(tools_own) == 1 if tool == "barman" else len(tools_own) <= 1, doc["restore_points"]
     got = [p for p in doc["restore_points"] if p not in tools_own]
     assert [(p["name"], p["timeline"]) for p in got] == [(p["name"], 1) for p in points], doc["restore_points"]
     for p, t in zip(got, points, strict=True):  # pg_create_restore_point returns the record's end
@@ -209,6 +211,7 @@ async def _http_checks(scenario: Scenario, client: TestClient) -> None:  # type:
     assert (await client.get(url, params=q)).status == 401
     r = await client.get(url, params={**q, "limit": "1"}, headers=AS_BROKER)   # bounded: the destructive one
     one = await r.json()
+    assert r.status == 200, one
     assert [t["xid"] for t in one["transactions"]] == [truth["mistakes"][0]["xid"]]
     assert one["transactions_total"] == doc["transactions_total"] >= 1
     assert one["truncated"] is (doc["transactions_total"] > 1)

@@ -1,5 +1,5 @@
 """The terminal-speed commands `backups` and `plan`: same documents, only the imports they use (the settings
-model, but no pydantic-settings, no rich for --json, no S3 client, no HTTP stack, no scheduler, no WAL record
+model, but no rich for --json, no S3 client, no HTTP stack, no scheduler, no WAL record
 decoder), the schema applied only when it changed.
 (Timings are in `make bench`, beside `pgbackrest info`.)"""
 from __future__ import annotations
@@ -16,7 +16,7 @@ import asyncpg
 from catalog import migrate
 from tests.api.seed import SPACE, seed_history
 
-HEAVY = ("pydantic_settings", "rich", "aiohttp", "botocore", "aioboto3", "apscheduler", "moto", "crc32c")
+HEAVY = ("rich", "aiohttp", "botocore", "aioboto3", "apscheduler", "moto", "crc32c")
 
 PROBE = """
 import json, sys

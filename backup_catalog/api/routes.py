@@ -72,7 +72,10 @@ OPERATIONS: tuple[Operation, ...] = (
               query=(Query("from", {"type": "string", "format": "date-time", "maxLength": 64},
                            "start of the range: ISO 8601 with a zone", required=True),
                      Query("to", {"type": "string", "format": "date-time", "maxLength": 64},
-                           "end of the range: ISO 8601 with a zone, after from", required=True)),
+                           "end of the range: ISO 8601 with a zone, after from", required=True),
+                     Query("limit", {"type": "integer", "minimum": 1},
+                           "list at most this many transactions, destructive first (capped at "
+                           "CHANGES_MAX_TRANSACTIONS, also the default)")),
               tags=("broker",)),
     Operation("GET", "/spaces/{space_guid}/services", spaces.get_space_services, _B,
               "Every service instance the space has had (live and deleted): names, plan, windows, newest backup, "

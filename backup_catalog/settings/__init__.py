@@ -1,4 +1,4 @@
-"""The product's settings, in one place: :class:`Settings` (a pydantic model read from the environment,
+"""The product's settings, in one place: :class:`Settings` (pydantic-settings, read from the environment,
 :mod:`.model`; names as in DESIGN.md), ``NAME_FILE`` secrets (:mod:`.files`), and the narrow protocols the
 use cases declare they read.
 
@@ -16,7 +16,7 @@ from recovery.config import Secret
 if TYPE_CHECKING:
     from backup_catalog.settings.model import DEFAULT_BROKER, DEFAULT_OPERATOR, Settings, load_settings
 
-_LAZY = frozenset({"Settings", "load_settings", "DEFAULT_BROKER", "DEFAULT_OPERATOR"})
+_LAZY = frozenset({"Settings", "load_settings", "DEFAULT_BROKER", "DEFAULT_OPERATOR", "FileSettingsSource"})
 
 
 def __getattr__(name: str) -> Any:

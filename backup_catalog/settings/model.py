@@ -4,19 +4,16 @@
 Credentials and the catalog DSN may also come from files, as container secrets are mounted:
 ``BROKER_PASSWORD_FILE=/run/secrets/broker-password`` (see :mod:`backup_catalog.settings.files`).
 
-A pydantic model, not pydantic-settings' ``BaseSettings``: the two sources it has (``NAME``, case-insensitive,
-and ``NAME_FILE``) are a dict comprehension and :func:`~backup_catalog.settings.files.file_values`, and
-pydantic-settings' import (its CLI, dotenv and cloud-secret sources, asyncio) cost every command more than
-the model itself: about 200 ms of CPU on a loaded 2-core machine, as much as ``backups --json`` takes
-without it (issue 18).
+One model on pydantic-settings (``BaseSettings``): ``NAME`` in any case from the environment, and a source
+of its own for ``NAME_FILE`` (:class:`FileSettingsSource`); keyword arguments win over both (tests, the demo).
 """
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from backup_catalog.settings.files import file_values
 
@@ -25,26 +22,21 @@ DEFAULT_BROKER = ("broker", "broker")
 DEFAULT_OPERATOR = ("operator", "operator")
 
 
-def environment(names: Iterable[str], environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The settings ``names`` given in ``environ`` (default: the process environment): ``NAME`` in any case,
-    or ``NAME_FILE`` for :data:`~backup_catalog.settings.files.FILE_SETTINGS` (both at once is an error).
+class FileSettingsSource(PydanticBaseSettingsSource):
+    """``NAME_FILE`` variables (:data:`backup_catalog.settings.files.FILE_SETTINGS`): the file's content is the value."""
 
-    >>> environment(("log_level", "scan_interval_seconds"), {"LOG_LEVEL": "debug", "PATH": "/bin"})
-    {'log_level': 'debug'}
-    """
-    env = {k.lower(): v for k, v in (os.environ if environ is None else environ).items()}
-    return {**{n: env[n] for n in names if n in env}, **file_values(env)}
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False      # unused: __call__ reads every file setting at once
+
+    def __call__(self) -> dict[str, Any]:
+        return file_values()
 
 
-class Settings(BaseModel):
-    """Every setting; constructing one reads the environment, and keyword arguments win over it (tests, the
-    demo). :raises pydantic.ValidationError: a value the field refuses (``loc`` is the field's name);
-    :raises SettingsFileError: a ``NAME_FILE`` that cannot be used."""
+class Settings(BaseSettings):
+    """Every setting. :raises pydantic.ValidationError: a value the field refuses (``loc`` is the field's
+    name); :raises SettingsFileError: a ``NAME_FILE`` that cannot be used."""
 
-    model_config = ConfigDict(extra="ignore", validate_default=True)
-
-    def __init__(self, **values: Any) -> None:
-        super().__init__(**{**environment(type(self).model_fields), **values})
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
 
     catalog_dsn: SecretStr | None = Field(default=None, description="unset: embedded private cluster")
     s3_endpoint_url: str | None = None
@@ -151,6 +143,15 @@ class Settings(BaseModel):
     restore_recovery_timeout_seconds: float = 4 * 3600.0
     restore_stop_timeout_seconds: float = 300.0
     restore_stall_seconds: float = 30.0           # a fetch with no progress this long stops (0: never)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # NAME and NAME_FILE together are refused by the file source, so their order does not matter
+        return init_settings, env_settings, FileSettingsSource(settings_cls), dotenv_settings, file_secret_settings
 
     def default_credentials(self) -> list[str]:
         """The roles whose password is still the built-in one."""

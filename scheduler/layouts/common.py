@@ -9,7 +9,7 @@ import bz2
 import lzma
 import re
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -159,6 +159,82 @@ def decompress(data: bytes, codec: str | None, *, max_size: int = MAX_DECOMPRESS
     if len(out) > max_size:
         raise DecompressError(c, f"decompresses to more than {max_size} bytes")
     return out
+
+
+CHUNK = 1 << 18
+
+
+def decompress_chunks(data: bytes, codec: str | None, *, max_size: int = MAX_DECOMPRESSED,
+                      chunk: int = CHUNK) -> Iterator[bytes | memoryview]:
+    """:func:`decompress` as a stream of pieces of at most about ``chunk`` bytes (gz, bz2, xz, lz4; the other
+    codecs in one piece), with the same bound and the same errors (raised when met): a reader that keeps
+    only what it needs never holds the whole output.
+
+    >>> import gzip
+    >>> b"".join(decompress_chunks(gzip.compress(b"abc" * 1000) + gzip.compress(b"d"), "gz", chunk=100)) == b"abc" * 1000 + b"d"
+    True
+    >>> list(decompress_chunks(gzip.compress(b"x" * 100)[:-9], "gz"))
+    Traceback (most recent call last):
+    ...
+    scheduler.layouts.common.DecompressError: gz data: truncated (the stream ends before its end marker)
+    """
+    c = _CODEC_ALIASES.get(codec, codec) if codec else None
+    if c not in ("gz", "bz2", "xz", "lz4"):
+        yield decompress(data, codec, max_size=max_size)
+        return
+    total = 0
+    try:
+        if c == "gz" and not data.startswith(b"\x1f\x8b"):
+            raise DecompressError("gz", "no gzip magic")
+        rest = data
+        while True:
+            if c == "gz":
+                z = zlib.decompressobj(31)
+                inp = rest
+                while not z.eof:
+                    out = z.decompress(inp, chunk)
+                    inp = z.unconsumed_tail
+                    if not out and not inp:
+                        break
+                    total += len(out)
+                    if total > max_size:
+                        raise DecompressError(c, f"decompresses to more than {max_size} bytes")
+                    yield out
+                done, rest = z.eof, z.unused_data
+            else:
+                d = _decoder(c)
+                inp = rest
+                while not d.eof:
+                    out = d.decompress(inp, chunk)
+                    inp = b""
+                    if not out and d.needs_input:
+                        break
+                    total += len(out)
+                    if total > max_size:
+                        raise DecompressError(c, f"decompresses to more than {max_size} bytes")
+                    yield out
+                done, rest = d.eof, getattr(d, "unused_data", None) or b""
+            if not done:
+                raise DecompressError(c, "truncated (the stream ends before its end marker)")
+            if not rest.strip(b"\x00"):      # trailing padding after the last member
+                return
+    except DecompressError:
+        raise
+    except (OSError, EOFError, ValueError, lzma.LZMAError, zlib.error, RuntimeError) as e:
+        raise DecompressError(c, f"corrupt or truncated ({e})") from None
+    except Exception as e:  # lz4 raises its own error classes
+        if type(e).__module__.split(".")[0] in {"lz4", "_lz4"}:
+            raise DecompressError(c, f"corrupt or truncated ({e})") from None
+        raise
+
+
+def _decoder(c: str) -> Any:
+    if c == "bz2":
+        return bz2.BZ2Decompressor()
+    if c == "xz":
+        return lzma.LZMADecompressor(lzma.FORMAT_AUTO)
+    import lz4.frame
+    return lz4.frame.LZ4FrameDecompressor()
 
 
 def _members(new: Callable[[], Any], data: bytes, max_size: int, codec: str) -> bytes:

@@ -49,3 +49,25 @@ async def test_run_log_rejects_duplicate_slots(pool) -> None:
     row = await pool.fetchrow("SELECT holder, outcome, finished_at FROM scan_runs WHERE instance_guid = 'i1'")
     assert row["holder"] == "a" and row["outcome"] == "ok" and row["finished_at"] is not None
     assert (await repo.table_counts(pool))["scan_runs"] == 3
+
+
+async def test_many_leases_at_once_as_one_by_one(pool) -> None:
+    assert await repo.try_acquire_lease(pool, "scan:b", "other", 30) == 1
+    got = await repo.try_acquire_leases(pool, ["scan:c", "scan:a", "scan:b", "scan:a"], "me", 30)
+    assert got == {"scan:a": 1, "scan:c": 1}                                  # b is another holder's
+    assert await repo.try_acquire_leases(pool, ["scan:a"], "me", 30) == {"scan:a": 1}     # renewal keeps it
+    from catalog.leases import check_leases
+    assert await check_leases(pool, {"scan:a": 1, "scan:b": 1, "scan:c": 2}) == {"scan:a", "scan:b"}
+    assert await repo.release_leases(pool, "me", {"scan:a": 1, "scan:b": 1, "scan:c": 1}) == 2   # b is not mine
+    assert await repo.check_lease(pool, "scan:a", 1) is False and await repo.check_lease(pool, "scan:b", 1)
+    assert await repo.try_acquire_leases(pool, ["scan:a", "scan:b"], "you", 30) == {"scan:a": 2}
+    assert await repo.try_acquire_leases(pool, [], "you", 30) == {}
+
+
+async def test_renewal_extends_only_leases_still_held(pool) -> None:
+    got = await repo.try_acquire_leases(pool, ["scan:r1", "scan:r2"], "me", 0.3)
+    assert await repo.renew_leases(pool, "me", {"scan:r1": got["scan:r1"]}, 30) == {"scan:r1"}
+    await asyncio.sleep(0.4)
+    assert await repo.check_lease(pool, "scan:r1", got["scan:r1"]) is True        # renewed
+    assert await repo.renew_leases(pool, "me", got, 30) == {"scan:r1"}           # r2 expired: not taken again
+    assert await repo.check_lease(pool, "scan:r2", got["scan:r2"]) is False

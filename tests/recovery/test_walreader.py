@@ -21,7 +21,7 @@ from recovery import walreader
 from recovery.errors import ParseError
 from recovery.lsn import Lsn
 from recovery.wal import WalSegment
-from recovery.walreader import BadWal, SegmentScan, XactRecord, last_xact_before, read_xact_records
+from recovery.walreader import BadWal, PrefixTooShort, SegmentScan, XactRecord, last_xact_before, read_xact_records
 from tests.support.tools import missing
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -428,3 +428,45 @@ def test_scan_is_a_frozen_value() -> None:
     assert isinstance(scan, SegmentScan)
     with pytest.raises(AttributeError):
         scan.records = ()  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------- a prefix and the file's length
+
+def test_a_prefix_too_short_is_refused() -> None:
+    segs, _ = synth_wal([(1, 0, 5, commit_body(T0)), (21, 0, 0, filler_body(20000))])
+    with pytest.raises(PrefixTooShort):
+        read_xact_records(segs[0][:BLCK], total_len=len(segs[0]))
+    with pytest.raises(ValueError):
+        read_xact_records(segs[0], total_len=BLCK)
+
+
+def _prefix_scan(data: bytes) -> SegmentScan:
+    from scheduler.edges import segment_prefix
+    prefix, total = segment_prefix([data[i:i + 5000] for i in range(0, len(data), 5000)])
+    return read_xact_records(prefix, total_len=total)
+
+
+def test_the_prefix_up_to_a_zero_page_reads_as_the_whole_file(pg_wal: WalArchive) -> None:
+    for name in pg_wal.names:
+        data = pg_wal.data(name)
+        assert _prefix_scan(data) == read_xact_records(data), name
+
+
+@pytest.mark.parametrize("shape", ["switch", "zero_tail", "record_into_zeros", "truncated", "recycled"])
+def test_prefix_shapes(shape: str) -> None:
+    recs = [(1, 0, 5, commit_body(T0)), (21, 0, 0, filler_body(20000)), (1, 0, 6, commit_body(T0))]
+    if shape == "switch":
+        recs.append((0, 0x40, 0, b""))
+    segs, lsns = synth_wal(recs)
+    data = bytearray(segs[0])
+    if shape == "record_into_zeros":      # a record of zeros over 3 pages: each page still begins with a header
+        segs, _ = synth_wal([(1, 0, 5, commit_body(T0)), (21, 0, 0, b"\xfe" + struct.pack("<I", 3 * BLCK)
+                                                         + bytes(3 * BLCK)), (1, 0, 6, commit_body(T0))])
+        data = bytearray(segs[0])
+    if shape == "truncated":
+        data = data[:3 * BLCK + 100]
+    if shape == "recycled":               # no zero page: stale data after the end of valid WAL
+        data[4 * BLCK:] = bytes(range(256)) * ((len(data) - 4 * BLCK) // 256)
+    whole = read_xact_records(bytes(data))
+    assert _prefix_scan(bytes(data)) == whole
+    assert [r.xid for r in whole.records][:1] == [5]

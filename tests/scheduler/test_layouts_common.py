@@ -19,6 +19,7 @@ from scheduler.layouts.common import (
     Unsupported,
     decode_text,
     decompress,
+    decompress_chunks,
     is_encrypted,
     split_suffix,
     unsafe_key_reason,
@@ -183,3 +184,46 @@ def test_decompress_never_raises_foreign_errors(data: bytes, codec: str) -> None
         decompress(data, codec)
     except DecompressError:
         pass
+
+
+def _chunked(data: bytes, codec: str, **kw: int) -> bytes | str:
+    try:
+        return b"".join(bytes(c) for c in decompress_chunks(data, codec, **kw))
+    except DecompressError as e:
+        return f"error: {e}"
+
+
+def _whole(data: bytes, codec: str, **kw: int) -> bytes | str:
+    try:
+        return decompress(data, codec, **kw)
+    except DecompressError as e:
+        return f"error: {e}"
+
+
+@pytest.mark.parametrize("codec", sorted(COMPRESSORS))
+def test_decompress_chunks_is_decompress_in_pieces(codec: str) -> None:
+    good = COMPRESSORS[codec](PAYLOAD)
+    for data in (good, good + COMPRESSORS[codec](b"tail"), good[: len(good) // 2], b"garbage" * 10, good + b"\0" * 7):
+        assert _chunked(data, codec, chunk=1000) == _whole(data, codec), (codec, len(data))
+    assert _chunked(good, codec, max_size=100).startswith("error:")    # type: ignore[union-attr]
+    assert all(len(c) <= 1000 for c in decompress_chunks(good, codec, chunk=1000)) or codec == "zst"
+
+
+@pytest.mark.parametrize("codec", ["gz", "bz2", "xz", "lz4"])
+def test_decompress_chunks_holds_one_piece_at_a_time(codec: str) -> None:
+    import tracemalloc
+    data = COMPRESSORS[codec](bytes(32 << 20))
+    tracemalloc.start()
+    try:
+        n = sum(len(c) for c in decompress_chunks(data, codec))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert n == 32 << 20 and peak < 12 << 20, f"{codec}: {peak} bytes held while decoding"   # xz: its 8 MiB dictionary
+
+
+@given(st.binary(max_size=300), st.sampled_from(sorted(COMPRESSORS)))
+def test_decompress_chunks_agrees_with_decompress(data: bytes, codec: str) -> None:
+    packed = COMPRESSORS[codec](data)
+    for d in (data, packed, packed[: len(packed) // 2]):
+        assert _chunked(d, codec, chunk=64) == _whole(d, codec)

@@ -298,7 +298,7 @@ async def test_paused_leader_loses_its_lease_and_its_late_write_is_fenced(
     arch = real_archives["barman"]
     golden = await _register_and_scan(pool, "g-gold", arch.bucket, arch.prefix, _settings(s3_endpoint.url, catalog_dsn))
     await repo.register_instance(pool, InstanceRef("g-lead", "sp", "lead"), Storage(arch.bucket, arch.prefix))
-    ttl, tick = 1.5, 0.5
+    ttl, tick = 3.0, 0.5   # B renews every ttl/3: a loaded machine's loop stall under a second does not fence B
     proxy_b = await FaultProxy(s3_endpoint.url).start()
     st_a = _settings(proxy.url, catalog_dsn, scan_lease_ttl_seconds=ttl, s3_read_timeout_seconds=30)
     st_b = _settings(proxy_b.url, catalog_dsn, scan_lease_ttl_seconds=ttl, s3_read_timeout_seconds=30)
@@ -340,7 +340,7 @@ async def test_paused_leader_loses_its_lease_and_its_late_write_is_fenced(
                 await asyncio.sleep(0.02)
             assert row["holder"] == "B" and row["token"] == 2, "B took over with a new fencing token"
             takeover = (row["acquired_at"] - a_since).total_seconds()
-            assert ttl <= takeover <= ttl + tick + 1.0, f"takeover within TTL + one tick ({takeover:.2f}s)"
+            assert ttl <= takeover <= ttl + tick + 2.0, f"takeover within TTL + one tick ({takeover:.2f}s)"
 
             if stale_write == "after_new_holder_saved":
                 outs_b = await b

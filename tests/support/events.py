@@ -14,6 +14,8 @@ import boto3
 
 from backup_catalog.usecases import events_setup
 from backup_catalog.usecases.events import BatchResult, Consumer
+from recovery.grading import facts_of
+from recovery.jsonout import archive_to_dict, windows_to_json
 from recovery.model import ArchiveSnapshot
 from recovery.windows import all_windows
 from sandbox.cache import CachedObject, ensure_cache, load_objects, object_path
@@ -126,3 +128,20 @@ def view(s: ArchiveSnapshot) -> CatalogView:
                        tuple(sorted(s.edges, key=lambda e: (e.timeline, e.segno))), tuple(sorted(s.histories.items())),
                        (tuple(s.conflicts), tuple(s.corrupt)),
                        tuple(sorted((k, tuple(v)) for k, v in all_windows(s).items())), s.integrity_errors)
+
+
+async def assert_views_current(pool: Any, guid: str) -> None:
+    """The derived views stored for the instance's current scan (windows, Backups document, coverage facts)
+    are there and equal those recomputed from its snapshot: the consumer followed or recomputed them."""
+    from catalog import derived, repo
+    dv = await pool.fetchrow(f"SELECT dv.windows, dv.archive FROM derived_views dv JOIN scan_state s ON "
+                             f"{repo.CURRENT_VIEW} WHERE dv.instance_guid = $1", guid)
+    f = await pool.fetchrow(f"SELECT f.* FROM instance_facts f JOIN scan_state s ON {derived.CURRENT_FACTS} "
+                            "WHERE f.instance_guid = $1", guid)
+    assert dv is not None and f is not None, "the derived views are not those of the current scan"
+    _version, snap = await repo.load_versioned_snapshot(pool, guid)
+    windows = all_windows(snap)
+    sep = (",", ":")
+    assert dv["archive"] == json.dumps(archive_to_dict(snap, windows), separators=sep)
+    assert dv["windows"] == json.dumps(windows_to_json(windows), separators=sep)
+    assert derived.row_to_facts(f) == facts_of(snap, [w for ws in windows.values() for w in ws])
