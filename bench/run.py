@@ -4,6 +4,11 @@ Data: one instance-year (WAL-G layout) and a fleet (all four layouts, several in
 in-process moto server, preloaded through moto's backend (a real HTTP endpoint for every scan); a large
 catalog COPYed straight into a private embedded PostgreSQL cluster. Scans and listings run in child
 processes (bench.job) so their CPU time and peak RSS are the client's alone; HTTP load comes from wrk.
+
+Phases (``main``'s plan, each with the phases it needs; each prints its wall and CPU time): walrecords, setup,
+year, fleet, tools-upload, drills, events, catalog, serve-start, reports, http, tools. ``--smoke``
+(``make bench-smoke``) runs them at tiny sizes, all but the drills, side by side where they do not depend on
+each other, with one shared job process: see bench/README.md, "The smoke".
 """
 from __future__ import annotations
 
