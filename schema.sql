@@ -153,7 +153,7 @@ CREATE TABLE IF NOT EXISTS event_keys (
 -- timeline path and the archive part of the Backups document, so that a request does not recompute them
 -- from a year of backups. Valid only while scan_state still has the same generation and last_scan;
 -- written after each scan and on a read that finds it missing or stale. Deleting it loses nothing.
-CREATE TABLE IF NOT EXISTS derived_views (
+CREATE TABLE IF NOT EXISTS scan_cache (
     instance_guid  text PRIMARY KEY REFERENCES instances ON DELETE CASCADE,
     generation     bigint NOT NULL,
     last_scan      timestamptz,
@@ -163,8 +163,8 @@ CREATE TABLE IF NOT EXISTS derived_views (
 );
 -- (issue 22) for the event consumer: the system identifiers of the scan's backups and the highest segment a
 -- done backup needs replayed (-1: none); NULL in a view stored before they were kept
-ALTER TABLE derived_views ADD COLUMN IF NOT EXISTS system_ids bigint[];
-ALTER TABLE derived_views ADD COLUMN IF NOT EXISTS backup_need bigint;
+ALTER TABLE scan_cache ADD COLUMN IF NOT EXISTS system_ids bigint[];
+ALTER TABLE scan_cache ADD COLUMN IF NOT EXISTS backup_need bigint;
 
 -- The planner's two candidate orders (newest first, catalog.repo._ORDER), so that loading the newest
 -- candidates of a year of backups reads a few index entries and sorts nothing.
@@ -255,11 +255,11 @@ ALTER TABLE purges ADD COLUMN IF NOT EXISTS pending jsonb;
 -- at most one unfinished purge per instance: a re-run resumes it (running: crashed; failed: S3 gave up)
 CREATE UNIQUE INDEX IF NOT EXISTS purges_one_open ON purges (instance_guid) WHERE outcome IN ('running', 'failed');
 
--- ===== Fleet reports (issue 12): coverage facts per stored scan, like derived_views (same version columns,
+-- ===== Fleet reports (issue 12): coverage facts per stored scan, like scan_cache (same version columns,
 -- written by the scanner after each save and by a reader that finds them missing or stale; a cache: deleting
 -- every row loses nothing). Grading (status, RPO, ages) is computed from these, the scan state, the newest
 -- drill and `now` (recovery.grading) -- no snapshot is loaded to grade the fleet.
-CREATE TABLE IF NOT EXISTS instance_facts (
+CREATE TABLE IF NOT EXISTS scan_cache_facts (
     instance_guid             text PRIMARY KEY REFERENCES instances ON DELETE CASCADE,
     generation                bigint NOT NULL,
     last_scan                 timestamptz,
@@ -281,7 +281,7 @@ CREATE TABLE IF NOT EXISTS instance_facts (
     corrupt                   jsonb NOT NULL DEFAULT '[]',   -- segments proven bad: timeline, segment, reason
     computed_at               timestamptz NOT NULL DEFAULT now()
 );
-ALTER TABLE instance_facts ADD COLUMN IF NOT EXISTS corrupt jsonb NOT NULL DEFAULT '[]';
+ALTER TABLE scan_cache_facts ADD COLUMN IF NOT EXISTS corrupt jsonb NOT NULL DEFAULT '[]';
 -- the newest finished drill per instance (coverage rows, /metrics)
 CREATE INDEX IF NOT EXISTS drills_finished_by_instance
     ON drills (instance_guid, finished_at DESC, id DESC) WHERE state IN ('passed', 'failed');

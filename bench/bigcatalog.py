@@ -141,11 +141,11 @@ async def _fleet_life(conn: asyncpg.Connection, instances: int, now: datetime) -
 
 async def _derive_range(dsn: str, lo: int, hi: int) -> int:
     from catalog import db as catalog_db
-    from catalog import derived
+    from catalog import scancache
     pool = await catalog_db.open_pool(dsn, min_size=1, max_size=2)
     try:
         for i in range(lo, hi):
-            await derived.refresh(pool, guid(i))
+            await scancache.refresh(pool, guid(i))
     finally:
         await pool.close()
     return hi - lo
@@ -156,7 +156,7 @@ def _derive_chunk(args: tuple[str, int, int]) -> int:
 
 
 def derive(dsn: str, instances: int, *, workers: int = 2) -> int:
-    """What the scanner stores after each scan (``catalog.derived.refresh``: windows and the Backups
+    """What the scanner stores after each scan (``catalog.scancache.refresh``: windows and the Backups
     document of the scan), for every instance — the same code, run in ``workers`` processes."""
     from concurrent.futures import ProcessPoolExecutor
     step = max(1, -(-instances // (workers * 8)))

@@ -21,7 +21,8 @@ from html import unescape
 from pathlib import Path
 
 from bench import bigcatalog, fleetreports, sidebyside
-from bench.run import SERVE_INTERVAL, Server, _init, log
+from bench.run import _init
+from bench.runner import SERVE_INTERVAL, Server, log
 from catalog import embedded
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"

@@ -45,8 +45,8 @@ def key_of(prefix: str, segno: int) -> str:
 async def build_catalog(dsn: str, rows: list[tuple[str, str, str]], runs_upto: int, backups: int = 0) -> None:
     """Instances as a scan leaves them (layout known, one WAL run 1..``runs_upto`` with its end's last commit,
     ``backups`` daily full backups, the derived views of that scan), inserted in bulk. Every instance holds
-    the same archive, so its derived views are computed once (``catalog.derived``) and copied."""
-    from catalog import derived
+    the same archive, so its derived views are computed once (``catalog.scancache``) and copied."""
+    from catalog import scancache
     from recovery.lsn import Lsn
     pool = await catalog_db.open_pool(dsn)
     try:
@@ -76,8 +76,8 @@ async def build_catalog(dsn: str, rows: list[tuple[str, str, str]], runs_upto: i
                          for g, _, _ in rows for n, label in bk])
         if rows:
             first = rows[0][0]
-            await derived.refresh(pool, first)
-            for table in ("derived_views", "instance_facts"):
+            await scancache.refresh(pool, first)
+            for table in ("scan_cache", "scan_cache_facts"):
                 cols = [r["column_name"] for r in await pool.fetch(
                     "SELECT column_name FROM information_schema.columns WHERE table_name = $1 "
                     "AND column_name NOT IN ('instance_guid', 'generation', 'last_scan')", table)]

@@ -112,6 +112,10 @@ async def open_pool(dsn: str, **kw: Any) -> asyncpg.Pool:
     kw.setdefault("max_size", 10)
     kw.setdefault("timeout", 10)
     kw.setdefault("reset", _no_session_state)
+    # JIT off from the start (a startup parameter, not a SET): the catalog's queries are short, where JIT's
+    # compile time only adds latency, and asyncpg's type introspection (the first bigint[] parameter, say)
+    # otherwise turns it off and on again with a session-level set_config that would outlive the release
+    kw["server_settings"] = {"jit": "off", **(kw.get("server_settings") or {})}
     try:
         return await asyncpg.create_pool(dsn, init=init, **kw)
     except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:

@@ -14,13 +14,13 @@ import asyncpg
 
 from catalog import rows
 from catalog.db import Conn, Db, transaction
-from catalog.derived import CURRENT_FACTS, FACT_COLUMNS, row_to_facts
 from catalog.errors import CatalogError
 from catalog.events import EventWrite, KeyEvent, write_one
 from catalog.leases import check_leases
-from catalog.names import CURRENT_VIEW
+from catalog.names import CURRENT_SCAN_CACHE
 from catalog.rows import InstanceRecord
-from recovery.grading import SnapshotFacts
+from catalog.scancache import CURRENT_FACTS, FACT_COLUMNS, row_to_facts
+from recovery.grading import ScanFacts
 from recovery.model import WalRun, WindowEdge
 from recovery.timeline import TimelineSwitch
 from recovery.wal import merge_runs
@@ -32,11 +32,11 @@ TAIL_MARK = ',"wal":['     # where the archive document's members after its back
 class StoredView:
     """The derived views of the instance's current scan, as far as the consumer follows them: the windows
     text, the archive document's members after its backups (JSON object text), the facts, and what
-    derived_views keeps for events (None: stored before it was kept)."""
+    scan_cache keeps for events (None: stored before it was kept)."""
 
     windows: str
     archive_tail: str
-    facts: SnapshotFacts
+    facts: ScanFacts
     system_ids: frozenset[int] | None
     backup_need: int | None
 
@@ -61,13 +61,13 @@ async def load_round(db: asyncpg.Pool, guids: Sequence[str]) -> dict[str, RoundS
     async with db.acquire() as c, c.transaction(isolation="repeatable_read", readonly=True):
         recs = await c.fetch(
             f"""SELECT i.*, '' AS name, s.generation AS s_generation,
-                       dv.windows AS dv_windows, dv.system_ids AS dv_system_ids, dv.backup_need AS dv_need,
-                       substr(dv.archive, nullif(strpos(dv.archive, $2), 0)) AS dv_tail,
+                       sc.windows AS dv_windows, sc.system_ids AS dv_system_ids, sc.backup_need AS dv_need,
+                       substr(sc.archive, nullif(strpos(sc.archive, $2), 0)) AS dv_tail,
                        f.instance_guid IS NOT NULL AS has_facts, {cols}
                 FROM instances i
                 LEFT JOIN scan_state s USING (instance_guid)
-                LEFT JOIN derived_views dv ON {CURRENT_VIEW}
-                LEFT JOIN instance_facts f ON {CURRENT_FACTS}
+                LEFT JOIN scan_cache sc ON {CURRENT_SCAN_CACHE}
+                LEFT JOIN scan_cache_facts f ON {CURRENT_FACTS}
                 WHERE i.instance_guid = ANY($1::text[])""", ids, TAIL_MARK)
         runs = await c.fetch("SELECT instance_guid, timeline, first_segno, last_segno FROM wal_runs "
                              "WHERE instance_guid = ANY($1::text[]) ORDER BY instance_guid, timeline, first_segno", ids)
@@ -116,7 +116,7 @@ class ViewWrite:
 
     windows: str               # windows_to_json text
     archive_tail: str          # the archive document's members after its backups, from TAIL_MARK on
-    facts: SnapshotFacts
+    facts: ScanFacts
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,14 +255,14 @@ async def _store_views(c: Conn, items: Sequence[RoundWrite], gens: dict[str, int
     new = [gens[i.guid] for i in todo]
     views = [i.view for i in todo if i.view is not None]
     done_v = {r["instance_guid"] for r in await c.fetch(
-        """UPDATE derived_views dv SET generation = u.new, windows = u.windows,
-                  archive = substr(dv.archive, 1, strpos(dv.archive, $6) - 1) || u.tail, computed_at = now()
+        """UPDATE scan_cache sc SET generation = u.new, windows = u.windows,
+                  archive = substr(sc.archive, 1, strpos(sc.archive, $6) - 1) || u.tail, computed_at = now()
            FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[]) AS u(g, old, new, windows, tail)
-           WHERE dv.instance_guid = u.g AND dv.generation = u.old AND strpos(dv.archive, $6) > 0
-           RETURNING dv.instance_guid""",
+           WHERE sc.instance_guid = u.g AND sc.generation = u.old AND strpos(sc.archive, $6) > 0
+           RETURNING sc.instance_guid""",
         guids, old, new, [v.windows for v in views], [v.archive_tail for v in views], TAIL_MARK)}
     done_f = {r["instance_guid"] for r in await c.fetch(
-        """UPDATE instance_facts f SET generation = u.new, latest_end = u.latest_end, latest_end_exact = u.exact,
+        """UPDATE scan_cache_facts f SET generation = u.new, latest_end = u.latest_end, latest_end_exact = u.exact,
                   latest_end_kind = u.kind, hole_after_newest = u.hole::jsonb, archive_bytes = u.bytes,
                   windows = u.windows::jsonb, holes = u.holes::jsonb, computed_at = now()
            FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::timestamptz[], $5::bool[], $6::text[], $7::text[],

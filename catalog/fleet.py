@@ -9,10 +9,10 @@ from typing import Any
 
 import asyncpg
 
-from catalog import derived
+from catalog import scancache
 from recovery.model import Layout
 
-_FACTS = ", ".join(f"f.{c}" for c in derived.FACT_COLUMNS
+_FACTS = ", ".join(f"f.{c}" for c in scancache.FACT_COLUMNS
                    if c not in ("windows", "holes", "hole_after_newest", "corrupt"))
 
 
@@ -39,7 +39,7 @@ LEFT JOIN scan_state s ON s.instance_guid = i.instance_guid
 LEFT JOIN LATERAL (SELECT count(*) AS n, (array_agg(x.e->>'message' ORDER BY x.o))[1] AS first
                    FROM jsonb_array_elements(s.issues) WITH ORDINALITY AS x(e, o)
                    WHERE x.e->>'code' IS DISTINCT FROM 'foreign_object') e ON true
-LEFT JOIN instance_facts f ON {derived.CURRENT_FACTS}
+LEFT JOIN scan_cache_facts f ON {scancache.CURRENT_FACTS}
 LEFT JOIN (SELECT DISTINCT ON (instance_guid) instance_guid, id, finished_at, state, reason, target, duration_s
            FROM drills WHERE state IN ('passed', 'failed') AND finished_at IS NOT NULL
            ORDER BY instance_guid, finished_at DESC, id DESC) d ON d.instance_guid = i.instance_guid
@@ -101,7 +101,7 @@ async def lists_of(pool: asyncpg.Pool, guids: list[str]) -> dict[str, asyncpg.Re
     recs = await pool.fetch(
         """SELECT s.instance_guid, f.windows::text AS windows, f.holes::text AS holes, s.issues::text AS issues,
                   s.last_error, f.generation IS NOT NULL AS has_facts
-           FROM scan_state s LEFT JOIN instance_facts f ON """ + derived.CURRENT_FACTS + """
+           FROM scan_state s LEFT JOIN scan_cache_facts f ON """ + scancache.CURRENT_FACTS + """
            WHERE s.instance_guid = ANY($1::text[])""", guids)
     return {r["instance_guid"]: r for r in recs}
 

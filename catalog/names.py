@@ -158,9 +158,9 @@ async def name_holders(db: Db, space: str, name: str) -> list[InstanceRecord]:
     return [rec for rec, _ in await _holders(db, space, name, None)]
 
 
-# derived_views row ``dv`` of the current scan of scan_state row ``s`` (catalog.derived)
-CURRENT_VIEW = ("dv.instance_guid = s.instance_guid AND dv.generation = s.generation "
-                "AND dv.last_scan IS NOT DISTINCT FROM s.last_scan")
+# scan_cache row ``sc`` of the current scan of scan_state row ``s`` (catalog.scancache)
+CURRENT_SCAN_CACHE = ("sc.instance_guid = s.instance_guid AND sc.generation = s.generation "
+                "AND sc.last_scan IS NOT DISTINCT FROM s.last_scan")
 
 _HOLDERS = """
     WITH h AS (SELECT instance_guid, max(valid_from) AS since,
@@ -180,15 +180,15 @@ async def _holders(db: Db, space: str, name: str, at: datetime | None) -> list[t
     return [(rows.row_to_instance(r), bool(r["held_at"])) for r in recs]
 
 
-async def holders_with_views(db: Db, space: str, name: str) -> list[tuple[InstanceRecord, ScanState, str | None]]:
+async def holders_with_scan_cache(db: Db, space: str, name: str) -> list[tuple[InstanceRecord, ScanState, str | None]]:
     """:func:`name_holders`, each with its scan state and the archive document stored for its current
-    scan (``derived_views``), or None when that is missing or stale — one query for a Backups request."""
+    scan (``scan_cache``), or None when that is missing or stale — one query for a Backups request."""
     recs = await db.fetch(_HOLDERS.format(
         extra=", s.cursors, s.last_scan, s.last_full_scan, s.last_attempt, s.last_error, s.last_error_code, "
               "s.stale_since, s.unknown_objects, s.issues, s.generation, s.requests, "
-              "s.instance_guid IS NOT NULL AS has_state, dv.archive AS stored_archive",
+              "s.instance_guid IS NOT NULL AS has_state, sc.archive AS stored_archive",
         joins="LEFT JOIN scan_state s ON s.instance_guid = i.instance_guid "
-              f"LEFT JOIN derived_views dv ON {CURRENT_VIEW}"), space, name, None)
+              f"LEFT JOIN scan_cache sc ON {CURRENT_SCAN_CACHE}"), space, name, None)
     return [(rows.row_to_instance(r),
              rows.row_to_scan_state(r) if r["has_state"] else ScanState(instance_guid=r["instance_guid"]),
              r["stored_archive"]) for r in recs]

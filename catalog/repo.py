@@ -17,10 +17,10 @@ from catalog.leases import release_leases as release_leases
 from catalog.leases import renew_leases as renew_leases
 from catalog.leases import try_acquire_lease as try_acquire_lease
 from catalog.leases import try_acquire_leases as try_acquire_leases
-from catalog.names import CURRENT_VIEW as CURRENT_VIEW
+from catalog.names import CURRENT_SCAN_CACHE as CURRENT_SCAN_CACHE
 from catalog.names import delete_instance as delete_instance
 from catalog.names import get_instance as get_instance
-from catalog.names import holders_with_views as holders_with_views
+from catalog.names import holders_with_scan_cache as holders_with_scan_cache
 from catalog.names import list_instances as list_instances
 from catalog.names import name_holders as name_holders
 from catalog.names import register_instance as register_instance
@@ -40,8 +40,8 @@ from catalog.snapshots import wal_conflicts as wal_conflicts
 from catalog.snapshots import wal_runs as wal_runs
 
 TABLES = ("instances", "instance_names", "backups", "timelines", "wal_runs", "wal_conflicts",
-          "window_edges", "scan_state", "derived_views", "scan_leases", "scan_runs", "drills", "purges",
-          "instance_facts", "wal_segment_summaries", "wal_restore_points", "wal_index_cursors")
+          "window_edges", "scan_state", "scan_cache", "scan_leases", "scan_runs", "drills", "purges",
+          "scan_cache_facts", "wal_segment_summaries", "wal_restore_points", "wal_index_cursors")
 
 
 async def table_counts(db: Db) -> dict[str, int]:

@@ -12,7 +12,7 @@ import asyncpg
 from catalog import rows
 from catalog.db import Conn, Db
 from catalog.errors import NotScanned, UnknownInstance
-from catalog.names import CURRENT_VIEW, get_instance
+from catalog.names import CURRENT_SCAN_CACHE, get_instance
 from catalog.scans import load_scan_state
 from recovery.model import ArchiveSnapshot, Backup, WalRun
 from recovery.narrow import candidate_order
@@ -93,7 +93,7 @@ class PlanInputs:
 
 
 async def load_plan_inputs(db: Db, guid: str, target: Target, k: int) -> PlanInputs | None:
-    """What a plan for ``target`` needs when the scan's windows are stored (``derived_views``): the k
+    """What a plan for ``target`` needs when the scan's windows are stored (``scan_cache``): the k
     newest usable candidate backups and their ``depends_on`` chains, not the whole history. One statement
     (one consistent snapshot, one round trip). None when the stored windows are missing or belong to
     another scan (the caller plans from the whole snapshot).
@@ -118,7 +118,7 @@ async def load_plan_inputs(db: Db, guid: str, target: Target, k: int) -> PlanInp
             UNION
             SELECT d.label FROM chain JOIN backups b ON b.instance_guid = $1 AND b.label = chain.label,
                    unnest(b.depends_on) AS d(label))
-        SELECT i.*, '' AS name, s.issues AS scan_issues, dv.windows AS stored_windows,
+        SELECT i.*, '' AS name, s.issues AS scan_issues, sc.windows AS stored_windows,
           (SELECT json_agg(json_build_array(tli, parent, switchpoint::text, reason) ORDER BY tli, ordinal)
              FROM timelines WHERE instance_guid = $1) AS j_hist,
           (SELECT json_agg(json_build_array(timeline, segno, last_commit_time, last_commit_lsn::text, exact)
@@ -139,7 +139,7 @@ async def load_plan_inputs(db: Db, guid: str, target: Target, k: int) -> PlanInp
           ) AS j_backups
         FROM instances i
         LEFT JOIN scan_state s USING (instance_guid)
-        LEFT JOIN derived_views dv ON {CURRENT_VIEW}
+        LEFT JOIN scan_cache sc ON {CURRENT_SCAN_CACHE}
         WHERE i.instance_guid = $1""", guid, *args)
     if r is None:
         raise UnknownInstance(guid)

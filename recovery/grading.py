@@ -2,8 +2,8 @@
 
 Two steps, both pure:
 - :func:`facts_of` reduces one stored scan (an ``ArchiveSnapshot`` and its windows) to the few
-  :class:`SnapshotFacts` a coverage row and the metrics need. The scanner stores them per scan
-  (``instance_facts``, :mod:`catalog.derived`); a request never loads a snapshot to grade.
+  :class:`ScanFacts` a coverage row and the metrics need. The scanner stores them per scan
+  (``scan_cache_facts``, :mod:`catalog.scancache`); a request never loads a snapshot to grade.
 - :func:`grade` is THE grading rule set: status (ok / warning / critical), reasons, RPO and backup age,
   from those facts, the live scan state, the newest drill, the settings and ``now``. Every path (the
   fleet page, CSV, the per-instance detail, /metrics) grades through it.
@@ -42,7 +42,7 @@ class Thresholds(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class SnapshotFacts:
+class ScanFacts:
     """What one stored scan says about coverage; JSON-ready lists (windows without their backup lists)."""
 
     backups_total: int = 0
@@ -83,7 +83,7 @@ class GradeInput:
 
     deleted_at: datetime | None = None
     scanned: bool = True                       # False: archive layout unknown (never scanned)
-    facts: SnapshotFacts | None = None         # None with ``scanned``: the facts could not be computed
+    facts: ScanFacts | None = None         # None with ``scanned``: the facts could not be computed
     facts_error: str | None = None
     last_scan: datetime | None = None
     stale_since: datetime | None = None
@@ -104,7 +104,7 @@ class Grade:
 
 # -- facts ------------------------------------------------------------------------------------
 
-def facts_of(snap: ArchiveSnapshot, windows: list[Window]) -> SnapshotFacts:
+def facts_of(snap: ArchiveSnapshot, windows: list[Window]) -> ScanFacts:
     """Reduce a stored scan and its recoverable windows to the coverage facts."""
     backups = snap.backups
     restorable = {label for w in windows for label in w.backups}
@@ -116,7 +116,7 @@ def facts_of(snap: ArchiveSnapshot, windows: list[Window]) -> SnapshotFacts:
     done_stops = [b.stop_time for b in backups if b.status is BackupStatus.DONE and b.stop_time]
     size = sum((b.repo_size_bytes or b.size_bytes or 0) for b in backups) + \
         sum(r.last - r.first + 1 for r in snap.runs) * snap.seg_size
-    return SnapshotFacts(
+    return ScanFacts(
         backups_total=len(backups), backups_restorable=len(restorable & {b.label for b in backups}),
         newest_backup=newest.label if newest else None,
         newest_backup_stop_time=newest.stop_time if newest else None,
@@ -184,7 +184,7 @@ def grade(inp: GradeInput, settings: Thresholds, now: datetime, *, explain: bool
     """Status and reasons of one instance (the one rule set; worst reason wins). ``explain=False`` applies
     the same rules without writing the reasons' text (a fleet pass that needs the statuses only)."""
     ref_time = inp.deleted_at or now
-    f = inp.facts or SnapshotFacts()
+    f = inp.facts or ScanFacts()
     rpo = _seconds(ref_time, f.latest_end)
     age = _seconds(ref_time, f.newest_backup_stop_time) if f.newest_backup is not None else None
     reasons: list[tuple[str, str]] = []

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from recovery.grading import SnapshotFacts, latest_window, window_summary
+from recovery.grading import ScanFacts, latest_window, window_summary
 from recovery.jsonout import window_to_dict
 from recovery.lsn import Lsn
 from recovery.model import ArchiveSnapshot, BackupStatus, WalRun, WindowEdge
@@ -49,7 +49,7 @@ class Views:
 
     windows: dict[tuple[int, ...], list[Window]]
     tail: dict[str, Any]
-    facts: SnapshotFacts
+    facts: ScanFacts
 
 
 def backup_need(snap: ArchiveSnapshot) -> int:

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
-from catalog import derived, repo, tracing
+from catalog import repo, scancache, tracing
 from catalog.errors import NotScanned
 from catalog.scanresult import ScanResult
 from recovery.model import Layout
@@ -91,7 +91,7 @@ async def scan_instance(pool: asyncpg.Pool, client: Any, guid: str, *, full: boo
                          lease_token=lease_token)
     if observe is not None:
         observe(guid, prev, result)
-    await derived.refresh_quietly(pool, guid)   # windows and the Backups document of this scan, for requests
+    await scancache.refresh_quietly(pool, guid)   # windows and the Backups document of this scan, for requests
     return ScanOutcome(guid, True, None, "ok", backups=len(result.backups or ()), wal_runs=len(result.wal_runs),
                        unknown_objects=result.unknown_objects, issues=len(result.issues), requests=store.requests,
                        seconds=asyncio.get_running_loop().time() - t0)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from bench import report
-from bench.run import Jobs, Phases
+from bench.runner import Jobs, Phases
 
 SCAN = {"ok": True, "code": None, "message": ""}
 GOOD: dict[str, Any] = {

@@ -23,7 +23,7 @@ from backup_catalog.settings import Settings
 from backup_catalog.usecases import coverage
 from backup_catalog.usecases.scan import scan_listed
 from catalog import repo
-from recovery.grading import DrillFact, GradeInput, SnapshotFacts, grade
+from recovery.grading import DrillFact, GradeInput, ScanFacts, grade
 from recovery.model import WalRun
 from tests.api.conftest import AS_BROKER, AS_OPERATOR
 from tests.api.conftest import make_settings as api_settings
@@ -79,7 +79,7 @@ async def test_real_archives_grade_as_before(pool: asyncpg.Pool, real_archives: 
     outcomes = await scan_listed(pool, settings, guids, full=True)
     assert all(o.ok for o in outcomes), outcomes
     await repo.delete_instance(pool, "real-walg")
-    assert await pool.fetchval("SELECT count(*) FROM instance_facts") == 4   # written by the scans
+    assert await pool.fetchval("SELECT count(*) FROM scan_cache_facts") == 4   # written by the scans
     commits = [c["commit_time"] for a in real_archives for c in a.truth["commits"]]
     last = max(datetime.fromisoformat(c) for c in commits)
     compared = 0
@@ -147,18 +147,18 @@ async def test_generated_fleet_grades_as_before(pool: asyncpg.Pool, monkeypatch:
 async def test_facts_are_written_through_when_missing_or_stale(pool: asyncpg.Pool) -> None:
     g = await fleet(pool)
     before = await coverage.all_rows(pool, Settings(), now=NOW)
-    await pool.execute("DELETE FROM instance_facts")
+    await pool.execute("DELETE FROM scan_cache_facts")
     # a new window edge (outside a scan) makes the stored facts of its instance stale
     await repo.save_edges(pool, g["orders"], [edge(50, ago(minutes=1))])
-    assert await pool.fetchval("SELECT count(*) FROM instance_facts") == 0
+    assert await pool.fetchval("SELECT count(*) FROM scan_cache_facts") == 0
     after = await coverage.all_rows(pool, Settings(), now=NOW)
     orders = next(r for r in after if r["name"] == "orders")
     assert orders["rpo_seconds"] == 60, "the new edge is graded"
     assert [r for r in after if r["name"] != "orders"] == [r for r in before if r["name"] != "orders"]
-    assert await pool.fetchval("SELECT count(*) FROM instance_facts") == len(g)
+    assert await pool.fetchval("SELECT count(*) FROM scan_cache_facts") == len(g)
     await repo.save_edges(pool, g["orders"], [edge(50, ago(minutes=2))])
     assert (await coverage.detail(pool, Settings(), g["orders"], now=NOW))["rpo_seconds"] == 120
-    assert await pool.fetchval("""SELECT count(*) FROM instance_facts f JOIN scan_state s USING (instance_guid)
+    assert await pool.fetchval("""SELECT count(*) FROM scan_cache_facts f JOIN scan_state s USING (instance_guid)
                                   WHERE f.generation = s.generation""") == len(g)
 
 
@@ -210,7 +210,7 @@ async def test_drills_and_purge_state_in_rows(pool: asyncpg.Pool) -> None:
 @pytest.mark.asyncio(loop_scope="session")
 async def test_grade_is_pure_and_drill_rules() -> None:
     s = Settings()
-    f = SnapshotFacts(newest_backup="B", newest_backup_stop_time=NOW - timedelta(hours=1), latest_end=NOW,
+    f = ScanFacts(newest_backup="B", newest_backup_stop_time=NOW - timedelta(hours=1), latest_end=NOW,
                       latest_end_exact=True, latest_end_kind="end")
     assert grade(GradeInput(facts=f), s, NOW).status == "ok"
     failed = DrillFact(7, NOW - timedelta(days=30), False, None, None)
@@ -243,7 +243,7 @@ async def big_fleet(pool: asyncpg.Pool, n: int, now: datetime = NOW) -> None:
                                               started_at=ago(minutes=2), finished_at=ago(minutes=1)))
         if i % 25 == 0:
             await repo.delete_instance(pool, guid, at=ago(1))
-    await pool.execute("DELETE FROM instance_facts")     # the first page request writes them through
+    await pool.execute("DELETE FROM scan_cache_facts")     # the first page request writes them through
 
 
 async def test_json_pages_cursor_and_filters(pool: asyncpg.Pool) -> None:

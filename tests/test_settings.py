@@ -85,3 +85,13 @@ def test_the_package_loads_no_pydantic_until_settings_are_used() -> None:
             "'pydantic_settings' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "True", "True"]
+
+
+def test_a_renamed_setting_is_still_read_by_its_former_name(clean: pytest.MonkeyPatch) -> None:
+    for var in ("SCAN_CACHE_BACKUPS", "SNAPSHOT_CACHE_BACKUPS"):
+        clean.delenv(var, raising=False)
+    clean.setenv("SNAPSHOT_CACHE_BACKUPS", "500")
+    assert Settings().scan_cache_backups == 500
+    clean.setenv("SCAN_CACHE_BACKUPS", "700")           # the current name wins
+    assert Settings().scan_cache_backups == 700
+    assert Settings(scan_cache_backups=9).scan_cache_backups == 9

@@ -41,7 +41,7 @@ async def post_clone(request: web.Request) -> web.Response:
     req = CloneRequest.model_validate(await read_json(request))
     try:
         doc = await plan.plan_doc(request.app[keys.POOL], request.app[keys.SETTINGS], space, req.request,
-                                  cache=request.app[keys.SNAPSHOTS])
+                                  cache=request.app[keys.SCAN_CACHE])
     except NotScanned as e:
         raise PlanningError("not_scanned", f"{e}: nothing can be planned before its archive is scanned") from None
     return web.json_response(doc.to_json())

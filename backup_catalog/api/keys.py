@@ -11,7 +11,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from backup_catalog.api.metrics import ApiMetrics
 from backup_catalog.settings import Settings
-from backup_catalog.usecases.snapshots import SnapshotCache
+from backup_catalog.usecases.snapshots import ProcessScanCache
 
 # who the auth middleware let in (broker, operator, user; absent: a public route): for the access log
 ROLE: Any = web.RequestKey("role", str) if hasattr(web, "RequestKey") else "backup_catalog.role"
@@ -21,7 +21,7 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 S3 = web.AppKey("s3", object)                      # an aiobotocore S3 client (untyped upstream)
 SCHEDULER = web.AppKey("scheduler", AsyncIOScheduler)
 METRICS = web.AppKey("metrics", ApiMetrics)
-SNAPSHOTS = web.AppKey("snapshots", SnapshotCache)   # this process's plan inputs (snapshots and windows)
+SCAN_CACHE = web.AppKey("scan_cache", ProcessScanCache)   # the scan cache's tier in this process (plan inputs)
 HOLDER = web.AppKey("holder", str)                 # this replica's lease-holder identity
 SCAN_TASKS = web.AppKey("scan_tasks", set)         # running scan tasks, awaited or cancelled at shutdown
 

@@ -38,7 +38,7 @@ from backup_catalog.service.events import run_events
 from backup_catalog.settings import Settings
 from backup_catalog.usecases import scan
 from backup_catalog.usecases.drill_schedule import DrillSupervisor
-from backup_catalog.usecases.snapshots import SnapshotCache
+from backup_catalog.usecases.snapshots import ProcessScanCache
 from catalog import migrate
 from catalog.connect import open_catalog
 from scheduler.clients import s3_client
@@ -67,7 +67,7 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None, s3: Any 
     app[keys.OPENAPI] = document
     app[keys.HOLDER] = holder or scan.default_holder()
     app[keys.SCAN_TASKS] = set()
-    app[keys.SNAPSHOTS] = SnapshotCache(settings.snapshot_cache_backups)
+    app[keys.SCAN_CACHE] = ProcessScanCache(settings.scan_cache_backups)
     app[ready.RUNS_SCHEDULER] = start_scheduler
     app[ready.MIGRATIONS] = migrate.load_migrations()
 

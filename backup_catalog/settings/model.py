@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -98,7 +98,10 @@ class Settings(BaseSettings):
     cf_discovery_bucket: str | None = None     # name sync: instances live under s3://bucket/root/<guid>/
     cf_discovery_root: str = ""
     cf_sync_interval_seconds: int = 300
-    snapshot_cache_backups: int = 20_000       # per-process snapshot cache budget, in backups (see usecases.snapshots.SnapshotCache)
+    scan_cache_backups: int = Field(default=20_000, validation_alias=AliasChoices(
+        "scan_cache_backups", "snapshot_cache_backups"), description="the scan cache's tier in each serve "
+        "process (usecases.snapshots.ProcessScanCache), in backups held; SNAPSHOT_CACHE_BACKUPS, its former "
+        "name, is still read")
     external_url: str | None = Field(default=None, description="where operators reach this service, e.g. "
                                      "https://backup-catalog.example (coverage links in /metrics and alerts); "
                                      "unset: the address Prometheus scraped")

@@ -33,6 +33,7 @@ READERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("reconcile_interval", ("serve",)),
     ("aws_", _S3),
     ("s3_", _S3),
+    ("scan_cache", ("serve",)),              # before scan_: not read by scan
     ("scan_", ("scan", "serve")),
     ("full_scan_every", ("scan", "serve")),
     ("broker_", ("serve",)),
@@ -41,7 +42,6 @@ READERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("user_access_", ("serve",)),
     ("cc_timeout", ("serve",)),
     ("cf_", ("serve",)),
-    ("snapshot_cache", ("serve",)),
     ("external_url", ("serve",)),
     ("coverage_", ("report", "serve")),
     ("drill_", ("drill", "serve")),

@@ -10,7 +10,7 @@ import asyncpg
 from backup_catalog.formats.documents import scan_to_dict
 from backup_catalog.settings import UndoConfig
 from backup_catalog.usecases.purge_rules import undo_until
-from catalog import derived, repo
+from catalog import repo, scancache
 from catalog.errors import NotScanned, UnknownService
 from recovery import jsonout
 from recovery.model import ArchiveSnapshot
@@ -25,10 +25,10 @@ async def archive_text(pool: asyncpg.Pool, guid: str, stored: str | None = None)
     """The archive part of an instance's Backups entry as JSON object text: ``stored`` (for the current
     scan), else computed and stored."""
     if stored is None:
-        stored = await derived.stored_archive(pool, guid)
+        stored = await scancache.stored_archive(pool, guid)
     if stored is None:
         try:
-            stored = (await derived.refresh(pool, guid))[0].archive
+            stored = (await scancache.refresh(pool, guid))[0].archive
         except NotScanned:
             stored = json.dumps(jsonout.archive_to_dict(_EMPTY, {}), separators=(",", ":"))
     return stored
@@ -51,7 +51,7 @@ async def backups_body(pool: asyncpg.Pool, space: str, name: str, settings: Undo
     says until when it stays clonable (``undo_until``, from ``settings``); a purged one (or one being
     purged) shows no backups, WAL or windows any more, and when and by which policy it was purged.
     """
-    found = await repo.holders_with_views(pool, space, name)
+    found = await repo.holders_with_scan_cache(pool, space, name)
     if not found:
         raise UnknownService(space, name)
     parts = []

@@ -2,10 +2,10 @@
 
 The page (JSON, HTML, CLI table), the CSV stream, the per-instance detail and /metrics all read
 :data:`catalog.fleet.FLEET_SQL` -- the instance, its latest name, its scan state, the coverage facts of its current
-scan (``instance_facts``) and its newest finished drill -- and grade with :func:`recovery.grading.grade`.
+scan (``scan_cache_facts``) and its newest finished drill -- and grade with :func:`recovery.grading.grade`.
 No snapshot is loaded per instance on a request: an instance whose facts are missing or belong to an
-older scan has them computed from its snapshot and stored on the way (write-through, like the derived
-views), once.
+older scan has them computed from its snapshot and stored on the way (write-through, like the rest of
+the scan cache), once.
 
 Rows are plain JSON-ready dicts: they are the documents of ``report coverage --json`` and
 ``GET /reports/coverage``. Only the detail (``GET /instances/{guid}/coverage``) lists backups.
@@ -28,7 +28,7 @@ import asyncpg
 from backup_catalog.formats.pages import DEFAULT_LIMIT, LAYOUTS, MAX_LIMIT
 from backup_catalog.settings import Settings
 from backup_catalog.usecases import snapshots
-from catalog import derived, fleet
+from catalog import fleet, scancache
 from catalog.errors import NotScanned, UnknownInstance
 from recovery.errors import PitrError
 from recovery.grading import (
@@ -38,7 +38,7 @@ from recovery.grading import (
     DrillFact,
     Grade,
     GradeInput,
-    SnapshotFacts,
+    ScanFacts,
     grade,
     purge_state,
     restorable_labels,
@@ -81,7 +81,7 @@ class Entry:
     failing: bool
     errors_n: int
     errors: tuple[str, ...]          # the first error only, unless the row's lists were read
-    facts: SnapshotFacts | None
+    facts: ScanFacts | None
     facts_error: str | None
     lists: bool                      # facts.windows/holes and every error are loaded
     drill: DrillFact | None
@@ -114,7 +114,7 @@ def _entry(r: asyncpg.Record, *, lists: bool) -> Entry:
                  layout=r["layout"], deleted_at=r["deleted_at"], hold_at=r["hold_at"], purged_at=r["purged_at"],
                  last_scan=r["last_scan"], stale_since=r["stale_since"], failing=bool(r["failing"]),
                  errors_n=int(r["errors_n"]), errors=errors,
-                 facts=derived.row_to_facts(r, lists=lists) if r["has_facts"] else None, facts_error=None,
+                 facts=scancache.row_to_facts(r, lists=lists) if r["has_facts"] else None, facts_error=None,
                  lists=lists and bool(r["has_facts"]), drill=drill, drill_duration_s=r["drill_duration_s"],
                  record=r)
 
@@ -137,7 +137,7 @@ async def _write_through(pool: asyncpg.Pool, entries: list[Entry]) -> None:
     async def one(e: Entry) -> None:
         async with sem:
             try:
-                d, _ = await derived.refresh(pool, e.guid)
+                d, _ = await scancache.refresh(pool, e.guid)
                 e.facts, e.lists = d.facts, True
             except NotScanned:
                 e.layout = None
@@ -278,7 +278,7 @@ async def _load_lists(pool: asyncpg.Pool, chunk: list[Entry]) -> None:
 
 def row_of(e: Entry, settings: Settings, now: datetime) -> dict[str, Any]:
     """The coverage row of one graded instance (no per-backup list)."""
-    g, f = e.grade, e.facts or SnapshotFacts()
+    g, f = e.grade, e.facts or ScanFacts()
     assert g is not None
     until, purge = purge_state(e.deleted_at, e.hold_at, e.purged_at, settings.deleted_retention_days, now)
     return {

@@ -11,7 +11,7 @@ from datetime import datetime
 
 import asyncpg
 
-from catalog import derived, eventround
+from catalog import eventround, scancache
 from catalog import events as cat_events
 from recovery import viewdelta
 from recovery.errors import PitrError
@@ -67,7 +67,7 @@ def view_after(st: eventround.RoundState, w: cat_events.EventWrite) -> eventroun
     old_edge = next((e for e in st.edges if (e.timeline, e.segno) == (old.timeline, old.last)), None)
     try:
         tail = json.loads("{" + v.archive_tail[1:])
-        views = viewdelta.Views(derived.parse_windows(v.windows), tail, v.facts)
+        views = viewdelta.Views(scancache.parse_windows(v.windows), tail, v.facts)
         got = viewdelta.extend(views, viewdelta.Extension(new.timeline, new.first, old.last, new.last, old_edge,
                                                           w.edges[0]),
                                runs=merged, histories=st.histories, seg_size=seg_size, need=v.backup_need)

@@ -29,7 +29,7 @@ import asyncpg
 from backup_catalog.usecases.event_types import BatchResult, Index, NullObserver, Observer
 from backup_catalog.usecases.event_views import known_loader, view_after
 from backup_catalog.usecases.scan import lease_ttl
-from catalog import derived, eventround, repo
+from catalog import eventround, repo, scancache
 from catalog import events as cat_events
 from catalog.errors import CatalogError, Conflict, NotScanned, UnknownInstance
 from recovery.errors import PitrError
@@ -330,7 +330,7 @@ class Consumer:
             return
         w.done = True
         self._applied(w)
-        await derived.refresh_quietly(self.pool, w.guid)
+        await scancache.refresh_quietly(self.pool, w.guid)
 
     def _applied(self, w: _Work) -> None:
         for p in w.pending:
@@ -342,7 +342,7 @@ class Consumer:
 
         async def one(g: str) -> None:
             async with sem:
-                await derived.refresh_quietly(self.pool, g)
+                await scancache.refresh_quietly(self.pool, g)
         await asyncio.gather(*(one(g) for g in guids))
 
     async def _reconcile(self, w: _Work) -> None:

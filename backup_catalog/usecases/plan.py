@@ -12,8 +12,8 @@ import asyncpg
 
 from backup_catalog.settings import PlanConfig
 from backup_catalog.usecases.purge_rules import policy_of
-from backup_catalog.usecases.snapshots import SnapshotCache, snapshot_of, whole_inputs
-from catalog import derived, repo, tracing
+from backup_catalog.usecases.snapshots import ProcessScanCache, snapshot_of, whole_inputs
+from catalog import repo, scancache, tracing
 from catalog.rows import InstanceRecord
 from recovery.errors import PlanningError
 from recovery.model import ArchiveSnapshot
@@ -29,7 +29,7 @@ from scheduler.layouts.spec import LayoutArgumentError, StorageLoc
 
 @tracing.traced("plan", lambda a: {"space.guid": a.get("space"), "clone_from": a["request"].clone_from})
 async def plan_doc(pool: asyncpg.Pool, settings: PlanConfig, space: str, request: CloneRequest,
-                   *, now: datetime | None = None, cache: SnapshotCache | None = None) -> PlanDoc:
+                   *, now: datetime | None = None, cache: ProcessScanCache | None = None) -> PlanDoc:
     """Resolve ``request.clone_from`` in the space at the target time and plan the recovery (or raise a
     refusal). ``cache``: the long-running service's snapshot cache (see
     :mod:`backup_catalog.usecases.snapshots`)."""
@@ -54,7 +54,7 @@ async def instance_plan_doc(pool: asyncpg.Pool, settings: PlanConfig, rec: Insta
                             now: datetime | None = None, requested_pg: int | None = None,
                             inputs: repo.PlanInputs | None = None,
                             resolution: tuple[str, str] | None = None, inputs_given: bool = False,
-                            cache: SnapshotCache | None = None) -> PlanDoc:
+                            cache: ProcessScanCache | None = None) -> PlanDoc:
     """The plan document for one instance, chosen by its GUID (drills); ``plan_doc`` after name resolution."""
     if target.exact:     # resolved from the WAL index first; planned from the whole snapshot
         from backup_catalog.usecases.walindex import resolve_target  # exact targets only: it loads botocore
@@ -104,7 +104,7 @@ PLAN_CANDIDATES = 4   # newest candidate backups loaded for a plan (recovery.nar
 
 async def _plan(pool: asyncpg.Pool, rec: InstanceRecord, target: Target, now: datetime,
                 requested_pg: int | None, narrowed: repo.PlanInputs | None,
-                cache: SnapshotCache | None = None) -> tuple[RecoveryPlan, ArchiveSnapshot]:
+                cache: ProcessScanCache | None = None) -> tuple[RecoveryPlan, ArchiveSnapshot]:
     """One path: the narrowed inputs (the newest candidates and the stored windows, from
     ``repo.load_plan_inputs``) decide when they are conclusive; otherwise the whole snapshot and its
     windows (:func:`whole_inputs`) do. The result is the same either way (``recovery.narrow``); refusals
@@ -126,7 +126,7 @@ def _conclusive(inputs: repo.PlanInputs, target: Target, now: datetime, pg_versi
     unreadable stored windows, a backup outside the prefix."""
     try:
         plan = plan_recovery(inputs.snapshot, target, now=now, pg_version=pg_version, narrowed=True,
-                             windows=derived.parse_windows(inputs.windows_json))
+                             windows=scancache.parse_windows(inputs.windows_json))
     except (PlanningError, WindowsUnknown, ValueError):
         return None
     return plan if plan.backup.label in inputs.prefix else None

@@ -1,8 +1,9 @@
 """Plan inputs: each instance's archive snapshot and its windows, for the use cases (plan, coverage,
-metrics). The one cache of the service lives here, in the use-case layer, never in the pure core.
+metrics). The scan cache's tier in a process lives here, in the use-case layer, never in the pure core
+(the stored tier, shared by every replica, is :mod:`catalog.scancache`).
 
-A :class:`SnapshotCache` is owned by whoever keeps one process alive (``serve`` creates one per
-application, sized by ``snapshot_cache_backups``) and passed to the use cases; without one (the CLI's
+A :class:`ProcessScanCache` is owned by whoever keeps one process alive (``serve`` creates one per
+application, sized by ``scan_cache_backups``) and passed to the use cases; without one (the CLI's
 one-shot commands) every call reads the catalog and computes windows afresh. There is no module state.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from catalog import derived, repo
+from catalog import repo, scancache
 from recovery.model import ArchiveSnapshot
 from recovery.windows import Window, all_windows
 
@@ -33,7 +34,7 @@ class _Entry:
     flat: list[Window] | None = field(default=None)
 
 
-class SnapshotCache:
+class ProcessScanCache:
     """Per-process snapshots (and their windows) keyed by instance, valid while the stored generation is.
 
     Bounded by the number of backups held, not of instances: every cached backup is a few objects the
@@ -97,7 +98,7 @@ class SnapshotCache:
         self._held = 0
 
 
-async def snapshot_of(pool: asyncpg.Pool, guid: str, cache: SnapshotCache | None = None) -> ArchiveSnapshot:
+async def snapshot_of(pool: asyncpg.Pool, guid: str, cache: ProcessScanCache | None = None) -> ArchiveSnapshot:
     """The instance's snapshot; with ``cache``, reused until a scan stores a new generation.
 
     Only ``save_scan``/``save_edges`` change what a snapshot holds, and they change the snapshot version:
@@ -113,24 +114,24 @@ async def snapshot_of(pool: asyncpg.Pool, guid: str, cache: SnapshotCache | None
     return snap
 
 
-def windows_of(guid: str, snap: ArchiveSnapshot, cache: SnapshotCache | None = None) -> list[Window]:
+def windows_of(guid: str, snap: ArchiveSnapshot, cache: ProcessScanCache | None = None) -> list[Window]:
     """All windows of a snapshot obtained from :func:`snapshot_of` (with ``cache``: once per generation)."""
     return cache.windows(guid, snap) if cache is not None else flat_windows(all_windows(snap))
 
 
 def path_windows_of(guid: str, snap: ArchiveSnapshot,
-                    cache: SnapshotCache | None = None) -> dict[tuple[int, ...], list[Window]]:
+                    cache: ProcessScanCache | None = None) -> dict[tuple[int, ...], list[Window]]:
     """Windows per timeline path of a snapshot obtained from :func:`snapshot_of`."""
     return cache.path_windows(guid, snap) if cache is not None else all_windows(snap)
 
 
 async def whole_inputs(pool: asyncpg.Pool, guid: str,
-                       cache: SnapshotCache | None = None) -> tuple[ArchiveSnapshot, PathWindows]:
+                       cache: ProcessScanCache | None = None) -> tuple[ArchiveSnapshot, PathWindows]:
     """The instance's whole snapshot and its windows per path, the one way a plan gets them: with the
-    service's ``cache``, once per generation; without, the instance's derived view is computed from its
+    service's ``cache``, once per generation; without, the instance's scan cache is computed from its
     current scan and stored on the way (the next request finds it, narrowed)."""
     if cache is not None:
         snap = await snapshot_of(pool, guid, cache)
         return snap, path_windows_of(guid, snap, cache)
-    d, snap = await derived.refresh(pool, guid)
+    d, snap = await scancache.refresh(pool, guid)
     return snap, d.windows

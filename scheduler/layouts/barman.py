@@ -25,7 +25,6 @@ from scheduler.layouts.common import (
     split_suffix,
     unsafe_key_reason,
     wal_object,
-    wal_target,
 )
 from scheduler.layouts.spec import (
     Command,
@@ -40,6 +39,7 @@ from scheduler.layouts.spec import (
     aws_env,
     by_content,
     name_ok,
+    wal_target,
 )
 from scheduler.scanning import (
     Acc,

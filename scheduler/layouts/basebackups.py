@@ -12,8 +12,7 @@ from typing import Any
 from recovery.errors import ParseError
 from recovery.model import Backup, BackupStatus, BackupType, Storage
 from recovery.wal import DEFAULT_SEG_SIZE
-from scheduler.layouts.common import wal_target
-from scheduler.layouts.spec import EventBackupsFn, Kind, MetaEvent, ScanFn, Target, WalRoot
+from scheduler.layouts.spec import EventBackupsFn, Kind, MetaEvent, ScanFn, Target, WalRoot, wal_target
 from scheduler.scanning import Acc, LayoutScan, Previous, WalSource, bounded_gather, etag_key, flat_key, list_wal
 from scheduler.storage import NotFound, ObjectInfo, ObjectStore
 

@@ -17,7 +17,6 @@ from typing import Any
 from recovery.errors import MetadataError, ParseError, PitrError
 from recovery.model import Layout, WalKind, WalObject
 from recovery.wal import WalSegment
-from scheduler.layouts.spec import Kind, Target
 
 # Compression suffixes each tool writes (or reads back) for WAL objects, without the dot.
 ALLOWED: dict[Layout, frozenset[str]] = {
@@ -86,19 +85,6 @@ class ForeignObject:
 
     key: str
     reason: str
-
-
-def wal_target(c: object) -> Target:
-    """What a WAL-root classification (``classify_wal_key``) means to the event consumer."""
-    if isinstance(c, ForeignObject):
-        return Target(Kind.FOREIGN, reason=c.reason)
-    if isinstance(c, WalObject):
-        if c.kind is WalKind.SEGMENT and c.segno is not None:
-            return Target(Kind.SEGMENT, c.timeline, c.segno)
-        if c.kind is WalKind.HISTORY:
-            return Target(Kind.HISTORY, c.timeline)
-        return Target(Kind.IGNORED, c.timeline, reason=f"WAL {c.kind.value} file")
-    return Target(Kind.IGNORED, reason="WAL side file")
 
 
 # the largest WAL segment PostgreSQL allows (--wal-segsize 1024): nothing an archive holds is larger

@@ -32,7 +32,6 @@ from scheduler.layouts.common import (
     unsafe_key_reason,
     utc_from_epoch,
     wal_object,
-    wal_target,
 )
 from scheduler.layouts.pgbackrest_ini import InfoFile, check_type, parse_info, pg_version_num, require
 from scheduler.layouts.spec import (
@@ -46,6 +45,7 @@ from scheduler.layouts.spec import (
     Target,
     WalRoot,
     name_ok,
+    wal_target,
 )
 from scheduler.scanning import (
     Acc,

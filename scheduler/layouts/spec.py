@@ -14,7 +14,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from recovery.model import Backup, Layout, Storage
+from recovery.model import Backup, Layout, Storage, WalKind, WalObject
+from scheduler.layouts.common import ForeignObject
 
 if TYPE_CHECKING:
     from scheduler.scanning import Acc, LayoutScan, Previous
@@ -94,6 +95,19 @@ class Target:
     segno: int | None = None
     label: str | None = None       # backup label / id (None: the whole set, e.g. pgBackRest backup.info)
     reason: str = ""
+
+
+def wal_target(c: object) -> Target:
+    """What a WAL-root classification (``classify_wal_key``) means to the event consumer."""
+    if isinstance(c, ForeignObject):
+        return Target(Kind.FOREIGN, reason=c.reason)
+    if isinstance(c, WalObject):
+        if c.kind is WalKind.SEGMENT and c.segno is not None:
+            return Target(Kind.SEGMENT, c.timeline, c.segno)
+        if c.kind is WalKind.HISTORY:
+            return Target(Kind.HISTORY, c.timeline)
+        return Target(Kind.IGNORED, c.timeline, reason=f"WAL {c.kind.value} file")
+    return Target(Kind.IGNORED, reason="WAL side file")
 
 
 @dataclass(frozen=True, slots=True)

@@ -259,7 +259,7 @@ async def test_clone_of_a_scanned_but_empty_archive_is_a_422_not_a_500(client: T
     from tests.recovery.builders import make_snapshot
     await repo.register_instance(pool, InstanceRef("empty", SPACE, "empty"), storage(prefix="e/"))
     await repo.save_scan(pool, "empty", scan_result(replace(make_snapshot(), backups=(), runs=(), edges=())))
-    for _ in range(2):     # without, then with the derived view the first request stored
+    for _ in range(2):     # without, then with the scan cache the first request stored
         resp, doc = await clone(client, {"clone-from": "empty", "latest": True})
         assert resp.status == 422 and doc["error"]["code"] == "no_usable_backup", doc
 

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import pytest
 
-from catalog import derived, eventround, repo
+from catalog import eventround, repo, scancache
 from catalog import events as cat_events
 from catalog.errors import CatalogError
 from catalog.eventround import RoundWrite, ViewWrite
@@ -27,7 +27,7 @@ async def _instance(pool, guid: str) -> None:
     await repo.register_instance(pool, ref(guid, name=guid), storage(prefix=f"{guid}/"))
     await repo.save_scan(pool, guid, scan(runs=(WalRun(1, 2, 9), WalRun(1, 12, 14)), edges=(edge(1, 9, 10),
                                                                                            edge(1, 14, 20))))
-    await derived.refresh(pool, guid)
+    await scancache.refresh(pool, guid)
 
 
 def _writes(guid: str) -> list[EventWrite]:
@@ -107,11 +107,11 @@ async def test_views_are_stored_over_the_generation_read_only(pool) -> None:
         RoundWrite(g, w, f"scan:{g}", tokens[f"scan:{g}"], states[g].generation or 0, states[g].runs, vw)
         for g in ("v", "w")])
     assert saved.views == {"v"}
-    doc = await derived.stored_archive(pool, "v")
+    doc = await scancache.stored_archive(pool, "v")
     assert doc is not None and json.loads(doc)["wal"][-1]["segments"] == 99
     assert json.loads(doc)["backups"] == []
-    assert await pool.fetchval("SELECT archive_bytes FROM instance_facts WHERE instance_guid = 'v'") == 12345
-    assert await derived.stored_archive(pool, "w") is None                  # w's views: recomputed by a reader
+    assert await pool.fetchval("SELECT archive_bytes FROM scan_cache_facts WHERE instance_guid = 'v'") == 12345
+    assert await scancache.stored_archive(pool, "w") is None                  # w's views: recomputed by a reader
 
 
 async def test_a_refused_round_writes_nothing(pool) -> None:

@@ -36,8 +36,8 @@ def test_migration_file_names() -> None:
 
 
 def test_rebuilds_names_only_derived_tables() -> None:
-    assert m(2, "-- rebuilds: derived_views,instance_facts\n-- rebuilds: wal_runs\n").rebuilds == (
-        "derived_views", "instance_facts", "wal_runs")
+    assert m(2, "-- rebuilds: scan_cache,scan_cache_facts\n-- rebuilds: wal_runs\n").rebuilds == (
+        "scan_cache", "scan_cache_facts", "wal_runs")
     for table in migrate.PROTECTED:
         with pytest.raises(MigrationError, match="memory"):
             m(2, f"-- rebuilds: {table}")
@@ -179,8 +179,9 @@ async def test_upgrade_of_a_previous_release_catalog_keeps_its_memory(new_db: st
         assert result.applied == tuple(x.label for x in before.pending) and not result.created
         assert {"derived_views", "instance_facts"} <= set(result.rebuilds)
         assert "derived_views emptied, rebuilt by the next read of the instance" in result.describe()
-        assert await pool.fetchval("SELECT count(*) FROM derived_views") == 0
-        assert await pool.fetchval("SELECT count(*) FROM instance_facts") == 0
+        assert await pool.fetchval("SELECT count(*) FROM scan_cache") == 0    # emptied by 0002, renamed by 0009
+        assert await pool.fetchval("SELECT count(*) FROM scan_cache_facts") == 0
+        assert await pool.fetchval("SELECT to_regclass('derived_views')") is None
         assert await pool.fetchval("SELECT to_regclass('schema_fingerprint')") is None
 
         # read by the current code: instances, holds, name history, drills, purges intact
@@ -204,9 +205,9 @@ async def test_upgrade_of_a_previous_release_catalog_keeps_its_memory(new_db: st
         doc = json.loads(await backups.backups_body(pool, "space-1", "orders"))
         entry = next(e for e in doc["instances"] if e["instance_guid"] == "inst-a")
         assert [b["label"] for b in entry["backups"]] == ["20251201-000000F"]
-        view = await pool.fetchrow("SELECT archive, generation FROM derived_views WHERE instance_guid = 'inst-a'")
+        view = await pool.fetchrow("SELECT archive, generation FROM scan_cache WHERE instance_guid = 'inst-a'")
         assert view is not None and view["generation"] == 3 and "previous release" not in view["archive"]
-        assert await pool.fetchval("SELECT backups_total FROM instance_facts WHERE instance_guid = 'inst-a'") == 1
+        assert await pool.fetchval("SELECT backups_total FROM scan_cache_facts WHERE instance_guid = 'inst-a'") == 1
 
         # a second upgrade is a no-op
         stamps = await pool.fetch("SELECT version, applied_at FROM schema_version ORDER BY version")
@@ -214,7 +215,7 @@ async def test_upgrade_of_a_previous_release_catalog_keeps_its_memory(new_db: st
         assert again.applied == () and not again.created and again.rebuilds == ()
         assert again.describe() == f"catalog schema is up to date (version {again.version})"
         assert await pool.fetch("SELECT version, applied_at FROM schema_version ORDER BY version") == stamps
-        assert await pool.fetchval("SELECT count(*) FROM derived_views") == 1
+        assert await pool.fetchval("SELECT count(*) FROM scan_cache") == 1
     finally:
         await pool.close()
 

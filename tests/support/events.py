@@ -133,10 +133,10 @@ def view(s: ArchiveSnapshot) -> CatalogView:
 async def assert_views_current(pool: Any, guid: str) -> None:
     """The derived views stored for the instance's current scan (windows, Backups document, coverage facts)
     are there and equal those recomputed from its snapshot: the consumer followed or recomputed them."""
-    from catalog import derived, repo
-    dv = await pool.fetchrow(f"SELECT dv.windows, dv.archive FROM derived_views dv JOIN scan_state s ON "
-                             f"{repo.CURRENT_VIEW} WHERE dv.instance_guid = $1", guid)
-    f = await pool.fetchrow(f"SELECT f.* FROM instance_facts f JOIN scan_state s ON {derived.CURRENT_FACTS} "
+    from catalog import repo, scancache
+    dv = await pool.fetchrow(f"SELECT sc.windows, sc.archive FROM scan_cache sc JOIN scan_state s ON "
+                             f"{repo.CURRENT_SCAN_CACHE} WHERE sc.instance_guid = $1", guid)
+    f = await pool.fetchrow(f"SELECT f.* FROM scan_cache_facts f JOIN scan_state s ON {scancache.CURRENT_FACTS} "
                             "WHERE f.instance_guid = $1", guid)
     assert dv is not None and f is not None, "the derived views are not those of the current scan"
     _version, snap = await repo.load_versioned_snapshot(pool, guid)
@@ -144,4 +144,4 @@ async def assert_views_current(pool: Any, guid: str) -> None:
     sep = (",", ":")
     assert dv["archive"] == json.dumps(archive_to_dict(snap, windows), separators=sep)
     assert dv["windows"] == json.dumps(windows_to_json(windows), separators=sep)
-    assert derived.row_to_facts(f) == facts_of(snap, [w for ws in windows.values() for w in ws])
+    assert scancache.row_to_facts(f) == facts_of(snap, [w for ws in windows.values() for w in ws])

@@ -1,12 +1,13 @@
-"""Derived views: what requests need from one stored scan, computed once instead of per request.
+"""The scan cache: what requests need from one stored scan, computed once instead of per request.
 
-For one instance and one stored scan (``scan_state`` generation and last_scan) the ``derived_views``
+For one instance and one stored scan (``scan_state`` generation and last_scan) the ``scan_cache``
 row holds the recoverable windows per timeline path and the archive part of the Backups document, and the
-``instance_facts`` row the coverage facts (``recovery.grading.facts_of``) a fleet report grades from. The
+``scan_cache_facts`` row the coverage facts (``recovery.grading.facts_of``) a fleet report grades from. The
 scanner refreshes it after each save; a reader that finds it missing or stale computes it from the
 catalog rows and stores it (write-through). A row is stored only while its scan is still the current one,
 so a late writer can never leave a view of an older scan behind. Like the rest of the catalog it is a
-cache: deleting every row loses nothing.
+cache: deleting every row loses nothing. (One name, issue 18: these tables were ``derived_views`` and
+``instance_facts`` until migration 0009, the process tier is :class:`~backup_catalog.usecases.snapshots.ProcessScanCache`.)
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import asyncpg
 from catalog import repo
 from catalog.db import Db
 from recovery import viewdelta
-from recovery.grading import SnapshotFacts, facts_of
+from recovery.grading import ScanFacts, facts_of
 from recovery.jsonout import archive_to_dict, windows_from_json, windows_to_json
 from recovery.model import ArchiveSnapshot
 from recovery.windows import Window, all_windows
@@ -31,11 +32,11 @@ Version = tuple[int, datetime | None]
 
 
 @dataclass(frozen=True, slots=True)
-class Derived:
+class CachedScan:
     version: Version
     windows: dict[tuple[int, ...], list[Window]]
     archive: str          # JSON object text: backups, wal, holes, conflicts, windows
-    facts: SnapshotFacts | None = None
+    facts: ScanFacts | None = None
     system_ids: frozenset[int] | None = None     # of the scan's backups (the event consumer's segment checks)
     backup_need: int | None = None               # recovery.viewdelta.backup_need (-1: no done backup)
 
@@ -43,8 +44,8 @@ class Derived:
 async def stored_archive(db: Db, guid: str) -> str | None:
     """The stored archive document of the instance's current scan, or None (missing or stale)."""
     val = await db.fetchval(
-        f"SELECT dv.archive FROM derived_views dv JOIN scan_state s ON {repo.CURRENT_VIEW} "
-        "WHERE dv.instance_guid = $1", guid)
+        f"SELECT sc.archive FROM scan_cache sc JOIN scan_state s ON {repo.CURRENT_SCAN_CACHE} "
+        "WHERE sc.instance_guid = $1", guid)
     return None if val is None else str(val)
 
 
@@ -53,8 +54,8 @@ def parse_windows(text: str) -> dict[tuple[int, ...], list[Window]]:
     return windows_from_json(json.loads(text))
 
 
-async def refresh(pool: asyncpg.Pool, guid: str) -> tuple[Derived, ArchiveSnapshot]:
-    """Compute the instance's derived view from its current scan and store it (if that scan is still
+async def refresh(pool: asyncpg.Pool, guid: str) -> tuple[CachedScan, ArchiveSnapshot]:
+    """Compute the instance's scan cache from its current scan and store it (if that scan is still
     current). Returns it with the whole snapshot it was computed from.
 
     :raises NotScanned: the archive layout is unknown. Errors computing windows (an invalid history
@@ -63,13 +64,13 @@ async def refresh(pool: asyncpg.Pool, guid: str) -> tuple[Derived, ArchiveSnapsh
     version, snap = await repo.load_versioned_snapshot(pool, guid)
     windows = all_windows(snap)
     facts = facts_of(snap, [w for ws in windows.values() for w in ws])
-    d = Derived(version, windows, json.dumps(archive_to_dict(snap, windows), separators=(",", ":")), facts,
+    d = CachedScan(version, windows, json.dumps(archive_to_dict(snap, windows), separators=(",", ":")), facts,
                 viewdelta.system_ids(snap), viewdelta.backup_need(snap))
     await store(pool, guid, d)
     return d, snap
 
 
-async def store(db: Db, guid: str, d: Derived) -> bool:
+async def store(db: Db, guid: str, d: CachedScan) -> bool:
     """Store ``d`` (and its facts) unless its scan is no longer the instance's current one. True when stored."""
     async with repo.transaction(db) as c:
         stored = await _store_view(c, guid, d)
@@ -78,10 +79,10 @@ async def store(db: Db, guid: str, d: Derived) -> bool:
     return stored
 
 
-async def _store_view(db: Db, guid: str, d: Derived) -> bool:
+async def _store_view(db: Db, guid: str, d: CachedScan) -> bool:
     gen, last_scan = d.version
     status = await db.execute(
-        """INSERT INTO derived_views (instance_guid, generation, last_scan, windows, archive, system_ids, backup_need)
+        """INSERT INTO scan_cache (instance_guid, generation, last_scan, windows, archive, system_ids, backup_need)
            SELECT $1, $2, $3, $4, $5, $6, $7 FROM scan_state
            WHERE instance_guid = $1 AND generation = $2 AND last_scan IS NOT DISTINCT FROM $3
            ON CONFLICT (instance_guid) DO UPDATE
@@ -92,7 +93,7 @@ async def _store_view(db: Db, guid: str, d: Derived) -> bool:
         None if d.system_ids is None else sorted(d.system_ids), d.backup_need)
     stored: bool = status.endswith(" 1")
     if not stored:
-        log.info("derived view of %s not stored: scan generation %s is no longer current", guid, gen)
+        log.info("scan cache of %s not stored: scan generation %s is no longer current", guid, gen)
     return stored
 
 
@@ -101,12 +102,12 @@ async def refresh_quietly(pool: asyncpg.Pool, guid: str) -> bool:
     try:
         await refresh(pool, guid)
         return True
-    except Exception as e:   # derived data must never fail a scan that has been saved
-        log.warning("derived view of %s not refreshed: %s: %s", guid, type(e).__name__, e)
+    except Exception as e:   # the cache must never fail a scan that has been saved
+        log.warning("scan cache of %s not refreshed: %s: %s", guid, type(e).__name__, e)
         return False
 
 
-# -- coverage facts (instance_facts) -------------------------------------------------------------
+# -- coverage facts (scan_cache_facts) -------------------------------------------------------------
 
 FACT_COLUMNS = ("backups_total", "backups_restorable", "newest_backup", "newest_backup_stop_time",
                 "newest_done_unrestorable", "newest_done_stop_time", "latest_end", "latest_end_exact",
@@ -114,12 +115,12 @@ FACT_COLUMNS = ("backups_total", "backups_restorable", "newest_backup", "newest_
                 "windows", "holes", "corrupt")
 _JSON_FACTS = ("hole_after_newest", "windows", "holes", "corrupt")
 
-# instance_facts row ``f`` of the current scan of scan_state row ``s``
+# scan_cache_facts row ``f`` of the current scan of scan_state row ``s``
 CURRENT_FACTS = ("f.instance_guid = s.instance_guid AND f.generation = s.generation "
                  "AND f.last_scan IS NOT DISTINCT FROM s.last_scan")
 
 
-def _facts_args(f: SnapshotFacts) -> list[object]:
+def _facts_args(f: ScanFacts) -> list[object]:
     out: list[object] = []
     for col in FACT_COLUMNS:
         v = getattr(f, col)
@@ -129,10 +130,10 @@ def _facts_args(f: SnapshotFacts) -> list[object]:
     return out
 
 
-def row_to_facts(r: asyncpg.Record, *, lists: bool = True) -> SnapshotFacts:
+def row_to_facts(r: asyncpg.Record, *, lists: bool = True) -> ScanFacts:
     """Facts from a row holding FACT_COLUMNS (``windows``/``holes`` as JSON text; skipped unless ``lists``)."""
     h = r["hole_after_newest"]
-    return SnapshotFacts(
+    return ScanFacts(
         backups_total=r["backups_total"], backups_restorable=r["backups_restorable"],
         newest_backup=r["newest_backup"], newest_backup_stop_time=r["newest_backup_stop_time"],
         newest_done_unrestorable=r["newest_done_unrestorable"], newest_done_stop_time=r["newest_done_stop_time"],
@@ -144,14 +145,14 @@ def row_to_facts(r: asyncpg.Record, *, lists: bool = True) -> SnapshotFacts:
         corrupt=tuple(json.loads(r["corrupt"])))
 
 
-async def store_facts(db: Db, guid: str, version: Version, f: SnapshotFacts) -> bool:
+async def store_facts(db: Db, guid: str, version: Version, f: ScanFacts) -> bool:
     """Store the coverage facts of scan ``version`` unless it is no longer current. True when stored."""
     gen, last_scan = version
     cols = ", ".join(FACT_COLUMNS)
     params = ", ".join(f"${i}" + ("::jsonb" if c in _JSON_FACTS else "") for i, c in enumerate(FACT_COLUMNS, 4))
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in FACT_COLUMNS)
     status = await db.execute(
-        f"""INSERT INTO instance_facts (instance_guid, generation, last_scan, {cols})
+        f"""INSERT INTO scan_cache_facts (instance_guid, generation, last_scan, {cols})
             SELECT $1, $2, $3, {params} FROM scan_state
             WHERE instance_guid = $1 AND generation = $2 AND last_scan IS NOT DISTINCT FROM $3
             ON CONFLICT (instance_guid) DO UPDATE

@@ -1,4 +1,4 @@
-"""Derived views (windows + archive document per stored scan) and the narrowed plan load, on the real catalog.
+"""The scan cache (windows + archive document + coverage facts per stored scan) and the narrowed plan load, on the real catalog.
 
 - the SQL narrowing (repo.load_plan_inputs) loads exactly what the pure reference recovery.narrow.narrow keeps;
 - a plan through usecases.plan._plan (narrowed, stored windows) equals the whole-snapshot plan, refusals included;
@@ -14,8 +14,8 @@ import pytest
 
 from backup_catalog.usecases import backups
 from backup_catalog.usecases import plan as plans
-from backup_catalog.usecases.snapshots import SnapshotCache
-from catalog import derived, repo
+from backup_catalog.usecases.snapshots import ProcessScanCache
+from catalog import repo, scancache
 from catalog.scanresult import WalConflict, WalMode
 from recovery.errors import PlanningError
 from recovery.jsonout import windows_from_json
@@ -99,14 +99,14 @@ def outcome(fn) -> object:
 async def test_sql_narrowing_and_plans_match_the_whole_snapshot(pool) -> None:
     rnd = random.Random(20261125)
     compared = narrowed_plans = 0
-    cache = SnapshotCache()
+    cache = ProcessScanCache()
     for n in range(30):
         guid = f"arch-{n:02d}"
         await store_archive(pool, guid, random_archive(rnd))
         whole = await repo.load_snapshot(pool, guid)
         assert await repo.load_plan_inputs(pool, guid, make_target(latest=True), 4) is None  # no view yet
         try:
-            await derived.refresh(pool, guid)
+            await scancache.refresh(pool, guid)
         except Exception:
             continue
         rec = await repo.get_instance(pool, guid)
@@ -145,27 +145,27 @@ async def test_sql_narrowing_and_plans_match_the_whole_snapshot(pool) -> None:
 async def test_view_belongs_to_one_scan_and_stale_writers_are_refused(pool) -> None:
     snap = make_snapshot(backups=(backup_at("F1", 2, 1),))
     await store_archive(pool, "v-1", snap)
-    assert await derived.stored_archive(pool, "v-1") is None
-    d, _ = await derived.refresh(pool, "v-1")
-    stored = await derived.stored_archive(pool, "v-1")
+    assert await scancache.stored_archive(pool, "v-1") is None
+    d, _ = await scancache.refresh(pool, "v-1")
+    stored = await scancache.stored_archive(pool, "v-1")
     assert stored == d.archive and [b["label"] for b in json.loads(stored)["backups"]] == ["F1"]
     # a new scan: the view is stale until refreshed, and the old one can no longer be stored
     await repo.save_scan(pool, "v-1", scan(snap.runs, WalMode.REPLACE,
                                            backups=(backup_at("F1", 2, 1), backup_at("F2", 5, 10)),
                                            edges=snap.edges))
-    assert await derived.stored_archive(pool, "v-1") is None
+    assert await scancache.stored_archive(pool, "v-1") is None
     assert await repo.load_plan_inputs(pool, "v-1", make_target(latest=True), 4) is None
-    assert await derived.store(pool, "v-1", d) is False
+    assert await scancache.store(pool, "v-1", d) is False
     doc = json.loads(await backups.archive_text(pool, "v-1"))   # a reader recomputes and stores it
     assert [b["label"] for b in doc["backups"]] == ["F1", "F2"]
-    assert json.loads(await derived.stored_archive(pool, "v-1") or "{}") == doc
+    assert json.loads(await scancache.stored_archive(pool, "v-1") or "{}") == doc
 
 
 async def test_corrupt_stored_windows_fall_back_to_the_whole_snapshot(pool) -> None:
     snap = make_snapshot(backups=(backup_at("F1", 2, 1),))
     await store_archive(pool, "v-2", snap)
-    await derived.refresh(pool, "v-2")
-    await pool.execute("UPDATE derived_views SET windows = '{\"not\": \"windows\"}' WHERE instance_guid = 'v-2'")
+    await scancache.refresh(pool, "v-2")
+    await pool.execute("UPDATE scan_cache SET windows = '{\"not\": \"windows\"}' WHERE instance_guid = 'v-2'")
     rec = await repo.get_instance(pool, "v-2")
     target = make_target(latest=True)
     inputs = await repo.load_plan_inputs(pool, "v-2", target, plans.PLAN_CANDIDATES)
