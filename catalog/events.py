@@ -14,7 +14,14 @@ from catalog.db import Conn, Db, transaction
 from catalog.errors import CatalogError, Conflict
 from catalog.leases import check_lease
 from catalog.scanresult import WalConflict
-from catalog.scans import _drop_edges, _lock_scan_state, _replace_backups, _store_runs, _upsert_edges
+from catalog.scans import (
+    _drop_edges,
+    _lock_scan_state,
+    _replace_backups,
+    _replace_histories,
+    _store_runs,
+    _upsert_edges,
+)
 from recovery.model import Backup, WalRun, WindowEdge
 from recovery.timeline import TimelineSwitch
 
@@ -71,12 +78,7 @@ async def write_one(c: Conn, guid: str, w: EventWrite) -> None:
                         guid, w.pg_version, w.system_id)
     if w.backups is not None:
         await _replace_backups(c, guid, w.backups)
-    for tli, switches in w.histories.items():
-        await c.execute("DELETE FROM timelines WHERE instance_guid = $1 AND tli = $2", guid, tli)
-        await c.executemany(
-            "INSERT INTO timelines (instance_guid, tli, ordinal, parent, switchpoint, reason) "
-            "VALUES ($1, $2, $3, $4, $5, $6)",
-            [(guid, tli, i, s.parent, s.switchpoint, s.reason) for i, s in enumerate(switches)])
+    await _replace_histories(c, guid, w.histories)
     former_ends = await _store_runs(c, guid, w.runs, replace=False) if w.runs else set()
     await c.executemany(
         """INSERT INTO wal_conflicts (instance_guid, timeline, segno, detail, kind) VALUES ($1, $2, $3, $4, 'corrupt')

@@ -14,18 +14,7 @@ from catalog.db import Db
 async def try_acquire_lease(db: Db, key: str, holder: str, ttl_s: float) -> int | None:
     """Take or renew lease ``key`` for ``ttl_s`` seconds. Returns the fencing token, or None when
     another holder's lease is unexpired. Renewal by the current holder keeps its token."""
-    token: int | None = await db.fetchval(
-        """INSERT INTO scan_leases AS l (key, holder, token, acquired_at, expires_at)
-           VALUES ($1, $2, 1, clock_timestamp(), clock_timestamp() + make_interval(secs => $3))
-           ON CONFLICT (key) DO UPDATE SET
-               token = CASE WHEN l.holder = EXCLUDED.holder AND l.expires_at > clock_timestamp()
-                            THEN l.token ELSE l.token + 1 END,
-               acquired_at = CASE WHEN l.holder = EXCLUDED.holder AND l.expires_at > clock_timestamp()
-                                  THEN l.acquired_at ELSE EXCLUDED.acquired_at END,
-               holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
-           WHERE l.expires_at <= clock_timestamp() OR l.holder = EXCLUDED.holder
-           RETURNING token""", key, holder, float(ttl_s))
-    return token
+    return (await try_acquire_leases(db, (key,), holder, ttl_s)).get(key)
 
 
 async def try_acquire_leases(db: Db, keys: Sequence[str], holder: str, ttl_s: float) -> dict[str, int]:

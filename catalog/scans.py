@@ -1,7 +1,7 @@
 """Scan results and scan state in the catalog: one transaction per save, fenced by the scan generation."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import asyncpg
 
@@ -12,6 +12,7 @@ from catalog.leases import check_lease
 from catalog.rows import ScanState
 from catalog.scanresult import ScanResult, WalMode
 from recovery.model import Backup, WalRun, WindowEdge
+from recovery.timeline import TimelineSwitch
 from recovery.wal import merge_runs
 
 
@@ -37,12 +38,7 @@ async def save_scan(db: Db, guid: str, result: ScanResult, *, expected_generatio
                 guid, str(result.layout), result.stanza, result.seg_size, result.pg_version, result.system_id)
             if result.backups is not None:
                 await _replace_backups(c, guid, result.backups)
-            for tli, switches in result.histories.items():
-                await c.execute("DELETE FROM timelines WHERE instance_guid = $1 AND tli = $2", guid, tli)
-                await c.executemany(
-                    "INSERT INTO timelines (instance_guid, tli, ordinal, parent, switchpoint, reason) "
-                    "VALUES ($1, $2, $3, $4, $5, $6)",
-                    [(guid, tli, i, s.parent, s.switchpoint, s.reason) for i, s in enumerate(switches)])
+            await _replace_histories(c, guid, result.histories)
             if result.listed_histories is not None:   # a full reconcile: forget histories the bucket lacks
                 await c.execute("DELETE FROM timelines WHERE instance_guid = $1 AND NOT (tli = ANY($2::int[]))",
                                 guid, sorted(result.listed_histories))
@@ -87,6 +83,16 @@ async def _lock_scan_state(c: Conn, guid: str) -> int:
         await c.execute("INSERT INTO scan_state (instance_guid) VALUES ($1) ON CONFLICT DO NOTHING", guid)
         gen = await c.fetchval("SELECT generation FROM scan_state WHERE instance_guid = $1 FOR UPDATE", guid)
     return int(gen)
+
+
+async def _replace_histories(c: Conn, guid: str, histories: Mapping[int, Sequence[TimelineSwitch]]) -> None:
+    """Each given timeline's history (its switch points) replaces the stored one."""
+    for tli, switches in histories.items():
+        await c.execute("DELETE FROM timelines WHERE instance_guid = $1 AND tli = $2", guid, tli)
+        await c.executemany(
+            "INSERT INTO timelines (instance_guid, tli, ordinal, parent, switchpoint, reason) "
+            "VALUES ($1, $2, $3, $4, $5, $6)",
+            [(guid, tli, i, s.parent, s.switchpoint, s.reason) for i, s in enumerate(switches)])
 
 
 async def _replace_backups(c: Conn, guid: str, backups: Sequence[Backup]) -> None:
