@@ -15,6 +15,7 @@ it: every command refuses it (:class:`SchemaTooNew`).
 """
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -223,6 +224,22 @@ async def _lock(conn: Conn) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK)
 
 
+async def _apply(db: Conn, m: Migration) -> None:
+    """One migration in its own transaction, checked to keep the catalog's memory, then recorded."""
+    async with db.transaction():
+        await _lock(db)
+        before = await _memory(db)
+        try:
+            await db.execute(m.sql)
+        except asyncpg.PostgresError as exc:
+            raise MigrationError(f"migration {m.label} failed: {exc}") from None
+        for table in m.rebuilds:     # a table renamed by a later migration (0009) has nothing here to empty
+            if await db.fetchval("SELECT to_regclass($1) IS NOT NULL", table):
+                await db.execute(f"DELETE FROM {table}")
+        await _check_memory(db, m, before)
+        await db.execute("INSERT INTO schema_version (version) VALUES ($1)", m.version)
+
+
 async def upgrade(db: Conn | asyncpg.Pool, *, migrations: tuple[Migration, ...] | None = None,
                   schema: str | None = None, on_step: Callable[[str], None] | None = None) -> UpgradeResult:
     """Bring the catalog to the newest schema this code knows.
@@ -252,25 +269,20 @@ async def upgrade(db: Conn | asyncpg.Pool, *, migrations: tuple[Migration, ...] 
         status = status_of(await applied_versions(db), ms)
     applied: list[str] = []
     rebuilds: list[str] = []
-    for m in status.pending:
-        async with db.transaction():
-            await _lock(db)
-            if m.version in await applied_versions(db):
-                continue                                    # another upgrader applied it meanwhile
-            before = await _memory(db)
-            try:
-                await db.execute(m.sql)
-            except asyncpg.PostgresError as exc:
-                raise MigrationError(f"migration {m.label} failed: {exc}") from None
-            for table in m.rebuilds:     # a table renamed by a later migration (0009) has nothing here to empty
-                if await db.fetchval("SELECT to_regclass($1) IS NOT NULL", table):
-                    await db.execute(f"DELETE FROM {table}")
-            await _check_memory(db, m, before)
-            await db.execute("INSERT INTO schema_version (version) VALUES ($1)", m.version)
-        applied.append(m.label)
-        rebuilds.extend(t for t in m.rebuilds if t not in rebuilds)
-        if on_step is not None:
-            on_step(m.label)
+    if status.pending:
+        # one upgrader at a time for the whole run (a session lock; each migration's transaction takes the
+        # same key again): a second one waits, then finds nothing pending — never interleaved step by step
+        await db.execute("SELECT pg_advisory_lock($1)", SCHEMA_LOCK)
+        try:
+            for m in status_of(await applied_versions(db), ms).pending:
+                await _apply(db, m)
+                applied.append(m.label)
+                rebuilds.extend(t for t in m.rebuilds if t not in rebuilds)
+                if on_step is not None:
+                    on_step(m.label)
+        finally:
+            with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                await db.execute("SELECT pg_advisory_unlock($1)", SCHEMA_LOCK)
     final = status_of(await applied_versions(db), ms)
     if final.newer:
         raise too_new(final)
