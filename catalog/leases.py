@@ -87,11 +87,7 @@ async def lease_holder(db: Db, key: str) -> tuple[str, datetime] | None:
 
 async def release_lease(db: Db, key: str, holder: str, token: int) -> bool:
     """Expire our lease now (keeps the row so tokens stay monotonic). False if no longer ours."""
-    status = await db.execute(
-        """UPDATE scan_leases SET expires_at = clock_timestamp()
-           WHERE key = $1 AND holder = $2 AND token = $3 AND expires_at > clock_timestamp()""",
-        key, holder, token)
-    return status.endswith(" 1")
+    return await release_leases(db, holder, {key: token}) == 1
 
 
 async def release_holder(db: Db, key: str, holder: str) -> bool:
@@ -109,10 +105,7 @@ async def check_lease(db: Db, key: str, token: int | None) -> bool:
     share-locked, so a takeover waits until that transaction ends (fencing)."""
     if token is None:
         return False
-    row = await db.fetchval(
-        """SELECT 1 FROM scan_leases WHERE key = $1 AND token = $2 AND expires_at > clock_timestamp()
-           FOR SHARE""", key, token)
-    return row is not None
+    return key in await check_leases(db, {key: token})
 
 
 async def record_run(db: Db, job: str, scheduled_for: datetime, instance: str | None, holder: str,

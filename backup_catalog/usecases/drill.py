@@ -141,8 +141,6 @@ def _lease_ttl(settings: Settings) -> float:
     return max(3.0, float(settings.drill_lease_ttl_seconds))
 
 
-
-
 class LeaseHolder:
     """Hold ``drill:<guid>`` with a heartbeat while a drill (or a supervised worker's drill) runs."""
 
